@@ -1,0 +1,54 @@
+// Causal attention over a paged KV cache, for a flattened batch of sequences.
+//
+// The cache holds fixed-size blocks; a sequence's block table lists its blocks in
+// token order. Within one layer, the K (and V) of kv-head h, token t of block b is at
+//   base + b * block_stride + h * head_stride + (t % block_size) * head_dim
+// (DESIGN.md's [layer][K|V][kv_head][token][head_dim] layout, with the layer and K/V
+// folded into the base pointers).
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "common/thread_pool.h"
+
+namespace tessera::kernels {
+
+struct PagedKvView {
+  float* k_base = nullptr;     // K of this layer in block 0
+  float* v_base = nullptr;     // V of this layer in block 0
+  int64_t block_stride = 0;    // elements between consecutive blocks
+  int64_t head_stride = 0;     // elements between kv-heads within a block
+  int block_size = 16;         // tokens per block
+  int head_dim = 0;
+};
+
+// One sequence of the flattened batch.
+struct AttentionSequence {
+  int64_t first_row = 0;      // row of its first new token in q / out
+  int64_t num_new = 0;        // new tokens this step
+  int64_t context_len = 0;    // tokens cached before this step (the new ones follow)
+  const int32_t* block_table = nullptr;  // enough blocks for context_len + num_new
+};
+
+struct AttentionShape {
+  int num_heads = 0;
+  int num_kv_heads = 0;  // query head h reads kv head h / (num_heads / num_kv_heads)
+  int head_dim = 0;
+  int window = 0;        // sliding window in keys (itself included); 0 = full causal
+  float scale = 1.0f;    // usually 1/sqrt(head_dim)
+};
+
+// Copies the new tokens' K and V ([rows, num_kv_heads * head_dim], row stride in
+// elements) into their cache slots.
+void WriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& kv,
+             int num_kv_heads, std::span<const AttentionSequence> seqs);
+
+// out[row, h, :] = softmax(q·Kᵀ · scale) V over the keys each new token may see
+// (its own and earlier positions, within the window), with an online softmax that
+// walks the block table. q: [rows, num_heads * head_dim]; out likewise.
+void PagedAttention(const float* q, int64_t q_stride, const PagedKvView& kv,
+                    const AttentionShape& shape, std::span<const AttentionSequence> seqs,
+                    float* out, int64_t out_stride, ThreadPool* pool);
+
+}  // namespace tessera::kernels

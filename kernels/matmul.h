@@ -1,0 +1,60 @@
+// Matrix multiplication against pre-packed weights: y[m, n] = x[m, k] · W[n, k]ᵀ + b.
+//
+// Weights are packed once at load into panels of 16 output rows, 64-byte aligned:
+//   F32:  [n/16][k][16]          float
+//   BF16: [n/16][k/2][16][2]     bf16 (pairs of k interleaved, the operand layout of
+//                                 the AVX-512 BF16 dot-product instruction)
+// (n and k are padded with zeros to a multiple of 16 and 2.)
+//
+// Accumulation is always fp32. For BF16 weights there are two paths:
+//   exact: activations stay fp32, weights are widened (bit-exact with a float32 reference
+//          that widens the bf16 weights, like HuggingFace does);
+//   fast:  activations are rounded to bf16 and multiplied with vdpbf16ps (twice the
+//          FLOP rate; ~1e-2 relative error), used for batches of at least
+//          MatmulOptions::bf16_activation_min_rows rows.
+//
+// Thread-safety: a PackedMatrix is immutable after packing; Matmul may run concurrently
+// on the same matrix with different outputs.
+#pragma once
+
+#include <cstdint>
+
+#include "common/aligned_buffer.h"
+#include "common/dtype.h"
+#include "common/thread_pool.h"
+
+namespace tessera::kernels {
+
+struct PackedMatrix {
+  int64_t rows = 0;  // n: output features
+  int64_t cols = 0;  // k: input features
+  DType dtype = DType::kF32;  // kF32 or kBF16
+  AlignedBuffer data;
+
+  int64_t panels() const { return (rows + 15) / 16; }
+  size_t bytes() const { return data.size(); }
+};
+
+// Packs a row-major [rows, cols] float matrix. `dtype` selects the stored precision
+// (kF32 or kBF16; values are rounded to bf16 when kBF16).
+PackedMatrix PackMatrix(const float* src, int64_t rows, int64_t cols, DType dtype);
+
+struct MatmulOptions {
+  // Batches with at least this many rows use the fast bf16-activation path on BF16
+  // weights. 0 disables the fast path (every product exact in fp32 activations).
+  int bf16_activation_min_rows = 32;
+  // y += x·Wᵀ (+ b) instead of y = x·Wᵀ (+ b): residual adds cost no extra pass.
+  bool accumulate = false;
+};
+
+// x: [m, w.cols] fp32 row-major with row stride x_stride (elements).
+// y: [m, w.rows] fp32 row-major with row stride y_stride.
+// bias: [w.rows] or nullptr.
+void Matmul(const float* x, int64_t m, int64_t x_stride, const PackedMatrix& w,
+            const float* bias, float* y, int64_t y_stride, ThreadPool* pool,
+            const MatmulOptions& options = {});
+
+// True when this build has the AVX-512 BF16 kernels (the portable loops otherwise).
+bool MatmulUsesAvx512Bf16();
+
+}  // namespace tessera::kernels

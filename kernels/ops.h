@@ -1,0 +1,36 @@
+// Element-wise and row-wise CPU ops of the transformer block, on fp32 buffers.
+// Shapes are given as [rows, dim] with explicit row strides (in elements).
+#pragma once
+
+#include <cstdint>
+
+#include "common/thread_pool.h"
+
+namespace tessera::kernels {
+
+// out = w ⊙ x / sqrt(mean(x²) + eps), per row (HF RMSNorm, fp32).
+void RmsNorm(const float* x, int64_t rows, int64_t x_stride, int64_t dim, const float* weight,
+             float eps, float* out, int64_t out_stride);
+
+// out = (x - mean) / sqrt(var + eps) ⊙ w + b, per row (biased variance, as torch).
+void LayerNorm(const float* x, int64_t rows, int64_t x_stride, int64_t dim, const float* weight,
+               const float* bias, float eps, float* out, int64_t out_stride);
+
+enum class Activation { kSilu, kGeluTanh, kGeluErf, kRelu };
+
+// Gated MLP input: gate_up rows are [gate(inner) | up(inner)];
+// out = act(gate) ⊙ up, [rows, inner].
+void GatedActivation(const float* gate_up, int64_t rows, int64_t inner, Activation act,
+                     float* out, ThreadPool* pool);
+
+// In place: x = act(x), [rows, dim] contiguous.
+void ApplyActivation(float* x, int64_t rows, int64_t dim, Activation act, ThreadPool* pool);
+
+// Rotary embedding in the "rotate_half" layout: dimension i pairs with i + rot_dim/2.
+// cos/sin: [rot_dim/2] for this token's position. Rotates one head vector in place.
+void ApplyRotary(float* head, const float* cos, const float* sin, int rot_dim);
+
+// Softmax over a row of n logits, in place.
+void Softmax(float* x, int n);
+
+}  // namespace tessera::kernels

@@ -1,0 +1,27 @@
+// The bytes of a KV block pool on the CPU device: num_blocks blocks of KvLayout,
+// float32, one 64-byte-aligned allocation made (and touched) once at start.
+#pragma once
+
+#include "common/aligned_buffer.h"
+#include "kvstore/kv_layout.h"
+
+namespace tessera::kvstore {
+
+class CpuKvStorage {
+ public:
+  CpuKvStorage(const KvLayout& layout, int32_t num_blocks)
+      : layout_(layout),
+        num_blocks_(num_blocks),
+        data_(static_cast<size_t>(layout.block_elems()) * num_blocks * sizeof(float)) {}
+
+  const KvLayout& layout() const { return layout_; }
+  int32_t num_blocks() const { return num_blocks_; }
+  float* data() { return data_.as<float>(); }
+
+ private:
+  KvLayout layout_;
+  int32_t num_blocks_;
+  AlignedBuffer data_;  // [num_blocks][layers][2][kv_heads][block_size][head_dim] f32
+};
+
+}  // namespace tessera::kvstore

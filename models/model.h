@@ -1,0 +1,110 @@
+// Model: the one transformer that every family is a configuration of, running a
+// flattened batch on the CPU device against a paged KV cache.
+//
+// A forward step takes several sequences, each with its new tokens (a prefill chunk or
+// one decode token), the number of tokens it already has in the cache and its block
+// table. Their tokens are concatenated so every matmul sees the whole batch; attention
+// walks each sequence's blocks. The caller (an engine or scheduler) owns the block
+// tables and allocates the blocks before calling Forward.
+//
+// Thread-safety: Forward uses internal scratch buffers; call it from one thread at a
+// time. The model owns its thread pool.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/aligned_buffer.h"
+#include "common/thread_pool.h"
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "kvstore/cpu_kv_storage.h"
+#include "models/model_spec.h"
+#include "models/rope.h"
+#include "models/weights.h"
+
+namespace tessera::models {
+
+struct ModelOptions {
+  // Threads for kernels, the caller included. 0: every core this process may use.
+  int num_threads = 0;
+  // Matmul precision switches (bf16 activations for large batches by default).
+  kernels::MatmulOptions matmul;
+};
+
+// One sequence of a forward step.
+struct SequenceInput {
+  std::span<const int32_t> tokens;       // new tokens, at positions context_len...
+  int64_t context_len = 0;               // tokens already in the cache
+  std::span<const int32_t> block_table;  // covers context_len + tokens.size() tokens
+  bool all_logits = false;               // logits of every new token, else only the last
+};
+
+class Model {
+ public:
+  // Loads DIR/config.json and DIR's safetensors.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& model_dir,
+                                                     const ModelOptions& options = {});
+  // Builds a model from tensors already in memory (benchmarks, tests).
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelSpec& spec, const TensorSource& source,
+                                                       const ModelOptions& options = {});
+
+  const ModelSpec& spec() const { return spec_; }
+  size_t weight_bytes() const { return weights_.bytes(); }
+  // Bytes of weights read to compute one token of a batch-1 decode step (the dense
+  // layers, the top-k experts of MoE layers, the LM head; not the embedding table).
+  size_t decode_bytes_per_token() const;
+  int num_threads() const { return pool_->num_threads(); }
+
+  // The KV block layout this model needs at a given block size.
+  kvstore::KvLayout KvLayoutFor(int block_size) const;
+
+  // Runs one step. Writes the new tokens' K/V into `kv`, and logits into `logits`:
+  // rows in sequence order, each sequence contributing all its new tokens or only the
+  // last (per all_logits), [rows, vocab] float32.
+  // Errors (INVALID_ARGUMENT): empty sequence, token id outside the vocabulary, block
+  // table too short or naming a block outside the pool, KV layout of another model,
+  // learned-position model past its maximum length. Nothing is written on error.
+  absl::Status Forward(std::span<const SequenceInput> batch, kvstore::CpuKvStorage& kv,
+                       std::vector<float>* logits);
+
+ private:
+  Model(ModelSpec spec, ModelWeights weights, const ModelOptions& options);
+
+  absl::Status Validate(std::span<const SequenceInput> batch, const kvstore::CpuKvStorage& kv) const;
+  void Embed(std::span<const SequenceInput> batch, float* x) const;
+  void PrepareRotary(std::span<const SequenceInput> batch);
+  void Normalize(const Norm& norm, const float* x, int64_t rows, float* out);
+  void Attention(int layer, std::span<const SequenceInput> batch, kvstore::CpuKvStorage& kv,
+                 int64_t rows);
+  void DenseMlp(const LayerWeights& layer, int64_t rows);
+  void MoeMlp(const LayerWeights& layer, int64_t rows);
+
+  ModelSpec spec_;
+  ModelWeights weights_;
+  ModelOptions options_;
+  RotaryEmbedding rotary_;
+  std::unique_ptr<ThreadPool> pool_;
+
+  // Scratch, grown to the largest step seen and reused (no allocation per step).
+  AlignedBuffer x_;        // [T, hidden] residual stream
+  AlignedBuffer h_;        // [T, hidden] normalised input of a sub-layer
+  AlignedBuffer qkv_;      // [T, q + 2 kv]
+  AlignedBuffer attn_;     // [T, q]
+  AlignedBuffer mlp_;      // [T, 2 * inner] gate|up (or fc) output
+  AlignedBuffer act_;      // [T, inner]
+  AlignedBuffer rope_cos_; // [T, head_dim / 2]
+  AlignedBuffer rope_sin_;
+  AlignedBuffer moe_in_;   // [T, hidden] rows routed to one expert
+  AlignedBuffer moe_out_;  // [T, hidden]
+  std::vector<kernels::AttentionSequence> attn_seqs_;
+  std::vector<int32_t> moe_rows_;
+  std::vector<float> moe_gates_;
+  std::vector<float> router_logits_;
+};
+
+}  // namespace tessera::models

@@ -1,0 +1,92 @@
+#include "models/model_spec.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "models/internal/config_reader.h"
+#include "models/internal/family.h"
+
+namespace tessera::models {
+namespace {
+
+absl::Status Invalid(const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("config.json: ", what));
+}
+
+absl::Status Validate(const ModelSpec& s) {
+  if (s.vocab_size <= 0 || s.hidden_size <= 0 || s.num_layers <= 0 || s.num_heads <= 0 ||
+      s.num_kv_heads <= 0 || s.head_dim <= 0 || s.intermediate_size <= 0 ||
+      s.max_position_embeddings <= 0) {
+    return Invalid("sizes (vocab, hidden, layers, heads, head_dim, intermediate, max positions) must be > 0");
+  }
+  if (s.num_heads % s.num_kv_heads != 0) {
+    return Invalid(absl::StrCat("num_attention_heads (", s.num_heads,
+                                ") must be a multiple of num_key_value_heads (", s.num_kv_heads, ")"));
+  }
+  if (s.num_heads / s.num_kv_heads > 64) return Invalid("more than 64 query heads per KV head");
+  if (s.positions == PositionKind::kRope && s.head_dim % 2 != 0) return Invalid("head_dim must be even for RoPE");
+  if (s.positions == PositionKind::kLearned && s.hidden_size != s.num_heads * s.head_dim) {
+    return Invalid("hidden size must equal heads x head_dim");
+  }
+  return absl::OkStatus();
+}
+
+// eos_token_id may be an int or a list of ints.
+absl::Status ParseSpecialTokens(const nlohmann::json& c, ModelSpec* spec) {
+  if (c.contains("eos_token_id") && !c["eos_token_id"].is_null()) {
+    const auto& eos = c["eos_token_id"];
+    if (eos.is_number_integer()) {
+      spec->eos_token_ids.push_back(eos.get<int>());
+    } else if (eos.is_array()) {
+      for (const auto& id : eos) {
+        if (!id.is_number_integer()) return Invalid("eos_token_id list holds a non-integer");
+        spec->eos_token_ids.push_back(id.get<int>());
+      }
+    } else {
+      return Invalid("eos_token_id must be an integer or a list of integers");
+    }
+  }
+  ASSIGN_OR_RETURN(spec->bos_token_id, internal::ReadKeyOr<int>(c, "bos_token_id", -1));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelSpec> ParseModelSpec(const std::string& config_json) {
+  nlohmann::json c = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  if (c.is_discarded() || !c.is_object()) return Invalid("not a JSON object");
+  if (!c.contains("architectures") || !c["architectures"].is_array() || c["architectures"].empty() ||
+      !c["architectures"][0].is_string()) {
+    return Invalid("missing required key 'architectures' (a list naming the model class)");
+  }
+  ModelSpec spec;
+  spec.architecture = c["architectures"][0].get<std::string>();
+  const internal::Family* family = internal::FindFamily(spec.architecture);
+  if (family == nullptr) {
+    return Invalid(absl::StrCat("unsupported architecture '", spec.architecture,
+                                "' (supported: ", internal::KnownArchitectures(), ")"));
+  }
+  spec.family = std::string(family->name);
+  RETURN_IF_ERROR(family->parse_config(c, &spec));
+  RETURN_IF_ERROR(ParseSpecialTokens(c, &spec));
+  RETURN_IF_ERROR(Validate(spec));
+  return spec;
+}
+
+absl::StatusOr<ModelSpec> LoadModelSpec(const std::string& model_dir) {
+  const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec(text.str());
+  if (!spec.ok()) {
+    return absl::Status(spec.status().code(), absl::StrCat(model_dir, ": ", spec.status().message()));
+  }
+  return spec;
+}
+
+}  // namespace tessera::models

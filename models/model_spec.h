@@ -1,0 +1,81 @@
+// ModelSpec: the one description that every supported HF architecture maps onto.
+//
+// The five families differ only in the switches below; there is no per-family forward
+// pass. ParseModelSpec reads a HuggingFace config.json and fills the spec through the
+// family registered under its `architectures` string (see families.cc).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/ops.h"
+
+namespace tessera::models {
+
+enum class NormKind { kRmsNorm, kLayerNorm };
+enum class PositionKind { kLearned, kRope };
+enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3, kYarn };
+
+struct RopeSpec {
+  double theta = 10000.0;
+  RopeScaling scaling = RopeScaling::kNone;
+  double factor = 1.0;
+  // llama3
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  double original_max_position_embeddings = 8192;
+  // yarn
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  double attention_factor = 1.0;  // scales cos and sin
+};
+
+struct ModelSpec {
+  std::string architecture;  // the HF class name, e.g. "LlamaForCausalLM"
+  std::string family;        // gpt2 / llama / qwen2 / mistral / mixtral
+
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int intermediate_size = 0;  // per expert for MoE
+  int max_position_embeddings = 0;
+
+  NormKind norm = NormKind::kRmsNorm;
+  float norm_eps = 1e-6f;
+  kernels::Activation activation = kernels::Activation::kSilu;
+  bool gated_mlp = true;  // act(gate) * up (SwiGLU) vs act(fc) (GPT-2)
+
+  PositionKind positions = PositionKind::kRope;
+  RopeSpec rope;
+
+  bool qkv_bias = false;
+  bool o_bias = false;
+  bool mlp_bias = false;
+
+  // Per layer: the sliding window in keys (the query itself included), 0 = full.
+  std::vector<int> sliding_window;
+
+  int num_experts = 0;          // > 0: MoE MLP (Mixtral)
+  int experts_per_token = 0;    // top-k; the k weights are renormalised to sum to 1
+
+  bool tie_word_embeddings = false;
+  std::vector<int> eos_token_ids;
+  int bos_token_id = -1;
+
+  bool is_moe() const { return num_experts > 0; }
+  int q_size() const { return num_heads * head_dim; }
+  int kv_size() const { return num_kv_heads * head_dim; }
+};
+
+// Parses config.json text. Unknown architectures and missing or invalid keys give
+// INVALID_ARGUMENT naming the key.
+absl::StatusOr<ModelSpec> ParseModelSpec(const std::string& config_json);
+
+// Reads and parses DIR/config.json.
+absl::StatusOr<ModelSpec> LoadModelSpec(const std::string& model_dir);
+
+}  // namespace tessera::models

@@ -1,0 +1,35 @@
+// Rotary position embedding frequencies with HF's scaling variants
+// (none, linear, dynamic NTK, llama3, YaRN), computed in float32 like transformers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "models/model_spec.h"
+
+namespace tessera::models {
+
+class RotaryEmbedding {
+ public:
+  explicit RotaryEmbedding(const ModelSpec& spec);
+
+  int rot_dim() const { return head_dim_; }
+
+  // Inverse frequencies [head_dim/2] for one forward call of a sequence whose highest
+  // position in that call is call_len - 1. Only dynamic NTK depends on call_len (as in
+  // transformers, keys cached earlier keep the rotation they were computed with).
+  const std::vector<float>& InverseFrequencies(int64_t call_len, std::vector<float>* scratch) const;
+
+  // cos/sin [head_dim/2] of position `pos` (YaRN's attention factor applied).
+  void CosSin(const std::vector<float>& inv_freq, int64_t pos, float* cos, float* sin) const;
+
+ private:
+  std::vector<float> Frequencies(double base) const;
+
+  RopeSpec rope_;
+  int head_dim_;
+  int max_positions_;
+  std::vector<float> static_inv_freq_;  // every variant but dynamic
+};
+
+}  // namespace tessera::models

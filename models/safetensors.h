@@ -1,0 +1,77 @@
+// Read-only access to HuggingFace safetensors checkpoints, memory-mapped.
+//
+// Open() validates the whole header before anything is read: header size sane and
+// inside the file, JSON well formed, known dtypes, non-negative shapes, offsets inside
+// the data section, byte length = shape × dtype size (overflow-checked), no two tensors
+// overlapping. A corrupt or truncated file is an INVALID_ARGUMENT naming the file and
+// the problem, never a crash.
+//
+// Thread-safety: immutable after Open; views stay valid while the object lives.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/dtype.h"
+
+namespace tessera::models {
+
+struct TensorView {
+  std::string dtype;  // the safetensors dtype string ("F32", "BF16", "I64", ...)
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;
+  size_t nbytes = 0;
+
+  int64_t numel() const;
+};
+
+// Something that yields named tensors: a checkpoint on disk, or weights made in memory
+// (benchmarks).
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  // nullptr when absent.
+  virtual const TensorView* Find(const std::string& name) const = 0;
+};
+
+// Converts a floating-point tensor (F32, F16, BF16) to float32; other dtypes give
+// INVALID_ARGUMENT. REQUIRES: `out` has room for view.numel() floats.
+absl::Status ReadAsFloat(const std::string& name, const TensorView& view, float* out);
+
+// The storage dtype for weights read from `view` (BF16 stays BF16; F32 and F16 become
+// F32, since widening F16 is exact and rounding it to BF16 is not).
+DType WeightDTypeOf(const TensorView& view);
+
+class SafetensorsFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+
+ private:
+  SafetensorsFile() = default;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  std::map<std::string, TensorView> tensors_;
+};
+
+// A model folder: model.safetensors, or shards listed by model.safetensors.index.json.
+class Checkpoint : public TensorSource {
+ public:
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& model_dir);
+  const TensorView* Find(const std::string& name) const override;
+  size_t num_tensors() const { return index_.size(); }
+
+ private:
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const TensorView*> index_;
+};
+
+}  // namespace tessera::models
