@@ -1,0 +1,76 @@
+#include "bench/synthetic_model.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/bf16.h"
+
+namespace tessera::bench {
+
+models::ModelSpec TinyLlamaSpec() {
+  models::ModelSpec s;
+  s.architecture = "LlamaForCausalLM";
+  s.family = "llama";
+  s.vocab_size = 32000;
+  s.hidden_size = 2048;
+  s.num_layers = 22;
+  s.num_heads = 32;
+  s.num_kv_heads = 4;
+  s.head_dim = 64;
+  s.intermediate_size = 5632;
+  s.max_position_embeddings = 2048;
+  s.norm_eps = 1e-5f;
+  s.sliding_window.assign(s.num_layers, 0);
+  return s;
+}
+
+SyntheticLlama::SyntheticLlama(const models::ModelSpec& spec, uint64_t seed) : state_(seed * 0x9e3779b97f4a7c15ull + 1) {
+  const int64_t h = spec.hidden_size, q = spec.q_size(), kv = spec.kv_size(), inner = spec.intermediate_size;
+  Add("model.embed_tokens.weight", {spec.vocab_size, h});
+  Add("lm_head.weight", {spec.vocab_size, h});
+  Add("model.norm.weight", {h}, true);
+  for (int l = 0; l < spec.num_layers; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    Add(p + "input_layernorm.weight", {h}, true);
+    Add(p + "post_attention_layernorm.weight", {h}, true);
+    Add(p + "self_attn.q_proj.weight", {q, h});
+    Add(p + "self_attn.k_proj.weight", {kv, h});
+    Add(p + "self_attn.v_proj.weight", {kv, h});
+    Add(p + "self_attn.o_proj.weight", {h, q});
+    Add(p + "mlp.gate_proj.weight", {inner, h});
+    Add(p + "mlp.up_proj.weight", {inner, h});
+    Add(p + "mlp.down_proj.weight", {h, inner});
+  }
+}
+
+void SyntheticLlama::Add(const std::string& name, std::vector<int64_t> shape, bool ones) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  std::vector<uint16_t>& data = storage_[name];
+  data.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (ones) {
+      data[i] = FloatToBf16(1.0f);
+      continue;
+    }
+    // xorshift64*: cheap enough for a billion values; a sum of two uniforms is close
+    // enough to a normal for timing purposes.
+    state_ ^= state_ >> 12;
+    state_ ^= state_ << 25;
+    state_ ^= state_ >> 27;
+    const uint64_t r = state_ * 0x2545f4914f6cdd1dull;
+    const float u = static_cast<float>(r >> 40) / 16777216.0f + static_cast<float>((r >> 16) & 0xffffff) / 16777216.0f;
+    data[i] = FloatToBf16((u - 1.0f) * 0.05f);
+  }
+  models::TensorView view;
+  view.dtype = "BF16";
+  view.shape = std::move(shape);
+  view.data = reinterpret_cast<const uint8_t*>(data.data());
+  view.nbytes = data.size() * sizeof(uint16_t);
+  views_[name] = view;
+}
+
+const models::TensorView* SyntheticLlama::Find(const std::string& name) const {
+  auto it = views_.find(name);
+  return it == views_.end() ? nullptr : &it->second;
+}
+
+}  // namespace tessera::bench

@@ -1,0 +1,31 @@
+// Synthetic checkpoints made in memory: HF-named tensors with random values, so
+// benchmarks can run real model shapes without downloading weights.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "models/model_spec.h"
+#include "models/safetensors.h"
+
+namespace tessera::bench {
+
+// The TinyLlama-1.1B shape: hidden 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632,
+// vocab 32000.
+models::ModelSpec TinyLlamaSpec();
+
+// Random BF16 tensors (normal-ish, std 0.02; norm weights 1) under LLaMA's names.
+class SyntheticLlama : public models::TensorSource {
+ public:
+  explicit SyntheticLlama(const models::ModelSpec& spec, uint64_t seed = 1);
+  const models::TensorView* Find(const std::string& name) const override;
+
+ private:
+  void Add(const std::string& name, std::vector<int64_t> shape, bool ones = false);
+
+  uint64_t state_;
+  std::map<std::string, std::vector<uint16_t>> storage_;
+  std::map<std::string, models::TensorView> views_;
+};
+
+}  // namespace tessera::bench

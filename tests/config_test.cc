@@ -1,0 +1,155 @@
+// config.json -> ModelSpec for every family, and clear errors for what is unsupported.
+#include <gtest/gtest.h>
+
+#include "models/model_spec.h"
+#include "nlohmann/json.hpp"
+
+namespace tessera {
+namespace {
+
+using models::ParseModelSpec;
+using nlohmann::json;
+
+json LlamaConfig() {
+  return json{{"architectures", {"LlamaForCausalLM"}},
+              {"vocab_size", 100},
+              {"hidden_size", 64},
+              {"num_hidden_layers", 2},
+              {"num_attention_heads", 4},
+              {"num_key_value_heads", 2},
+              {"intermediate_size", 128},
+              {"max_position_embeddings", 256},
+              {"rms_norm_eps", 1e-5},
+              {"eos_token_id", 2}};
+}
+
+std::string Error(const json& config) {
+  auto spec = ParseModelSpec(config.dump());
+  EXPECT_FALSE(spec.ok());
+  if (spec.ok()) return "";
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(spec.status().message());
+}
+
+TEST(ConfigTest, LlamaDefaults) {
+  auto spec = ParseModelSpec(LlamaConfig().dump());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->family, "llama");
+  EXPECT_EQ(spec->head_dim, 16);
+  EXPECT_EQ(spec->num_kv_heads, 2);
+  EXPECT_EQ(spec->norm, models::NormKind::kRmsNorm);
+  EXPECT_TRUE(spec->gated_mlp);
+  EXPECT_FALSE(spec->qkv_bias);
+  EXPECT_EQ(spec->rope.scaling, models::RopeScaling::kNone);
+  EXPECT_EQ(spec->sliding_window, (std::vector<int>{0, 0}));
+  EXPECT_EQ(spec->eos_token_ids, (std::vector<int>{2}));
+}
+
+TEST(ConfigTest, HeadDimKeyIsAuthoritative) {
+  json c = LlamaConfig();
+  c["head_dim"] = 32;
+  EXPECT_EQ(ParseModelSpec(c.dump())->head_dim, 32);
+}
+
+TEST(ConfigTest, UnknownArchitectureNamesTheSupportedOnes) {
+  json c = LlamaConfig();
+  c["architectures"] = {"FalconForCausalLM"};
+  const std::string e = Error(c);
+  EXPECT_NE(e.find("unsupported architecture 'FalconForCausalLM'"), std::string::npos) << e;
+  EXPECT_NE(e.find("MixtralForCausalLM"), std::string::npos) << e;
+}
+
+TEST(ConfigTest, MissingKeyIsNamed) {
+  json c = LlamaConfig();
+  c.erase("hidden_size");
+  EXPECT_NE(Error(c).find("missing required key 'hidden_size'"), std::string::npos);
+  c = LlamaConfig();
+  c.erase("architectures");
+  EXPECT_NE(Error(c).find("'architectures'"), std::string::npos);
+}
+
+TEST(ConfigTest, WrongTypeIsNamed) {
+  json c = LlamaConfig();
+  c["num_hidden_layers"] = "two";
+  EXPECT_NE(Error(c).find("'num_hidden_layers' has the wrong type"), std::string::npos);
+}
+
+TEST(ConfigTest, InconsistentHeadsAreRejected) {
+  json c = LlamaConfig();
+  c["num_key_value_heads"] = 3;
+  EXPECT_NE(Error(c).find("multiple of num_key_value_heads"), std::string::npos);
+}
+
+TEST(ConfigTest, NotJson) { EXPECT_NE(Error(json("x")).find("not a JSON object"), std::string::npos); }
+
+TEST(ConfigTest, RopeScalingVariants) {
+  json c = LlamaConfig();
+  c["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  EXPECT_EQ(ParseModelSpec(c.dump())->rope.scaling, models::RopeScaling::kLinear);
+  c["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  EXPECT_EQ(ParseModelSpec(c.dump())->rope.scaling, models::RopeScaling::kDynamic);
+  c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  EXPECT_EQ(ParseModelSpec(c.dump())->rope.scaling, models::RopeScaling::kLlama3);
+  c["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  auto yarn = ParseModelSpec(c.dump());
+  ASSERT_TRUE(yarn.ok());
+  EXPECT_NEAR(yarn->rope.attention_factor, 0.1 * std::log(4.0) + 1.0, 1e-12);
+  c["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}};
+  EXPECT_NE(Error(c).find("unsupported rope_scaling type 'longrope'"), std::string::npos);
+  c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+  EXPECT_NE(Error(c).find("low_freq_factor"), std::string::npos);
+}
+
+TEST(ConfigTest, MistralWindowAppliesToEveryLayer) {
+  json c = LlamaConfig();
+  c["architectures"] = {"MistralForCausalLM"};
+  c["sliding_window"] = 4096;
+  EXPECT_EQ(ParseModelSpec(c.dump())->sliding_window, (std::vector<int>{4096, 4096}));
+  c["sliding_window"] = nullptr;
+  EXPECT_EQ(ParseModelSpec(c.dump())->sliding_window, (std::vector<int>{0, 0}));
+}
+
+TEST(ConfigTest, Qwen2WindowOnlyWhenEnabledAndFromMaxWindowLayers) {
+  json c = LlamaConfig();
+  c["architectures"] = {"Qwen2ForCausalLM"};
+  c["sliding_window"] = 32;
+  c["use_sliding_window"] = false;
+  auto spec = ParseModelSpec(c.dump());
+  EXPECT_TRUE(spec->qkv_bias);
+  EXPECT_EQ(spec->sliding_window, (std::vector<int>{0, 0}));
+  c["use_sliding_window"] = true;
+  c["max_window_layers"] = 1;
+  EXPECT_EQ(ParseModelSpec(c.dump())->sliding_window, (std::vector<int>{0, 32}));
+}
+
+TEST(ConfigTest, MixtralExperts) {
+  json c = LlamaConfig();
+  c["architectures"] = {"MixtralForCausalLM"};
+  c["num_local_experts"] = 8;
+  c["num_experts_per_tok"] = 2;
+  auto spec = ParseModelSpec(c.dump());
+  ASSERT_TRUE(spec.ok());
+  EXPECT_TRUE(spec->is_moe());
+  EXPECT_EQ(spec->experts_per_token, 2);
+  c["num_experts_per_tok"] = 9;
+  EXPECT_NE(Error(c).find("num_experts_per_tok"), std::string::npos);
+}
+
+TEST(ConfigTest, Gpt2) {
+  json c = {{"architectures", {"GPT2LMHeadModel"}}, {"vocab_size", 50}, {"n_embd", 32}, {"n_layer", 1},
+            {"n_head", 4}, {"n_positions", 64}, {"n_inner", nullptr}, {"eos_token_id", {7, 8}}};
+  auto spec = ParseModelSpec(c.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->intermediate_size, 128);
+  EXPECT_EQ(spec->norm, models::NormKind::kLayerNorm);
+  EXPECT_EQ(spec->positions, models::PositionKind::kLearned);
+  EXPECT_EQ(spec->activation, kernels::Activation::kGeluTanh);
+  EXPECT_TRUE(spec->tie_word_embeddings);
+  EXPECT_EQ(spec->eos_token_ids, (std::vector<int>{7, 8}));
+  c["activation_function"] = "mish";
+  EXPECT_NE(Error(c).find("unsupported activation 'mish'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,221 @@
+// CPU kernels against naive reference loops over a sweep of shapes.
+#include <cmath>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "common/bf16.h"
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace tessera::kernels {
+namespace {
+
+std::vector<float> Random(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+float RoundBf16(float v) { return Bf16ToFloat(FloatToBf16(v)); }
+
+struct MatmulCase {
+  int64_t m, n, k;
+};
+
+class MatmulTest : public ::testing::TestWithParam<MatmulCase> {
+ protected:
+  ThreadPool pool_{2};
+};
+
+// y = x Wᵀ + b (+ y when accumulating), in double over the weights as stored.
+std::vector<float> Reference(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
+                             int64_t m, int64_t n, int64_t k, const std::vector<float>& y0, bool bf16_x) {
+  std::vector<float> y(m * n);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = b[j] + y0[i * n + j];
+      for (int64_t l = 0; l < k; ++l) {
+        const float xv = bf16_x ? RoundBf16(x[i * k + l]) : x[i * k + l];
+        s += static_cast<double>(xv) * w[j * k + l];
+      }
+      y[i * n + j] = static_cast<float>(s);
+    }
+  return y;
+}
+
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, float rel) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], rel * (1.0f + std::fabs(want[i]))) << "at " << i;
+  }
+}
+
+TEST_P(MatmulTest, MatchesReferenceForEveryPath) {
+  const auto [m, n, k] = GetParam();
+  std::vector<float> x = Random(m * k, 1), w = Random(n * k, 2), b = Random(n, 3), y0 = Random(m * n, 4);
+  std::vector<float> w_bf16(w.size());
+  for (size_t i = 0; i < w.size(); ++i) w_bf16[i] = RoundBf16(w[i]);
+  const std::vector<float> zeros(m * n, 0.0f);
+
+  // F32 weights, plain store.
+  PackedMatrix pf = PackMatrix(w.data(), n, k, DType::kF32);
+  std::vector<float> y(m * n, 123.0f);
+  Matmul(x.data(), m, k, pf, b.data(), y.data(), n, &pool_);
+  ExpectClose(y, Reference(x, w, b, m, n, k, zeros, false), 1e-4f);
+
+  // BF16 weights, exact path, accumulating into y0.
+  PackedMatrix pb = PackMatrix(w.data(), n, k, DType::kBF16);
+  MatmulOptions exact;
+  exact.bf16_activation_min_rows = 0;
+  exact.accumulate = true;
+  y = y0;
+  Matmul(x.data(), m, k, pb, b.data(), y.data(), n, &pool_, exact);
+  ExpectClose(y, Reference(x, w_bf16, b, m, n, k, y0, false), 1e-4f);
+
+  // BF16 weights, bf16 activations (every batch size takes the fast path here).
+  MatmulOptions fast;
+  fast.bf16_activation_min_rows = 1;
+  Matmul(x.data(), m, k, pb, b.data(), y.data(), n, &pool_, fast);
+  ExpectClose(y, Reference(x, w_bf16, b, m, n, k, zeros, MatmulUsesAvx512Bf16()), 1e-4f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, MatmulTest,
+                         ::testing::Values(MatmulCase{1, 1, 1}, MatmulCase{1, 64, 64}, MatmulCase{1, 100, 130},
+                                           MatmulCase{3, 17, 5}, MatmulCase{7, 65, 33}, MatmulCase{33, 128, 64},
+                                           MatmulCase{100, 96, 257}, MatmulCase{200, 40, 16}));
+
+TEST(MatmulStrideTest, HonoursRowStrides) {
+  ThreadPool pool(2);
+  const int64_t m = 5, n = 20, k = 8, xs = 11, ys = 23;
+  std::vector<float> x = Random(m * xs, 5), w = Random(n * k, 6);
+  PackedMatrix p = PackMatrix(w.data(), n, k, DType::kF32);
+  std::vector<float> y(m * ys, -7.0f);
+  Matmul(x.data(), m, xs, p, nullptr, y.data(), ys, &pool);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t l = 0; l < k; ++l) s += x[i * xs + l] * w[j * k + l];
+      EXPECT_NEAR(y[i * ys + j], s, 1e-4);
+    }
+    for (int64_t j = n; j < ys; ++j) EXPECT_EQ(y[i * ys + j], -7.0f) << "wrote past the row";
+  }
+}
+
+TEST(OpsTest, RmsNormAndLayerNorm) {
+  const int dim = 37;
+  std::vector<float> x = Random(2 * dim, 7), w = Random(dim, 8), b = Random(dim, 9), out(2 * dim);
+  RmsNorm(x.data(), 2, dim, dim, w.data(), 1e-6f, out.data(), dim);
+  for (int r = 0; r < 2; ++r) {
+    double ms = 0;
+    for (int i = 0; i < dim; ++i) ms += x[r * dim + i] * x[r * dim + i];
+    const double inv = 1 / std::sqrt(ms / dim + 1e-6);
+    for (int i = 0; i < dim; ++i) EXPECT_NEAR(out[r * dim + i], w[i] * x[r * dim + i] * inv, 1e-5);
+  }
+  LayerNorm(x.data(), 2, dim, dim, w.data(), b.data(), 1e-5f, out.data(), dim);
+  for (int r = 0; r < 2; ++r) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < dim; ++i) mean += x[r * dim + i];
+    mean /= dim;
+    for (int i = 0; i < dim; ++i) var += (x[r * dim + i] - mean) * (x[r * dim + i] - mean);
+    var /= dim;
+    for (int i = 0; i < dim; ++i) {
+      EXPECT_NEAR(out[r * dim + i], (x[r * dim + i] - mean) / std::sqrt(var + 1e-5) * w[i] + b[i], 1e-5);
+    }
+  }
+}
+
+TEST(OpsTest, RotaryPairsHalves) {
+  std::vector<float> head = {1, 2, 3, 4};
+  const float cos[2] = {0.5f, 0.0f}, sin[2] = {0.25f, 1.0f};
+  ApplyRotary(head.data(), cos, sin, 4);
+  // (1,3) rotated by (0.5,0.25); (2,4) by (0,1).
+  EXPECT_FLOAT_EQ(head[0], 1 * 0.5f - 3 * 0.25f);
+  EXPECT_FLOAT_EQ(head[2], 3 * 0.5f + 1 * 0.25f);
+  EXPECT_FLOAT_EQ(head[1], -4.0f);
+  EXPECT_FLOAT_EQ(head[3], 2.0f);
+}
+
+TEST(OpsTest, Activations) {
+  ThreadPool pool(1);
+  std::vector<float> gate_up = {1.0f, -2.0f, 3.0f, 4.0f}, out(2);
+  GatedActivation(gate_up.data(), 1, 2, Activation::kSilu, out.data(), &pool);
+  EXPECT_NEAR(out[0], 1.0f / (1 + std::exp(-1.0f)) * 3.0f, 1e-6);
+  EXPECT_NEAR(out[1], -2.0f / (1 + std::exp(2.0f)) * 4.0f, 1e-6);
+  std::vector<float> x = {1.0f};
+  ApplyActivation(x.data(), 1, 1, Activation::kGeluTanh, &pool);
+  EXPECT_NEAR(x[0], 0.841192f, 1e-5);
+  x = {1.0f};
+  ApplyActivation(x.data(), 1, 1, Activation::kGeluErf, &pool);
+  EXPECT_NEAR(x[0], 0.841345f, 1e-5);
+}
+
+// Paged attention against dense causal attention over the same K/V, with shuffled
+// block tables, GQA, several block sizes and windows.
+struct AttentionCase {
+  int block_size, window;
+};
+
+class PagedAttentionTest : public ::testing::TestWithParam<AttentionCase> {};
+
+TEST_P(PagedAttentionTest, MatchesDenseAttention) {
+  const auto [bs, window] = GetParam();
+  const int heads = 4, kv_heads = 2, hd = 20, len = 37, group = heads / kv_heads;
+  const int blocks = (len + bs - 1) / bs;
+  std::vector<float> q = Random(len * heads * hd, 10), k = Random(len * kv_heads * hd, 11),
+                     v = Random(len * kv_heads * hd, 12);
+  // Blocks laid out [block][kv_head][token][hd] (one layer), in reverse order.
+  std::vector<float> cache(static_cast<size_t>(2 * blocks) * kv_heads * bs * hd);
+  std::vector<int32_t> table(blocks);
+  for (int b = 0; b < blocks; ++b) table[b] = blocks - 1 - b;
+  PagedKvView view;
+  view.k_base = cache.data();
+  view.v_base = cache.data() + static_cast<size_t>(blocks) * kv_heads * bs * hd;
+  view.block_stride = static_cast<int64_t>(kv_heads) * bs * hd;
+  view.head_stride = static_cast<int64_t>(bs) * hd;
+  view.block_size = bs;
+  view.head_dim = hd;
+  // Two steps: a prefill of 30 tokens, then 7 more, so attention spans both writes.
+  std::vector<float> out(len * heads * hd);
+  AttentionShape shape{heads, kv_heads, hd, window, 1.0f / std::sqrt(static_cast<float>(hd))};
+  ThreadPool pool(2);
+  for (auto [start, count] : {std::pair{0, 30}, std::pair{30, 7}}) {
+    AttentionSequence s{0, count, start, table.data()};
+    std::vector<float> kk(k.begin() + start * kv_heads * hd, k.begin() + (start + count) * kv_heads * hd);
+    std::vector<float> vv(v.begin() + start * kv_heads * hd, v.begin() + (start + count) * kv_heads * hd);
+    WriteKv(kk.data(), vv.data(), kv_heads * hd, view, kv_heads, {&s, 1});
+    PagedAttention(q.data() + start * heads * hd, heads * hd, view, shape, {&s, 1}, out.data() + start * heads * hd,
+                   heads * hd, &pool);
+  }
+  for (int t = 0; t < len; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      const int kvh = h / group;
+      const int lo = window > 0 ? std::max(0, t - window + 1) : 0;
+      std::vector<double> p;
+      double mx = -1e30;
+      for (int j = lo; j <= t; ++j) {
+        double s = 0;
+        for (int d = 0; d < hd; ++d) s += q[(t * heads + h) * hd + d] * k[(j * kv_heads + kvh) * hd + d];
+        p.push_back(s * shape.scale);
+        mx = std::max(mx, p.back());
+      }
+      double sum = 0;
+      for (double& e : p) sum += (e = std::exp(e - mx));
+      for (int d = 0; d < hd; ++d) {
+        double o = 0;
+        for (int j = lo; j <= t; ++j) o += p[j - lo] / sum * v[(j * kv_heads + kvh) * hd + d];
+        ASSERT_NEAR(out[(t * heads + h) * hd + d], o, 1e-5) << "token " << t << " head " << h;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BlockSizesAndWindows, PagedAttentionTest,
+                         ::testing::Values(AttentionCase{1, 0}, AttentionCase{16, 0}, AttentionCase{32, 0},
+                                           AttentionCase{5, 8}, AttentionCase{16, 8}, AttentionCase{1, 3}));
+
+}  // namespace
+}  // namespace tessera::kernels
