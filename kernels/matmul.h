@@ -42,7 +42,7 @@ PackedMatrix PackMatrix(const float* src, int64_t rows, int64_t cols, DType dtyp
 struct MatmulOptions {
   // Batches with at least this many rows use the fast bf16-activation path on BF16
   // weights. 0 disables the fast path (every product exact in fp32 activations).
-  int bf16_activation_min_rows = 32;
+  int bf16_activation_min_rows = 8;
   // y += x·Wᵀ (+ b) instead of y = x·Wᵀ (+ b): residual adds cost no extra pass.
   bool accumulate = false;
 };
