@@ -1,10 +1,12 @@
 // safetensors validation: every kind of corruption is a clear INVALID_ARGUMENT, and
 // sharded checkpoints load like single files.
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 
 #include <gtest/gtest.h>
 
+#include "common/bf16.h"
 #include "models/generate.h"
 #include "models/model.h"
 #include "models/safetensors.h"
@@ -176,6 +178,55 @@ TEST_F(SafetensorsTest, ShardedCheckpointGivesTheSameLogits) {
   ASSERT_TRUE(single.ok());
   const std::vector<int32_t> ids = {1, 2, 3, 4, 5};
   EXPECT_EQ(*models::PromptLogits(**sharded, ids), *models::PromptLogits(**single, ids));
+}
+
+// float -> IEEE half, round to nearest even (normal range; the fixture's weights are small).
+uint16_t ToHalf(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const int exp = static_cast<int>((bits >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = bits & 0x7fffffu;
+  if (exp <= 0) return static_cast<uint16_t>(sign);  // flush tiny values to zero
+  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  const uint32_t rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<uint16_t>(h);
+}
+
+// An F16 checkpoint is widened exactly: it gives the logits of an F32 checkpoint
+// holding the same (half-rounded) values.
+TEST_F(SafetensorsTest, F16WeightsAreWidenedExactly) {
+  const std::string f16_dir = dir_ + "/f16", f32_dir = dir_ + "/f32";
+  fs::create_directories(f16_dir);
+  fs::create_directories(f32_dir);
+  auto convert = [](std::vector<testing::TensorBytes>& tensors, bool keep_half) {
+    for (auto& t : tensors) {
+      const size_t n = t.bytes.size() / 4;
+      std::vector<uint8_t> out(n * (keep_half ? 2 : 4));
+      for (size_t i = 0; i < n; ++i) {
+        float v;
+        std::memcpy(&v, t.bytes.data() + 4 * i, 4);
+        const uint16_t h = ToHalf(v);
+        if (keep_half) {
+          std::memcpy(out.data() + 2 * i, &h, 2);
+        } else {
+          const float w = F16ToFloat(h);
+          std::memcpy(out.data() + 4 * i, &w, 4);
+        }
+      }
+      t.bytes = std::move(out);
+      t.dtype = keep_half ? "F16" : "F32";
+    }
+  };
+  CopyModel(f16_dir, [&](auto& tensors) { convert(tensors, true); });
+  CopyModel(f32_dir, [&](auto& tensors) { convert(tensors, false); });
+  auto f16 = models::Model::Load(f16_dir);
+  ASSERT_TRUE(f16.ok()) << f16.status();
+  auto f32 = models::Model::Load(f32_dir);
+  ASSERT_TRUE(f32.ok()) << f32.status();
+  const std::vector<int32_t> ids = {5, 17, 42, 7};
+  EXPECT_EQ(*models::PromptLogits(**f16, ids), *models::PromptLogits(**f32, ids));
 }
 
 TEST_F(SafetensorsTest, MissingShardIsAnError) {
