@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev
-  libpcre2-dev libssl-dev
+  libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev
   python3
 )
 
