@@ -1,179 +1,215 @@
 // tessera: the command-line entry point.
 //
-//   tessera logits   --model DIR --ids 1,2,3 --out FILE
-//   tessera generate --model DIR --ids 1,2,3 --max-new-tokens N
+//   tessera logits     --model DIR --ids 1,2,3 --out FILE
+//   tessera generate   --model DIR (--ids 1,2,3 | --prompt TEXT) --max-new-tokens N
+//   tessera tokenize   --model DIR [--add-special-tokens] --text TEXT
+//   tessera detokenize --model DIR --ids 1,2,3
 //
-// Both shapes are stable (other tools and checks rely on them). Bad arguments, ids
+// These shapes are stable (other tools and checks rely on them). Bad arguments, ids
 // outside the vocabulary or a bad model folder print one message on stderr and exit 2.
-#include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
+#include "cli/args.h"
 #include "models/generate.h"
 #include "models/model.h"
+#include "tokenizer/incremental_decoder.h"
+#include "tokenizer/tokenizer.h"
 
+namespace tessera::cli {
 namespace {
-
-constexpr int kUsageError = 2;
 
 constexpr char kUsage[] = R"(usage: tessera <command> [flags]
 
 commands:
-  logits    --model DIR --ids 1,2,3 --out FILE
-            Writes the logits of every position as float32 little-endian,
-            row-major [n_ids, vocab], to FILE.
-  generate  --model DIR --ids 1,2,3 --max-new-tokens N
-            Greedy decoding; prints the N new ids comma-separated on one line.
+  logits      --model DIR --ids 1,2,3 --out FILE
+              Writes the logits of every position as float32 little-endian,
+              row-major [n_ids, vocab], to FILE.
+  generate    --model DIR --ids 1,2,3 --max-new-tokens N
+              Greedy decoding; prints the N new ids comma-separated on one line.
+  generate    --model DIR --prompt TEXT --max-new-tokens N
+              Tokenizes TEXT (with the tokenizer's special tokens, e.g. BOS),
+              decodes greedily and streams the new text to stdout; stops at the
+              model's EOS token.
+  tokenize    --model DIR [--add-special-tokens] --text TEXT
+              Prints the ids of TEXT comma-separated on one line.
+  detokenize  --model DIR --ids 1,2,3
+              Prints the text of the ids (special tokens included).
+
+DIR is a HuggingFace model folder (config.json, *.safetensors, tokenizer.json);
+tokenize and detokenize need only tokenizer.json.
 
 common flags:
   --threads N      kernel threads (default: every core this process may use)
   --block-size N   tokens per KV cache block (default 16)
   --help           this text
 
-Exit status: 0 on success, 2 on bad arguments, ids or model folder.
+Exit status: 0 on success, 2 on bad arguments, ids, text or model folder.
 )";
-
-struct Args {
-  std::string command;
-  std::map<std::string, std::string> flags;
-};
 
 int Fail(const std::string& message) {
   std::cerr << "tessera: " << message << "\n";
   return kUsageError;
 }
 
-// Parses "--name value" and "--name=value" pairs after the command.
-bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
-  if (argc < 2) {
-    *error = "missing command (try --help)";
-    return false;
-  }
-  args->command = argv[1];
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--", 0) != 0) {
-      *error = absl::StrCat("unexpected argument '", a, "'");
-      return false;
-    }
-    a = a.substr(2);
-    const size_t eq = a.find('=');
-    if (eq != std::string::npos) {
-      args->flags[a.substr(0, eq)] = a.substr(eq + 1);
-    } else if (a == "help") {
-      args->flags["help"] = "1";
-    } else if (i + 1 < argc) {
-      args->flags[a] = argv[++i];
-    } else {
-      *error = absl::StrCat("flag --", a, " needs a value");
+int Fail(const absl::Status& status) { return Fail(std::string(status.message())); }
+
+bool Require(const Args& args, const std::vector<std::string>& names, std::string* error) {
+  for (const std::string& n : names) {
+    if (!args.Has(n)) {
+      *error = absl::StrCat("'", args.command, "' needs --", n);
       return false;
     }
   }
   return true;
 }
 
-bool ParseIds(const std::string& text, std::vector<int32_t>* ids) {
-  if (text.empty()) return false;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    int32_t id;
-    if (!absl::SimpleAtoi(part, &id)) return false;
-    ids->push_back(id);
-  }
-  return true;
-}
-
-bool ParseInt(const Args& args, const std::string& name, int fallback, int min, int* out, std::string* error) {
-  auto it = args.flags.find(name);
-  if (it == args.flags.end()) {
-    *out = fallback;
-    return true;
-  }
-  if (!absl::SimpleAtoi(it->second, out) || *out < min) {
-    *error = absl::StrCat("--", name, " must be an integer >= ", min, ", got '", it->second, "'");
+bool IdsFlag(const Args& args, std::vector<int32_t>* ids, std::string* error) {
+  if (!ParseIds(args.flags.at("ids"), ids)) {
+    *error = absl::StrCat("--ids must be comma-separated integers, got '", args.flags.at("ids"), "'");
     return false;
   }
   return true;
 }
 
-int Run(const Args& args) {
-  const std::vector<std::string> allowed = args.command == "logits"
-                                               ? std::vector<std::string>{"model", "ids", "out", "threads", "block-size"}
-                                               : std::vector<std::string>{"model", "ids", "max-new-tokens", "threads", "block-size"};
-  for (const auto& [name, value] : args.flags) {
-    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-      return Fail(absl::StrCat("unknown flag --", name, " for '", args.command, "' (try --help)"));
-    }
-  }
-  for (const std::string required : {"model", "ids"}) {
-    if (!args.flags.count(required)) return Fail(absl::StrCat("'", args.command, "' needs --", required));
-  }
-  std::vector<int32_t> ids;
-  if (!ParseIds(args.flags.at("ids"), &ids)) {
-    return Fail(absl::StrCat("--ids must be comma-separated integers, got '", args.flags.at("ids"), "'"));
-  }
+absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const Args& args, int threads) {
+  models::ModelOptions options;
+  options.num_threads = threads;
+  return models::Model::Load(args.flags.at("model"), options);
+}
+
+int RunModelCommand(const Args& args) {
+  const bool logits_command = args.command == "logits";
   std::string error;
-  int threads, block_size, max_new = 0;
-  if (!ParseInt(args, "threads", 0, 0, &threads, &error) ||
-      !ParseInt(args, "block-size", 16, 1, &block_size, &error)) {
+  if (!CheckFlags(args, logits_command ? std::set<std::string>{"model", "ids", "out", "threads", "block-size"}
+                                       : std::set<std::string>{"model", "ids", "prompt", "max-new-tokens", "threads",
+                                                               "block-size"},
+                  &error)) {
     return Fail(error);
   }
-  if (args.command == "generate") {
-    if (!args.flags.count("max-new-tokens")) return Fail("'generate' needs --max-new-tokens");
-    if (!ParseInt(args, "max-new-tokens", 0, 0, &max_new, &error)) return Fail(error);
-  } else if (!args.flags.count("out")) {
-    return Fail("'logits' needs --out");
+  int threads, block_size, max_new = 0;
+  if (!Require(args, {"model"}, &error) || !IntFlag(args, "threads", 0, 0, &threads, &error) ||
+      !IntFlag(args, "block-size", 16, 1, &block_size, &error)) {
+    return Fail(error);
   }
-
-  tessera::models::ModelOptions options;
-  options.num_threads = threads;
-  absl::StatusOr<std::unique_ptr<tessera::models::Model>> model =
-      tessera::models::Model::Load(args.flags.at("model"), options);
-  if (!model.ok()) return Fail(std::string(model.status().message()));
-  const int vocab = (*model)->spec().vocab_size;
-  for (int32_t id : ids) {
-    if (id < 0 || id >= vocab) {
-      return Fail(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
+  const bool from_text = !logits_command && args.Has("prompt");
+  if (from_text == args.Has("ids")) {
+    return Fail(logits_command ? "'logits' needs --ids" : "'generate' needs exactly one of --ids and --prompt");
+  }
+  std::vector<int32_t> ids;
+  if (!from_text && !IdsFlag(args, &ids, &error)) return Fail(error);
+  if (logits_command) {
+    if (!Require(args, {"out"}, &error)) return Fail(error);
+  } else {
+    if (!Require(args, {"max-new-tokens"}, &error) || !IntFlag(args, "max-new-tokens", 0, 0, &max_new, &error)) {
+      return Fail(error);
     }
   }
 
-  if (args.command == "logits") {
-    auto logits = tessera::models::PromptLogits(**model, ids, block_size);
-    if (!logits.ok()) return Fail(std::string(logits.status().message()));
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  if (from_text) {
+    auto loaded = tokenizer::Tokenizer::Load(args.flags.at("model"));
+    if (!loaded.ok()) return Fail(loaded.status());
+    tok = std::move(*loaded);
+    auto encoded = tok->Encode(args.flags.at("prompt"), /*add_special_tokens=*/true);
+    if (!encoded.ok()) return Fail(encoded.status());
+    ids = std::move(*encoded);
+    if (ids.empty()) return Fail("--prompt encodes to no tokens");
+  }
+  auto model = LoadModel(args, threads);
+  if (!model.ok()) return Fail(model.status());
+  const int vocab = (*model)->spec().vocab_size;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab) return Fail(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
+  }
+
+  if (logits_command) {
+    auto logits = models::PromptLogits(**model, ids, block_size);
+    if (!logits.ok()) return Fail(logits.status());
     std::ofstream out(args.flags.at("out"), std::ios::binary);
-    out.write(reinterpret_cast<const char*>(logits->data()),
-              static_cast<std::streamsize>(logits->size() * sizeof(float)));
+    out.write(reinterpret_cast<const char*>(logits->data()), static_cast<std::streamsize>(logits->size() * sizeof(float)));
     if (!out) return Fail(absl::StrCat("cannot write ", args.flags.at("out")));
     return 0;
   }
-  auto tokens = tessera::models::GenerateGreedy(**model, ids, max_new, block_size);
-  if (!tokens.ok()) return Fail(std::string(tokens.status().message()));
-  std::cout << absl::StrJoin(*tokens, ",") << "\n";
+  models::GreedyOptions options;
+  options.max_new_tokens = max_new;
+  options.block_size = block_size;
+  if (!from_text) {
+    auto tokens = models::GenerateGreedy(**model, ids, options);
+    if (!tokens.ok()) return Fail(tokens.status());
+    std::cout << absl::StrJoin(*tokens, ",") << "\n";
+    return 0;
+  }
+  // Text mode: stream text as it completes; stop at EOS.
+  tokenizer::IncrementalDecoder stream(*tok, /*skip_special_tokens=*/true);
+  const std::vector<int>& eos = (*model)->spec().eos_token_ids;
+  absl::Status stream_status;
+  options.on_token = [&](int32_t id) {
+    if (std::find(eos.begin(), eos.end(), id) != eos.end()) return false;
+    auto piece = stream.Add(id);
+    if (!piece.ok()) {
+      stream_status = piece.status();
+      return false;
+    }
+    std::cout << *piece << std::flush;
+    return true;
+  };
+  auto tokens = models::GenerateGreedy(**model, ids, options);
+  if (!tokens.ok()) return Fail(tokens.status());
+  if (!stream_status.ok()) return Fail(stream_status);
+  auto rest = stream.Finish();
+  std::cout << (rest.ok() ? *rest : "") << "\n";
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Args args;
+int RunTokenizerCommand(const Args& args) {
+  const bool encode = args.command == "tokenize";
   std::string error;
+  if (!CheckFlags(args, encode ? std::set<std::string>{"model", "text", "add-special-tokens"}
+                               : std::set<std::string>{"model", "ids"},
+                  &error) ||
+      !Require(args, {"model", encode ? "text" : "ids"}, &error)) {
+    return Fail(error);
+  }
+  auto tok = tokenizer::Tokenizer::Load(args.flags.at("model"));
+  if (!tok.ok()) return Fail(tok.status());
+  if (encode) {
+    auto ids = (*tok)->Encode(args.flags.at("text"), args.Has("add-special-tokens"));
+    if (!ids.ok()) return Fail(ids.status());
+    std::cout << absl::StrJoin(*ids, ",") << "\n";
+    return 0;
+  }
+  std::vector<int32_t> ids;
+  if (!IdsFlag(args, &ids, &error)) return Fail(error);
+  auto text = (*tok)->Decode(ids, /*skip_special_tokens=*/false);
+  if (!text.ok()) return Fail(text.status());
+  std::cout << *text << "\n";
+  return 0;
+}
+
+int Main(int argc, char** argv) {
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "help")) {
     std::cout << kUsage;
     return 0;
   }
-  if (!ParseArgs(argc, argv, &args, &error)) return Fail(error);
-  if (args.flags.count("help")) {
+  Args args;
+  std::string error;
+  if (!ParseArgs(argc, argv, {"help", "add-special-tokens"}, &args, &error)) return Fail(error);
+  if (args.Has("help")) {
     std::cout << kUsage;
     return 0;
   }
-  if (args.command != "logits" && args.command != "generate") {
-    return Fail(absl::StrCat("unknown command '", args.command, "' (try --help)"));
-  }
-  return Run(args);
+  if (args.command == "logits" || args.command == "generate") return RunModelCommand(args);
+  if (args.command == "tokenize" || args.command == "detokenize") return RunTokenizerCommand(args);
+  return Fail(absl::StrCat("unknown command '", args.command, "' (try --help)"));
 }
+
+}  // namespace
+}  // namespace tessera::cli
+
+int main(int argc, char** argv) { return tessera::cli::Main(argc, argv); }

@@ -42,8 +42,9 @@ absl::StatusOr<std::vector<float>> PromptLogits(Model& model, std::span<const in
 }
 
 absl::StatusOr<std::vector<int32_t>> GenerateGreedy(Model& model, std::span<const int32_t> prompt,
-                                                    int max_new_tokens, int block_size,
-                                                    std::vector<float>* step_logits) {
+                                                    const GreedyOptions& options) {
+  const int block_size = options.block_size, max_new_tokens = options.max_new_tokens;
+  std::vector<float>* step_logits = options.step_logits;
   RETURN_IF_ERROR(CheckPrompt(prompt, block_size));
   if (max_new_tokens < 0) return absl::InvalidArgumentError("max_new_tokens must be >= 0");
   const int64_t vocab = model.spec().vocab_size;
@@ -66,6 +67,7 @@ absl::StatusOr<std::vector<int32_t>> GenerateGreedy(Model& model, std::span<cons
     context += static_cast<int64_t>(input.size());
     last = ArgMax(logits.data(), vocab);
     generated.push_back(last);
+    if (options.on_token && !options.on_token(last)) break;
     input = {&last, 1};
   }
   return generated;

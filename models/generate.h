@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -16,12 +17,21 @@ namespace tessera::models {
 absl::StatusOr<std::vector<float>> PromptLogits(Model& model, std::span<const int32_t> prompt,
                                                 int block_size = 16);
 
-// Greedy continuation of `prompt` (argmax, first index on ties), max_new_tokens long;
-// does not stop at EOS. `step_logits`, when given, receives the logits of every
-// step ([max_new_tokens, vocab]: the prefill's last position, then each decode step).
+struct GreedyOptions {
+  int max_new_tokens = 16;
+  int block_size = 16;  // KV cache tokens per block
+  // When set, receives the logits of every step ([steps, vocab]: the prefill's last
+  // position, then each decode step).
+  std::vector<float>* step_logits = nullptr;
+  // When set, called with each new token as soon as it is chosen; returning false
+  // stops generation after that token (streaming output, stop on EOS).
+  std::function<bool(int32_t)> on_token;
+};
+
+// Greedy continuation of `prompt` (argmax, first index on ties): max_new_tokens tokens
+// unless on_token stops it earlier. EOS is not special here.
 absl::StatusOr<std::vector<int32_t>> GenerateGreedy(Model& model, std::span<const int32_t> prompt,
-                                                    int max_new_tokens, int block_size = 16,
-                                                    std::vector<float>* step_logits = nullptr);
+                                                    const GreedyOptions& options);
 
 // Index of the largest value (the first on ties, like torch.argmax).
 int32_t ArgMax(const float* values, int64_t n);

@@ -7,7 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "tests/golden_fixture.h"
 #include "tests/safetensors_writer.h"
 
@@ -20,10 +23,12 @@ struct Result {
   std::string stderr_text;
 };
 
+std::string Bundled() { return testing::TestDataDir() + "/../../assets/models/tessera-tiny-llama"; }
+
 Result RunCli(const std::string& args) {
   const std::string dir = testing::MakeTempDir("cli");
   const std::string cmd = std::string(TESSERA_CLI_PATH) + " " + args + " >" + dir + "/out 2>" + dir + "/err";
-  const int status = std::system(cmd.c_str());
+  const int status = std::system(("bash -c \"" + cmd + "\"").c_str());
   auto slurp = [](const std::string& p) {
     std::ifstream in(p);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -61,7 +66,7 @@ TEST(CliTest, LogitsWritesFloat32RowMajor) {
 TEST(CliTest, HelpExitsZero) {
   Result r = RunCli("--help");
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_NE(r.stdout_text.find("logits    --model DIR"), std::string::npos) << r.stdout_text;
+  EXPECT_NE(r.stdout_text.find("tokenize    --model DIR"), std::string::npos) << r.stdout_text;
 }
 
 // Every bad invocation: exit 2, one line on stderr, nothing on stdout.
@@ -70,7 +75,13 @@ TEST(CliTest, BadInvocationsExitTwoWithOneMessage) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"", "missing command"},
       {"frobnicate", "unknown command"},
-      {"generate --model " + llama + " --max-new-tokens 2", "needs --ids"},
+      {"generate --model " + llama + " --max-new-tokens 2", "exactly one of --ids and --prompt"},
+      {"generate --model " + llama + " --ids 1 --prompt hi --max-new-tokens 2", "exactly one of --ids and --prompt"},
+      {"logits --model " + llama + " --out x", "needs --ids"},
+      {"tokenize --model " + Bundled(), "needs --text"},
+      {"tokenize --model " + Bundled() + " --text $'\\xff'", "not valid UTF-8"},
+      {"detokenize --model " + Bundled() + " --ids 1,99999", "outside the vocabulary"},
+      {"tokenize --model " + llama + " --text hi", "tokenizer.json"},
       {"generate --model " + llama + " --ids 1,x --max-new-tokens 2", "comma-separated integers"},
       {"generate --model " + llama + " --ids 1,2", "needs --max-new-tokens"},
       {"generate --model " + llama + " --ids 1,2 --max-new-tokens -1", "--max-new-tokens must be"},
@@ -87,6 +98,31 @@ TEST(CliTest, BadInvocationsExitTwoWithOneMessage) {
     EXPECT_EQ(std::count(r.stderr_text.begin(), r.stderr_text.end(), '\n'), 1) << args;
     EXPECT_TRUE(r.stdout_text.empty()) << args;
   }
+}
+
+TEST(CliTest, TokenizeDetokenizeAndGenerateFromText) {
+  Result ids = RunCli("tokenize --model " + Bundled() + " --add-special-tokens --text 'In the beginning'");
+  ASSERT_EQ(ids.exit_code, 0) << ids.stderr_text;
+  EXPECT_EQ(ids.stdout_text.rfind("2046,", 0), 0u) << ids.stdout_text;  // <|bos|> first
+  const std::string id_list = ids.stdout_text.substr(0, ids.stdout_text.size() - 1);
+  Result text = RunCli("detokenize --model " + Bundled() + " --ids " + id_list);
+  ASSERT_EQ(text.exit_code, 0) << text.stderr_text;
+  EXPECT_EQ(text.stdout_text, "<|bos|>In the beginning\n");
+
+  // --prompt streams the text of what --ids generates, up to EOS.
+  Result by_ids = RunCli("generate --model " + Bundled() + " --ids " + id_list + " --max-new-tokens 24");
+  ASSERT_EQ(by_ids.exit_code, 0) << by_ids.stderr_text;
+  std::vector<int32_t> generated;
+  for (absl::string_view part : absl::StrSplit(absl::StripTrailingAsciiWhitespace(by_ids.stdout_text), ',')) {
+    int32_t id;
+    ASSERT_TRUE(absl::SimpleAtoi(part, &id));
+    if (id == 2047) break;  // <|eos|>
+    generated.push_back(id);
+  }
+  Result expected = RunCli("detokenize --model " + Bundled() + " --ids " + absl::StrJoin(generated, ","));
+  Result by_prompt = RunCli("generate --model " + Bundled() + " --prompt 'In the beginning' --max-new-tokens 24");
+  ASSERT_EQ(by_prompt.exit_code, 0) << by_prompt.stderr_text;
+  EXPECT_EQ(by_prompt.stdout_text, expected.stdout_text);
 }
 
 TEST(CliTest, CorruptCheckpointExitsTwo) {

@@ -60,8 +60,11 @@ TEST_P(GoldenTest, PromptLogitsMatchTransformers) {
 TEST_P(GoldenTest, GreedyDecodingMatchesTransformers) {
   for (const auto& c : golden_.cases) {
     std::vector<float> steps;
-    auto tokens = models::GenerateGreedy(*model_, c.input_ids, static_cast<int>(c.new_tokens.size()),
-                                         GetParam().block_size, &steps);
+    models::GreedyOptions options;
+    options.max_new_tokens = static_cast<int>(c.new_tokens.size());
+    options.block_size = GetParam().block_size;
+    options.step_logits = &steps;
+    auto tokens = models::GenerateGreedy(*model_, c.input_ids, options);
     ASSERT_TRUE(tokens.ok()) << tokens.status();
     EXPECT_EQ(*tokens, c.new_tokens) << c.name;
     ASSERT_EQ(steps.size(), c.step_logits.size());

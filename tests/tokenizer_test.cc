@@ -109,8 +109,9 @@ TEST_P(FixtureTest, RejectsInvalidUtf8AndUnknownIds) {
   EXPECT_EQ(tokenizer_->Decode(negative, false).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(Vocabularies, FixtureTest, ::testing::Values("gpt2", "mistral", "llama3", "qwen", "cl100k"),
-                         ::testing::PrintToStringParamName());
+INSTANTIATE_TEST_SUITE_P(Vocabularies, FixtureTest,
+                         ::testing::Values("gpt2", "mistral", "llama3", "qwen", "cl100k"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 TEST(TokenizerTest, SpecialTokensInTextAreMatchedAndSkippable) {
   auto t = LoadFixture("qwen");

@@ -8,6 +8,9 @@
 #include "tokenizer/internal/utf8.h"
 
 namespace tessera::tokenizer::internal {
+namespace {
+constexpr std::string_view kMetaspace = "\xe2\x96\x81";  // U+2581, SentencePiece's word marker
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::json& m) {
   auto bad = [](const std::string& what) { return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: model: ", what)); };
@@ -64,6 +67,14 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
   model->fuse_unk_ = m.value("fuse_unk", false);
   model->byte_fallback_ = m.value("byte_fallback", false);
   model->ignore_merges_ = m.value("ignore_merges", false);
+  model->words_start_at_metaspace_ = true;
+  for (const auto& [token, id] : model->vocab_) {
+    for (size_t pos = token.find(kMetaspace, 1); pos != std::string::npos; pos = token.find(kMetaspace, pos + 1)) {
+      if (token.compare(pos - kMetaspace.size(), kMetaspace.size(), kMetaspace) != 0) {
+        model->words_start_at_metaspace_ = false;
+      }
+    }
+  }
   for (int b = 0; b < 256; ++b) {
     auto it = model->vocab_.find(absl::StrFormat("<0x%02X>", b));
     model->byte_ids_[b] = it == model->vocab_.end() ? -1 : it->second;
@@ -83,6 +94,21 @@ const std::string* BpeModel::IdToToken(int32_t id) const {
 }
 
 void BpeModel::EncodeWord(std::string_view word, std::vector<int32_t>* ids) const {
+  if (!words_start_at_metaspace_ || word.size() <= kMaxCachedWordBytes) {
+    EncodeCached(word, ids);
+    return;
+  }
+  // Split before every marker that follows another character ("▁▁x" stays whole).
+  size_t start = 0;
+  for (size_t pos = word.find(kMetaspace, 1); pos != std::string_view::npos; pos = word.find(kMetaspace, pos + 1)) {
+    if (word.compare(pos - kMetaspace.size(), kMetaspace.size(), kMetaspace) == 0) continue;
+    EncodeCached(word.substr(start, pos - start), ids);
+    start = pos;
+  }
+  EncodeCached(word.substr(start), ids);
+}
+
+void BpeModel::EncodeCached(std::string_view word, std::vector<int32_t>* ids) const {
   if (word.empty()) return;
   if (ignore_merges_) {
     if (auto it = vocab_.find(AsAbsl(word)); it != vocab_.end()) {
