@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/args.h"
+#include "cli/commands.h"
 #include "models/generate.h"
 #include "models/model.h"
 #include "tokenizer/incremental_decoder.h"
@@ -40,6 +41,12 @@ commands:
               Prints the ids of TEXT comma-separated on one line.
   detokenize  --model DIR --ids 1,2,3
               Prints the text of the ids (special tokens included).
+
+  serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
+              Runs a coordinator and N workers (child processes) until Ctrl-C.
+  client      [--address HOST:PORT] --prompt TEXT [--max-tokens N]
+              [--temperature T] [--seed S] [--wait-ready SECONDS]
+              One streamed generation against a running server.
 
 DIR is a HuggingFace model folder (config.json, *.safetensors, tokenizer.json);
 tokenize and detokenize need only tokenizer.json.
@@ -206,6 +213,8 @@ int Main(int argc, char** argv) {
   }
   if (args.command == "logits" || args.command == "generate") return RunModelCommand(args);
   if (args.command == "tokenize" || args.command == "detokenize") return RunTokenizerCommand(args);
+  if (args.command == "serve") return RunServe(args, argv[0]);
+  if (args.command == "client") return RunClient(args);
   return Fail(absl::StrCat("unknown command '", args.command, "' (try --help)"));
 }
 

@@ -1,0 +1,82 @@
+// tessera client [--address HOST:PORT] --prompt TEXT [--max-tokens N] [--temperature T]
+//                [--seed S] [--wait-ready SECONDS]
+//
+// One streamed generation: prints text as it arrives, then a usage line on stderr.
+#include <grpcpp/grpcpp.h>
+
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "tessera/v1/tessera.grpc.pb.h"
+
+namespace tessera::cli {
+namespace {
+int Fail(const std::string& m) {
+  std::cerr << "tessera: " << m << "\n";
+  return kUsageError;
+}
+}  // namespace
+
+int RunClient(const Args& args) {
+  std::string error;
+  if (!CheckFlags(args, {"address", "prompt", "max-tokens", "temperature", "seed", "wait-ready"}, &error)) {
+    return Fail(error);
+  }
+  if (!args.Has("prompt")) return Fail("'client' needs --prompt");
+  int max_tokens, wait_ready;
+  if (!IntFlag(args, "max-tokens", 64, 1, &max_tokens, &error) || !IntFlag(args, "wait-ready", 0, 0, &wait_ready, &error)) {
+    return Fail(error);
+  }
+  const std::string address = args.Has("address") ? args.flags.at("address") : "127.0.0.1:50051";
+  auto stub = v1::Tessera::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+
+  // Wait until some replica group is READY (a server that just started loads first).
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(wait_ready);
+  while (true) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ServerInfo info;
+    bool ready = false;
+    if (stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok()) {
+      for (const auto& g : info.groups()) ready = ready || g.state() == "READY";
+    }
+    if (ready || std::chrono::steady_clock::now() >= until) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+
+  v1::GenerateRequest req;
+  req.set_text(args.flags.at("prompt"));
+  req.mutable_sampling()->set_max_tokens(max_tokens);
+  if (args.Has("temperature")) {
+    float t;
+    if (!absl::SimpleAtof(args.flags.at("temperature"), &t)) return Fail("--temperature must be a number");
+    req.mutable_sampling()->set_temperature(t);
+  }
+  if (args.Has("seed")) {
+    uint64_t seed;
+    if (!absl::SimpleAtoi(args.flags.at("seed"), &seed)) return Fail("--seed must be an integer");
+    req.mutable_sampling()->set_seed(seed);
+  }
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, req);
+  v1::GenerateResponse msg;
+  v1::GenerateResponse last;
+  while (reader->Read(&msg)) {
+    std::cout << msg.text() << std::flush;
+    last = msg;
+  }
+  grpc::Status status = reader->Finish();
+  std::cout << "\n";
+  if (!status.ok()) {
+    std::cerr << "tessera: " << status.error_message() << " (gRPC code " << status.error_code() << ")\n";
+    return 1;
+  }
+  std::cerr << "[" << v1::FinishReason_Name(last.finish_reason()) << ", " << last.usage().prompt_tokens()
+            << " prompt + " << last.usage().completion_tokens() << " completion tokens]\n";
+  return 0;
+}
+
+}  // namespace tessera::cli

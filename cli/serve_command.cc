@@ -1,0 +1,119 @@
+// tessera serve --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
+//
+// Starts tessera-coordinator and N tessera-worker processes (from the directory of
+// this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
+// drains the workers (SIGTERM) and stops the coordinator.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+
+namespace tessera::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+pid_t Spawn(const std::vector<std::string>& argv) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    execv(cargv[0], cargv.data());
+    std::perror("exec");
+    _exit(127);
+  }
+  return pid;
+}
+
+int Fail(const std::string& m) {
+  std::cerr << "tessera: " << m << "\n";
+  return kUsageError;
+}
+
+}  // namespace
+
+int RunServe(const Args& args, const char* argv0) {
+  std::string error;
+  if (!CheckFlags(args, {"model", "workers", "listen", "threads-per-worker", "kv-memory-mb"}, &error)) return Fail(error);
+  if (!args.Has("model")) return Fail("'serve' needs --model DIR");
+  int workers, threads, kv_mb;
+  if (!IntFlag(args, "workers", 2, 1, &workers, &error) || !IntFlag(args, "threads-per-worker", 1, 0, &threads, &error) ||
+      !IntFlag(args, "kv-memory-mb", 256, 1, &kv_mb, &error)) {
+    return Fail(error);
+  }
+  const fs::path bin = fs::canonical("/proc/self/exe").parent_path();
+  (void)argv0;
+  const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:50051";
+  const std::string port_file = (fs::temp_directory_path() / absl::StrCat("tessera-serve-", getpid(), ".port")).string();
+  fs::remove(port_file);
+
+  // Ctrl-C and SIGTERM are taken by sigwait below, not by default handlers.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  const pid_t coordinator =
+      Spawn({(bin / "tessera-coordinator").string(), "--model", args.flags.at("model"), "--listen", listen,
+             "--port-file", port_file, "--kv-memory-mb", std::to_string(kv_mb)});
+  std::string port;
+  for (int i = 0; i < 600 && port.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::ifstream(port_file) >> port;
+    int status;
+    if (waitpid(coordinator, &status, WNOHANG) == coordinator) return Fail("the coordinator exited at start");
+  }
+  fs::remove(port_file);
+  if (port.empty()) return Fail("the coordinator did not start");
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  const std::string address = absl::StrCat(host == "0.0.0.0" ? "127.0.0.1" : host, ":", port);
+  std::vector<pid_t> worker_pids;
+  for (int i = 0; i < workers; ++i) {
+    worker_pids.push_back(Spawn({(bin / "tessera-worker").string(), "--coordinator", address, "--threads",
+                                 std::to_string(threads)}));
+  }
+  std::cerr << "tessera: serving " << args.flags.at("model") << " on " << address << " with " << workers
+            << " workers (Ctrl-C to stop)\n";
+
+  while (true) {
+    int sig;
+    sigwait(&set, &sig);
+    if (sig == SIGCHLD) {
+      int status;
+      pid_t pid;
+      while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == coordinator) {
+          for (pid_t w : worker_pids) kill(w, SIGTERM);
+          return Fail("the coordinator exited");
+        }
+        std::erase(worker_pids, pid);
+        std::cerr << "tessera: worker " << pid << " exited\n";
+      }
+      continue;
+    }
+    break;
+  }
+  std::cerr << "tessera: draining workers...\n";
+  for (pid_t w : worker_pids) kill(w, SIGTERM);
+  for (pid_t w : worker_pids) waitpid(w, nullptr, 0);
+  kill(coordinator, SIGTERM);
+  waitpid(coordinator, nullptr, 0);
+  return 0;
+}
+
+}  // namespace tessera::cli

@@ -1,0 +1,198 @@
+#include "coordinator/frontend.h"
+
+#include <cmath>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+
+namespace tessera::coordinator {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+grpc::Status Invalid(const std::string& m) { return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, m); }
+
+constexpr int kMaxStopStrings = 16;
+constexpr size_t kMaxStopBytes = 256;
+constexpr int kMaxTopLogprobs = 20;
+
+}  // namespace
+
+Frontend::Frontend(FrontendOptions options, models::ModelSpec spec, std::unique_ptr<tokenizer::Tokenizer> tokenizer,
+                   Cluster* cluster)
+    : options_(std::move(options)), spec_(std::move(spec)), tokenizer_(std::move(tokenizer)), cluster_(cluster) {}
+
+grpc::Status Frontend::CheckModel(const std::string& name) const {
+  if (!name.empty() && name != options_.model_name) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("unknown model '", name, "' (this server serves '", options_.model_name, "')"));
+  }
+  return grpc::Status::OK;
+}
+
+absl::Status Frontend::ValidateSampling(const v1::SamplingParams& p) const {
+  auto bad = [](const std::string& m) { return absl::InvalidArgumentError(m); };
+  if (p.has_temperature() && !(std::isfinite(p.temperature()) && p.temperature() >= 0)) {
+    return bad("temperature must be a finite number >= 0");
+  }
+  if (p.has_top_p() && !(p.top_p() > 0 && p.top_p() <= 1)) return bad("top_p must be in (0, 1]");
+  if (p.top_k() < 0) return bad("top_k must be >= 0 (0 = off)");
+  if (!(p.min_p() >= 0 && p.min_p() <= 1)) return bad("min_p must be in [0, 1]");
+  if (p.has_repetition_penalty() && !(std::isfinite(p.repetition_penalty()) && p.repetition_penalty() > 0)) {
+    return bad("repetition_penalty must be > 0");
+  }
+  if (!(p.presence_penalty() >= -2 && p.presence_penalty() <= 2)) return bad("presence_penalty must be in [-2, 2]");
+  if (!(p.frequency_penalty() >= -2 && p.frequency_penalty() <= 2)) return bad("frequency_penalty must be in [-2, 2]");
+  if (p.has_max_tokens() && p.max_tokens() < 1) return bad("max_tokens must be >= 1");
+  if (p.min_tokens() < 0) return bad("min_tokens must be >= 0");
+  if (p.has_max_tokens() && p.min_tokens() > p.max_tokens()) return bad("min_tokens must be <= max_tokens");
+  if (p.stop_size() > kMaxStopStrings) return bad(absl::StrCat("at most ", kMaxStopStrings, " stop strings"));
+  for (const std::string& s : p.stop()) {
+    if (s.empty() || s.size() > kMaxStopBytes) return bad(absl::StrCat("stop strings must be 1 to ", kMaxStopBytes, " bytes"));
+  }
+  for (int32_t id : p.stop_token_ids()) {
+    if (id < 0 || id >= spec_.vocab_size) return bad(absl::StrCat("stop token id ", id, " is outside the vocabulary"));
+  }
+  if (p.top_logprobs() < 0 || p.top_logprobs() > kMaxTopLogprobs) {
+    return bad(absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateRequest& r) {
+  std::vector<int32_t> prompt;
+  if (r.has_text()) {
+    absl::StatusOr<std::vector<int32_t>> ids =
+        tokenizer_->Encode(r.text(), r.has_add_special_tokens() ? r.add_special_tokens() : true);
+    if (!ids.ok()) return ids.status();
+    prompt = std::move(*ids);
+  } else if (r.has_token_ids()) {
+    prompt.assign(r.token_ids().ids().begin(), r.token_ids().ids().end());
+    for (int32_t id : prompt) {
+      if (id < 0 || id >= spec_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", spec_.vocab_size, ")"));
+      }
+    }
+  } else {
+    return absl::InvalidArgumentError("request has neither text nor token_ids");
+  }
+  if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
+  if (static_cast<int64_t>(prompt.size()) >= spec_.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt.size(), " tokens leaves no room in the model's ",
+                                                   spec_.max_position_embeddings, "-token context"));
+  }
+  if (absl::Status s = ValidateSampling(r.sampling()); !s.ok()) return s;
+  if (cluster_->total_waiting() >= options_.max_queue) {
+    return absl::ResourceExhaustedError(absl::StrCat("queue is full (", options_.max_queue, " waiting requests)"));
+  }
+
+  std::string id = r.request_id();
+  uint64_t seed = r.sampling().has_seed() ? r.sampling().seed() : std::random_device{}() * 0x100000001ull;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (id.empty()) id = absl::StrCat("req-", next_id_++);
+  if (auto it = active_.find(id); it != active_.end() && !it->second.expired()) {
+    return absl::AlreadyExistsError(absl::StrCat("request id '", id, "' is already running"));
+  }
+  StopContext stop{spec_.max_position_embeddings, spec_.eos_token_ids};
+  auto request = std::make_shared<Request>(id, std::move(prompt), r.sampling(), seed,
+                                           r.has_skip_special_tokens() ? r.skip_special_tokens() : true, *tokenizer_,
+                                           std::move(stop));
+  active_[id] = request;
+  return request;
+}
+
+grpc::Status Frontend::Generate(grpc::ServerContext* context, const v1::GenerateRequest* r,
+                                grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
+  absl::StatusOr<std::shared_ptr<Request>> admitted = Admit(*r);
+  if (!admitted.ok()) return ToGrpc(admitted.status());
+  std::shared_ptr<Request> request = *admitted;
+  auto forget = [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_.erase(request->id());
+  };
+  if (absl::Status s = cluster_->Route(request); !s.ok()) {
+    forget();
+    return ToGrpc(s);
+  }
+  grpc::Status result = grpc::Status::OK;
+  bool done = false;
+  while (!done) {
+    if (context->IsCancelled()) request->Abort();
+    for (RequestEvent& e : request->WaitEvents(std::chrono::milliseconds(50))) {
+      if (!e.error.ok()) {
+        result = ToGrpc(e.error);
+        done = true;
+        break;
+      }
+      v1::GenerateResponse msg;
+      msg.set_request_id(request->id());
+      msg.mutable_token_ids()->Add(e.token_ids.begin(), e.token_ids.end());
+      msg.set_text(std::move(e.text));
+      for (auto& lp : e.logprobs) *msg.add_logprobs() = std::move(lp);
+      if (e.finish != v1::FINISH_REASON_UNSPECIFIED) {
+        msg.set_finish_reason(e.finish);
+        *msg.mutable_usage() = request->usage();
+        done = true;
+      }
+      if (!writer->Write(msg)) request->Abort();  // the client went away
+      if (done) break;
+    }
+  }
+  forget();
+  return result;
+}
+
+grpc::Status Frontend::Abort(grpc::ServerContext*, const v1::AbortRequest* r, v1::AbortResponse*) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = active_.find(r->request_id());
+  std::shared_ptr<Request> request = it == active_.end() ? nullptr : it->second.lock();
+  if (!request) return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no running request '", r->request_id(), "'"));
+  request->Abort();
+  return grpc::Status::OK;
+}
+
+grpc::Status Frontend::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* r, v1::TokenizeResponse* response) {
+  if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
+  auto ids = tokenizer_->Encode(r->text(), r->has_add_special_tokens() ? r->add_special_tokens() : true);
+  if (!ids.ok()) return ToGrpc(ids.status());
+  response->mutable_ids()->Add(ids->begin(), ids->end());
+  return grpc::Status::OK;
+}
+
+grpc::Status Frontend::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* r,
+                                  v1::DetokenizeResponse* response) {
+  if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
+  std::vector<int32_t> ids(r->ids().begin(), r->ids().end());
+  auto text = tokenizer_->Decode(ids, r->has_skip_special_tokens() ? r->skip_special_tokens() : true);
+  if (!text.ok()) return ToGrpc(text.status());
+  response->set_text(*text);
+  return grpc::Status::OK;
+}
+
+grpc::Status Frontend::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest* r, v1::ModelInfo* info) {
+  if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
+  info->set_name(options_.model_name);
+  info->set_family(spec_.family);
+  info->set_architecture(spec_.architecture);
+  info->set_max_context(spec_.max_position_embeddings);
+  info->set_vocab_size(spec_.vocab_size);
+  info->set_tensor_parallel(1);
+  info->set_expert_parallel(1);
+  info->mutable_eos_token_ids()->Add(spec_.eos_token_ids.begin(), spec_.eos_token_ids.end());
+  return grpc::Status::OK;
+}
+
+grpc::Status Frontend::GetServerInfo(grpc::ServerContext*, const v1::GetServerInfoRequest*, v1::ServerInfo* info) {
+  info->set_model(options_.model_name);
+  for (auto& g : cluster_->Groups()) *info->add_groups() = std::move(g);
+  return grpc::Status::OK;
+}
+
+grpc::Status Frontend::Drain(grpc::ServerContext*, const v1::DrainRequest* r, v1::DrainResponse*) {
+  return ToGrpc(cluster_->Drain(r->worker_id()));
+}
+
+}  // namespace tessera::coordinator

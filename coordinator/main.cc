@@ -1,0 +1,127 @@
+// tessera-coordinator: takes client requests over gRPC and drives the workers.
+//
+//   tessera-coordinator --model DIR [--listen HOST:PORT] [--port-file FILE] ...
+//
+// See --help for every flag. SIGTERM or SIGINT stops it.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cli/args.h"
+#include "coordinator/cluster.h"
+#include "coordinator/frontend.h"
+#include "models/model_spec.h"
+#include "tokenizer/tokenizer.h"
+
+namespace tessera::coordinator {
+namespace {
+
+constexpr char kUsage[] = R"(usage: tessera-coordinator --model DIR [flags]
+
+  --model DIR              HuggingFace model folder (the workers load the same path)
+  --model-name NAME        name clients use (default: the folder's name)
+  --listen HOST:PORT       client and worker API (default 127.0.0.1:50051; port 0 picks one)
+  --port-file FILE         write the port actually bound to FILE
+  --block-size N           KV cache tokens per block (default 16)
+  --kv-memory-mb N         KV cache per worker, MiB (default 256)
+  --kv-blocks N            KV cache blocks per worker (overrides --kv-memory-mb)
+  --max-step-tokens N      tokens computed per step, chunked prefill budget (default 512)
+  --max-running N          sequences per batch (default 256)
+  --max-queue N            waiting requests before RESOURCE_EXHAUSTED (default 1024)
+  --heartbeat-ms N         worker heartbeat interval (default 500)
+  --heartbeat-timeout-ms N drop a worker silent this long (default 3000)
+)";
+
+int Fail(const std::string& m) {
+  std::cerr << "tessera-coordinator: " << m << "\n";
+  return cli::kUsageError;
+}
+
+int Main(int argc, char** argv) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  std::vector<char*> argv2 = {argv[0], const_cast<char*>("coordinator")};
+  for (int i = 1; i < argc; ++i) argv2.push_back(argv[i]);
+  cli::Args args;
+  std::string error;
+  if (!cli::ParseArgs(static_cast<int>(argv2.size()), argv2.data(), {"help"}, &args, &error)) return Fail(error);
+  if (args.Has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (!cli::CheckFlags(args,
+                       {"model", "model-name", "listen", "port-file", "block-size", "kv-memory-mb", "kv-blocks",
+                        "max-step-tokens", "max-running", "max-queue", "heartbeat-ms", "heartbeat-timeout-ms"},
+                       &error)) {
+    return Fail(error);
+  }
+  if (!args.Has("model")) return Fail("needs --model DIR");
+  const std::string model_dir = std::filesystem::absolute(args.flags.at("model")).string();
+  int block_size, kv_mb, kv_blocks, step_tokens, max_running, max_queue, hb_ms, hb_timeout_ms;
+  if (!cli::IntFlag(args, "block-size", 16, 1, &block_size, &error) ||
+      !cli::IntFlag(args, "kv-memory-mb", 256, 1, &kv_mb, &error) ||
+      !cli::IntFlag(args, "kv-blocks", 0, 0, &kv_blocks, &error) ||
+      !cli::IntFlag(args, "max-step-tokens", 512, 1, &step_tokens, &error) ||
+      !cli::IntFlag(args, "max-running", 256, 1, &max_running, &error) ||
+      !cli::IntFlag(args, "max-queue", 1024, 1, &max_queue, &error) ||
+      !cli::IntFlag(args, "heartbeat-ms", 500, 10, &hb_ms, &error) ||
+      !cli::IntFlag(args, "heartbeat-timeout-ms", 3000, 50, &hb_timeout_ms, &error)) {
+    return Fail(error);
+  }
+  auto spec = models::LoadModelSpec(model_dir);
+  if (!spec.ok()) return Fail(std::string(spec.status().message()));
+  auto tok = tokenizer::Tokenizer::Load(model_dir);
+  if (!tok.ok()) return Fail(std::string(tok.status().message()));
+
+  ClusterOptions cluster_options;
+  cluster_options.group.model_dir = model_dir;
+  cluster_options.group.block_size = block_size;
+  cluster_options.group.num_kv_blocks = kv_blocks;
+  cluster_options.group.kv_memory_bytes = static_cast<int64_t>(kv_mb) << 20;
+  cluster_options.group.max_step_tokens = step_tokens;
+  cluster_options.group.max_running = max_running;
+  cluster_options.heartbeat_interval = std::chrono::milliseconds(hb_ms);
+  cluster_options.heartbeat_timeout = std::chrono::milliseconds(hb_timeout_ms);
+  Cluster cluster(cluster_options);
+
+  FrontendOptions frontend_options;
+  frontend_options.model_name =
+      args.Has("model-name") ? args.flags.at("model-name") : std::filesystem::path(model_dir).filename().string();
+  frontend_options.max_queue = max_queue;
+  Frontend frontend(frontend_options, *spec, std::move(*tok), &cluster);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:50051";
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&frontend);
+  builder.RegisterService(&cluster);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
+  if (args.Has("port-file")) {
+    const std::string path = args.flags.at("port-file");
+    std::ofstream(path + ".tmp") << port << "\n";
+    std::filesystem::rename(path + ".tmp", path);  // readers never see a partial file
+  }
+  std::cerr << "tessera-coordinator: serving " << frontend_options.model_name << " on port " << port << "\n";
+
+  int sig;
+  sigwait(&set, &sig);
+  std::cerr << "tessera-coordinator: shutting down\n";
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera::coordinator
+
+int main(int argc, char** argv) { return tessera::coordinator::Main(argc, argv); }

@@ -1,0 +1,78 @@
+// ReplicaGroup: one full copy of the model (one worker until tensor parallelism) and
+// the thread that drives it.
+//
+// Lifecycle: LOADING (connect, LoadModel, open the Steps stream) -> READY (takes
+// requests) -> DRAINING (takes none, finishes its own) -> RELEASED, or DEAD when the
+// worker is lost (stream broken, heartbeat timeout, step error). On DEAD every request
+// it held is handed to `on_lost` to be recomputed elsewhere.
+//
+// Thread-safety: all public methods may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "coordinator/scheduler.h"
+#include "tessera/v1/tessera.pb.h"
+#include "tessera/v1/worker.grpc.pb.h"
+
+namespace tessera::coordinator {
+
+struct GroupOptions {
+  std::string model_dir;
+  int block_size = 16;
+  int32_t num_kv_blocks = 0;      // 0: from kv_memory_bytes
+  int64_t kv_memory_bytes = 256ll << 20;
+  int max_step_tokens = 512;
+  int max_running = 256;
+};
+
+class ReplicaGroup {
+ public:
+  enum class State { kLoading, kReady, kDraining, kReleased, kDead };
+
+  using LostCallback = std::function<void(ReplicaGroup*, std::vector<std::shared_ptr<Request>>)>;
+
+  ReplicaGroup(std::string id, std::string worker_id, std::string address, GroupOptions options, LostCallback on_lost);
+  ~ReplicaGroup();
+
+  void Start();
+  // Accepts a request when READY; false otherwise (route it elsewhere).
+  bool Enqueue(std::shared_ptr<Request> request);
+  // Stops taking requests; RELEASED once the running ones are done.
+  void Drain();
+  // The worker is gone: break the stream (the group thread then hands its requests on).
+  void Kill();
+
+  State state() const { return state_; }
+  const std::string& id() const { return id_; }
+  const std::string& worker_id() const { return worker_id_; }
+  int64_t outstanding_work() const;
+  // Largest sequence (prompt + output) this group's KV pool can hold; 0 until loaded.
+  int64_t max_sequence_tokens() const;
+  v1::GroupInfo Info() const;
+
+ private:
+  void Run();
+  bool Load();
+  void Loop();
+
+  const std::string id_, worker_id_, address_;
+  const GroupOptions options_;
+  const LostCallback on_lost_;
+  std::atomic<State> state_{State::kLoading};
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> weight_bytes_{0};
+  std::unique_ptr<Scheduler> scheduler_;  // set once loaded
+  std::mutex mu_;
+  std::unique_ptr<grpc::ClientContext> stream_context_;  // guarded by mu_
+  std::thread thread_;
+};
+
+const char* StateName(ReplicaGroup::State s);
+
+}  // namespace tessera::coordinator

@@ -1,0 +1,140 @@
+#include "coordinator/request.h"
+
+#include <algorithm>
+
+namespace tessera::coordinator {
+namespace {
+constexpr int32_t kDefaultMaxTokens = 16;
+
+bool Contains(const std::vector<int32_t>& v, int32_t x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+// Largest n <= text.size() that does not cut a UTF-8 character.
+size_t CharBoundary(const std::string& text, size_t n) {
+  while (n > 0 && n < text.size() && (static_cast<unsigned char>(text[n]) & 0xc0) == 0x80) --n;
+  return n;
+}
+}  // namespace
+
+Request::Request(std::string id, std::vector<int32_t> prompt, const v1::SamplingParams& sampling, uint64_t seed,
+                 bool skip_special_tokens, const tokenizer::Tokenizer& tokenizer, StopContext stop)
+    : id_(std::move(id)),
+      prompt_(std::move(prompt)),
+      sampling_(sampling),
+      seed_(seed),
+      stop_(std::move(stop)),
+      max_tokens_(sampling.has_max_tokens() ? sampling.max_tokens() : kDefaultMaxTokens),
+      decoder_(tokenizer, skip_special_tokens) {
+  for (const std::string& s : sampling_.stop()) longest_stop_ = std::max(longest_stop_, s.size());
+}
+
+int64_t Request::remaining_work() const {
+  return static_cast<int64_t>(prompt_.size()) + max_tokens_ - completion_tokens_.load();
+}
+
+std::string Request::TakeStableText(bool final) {
+  size_t keep = final || longest_stop_ == 0 ? 0 : longest_stop_ - 1;
+  size_t n = pending_text_.size() > keep ? pending_text_.size() - keep : 0;
+  n = CharBoundary(pending_text_, n);
+  std::string out = pending_text_.substr(0, n);
+  pending_text_.erase(0, n);
+  return out;
+}
+
+bool Request::OnToken(int32_t token, const v1::TokenLogprob* logprob) {
+  if (finished_) return true;
+  generated_.push_back(token);
+  completion_tokens_ = static_cast<int32_t>(generated_.size());
+  RequestEvent event;
+  event.token_ids.push_back(token);
+  if (logprob) event.logprobs.push_back(*logprob);
+
+  const int32_t n = static_cast<int32_t>(generated_.size());
+  const bool may_stop = n >= sampling_.min_tokens();
+  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
+  if (may_stop && !sampling_.ignore_eos() && Contains(stop_.eos_token_ids, token)) {
+    reason = v1::EOS;
+  } else if (may_stop && std::find(sampling_.stop_token_ids().begin(), sampling_.stop_token_ids().end(), token) !=
+                             sampling_.stop_token_ids().end()) {
+    reason = v1::STOP;
+  }
+
+  absl::StatusOr<std::string> piece = decoder_.Add(token);
+  if (piece.ok()) pending_text_ += *piece;
+  if (may_stop && longest_stop_ > 0) {
+    size_t first = std::string::npos;
+    for (const std::string& s : sampling_.stop()) first = std::min(first, pending_text_.find(s));
+    if (first != std::string::npos) {
+      event.text = pending_text_.substr(0, first);
+      pending_text_.clear();
+      Finish(v1::STOP_STRING, &event);
+      return true;
+    }
+  }
+  if (reason == v1::FINISH_REASON_UNSPECIFIED &&
+      (n >= max_tokens_ || static_cast<int32_t>(prompt_.size()) + n >= stop_.max_context)) {
+    reason = v1::LENGTH;
+  }
+  if (reason != v1::FINISH_REASON_UNSPECIFIED) {
+    Finish(reason, &event);
+    return true;
+  }
+  event.text = TakeStableText(false);
+  Push(std::move(event));
+  return false;
+}
+
+void Request::Finish(v1::FinishReason reason, RequestEvent* event) {
+  if (reason != v1::STOP_STRING) {
+    absl::StatusOr<std::string> rest = decoder_.Finish();
+    if (rest.ok()) pending_text_ += *rest;
+    event->text += TakeStableText(true);
+  }
+  event->finish = reason;
+  finished_ = true;
+  Push(std::move(*event));
+}
+
+void Request::Fail(const absl::Status& status) {
+  if (finished_.exchange(true)) return;
+  RequestEvent event;
+  event.error = status;
+  Push(std::move(event));
+}
+
+void Request::FinishAborted() {
+  if (finished_) return;
+  RequestEvent event;
+  Finish(v1::ABORT, &event);
+}
+
+void Request::FinishOutOfCache() {
+  if (finished_) return;
+  RequestEvent event;
+  Finish(v1::LENGTH, &event);
+}
+
+void Request::Push(RequestEvent event) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(std::move(event));
+  }
+  cv_.notify_one();
+}
+
+std::vector<RequestEvent> Request::WaitEvents(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return !events_.empty(); });
+  std::vector<RequestEvent> out(std::make_move_iterator(events_.begin()), std::make_move_iterator(events_.end()));
+  events_.clear();
+  return out;
+}
+
+v1::Usage Request::usage() const {
+  v1::Usage u;
+  u.set_prompt_tokens(static_cast<int32_t>(prompt_.size()));
+  u.set_completion_tokens(completion_tokens_);
+  u.set_cached_tokens(0);
+  return u;
+}
+
+}  // namespace tessera::coordinator

@@ -1,0 +1,97 @@
+// Request: one generation from admission to its final message.
+//
+// The producer side (OnToken, Finish*) is driven by the replica group that runs the
+// request, one group at a time; it turns sampled tokens into events: token ids, the
+// text they complete (incremental detokenization, stop strings held back until they
+// cannot match), logprobs, and the final finish reason. The consumer side (the
+// Generate handler) takes events with WaitEvents. Abort may come from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "tessera/v1/tessera.pb.h"
+#include "tokenizer/incremental_decoder.h"
+
+namespace tessera::coordinator {
+
+struct RequestEvent {
+  std::vector<int32_t> token_ids;
+  std::string text;
+  std::vector<v1::TokenLogprob> logprobs;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;  // set on the last event
+  absl::Status error;                                        // set instead, on failure
+};
+
+// Model facts a request needs to decide when to stop.
+struct StopContext {
+  int32_t max_context = 0;
+  std::vector<int32_t> eos_token_ids;
+};
+
+class Request {
+ public:
+  Request(std::string id, std::vector<int32_t> prompt, const v1::SamplingParams& sampling, uint64_t seed,
+          bool skip_special_tokens, const tokenizer::Tokenizer& tokenizer, StopContext stop);
+
+  const std::string& id() const { return id_; }
+  const std::vector<int32_t>& prompt() const { return prompt_; }
+  const v1::SamplingParams& sampling() const { return sampling_; }
+  uint64_t seed() const { return seed_; }
+  // Producer thread only: the tokens generated so far (a recompute replays them).
+  const std::vector<int32_t>& generated() const { return generated_; }
+  // Upper bound on the tokens this request will still compute (for routing).
+  int64_t remaining_work() const;
+
+  // Producer: one sampled token. Returns true when the request finished with it.
+  bool OnToken(int32_t token, const v1::TokenLogprob* logprob);
+  // Producer: ends the request with an error (e.g. UNAVAILABLE) or with ABORT.
+  void Fail(const absl::Status& status);
+  void FinishAborted();
+  // Producer: the KV pool cannot hold this sequence any longer.
+  void FinishOutOfCache();
+  bool finished() const { return finished_; }
+
+  // Any thread: ask for the request to stop; its group ends it with ABORT.
+  void Abort() { aborted_ = true; }
+  bool aborted() const { return aborted_; }
+
+  // Consumer: waits up to `timeout` for events; returns whatever is queued.
+  std::vector<RequestEvent> WaitEvents(std::chrono::milliseconds timeout);
+
+  v1::Usage usage() const;
+
+ private:
+  void Push(RequestEvent event);
+  void Finish(v1::FinishReason reason, RequestEvent* event);
+  std::string TakeStableText(bool final);
+
+  const std::string id_;
+  const std::vector<int32_t> prompt_;
+  const v1::SamplingParams sampling_;
+  const uint64_t seed_;
+  const StopContext stop_;
+  const int32_t max_tokens_;
+  size_t longest_stop_ = 0;
+
+  // Producer state.
+  std::vector<int32_t> generated_;
+  tokenizer::IncrementalDecoder decoder_;
+  std::string pending_text_;  // decoded but held back (a stop string might start here)
+  std::atomic<bool> finished_{false};
+  std::atomic<bool> aborted_{false};
+  std::atomic<int32_t> completion_tokens_{0};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<RequestEvent> events_;  // guarded by mu_
+};
+
+}  // namespace tessera::coordinator

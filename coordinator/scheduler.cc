@@ -1,0 +1,214 @@
+#include "coordinator/scheduler.h"
+
+#include <algorithm>
+
+namespace tessera::coordinator {
+
+Scheduler::Scheduler(const SchedulerOptions& options)
+    : options_(options), allocator_(options.num_blocks), free_blocks_(options.num_blocks) {}
+
+void Scheduler::Enqueue(std::shared_ptr<Request> request) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting_.push_back(std::move(request));
+  }
+  cv_.notify_all();
+}
+
+void Scheduler::WaitForWork(const std::atomic<bool>& stop) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, std::chrono::milliseconds(100),
+               [&] { return stop || !waiting_.empty() || !running_.empty() || !finished_.empty(); });
+}
+
+int Scheduler::num_waiting() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(waiting_.size());
+}
+
+int Scheduler::num_running() const { return running_count_; }
+int32_t Scheduler::num_free_blocks() const { return free_blocks_; }
+
+int64_t Scheduler::outstanding_work() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t work = 0;
+  for (const auto& r : waiting_) work += r->remaining_work();
+  // running_ is read without the group thread's cooperation: use the request's own
+  // atomic counters only.
+  return work + static_cast<int64_t>(running_count_) * 64;
+}
+
+void Scheduler::Release(Sequence& seq) {
+  seq.table.Free(allocator_);
+  if (seq.worker_knows) finished_.push_back(seq.id);
+}
+
+void Scheduler::Preempt(size_t index) {
+  Sequence& seq = running_[index];
+  Release(seq);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting_.push_front(seq.request);  // recomputed first, before newer arrivals
+  }
+  running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));
+}
+
+bool Scheduler::Reserve(size_t index, int64_t tokens) {
+  while (!running_[index].table.EnsureCapacity(tokens, options_.block_size, allocator_).ok()) {
+    const size_t newest = running_.size() - 1;
+    if (newest == index) {
+      if (running_.size() == 1) {
+        // Alone and still out of blocks: the pool cannot hold this sequence.
+        running_[index].request->FinishOutOfCache();
+        Release(running_[index]);
+        running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));
+      } else {
+        Preempt(index);
+      }
+      return false;
+    }
+    Preempt(newest);
+  }
+  return true;
+}
+
+bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
+  step->Clear();
+  int budget = options_.max_step_tokens;
+
+  // Aborted requests leave first.
+  for (size_t i = 0; i < running_.size();) {
+    if (running_[i].request->aborted()) {
+      running_[i].request->FinishAborted();
+      Release(running_[i]);
+      running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      if ((*it)->aborted()) {
+        (*it)->FinishAborted();
+        it = waiting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // Running sequences: a decode token, or the next prefill chunk.
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Sequence& seq = running_[i];
+    const int64_t remaining = static_cast<int64_t>(seq.tokens.size()) - seq.computed;
+    const int64_t chunk = std::min<int64_t>(remaining, budget);
+    seq.planned = 0;
+    if (chunk <= 0) {
+      ++i;
+      continue;
+    }
+    if (!Reserve(i, seq.computed + chunk)) continue;  // running_[i] is another sequence now
+    running_[i].planned = chunk;
+    budget -= static_cast<int>(chunk);
+    ++i;
+  }
+
+  // Admissions, first come first served, while the whole sequence fits.
+  while (budget > 0 && static_cast<int>(running_.size()) < options_.max_running) {
+    std::shared_ptr<Request> request;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (waiting_.empty()) break;
+      request = waiting_.front();
+    }
+    Sequence seq;
+    seq.request = request;
+    seq.tokens = request->prompt();
+    seq.tokens.insert(seq.tokens.end(), request->generated().begin(), request->generated().end());
+    seq.prompt_len = static_cast<int32_t>(request->prompt().size());
+    const int64_t blocks_needed = (static_cast<int64_t>(seq.tokens.size()) + options_.block_size) / options_.block_size;
+    if (blocks_needed > allocator_.num_free()) break;  // FCFS: later requests wait too
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      waiting_.pop_front();
+    }
+    if (!seq.table.EnsureCapacity(static_cast<int64_t>(seq.tokens.size()) + 1, options_.block_size, allocator_).ok()) {
+      break;  // cannot happen: checked above
+    }
+    seq.id = next_seq_id_++;
+    seq.planned = std::min<int64_t>(static_cast<int64_t>(seq.tokens.size()), budget);
+    budget -= static_cast<int>(seq.planned);
+    running_.push_back(std::move(seq));
+  }
+
+  // The diff.
+  step->mutable_finished()->Add(finished_.begin(), finished_.end());
+  finished_.clear();
+  for (Sequence& seq : running_) {
+    if (seq.planned == 0) continue;
+    const auto first = seq.tokens.begin() + seq.computed;
+    const bool sample = seq.computed + seq.planned == static_cast<int64_t>(seq.tokens.size());
+    const auto& blocks = seq.table.blocks();
+    if (!seq.worker_knows) {
+      auto* s = step->add_new_sequences();
+      s->set_seq_id(seq.id);
+      s->mutable_tokens()->Add(first, first + seq.planned);
+      s->mutable_block_table()->Add(blocks.begin(), blocks.end());
+      *s->mutable_sampling() = seq.request->sampling();
+      s->set_prompt_len(seq.prompt_len);
+      s->set_seed(seq.request->seed());
+      s->set_sample(sample);
+      seq.worker_knows = true;
+    } else {
+      auto* c = step->add_continued();
+      c->set_seq_id(seq.id);
+      c->mutable_tokens()->Add(first, first + seq.planned);
+      c->mutable_new_blocks()->Add(blocks.begin() + static_cast<std::ptrdiff_t>(seq.blocks_sent), blocks.end());
+      c->set_sample(sample);
+    }
+    seq.blocks_sent = blocks.size();
+  }
+  running_count_ = static_cast<int>(running_.size());
+  free_blocks_ = allocator_.num_free();
+  return step->new_sequences_size() + step->continued_size() + step->finished_size() > 0;
+}
+
+void Scheduler::ApplyStep(const v1::internal::StepResponse& response) {
+  for (Sequence& seq : running_) {
+    seq.computed += seq.planned;
+    seq.planned = 0;
+  }
+  for (const auto& sampled : response.sampled()) {
+    auto it = std::find_if(running_.begin(), running_.end(), [&](const Sequence& s) { return s.id == sampled.seq_id(); });
+    if (it == running_.end()) continue;
+    it->tokens.push_back(sampled.token_id());
+    const bool done = it->request->OnToken(sampled.token_id(), sampled.has_logprob() ? &sampled.logprob() : nullptr);
+    if (done) {
+      Release(*it);
+      running_.erase(it);
+    }
+  }
+  running_count_ = static_cast<int>(running_.size());
+  free_blocks_ = allocator_.num_free();
+}
+
+std::vector<std::shared_ptr<Request>> Scheduler::TakeAll() {
+  std::vector<std::shared_ptr<Request>> all;
+  for (Sequence& seq : running_) {
+    seq.table.Free(allocator_);
+    all.push_back(seq.request);
+  }
+  running_.clear();
+  finished_.clear();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    all.insert(all.end(), waiting_.begin(), waiting_.end());
+    waiting_.clear();
+  }
+  running_count_ = 0;
+  free_blocks_ = allocator_.num_free();
+  return all;
+}
+
+}  // namespace tessera::coordinator

@@ -1,0 +1,91 @@
+// Scheduler: continuous batching for one replica group.
+//
+// Owns the group's waiting queue (FCFS), its running sequences and its KV block
+// allocator. Each step it plans a batch under a token budget: running sequences first
+// (one decode token each, or their next prefill chunk), then new requests admitted in
+// arrival order while their whole prompt fits in free blocks (chunked prefill when a
+// prompt exceeds the budget). When a running sequence needs a block and none is free,
+// the newest sequence is preempted: its blocks are freed and it is recomputed later
+// from its prompt and the tokens generated so far. The step message is a diff: new
+// sequences in full once, running ones as deltas, finished ids.
+//
+// Thread-safety: Enqueue and the counters may be called from any thread; BuildStep,
+// ApplyStep and TakeAll from the group's thread only.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "coordinator/request.h"
+#include "kvstore/block_allocator.h"
+#include "tessera/v1/worker.pb.h"
+
+namespace tessera::coordinator {
+
+struct SchedulerOptions {
+  int block_size = 16;
+  int32_t num_blocks = 0;
+  int max_step_tokens = 512;  // tokens computed per step, over all sequences
+  int max_running = 256;      // sequences in the batch
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(const SchedulerOptions& options);
+
+  void Enqueue(std::shared_ptr<Request> request);
+  // Blocks until there is work, `stop` becomes true (on Notify()), or 100 ms pass.
+  void WaitForWork(const std::atomic<bool>& stop);
+  void Notify() { cv_.notify_all(); }
+
+  // Plans the next step; false when there is nothing to run.
+  bool BuildStep(v1::internal::StepRequest* step);
+  // Takes the worker's answer to the step BuildStep planned.
+  void ApplyStep(const v1::internal::StepResponse& response);
+  // Removes every request (waiting and running) and forgets their sequences; used
+  // when the worker is lost, so the requests can be recomputed elsewhere.
+  std::vector<std::shared_ptr<Request>> TakeAll();
+
+  int num_waiting() const;
+  int num_running() const;
+  int32_t num_free_blocks() const;
+  int32_t num_blocks() const { return options_.num_blocks; }
+  int64_t outstanding_work() const;  // for routing
+
+ private:
+  struct Sequence {
+    std::shared_ptr<Request> request;
+    uint64_t id = 0;
+    std::vector<int32_t> tokens;  // prompt, then generated tokens
+    int32_t prompt_len = 0;
+    int64_t computed = 0;         // tokens whose K/V are cached on the worker
+    kvstore::BlockTable table;
+    size_t blocks_sent = 0;       // block ids the worker knows
+    bool worker_knows = false;    // sent as NewSequence already
+    int64_t planned = 0;          // tokens in the step in flight
+  };
+
+  // Frees the sequence's blocks, tells the worker to drop it.
+  void Release(Sequence& seq);
+  // Makes room for `seq` to hold `tokens` tokens, preempting newer sequences; false if
+  // `seq` itself had to go.
+  bool Reserve(size_t index, int64_t tokens);
+  void Preempt(size_t index);
+
+  const SchedulerOptions options_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Request>> waiting_;  // guarded by mu_
+  std::vector<Sequence> running_;                 // admission order; group thread only
+  kvstore::BlockAllocator allocator_;             // group thread only
+  std::vector<uint64_t> finished_;                // ids to send with the next step
+  uint64_t next_seq_id_ = 1;
+  std::atomic<int> running_count_{0};
+  std::atomic<int32_t> free_blocks_{0};
+};
+
+}  // namespace tessera::coordinator

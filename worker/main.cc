@@ -1,0 +1,132 @@
+// tessera-worker: holds a model and executes the coordinator's steps.
+//
+//   tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]
+//                  [--threads N] [--device cpu]
+//
+// Lifecycle: serve the Worker service, register with the coordinator, heartbeat.
+// SIGTERM (or SIGINT) starts a drain: the coordinator sends no new requests, lets the
+// running ones finish, then releases the worker, which exits 0.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "cli/args.h"
+#include "tessera/v1/worker.grpc.pb.h"
+#include "worker/worker_service.h"
+
+namespace tessera::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_draining{false};
+
+void WaitForSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig;
+  sigwait(&set, &sig);
+  g_draining = true;
+}
+
+int Fail(const std::string& m) {
+  std::cerr << "tessera-worker: " << m << "\n";
+  return cli::kUsageError;
+}
+
+int Main(int argc, char** argv) {
+  // Signals are handled by one thread; block them everywhere else before threads start.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  cli::Args args;
+  std::string error;
+  // argv[0] is the program; parse as if "worker" were the command.
+  std::vector<char*> argv2 = {argv[0], const_cast<char*>("worker")};
+  for (int i = 1; i < argc; ++i) argv2.push_back(argv[i]);
+  if (!cli::ParseArgs(static_cast<int>(argv2.size()), argv2.data(), {"help"}, &args, &error)) return Fail(error);
+  if (args.Has("help")) {
+    std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
+                 " [--threads N] [--device cpu]\n";
+    return 0;
+  }
+  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "threads", "device"}, &error)) return Fail(error);
+  if (!args.Has("coordinator")) return Fail("needs --coordinator HOST:PORT");
+  int threads;
+  if (!cli::IntFlag(args, "threads", 0, 0, &threads, &error)) return Fail(error);
+  const std::string device = args.Has("device") ? args.flags.at("device") : "cpu";
+  if (device != "cpu") return Fail(absl::StrCat("device '", device, "' is not supported yet (only cpu)"));
+  const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:0";
+  const std::string host = args.Has("advertise") ? args.flags.at("advertise") : listen.substr(0, listen.rfind(':'));
+
+  WorkerOptions options;
+  options.threads = threads;
+  WorkerService service(options);
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
+  const std::string address = absl::StrCat(host, ":", port);
+
+  std::thread signals(WaitForSignals);
+  signals.detach();
+
+  auto coordinator = v1::internal::Coordinator::NewStub(
+      grpc::CreateChannel(args.flags.at("coordinator"), grpc::InsecureChannelCredentials()));
+  std::string worker_id;
+  auto interval = std::chrono::milliseconds(500);
+  auto last_contact = Clock::now();
+  while (true) {
+    if (worker_id.empty()) {
+      v1::internal::RegisterRequest req;
+      req.set_address(address);
+      req.set_device(device);
+      req.set_threads(threads);
+      v1::internal::RegisterResponse resp;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      if (coordinator->Register(&ctx, req, &resp).ok()) {
+        worker_id = resp.worker_id();
+        interval = std::chrono::milliseconds(std::max(50, resp.heartbeat_interval_ms()));
+        last_contact = Clock::now();
+        std::cerr << "tessera-worker: registered as " << worker_id << " at " << address << "\n";
+      }
+    } else {
+      v1::internal::HeartbeatRequest req;
+      req.set_worker_id(worker_id);
+      req.set_draining(g_draining);
+      v1::internal::HeartbeatResponse resp;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      if (coordinator->Heartbeat(&ctx, req, &resp).ok()) {
+        last_contact = Clock::now();
+        if (resp.release()) break;
+        if (!resp.known()) worker_id.clear();  // the coordinator restarted: register again
+      }
+    }
+    // Draining with no coordinator to drain through: nothing can be running, exit.
+    if (g_draining && Clock::now() - last_contact > std::chrono::seconds(10)) break;
+    std::this_thread::sleep_for(interval);
+  }
+  std::cerr << "tessera-worker: drained, exiting\n";
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera::worker
+
+int main(int argc, char** argv) { return tessera::worker::Main(argc, argv); }

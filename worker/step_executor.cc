@@ -1,0 +1,107 @@
+#include "worker/step_executor.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace tessera::worker {
+
+kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& p) {
+  kernels::SamplingConfig c;
+  c.temperature = p.has_temperature() ? p.temperature() : 1.0f;
+  c.top_p = p.has_top_p() ? p.top_p() : 1.0f;
+  c.top_k = p.top_k();
+  c.min_p = p.min_p();
+  c.repetition_penalty = p.has_repetition_penalty() ? p.repetition_penalty() : 1.0f;
+  c.presence_penalty = p.presence_penalty();
+  c.frequency_penalty = p.frequency_penalty();
+  c.logprobs = p.logprobs();
+  c.top_logprobs = p.top_logprobs();
+  return c;
+}
+
+StepExecutor::StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks)
+    : model_(std::move(model)), kv_(model_->KvLayoutFor(block_size), num_blocks) {}
+
+absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal::StepRequest& step) {
+  // Check the whole diff before changing anything.
+  for (const auto& s : step.new_sequences()) {
+    if (sequences_.contains(s.seq_id())) {
+      return absl::FailedPreconditionError(absl::StrCat("sequence ", s.seq_id(), " already exists"));
+    }
+    if (s.tokens().empty()) return absl::InvalidArgumentError("new sequence without tokens");
+  }
+  for (const auto& c : step.continued()) {
+    if (!sequences_.contains(c.seq_id())) {
+      return absl::FailedPreconditionError(absl::StrCat("unknown sequence ", c.seq_id()));
+    }
+    if (c.tokens().empty()) return absl::InvalidArgumentError("continued sequence without tokens");
+  }
+
+  for (uint64_t id : step.finished()) sequences_.erase(id);
+  for (const auto& s : step.new_sequences()) {
+    Sequence seq;
+    seq.block_table.assign(s.block_table().begin(), s.block_table().end());
+    seq.prompt_len = s.prompt_len();
+    seq.seed = s.seed();
+    seq.sampling = ToSamplingConfig(s.sampling());
+    sequences_.emplace(s.seq_id(), std::move(seq));
+  }
+  for (const auto& c : step.continued()) {
+    auto& table = sequences_[c.seq_id()].block_table;
+    table.insert(table.end(), c.new_blocks().begin(), c.new_blocks().end());
+  }
+
+  // The flattened batch, in message order: new sequences, then continued ones.
+  struct Item {
+    uint64_t id;
+    const google::protobuf::RepeatedField<int32_t>* tokens;
+    bool sample;
+  };
+  std::vector<Item> items;
+  for (const auto& s : step.new_sequences()) items.push_back({s.seq_id(), &s.tokens(), s.sample()});
+  for (const auto& c : step.continued()) items.push_back({c.seq_id(), &c.tokens(), c.sample()});
+  std::vector<models::SequenceInput> batch;
+  for (const Item& it : items) {
+    Sequence& seq = sequences_[it.id];
+    batch.push_back({std::span<const int32_t>(it.tokens->data(), it.tokens->size()), seq.computed,
+                     seq.block_table, /*all_logits=*/false});
+  }
+  v1::internal::StepResponse response;
+  response.set_step_id(step.step_id());
+  if (batch.empty()) return response;
+  RETURN_IF_ERROR(model_->Forward(batch, kv_, &logits_));
+
+  const int32_t vocab = model_->spec().vocab_size;
+  for (size_t i = 0; i < items.size(); ++i) {
+    Sequence& seq = sequences_[items[i].id];
+    for (int32_t t : *items[i].tokens) {
+      if (seq.computed < seq.prompt_len) {
+        seq.history.prompt_tokens[t] = true;
+      } else {
+        ++seq.history.output_counts[t];
+      }
+      ++seq.computed;
+    }
+    if (!items[i].sample) continue;
+    // The draw depends on (seed, index of the token being generated) only.
+    const uint64_t index = static_cast<uint64_t>(seq.computed - seq.prompt_len);
+    kernels::SampledToken s = kernels::SampleToken(logits_.data() + i * vocab, vocab, seq.sampling, seq.history,
+                                                   kernels::CounterUniform(seq.seed, index));
+    auto* out = response.add_sampled();
+    out->set_seq_id(items[i].id);
+    out->set_token_id(s.token);
+    if (seq.sampling.logprobs) {
+      auto* lp = out->mutable_logprob();
+      lp->set_token_id(s.token);
+      lp->set_logprob(s.logprob);
+      for (const auto& [id, value] : s.top) {
+        auto* top = lp->add_top();
+        top->set_token_id(id);
+        top->set_logprob(value);
+      }
+    }
+  }
+  return response;
+}
+
+}  // namespace tessera::worker

@@ -1,0 +1,56 @@
+// StepExecutor: the worker's half of a step. Applies the coordinator's diff (new
+// sequences, continued ones, finished ids) to its per-sequence state, runs one forward
+// pass over the flattened batch against its KV block storage, and samples a token for
+// every sequence that asked for one.
+//
+// The coordinator owns block allocation; a worker only stores bytes in the blocks it
+// is told to use. Thread-safety: one step at a time (the Steps stream is sequential).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "kernels/sampling.h"
+#include "kvstore/cpu_kv_storage.h"
+#include "models/model.h"
+#include "tessera/v1/worker.pb.h"
+
+namespace tessera::worker {
+
+class StepExecutor {
+ public:
+  StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks);
+
+  int32_t num_blocks() const { return kv_.num_blocks(); }
+  const models::Model& model() const { return *model_; }
+  size_t num_sequences() const { return sequences_.size(); }
+  // Forgets every sequence (a new Steps stream starts from nothing).
+  void Reset() { sequences_.clear(); }
+
+  // Errors (INVALID_ARGUMENT / FAILED_PRECONDITION) mean the coordinator and worker
+  // disagree: the stream ends and the coordinator recomputes the group's requests.
+  absl::StatusOr<v1::internal::StepResponse> Run(const v1::internal::StepRequest& step);
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> block_table;
+    int64_t computed = 0;  // tokens whose K/V are in the cache
+    int32_t prompt_len = 0;
+    uint64_t seed = 0;
+    kernels::SamplingConfig sampling;
+    kernels::TokenHistory history;
+  };
+
+  std::unique_ptr<models::Model> model_;
+  kvstore::CpuKvStorage kv_;
+  absl::flat_hash_map<uint64_t, Sequence> sequences_;
+  std::vector<float> logits_;
+};
+
+// The sampling knobs of a request, with the API's defaults filled in.
+kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& params);
+
+}  // namespace tessera::worker

@@ -1,0 +1,31 @@
+// The worker's gRPC service: LoadModel, then one Steps stream at a time.
+#pragma once
+
+#include <memory>
+#include <mutex>
+
+#include "tessera/v1/worker.grpc.pb.h"
+#include "worker/step_executor.h"
+
+namespace tessera::worker {
+
+struct WorkerOptions {
+  int threads = 0;  // kernel threads; 0 = every core this process may use
+};
+
+class WorkerService final : public v1::internal::Worker::Service {
+ public:
+  explicit WorkerService(const WorkerOptions& options) : options_(options) {}
+
+  grpc::Status LoadModel(grpc::ServerContext* context, const v1::internal::LoadModelRequest* request,
+                         v1::internal::LoadModelResponse* response) override;
+  grpc::Status Steps(grpc::ServerContext* context,
+                     grpc::ServerReaderWriter<v1::internal::StepResponse, v1::internal::StepRequest>* stream) override;
+
+ private:
+  WorkerOptions options_;
+  std::mutex mu_;  // one LoadModel or Steps stream at a time
+  std::unique_ptr<StepExecutor> executor_;
+};
+
+}  // namespace tessera::worker
