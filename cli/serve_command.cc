@@ -4,6 +4,7 @@
 // this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
 // drains the workers (SIGTERM) and stops the coordinator.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@ namespace fs = std::filesystem;
 pid_t Spawn(const std::vector<std::string>& argv) {
   const pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);  // if `tessera serve` dies, its servers stop too
     sigset_t none;
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, nullptr);

@@ -54,13 +54,12 @@ void ThreadPool::Run(int n, const std::function<void(int)>& fn) {
   }
   wake_.notify_all();
   DrainTasks(&job);
-  bool finished = false;
-  for (int spin = 0; spin < kSpinIterations && !finished; ++spin) {
-    finished = JobFinished(job);
-    if (!finished) _mm_pause();
-  }
+  for (int spin = 0; spin < kSpinIterations && !JobFinished(job); ++spin) _mm_pause();
+  // Decide under the lock: a helper registers itself (helpers_inside) only while
+  // holding it, so once the job is finished here and job_ is cleared, no helper can
+  // still reach `job`, which dies with this frame.
   std::unique_lock<std::mutex> lock(mu_);
-  if (!finished) done_.wait(lock, [&] { return JobFinished(job); });
+  done_.wait(lock, [&] { return JobFinished(job); });
   job_ = nullptr;
 }
 

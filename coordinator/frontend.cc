@@ -32,6 +32,11 @@ grpc::Status Frontend::CheckModel(const std::string& name) const {
   return grpc::Status::OK;
 }
 
+absl::Status Frontend::NeedTokenizer() const {
+  if (tokenizer_) return absl::OkStatus();
+  return absl::FailedPreconditionError("this model has no tokenizer.json: send and receive token ids");
+}
+
 absl::Status Frontend::ValidateSampling(const v1::SamplingParams& p) const {
   auto bad = [](const std::string& m) { return absl::InvalidArgumentError(m); };
   if (p.has_temperature() && !(std::isfinite(p.temperature()) && p.temperature() >= 0)) {
@@ -64,6 +69,7 @@ absl::Status Frontend::ValidateSampling(const v1::SamplingParams& p) const {
 absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateRequest& r) {
   std::vector<int32_t> prompt;
   if (r.has_text()) {
+    if (absl::Status s = NeedTokenizer(); !s.ok()) return s;
     absl::StatusOr<std::vector<int32_t>> ids =
         tokenizer_->Encode(r.text(), r.has_add_special_tokens() ? r.add_special_tokens() : true);
     if (!ids.ok()) return ids.status();
@@ -97,7 +103,7 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   }
   StopContext stop{spec_.max_position_embeddings, spec_.eos_token_ids};
   auto request = std::make_shared<Request>(id, std::move(prompt), r.sampling(), seed,
-                                           r.has_skip_special_tokens() ? r.skip_special_tokens() : true, *tokenizer_,
+                                           r.has_skip_special_tokens() ? r.skip_special_tokens() : true, tokenizer_.get(),
                                            std::move(stop));
   active_[id] = request;
   return request;
@@ -156,6 +162,7 @@ grpc::Status Frontend::Abort(grpc::ServerContext*, const v1::AbortRequest* r, v1
 
 grpc::Status Frontend::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* r, v1::TokenizeResponse* response) {
   if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
+  if (absl::Status s = NeedTokenizer(); !s.ok()) return ToGrpc(s);
   auto ids = tokenizer_->Encode(r->text(), r->has_add_special_tokens() ? r->add_special_tokens() : true);
   if (!ids.ok()) return ToGrpc(ids.status());
   response->mutable_ids()->Add(ids->begin(), ids->end());
@@ -165,6 +172,7 @@ grpc::Status Frontend::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest*
 grpc::Status Frontend::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* r,
                                   v1::DetokenizeResponse* response) {
   if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
+  if (absl::Status s = NeedTokenizer(); !s.ok()) return ToGrpc(s);
   std::vector<int32_t> ids(r->ids().begin(), r->ids().end());
   auto text = tokenizer_->Decode(ids, r->has_skip_special_tokens() ? r->skip_special_tokens() : true);
   if (!text.ok()) return ToGrpc(text.status());

@@ -41,12 +41,13 @@ class Frontend final : public v1::Tessera::Service {
 
  private:
   grpc::Status CheckModel(const std::string& name) const;
+  absl::Status NeedTokenizer() const;
   absl::Status ValidateSampling(const v1::SamplingParams& p) const;
   absl::StatusOr<std::shared_ptr<Request>> Admit(const v1::GenerateRequest& request);
 
   const FrontendOptions options_;
   const models::ModelSpec spec_;
-  const std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  const std::unique_ptr<tokenizer::Tokenizer> tokenizer_;  // null: ids only
   Cluster* const cluster_;
   std::mutex mu_;
   std::map<std::string, std::weak_ptr<Request>> active_;  // by request id; guarded by mu_

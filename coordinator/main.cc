@@ -78,8 +78,13 @@ int Main(int argc, char** argv) {
   }
   auto spec = models::LoadModelSpec(model_dir);
   if (!spec.ok()) return Fail(std::string(spec.status().message()));
-  auto tok = tokenizer::Tokenizer::Load(model_dir);
-  if (!tok.ok()) return Fail(std::string(tok.status().message()));
+  // A folder without tokenizer.json is served with token ids only.
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  if (std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json")) {
+    auto tok = tokenizer::Tokenizer::Load(model_dir);
+    if (!tok.ok()) return Fail(std::string(tok.status().message()));
+    tokenizer = std::move(*tok);
+  }
 
   ClusterOptions cluster_options;
   cluster_options.group.model_dir = model_dir;
@@ -96,7 +101,7 @@ int Main(int argc, char** argv) {
   frontend_options.model_name =
       args.Has("model-name") ? args.flags.at("model-name") : std::filesystem::path(model_dir).filename().string();
   frontend_options.max_queue = max_queue;
-  Frontend frontend(frontend_options, *spec, std::move(*tok), &cluster);
+  Frontend frontend(frontend_options, *spec, std::move(tokenizer), &cluster);
 
   grpc::EnableDefaultHealthCheckService(true);
   const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:50051";

@@ -16,14 +16,14 @@ size_t CharBoundary(const std::string& text, size_t n) {
 }  // namespace
 
 Request::Request(std::string id, std::vector<int32_t> prompt, const v1::SamplingParams& sampling, uint64_t seed,
-                 bool skip_special_tokens, const tokenizer::Tokenizer& tokenizer, StopContext stop)
+                 bool skip_special_tokens, const tokenizer::Tokenizer* tokenizer, StopContext stop)
     : id_(std::move(id)),
       prompt_(std::move(prompt)),
       sampling_(sampling),
       seed_(seed),
       stop_(std::move(stop)),
-      max_tokens_(sampling.has_max_tokens() ? sampling.max_tokens() : kDefaultMaxTokens),
-      decoder_(tokenizer, skip_special_tokens) {
+      max_tokens_(sampling.has_max_tokens() ? sampling.max_tokens() : kDefaultMaxTokens) {
+  if (tokenizer != nullptr) decoder_.emplace(*tokenizer, skip_special_tokens);
   for (const std::string& s : sampling_.stop()) longest_stop_ = std::max(longest_stop_, s.size());
 }
 
@@ -58,8 +58,10 @@ bool Request::OnToken(int32_t token, const v1::TokenLogprob* logprob) {
     reason = v1::STOP;
   }
 
-  absl::StatusOr<std::string> piece = decoder_.Add(token);
-  if (piece.ok()) pending_text_ += *piece;
+  if (decoder_) {
+    absl::StatusOr<std::string> piece = decoder_->Add(token);
+    if (piece.ok()) pending_text_ += *piece;
+  }
   if (may_stop && longest_stop_ > 0) {
     size_t first = std::string::npos;
     for (const std::string& s : sampling_.stop()) first = std::min(first, pending_text_.find(s));
@@ -84,8 +86,8 @@ bool Request::OnToken(int32_t token, const v1::TokenLogprob* logprob) {
 }
 
 void Request::Finish(v1::FinishReason reason, RequestEvent* event) {
-  if (reason != v1::STOP_STRING) {
-    absl::StatusOr<std::string> rest = decoder_.Finish();
+  if (reason != v1::STOP_STRING && decoder_) {
+    absl::StatusOr<std::string> rest = decoder_->Finish();
     if (rest.ok()) pending_text_ += *rest;
     event->text += TakeStableText(true);
   }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,8 +39,9 @@ struct StopContext {
 
 class Request {
  public:
+  // `tokenizer` may be null (a model served without tokenizer.json): no text then.
   Request(std::string id, std::vector<int32_t> prompt, const v1::SamplingParams& sampling, uint64_t seed,
-          bool skip_special_tokens, const tokenizer::Tokenizer& tokenizer, StopContext stop);
+          bool skip_special_tokens, const tokenizer::Tokenizer* tokenizer, StopContext stop);
 
   const std::string& id() const { return id_; }
   const std::vector<int32_t>& prompt() const { return prompt_; }
@@ -83,7 +85,7 @@ class Request {
 
   // Producer state.
   std::vector<int32_t> generated_;
-  tokenizer::IncrementalDecoder decoder_;
+  std::optional<tokenizer::IncrementalDecoder> decoder_;
   std::string pending_text_;  // decoded but held back (a stop string might start here)
   std::atomic<bool> finished_{false};
   std::atomic<bool> aborted_{false};

@@ -21,6 +21,15 @@ TEST(ThreadPoolTest, RunsEveryTaskExactlyOnce) {
   }
 }
 
+// Back-to-back tiny jobs: a helper that wakes late must never touch a finished job
+// (this once deadlocked the pool within a few thousand rounds).
+TEST(ThreadPoolTest, ManyTinyJobsNeverHang) {
+  ThreadPool pool(2);
+  std::atomic<int64_t> sum{0};
+  for (int round = 0; round < 100000; ++round) pool.Run(2, [&](int i) { sum += i; });
+  EXPECT_EQ(sum.load(), 100000);
+}
+
 TEST(ThreadPoolTest, SingleThreadRunsInline) {
   ThreadPool pool(1);
   int sum = 0;

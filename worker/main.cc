@@ -1,7 +1,7 @@
 // tessera-worker: holds a model and executes the coordinator's steps.
 //
 //   tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]
-//                  [--threads N] [--device cpu]
+//                  [--threads N] [--device cpu] [--step-delay-ms N]
 //
 // Lifecycle: serve the Worker service, register with the coordinator, heartbeat.
 // SIGTERM (or SIGINT) starts a drain: the coordinator sends no new requests, lets the
@@ -57,13 +57,18 @@ int Main(int argc, char** argv) {
   if (!cli::ParseArgs(static_cast<int>(argv2.size()), argv2.data(), {"help"}, &args, &error)) return Fail(error);
   if (args.Has("help")) {
     std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
-                 " [--threads N] [--device cpu]\n";
+                 " [--threads N] [--device cpu] [--step-delay-ms N (testing)]\n";
     return 0;
   }
-  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "threads", "device"}, &error)) return Fail(error);
+  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "threads", "device", "step-delay-ms"}, &error)) {
+    return Fail(error);
+  }
   if (!args.Has("coordinator")) return Fail("needs --coordinator HOST:PORT");
-  int threads;
-  if (!cli::IntFlag(args, "threads", 0, 0, &threads, &error)) return Fail(error);
+  int threads, step_delay_ms;
+  if (!cli::IntFlag(args, "threads", 0, 0, &threads, &error) ||
+      !cli::IntFlag(args, "step-delay-ms", 0, 0, &step_delay_ms, &error)) {
+    return Fail(error);
+  }
   const std::string device = args.Has("device") ? args.flags.at("device") : "cpu";
   if (device != "cpu") return Fail(absl::StrCat("device '", device, "' is not supported yet (only cpu)"));
   const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:0";
@@ -71,6 +76,7 @@ int Main(int argc, char** argv) {
 
   WorkerOptions options;
   options.threads = threads;
+  options.step_delay_ms = step_delay_ms;
   WorkerService service(options);
   int port = 0;
   grpc::ServerBuilder builder;

@@ -1,5 +1,7 @@
 #include "worker/worker_service.h"
 
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 
 namespace tessera::worker {
@@ -39,6 +41,7 @@ grpc::Status WorkerService::Steps(
   executor_->Reset();
   v1::internal::StepRequest step;
   while (stream->Read(&step)) {
+    if (options_.step_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.step_delay_ms));
     auto response = executor_->Run(step);
     if (!response.ok()) return ToGrpc(response.status());
     if (!stream->Write(*response)) break;

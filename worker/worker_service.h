@@ -11,6 +11,9 @@ namespace tessera::worker {
 
 struct WorkerOptions {
   int threads = 0;  // kernel threads; 0 = every core this process may use
+  // Testing and demos: sleep this long before every step, so that tests can act while
+  // requests are in flight (kill a worker mid-stream, drain under load).
+  int step_delay_ms = 0;
 };
 
 class WorkerService final : public v1::internal::Worker::Service {

@@ -1,0 +1,105 @@
+#include "tests/local_cluster.h"
+
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+#include "tests/safetensors_writer.h"
+
+namespace tessera::testing {
+namespace {
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test, even if it crashes
+    FILE* f = std::freopen(log.c_str(), "a", stderr);
+    (void)f;
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    execv(cargv[0], cargv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+std::string Bin(const std::string& name) { return std::string(TESSERA_BIN_DIR) + "/" + name; }
+
+}  // namespace
+
+LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(options)) {
+  dir_ = MakeTempDir("cluster");
+  const std::string port_file = dir_ + "/port";
+  std::vector<std::string> argv = {Bin("tessera-coordinator"), "--model", options_.model_dir, "--listen",
+                                   "127.0.0.1:0", "--port-file", port_file, "--heartbeat-ms", "100",
+                                   "--heartbeat-timeout-ms", "1500", "--kv-memory-mb", "64"};
+  argv.insert(argv.end(), options_.coordinator_flags.begin(), options_.coordinator_flags.end());
+  coordinator_ = Spawn(argv, dir_ + "/coordinator.log");
+  std::string port;
+  for (int i = 0; i < 400 && port.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    std::ifstream(port_file) >> port;
+  }
+  if (port.empty()) throw std::runtime_error("coordinator did not start; see " + dir_);
+  address_ = "127.0.0.1:" + port;
+  for (int i = 0; i < options_.workers; ++i) AddWorker();
+}
+
+LocalCluster::~LocalCluster() {
+  for (pid_t w : workers_) kill(w, SIGKILL);
+  if (coordinator_ > 0) kill(coordinator_, SIGKILL);
+  for (pid_t w : workers_) waitpid(w, nullptr, 0);
+  if (coordinator_ > 0) waitpid(coordinator_, nullptr, 0);
+  std::filesystem::remove_all(dir_);
+}
+
+std::unique_ptr<v1::Tessera::Stub> LocalCluster::Stub() const {
+  return v1::Tessera::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+}
+
+pid_t LocalCluster::AddWorker() {
+  std::vector<std::string> argv = {Bin("tessera-worker"), "--coordinator", address_, "--threads", "1"};
+  argv.insert(argv.end(), options_.worker_flags.begin(), options_.worker_flags.end());
+  const pid_t pid = Spawn(argv, dir_ + "/workers.log");
+  workers_.push_back(pid);
+  return pid;
+}
+
+int LocalCluster::Signal(pid_t worker, int sig, bool wait) {
+  kill(worker, sig);
+  if (!wait) return -1;
+  int status = 0;
+  waitpid(worker, &status, 0);
+  std::erase(workers_, worker);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+v1::ServerInfo LocalCluster::Info() const {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ServerInfo info;
+  Stub()->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
+  return info;
+}
+
+bool LocalCluster::WaitForReadyGroups(int n, std::chrono::seconds timeout) const {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    int ready = 0;
+    const v1::ServerInfo info = Info();
+    for (const auto& g : info.groups()) ready += g.state() == "READY";
+    if (ready >= n) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+}  // namespace tessera::testing

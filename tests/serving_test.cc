@@ -1,0 +1,356 @@
+// The served system end to end: a real coordinator and workers on loopback, driven
+// through the public gRPC API. Exactness checks use the float32 golden LLaMA, whose
+// output does not depend on how requests are batched; text checks use the bundled
+// model and its tokenizer.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <future>
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "models/generate.h"
+#include "models/model.h"
+#include "tests/golden_fixture.h"
+#include "tests/local_cluster.h"
+
+namespace tessera {
+namespace {
+
+using testing::LocalCluster;
+using testing::LocalClusterOptions;
+
+struct Outcome {
+  grpc::Status status;
+  std::vector<int32_t> tokens;
+  std::string text;
+  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
+  v1::Usage usage;
+  int messages = 0;
+};
+
+Outcome Generate(v1::Tessera::Stub& stub, const v1::GenerateRequest& request, grpc::ClientContext* ctx = nullptr) {
+  grpc::ClientContext local;
+  if (ctx == nullptr) ctx = &local;
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto reader = stub.Generate(ctx, request);
+  Outcome out;
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+    ++out.messages;
+    out.tokens.insert(out.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
+    out.text += msg.text();
+    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      out.reason = msg.finish_reason();
+      out.usage = msg.usage();
+    }
+  }
+  out.status = reader->Finish();
+  return out;
+}
+
+v1::GenerateRequest GreedyIds(const std::vector<int32_t>& prompt, int max_tokens) {
+  v1::GenerateRequest r;
+  r.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
+  r.mutable_sampling()->set_temperature(0);
+  r.mutable_sampling()->set_max_tokens(max_tokens);
+  r.mutable_sampling()->set_ignore_eos(true);
+  return r;
+}
+
+std::string GoldenLlama() { return testing::GoldenModelDir("llama"); }
+std::string Bundled() { return testing::TestDataDir() + "/../../assets/models/tessera-tiny-llama"; }
+
+// Prompts of 3..30 tokens over the golden vocabulary.
+std::vector<std::vector<int32_t>> Prompts(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<int32_t>> prompts(n);
+  for (auto& p : prompts) {
+    p.resize(3 + rng() % 28);
+    for (auto& t : p) t = static_cast<int32_t>(rng() % 320);
+  }
+  return prompts;
+}
+
+std::vector<int32_t> Reference(models::Model& model, const std::vector<int32_t>& prompt, int n) {
+  models::GreedyOptions options;
+  options.max_new_tokens = n;
+  return *models::GenerateGreedy(model, prompt, options);
+}
+
+// Runs every request concurrently, one thread each.
+std::vector<Outcome> RunConcurrently(LocalCluster& cluster, const std::vector<v1::GenerateRequest>& requests) {
+  std::vector<std::future<Outcome>> futures;
+  for (const auto& r : requests) {
+    futures.push_back(std::async(std::launch::async, [&cluster, r] { return Generate(*cluster.Stub(), r); }));
+  }
+  std::vector<Outcome> out;
+  for (auto& f : futures) out.push_back(f.get());
+  return out;
+}
+
+TEST(ServingTest, ServedTextEqualsTheCli) {
+  LocalCluster cluster({Bundled(), 1});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto stub = cluster.Stub();
+  v1::GenerateRequest r;
+  r.set_text("In the beginning");
+  r.mutable_sampling()->set_temperature(0);
+  r.mutable_sampling()->set_max_tokens(24);
+  const Outcome served = Generate(*stub, r);
+  ASSERT_TRUE(served.status.ok()) << served.status.error_message();
+  EXPECT_GT(served.messages, 1) << "tokens should stream, not arrive at once";
+
+  auto model = models::Model::Load(Bundled());
+  ASSERT_TRUE(model.ok());
+  grpc::ClientContext ctx;
+  v1::TokenizeRequest tr;
+  tr.set_text("In the beginning");
+  v1::TokenizeResponse ids;
+  ASSERT_TRUE(stub->Tokenize(&ctx, tr, &ids).ok());
+  std::vector<int32_t> prompt(ids.ids().begin(), ids.ids().end());
+  std::vector<int32_t> expected = Reference(**model, prompt, 24);
+  // The served stream stops at EOS (2047) and returns it; the CLI reference does not stop.
+  auto eos = std::find(expected.begin(), expected.end(), 2047);
+  if (eos != expected.end()) expected.erase(eos + 1, expected.end());
+  EXPECT_EQ(served.tokens, expected);
+  EXPECT_EQ(served.usage.prompt_tokens(), static_cast<int>(prompt.size()));
+  EXPECT_EQ(served.usage.completion_tokens(), static_cast<int>(expected.size()));
+
+  grpc::ClientContext dctx;
+  v1::DetokenizeRequest dr;
+  dr.mutable_ids()->Add(served.tokens.begin(), served.tokens.end());
+  v1::DetokenizeResponse text;
+  ASSERT_TRUE(stub->Detokenize(&dctx, dr, &text).ok());
+  EXPECT_EQ(served.text, text.text());
+}
+
+TEST(ServingTest, ThirtyTwoConcurrentStreamsAreExact) {
+  LocalCluster cluster({GoldenLlama(), 2});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  auto model = models::Model::Load(GoldenLlama());
+  ASSERT_TRUE(model.ok());
+  const auto prompts = Prompts(32, 1);
+  std::vector<v1::GenerateRequest> requests;
+  for (const auto& p : prompts) requests.push_back(GreedyIds(p, 16));
+  const std::vector<Outcome> outcomes = RunConcurrently(cluster, requests);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 16)) << "request " << i;
+    EXPECT_EQ(outcomes[i].reason, v1::LENGTH);
+  }
+}
+
+TEST(ServingTest, SeededSamplingRepeatsExactly) {
+  LocalCluster cluster({Bundled(), 2});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  v1::GenerateRequest r;
+  r.set_text("And God said");
+  auto* s = r.mutable_sampling();
+  s->set_temperature(0.9f);
+  s->set_top_p(0.95f);
+  s->set_top_k(50);
+  s->set_repetition_penalty(1.1f);
+  s->set_seed(1234);
+  s->set_max_tokens(32);
+  s->set_ignore_eos(true);
+  auto stub = cluster.Stub();
+  const Outcome a = Generate(*stub, r), b = Generate(*stub, r);
+  ASSERT_TRUE(a.status.ok() && b.status.ok());
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.text, b.text);
+  s->set_seed(99);
+  EXPECT_NE(Generate(*stub, r).tokens, a.tokens);
+}
+
+TEST(ServingTest, CancellingAStreamFreesItsBlocks) {
+  LocalCluster cluster({Bundled(), 1, {}, {"--step-delay-ms", "20"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  const int total = cluster.Info().groups(0).total_kv_blocks();
+  auto stub = cluster.Stub();
+  v1::GenerateRequest r = GreedyIds(std::vector<int32_t>(200, 65), 300);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, r);
+  v1::GenerateResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_LT(cluster.Info().groups(0).free_kv_blocks(), total);
+  ctx.TryCancel();
+  while (reader->Read(&msg)) {
+  }
+  bool freed = false;
+  for (int i = 0; i < 100 && !freed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto g = cluster.Info().groups(0);
+    freed = g.free_kv_blocks() == total && g.running_requests() == 0;
+  }
+  EXPECT_TRUE(freed);
+}
+
+TEST(ServingTest, BadRequestsGetTheirCodesWhileOthersStream) {
+  LocalCluster cluster({GoldenLlama(), 1, {}, {"--step-delay-ms", "5"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto model = models::Model::Load(GoldenLlama());
+  const std::vector<int32_t> good_prompt = {1, 2, 3, 4, 5};
+  auto background = std::async(std::launch::async, [&] { return Generate(*cluster.Stub(), GreedyIds(good_prompt, 60)); });
+
+  auto stub = cluster.Stub();
+  auto code = [&](const v1::GenerateRequest& r) { return Generate(*stub, r).status.error_code(); };
+  using grpc::StatusCode;
+  EXPECT_EQ(code(GreedyIds({}, 4)), StatusCode::INVALID_ARGUMENT);                      // empty prompt
+  EXPECT_EQ(code(GreedyIds(std::vector<int32_t>(128, 7), 4)), StatusCode::INVALID_ARGUMENT);  // over-long
+  EXPECT_EQ(code(GreedyIds({1, 320}, 4)), StatusCode::INVALID_ARGUMENT);                // id outside vocab
+  v1::GenerateRequest r = GreedyIds({1, 2}, 4);
+  r.mutable_sampling()->set_temperature(-1);
+  EXPECT_EQ(code(r), StatusCode::INVALID_ARGUMENT);
+  r = GreedyIds({1, 2}, 4);
+  r.mutable_sampling()->set_top_p(1.5f);
+  EXPECT_EQ(code(r), StatusCode::INVALID_ARGUMENT);
+  r = GreedyIds({1, 2}, 4);
+  r.mutable_sampling()->set_max_tokens(0);
+  EXPECT_EQ(code(r), StatusCode::INVALID_ARGUMENT);
+  r = GreedyIds({1, 2}, 4);
+  r.mutable_sampling()->set_top_logprobs(50);
+  EXPECT_EQ(code(r), StatusCode::INVALID_ARGUMENT);
+  r = GreedyIds({1, 2}, 4);
+  r.set_model("no-such-model");
+  EXPECT_EQ(code(r), StatusCode::NOT_FOUND);
+  r = GreedyIds({1, 2}, 4);
+  r.clear_token_ids();
+  r.set_text("text needs a tokenizer");
+  EXPECT_EQ(code(r), StatusCode::FAILED_PRECONDITION);
+  grpc::ClientContext actx;
+  v1::AbortRequest abort;
+  abort.set_request_id("nobody");
+  v1::AbortResponse aborted;
+  EXPECT_EQ(stub->Abort(&actx, abort, &aborted).error_code(), StatusCode::NOT_FOUND);
+
+  const Outcome good = background.get();
+  ASSERT_TRUE(good.status.ok()) << good.status.error_message();
+  EXPECT_EQ(good.tokens, Reference(**model, good_prompt, 60));
+}
+
+TEST(ServingTest, FullQueueIsResourceExhausted) {
+  LocalCluster cluster({GoldenLlama(), 1, {"--max-queue", "1", "--max-running", "1"}, {"--step-delay-ms", "10"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  std::vector<std::future<Outcome>> running;
+  for (int i = 0; i < 2; ++i) {  // one runs, one waits: the queue is full
+    running.push_back(std::async(std::launch::async, [&] { return Generate(*cluster.Stub(), GreedyIds({1, 2, 3}, 40)); }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(Generate(*cluster.Stub(), GreedyIds({1, 2, 3}, 4)).status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  for (auto& f : running) EXPECT_TRUE(f.get().status.ok());
+}
+
+TEST(ServingTest, StopStringsAndLogprobs) {
+  LocalCluster cluster({Bundled(), 1});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto stub = cluster.Stub();
+  v1::GenerateRequest r;
+  r.set_text("And God said");
+  r.mutable_sampling()->set_temperature(0);
+  r.mutable_sampling()->set_max_tokens(40);
+  const Outcome full = Generate(*stub, r);
+  ASSERT_TRUE(full.status.ok());
+  ASSERT_GT(full.text.size(), 12u);
+  const std::string stop = full.text.substr(8, 4);
+  r.mutable_sampling()->add_stop(stop);
+  r.mutable_sampling()->set_logprobs(true);
+  r.mutable_sampling()->set_top_logprobs(3);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, r);
+  v1::GenerateResponse msg;
+  std::string text;
+  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
+  while (reader->Read(&msg)) {
+    text += msg.text();
+    ASSERT_EQ(msg.logprobs_size(), msg.token_ids_size());
+    for (const auto& lp : msg.logprobs()) {
+      ASSERT_EQ(lp.top_size(), 3);
+      EXPECT_EQ(lp.top(0).token_id(), lp.token_id()) << "greedy picks the most likely token";
+      EXPECT_LE(lp.logprob(), 0.0f);
+    }
+    if (msg.finish_reason()) reason = msg.finish_reason();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(reason, v1::STOP_STRING);
+  EXPECT_EQ(text, full.text.substr(0, full.text.find(stop)));
+}
+
+TEST(ServingTest, KilledWorkerLosesNoRequest) {
+  LocalCluster cluster({GoldenLlama(), 2, {}, {"--step-delay-ms", "15"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  auto model = models::Model::Load(GoldenLlama());
+  const auto prompts = Prompts(16, 2);
+  std::vector<v1::GenerateRequest> requests;
+  for (const auto& p : prompts) requests.push_back(GreedyIds(p, 60));
+  auto results = std::async(std::launch::async, [&] { return RunConcurrently(cluster, requests); });
+  // Kill a worker while both groups hold running requests.
+  bool both_busy = false;
+  for (int i = 0; i < 200 && !both_busy; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const auto info = cluster.Info();
+    both_busy = info.groups_size() == 2 && info.groups(0).running_requests() > 0 && info.groups(1).running_requests() > 0;
+  }
+  ASSERT_TRUE(both_busy);
+  cluster.Signal(cluster.workers()[0], SIGKILL, /*wait=*/true);
+  const auto outcomes = results.get();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 60)) << "request " << i;
+  }
+  EXPECT_EQ(cluster.Info().groups_size(), 1);
+}
+
+TEST(ServingTest, JoiningWorkerTakesTrafficAndDrainingWorkerLosesNothing) {
+  LocalCluster cluster({GoldenLlama(), 1, {}, {"--step-delay-ms", "15"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto model = models::Model::Load(GoldenLlama());
+  const auto prompts = Prompts(16, 3);
+  std::vector<v1::GenerateRequest> first, second;
+  for (size_t i = 0; i < prompts.size(); ++i) (i < 8 ? first : second).push_back(GreedyIds(prompts[i], 50));
+  auto first_results = std::async(std::launch::async, [&] { return RunConcurrently(cluster, first); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const pid_t joined = cluster.AddWorker();
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  auto second_results = std::async(std::launch::async, [&] { return RunConcurrently(cluster, second); });
+  bool new_group_busy = false;
+  for (int i = 0; i < 200 && !new_group_busy; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const v1::ServerInfo info = cluster.Info();
+    for (const auto& g : info.groups()) {
+      if (g.workers(0) == "worker-2" && g.running_requests() > 0) new_group_busy = true;
+    }
+  }
+  EXPECT_TRUE(new_group_busy) << "the joined worker took no traffic";
+  // Drain the first worker (SIGTERM) under load: it finishes its requests and exits 0.
+  EXPECT_EQ(cluster.Signal(cluster.workers()[0], SIGTERM, /*wait=*/true), 0);
+  auto all = first_results.get();
+  for (auto& o : second_results.get()) all.push_back(std::move(o));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(all[i].status.ok()) << all[i].status.error_message();
+    EXPECT_EQ(all[i].tokens, Reference(**model, prompts[i], 50)) << "request " << i;
+  }
+  (void)joined;
+}
+
+TEST(ServingTest, HealthServiceAnswers) {
+  LocalCluster cluster({GoldenLlama(), 1});
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(cluster.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  ASSERT_TRUE(health->Check(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST(ServingTest, NoWorkerMeansUnavailable) {
+  LocalCluster cluster({GoldenLlama(), 0});
+  EXPECT_EQ(Generate(*cluster.Stub(), GreedyIds({1, 2}, 2)).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+}  // namespace
+}  // namespace tessera
