@@ -10,7 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev
   libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev
-  python3 python3-grpcio python3-grpc-tools python3-protobuf
+  python3 python3-grpcio python3-protobuf
 )
 
 missing=()

@@ -8,6 +8,7 @@
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/sampling.h"
 
 namespace tessera::kernels {
 namespace {
@@ -216,6 +217,87 @@ TEST_P(PagedAttentionTest, MatchesDenseAttention) {
 INSTANTIATE_TEST_SUITE_P(BlockSizesAndWindows, PagedAttentionTest,
                          ::testing::Values(AttentionCase{1, 0}, AttentionCase{16, 0}, AttentionCase{32, 0},
                                            AttentionCase{5, 8}, AttentionCase{16, 8}, AttentionCase{1, 3}));
+
+}  // namespace
+}  // namespace tessera::kernels
+
+namespace tessera::kernels {
+namespace {
+
+TEST(SamplingTest, GreedyIsArgmaxAfterPenalties) {
+  std::vector<float> logits = {1.0f, 3.0f, 2.0f};
+  SamplingConfig greedy;
+  greedy.temperature = 0;
+  TokenHistory none;
+  EXPECT_EQ(SampleToken(std::vector<float>(logits).data(), 3, greedy, none, 0.5).token, 1);
+  // Token 1 was generated twice: a frequency penalty of 1 takes it below token 2.
+  TokenHistory seen;
+  seen.output_counts[1] = 2;
+  greedy.frequency_penalty = 1.0f;
+  EXPECT_EQ(SampleToken(std::vector<float>(logits).data(), 3, greedy, seen, 0.5).token, 2);
+  // Repetition penalty divides positive logits of seen tokens.
+  SamplingConfig rep;
+  rep.temperature = 0;
+  rep.repetition_penalty = 2.0f;
+  TokenHistory prompt;
+  prompt.prompt_tokens[1] = true;
+  EXPECT_EQ(SampleToken(std::vector<float>(logits).data(), 3, rep, prompt, 0.5).token, 2);
+}
+
+TEST(SamplingTest, TruncationsRestrictTheSupport) {
+  const std::vector<float> logits = {0.0f, 1.0f, 2.0f, 3.0f};
+  TokenHistory none;
+  for (double u : {0.0, 0.3, 0.6, 0.999}) {
+    SamplingConfig top1;
+    top1.top_k = 1;
+    EXPECT_EQ(SampleToken(std::vector<float>(logits).data(), 4, top1, none, u).token, 3);
+    SamplingConfig nucleus;
+    nucleus.top_p = 0.6f;  // p(3) = 0.64 already reaches it
+    EXPECT_EQ(SampleToken(std::vector<float>(logits).data(), 4, nucleus, none, u).token, 3);
+    SamplingConfig min_p;
+    min_p.min_p = 0.3f;  // keeps tokens with p >= 0.3 * p(3): tokens 3 and 2
+    const int t = SampleToken(std::vector<float>(logits).data(), 4, min_p, none, u).token;
+    EXPECT_TRUE(t == 3 || t == 2) << t;
+  }
+}
+
+TEST(SamplingTest, DrawsFollowTheDistribution) {
+  const std::vector<float> logits = {0.0f, std::log(3.0f)};  // p = 0.25, 0.75
+  SamplingConfig c;
+  TokenHistory none;
+  int ones = 0;
+  for (int i = 0; i < 4000; ++i) ones += SampleToken(std::vector<float>(logits).data(), 2, c, none, CounterUniform(7, i)).token;
+  EXPECT_NEAR(ones / 4000.0, 0.75, 0.03);
+}
+
+TEST(SamplingTest, CounterUniformIsAFunctionOfSeedAndIndex) {
+  EXPECT_EQ(CounterUniform(1, 5), CounterUniform(1, 5));
+  EXPECT_NE(CounterUniform(1, 5), CounterUniform(1, 6));
+  EXPECT_NE(CounterUniform(1, 5), CounterUniform(2, 5));
+  for (int i = 0; i < 1000; ++i) {
+    const double u = CounterUniform(3, i);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+  }
+}
+
+TEST(SamplingTest, LogprobsAreOfTheRawModel) {
+  const std::vector<float> logits = {0.0f, 1.0f, 2.0f};
+  SamplingConfig c;
+  c.temperature = 0;
+  c.logprobs = true;
+  c.top_logprobs = 2;
+  c.presence_penalty = 2.0f;  // penalties must not change the reported logprobs
+  TokenHistory seen;
+  seen.output_counts[2] = 1;
+  SampledToken s = SampleToken(std::vector<float>(logits).data(), 3, c, seen, 0.5);
+  const double lse = std::log(1 + std::exp(1.0) + std::exp(2.0));
+  EXPECT_NEAR(s.logprob, logits[s.token] - lse, 1e-5);
+  ASSERT_EQ(s.top.size(), 2u);
+  EXPECT_EQ(s.top[0].first, 2);
+  EXPECT_NEAR(s.top[0].second, 2.0 - lse, 1e-5);
+  EXPECT_EQ(s.top[1].first, 1);
+}
 
 }  // namespace
 }  // namespace tessera::kernels
