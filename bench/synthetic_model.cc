@@ -1,6 +1,10 @@
 #include "bench/synthetic_model.h"
 
+#include <filesystem>
+#include <fstream>
+
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "common/bf16.h"
 
 namespace tessera::bench {
@@ -66,6 +70,42 @@ void SyntheticLlama::Add(const std::string& name, std::vector<int64_t> shape, bo
   view.data = reinterpret_cast<const uint8_t*>(data.data());
   view.nbytes = data.size() * sizeof(uint16_t);
   views_[name] = view;
+}
+
+absl::Status SyntheticLlama::WriteCheckpoint(const models::ModelSpec& spec, const std::string& dir) const {
+  std::filesystem::create_directories(dir);
+  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
+                           {"vocab_size", spec.vocab_size},
+                           {"hidden_size", spec.hidden_size},
+                           {"num_hidden_layers", spec.num_layers},
+                           {"num_attention_heads", spec.num_heads},
+                           {"num_key_value_heads", spec.num_kv_heads},
+                           {"intermediate_size", spec.intermediate_size},
+                           {"max_position_embeddings", spec.max_position_embeddings},
+                           {"rms_norm_eps", spec.norm_eps},
+                           {"rope_theta", spec.rope.theta},
+                           {"hidden_act", "silu"},
+                           {"tie_word_embeddings", false},
+                           {"eos_token_id", 2},
+                           {"torch_dtype", "bfloat16"}};
+  std::ofstream(dir + "/config.json") << config.dump(2) << "\n";
+  nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
+  uint64_t offset = 0;
+  for (const auto& [name, view] : views_) {
+    header[name] = {{"dtype", view.dtype}, {"shape", view.shape}, {"data_offsets", {offset, offset + view.nbytes}}};
+    offset += view.nbytes;
+  }
+  std::string text = header.dump();
+  while (text.size() % 8) text.push_back(' ');
+  std::ofstream out(dir + "/model.safetensors", std::ios::binary);
+  const uint64_t n = text.size();
+  out.write(reinterpret_cast<const char*>(&n), 8);
+  out.write(text.data(), static_cast<std::streamsize>(n));
+  for (const auto& [name, view] : views_) {
+    out.write(reinterpret_cast<const char*>(view.data), static_cast<std::streamsize>(view.nbytes));
+  }
+  if (!out) return absl::InternalError("cannot write " + dir + "/model.safetensors");
+  return absl::OkStatus();
 }
 
 const models::TensorView* SyntheticLlama::Find(const std::string& name) const {

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <map>
+
+#include "absl/status/status.h"
 #include <string>
 
 #include "models/model_spec.h"
@@ -19,6 +21,10 @@ class SyntheticLlama : public models::TensorSource {
  public:
   explicit SyntheticLlama(const models::ModelSpec& spec, uint64_t seed = 1);
   const models::TensorView* Find(const std::string& name) const override;
+
+  // Writes a HuggingFace folder (config.json, model.safetensors) that serves like any
+  // checkpoint: `tessera serve --model DIR`. Weights are random, so text is noise.
+  absl::Status WriteCheckpoint(const models::ModelSpec& spec, const std::string& dir) const;
 
  private:
   void Add(const std::string& name, std::vector<int64_t> shape, bool ones = false);

@@ -27,6 +27,10 @@ pid_t Spawn(const std::vector<std::string>& argv) {
   const pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);  // if `tessera serve` dies, its servers stop too
+    // A shell starts background jobs with SIGINT ignored, and exec keeps that: undo it
+    // so the servers' own sigwait sees the signals.
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, nullptr);
@@ -62,7 +66,10 @@ int RunServe(const Args& args, const char* argv0) {
   const std::string port_file = (fs::temp_directory_path() / absl::StrCat("tessera-serve-", getpid(), ".port")).string();
   fs::remove(port_file);
 
-  // Ctrl-C and SIGTERM are taken by sigwait below, not by default handlers.
+  // Ctrl-C and SIGTERM are taken by sigwait below, not by default handlers (and not
+  // ignored, as a shell's background job would have them).
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);

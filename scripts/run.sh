@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs the main job on the bundled model: greedy generation with
-# tessera-tiny-llama (trained on the King James Bible), streamed as text.
-# Arguments replace the default ones, e.g. scripts/run.sh --prompt "The LORD" --max-new-tokens 20
+# Sets up, builds and runs the main job: a local coordinator and two workers serving
+# the bundled tessera-tiny-llama (trained on the King James Bible) over gRPC, then one
+# streamed generation from a client so you see text appear. Serves until Ctrl-C.
+#
+#   TESSERA_PORT   port to serve on (default 50051)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/build.sh >/dev/null
+PORT="${TESSERA_PORT:-50051}"
 MODEL=assets/models/tessera-tiny-llama
-if (($#)); then
-  exec build/bin/tessera generate --model "$MODEL" "$@"
-fi
-echo "tessera generate --model $MODEL --prompt 'And God said' --max-new-tokens 64" >&2
-exec build/bin/tessera generate --model "$MODEL" --prompt "And God said" --max-new-tokens 64
+
+build/bin/tessera serve --model "$MODEL" --workers 2 --listen "127.0.0.1:$PORT" &
+SERVE=$!
+stop() { kill -TERM "$SERVE" 2>/dev/null || true; wait "$SERVE" || true; }
+trap stop INT TERM
+
+echo "tessera client --prompt 'And God said' --max-tokens 64 --temperature 0.8 --seed 1" >&2
+build/bin/tessera client --address "127.0.0.1:$PORT" --prompt "And God said" --max-tokens 64 \
+  --temperature 0.8 --seed 1 --wait-ready 120
+echo >&2
+echo "Serving on 127.0.0.1:$PORT. Try: build/bin/tessera client --address 127.0.0.1:$PORT --prompt 'The LORD is'" >&2
+echo "Ctrl-C to stop." >&2
+wait "$SERVE"

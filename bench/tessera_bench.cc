@@ -1,0 +1,214 @@
+// tessera-bench: load generation against a running server, in the spirit of
+// `vllm bench serve`, and a synthetic checkpoint maker.
+//
+//   tessera-bench serve --address HOST:PORT [--num-prompts 64] [--concurrency 8 |
+//                       --request-rate R] [--input-len 128] [--output-len 64]
+//                       [--range-ratio 0.0] [--seed 0]
+//   tessera-bench make-model --out DIR      (TinyLlama-1.1B shape, random bf16)
+//
+// `serve` sends token-id prompts of random ids (lengths uniform in
+// [len*(1-ratio), len*(1+ratio)]), greedy with ignore_eos so every request produces
+// exactly its output length, and reports TTFT, TPOT, ITL and end-to-end latency
+// (mean, median, p99), output tokens/s and requests/s.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "bench/synthetic_model.h"
+#include "cli/args.h"
+#include "tessera/v1/tessera.grpc.pb.h"
+
+namespace tessera::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Sample {
+  bool ok = false;
+  double ttft_ms = 0, e2e_ms = 0;
+  std::vector<double> itl_ms;
+  int output_tokens = 0;
+};
+
+Sample RunOne(v1::Tessera::Stub& stub, const v1::GenerateRequest& request) {
+  Sample s;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(30));
+  const auto start = Clock::now();
+  auto last = start;
+  auto reader = stub.Generate(&ctx, request);
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+    if (msg.token_ids_size() == 0) continue;
+    const auto now = Clock::now();
+    const double gap = std::chrono::duration<double, std::milli>(now - last).count();
+    if (s.output_tokens == 0) {
+      s.ttft_ms = gap;
+    } else {
+      s.itl_ms.push_back(gap);
+    }
+    s.output_tokens += msg.token_ids_size();
+    last = now;
+  }
+  s.ok = reader->Finish().ok();
+  s.e2e_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  return s;
+}
+
+struct Stats {
+  double mean = 0, median = 0, p99 = 0;
+};
+
+Stats Summarize(std::vector<double> v) {
+  Stats s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  double sum = 0;
+  for (double x : v) sum += x;
+  s.mean = sum / v.size();
+  s.median = v[v.size() / 2];
+  s.p99 = v[std::min(v.size() - 1, static_cast<size_t>(v.size() * 0.99))];
+  return s;
+}
+
+int Fail(const std::string& m) {
+  std::fprintf(stderr, "tessera-bench: %s\n", m.c_str());
+  return cli::kUsageError;
+}
+
+int Serve(const cli::Args& args) {
+  std::string error;
+  if (!cli::CheckFlags(args, {"address", "num-prompts", "concurrency", "request-rate", "input-len", "output-len",
+                              "range-ratio", "seed"},
+                       &error)) {
+    return Fail(error);
+  }
+  int num_prompts, concurrency, input_len, output_len, seed;
+  if (!cli::IntFlag(args, "num-prompts", 64, 1, &num_prompts, &error) ||
+      !cli::IntFlag(args, "concurrency", 8, 1, &concurrency, &error) ||
+      !cli::IntFlag(args, "input-len", 128, 1, &input_len, &error) ||
+      !cli::IntFlag(args, "output-len", 64, 1, &output_len, &error) ||
+      !cli::IntFlag(args, "seed", 0, 0, &seed, &error)) {
+    return Fail(error);
+  }
+  double rate = 0, ratio = 0;
+  if (args.Has("request-rate") && !absl::SimpleAtod(args.flags.at("request-rate"), &rate)) return Fail("bad --request-rate");
+  if (args.Has("range-ratio") && !absl::SimpleAtod(args.flags.at("range-ratio"), &ratio)) return Fail("bad --range-ratio");
+  const std::string address = args.Has("address") ? args.flags.at("address") : "127.0.0.1:50051";
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto stub = v1::Tessera::NewStub(channel);
+
+  grpc::ClientContext info_ctx;
+  v1::ModelInfo info;
+  if (grpc::Status s = stub->GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info); !s.ok()) {
+    return Fail("cannot reach " + address + ": " + s.error_message());
+  }
+  std::mt19937 rng(seed);
+  auto length = [&](int base) {
+    const int lo = std::max(1, static_cast<int>(base * (1 - ratio))), hi = std::max(lo, static_cast<int>(base * (1 + ratio)));
+    return std::uniform_int_distribution<int>(lo, hi)(rng);
+  };
+  std::vector<v1::GenerateRequest> requests(num_prompts);
+  for (auto& r : requests) {
+    const int n = length(input_len);
+    for (int i = 0; i < n; ++i) r.mutable_token_ids()->add_ids(static_cast<int32_t>(rng() % info.vocab_size()));
+    r.mutable_sampling()->set_temperature(0);
+    r.mutable_sampling()->set_ignore_eos(true);
+    r.mutable_sampling()->set_max_tokens(length(output_len));
+  }
+
+  std::vector<Sample> samples(num_prompts);
+  const auto start = Clock::now();
+  if (rate > 0) {
+    // Open loop: Poisson arrivals at `rate` requests/s, each request on its own thread.
+    std::exponential_distribution<double> gap(rate);
+    std::vector<std::thread> threads;
+    auto next = start;
+    for (int i = 0; i < num_prompts; ++i) {
+      std::this_thread::sleep_until(next);
+      threads.emplace_back([&, i] { samples[i] = RunOne(*stub, requests[i]); });
+      next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap(rng)));
+    }
+    for (auto& t : threads) t.join();
+  } else {
+    // Closed loop: `concurrency` clients, each sending its next request when one ends.
+    std::atomic<int> next{0};
+    std::vector<std::thread> threads;
+    for (int c = 0; c < concurrency; ++c) {
+      threads.emplace_back([&] {
+        for (int i = next++; i < num_prompts; i = next++) samples[i] = RunOne(*stub, requests[i]);
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+
+  std::vector<double> ttft, tpot, itl, e2e;
+  int failed = 0;
+  long output_tokens = 0;
+  for (const Sample& s : samples) {
+    if (!s.ok) {
+      ++failed;
+      continue;
+    }
+    ttft.push_back(s.ttft_ms);
+    e2e.push_back(s.e2e_ms);
+    if (s.output_tokens > 1) tpot.push_back((s.e2e_ms - s.ttft_ms) / (s.output_tokens - 1));
+    itl.insert(itl.end(), s.itl_ms.begin(), s.itl_ms.end());
+    output_tokens += s.output_tokens;
+  }
+  std::printf("model %s, %d prompts, %s, input %d, output %d\n", info.name().c_str(), num_prompts,
+              rate > 0 ? ("rate " + std::to_string(rate) + " req/s").c_str()
+                       : ("concurrency " + std::to_string(concurrency)).c_str(),
+              input_len, output_len);
+  std::printf("successful requests    %d (failed %d)\n", num_prompts - failed, failed);
+  std::printf("duration               %.2f s\n", seconds);
+  std::printf("request throughput     %.2f req/s\n", (num_prompts - failed) / seconds);
+  std::printf("output token throughput %.1f tok/s\n", output_tokens / seconds);
+  auto row = [](const char* name, const Stats& s) {
+    std::printf("%-8s ms  mean %8.1f  median %8.1f  p99 %8.1f\n", name, s.mean, s.median, s.p99);
+  };
+  row("TTFT", Summarize(ttft));
+  row("TPOT", Summarize(tpot));
+  row("ITL", Summarize(itl));
+  row("E2E", Summarize(e2e));
+  return failed == 0 ? 0 : 1;
+}
+
+int MakeModel(const cli::Args& args) {
+  std::string error;
+  if (!cli::CheckFlags(args, {"out"}, &error)) return Fail(error);
+  if (!args.Has("out")) return Fail("make-model needs --out DIR");
+  const models::ModelSpec spec = TinyLlamaSpec();
+  std::printf("writing a TinyLlama-1.1B-shaped checkpoint with random bf16 weights to %s ...\n",
+              args.flags.at("out").c_str());
+  SyntheticLlama source(spec);
+  absl::Status s = source.WriteCheckpoint(spec, args.flags.at("out"));
+  if (!s.ok()) return Fail(std::string(s.message()));
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera::bench
+
+int main(int argc, char** argv) {
+  tessera::cli::Args args;
+  std::string error;
+  if (!tessera::cli::ParseArgs(argc, argv, {"help"}, &args, &error) || args.Has("help")) {
+    std::fprintf(stderr, "usage: tessera-bench serve --address HOST:PORT [--num-prompts N] [--concurrency C | "
+                         "--request-rate R] [--input-len L] [--output-len O] [--range-ratio X] [--seed S]\n"
+                         "       tessera-bench make-model --out DIR\n");
+    return args.Has("help") ? 0 : 2;
+  }
+  if (args.command == "serve") return tessera::bench::Serve(args);
+  if (args.command == "make-model") return tessera::bench::MakeModel(args);
+  std::fprintf(stderr, "tessera-bench: unknown command '%s'\n", args.command.c_str());
+  return 2;
+}
