@@ -34,6 +34,13 @@ bool ParseArgs(int argc, char** argv, const std::set<std::string>& switches, Arg
   return true;
 }
 
+bool ParseProgramArgs(int argc, char** argv, const char* program, const std::set<std::string>& switches, Args* args,
+                      std::string* error) {
+  std::vector<char*> with_command = {argv[0], const_cast<char*>(program)};
+  for (int i = 1; i < argc; ++i) with_command.push_back(argv[i]);
+  return ParseArgs(static_cast<int>(with_command.size()), with_command.data(), switches, args, error);
+}
+
 bool CheckFlags(const Args& args, const std::set<std::string>& allowed, std::string* error) {
   for (const auto& [name, value] : args.flags) {
     if (!allowed.count(name)) {

@@ -23,6 +23,11 @@ struct Args {
 // Returns false with `error` set on malformed input.
 bool ParseArgs(int argc, char** argv, const std::set<std::string>& switches, Args* args, std::string* error);
 
+// The same for a program without subcommands: flags start at argv[1] and
+// args->command is set to `program`.
+bool ParseProgramArgs(int argc, char** argv, const char* program, const std::set<std::string>& switches, Args* args,
+                      std::string* error);
+
 // Fails with `error` naming the flag when any flag is not in `allowed`.
 bool CheckFlags(const Args& args, const std::set<std::string>& allowed, std::string* error);
 

@@ -4,7 +4,6 @@
 //
 // See --help for every flag. SIGTERM or SIGINT stops it.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/args.h"
+#include "cli/signals.h"
 #include "coordinator/cluster.h"
 #include "coordinator/frontend.h"
 #include "models/model_spec.h"
@@ -42,17 +42,10 @@ int Fail(const std::string& m) {
 }
 
 int Main(int argc, char** argv) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
-  std::vector<char*> argv2 = {argv[0], const_cast<char*>("coordinator")};
-  for (int i = 1; i < argc; ++i) argv2.push_back(argv[i]);
+  const sigset_t set = cli::BlockTerminationSignals();
   cli::Args args;
   std::string error;
-  if (!cli::ParseArgs(static_cast<int>(argv2.size()), argv2.data(), {"help"}, &args, &error)) return Fail(error);
+  if (!cli::ParseProgramArgs(argc, argv, "tessera-coordinator", {"help"}, &args, &error)) return Fail(error);
   if (args.Has("help")) {
     std::cout << kUsage;
     return 0;

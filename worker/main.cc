@@ -7,7 +7,6 @@
 // SIGTERM (or SIGINT) starts a drain: the coordinator sends no new requests, lets the
 // running ones finish, then releases the worker, which exits 0.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
 
 #include <atomic>
 #include <chrono>
@@ -16,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/args.h"
+#include "cli/signals.h"
 #include "tessera/v1/worker.grpc.pb.h"
 #include "worker/worker_service.h"
 
@@ -26,11 +26,7 @@ using Clock = std::chrono::steady_clock;
 
 std::atomic<bool> g_draining{false};
 
-void WaitForSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
+void WaitForSignals(sigset_t set) {
   int sig;
   sigwait(&set, &sig);
   g_draining = true;
@@ -42,19 +38,11 @@ int Fail(const std::string& m) {
 }
 
 int Main(int argc, char** argv) {
-  // Signals are handled by one thread; block them everywhere else before threads start.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
+  // Signals are taken by one thread; blocked everywhere before threads start.
+  const sigset_t set = cli::BlockTerminationSignals();
   cli::Args args;
   std::string error;
-  // argv[0] is the program; parse as if "worker" were the command.
-  std::vector<char*> argv2 = {argv[0], const_cast<char*>("worker")};
-  for (int i = 1; i < argc; ++i) argv2.push_back(argv[i]);
-  if (!cli::ParseArgs(static_cast<int>(argv2.size()), argv2.data(), {"help"}, &args, &error)) return Fail(error);
+  if (!cli::ParseProgramArgs(argc, argv, "tessera-worker", {"help"}, &args, &error)) return Fail(error);
   if (args.Has("help")) {
     std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
                  " [--threads N] [--device cpu] [--step-delay-ms N (testing)]\n";
@@ -87,7 +75,7 @@ int Main(int argc, char** argv) {
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
   const std::string address = absl::StrCat(host, ":", port);
 
-  std::thread signals(WaitForSignals);
+  std::thread signals(WaitForSignals, set);
   signals.detach();
 
   auto coordinator = v1::internal::Coordinator::NewStub(
