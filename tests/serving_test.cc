@@ -308,6 +308,34 @@ TEST(ServingTest, KilledWorkerLosesNoRequest) {
   EXPECT_EQ(cluster.Info().groups_size(), 1);
 }
 
+// A worker that stops heartbeating (SIGSTOP: its connections stay open) is dropped
+// after the heartbeat timeout and its requests finish on the other worker.
+TEST(ServingTest, SilentWorkerIsDroppedAndItsRequestsMove) {
+  LocalCluster cluster({GoldenLlama(), 2, {}, {"--step-delay-ms", "15"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  auto model = models::Model::Load(GoldenLlama());
+  const auto prompts = Prompts(8, 5);
+  std::vector<v1::GenerateRequest> requests;
+  for (const auto& p : prompts) requests.push_back(GreedyIds(p, 60));
+  auto results = std::async(std::launch::async, [&] { return RunConcurrently(cluster, requests); });
+  bool both_busy = false;
+  for (int i = 0; i < 200 && !both_busy; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const auto info = cluster.Info();
+    both_busy = info.groups_size() == 2 && info.groups(0).running_requests() > 0 && info.groups(1).running_requests() > 0;
+  }
+  ASSERT_TRUE(both_busy);
+  const pid_t silent = cluster.workers()[0];
+  cluster.Signal(silent, SIGSTOP, /*wait=*/false);
+  const auto outcomes = results.get();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 60)) << "request " << i;
+  }
+  EXPECT_EQ(cluster.Info().groups_size(), 1);
+  cluster.Signal(silent, SIGKILL, /*wait=*/true);
+}
+
 TEST(ServingTest, JoiningWorkerTakesTrafficAndDrainingWorkerLosesNothing) {
   LocalCluster cluster({GoldenLlama(), 1, {}, {"--step-delay-ms", "15"}});
   ASSERT_TRUE(cluster.WaitForReadyGroups(1));

@@ -8,6 +8,8 @@
 // running ones finish, then releases the worker, which exits 0.
 #include <grpcpp/grpcpp.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <iostream>
@@ -89,6 +91,7 @@ int Main(int argc, char** argv) {
       req.set_address(address);
       req.set_device(device);
       req.set_threads(threads);
+      req.set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE));
       v1::internal::RegisterResponse resp;
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
