@@ -31,11 +31,17 @@ int32_t Scheduler::num_free_blocks() const { return free_blocks_; }
 
 int64_t Scheduler::outstanding_work() const {
   std::lock_guard<std::mutex> lock(mu_);
-  int64_t work = 0;
+  int64_t work = running_work_;
   for (const auto& r : waiting_) work += r->remaining_work();
-  // running_ is read without the group thread's cooperation: use the request's own
-  // atomic counters only.
-  return work + static_cast<int64_t>(running_count_) * 64;
+  return work;
+}
+
+void Scheduler::PublishCounters() {
+  int64_t work = 0;
+  for (const Sequence& seq : running_) work += seq.request->remaining_work();
+  running_work_ = work;
+  running_count_ = static_cast<int>(running_.size());
+  free_blocks_ = allocator_.num_free();
 }
 
 void Scheduler::Release(Sequence& seq) {
@@ -128,6 +134,14 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
     seq.tokens.insert(seq.tokens.end(), request->generated().begin(), request->generated().end());
     seq.prompt_len = static_cast<int32_t>(request->prompt().size());
     const int64_t blocks_needed = (static_cast<int64_t>(seq.tokens.size()) + options_.block_size) / options_.block_size;
+    if (blocks_needed > allocator_.num_blocks()) {
+      // Grown past the whole pool while it ran (then was preempted): it can never run
+      // again here, and must not block the queue.
+      request->FinishOutOfCache();
+      std::lock_guard<std::mutex> lock(mu_);
+      waiting_.pop_front();
+      continue;
+    }
     if (blocks_needed > allocator_.num_free()) break;  // FCFS: later requests wait too
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -169,8 +183,7 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
     }
     seq.blocks_sent = blocks.size();
   }
-  running_count_ = static_cast<int>(running_.size());
-  free_blocks_ = allocator_.num_free();
+  PublishCounters();
   return step->new_sequences_size() + step->continued_size() + step->finished_size() > 0;
 }
 
@@ -189,8 +202,7 @@ void Scheduler::ApplyStep(const v1::internal::StepResponse& response) {
       running_.erase(it);
     }
   }
-  running_count_ = static_cast<int>(running_.size());
-  free_blocks_ = allocator_.num_free();
+  PublishCounters();
 }
 
 std::vector<std::shared_ptr<Request>> Scheduler::TakeAll() {
@@ -206,8 +218,7 @@ std::vector<std::shared_ptr<Request>> Scheduler::TakeAll() {
     all.insert(all.end(), waiting_.begin(), waiting_.end());
     waiting_.clear();
   }
-  running_count_ = 0;
-  free_blocks_ = allocator_.num_free();
+  PublishCounters();
   return all;
 }
 

@@ -75,6 +75,8 @@ class Scheduler {
   // `seq` itself had to go.
   bool Reserve(size_t index, int64_t tokens);
   void Preempt(size_t index);
+  // Updates the counters other threads read (routing, GetServerInfo).
+  void PublishCounters();
 
   const SchedulerOptions options_;
   mutable std::mutex mu_;
@@ -85,6 +87,7 @@ class Scheduler {
   std::vector<uint64_t> finished_;                // ids to send with the next step
   uint64_t next_seq_id_ = 1;
   std::atomic<int> running_count_{0};
+  std::atomic<int64_t> running_work_{0};  // remaining tokens of the running requests
   std::atomic<int32_t> free_blocks_{0};
 };
 

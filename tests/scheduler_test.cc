@@ -1,0 +1,157 @@
+// The scheduler's plans, step by step, with the worker's answers simulated: chunked
+// prefill under the token budget, FCFS admission by free blocks, decode deltas,
+// preemption and recompute, and finishing.
+#include <gtest/gtest.h>
+
+#include "coordinator/scheduler.h"
+
+namespace tessera::coordinator {
+namespace {
+
+std::shared_ptr<Request> MakeRequest(const std::string& id, int prompt_len, int max_tokens) {
+  v1::SamplingParams p;
+  p.set_max_tokens(max_tokens);
+  p.set_temperature(0);
+  return std::make_shared<Request>(id, std::vector<int32_t>(prompt_len, 7), p, /*seed=*/1,
+                                   /*skip_special_tokens=*/true, /*tokenizer=*/nullptr, StopContext{4096, {}});
+}
+
+// Answers a step as a worker would: token 42 for every sequence that asked to sample.
+v1::internal::StepResponse Answer(const v1::internal::StepRequest& step) {
+  v1::internal::StepResponse r;
+  auto sample = [&](uint64_t id) {
+    auto* t = r.add_sampled();
+    t->set_seq_id(id);
+    t->set_token_id(42);
+  };
+  for (const auto& s : step.new_sequences()) {
+    if (s.sample()) sample(s.seq_id());
+  }
+  for (const auto& c : step.continued()) {
+    if (c.sample()) sample(c.seq_id());
+  }
+  return r;
+}
+
+int TokensIn(const v1::internal::StepRequest& step) {
+  int n = 0;
+  for (const auto& s : step.new_sequences()) n += s.tokens_size();
+  for (const auto& c : step.continued()) n += c.tokens_size();
+  return n;
+}
+
+TEST(SchedulerTest, ChunkedPrefillThenDecodeDeltas) {
+  Scheduler s({/*block_size=*/4, /*num_blocks=*/64, /*max_step_tokens=*/8, /*max_running=*/8});
+  auto r = MakeRequest("a", 10, 4);
+  s.Enqueue(r);
+  v1::internal::StepRequest step;
+  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_EQ(step.new_sequences_size(), 1);
+  EXPECT_EQ(step.new_sequences(0).tokens_size(), 8);  // the budget
+  EXPECT_FALSE(step.new_sequences(0).sample());
+  EXPECT_EQ(step.new_sequences(0).block_table_size(), 3);  // 10 prompt tokens + 1, in blocks of 4
+  s.ApplyStep(Answer(step));
+  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_EQ(step.continued_size(), 1);
+  EXPECT_EQ(step.continued(0).tokens_size(), 2);  // the rest of the prompt
+  EXPECT_TRUE(step.continued(0).sample());
+  s.ApplyStep(Answer(step));
+  EXPECT_EQ(r->generated(), std::vector<int32_t>{42});
+  // Decode: one token per step (tokens 10, 11, 12); a new block only when one fills.
+  std::vector<int> new_blocks;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_EQ(step.continued_size(), 1);
+    EXPECT_EQ(step.continued(0).tokens_size(), 1);
+    EXPECT_EQ(step.continued(0).tokens(0), 42);
+    new_blocks.push_back(step.continued(0).new_blocks_size());
+    s.ApplyStep(Answer(step));
+  }
+  EXPECT_EQ(new_blocks, (std::vector<int>{0, 0, 1}));  // token 12 starts block 4
+  EXPECT_TRUE(r->finished());  // max_tokens = 4
+  EXPECT_EQ(s.num_running(), 0);
+  EXPECT_EQ(s.num_free_blocks(), 64);
+  ASSERT_TRUE(s.BuildStep(&step));  // tells the worker to drop it
+  EXPECT_EQ(step.finished_size(), 1);
+}
+
+TEST(SchedulerTest, AdmitsInArrivalOrderWhileBlocksLast) {
+  Scheduler s({4, /*num_blocks=*/5, /*max_step_tokens=*/64, 8});
+  auto a = MakeRequest("a", 8, 4), b = MakeRequest("b", 8, 4), c = MakeRequest("c", 2, 4);
+  s.Enqueue(a);
+  s.Enqueue(b);
+  s.Enqueue(c);
+  v1::internal::StepRequest step;
+  ASSERT_TRUE(s.BuildStep(&step));
+  // a takes 3 blocks (8 + 1 tokens); b needs 3 of the 2 left, and c must wait behind b.
+  ASSERT_EQ(step.new_sequences_size(), 1);
+  EXPECT_EQ(s.num_waiting(), 2);
+  EXPECT_EQ(TokensIn(step), 8);
+}
+
+TEST(SchedulerTest, PreemptsTheNewestAndRecomputesItExactly) {
+  Scheduler s({4, /*num_blocks=*/8, /*max_step_tokens=*/64, 8});
+  auto a = MakeRequest("a", 7, 20), b = MakeRequest("b", 7, 20);
+  s.Enqueue(a);
+  s.Enqueue(b);
+  v1::internal::StepRequest step;
+  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_EQ(step.new_sequences_size(), 2);  // 2 blocks each
+  s.ApplyStep(Answer(step));
+  // Decoding fills the pool; b (the newest) is preempted, a goes on.
+  bool preempted = false;
+  for (int i = 0; i < 12 && !preempted; ++i) {
+    ASSERT_TRUE(s.BuildStep(&step));
+    preempted = step.finished_size() > 0;
+    s.ApplyStep(Answer(step));
+  }
+  ASSERT_TRUE(preempted);
+  EXPECT_EQ(s.num_waiting(), 1);
+  EXPECT_FALSE(b->finished());
+  const size_t b_generated = b->generated().size();
+  // When a finishes, b comes back as a new sequence of its prompt plus its output.
+  while (!a->finished()) {
+    ASSERT_TRUE(s.BuildStep(&step));
+    s.ApplyStep(Answer(step));
+  }
+  bool readmitted = false;
+  for (int i = 0; i < 4 && !readmitted; ++i) {
+    ASSERT_TRUE(s.BuildStep(&step));
+    for (const auto& n : step.new_sequences()) {
+      readmitted = true;
+      EXPECT_EQ(n.tokens_size(), static_cast<int>(7 + b_generated));
+      EXPECT_EQ(n.prompt_len(), 7);
+    }
+    s.ApplyStep(Answer(step));
+  }
+  EXPECT_TRUE(readmitted);
+}
+
+TEST(SchedulerTest, AbortedRequestsLeaveAtTheNextStep) {
+  Scheduler s({4, 16, 64, 8});
+  auto r = MakeRequest("a", 4, 100);
+  s.Enqueue(r);
+  v1::internal::StepRequest step;
+  ASSERT_TRUE(s.BuildStep(&step));
+  s.ApplyStep(Answer(step));
+  r->Abort();
+  ASSERT_TRUE(s.BuildStep(&step));
+  EXPECT_EQ(step.finished_size(), 1);
+  EXPECT_EQ(step.continued_size(), 0);
+  EXPECT_TRUE(r->finished());
+  EXPECT_EQ(s.num_free_blocks(), 16);
+}
+
+TEST(SchedulerTest, TakeAllReturnsEverythingForRecompute) {
+  Scheduler s({4, 16, 64, 8});
+  s.Enqueue(MakeRequest("a", 4, 10));
+  v1::internal::StepRequest step;
+  ASSERT_TRUE(s.BuildStep(&step));
+  s.Enqueue(MakeRequest("b", 4, 10));
+  EXPECT_EQ(s.TakeAll().size(), 2u);
+  EXPECT_EQ(s.num_free_blocks(), 16);
+  EXPECT_FALSE(s.BuildStep(&step));
+}
+
+}  // namespace
+}  // namespace tessera::coordinator
