@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev
   libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev
+  libgloo-dev
   python3 python3-grpcio python3-protobuf
 )
 
