@@ -46,12 +46,18 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, const TensorSource& source,
                                                      const ModelOptions& options) {
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(spec, source));
-  return std::unique_ptr<Model>(new Model(spec, std::move(weights), options));
+  if (options.tp.size > 1 && (options.communicator == nullptr || options.communicator->size() != options.tp.size ||
+                              options.communicator->rank() != options.tp.rank)) {
+    return absl::InvalidArgumentError("tensor parallelism needs a communicator of the same rank and size");
+  }
+  ASSIGN_OR_RETURN(ShardLayout shard, ShardLayout::For(spec, options.tp));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(spec, source, shard));
+  return std::unique_ptr<Model>(new Model(spec, shard, std::move(weights), options));
 }
 
-Model::Model(ModelSpec spec, ModelWeights weights, const ModelOptions& options)
+Model::Model(ModelSpec spec, ShardLayout shard, ModelWeights weights, const ModelOptions& options)
     : spec_(std::move(spec)),
+      shard_(shard),
       weights_(std::move(weights)),
       options_(options),
       rotary_(spec_),
@@ -74,7 +80,7 @@ size_t Model::decode_bytes_per_token() const {
 kvstore::KvLayout Model::KvLayoutFor(int block_size) const {
   kvstore::KvLayout layout;
   layout.num_layers = spec_.num_layers;
-  layout.num_kv_heads = spec_.num_kv_heads;
+  layout.num_kv_heads = shard_.kv_heads;
   layout.head_dim = spec_.head_dim;
   layout.block_size = block_size;
   return layout;
@@ -82,7 +88,7 @@ kvstore::KvLayout Model::KvLayoutFor(int block_size) const {
 
 absl::Status Model::Validate(std::span<const SequenceInput> batch, const kvstore::CpuKvStorage& kv) const {
   const kvstore::KvLayout& layout = kv.layout();
-  if (layout.num_layers != spec_.num_layers || layout.num_kv_heads != spec_.num_kv_heads ||
+  if (layout.num_layers != spec_.num_layers || layout.num_kv_heads != shard_.kv_heads ||
       layout.head_dim != spec_.head_dim || layout.block_size <= 0) {
     return absl::InvalidArgumentError("KV cache layout does not match the model");
   }
@@ -116,25 +122,57 @@ absl::Status Model::Validate(std::span<const SequenceInput> batch, const kvstore
   return absl::OkStatus();
 }
 
-void Model::Embed(std::span<const SequenceInput> batch, float* x) const {
+// Token embeddings (this rank's vocabulary slice; other tokens add zeros, the
+// all-reduce completes them), then learned positions.
+absl::Status Model::Embed(std::span<const SequenceInput> batch, float* x) {
   const int64_t hidden = spec_.hidden_size;
   int64_t row = 0;
   for (const SequenceInput& s : batch) {
     for (size_t i = 0; i < s.tokens.size(); ++i, ++row) {
       float* xr = x + row * hidden;
-      const int64_t offset = static_cast<int64_t>(s.tokens[i]) * hidden;
-      if (weights_.embedding_dtype == DType::kBF16) {
-        const uint16_t* e = weights_.token_embedding.as<uint16_t>() + offset;
+      const int64_t local = s.tokens[i] - weights_.embedding_row0;
+      if (local < 0 || local >= weights_.embedding_rows) {
+        std::memset(xr, 0, hidden * sizeof(float));
+      } else if (weights_.embedding_dtype == DType::kBF16) {
+        const uint16_t* e = weights_.token_embedding.as<uint16_t>() + local * hidden;
         for (int64_t j = 0; j < hidden; ++j) xr[j] = Bf16ToFloat(e[j]);
       } else {
-        std::memcpy(xr, weights_.token_embedding.as<float>() + offset, hidden * sizeof(float));
+        std::memcpy(xr, weights_.token_embedding.as<float>() + local * hidden, hidden * sizeof(float));
       }
-      if (spec_.positions == PositionKind::kLearned) {
+    }
+  }
+  if (options_.communicator != nullptr) {
+    RETURN_IF_ERROR(options_.communicator->AllReduceSum({x, static_cast<size_t>(row * hidden)}));
+  }
+  if (spec_.positions == PositionKind::kLearned) {
+    row = 0;
+    for (const SequenceInput& s : batch) {
+      for (size_t i = 0; i < s.tokens.size(); ++i, ++row) {
         const float* p = weights_.position_embedding.data() + (s.context_len + i) * hidden;
+        float* xr = x + row * hidden;
         for (int64_t j = 0; j < hidden; ++j) xr[j] += p[j];
       }
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Model::AddReduced(float* partial, int64_t rows, const float* bias) {
+  const int64_t hidden = spec_.hidden_size;
+  if (options_.communicator != nullptr) {
+    RETURN_IF_ERROR(options_.communicator->AllReduceSum({partial, static_cast<size_t>(rows * hidden)}));
+  }
+  float* x = x_.as<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * hidden;
+    const float* pr = partial + r * hidden;
+    if (bias != nullptr) {
+      for (int64_t j = 0; j < hidden; ++j) xr[j] += pr[j] + bias[j];
+    } else {
+      for (int64_t j = 0; j < hidden; ++j) xr[j] += pr[j];
+    }
+  }
+  return absl::OkStatus();
 }
 
 void Model::PrepareRotary(std::span<const SequenceInput> batch) {
@@ -171,21 +209,20 @@ void Model::Normalize(const Norm& norm, const float* x, int64_t rows, float* out
   });
 }
 
-void Model::Attention(int layer, std::span<const SequenceInput> batch, kvstore::CpuKvStorage& kv,
-                      int64_t rows) {
+absl::Status Model::Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows) {
   const LayerWeights& w = weights_.layers[layer];
-  const int64_t q_size = spec_.q_size(), kv_size = spec_.kv_size();
-  const int64_t qkv_width = q_size + 2 * kv_size;
   const int hd = spec_.head_dim;
+  const int64_t q_size = static_cast<int64_t>(shard_.q_heads) * hd, kv_size = static_cast<int64_t>(shard_.kv_heads) * hd;
+  const int64_t qkv_width = q_size + 2 * kv_size;
   float* h = h_.as<float>();
   float* qkv = Floats(qkv_, rows * qkv_width);
   float* attn = Floats(attn_, rows * q_size);
-  kernels::Matmul(h, rows, spec_.hidden_size, w.qkv.weight, w.qkv.bias_or_null(), qkv, qkv_width,
-                  pool_.get(), options_.matmul);
+  kernels::Matmul(h, rows, spec_.hidden_size, w.qkv.weight, w.qkv.bias_or_null(), qkv, qkv_width, pool_.get(),
+                  options_.matmul);
 
   if (spec_.positions == PositionKind::kRope) {
     const int half = hd / 2;
-    const int heads = spec_.num_heads + spec_.num_kv_heads;  // q and k heads are adjacent
+    const int heads = shard_.q_heads + shard_.kv_heads;  // q and k heads are adjacent
     for (int64_t r = 0; r < rows; ++r) {
       const float* cos = rope_cos_.as<float>() + r * half;
       const float* sin = rope_sin_.as<float>() + r * half;
@@ -201,28 +238,38 @@ void Model::Attention(int layer, std::span<const SequenceInput> batch, kvstore::
   view.head_stride = layout.head_elems();
   view.block_size = layout.block_size;
   view.head_dim = hd;
-  kernels::WriteKv(qkv + q_size, qkv + q_size + kv_size, qkv_width, view, spec_.num_kv_heads, attn_seqs_);
+  kernels::WriteKv(qkv + q_size, qkv + q_size + kv_size, qkv_width, view, shard_.kv_heads, attn_seqs_);
 
   kernels::AttentionShape shape;
-  shape.num_heads = spec_.num_heads;
-  shape.num_kv_heads = spec_.num_kv_heads;
+  shape.num_heads = shard_.q_heads;
+  shape.num_kv_heads = shard_.kv_heads;
   shape.head_dim = hd;
   shape.window = spec_.sliding_window[layer];
   shape.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   kernels::PagedAttention(qkv, qkv_width, view, shape, attn_seqs_, attn, q_size, pool_.get());
-
-  kernels::MatmulOptions residual = options_.matmul;
-  residual.accumulate = true;
-  kernels::Matmul(attn, rows, q_size, w.o.weight, w.o.bias_or_null(), x_.as<float>(), spec_.hidden_size,
-                  pool_.get(), residual);
+  return RowParallel(w.o, attn, rows, q_size);
 }
 
-void Model::DenseMlp(const LayerWeights& w, int64_t rows) {
-  const int64_t inner = spec_.intermediate_size, hidden = spec_.hidden_size;
+absl::Status Model::RowParallel(const Linear& linear, const float* in, int64_t rows, int64_t in_width) {
+  const int64_t hidden = spec_.hidden_size;
+  if (options_.communicator == nullptr) {  // unsharded: add straight into the residual
+    kernels::MatmulOptions residual = options_.matmul;
+    residual.accumulate = true;
+    kernels::Matmul(in, rows, in_width, linear.weight, linear.bias_or_null(), x_.as<float>(), hidden, pool_.get(),
+                    residual);
+    return absl::OkStatus();
+  }
+  float* partial = Floats(partial_, rows * hidden);
+  kernels::Matmul(in, rows, in_width, linear.weight, nullptr, partial, hidden, pool_.get(), options_.matmul);
+  return AddReduced(partial, rows, linear.bias_or_null());
+}
+
+absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
+  const int64_t inner = shard_.inner, hidden = spec_.hidden_size;
   const int64_t width = w.gate_up.weight.rows;  // 2*inner gated, inner otherwise
   float* mlp = Floats(mlp_, rows * width);
-  kernels::Matmul(h_.as<float>(), rows, hidden, w.gate_up.weight, w.gate_up.bias_or_null(), mlp, width,
-                  pool_.get(), options_.matmul);
+  kernels::Matmul(h_.as<float>(), rows, hidden, w.gate_up.weight, w.gate_up.bias_or_null(), mlp, width, pool_.get(),
+                  options_.matmul);
   float* act = mlp;
   if (spec_.gated_mlp) {
     act = Floats(act_, rows * inner);
@@ -230,22 +277,20 @@ void Model::DenseMlp(const LayerWeights& w, int64_t rows) {
   } else {
     kernels::ApplyActivation(mlp, rows, inner, spec_.activation, pool_.get());
   }
-  kernels::MatmulOptions residual = options_.matmul;
-  residual.accumulate = true;
-  kernels::Matmul(act, rows, inner, w.down.weight, w.down.bias_or_null(), x_.as<float>(), hidden,
-                  pool_.get(), residual);
+  return RowParallel(w.down, act, rows, inner);
 }
 
 // Mixtral's sparse MoE: softmax over all experts, keep the top k, renormalise them,
-// and add each chosen expert's output weighted by its gate.
-void Model::MoeMlp(const LayerWeights& w, int64_t rows) {
+// and add each chosen expert's output weighted by its gate. Under tensor parallelism
+// each rank runs its slice of every chosen expert; one all-reduce sums them.
+absl::Status Model::MoeMlp(const LayerWeights& w, int64_t rows) {
   const int experts = spec_.num_experts, k = spec_.experts_per_token;
-  const int64_t inner = spec_.intermediate_size, hidden = spec_.hidden_size;
+  const int64_t inner = shard_.inner, hidden = spec_.hidden_size;
   router_logits_.resize(static_cast<size_t>(rows) * experts);
   kernels::MatmulOptions exact = options_.matmul;
   exact.bf16_activation_min_rows = 0;  // routing decisions stay exact
-  kernels::Matmul(h_.as<float>(), rows, hidden, w.router.weight, w.router.bias_or_null(),
-                  router_logits_.data(), experts, pool_.get(), exact);
+  kernels::Matmul(h_.as<float>(), rows, hidden, w.router.weight, w.router.bias_or_null(), router_logits_.data(),
+                  experts, pool_.get(), exact);
 
   // gates[r][e]: the renormalised weight of expert e for row r (0 when not chosen).
   moe_gates_.assign(static_cast<size_t>(rows) * experts, 0.0f);
@@ -265,7 +310,8 @@ void Model::MoeMlp(const LayerWeights& w, int64_t rows) {
   float* out = Floats(moe_out_, rows * hidden);
   float* mlp = Floats(mlp_, rows * 2 * inner);
   float* act = Floats(act_, rows * inner);
-  float* x = x_.as<float>();
+  float* combined = Floats(partial_, rows * hidden);
+  std::memset(combined, 0, rows * hidden * sizeof(float));
   const float* h = h_.as<float>();
   for (int e = 0; e < experts; ++e) {
     moe_rows_.clear();
@@ -280,14 +326,41 @@ void Model::MoeMlp(const LayerWeights& w, int64_t rows) {
     kernels::Matmul(in, n, hidden, gate_up.weight, gate_up.bias_or_null(), mlp, 2 * inner, pool_.get(),
                     options_.matmul);
     kernels::GatedActivation(mlp, n, inner, spec_.activation, act, pool_.get());
-    kernels::Matmul(act, n, inner, down.weight, down.bias_or_null(), out, hidden, pool_.get(), options_.matmul);
+    kernels::Matmul(act, n, inner, down.weight, nullptr, out, hidden, pool_.get(), options_.matmul);
     for (int64_t i = 0; i < n; ++i) {
       const float gate = moe_gates_[moe_rows_[i] * experts + e];
-      float* xr = x + moe_rows_[i] * hidden;
+      float* cr = combined + moe_rows_[i] * hidden;
       const float* o = out + i * hidden;
-      for (int64_t j = 0; j < hidden; ++j) xr[j] += gate * o[j];
+      for (int64_t j = 0; j < hidden; ++j) cr[j] += gate * o[j];
     }
   }
+  return AddReduced(combined, rows, nullptr);
+}
+
+// This rank's vocabulary slice of the logits, gathered from every rank into full rows.
+absl::Status Model::LmHead(const float* h, int64_t rows, std::vector<float>* logits) {
+  const int64_t vocab = spec_.vocab_size, slice = weights_.lm_head.weight.rows;
+  logits->resize(static_cast<size_t>(rows) * vocab);
+  if (options_.communicator == nullptr) {
+    kernels::Matmul(h, rows, spec_.hidden_size, weights_.lm_head.weight, weights_.lm_head.bias_or_null(),
+                    logits->data(), vocab, pool_.get(), options_.matmul);
+    return absl::OkStatus();
+  }
+  const int ranks = shard_.tp.size;
+  local_logits_.resize(static_cast<size_t>(rows) * slice);
+  gathered_logits_.resize(local_logits_.size() * ranks);
+  kernels::Matmul(h, rows, spec_.hidden_size, weights_.lm_head.weight, weights_.lm_head.bias_or_null(),
+                  local_logits_.data(), slice, pool_.get(), options_.matmul);
+  RETURN_IF_ERROR(options_.communicator->AllGather(local_logits_, gathered_logits_));
+  for (int rank = 0; rank < ranks; ++rank) {
+    const int64_t v0 = rank * slice, count = std::min(slice, vocab - v0);
+    if (count <= 0) continue;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(logits->data() + r * vocab + v0, gathered_logits_.data() + (rank * rows + r) * slice,
+                  count * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::CpuKvStorage& kv,
@@ -310,18 +383,14 @@ absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::CpuKv
 
   float* x = Floats(x_, rows * hidden);
   float* h = Floats(h_, rows * hidden);
-  Embed(batch, x);
+  RETURN_IF_ERROR(Embed(batch, x));
   PrepareRotary(batch);
   for (int l = 0; l < spec_.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     Normalize(w.attn_norm, x, rows, h);
-    Attention(l, batch, kv, rows);
+    RETURN_IF_ERROR(Attention(l, kv, rows));
     Normalize(w.mlp_norm, x, rows, h);
-    if (spec_.is_moe()) {
-      MoeMlp(w, rows);
-    } else {
-      DenseMlp(w, rows);
-    }
+    RETURN_IF_ERROR(spec_.is_moe() ? MoeMlp(w, rows) : DenseMlp(w, rows));
   }
 
   // Gather the rows that need logits, normalise only those.
@@ -336,10 +405,7 @@ absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::CpuKv
     row += n;
   }
   Normalize(weights_.final_norm, x, out_rows, h);
-  logits->resize(static_cast<size_t>(out_rows) * spec_.vocab_size);
-  kernels::Matmul(h, out_rows, hidden, weights_.lm_head.weight, weights_.lm_head.bias_or_null(), logits->data(),
-                  spec_.vocab_size, pool_.get(), options_.matmul);
-  return absl::OkStatus();
+  return LmHead(h, out_rows, logits);
 }
 
 }  // namespace tessera::models

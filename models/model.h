@@ -25,6 +25,8 @@
 #include "kvstore/cpu_kv_storage.h"
 #include "models/model_spec.h"
 #include "models/rope.h"
+#include "models/sharding.h"
+#include "parallel/communicator.h"
 #include "models/weights.h"
 
 namespace tessera::models {
@@ -32,6 +34,10 @@ namespace tessera::models {
 struct ModelOptions {
   // Threads for kernels, the caller included. 0: every core this process may use.
   int num_threads = 0;
+  // Tensor parallelism: this process holds shard `tp.rank` of `tp.size`, and
+  // `communicator` (size tp.size, not owned, must outlive the model) joins the shards.
+  TensorParallel tp;
+  parallel::Communicator* communicator = nullptr;
   // Matmul precision switches (bf16 activations for large batches by default).
   kernels::MatmulOptions matmul;
 };
@@ -54,6 +60,7 @@ class Model {
                                                        const ModelOptions& options = {});
 
   const ModelSpec& spec() const { return spec_; }
+  const ShardLayout& shard() const { return shard_; }
   size_t weight_bytes() const { return weights_.bytes(); }
   // Bytes of weights read to compute one token of a batch-1 decode step (the dense
   // layers, the top-k experts of MoE layers, the LM head; not the embedding table).
@@ -73,18 +80,24 @@ class Model {
                        std::vector<float>* logits);
 
  private:
-  Model(ModelSpec spec, ModelWeights weights, const ModelOptions& options);
+  Model(ModelSpec spec, ShardLayout shard, ModelWeights weights, const ModelOptions& options);
 
   absl::Status Validate(std::span<const SequenceInput> batch, const kvstore::CpuKvStorage& kv) const;
-  void Embed(std::span<const SequenceInput> batch, float* x) const;
+  absl::Status Embed(std::span<const SequenceInput> batch, float* x);
+  // x += all-reduce(partial) + bias: the end of a row-parallel layer (just the add
+  // when not sharded). `partial` is [rows, hidden] and is overwritten.
+  absl::Status AddReduced(float* partial, int64_t rows, const float* bias);
+  absl::Status LmHead(const float* h, int64_t rows, std::vector<float>* logits);
+  // A row-parallel linear layer added into the residual stream.
+  absl::Status RowParallel(const Linear& linear, const float* in, int64_t rows, int64_t in_width);
   void PrepareRotary(std::span<const SequenceInput> batch);
   void Normalize(const Norm& norm, const float* x, int64_t rows, float* out);
-  void Attention(int layer, std::span<const SequenceInput> batch, kvstore::CpuKvStorage& kv,
-                 int64_t rows);
-  void DenseMlp(const LayerWeights& layer, int64_t rows);
-  void MoeMlp(const LayerWeights& layer, int64_t rows);
+  absl::Status Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows);
+  absl::Status DenseMlp(const LayerWeights& layer, int64_t rows);
+  absl::Status MoeMlp(const LayerWeights& layer, int64_t rows);
 
   ModelSpec spec_;
+  ShardLayout shard_;
   ModelWeights weights_;
   ModelOptions options_;
   RotaryEmbedding rotary_;
@@ -101,6 +114,9 @@ class Model {
   AlignedBuffer rope_sin_;
   AlignedBuffer moe_in_;   // [T, hidden] rows routed to one expert
   AlignedBuffer moe_out_;  // [T, hidden]
+  AlignedBuffer partial_;  // [T, hidden] a row-parallel layer's output before the all-reduce
+  std::vector<float> local_logits_;  // [rows, vocab slice]
+  std::vector<float> gathered_logits_;  // [tp, rows, vocab slice]
   std::vector<kernels::AttentionSequence> attn_seqs_;
   std::vector<int32_t> moe_rows_;
   std::vector<float> moe_gates_;

@@ -2,7 +2,10 @@
 
 #include <cstring>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "common/bf16.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
 #include "models/internal/family.h"
@@ -45,45 +48,83 @@ absl::StatusOr<Norm> LoadNorm(const TensorSource& source, const NormNames& names
   return n;
 }
 
-// Loads a linear layer whose weight is the row concatenation of its parts.
-// `part_rows` gives each part's output rows; a single fused part holds their sum.
+// Output rows [begin, begin + count) of a linear layer (in the concatenation of its
+// parts): a tensor-parallel rank's slice of a column-parallel layer.
+struct RowRange {
+  int64_t begin, count;
+};
+
+// Reads `count` consecutive elements of a float tensor starting at `index`.
+void ReadRun(const TensorView& view, int64_t index, int64_t count, float* out) {
+  if (view.dtype == "F32") {
+    std::memcpy(out, view.data + index * 4, count * sizeof(float));
+    return;
+  }
+  const bool bf16 = view.dtype == "BF16";
+  for (int64_t i = 0; i < count; ++i) {
+    uint16_t h;
+    std::memcpy(&h, view.data + (index + i) * 2, 2);
+    out[i] = bf16 ? Bf16ToFloat(h) : F16ToFloat(h);
+  }
+}
+
+// Loads a linear layer whose weight is the row concatenation of its parts, reading
+// only this rank's shard: the output rows in `rows` (all when empty) and the input
+// columns [col0, col0 + col_count) (all when col_count < 0). `part_rows` gives each
+// part's output rows; a single fused part holds their sum. Rows past the end of the
+// matrix (a padded vocabulary slice) are zero.
 absl::StatusOr<Linear> LoadLinear(const TensorSource& source, const LinearNames& names,
-                                  std::vector<int64_t> part_rows, int64_t cols) {
-  int64_t rows = 0;
-  for (int64_t r : part_rows) rows += r;
-  if (names.weights.size() == 1 && part_rows.size() > 1) part_rows = {rows};
-  std::vector<float> dense(static_cast<size_t>(rows * cols));
-  std::vector<float> part;
-  DType dtype = DType::kF32;
-  int64_t row0 = 0;
+                                  std::vector<int64_t> part_rows, int64_t cols, std::vector<RowRange> rows = {},
+                                  int64_t col0 = 0, int64_t col_count = -1) {
+  int64_t total_rows = 0;
+  for (int64_t r : part_rows) total_rows += r;
+  if (names.weights.size() == 1 && part_rows.size() > 1) part_rows = {total_rows};
+  if (rows.empty()) rows = {{0, total_rows}};
+  if (col_count < 0) col_count = cols;
+  int64_t out_rows = 0;
+  for (const RowRange& r : rows) out_rows += r.count;
+
+  std::vector<const TensorView*> views;
   for (size_t i = 0; i < names.weights.size(); ++i) {
     const auto& ref = names.weights[i];
     const int64_t r = part_rows[i];
     ASSIGN_OR_RETURN(const TensorView* view,
                      Require(source, ref.name, ref.transposed ? std::vector<int64_t>{cols, r}
                                                               : std::vector<int64_t>{r, cols}));
-    if (i == 0) dtype = WeightDTypeOf(*view);
-    part.resize(static_cast<size_t>(r * cols));
-    RETURN_IF_ERROR(ReadAsFloat(ref.name, *view, part.data()));
-    float* dst = dense.data() + row0 * cols;
-    if (ref.transposed) {
-      for (int64_t a = 0; a < cols; ++a)
-        for (int64_t b = 0; b < r; ++b) dst[b * cols + a] = part[a * r + b];
-    } else {
-      std::memcpy(dst, part.data(), part.size() * sizeof(float));
+    if (view->dtype != "F32" && view->dtype != "F16" && view->dtype != "BF16") {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", ref.name, " has dtype ", view->dtype,
+                                                     "; weights must be F32, F16 or BF16"));
     }
-    row0 += r;
+    views.push_back(view);
+  }
+  std::vector<float> dense(static_cast<size_t>(out_rows * col_count), 0.0f);
+  int64_t out = 0;
+  for (const RowRange& range : rows) {
+    for (int64_t g = range.begin; g < range.begin + range.count; ++g, ++out) {
+      if (g >= total_rows) continue;  // padding
+      size_t part = 0;
+      int64_t local = g;
+      while (local >= part_rows[part]) local -= part_rows[part++];
+      float* dst = dense.data() + out * col_count;
+      if (names.weights[part].transposed) {  // stored [in, out]: a strided column
+        for (int64_t c = 0; c < col_count; ++c) ReadRun(*views[part], (col0 + c) * part_rows[part] + local, 1, dst + c);
+      } else {
+        ReadRun(*views[part], local * cols + col0, col_count, dst);
+      }
+    }
   }
   Linear linear;
-  linear.weight = kernels::PackMatrix(dense.data(), rows, cols, dtype);
+  linear.weight = kernels::PackMatrix(dense.data(), out_rows, col_count, WeightDTypeOf(*views[0]));
   if (!names.biases.empty()) {
-    linear.bias.resize(rows);
+    std::vector<float> full(static_cast<size_t>(total_rows));
     int64_t offset = 0;
     for (size_t i = 0; i < names.biases.size(); ++i) {
-      const int64_t r = part_rows[i];
-      ASSIGN_OR_RETURN(auto b, ReadVector(source, names.biases[i], r));
-      std::copy(b.begin(), b.end(), linear.bias.begin() + offset);
-      offset += r;
+      ASSIGN_OR_RETURN(auto b, ReadVector(source, names.biases[i], part_rows[i]));
+      std::copy(b.begin(), b.end(), full.begin() + offset);
+      offset += part_rows[i];
+    }
+    for (const RowRange& range : rows) {
+      for (int64_t g = range.begin; g < range.begin + range.count; ++g) linear.bias.push_back(g < total_rows ? full[g] : 0.0f);
     }
   }
   return linear;
@@ -106,7 +147,7 @@ size_t ModelWeights::bytes() const {
   return total;
 }
 
-absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source) {
+absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source, const ShardLayout& shard) {
   const internal::Family* family = internal::FindFamily(spec.architecture);
   if (family == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported architecture ", spec.architecture));
@@ -114,17 +155,29 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
   const internal::CheckpointNames names =
       family->tensor_names(spec, [&](const std::string& n) { return source.Find(n) != nullptr; });
   const int64_t hidden = spec.hidden_size, vocab = spec.vocab_size, inner = spec.intermediate_size;
+  const int64_t hd = spec.head_dim, q = spec.q_size(), kv = spec.kv_size();
+  const std::vector<RowRange> vocab_rows = {{shard.vocab0, shard.vocab}};
 
   ModelWeights w;
   ASSIGN_OR_RETURN(const TensorView* embedding, Require(source, names.token_embedding, {vocab, hidden}));
+  // The embedding is kept in its own precision; its vocabulary slice only.
   w.embedding_dtype = WeightDTypeOf(*embedding);
-  w.token_embedding = AlignedBuffer(static_cast<size_t>(vocab * hidden) * DTypeSize(w.embedding_dtype));
-  std::vector<float> embedding_f32(static_cast<size_t>(vocab * hidden));
-  RETURN_IF_ERROR(ReadAsFloat(names.token_embedding, *embedding, embedding_f32.data()));
-  if (w.embedding_dtype == DType::kBF16) {
-    std::memcpy(w.token_embedding.data(), embedding->data, embedding->nbytes);
-  } else {
-    std::memcpy(w.token_embedding.data(), embedding_f32.data(), embedding_f32.size() * sizeof(float));
+  w.embedding_rows = shard.vocab;
+  w.embedding_row0 = shard.vocab0;
+  {
+    // Unpack to row-major (the lookup reads whole rows).
+    std::vector<float> rows_f32(static_cast<size_t>(shard.vocab * hidden));
+    for (int64_t v = shard.vocab0; v < std::min<int64_t>(vocab, shard.vocab0 + shard.vocab); ++v) {
+      ReadRun(*embedding, v * hidden, hidden, rows_f32.data() + (v - shard.vocab0) * hidden);
+    }
+    w.token_embedding = AlignedBuffer(rows_f32.size() * DTypeSize(w.embedding_dtype));
+    for (size_t i = 0; i < rows_f32.size(); ++i) {
+      if (w.embedding_dtype == DType::kBF16) {
+        w.token_embedding.as<uint16_t>()[i] = FloatToBf16(rows_f32[i]);
+      } else {
+        w.token_embedding.as<float>()[i] = rows_f32[i];
+      }
+    }
   }
   if (spec.positions == PositionKind::kLearned) {
     ASSIGN_OR_RETURN(const TensorView* pos,
@@ -133,33 +186,41 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
     RETURN_IF_ERROR(ReadAsFloat(names.position_embedding, *pos, w.position_embedding.data()));
   }
   ASSIGN_OR_RETURN(w.final_norm, LoadNorm(source, names.final_norm, hidden));
-  if (names.lm_head.weights.empty()) {
-    w.lm_head.weight = kernels::PackMatrix(embedding_f32.data(), vocab, hidden, w.embedding_dtype);
+  if (names.lm_head.weights.empty()) {  // tied: the embedding's vocabulary slice
+    LinearNames embedding_names;
+    embedding_names.weights.push_back({names.token_embedding, false});
+    ASSIGN_OR_RETURN(w.lm_head, LoadLinear(source, embedding_names, {vocab}, hidden, vocab_rows));
   } else {
-    ASSIGN_OR_RETURN(w.lm_head, LoadLinear(source, names.lm_head, {vocab}, hidden));
+    ASSIGN_OR_RETURN(w.lm_head, LoadLinear(source, names.lm_head, {vocab}, hidden, vocab_rows));
   }
-  embedding_f32 = {};
 
-  const int64_t q = spec.q_size(), kv = spec.kv_size();
+  // Column-parallel rows and row-parallel columns of this rank.
+  const std::vector<RowRange> qkv_rows = {{shard.q_head0 * hd, shard.q_heads * hd},
+                                          {q + shard.kv_head0 * hd, shard.kv_heads * hd},
+                                          {q + kv + shard.kv_head0 * hd, shard.kv_heads * hd}};
+  const std::vector<RowRange> gate_up_rows =
+      spec.gated_mlp || spec.is_moe()
+          ? std::vector<RowRange>{{shard.inner0, shard.inner}, {inner + shard.inner0, shard.inner}}
+          : std::vector<RowRange>{{shard.inner0, shard.inner}};
   for (const internal::LayerNames& ln : names.layers) {
     LayerWeights l;
     ASSIGN_OR_RETURN(l.attn_norm, LoadNorm(source, ln.attn_norm, hidden));
     ASSIGN_OR_RETURN(l.mlp_norm, LoadNorm(source, ln.mlp_norm, hidden));
-    ASSIGN_OR_RETURN(l.qkv, LoadLinear(source, ln.qkv, {q, kv, kv}, hidden));
-    ASSIGN_OR_RETURN(l.o, LoadLinear(source, ln.o, {hidden}, q));
+    ASSIGN_OR_RETURN(l.qkv, LoadLinear(source, ln.qkv, {q, kv, kv}, hidden, qkv_rows));
+    ASSIGN_OR_RETURN(l.o, LoadLinear(source, ln.o, {hidden}, q, {}, shard.q_head0 * hd, shard.q_heads * hd));
     if (spec.is_moe()) {
       ASSIGN_OR_RETURN(l.router, LoadLinear(source, ln.router, {spec.num_experts}, hidden));
       for (int e = 0; e < spec.num_experts; ++e) {
-        ASSIGN_OR_RETURN(Linear gu, LoadLinear(source, ln.expert_gate_up[e], {inner, inner}, hidden));
-        ASSIGN_OR_RETURN(Linear d, LoadLinear(source, ln.expert_down[e], {hidden}, inner));
+        ASSIGN_OR_RETURN(Linear gu, LoadLinear(source, ln.expert_gate_up[e], {inner, inner}, hidden, gate_up_rows));
+        ASSIGN_OR_RETURN(Linear d, LoadLinear(source, ln.expert_down[e], {hidden}, inner, {}, shard.inner0, shard.inner));
         l.expert_gate_up.push_back(std::move(gu));
         l.expert_down.push_back(std::move(d));
       }
     } else {
-      std::vector<int64_t> gate_up_rows = spec.gated_mlp ? std::vector<int64_t>{inner, inner}
-                                                         : std::vector<int64_t>{inner};
-      ASSIGN_OR_RETURN(l.gate_up, LoadLinear(source, ln.gate_up, gate_up_rows, hidden));
-      ASSIGN_OR_RETURN(l.down, LoadLinear(source, ln.down, {hidden}, inner));
+      std::vector<int64_t> gate_up_parts = spec.gated_mlp ? std::vector<int64_t>{inner, inner}
+                                                          : std::vector<int64_t>{inner};
+      ASSIGN_OR_RETURN(l.gate_up, LoadLinear(source, ln.gate_up, gate_up_parts, hidden, gate_up_rows));
+      ASSIGN_OR_RETURN(l.down, LoadLinear(source, ln.down, {hidden}, inner, {}, shard.inner0, shard.inner));
     }
     w.layers.push_back(std::move(l));
   }

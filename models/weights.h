@@ -9,6 +9,7 @@
 #include "kernels/matmul.h"
 #include "models/model_spec.h"
 #include "models/safetensors.h"
+#include "models/sharding.h"
 
 namespace tessera::models {
 
@@ -37,17 +38,19 @@ struct LayerWeights {
 
 struct ModelWeights {
   DType embedding_dtype = DType::kF32;  // kF32 or kBF16
-  AlignedBuffer token_embedding;        // [vocab, hidden]
+  AlignedBuffer token_embedding;        // [embedding_rows, hidden]: vocabulary rows from embedding_row0
+  int64_t embedding_rows = 0;
+  int64_t embedding_row0 = 0;
   std::vector<float> position_embedding;  // [max_positions, hidden], learned positions only
   Norm final_norm;
-  Linear lm_head;  // [vocab, hidden]; a packed copy of the embedding when tied
+  Linear lm_head;  // [vocab slice, hidden]; a packed copy of the embedding slice when tied
   std::vector<LayerWeights> layers;
 
   size_t bytes() const;  // resident bytes of everything above
 };
 
-// Loads and validates every tensor the spec needs: a missing tensor or a wrong shape
-// is INVALID_ARGUMENT naming the tensor.
-absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source);
+// Loads and validates every tensor the spec needs, reading only `shard`'s slices: a
+// missing tensor or a wrong shape is INVALID_ARGUMENT naming the tensor.
+absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source, const ShardLayout& shard);
 
 }  // namespace tessera::models
