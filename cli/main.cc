@@ -7,8 +7,15 @@
 //
 // These shapes are stable (other tools and checks rely on them). Bad arguments, ids
 // outside the vocabulary or a bad model folder print one message on stderr and exit 2.
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +26,7 @@
 #include "cli/commands.h"
 #include "models/generate.h"
 #include "models/model.h"
+#include "parallel/communicator.h"
 #include "tokenizer/incremental_decoder.h"
 #include "tokenizer/tokenizer.h"
 
@@ -28,7 +36,7 @@ namespace {
 constexpr char kUsage[] = R"(usage: tessera <command> [flags]
 
 commands:
-  logits      --model DIR --ids 1,2,3 --out FILE
+  logits      --model DIR --ids 1,2,3 --out FILE [--tp N]
               Writes the logits of every position as float32 little-endian,
               row-major [n_ids, vocab], to FILE.
   generate    --model DIR --ids 1,2,3 --max-new-tokens N
@@ -54,6 +62,8 @@ tokenize and detokenize need only tokenizer.json.
 common flags:
   --threads N      kernel threads (default: every core this process may use)
   --block-size N   tokens per KV cache block (default 16)
+  --tp N           logits/generate: tensor parallelism over N local processes
+                   (Gloo collectives; default 1)
   --help           this text
 
 Exit status: 0 on success, 2 on bad arguments, ids, text or model folder.
@@ -84,94 +94,147 @@ bool IdsFlag(const Args& args, std::vector<int32_t>* ids, std::string* error) {
   return true;
 }
 
-absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const Args& args, int threads) {
-  models::ModelOptions options;
-  options.num_threads = threads;
-  return models::Model::Load(args.flags.at("model"), options);
-}
-
-int RunModelCommand(const Args& args) {
-  const bool logits_command = args.command == "logits";
-  std::string error;
-  if (!CheckFlags(args, logits_command ? std::set<std::string>{"model", "ids", "out", "threads", "block-size"}
-                                       : std::set<std::string>{"model", "ids", "prompt", "max-new-tokens", "threads",
-                                                               "block-size"},
-                  &error)) {
-    return Fail(error);
-  }
-  int threads, block_size, max_new = 0;
-  if (!Require(args, {"model"}, &error) || !IntFlag(args, "threads", 0, 0, &threads, &error) ||
-      !IntFlag(args, "block-size", 16, 1, &block_size, &error)) {
-    return Fail(error);
-  }
-  const bool from_text = !logits_command && args.Has("prompt");
-  if (from_text == args.Has("ids")) {
-    return Fail(logits_command ? "'logits' needs --ids" : "'generate' needs exactly one of --ids and --prompt");
-  }
+// A parsed logits / generate invocation.
+struct ModelJob {
+  bool logits = false;                     // else generate
+  std::string model_dir;
   std::vector<int32_t> ids;
-  if (!from_text && !IdsFlag(args, &ids, &error)) return Fail(error);
-  if (logits_command) {
-    if (!Require(args, {"out"}, &error)) return Fail(error);
-  } else {
-    if (!Require(args, {"max-new-tokens"}, &error) || !IntFlag(args, "max-new-tokens", 0, 0, &max_new, &error)) {
-      return Fail(error);
-    }
-  }
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // set when generating from --prompt
+  int threads = 0, block_size = 16, max_new = 0, tp = 1;
+  std::string out;
+};
 
-  std::unique_ptr<tokenizer::Tokenizer> tok;
-  if (from_text) {
-    auto loaded = tokenizer::Tokenizer::Load(args.flags.at("model"));
-    if (!loaded.ok()) return Fail(loaded.status());
-    tok = std::move(*loaded);
-    auto encoded = tok->Encode(args.flags.at("prompt"), /*add_special_tokens=*/true);
-    if (!encoded.ok()) return Fail(encoded.status());
-    ids = std::move(*encoded);
-    if (ids.empty()) return Fail("--prompt encodes to no tokens");
-  }
-  auto model = LoadModel(args, threads);
-  if (!model.ok()) return Fail(model.status());
+// Loads the model (this rank's shard) and runs the job. Only the primary rank prints
+// or writes anything; every rank runs the same steps so the collectives match.
+int RunModelJob(const ModelJob& job, const models::ModelOptions& options, bool primary) {
+  auto fail = [&](const auto& what) { return primary ? Fail(what) : kUsageError; };
+  auto model = models::Model::Load(job.model_dir, options);
+  if (!model.ok()) return fail(model.status());
   const int vocab = (*model)->spec().vocab_size;
-  for (int32_t id : ids) {
-    if (id < 0 || id >= vocab) return Fail(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
+  for (int32_t id : job.ids) {
+    if (id < 0 || id >= vocab) return fail(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
   }
-
-  if (logits_command) {
-    auto logits = models::PromptLogits(**model, ids, block_size);
-    if (!logits.ok()) return Fail(logits.status());
-    std::ofstream out(args.flags.at("out"), std::ios::binary);
+  if (job.logits) {
+    auto logits = models::PromptLogits(**model, job.ids, job.block_size);
+    if (!logits.ok()) return fail(logits.status());
+    if (!primary) return 0;
+    std::ofstream out(job.out, std::ios::binary);
     out.write(reinterpret_cast<const char*>(logits->data()), static_cast<std::streamsize>(logits->size() * sizeof(float)));
-    if (!out) return Fail(absl::StrCat("cannot write ", args.flags.at("out")));
+    if (!out) return Fail(absl::StrCat("cannot write ", job.out));
     return 0;
   }
-  models::GreedyOptions options;
-  options.max_new_tokens = max_new;
-  options.block_size = block_size;
-  if (!from_text) {
-    auto tokens = models::GenerateGreedy(**model, ids, options);
-    if (!tokens.ok()) return Fail(tokens.status());
-    std::cout << absl::StrJoin(*tokens, ",") << "\n";
+  models::GreedyOptions greedy;
+  greedy.max_new_tokens = job.max_new;
+  greedy.block_size = job.block_size;
+  if (!job.tokenizer) {
+    auto tokens = models::GenerateGreedy(**model, job.ids, greedy);
+    if (!tokens.ok()) return fail(tokens.status());
+    if (primary) std::cout << absl::StrJoin(*tokens, ",") << "\n";
     return 0;
   }
-  // Text mode: stream text as it completes; stop at EOS.
-  tokenizer::IncrementalDecoder stream(*tok, /*skip_special_tokens=*/true);
+  // Text mode: stream text as it completes; stop at EOS (every rank sees the same
+  // logits, so every rank stops at the same step).
+  tokenizer::IncrementalDecoder stream(*job.tokenizer, /*skip_special_tokens=*/true);
   const std::vector<int>& eos = (*model)->spec().eos_token_ids;
   absl::Status stream_status;
-  options.on_token = [&](int32_t id) {
+  greedy.on_token = [&](int32_t id) {
     if (std::find(eos.begin(), eos.end(), id) != eos.end()) return false;
     auto piece = stream.Add(id);
     if (!piece.ok()) {
       stream_status = piece.status();
       return false;
     }
-    std::cout << *piece << std::flush;
+    if (primary) std::cout << *piece << std::flush;
     return true;
   };
-  auto tokens = models::GenerateGreedy(**model, ids, options);
-  if (!tokens.ok()) return Fail(tokens.status());
-  if (!stream_status.ok()) return Fail(stream_status);
+  auto tokens = models::GenerateGreedy(**model, job.ids, greedy);
+  if (!tokens.ok()) return fail(tokens.status());
+  if (!stream_status.ok()) return fail(stream_status);
   auto rest = stream.Finish();
-  std::cout << (rest.ok() ? *rest : "") << "\n";
+  if (primary) std::cout << (rest.ok() ? *rest : "") << "\n";
   return 0;
+}
+
+// --tp N: N local processes, one shard each, joined by Gloo through a rendezvous
+// directory. Returns the primary rank's exit status.
+int RunTensorParallel(const ModelJob& job) {
+  const std::string dir = (std::filesystem::temp_directory_path() / absl::StrCat("tessera-tp-", getpid())).string();
+  std::filesystem::create_directories(dir);
+  std::vector<pid_t> ranks;
+  for (int rank = 0; rank < job.tp; ++rank) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      parallel::FileRendezvousStore store(dir);
+      auto comm = parallel::CreateGlooCommunicator(rank, job.tp, store);
+      if (!comm.ok()) _exit(rank == 0 ? Fail(comm.status()) : kUsageError);
+      models::ModelOptions options;
+      options.num_threads = job.threads;
+      options.tp = {rank, job.tp};
+      options.communicator = comm->get();
+      const int code = RunModelJob(job, options, /*primary=*/rank == 0);
+      std::cout.flush();
+      _exit(code);
+    }
+    ranks.push_back(pid);
+  }
+  int primary = kUsageError;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    int status = 0;
+    waitpid(ranks[i], &status, 0);
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : kUsageError;
+    if (i == 0) primary = code;
+  }
+  std::filesystem::remove_all(dir);
+  return primary;
+}
+
+int RunModelCommand(const Args& args) {
+  ModelJob job;
+  job.logits = args.command == "logits";
+  std::string error;
+  if (!CheckFlags(args, job.logits ? std::set<std::string>{"model", "ids", "out", "threads", "block-size", "tp"}
+                                   : std::set<std::string>{"model", "ids", "prompt", "max-new-tokens", "threads",
+                                                           "block-size", "tp"},
+                  &error)) {
+    return Fail(error);
+  }
+  if (!Require(args, {"model"}, &error) || !IntFlag(args, "threads", 0, 0, &job.threads, &error) ||
+      !IntFlag(args, "block-size", 16, 1, &job.block_size, &error) || !IntFlag(args, "tp", 1, 1, &job.tp, &error)) {
+    return Fail(error);
+  }
+  job.model_dir = args.flags.at("model");
+  const bool from_text = !job.logits && args.Has("prompt");
+  if (from_text == args.Has("ids")) {
+    return Fail(job.logits ? "'logits' needs --ids" : "'generate' needs exactly one of --ids and --prompt");
+  }
+  if (!from_text && !IdsFlag(args, &job.ids, &error)) return Fail(error);
+  if (job.logits) {
+    if (!Require(args, {"out"}, &error)) return Fail(error);
+    job.out = args.flags.at("out");
+  } else if (!Require(args, {"max-new-tokens"}, &error) || !IntFlag(args, "max-new-tokens", 0, 0, &job.max_new, &error)) {
+    return Fail(error);
+  }
+  if (from_text) {
+    auto loaded = tokenizer::Tokenizer::Load(job.model_dir);
+    if (!loaded.ok()) return Fail(loaded.status());
+    job.tokenizer = std::move(*loaded);
+    auto encoded = job.tokenizer->Encode(args.flags.at("prompt"), /*add_special_tokens=*/true);
+    if (!encoded.ok()) return Fail(encoded.status());
+    job.ids = std::move(*encoded);
+    if (job.ids.empty()) return Fail("--prompt encodes to no tokens");
+  }
+  if (job.tp > 1) {
+    // Check the split before starting processes, so the message comes once.
+    auto spec = models::LoadModelSpec(job.model_dir);
+    if (!spec.ok()) return Fail(spec.status());
+    if (auto shard = models::ShardLayout::For(*spec, {0, job.tp}); !shard.ok()) return Fail(shard.status());
+    if (job.threads == 0) job.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / job.tp);
+    return RunTensorParallel(job);
+  }
+  models::ModelOptions options;
+  options.num_threads = job.threads;
+  return RunModelJob(job, options, /*primary=*/true);
 }
 
 int RunTokenizerCommand(const Args& args) {
