@@ -64,6 +64,8 @@ common flags:
   --block-size N   tokens per KV cache block (default 16)
   --tp N           logits/generate: tensor parallelism over N local processes
                    (Gloo collectives; default 1)
+  --ep M           logits/generate, MoE models: expert parallelism; runs N x M
+                   processes (default 1)
   --help           this text
 
 Exit status: 0 on success, 2 on bad arguments, ids, text or model folder.
@@ -100,7 +102,7 @@ struct ModelJob {
   std::string model_dir;
   std::vector<int32_t> ids;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // set when generating from --prompt
-  int threads = 0, block_size = 16, max_new = 0, tp = 1;
+  int threads = 0, block_size = 16, max_new = 0, tp = 1, ep = 1;
   std::string out;
 };
 
@@ -155,23 +157,41 @@ int RunModelJob(const ModelJob& job, const models::ModelOptions& options, bool p
   return 0;
 }
 
-// --tp N: N local processes, one shard each, joined by Gloo through a rendezvous
-// directory. Returns the primary rank's exit status.
-int RunTensorParallel(const ModelJob& job) {
+// --tp N --ep M: N x M local processes, one shard each, joined by Gloo through a
+// rendezvous directory: rank r is tensor-parallel rank r % N of expert-parallel
+// group r / N. Returns the primary rank's exit status.
+int RunParallel(const ModelJob& job) {
   const std::string dir = (std::filesystem::temp_directory_path() / absl::StrCat("tessera-tp-", getpid())).string();
   std::filesystem::create_directories(dir);
   std::vector<pid_t> ranks;
-  for (int rank = 0; rank < job.tp; ++rank) {
+  const int world = job.tp * job.ep;
+  for (int rank = 0; rank < world; ++rank) {
     const pid_t pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       parallel::FileRendezvousStore store(dir);
-      auto comm = parallel::CreateGlooCommunicator(rank, job.tp, store);
-      if (!comm.ok()) _exit(rank == 0 ? Fail(comm.status()) : kUsageError);
+      const int tp_rank = rank % job.tp, ep_rank = rank / job.tp;
       models::ModelOptions options;
       options.num_threads = job.threads;
-      options.tp = {rank, job.tp};
-      options.communicator = comm->get();
+      options.tp = {tp_rank, job.tp};
+      options.ep = {ep_rank, job.ep};
+      std::unique_ptr<parallel::Communicator> tp_comm, all_comm;
+      if (job.tp > 1) {
+        parallel::GlooOptions o;
+        o.prefix = absl::StrCat("tp-", ep_rank);
+        auto c = parallel::CreateGlooCommunicator(tp_rank, job.tp, store, o);
+        if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageError);
+        tp_comm = std::move(*c);
+      }
+      if (job.ep > 1) {
+        parallel::GlooOptions o;
+        o.prefix = "all";
+        auto c = parallel::CreateGlooCommunicator(rank, world, store, o);
+        if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageError);
+        all_comm = std::move(*c);
+      }
+      options.communicator = tp_comm.get();
+      options.moe_communicator = all_comm.get();
       const int code = RunModelJob(job, options, /*primary=*/rank == 0);
       std::cout.flush();
       _exit(code);
@@ -193,14 +213,15 @@ int RunModelCommand(const Args& args) {
   ModelJob job;
   job.logits = args.command == "logits";
   std::string error;
-  if (!CheckFlags(args, job.logits ? std::set<std::string>{"model", "ids", "out", "threads", "block-size", "tp"}
+  if (!CheckFlags(args, job.logits ? std::set<std::string>{"model", "ids", "out", "threads", "block-size", "tp", "ep"}
                                    : std::set<std::string>{"model", "ids", "prompt", "max-new-tokens", "threads",
-                                                           "block-size", "tp"},
+                                                           "block-size", "tp", "ep"},
                   &error)) {
     return Fail(error);
   }
   if (!Require(args, {"model"}, &error) || !IntFlag(args, "threads", 0, 0, &job.threads, &error) ||
-      !IntFlag(args, "block-size", 16, 1, &job.block_size, &error) || !IntFlag(args, "tp", 1, 1, &job.tp, &error)) {
+      !IntFlag(args, "block-size", 16, 1, &job.block_size, &error) || !IntFlag(args, "tp", 1, 1, &job.tp, &error) ||
+      !IntFlag(args, "ep", 1, 1, &job.ep, &error)) {
     return Fail(error);
   }
   job.model_dir = args.flags.at("model");
@@ -224,13 +245,15 @@ int RunModelCommand(const Args& args) {
     job.ids = std::move(*encoded);
     if (job.ids.empty()) return Fail("--prompt encodes to no tokens");
   }
-  if (job.tp > 1) {
+  if (job.tp * job.ep > 1) {
     // Check the split before starting processes, so the message comes once.
     auto spec = models::LoadModelSpec(job.model_dir);
     if (!spec.ok()) return Fail(spec.status());
-    if (auto shard = models::ShardLayout::For(*spec, {0, job.tp}); !shard.ok()) return Fail(shard.status());
-    if (job.threads == 0) job.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / job.tp);
-    return RunTensorParallel(job);
+    if (auto shard = models::ShardLayout::For(*spec, {0, job.tp}, {0, job.ep}); !shard.ok()) return Fail(shard.status());
+    if (job.threads == 0) {
+      job.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / (job.tp * job.ep));
+    }
+    return RunParallel(job);
   }
   models::ModelOptions options;
   options.num_threads = job.threads;

@@ -50,7 +50,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, cons
                               options.communicator->rank() != options.tp.rank)) {
     return absl::InvalidArgumentError("tensor parallelism needs a communicator of the same rank and size");
   }
-  ASSIGN_OR_RETURN(ShardLayout shard, ShardLayout::For(spec, options.tp));
+  if (options.ep.size > 1 &&
+      (options.moe_communicator == nullptr || options.moe_communicator->size() != options.tp.size * options.ep.size)) {
+    return absl::InvalidArgumentError("expert parallelism needs a communicator over all tp x ep ranks");
+  }
+  ASSIGN_OR_RETURN(ShardLayout shard, ShardLayout::For(spec, options.tp, options.ep));
   ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(spec, source, shard));
   return std::unique_ptr<Model>(new Model(spec, shard, std::move(weights), options));
 }
@@ -69,7 +73,12 @@ size_t Model::decode_bytes_per_token() const {
     bytes += l.qkv.weight.bytes() + l.o.weight.bytes();
     if (spec_.is_moe()) {
       bytes += l.router.weight.bytes();
-      bytes += spec_.experts_per_token * (l.expert_gate_up[0].weight.bytes() + l.expert_down[0].weight.bytes());
+      for (size_t e = 0; e < l.expert_gate_up.size(); ++e) {  // the top-k experts, if held here
+        if (shard_.OwnsExpert(static_cast<int>(e))) {
+          bytes += (l.expert_gate_up[e].weight.bytes() + l.expert_down[e].weight.bytes()) * spec_.experts_per_token /
+                   spec_.num_experts;
+        }
+      }
     } else {
       bytes += l.gate_up.weight.bytes() + l.down.weight.bytes();
     }
@@ -157,11 +166,9 @@ absl::Status Model::Embed(std::span<const SequenceInput> batch, float* x) {
   return absl::OkStatus();
 }
 
-absl::Status Model::AddReduced(float* partial, int64_t rows, const float* bias) {
+absl::Status Model::AddReduced(float* partial, int64_t rows, const float* bias, parallel::Communicator* comm) {
   const int64_t hidden = spec_.hidden_size;
-  if (options_.communicator != nullptr) {
-    RETURN_IF_ERROR(options_.communicator->AllReduceSum({partial, static_cast<size_t>(rows * hidden)}));
-  }
+  if (comm != nullptr) RETURN_IF_ERROR(comm->AllReduceSum({partial, static_cast<size_t>(rows * hidden)}));
   float* x = x_.as<float>();
   for (int64_t r = 0; r < rows; ++r) {
     float* xr = x + r * hidden;
@@ -261,7 +268,7 @@ absl::Status Model::RowParallel(const Linear& linear, const float* in, int64_t r
   }
   float* partial = Floats(partial_, rows * hidden);
   kernels::Matmul(in, rows, in_width, linear.weight, nullptr, partial, hidden, pool_.get(), options_.matmul);
-  return AddReduced(partial, rows, linear.bias_or_null());
+  return AddReduced(partial, rows, linear.bias_or_null(), options_.communicator);
 }
 
 absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
@@ -281,8 +288,10 @@ absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
 }
 
 // Mixtral's sparse MoE: softmax over all experts, keep the top k, renormalise them,
-// and add each chosen expert's output weighted by its gate. Under tensor parallelism
-// each rank runs its slice of every chosen expert; one all-reduce sums them.
+// and add each chosen expert's output weighted by its gate. Every rank computes the
+// router; each runs its slice (tensor parallelism) of the experts it holds (expert
+// parallelism) on the tokens routed to them, and one all-reduce over the replica sums
+// the weighted outputs.
 absl::Status Model::MoeMlp(const LayerWeights& w, int64_t rows) {
   const int experts = spec_.num_experts, k = spec_.experts_per_token;
   const int64_t inner = shard_.inner, hidden = spec_.hidden_size;
@@ -314,6 +323,7 @@ absl::Status Model::MoeMlp(const LayerWeights& w, int64_t rows) {
   std::memset(combined, 0, rows * hidden * sizeof(float));
   const float* h = h_.as<float>();
   for (int e = 0; e < experts; ++e) {
+    if (!shard_.OwnsExpert(e)) continue;
     moe_rows_.clear();
     for (int64_t r = 0; r < rows; ++r) {
       if (moe_gates_[r * experts + e] != 0.0f) moe_rows_.push_back(static_cast<int32_t>(r));
@@ -334,7 +344,8 @@ absl::Status Model::MoeMlp(const LayerWeights& w, int64_t rows) {
       for (int64_t j = 0; j < hidden; ++j) cr[j] += gate * o[j];
     }
   }
-  return AddReduced(combined, rows, nullptr);
+  return AddReduced(combined, rows, nullptr,
+                    options_.moe_communicator != nullptr ? options_.moe_communicator : options_.communicator);
 }
 
 // This rank's vocabulary slice of the logits, gathered from every rank into full rows.

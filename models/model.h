@@ -38,6 +38,11 @@ struct ModelOptions {
   // `communicator` (size tp.size, not owned, must outlive the model) joins the shards.
   TensorParallel tp;
   parallel::Communicator* communicator = nullptr;
+  // Expert parallelism: this process is expert-parallel rank `ep.rank` of `ep.size`;
+  // `moe_communicator` spans all tp.size x ep.size ranks of the replica and sums the
+  // MoE outputs (defaults to `communicator` when ep.size is 1).
+  ExpertParallel ep;
+  parallel::Communicator* moe_communicator = nullptr;
   // Matmul precision switches (bf16 activations for large batches by default).
   kernels::MatmulOptions matmul;
 };
@@ -62,8 +67,9 @@ class Model {
   const ModelSpec& spec() const { return spec_; }
   const ShardLayout& shard() const { return shard_; }
   size_t weight_bytes() const { return weights_.bytes(); }
-  // Bytes of weights read to compute one token of a batch-1 decode step (the dense
-  // layers, the top-k experts of MoE layers, the LM head; not the embedding table).
+  // Bytes of weights this rank reads to compute one token of a batch-1 decode step
+  // (its dense layers and LM head, not the embedding table; for MoE layers the
+  // expected share, top-k / experts, of the experts it holds).
   size_t decode_bytes_per_token() const;
   int num_threads() const { return pool_->num_threads(); }
 
@@ -86,7 +92,7 @@ class Model {
   absl::Status Embed(std::span<const SequenceInput> batch, float* x);
   // x += all-reduce(partial) + bias: the end of a row-parallel layer (just the add
   // when not sharded). `partial` is [rows, hidden] and is overwritten.
-  absl::Status AddReduced(float* partial, int64_t rows, const float* bias);
+  absl::Status AddReduced(float* partial, int64_t rows, const float* bias, parallel::Communicator* comm);
   absl::Status LmHead(const float* h, int64_t rows, std::vector<float>* logits);
   // A row-parallel linear layer added into the residual stream.
   absl::Status RowParallel(const Linear& linear, const float* in, int64_t rows, int64_t in_width);

@@ -4,7 +4,15 @@
 
 namespace tessera::models {
 
-absl::StatusOr<ShardLayout> ShardLayout::For(const ModelSpec& spec, TensorParallel tp) {
+absl::StatusOr<ShardLayout> ShardLayout::For(const ModelSpec& spec, TensorParallel tp, ExpertParallel ep) {
+  if (ep.size < 1 || ep.rank < 0 || ep.rank >= ep.size) return absl::InvalidArgumentError("bad expert-parallel rank or size");
+  if (ep.size > 1 && !spec.is_moe()) {
+    return absl::InvalidArgumentError("expert parallelism needs a mixture-of-experts model");
+  }
+  if (ep.size > spec.num_experts && spec.is_moe()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert parallelism ", ep.size, " exceeds the model's ", spec.num_experts, " experts"));
+  }
   const int n = tp.size;
   if (n < 1 || tp.rank < 0 || tp.rank >= n) return absl::InvalidArgumentError("bad tensor-parallel rank or size");
   auto bad = [&](const std::string& what) {
@@ -15,6 +23,7 @@ absl::StatusOr<ShardLayout> ShardLayout::For(const ModelSpec& spec, TensorParall
   if (spec.intermediate_size % n != 0) return bad(absl::StrCat("intermediate size ", spec.intermediate_size));
   ShardLayout s;
   s.tp = tp;
+  s.ep = ep;
   s.q_heads = spec.num_heads / n;
   s.q_head0 = tp.rank * s.q_heads;
   if (spec.num_kv_heads % n == 0) {

@@ -18,15 +18,26 @@ struct TensorParallel {
   int size = 1;
 };
 
+// Expert parallelism (MoE models): expert e lives on expert-parallel rank
+// e % size; within it, experts are also split over the tensor-parallel ranks.
+struct ExpertParallel {
+  int rank = 0;
+  int size = 1;
+};
+
 struct ShardLayout {
   TensorParallel tp;
+  ExpertParallel ep;
   int q_heads = 0, q_head0 = 0;    // this rank's query heads [q_head0, q_head0 + q_heads)
   int kv_heads = 0, kv_head0 = 0;  // this rank's KV heads
   int inner = 0, inner0 = 0;       // MLP intermediate slice
   int vocab = 0, vocab0 = 0;       // vocabulary slice (vocab rows; the last may pad)
 
-  // INVALID_ARGUMENT when the model's head counts or sizes do not split over tp.size.
-  static absl::StatusOr<ShardLayout> For(const ModelSpec& spec, TensorParallel tp);
+  bool OwnsExpert(int expert) const { return expert % ep.size == ep.rank; }
+
+  // INVALID_ARGUMENT when the model's head counts or sizes do not split over tp.size,
+  // or ep.size > 1 for a model without experts (or with fewer experts than ranks).
+  static absl::StatusOr<ShardLayout> For(const ModelSpec& spec, TensorParallel tp, ExpertParallel ep = {});
 };
 
 }  // namespace tessera::models

@@ -210,11 +210,14 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
     ASSIGN_OR_RETURN(l.o, LoadLinear(source, ln.o, {hidden}, q, {}, shard.q_head0 * hd, shard.q_heads * hd));
     if (spec.is_moe()) {
       ASSIGN_OR_RETURN(l.router, LoadLinear(source, ln.router, {spec.num_experts}, hidden));
+      l.expert_gate_up.resize(spec.num_experts);
+      l.expert_down.resize(spec.num_experts);
       for (int e = 0; e < spec.num_experts; ++e) {
+        if (!shard.OwnsExpert(e)) continue;  // another expert-parallel rank holds it
         ASSIGN_OR_RETURN(Linear gu, LoadLinear(source, ln.expert_gate_up[e], {inner, inner}, hidden, gate_up_rows));
         ASSIGN_OR_RETURN(Linear d, LoadLinear(source, ln.expert_down[e], {hidden}, inner, {}, shard.inner0, shard.inner));
-        l.expert_gate_up.push_back(std::move(gu));
-        l.expert_down.push_back(std::move(d));
+        l.expert_gate_up[e] = std::move(gu);
+        l.expert_down[e] = std::move(d);
       }
     } else {
       std::vector<int64_t> gate_up_parts = spec.gated_mlp ? std::vector<int64_t>{inner, inner}

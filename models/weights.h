@@ -32,7 +32,7 @@ struct LayerWeights {
   Linear gate_up;  // dense: [gate | up] when gated, fc otherwise
   Linear down;
   Linear router;   // MoE: [num_experts, hidden]
-  std::vector<Linear> expert_gate_up;
+  std::vector<Linear> expert_gate_up;  // [num_experts]; empty matrices for experts other ranks hold
   std::vector<Linear> expert_down;
 };
 

@@ -1,6 +1,7 @@
-// Tensor parallelism with real processes: `tessera logits/generate --tp N` runs N
-// ranks joined by Gloo; for every golden fixture and every TP degree its head counts
-// allow, logits equal TP=1 within 1e-4 and greedy output is identical.
+// Tensor and expert parallelism with real processes: `tessera logits/generate --tp N
+// --ep M` runs N x M ranks joined by Gloo; for every golden fixture and every TP degree
+// its head counts allow (and Mixtral with EP 2, 4 and TP x EP 2 x 2), logits equal
+// one rank's within 1e-4 and greedy output is identical.
 #include <sys/wait.h>
 
 #include <filesystem>
@@ -20,9 +21,10 @@ namespace {
 struct Param {
   std::string model;
   int tp;
+  int ep = 1;
 };
 
-void PrintTo(const Param& p, std::ostream* os) { *os << p.model << " tp " << p.tp; }
+void PrintTo(const Param& p, std::ostream* os) { *os << p.model << " tp " << p.tp << " ep " << p.ep; }
 
 std::vector<Param> Params() {
   std::vector<Param> out;
@@ -32,6 +34,7 @@ std::vector<Param> Params() {
       if (spec.ok() && models::ShardLayout::For(*spec, {0, tp}).ok()) out.push_back({m, tp});
     }
   }
+  for (const Param& p : {Param{"mixtral", 1, 2}, Param{"mixtral", 1, 4}, Param{"mixtral", 2, 2}}) out.push_back(p);
   return out;
 }
 
@@ -47,7 +50,8 @@ int RunCommand(const std::string& cmd, std::string* out) {
 class TensorParallelTest : public ::testing::TestWithParam<Param> {};
 
 TEST_P(TensorParallelTest, ShardedLogitsAndGreedyMatchOneRank) {
-  const auto [name, tp] = GetParam();
+  const auto [name, tp, ep] = GetParam();
+  const std::string parallel = " --tp " + std::to_string(tp) + " --ep " + std::to_string(ep);
   const std::string dir = testing::GoldenModelDir(name);
   const testing::Golden golden = testing::LoadGolden(name);
   const auto& c = golden.cases[1];
@@ -58,8 +62,8 @@ TEST_P(TensorParallelTest, ShardedLogitsAndGreedyMatchOneRank) {
   const std::string tmp = testing::MakeTempDir("tp_logits");
   const std::string ids = absl::StrJoin(c.input_ids, ",");
   std::string output;
-  ASSERT_EQ(RunCommand(std::string(TESSERA_CLI_PATH) + " logits --model " + dir + " --ids " + ids + " --tp " +
-                    std::to_string(tp) + " --out " + tmp + "/logits.bin",
+  ASSERT_EQ(RunCommand(std::string(TESSERA_CLI_PATH) + " logits --model " + dir + " --ids " + ids + parallel +
+                           " --out " + tmp + "/logits.bin",
                 &output),
             0)
       << output;
@@ -73,7 +77,7 @@ TEST_P(TensorParallelTest, ShardedLogitsAndGreedyMatchOneRank) {
   greedy.max_new_tokens = 16;
   const std::vector<int32_t> expected = *models::GenerateGreedy(**model, c.input_ids, greedy);
   ASSERT_EQ(RunCommand(std::string(TESSERA_CLI_PATH) + " generate --model " + dir + " --ids " + ids +
-                    " --max-new-tokens 16 --tp " + std::to_string(tp),
+                           " --max-new-tokens 16" + parallel,
                 &output),
             0)
       << output;
@@ -83,7 +87,8 @@ TEST_P(TensorParallelTest, ShardedLogitsAndGreedyMatchOneRank) {
 
 INSTANTIATE_TEST_SUITE_P(GoldenFixtures, TensorParallelTest, ::testing::ValuesIn(Params()),
                          [](const ::testing::TestParamInfo<Param>& info) {
-                           return info.param.model + "_tp" + std::to_string(info.param.tp);
+                           return info.param.model + "_tp" + std::to_string(info.param.tp) + "_ep" +
+                                  std::to_string(info.param.ep);
                          });
 
 TEST(TensorParallelErrors, DegreeThatDoesNotSplitTheHeadsIsRefused) {
@@ -94,6 +99,15 @@ TEST(TensorParallelErrors, DegreeThatDoesNotSplitTheHeadsIsRefused) {
                 &output),
             2);
   EXPECT_NE(output.find("does not fit this model: 4 query heads"), std::string::npos) << output;
+}
+
+TEST(TensorParallelErrors, ExpertParallelismNeedsExperts) {
+  std::string output;
+  EXPECT_EQ(RunCommand(std::string(TESSERA_CLI_PATH) + " generate --model " + testing::GoldenModelDir("llama") +
+                           " --ids 1,2 --max-new-tokens 2 --ep 2",
+                       &output),
+            2);
+  EXPECT_NE(output.find("needs a mixture-of-experts model"), std::string::npos) << output;
 }
 
 }  // namespace
