@@ -2,7 +2,7 @@
 // random BF16 weights: batch-1 decode, batched decode and 512-token prefill, each set
 // against a limit measured in the same run (memory read bandwidth, bf16 dot peak).
 //
-//   build/bin/engine_bench [--threads N] [--prompt 512] [--decode-steps 64] [--batch 16]
+//   build/bin/engine_bench [--threads N] [--prompt 512] [--decode-steps 64] [--batch 16] [--tp 2]
 #include <immintrin.h>
 
 #include <algorithm>
@@ -13,6 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+
 #include "absl/strings/numbers.h"
 #include "bench/synthetic_model.h"
 #include "common/aligned_buffer.h"
@@ -20,6 +25,7 @@
 #include "kvstore/block_allocator.h"
 #include "models/generate.h"
 #include "models/model.h"
+#include "parallel/communicator.h"
 
 namespace tessera::bench {
 namespace {
@@ -94,6 +100,7 @@ struct Flags {
   int prompt = 512;
   int decode_steps = 64;
   int batch = 16;
+  int tp = 0;  // > 1: also decode with TP ranks as processes, one thread each
 };
 
 Flags ParseFlags(int argc, char** argv) {
@@ -106,6 +113,7 @@ Flags ParseFlags(int argc, char** argv) {
     if (name == "--prompt") f.prompt = value;
     if (name == "--decode-steps") f.decode_steps = value;
     if (name == "--batch") f.batch = value;
+    if (name == "--tp") f.tp = value;
   }
   return f;
 }
@@ -120,6 +128,65 @@ double ForwardFlops(const models::ModelSpec& s, int64_t tokens, int64_t context)
   return s.num_layers * (2 * per_token * tokens + 4 * q * attended) + 2 * h * s.vocab_size;
 }
 
+// Batch-1 decode tok/s after a short prompt, on a fresh KV cache.
+double DecodeTokensPerSecond(models::Model& model, int prompt_len, int steps) {
+  const int block = 16;
+  kvstore::CpuKvStorage kv(model.KvLayoutFor(block), (prompt_len + steps) / block + 2);
+  kvstore::BlockAllocator allocator(kv.num_blocks());
+  kvstore::BlockTable table;
+  (void)table.EnsureCapacity(prompt_len + steps + 1, block, allocator);
+  std::vector<int32_t> prompt(prompt_len);
+  for (int i = 0; i < prompt_len; ++i) prompt[i] = (i * 7919) % model.spec().vocab_size;
+  std::vector<float> logits;
+  models::SequenceInput seq{prompt, 0, table.blocks(), false};
+  if (!model.Forward({&seq, 1}, kv, &logits).ok()) return 0;
+  int32_t token = models::ArgMax(logits.data(), model.spec().vocab_size);
+  const auto t0 = Clock::now();
+  for (int step = 0; step < steps; ++step) {
+    models::SequenceInput s{{&token, 1}, prompt_len + step, table.blocks(), false};
+    if (!model.Forward({&s, 1}, kv, &logits).ok()) return 0;
+    token = models::ArgMax(logits.data(), model.spec().vocab_size);
+  }
+  return steps / Seconds(t0, Clock::now());
+}
+
+// Decode with `tp` ranks as forked processes (one kernel thread each) sharing the
+// synthetic weights; returns rank 0's tok/s.
+double TensorParallelDecode(const models::ModelSpec& spec, const SyntheticLlama& source, int tp, int prompt_len,
+                            int steps) {
+  const std::string dir = "/tmp/tessera-bench-tp-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  int pipe_fds[2];
+  if (pipe(pipe_fds) != 0) return 0;
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < tp; ++rank) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      parallel::FileRendezvousStore store(dir);
+      auto comm = parallel::CreateGlooCommunicator(rank, tp, store);
+      if (!comm.ok()) _exit(1);
+      models::ModelOptions options;
+      options.num_threads = 1;
+      options.tp = {rank, tp};
+      options.communicator = comm->get();
+      auto model = models::Model::Create(spec, source, options);
+      if (!model.ok()) _exit(1);
+      (void)(*comm)->Barrier();
+      const double tps = DecodeTokensPerSecond(**model, prompt_len, steps);
+      if (rank == 0 && write(pipe_fds[1], &tps, sizeof(tps)) != sizeof(tps)) _exit(1);
+      _exit(0);
+    }
+    pids.push_back(pid);
+  }
+  close(pipe_fds[1]);
+  double tps = 0;
+  if (read(pipe_fds[0], &tps, sizeof(tps)) != sizeof(tps)) tps = 0;
+  close(pipe_fds[0]);
+  for (pid_t p : pids) waitpid(p, nullptr, 0);
+  std::filesystem::remove_all(dir);
+  return tps;
+}
+
 int Main(int argc, char** argv) {
   const Flags flags = ParseFlags(argc, argv);
   models::ModelOptions options;
@@ -127,10 +194,9 @@ int Main(int argc, char** argv) {
   const models::ModelSpec spec = TinyLlamaSpec();
   std::printf("building synthetic TinyLlama-1.1B (bf16, random weights)...\n");
   std::unique_ptr<models::Model> model;
-  {
-    SyntheticLlama source(spec);
-    model = *models::Model::Create(spec, source, options);
-  }
+  auto source = std::make_unique<SyntheticLlama>(spec);
+  model = *models::Model::Create(spec, *source, options);
+  if (flags.tp <= 1) source.reset();
   ThreadPool pool(model->num_threads());
   const double bandwidth = MemoryReadBandwidth(pool);
   const double peak = Bf16DotPeak(pool);
@@ -197,6 +263,19 @@ int Main(int argc, char** argv) {
     const double batch_tps = static_cast<double>(steps) * flags.batch / Seconds(b0, Clock::now());
     std::printf("decode batch %d (context 64)       %8.1f tok/s  = %.2fx batch 1\n", flags.batch, batch_tps,
                 batch_tps / decode_tps);
+  }
+
+  // Tensor parallelism: TP ranks as processes with one thread each, against one
+  // process with all threads, back to back on the same machine.
+  if (flags.tp > 1) {
+    const int context = 128, steps = std::max(8, flags.decode_steps / 2);
+    const double single = DecodeTokensPerSecond(*model, context, steps);
+    const int threads = model->num_threads();
+    model.reset();
+    const double sharded = TensorParallelDecode(spec, *source, flags.tp, context, steps);
+    std::printf("decode batch 1, context %d: TP=1 (%d threads) %.1f tok/s, TP=%d (%d processes x 1 thread) %.1f tok/s"
+                " = %.2f of TP=1\n",
+                context, threads, single, flags.tp, flags.tp, sharded, single > 0 ? sharded / single : 0.0);
   }
   return 0;
 }
