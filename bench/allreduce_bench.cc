@@ -1,7 +1,7 @@
 // All-reduce latency and bandwidth of the CPU (Gloo) communicator between processes
 // on loopback, for hidden-size vectors and larger.
 //
-//   build/bin/allreduce_bench [--ranks 2] [--iters 2000]
+//   build/bin/allreduce_bench [--ranks 2] [--iters 2000] [--busy-poll]
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,11 +16,14 @@
 
 namespace {
 
-int Rank(int rank, int ranks, int iters, const std::string& dir) {
+int Rank(int rank, int ranks, int iters, bool busy_poll, const std::string& dir) {
   tessera::parallel::FileRendezvousStore store(dir);
-  auto comm = tessera::parallel::CreateGlooCommunicator(rank, ranks, store);
+  tessera::parallel::GlooOptions options;
+  options.busy_poll = busy_poll;
+  auto comm = tessera::parallel::CreateGlooCommunicator(rank, ranks, store, options);
   if (!comm.ok()) return 1;
-  if (rank == 0) std::printf("%d ranks, loopback TCP (Gloo)\n%12s %12s %14s %14s\n", ranks, "floats", "bytes",
+  if (rank == 0) std::printf("%d ranks, loopback TCP (Gloo)%s\n%12s %12s %14s %14s\n", ranks,
+                             busy_poll ? ", busy-poll" : "", "floats", "bytes",
                              "latency us", "bus GB/s");
   for (size_t n : {2048, 4096, 8192, 65536, 1 << 20}) {
     std::vector<float> data(n, 1.0f);
@@ -44,6 +47,10 @@ int Rank(int rank, int ranks, int iters, const std::string& dir) {
 
 int main(int argc, char** argv) {
   int ranks = 2, iters = 2000;
+  bool busy_poll = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--busy-poll") busy_poll = true;
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::string(argv[i]) == "--ranks") (void)absl::SimpleAtoi(argv[i + 1], &ranks);
     if (std::string(argv[i]) == "--iters") (void)absl::SimpleAtoi(argv[i + 1], &iters);
@@ -53,7 +60,7 @@ int main(int argc, char** argv) {
   std::vector<pid_t> pids;
   for (int r = 0; r < ranks; ++r) {
     const pid_t pid = fork();
-    if (pid == 0) _exit(Rank(r, ranks, iters, dir));
+    if (pid == 0) _exit(Rank(r, ranks, iters, busy_poll, dir));
     pids.push_back(pid);
   }
   int failed = 0;

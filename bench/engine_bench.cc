@@ -153,7 +153,7 @@ double DecodeTokensPerSecond(models::Model& model, int prompt_len, int steps) {
 // Decode with `tp` ranks as forked processes (one kernel thread each) sharing the
 // synthetic weights; returns rank 0's tok/s.
 double TensorParallelDecode(const models::ModelSpec& spec, const SyntheticLlama& source, int tp, int prompt_len,
-                            int steps) {
+                            int steps, bool busy_poll) {
   const std::string dir = "/tmp/tessera-bench-tp-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   int pipe_fds[2];
@@ -163,7 +163,9 @@ double TensorParallelDecode(const models::ModelSpec& spec, const SyntheticLlama&
     const pid_t pid = fork();
     if (pid == 0) {
       parallel::FileRendezvousStore store(dir);
-      auto comm = parallel::CreateGlooCommunicator(rank, tp, store);
+      parallel::GlooOptions gloo;
+      gloo.busy_poll = busy_poll;
+      auto comm = parallel::CreateGlooCommunicator(rank, tp, store, gloo);
       if (!comm.ok()) _exit(1);
       models::ModelOptions options;
       options.num_threads = 1;
@@ -272,10 +274,13 @@ int Main(int argc, char** argv) {
     const double single = DecodeTokensPerSecond(*model, context, steps);
     const int threads = model->num_threads();
     model.reset();
-    const double sharded = TensorParallelDecode(spec, *source, flags.tp, context, steps);
-    std::printf("decode batch 1, context %d: TP=1 (%d threads) %.1f tok/s, TP=%d (%d processes x 1 thread) %.1f tok/s"
-                " = %.2f of TP=1\n",
-                context, threads, single, flags.tp, flags.tp, sharded, single > 0 ? sharded / single : 0.0);
+    for (bool busy_poll : {false, true}) {
+      const double sharded = TensorParallelDecode(spec, *source, flags.tp, context, steps, busy_poll);
+      std::printf("decode batch 1, context %d: TP=1 (%d threads) %.1f tok/s, TP=%d (%d processes x 1 thread, %s)"
+                  " %.1f tok/s = %.2f of TP=1\n",
+                  context, threads, single, flags.tp, flags.tp, busy_poll ? "busy-poll" : "sleeping waits", sharded,
+                  single > 0 ? sharded / single : 0.0);
+    }
   }
   return 0;
 }

@@ -171,6 +171,8 @@ int RunParallel(const ModelJob& job) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       parallel::FileRendezvousStore store(dir);
       const int tp_rank = rank % job.tp, ep_rank = rank / job.tp;
+      // Spin on small all-reduces when every rank has a core of its own.
+      const bool busy_poll = world <= static_cast<int>(std::thread::hardware_concurrency());
       models::ModelOptions options;
       options.num_threads = job.threads;
       options.tp = {tp_rank, job.tp};
@@ -179,6 +181,7 @@ int RunParallel(const ModelJob& job) {
       if (job.tp > 1) {
         parallel::GlooOptions o;
         o.prefix = absl::StrCat("tp-", ep_rank);
+        o.busy_poll = busy_poll;
         auto c = parallel::CreateGlooCommunicator(tp_rank, job.tp, store, o);
         if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageError);
         tp_comm = std::move(*c);
@@ -186,6 +189,7 @@ int RunParallel(const ModelJob& job) {
       if (job.ep > 1) {
         parallel::GlooOptions o;
         o.prefix = "all";
+        o.busy_poll = busy_poll;
         auto c = parallel::CreateGlooCommunicator(rank, world, store, o);
         if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageError);
         all_comm = std::move(*c);

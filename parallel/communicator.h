@@ -45,6 +45,11 @@ struct GlooOptions {
   std::string hostname = "127.0.0.1";  // address this rank listens on for its peers
   std::chrono::milliseconds timeout{30000};  // rendezvous and every collective
   std::string prefix = "tessera";  // namespaces the keys of one group in the store
+  // Small all-reduces (the per-layer ones of tensor parallelism) spin on the socket in
+  // the calling thread instead of sleeping until Gloo's I/O thread wakes them: much
+  // lower latency, but a core per waiting rank. Use only when every rank has a core.
+  // (Power-of-two groups only; others always sleep.)
+  bool busy_poll = false;
 };
 
 // Connects `size` ranks through `store` (every rank calls this with its own rank).

@@ -1,6 +1,7 @@
 // The CPU Communicator backend on Gloo (Debian's libgloo): TCP full mesh, Gloo's
 // collective algorithms. Gloo reports failures by throwing; they become statuses here.
 #include <gloo/allgather.h>
+#include <gloo/allreduce_bcube.h>
 #include <gloo/allreduce.h>
 #include <gloo/alltoallv.h>
 #include <gloo/barrier.h>
@@ -10,6 +11,8 @@
 #include <gloo/rendezvous/prefix_store.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
+
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "parallel/communicator.h"
@@ -58,11 +61,26 @@ absl::Status Guard(const char* what, Fn fn) {
 
 class GlooCommunicator : public Communicator {
  public:
-  explicit GlooCommunicator(std::shared_ptr<gloo::Context> context) : context_(std::move(context)) {}
+  // `fast` (may be null): a second mesh whose pairs work synchronously in the calling
+  // thread and busy-poll, for small all-reduces.
+  GlooCommunicator(std::shared_ptr<gloo::Context> context, std::shared_ptr<gloo::Context> fast)
+      : context_(std::move(context)), fast_(std::move(fast)) {}
   int rank() const override { return context_->rank; }
   int size() const override { return context_->size; }
 
   absl::Status AllReduceSum(std::span<float> data) override {
+    if (fast_ && data.size() * sizeof(float) < kFastBytes) {
+      return Guard("all-reduce", [&] {
+        // Gloo's classic algorithms bind their buffer at construction: keep one per
+        // (buffer, length); decode reuses the same few scratch buffers every step.
+        auto& algorithm = fast_algorithms_[{data.data(), data.size()}];
+        if (!algorithm) {
+          algorithm = std::make_unique<gloo::AllreduceBcube<float>>(fast_, std::vector<float*>{data.data()},
+                                                                     static_cast<int>(data.size()));
+        }
+        algorithm->run();
+      });
+    }
     return Guard("all-reduce", [&] {
       gloo::AllreduceOptions opts(context_);
       opts.setOutput(data.data(), data.size());
@@ -125,7 +143,13 @@ class GlooCommunicator : public Communicator {
   // Every collective gets its own tag, identical across ranks (same call order).
   uint32_t NextTag() { return next_tag_++; }
 
+  // Synchronous sends block until the peer reads: both ranks send at once, so a
+  // message must fit the socket buffers (16 KiB by default) or they stall each other.
+  static constexpr size_t kFastBytes = 12u << 10;
+
   std::shared_ptr<gloo::Context> context_;
+  std::shared_ptr<gloo::Context> fast_;
+  std::map<std::pair<float*, size_t>, std::unique_ptr<gloo::AllreduceBcube<float>>> fast_algorithms_;
   uint32_t next_tag_ = 1;
 };
 
@@ -134,19 +158,31 @@ class GlooCommunicator : public Communicator {
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(int rank, int size, RendezvousStore& store,
                                                                      const GlooOptions& options) {
   if (size < 1 || rank < 0 || rank >= size) return absl::InvalidArgumentError("bad rank or group size");
-  std::shared_ptr<gloo::rendezvous::Context> context;
+  std::shared_ptr<gloo::rendezvous::Context> context, fast;
   absl::Status s = Guard("rendezvous", [&] {
     gloo::transport::tcp::attr attr;
     attr.hostname = options.hostname;
     auto device = gloo::transport::tcp::CreateDevice(attr);
     StoreAdapter adapter(store, options.timeout);
-    gloo::rendezvous::PrefixStore prefixed(options.prefix, adapter);
-    context = std::make_shared<gloo::rendezvous::Context>(rank, size);
-    context->setTimeout(options.timeout);
-    context->connectFullMesh(prefixed, device);
+    auto connect = [&](const std::string& prefix) {
+      gloo::rendezvous::PrefixStore prefixed(prefix, adapter);
+      auto c = std::make_shared<gloo::rendezvous::Context>(rank, size);
+      c->setTimeout(options.timeout);
+      c->connectFullMesh(prefixed, device);
+      return c;
+    };
+    context = connect(options.prefix);
+    // Gloo's classic bcube all-reduce is only correct for power-of-two groups.
+    const bool power_of_two = (size & (size - 1)) == 0;
+    if (options.busy_poll && size > 1 && power_of_two) {
+      fast = connect(options.prefix + "-fast");
+      for (int peer = 0; peer < size; ++peer) {
+        if (peer != rank) fast->getPair(peer)->setSync(/*sync=*/true, /*busyPoll=*/true);
+      }
+    }
   });
   if (!s.ok()) return s;
-  return std::unique_ptr<Communicator>(new GlooCommunicator(std::move(context)));
+  return std::unique_ptr<Communicator>(new GlooCommunicator(std::move(context), std::move(fast)));
 }
 
 }  // namespace tessera::parallel

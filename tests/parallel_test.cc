@@ -33,20 +33,25 @@ std::vector<int> RunRanks(int size, const std::function<int(int)>& body) {
 }
 
 // Each check returns a distinct exit code so a failure says which collective broke.
-int Collectives(int rank, int size, const std::string& dir) {
+int Collectives(int rank, int size, bool busy_poll, const std::string& dir) {
   FileRendezvousStore store(dir);
   GlooOptions options;
   options.timeout = std::chrono::seconds(20);
+  options.busy_poll = busy_poll;
   auto comm = CreateGlooCommunicator(rank, size, store, options);
   if (!comm.ok()) return 10;
   Communicator& c = **comm;
   if (c.rank() != rank || c.size() != size) return 11;
 
-  std::vector<float> data(2048);  // a hidden-size vector
-  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<float>(rank + i);
-  if (!c.AllReduceSum(data).ok()) return 20;
-  for (size_t i = 0; i < data.size(); ++i) {
-    if (data[i] != static_cast<float>(size * i + size * (size - 1) / 2)) return 21;
+  // A hidden-size vector (the busy-poll path), and a large one (the ring), twice each
+  // (the busy-poll path caches its algorithm per buffer).
+  for (size_t n : {2048, 2048, 300000, 300000}) {
+    std::vector<float> data(n);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<float>(rank + i % 1000);
+    if (!c.AllReduceSum(data).ok()) return 20;
+    for (size_t i = 0; i < data.size(); ++i) {
+      if (data[i] != static_cast<float>(size * (i % 1000) + size * (size - 1) / 2)) return 21;
+    }
   }
 
   const std::vector<float> mine = {static_cast<float>(rank), static_cast<float>(rank * 10)};
@@ -80,36 +85,47 @@ int Collectives(int rank, int size, const std::string& dir) {
   return 0;
 }
 
-class CommunicatorTest : public ::testing::TestWithParam<int> {};
+// (group size, busy-poll small all-reduces)
+class CommunicatorTest : public ::testing::TestWithParam<std::pair<int, bool>> {};
 
 TEST_P(CommunicatorTest, EveryCollectiveAcrossProcesses) {
-  const int size = GetParam();
-  const std::string dir = testing::MakeTempDir("gloo" + std::to_string(size));
-  const std::vector<int> codes = RunRanks(size, [&](int rank) { return Collectives(rank, size, dir); });
+  const auto [size, busy_poll] = GetParam();
+  const std::string dir = testing::MakeTempDir("gloo" + std::to_string(size) + (busy_poll ? "b" : ""));
+  const std::vector<int> codes = RunRanks(size, [&](int rank) { return Collectives(rank, size, busy_poll, dir); });
   EXPECT_EQ(codes, std::vector<int>(size, 0));
   std::filesystem::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(GroupSizes, CommunicatorTest, ::testing::Values(2, 3, 4));
+INSTANTIATE_TEST_SUITE_P(GroupSizes, CommunicatorTest,
+                         ::testing::Values(std::pair{2, false}, std::pair{3, false}, std::pair{4, false},
+                                           std::pair{2, true}, std::pair{3, true}),
+                         [](const ::testing::TestParamInfo<std::pair<int, bool>>& info) {
+                           return std::to_string(info.param.first) + (info.param.second ? "_busy_poll" : "");
+                         });
 
-// Rank 1 leaves after connecting; rank 0's all-reduce must fail within its timeout.
+// Rank 1 leaves after connecting; rank 0's all-reduce must fail within its timeout,
+// with sleeping waits and with busy polling.
 TEST(CommunicatorFailureTest, DeadPeerFailsTheCollectiveInsteadOfHanging) {
-  const std::string dir = testing::MakeTempDir("gloo_dead");
-  const auto start = std::chrono::steady_clock::now();
-  const std::vector<int> codes = RunRanks(2, [&](int rank) {
-    FileRendezvousStore store(dir);
-    GlooOptions options;
-    options.timeout = std::chrono::seconds(3);
-    auto comm = CreateGlooCommunicator(rank, 2, store, options);
-    if (!comm.ok()) return 10;
-    if (rank == 1) _exit(0);  // gone without a word
-    std::vector<float> data(1024, 1.0f);
-    absl::Status s = (*comm)->AllReduceSum(data);
-    return s.ok() ? 20 : 0;
-  });
-  EXPECT_EQ(codes, (std::vector<int>{0, 0}));
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
-  std::filesystem::remove_all(dir);
+  for (bool busy_poll : {false, true}) {
+    const std::string dir = testing::MakeTempDir(busy_poll ? "gloo_dead_busy" : "gloo_dead");
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<int> codes = RunRanks(2, [&](int rank) {
+      FileRendezvousStore store(dir);
+      GlooOptions options;
+      options.timeout = std::chrono::seconds(3);
+      options.busy_poll = busy_poll;
+      auto comm = CreateGlooCommunicator(rank, 2, store, options);
+      if (!comm.ok()) return 10;
+      if (!(*comm)->Barrier().ok()) return 11;  // both fully connected
+      if (rank == 1) _exit(0);                  // then gone without a word
+      std::vector<float> data(1024, 1.0f);
+      absl::Status s = (*comm)->AllReduceSum(data);
+      return s.ok() ? 20 : 0;
+    });
+    EXPECT_EQ(codes, (std::vector<int>{0, 0})) << "busy_poll=" << busy_poll;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+    std::filesystem::remove_all(dir);
+  }
 }
 
 TEST(CommunicatorFailureTest, MissingPeerFailsTheRendezvous) {
