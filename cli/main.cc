@@ -51,7 +51,9 @@ commands:
               Prints the text of the ids (special tokens included).
 
   serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
-              Runs a coordinator and N workers (child processes) until Ctrl-C.
+              [--tp N] [--ep M]
+              Runs a coordinator and N workers (child processes) until Ctrl-C;
+              every tp x ep workers form one replica group.
   client      [--address HOST:PORT] --prompt TEXT [--max-tokens N]
               [--temperature T] [--seed S] [--wait-ready SECONDS]
               One streamed generation against a running server.

@@ -1,4 +1,5 @@
 // tessera serve --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
+//               [--tp N] [--ep M]
 //
 // Starts tessera-coordinator and N tessera-worker processes (from the directory of
 // this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
@@ -53,13 +54,17 @@ int Fail(const std::string& m) {
 
 int RunServe(const Args& args, const char* argv0) {
   std::string error;
-  if (!CheckFlags(args, {"model", "workers", "listen", "threads-per-worker", "kv-memory-mb"}, &error)) return Fail(error);
-  if (!args.Has("model")) return Fail("'serve' needs --model DIR");
-  int workers, threads, kv_mb;
-  if (!IntFlag(args, "workers", 2, 1, &workers, &error) || !IntFlag(args, "threads-per-worker", 1, 0, &threads, &error) ||
-      !IntFlag(args, "kv-memory-mb", 256, 1, &kv_mb, &error)) {
+  if (!CheckFlags(args, {"model", "workers", "listen", "threads-per-worker", "kv-memory-mb", "tp", "ep"}, &error)) {
     return Fail(error);
   }
+  if (!args.Has("model")) return Fail("'serve' needs --model DIR");
+  int workers, threads, kv_mb, tp, ep;
+  if (!IntFlag(args, "workers", 2, 1, &workers, &error) || !IntFlag(args, "threads-per-worker", 1, 0, &threads, &error) ||
+      !IntFlag(args, "kv-memory-mb", 256, 1, &kv_mb, &error) || !IntFlag(args, "tp", 1, 1, &tp, &error) ||
+      !IntFlag(args, "ep", 1, 1, &ep, &error)) {
+    return Fail(error);
+  }
+  if (workers % (tp * ep) != 0) return Fail("--workers must be a multiple of tp x ep (workers per replica group)");
   const fs::path bin = fs::canonical("/proc/self/exe").parent_path();
   (void)argv0;
   const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:50051";
@@ -79,7 +84,8 @@ int RunServe(const Args& args, const char* argv0) {
 
   const pid_t coordinator =
       Spawn({(bin / "tessera-coordinator").string(), "--model", args.flags.at("model"), "--listen", listen,
-             "--port-file", port_file, "--kv-memory-mb", std::to_string(kv_mb)});
+             "--port-file", port_file, "--kv-memory-mb", std::to_string(kv_mb), "--tp", std::to_string(tp), "--ep",
+             std::to_string(ep)});
   std::string port;
   for (int i = 0; i < 600 && port.empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -2,7 +2,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <iostream>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 
@@ -15,89 +17,151 @@ Cluster::Cluster(const ClusterOptions& options) : options_(options), monitor_([t
 Cluster::~Cluster() {
   stop_ = true;
   monitor_.join();
-  std::map<std::string, Member> members;
+  std::vector<std::shared_ptr<ReplicaGroup>> groups;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    members.swap(members_);
+    groups = DistinctGroupsLocked();
+    members_.clear();
+    retired_.clear();
   }
-  members.clear();  // joins the group threads outside the lock
+  groups.clear();  // joins the group threads outside the lock
+}
+
+std::vector<std::shared_ptr<ReplicaGroup>> Cluster::DistinctGroupsLocked() const {
+  std::vector<std::shared_ptr<ReplicaGroup>> groups;
+  std::set<ReplicaGroup*> seen;
+  for (const auto& [id, m] : members_) {
+    if (m.group && seen.insert(m.group.get()).second) groups.push_back(m.group);
+  }
+  return groups;
+}
+
+void Cluster::FormGroupsLocked() {
+  const size_t size = static_cast<size_t>(options_.group.tp * options_.group.ep);
+  while (unassigned_.size() >= size) {
+    std::vector<ReplicaGroup::Rank> ranks;
+    for (size_t i = 0; i < size; ++i) ranks.push_back({unassigned_[i], members_[unassigned_[i]].address});
+    unassigned_.erase(unassigned_.begin(), unassigned_.begin() + static_cast<std::ptrdiff_t>(size));
+    auto group = std::make_shared<ReplicaGroup>(
+        absl::StrCat("group-", next_group_++), ranks, options_.group,
+        [this](ReplicaGroup* g, std::vector<std::shared_ptr<Request>> reqs) { OnGroupLost(g, std::move(reqs)); });
+    for (const auto& r : ranks) members_[r.worker_id].group = group;
+    group->Start();
+    std::cerr << "tessera-coordinator: " << group->id() << " formed from " << size << " worker(s)\n";
+  }
+}
+
+void Cluster::RetireLocked(const std::shared_ptr<ReplicaGroup>& group) {
+  for (const auto& r : group->ranks()) members_.erase(r.worker_id);
+  retired_.push_back(group);
 }
 
 grpc::Status Cluster::Register(grpc::ServerContext*, const v1::internal::RegisterRequest* request,
                                v1::internal::RegisterResponse* response) {
   if (request->address().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "address is empty");
   std::lock_guard<std::mutex> lock(mu_);
-  const int n = next_id_++;
+  const std::string id = absl::StrCat("worker-", next_worker_++);
   Member m;
-  m.worker_id = absl::StrCat("worker-", n);
+  m.address = request->address();
   m.last_heartbeat = Clock::now();
-  m.group = std::make_unique<ReplicaGroup>(
-      absl::StrCat("group-", n), m.worker_id, request->address(), options_.group,
-      [this](ReplicaGroup* g, std::vector<std::shared_ptr<Request>> reqs) { OnGroupLost(g, std::move(reqs)); });
-  m.group->Start();
-  std::cerr << "tessera-coordinator: " << m.worker_id << " registered from " << request->address() << "\n";
-  response->set_worker_id(m.worker_id);
+  members_.emplace(id, std::move(m));
+  unassigned_.push_back(id);
+  std::cerr << "tessera-coordinator: " << id << " registered from " << request->address() << "\n";
+  FormGroupsLocked();
+  response->set_worker_id(id);
   response->set_heartbeat_interval_ms(static_cast<int32_t>(options_.heartbeat_interval.count()));
-  members_.emplace(m.worker_id, std::move(m));
   return grpc::Status::OK;
 }
 
 grpc::Status Cluster::Heartbeat(grpc::ServerContext*, const v1::internal::HeartbeatRequest* request,
                                 v1::internal::HeartbeatResponse* response) {
-  std::unique_ptr<ReplicaGroup> released;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = members_.find(request->worker_id());
-    if (it == members_.end()) {
-      response->set_known(false);
-      return grpc::Status::OK;
-    }
-    response->set_known(true);
-    it->second.last_heartbeat = Clock::now();
-    if (request->draining()) it->second.group->Drain();
-    if (it->second.group->state() == ReplicaGroup::State::kReleased) {
-      response->set_release(true);
-      released = std::move(it->second.group);
-      members_.erase(it);
-      std::cerr << "tessera-coordinator: " << request->worker_id() << " drained and released\n";
-    }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = members_.find(request->worker_id());
+  if (it == members_.end()) {
+    response->set_known(false);
+    return grpc::Status::OK;
   }
-  return grpc::Status::OK;  // `released` joins its thread here, outside the lock
+  response->set_known(true);
+  Member& m = it->second;
+  m.last_heartbeat = Clock::now();
+  if (request->draining()) m.draining = true;
+  if (!m.group) {
+    if (m.draining) {  // holds nothing yet: free to go
+      std::erase(unassigned_, it->first);
+      members_.erase(it);
+      response->set_release(true);
+    }
+    return grpc::Status::OK;
+  }
+  if (m.draining) m.group->Drain();
+  if (m.group->state() == ReplicaGroup::State::kReleased) {
+    // Every rank of a released group may exit; the others learn it on their heartbeat.
+    response->set_release(true);
+    std::shared_ptr<ReplicaGroup> group = m.group;
+    members_.erase(it);
+    bool last = true;
+    for (const auto& r : group->ranks()) last = last && !members_.contains(r.worker_id);
+    if (last) retired_.push_back(group);
+    std::cerr << "tessera-coordinator: " << request->worker_id() << " drained and released\n";
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status Cluster::StoreSet(grpc::ServerContext*, const v1::internal::StoreSetRequest* request,
+                               v1::internal::StoreSetResponse*) {
+  {
+    std::lock_guard<std::mutex> lock(store_mu_);
+    store_[request->key()] = request->value();
+  }
+  store_cv_.notify_all();
+  return grpc::Status::OK;
+}
+
+grpc::Status Cluster::StoreGet(grpc::ServerContext*, const v1::internal::StoreGetRequest* request,
+                               v1::internal::StoreGetResponse* response) {
+  const auto timeout = std::chrono::milliseconds(std::clamp(request->timeout_ms(), 0, 120000));
+  std::unique_lock<std::mutex> lock(store_mu_);
+  if (!store_cv_.wait_for(lock, timeout, [&] { return store_.contains(request->key()); })) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, absl::StrCat("rendezvous key ", request->key(), " never set"));
+  }
+  response->set_value(store_[request->key()]);
+  return grpc::Status::OK;
 }
 
 void Cluster::Monitor() {
   while (!stop_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    std::vector<std::unique_ptr<ReplicaGroup>> dead;
+    std::vector<std::shared_ptr<ReplicaGroup>> retired;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      std::vector<std::shared_ptr<ReplicaGroup>> lost;
       for (auto it = members_.begin(); it != members_.end();) {
-        const bool silent = Clock::now() - it->second.last_heartbeat > options_.heartbeat_timeout;
-        if (silent) {
-          std::cerr << "tessera-coordinator: " << it->first << " stopped heartbeating\n";
-          it->second.group->Kill();
+        Member& m = it->second;
+        const bool silent = Clock::now() - m.last_heartbeat > options_.heartbeat_timeout;
+        if (silent) std::cerr << "tessera-coordinator: " << it->first << " stopped heartbeating\n";
+        if (m.group && (silent || m.group->state() == ReplicaGroup::State::kDead)) {
+          if (silent) m.group->Kill();
+          if (std::find(lost.begin(), lost.end(), m.group) == lost.end()) lost.push_back(m.group);
         }
-        if (silent || it->second.group->state() == ReplicaGroup::State::kDead) {
-          dead.push_back(std::move(it->second.group));
+        if (silent && !m.group) {
+          std::erase(unassigned_, it->first);
           it = members_.erase(it);
         } else {
           ++it;
         }
       }
-      for (auto& g : retired_) dead.push_back(std::move(g));
-      retired_.clear();
+      for (const auto& g : lost) RetireLocked(g);
+      retired.swap(retired_);
     }
-    dead.clear();  // joins their threads (which re-route their requests first)
+    retired.clear();  // joins their threads (which re-route their requests first)
   }
 }
 
 void Cluster::OnGroupLost(ReplicaGroup* group, std::vector<std::shared_ptr<Request>> requests) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = members_.find(group->worker_id());
-    if (it != members_.end() && it->second.group.get() == group) {
-      retired_.push_back(std::move(it->second.group));
-      members_.erase(it);
+    for (const auto& g : DistinctGroupsLocked()) {
+      if (g.get() == group) RetireLocked(g);  // survivors re-register and regroup
     }
   }
   for (auto& r : requests) {
@@ -106,7 +170,7 @@ void Cluster::OnGroupLost(ReplicaGroup* group, std::vector<std::shared_ptr<Reque
       continue;
     }
     absl::Status s = Route(r);
-    if (!s.ok()) r->Fail(absl::UnavailableError(absl::StrCat("lost its worker and no other group can serve: ", s.message())));
+    if (!s.ok()) r->Fail(absl::UnavailableError(absl::StrCat("lost its workers and no other group can serve: ", s.message())));
   }
 }
 
@@ -115,15 +179,14 @@ absl::Status Cluster::Route(std::shared_ptr<Request> request) {
   ReplicaGroup* best = nullptr;
   int64_t best_work = 0;
   bool any_ready = false;
-  for (auto& [id, m] : members_) {
-    ReplicaGroup* g = m.group.get();
-    if (g == nullptr || g->state() != ReplicaGroup::State::kReady) continue;
+  for (const auto& g : DistinctGroupsLocked()) {
+    if (g->state() != ReplicaGroup::State::kReady) continue;
     any_ready = true;
     const int64_t needed = static_cast<int64_t>(request->prompt().size() + request->generated().size()) + 1;
     if (needed > g->max_sequence_tokens()) continue;
     const int64_t work = g->outstanding_work();
     if (best == nullptr || work < best_work) {
-      best = g;
+      best = g.get();
       best_work = work;
     }
   }
@@ -139,25 +202,22 @@ absl::Status Cluster::Drain(const std::string& worker_id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = members_.find(worker_id);
   if (it == members_.end()) return absl::NotFoundError(absl::StrCat("no worker ", worker_id));
-  it->second.group->Drain();
+  it->second.draining = true;
+  if (it->second.group) it->second.group->Drain();
   return absl::OkStatus();
 }
 
 std::vector<v1::GroupInfo> Cluster::Groups() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::GroupInfo> out;
-  for (const auto& [id, m] : members_) {
-    if (m.group) out.push_back(m.group->Info());
-  }
+  for (const auto& g : DistinctGroupsLocked()) out.push_back(g->Info());
   return out;
 }
 
 int Cluster::total_waiting() const {
   std::lock_guard<std::mutex> lock(mu_);
   int n = 0;
-  for (const auto& [id, m] : members_) {
-    if (m.group) n += m.group->Info().waiting_requests();
-  }
+  for (const auto& g : DistinctGroupsLocked()) n += g->Info().waiting_requests();
   return n;
 }
 

@@ -1,14 +1,16 @@
 // Cluster: the coordinator's view of its workers. Serves the internal Coordinator
-// service (Register, Heartbeat), turns each registered worker into a replica group,
-// drops workers that stop heartbeating, drains workers on request, and routes
-// requests to the ready group with the least outstanding work. Requests of a lost
-// group are routed again and recomputed; only when no group can take them do they
-// fail with UNAVAILABLE.
+// service (Register, Heartbeat, and the rendezvous store), forms replica groups of
+// tp x ep registered workers in registration order, drops workers that stop
+// heartbeating (and with them their group), drains on request, and routes requests to
+// the ready group with the least outstanding work. Requests of a lost group are routed
+// again and recomputed; only when no group can take them do they fail with
+// UNAVAILABLE. The surviving workers of a lost group register again and join a new one.
 //
 // Thread-safety: all public methods may be called from any thread.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,7 +24,7 @@
 namespace tessera::coordinator {
 
 struct ClusterOptions {
-  GroupOptions group;
+  GroupOptions group;  // group.tp x group.ep workers per replica group
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{3000};
 };
@@ -36,6 +38,10 @@ class Cluster final : public v1::internal::Coordinator::Service {
                         v1::internal::RegisterResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::internal::HeartbeatRequest* request,
                          v1::internal::HeartbeatResponse* response) override;
+  grpc::Status StoreSet(grpc::ServerContext*, const v1::internal::StoreSetRequest* request,
+                        v1::internal::StoreSetResponse*) override;
+  grpc::Status StoreGet(grpc::ServerContext*, const v1::internal::StoreGetRequest* request,
+                        v1::internal::StoreGetResponse* response) override;
 
   // Hands the request to a ready group; UNAVAILABLE when there is none, or
   // INVALID_ARGUMENT when the sequence can never fit any group's KV pool.
@@ -46,18 +52,29 @@ class Cluster final : public v1::internal::Coordinator::Service {
 
  private:
   struct Member {
-    std::string worker_id;
-    std::unique_ptr<ReplicaGroup> group;
+    std::string address;
+    std::shared_ptr<ReplicaGroup> group;  // null while waiting for enough workers
+    bool draining = false;
     std::chrono::steady_clock::time_point last_heartbeat;
   };
+  void FormGroupsLocked();
+  // Removes every member of `group` and schedules the group's destruction.
+  void RetireLocked(const std::shared_ptr<ReplicaGroup>& group);
+  std::vector<std::shared_ptr<ReplicaGroup>> DistinctGroupsLocked() const;
   void OnGroupLost(ReplicaGroup* group, std::vector<std::shared_ptr<Request>> requests);
   void Monitor();
 
   const ClusterOptions options_;
   mutable std::mutex mu_;
-  std::map<std::string, Member> members_;  // by worker id; guarded by mu_
-  std::vector<std::unique_ptr<ReplicaGroup>> retired_;  // dead groups, joined later; guarded by mu_
-  int next_id_ = 1;
+  std::map<std::string, Member> members_;                  // by worker id; guarded by mu_
+  std::vector<std::string> unassigned_;                    // registration order; guarded by mu_
+  std::vector<std::shared_ptr<ReplicaGroup>> retired_;     // joined by Monitor; guarded by mu_
+  int next_worker_ = 1, next_group_ = 1;                   // guarded by mu_
+
+  std::mutex store_mu_;
+  std::condition_variable store_cv_;
+  std::map<std::string, std::string> store_;  // guarded by store_mu_
+
   std::atomic<bool> stop_{false};
   std::thread monitor_;
 };

@@ -186,8 +186,8 @@ grpc::Status Frontend::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfo
   info->set_architecture(spec_.architecture);
   info->set_max_context(spec_.max_position_embeddings);
   info->set_vocab_size(spec_.vocab_size);
-  info->set_tensor_parallel(1);
-  info->set_expert_parallel(1);
+  info->set_tensor_parallel(options_.tensor_parallel);
+  info->set_expert_parallel(options_.expert_parallel);
   info->mutable_eos_token_ids()->Add(spec_.eos_token_ids.begin(), spec_.eos_token_ids.end());
   return grpc::Status::OK;
 }

@@ -20,6 +20,8 @@ namespace tessera::coordinator {
 struct FrontendOptions {
   std::string model_name;
   int max_queue = 1024;  // requests waiting in all groups before RESOURCE_EXHAUSTED
+  int tensor_parallel = 1;  // the groups' layout, reported by GetModelInfo
+  int expert_parallel = 1;
 };
 
 class Frontend final : public v1::Tessera::Service {

@@ -15,6 +15,7 @@
 #include "coordinator/cluster.h"
 #include "coordinator/frontend.h"
 #include "models/model_spec.h"
+#include "models/sharding.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tessera::coordinator {
@@ -34,6 +35,9 @@ constexpr char kUsage[] = R"(usage: tessera-coordinator --model DIR [flags]
   --max-queue N            waiting requests before RESOURCE_EXHAUSTED (default 1024)
   --heartbeat-ms N         worker heartbeat interval (default 500)
   --heartbeat-timeout-ms N drop a worker silent this long (default 3000)
+  --tp N                   tensor parallelism: workers per replica group (default 1)
+  --ep M                   expert parallelism (MoE models): groups of tp x ep workers (default 1)
+  --collective-timeout-ms N  a rank's collectives give up after this (default 10000)
 )";
 
 int Fail(const std::string& m) {
@@ -52,13 +56,14 @@ int Main(int argc, char** argv) {
   }
   if (!cli::CheckFlags(args,
                        {"model", "model-name", "listen", "port-file", "block-size", "kv-memory-mb", "kv-blocks",
-                        "max-step-tokens", "max-running", "max-queue", "heartbeat-ms", "heartbeat-timeout-ms"},
+                        "max-step-tokens", "max-running", "max-queue", "heartbeat-ms", "heartbeat-timeout-ms", "tp",
+                        "ep", "collective-timeout-ms"},
                        &error)) {
     return Fail(error);
   }
   if (!args.Has("model")) return Fail("needs --model DIR");
   const std::string model_dir = std::filesystem::absolute(args.flags.at("model")).string();
-  int block_size, kv_mb, kv_blocks, step_tokens, max_running, max_queue, hb_ms, hb_timeout_ms;
+  int block_size, kv_mb, kv_blocks, step_tokens, max_running, max_queue, hb_ms, hb_timeout_ms, tp, ep, coll_ms;
   if (!cli::IntFlag(args, "block-size", 16, 1, &block_size, &error) ||
       !cli::IntFlag(args, "kv-memory-mb", 256, 1, &kv_mb, &error) ||
       !cli::IntFlag(args, "kv-blocks", 0, 0, &kv_blocks, &error) ||
@@ -66,11 +71,16 @@ int Main(int argc, char** argv) {
       !cli::IntFlag(args, "max-running", 256, 1, &max_running, &error) ||
       !cli::IntFlag(args, "max-queue", 1024, 1, &max_queue, &error) ||
       !cli::IntFlag(args, "heartbeat-ms", 500, 10, &hb_ms, &error) ||
-      !cli::IntFlag(args, "heartbeat-timeout-ms", 3000, 50, &hb_timeout_ms, &error)) {
+      !cli::IntFlag(args, "heartbeat-timeout-ms", 3000, 50, &hb_timeout_ms, &error) ||
+      !cli::IntFlag(args, "tp", 1, 1, &tp, &error) || !cli::IntFlag(args, "ep", 1, 1, &ep, &error) ||
+      !cli::IntFlag(args, "collective-timeout-ms", 10000, 100, &coll_ms, &error)) {
     return Fail(error);
   }
   auto spec = models::LoadModelSpec(model_dir);
   if (!spec.ok()) return Fail(std::string(spec.status().message()));
+  if (auto shard = models::ShardLayout::For(*spec, {0, tp}, {0, ep}); !shard.ok()) {
+    return Fail(std::string(shard.status().message()));
+  }
   // A folder without tokenizer.json is served with token ids only.
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   if (std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json")) {
@@ -81,6 +91,9 @@ int Main(int argc, char** argv) {
 
   ClusterOptions cluster_options;
   cluster_options.group.model_dir = model_dir;
+  cluster_options.group.tp = tp;
+  cluster_options.group.ep = ep;
+  cluster_options.group.collective_timeout_ms = coll_ms;
   cluster_options.group.block_size = block_size;
   cluster_options.group.num_kv_blocks = kv_blocks;
   cluster_options.group.kv_memory_bytes = static_cast<int64_t>(kv_mb) << 20;
@@ -94,6 +107,8 @@ int Main(int argc, char** argv) {
   frontend_options.model_name =
       args.Has("model-name") ? args.flags.at("model-name") : std::filesystem::path(model_dir).filename().string();
   frontend_options.max_queue = max_queue;
+  frontend_options.tensor_parallel = tp;
+  frontend_options.expert_parallel = ep;
   Frontend frontend(frontend_options, *spec, std::move(tokenizer), &cluster);
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -17,11 +17,9 @@ const char* StateName(ReplicaGroup::State s) {
   return "?";
 }
 
-ReplicaGroup::ReplicaGroup(std::string id, std::string worker_id, std::string address, GroupOptions options,
-                           LostCallback on_lost)
+ReplicaGroup::ReplicaGroup(std::string id, std::vector<Rank> ranks, GroupOptions options, LostCallback on_lost)
     : id_(std::move(id)),
-      worker_id_(std::move(worker_id)),
-      address_(std::move(address)),
+      ranks_(std::move(ranks)),
       options_(std::move(options)),
       on_lost_(std::move(on_lost)) {}
 
@@ -49,7 +47,7 @@ void ReplicaGroup::Drain() {
 void ReplicaGroup::Kill() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stream_context_) stream_context_->TryCancel();
+    for (auto& ctx : stream_contexts_) ctx->TryCancel();
   }
   stop_ = true;
   if (scheduler_) scheduler_->Notify();
@@ -65,7 +63,7 @@ v1::GroupInfo ReplicaGroup::Info() const {
   v1::GroupInfo info;
   info.set_id(id_);
   info.set_state(StateName(state_));
-  info.add_workers(worker_id_);
+  for (const Rank& r : ranks_) info.add_workers(r.worker_id);
   info.set_weight_bytes(weight_bytes_);
   if (scheduler_) {
     info.set_running_requests(scheduler_->num_running());
@@ -77,27 +75,47 @@ v1::GroupInfo ReplicaGroup::Info() const {
 }
 
 bool ReplicaGroup::Load() {
-  auto stub = v1::internal::Worker::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
-  v1::internal::LoadModelRequest req;
-  req.set_model_dir(options_.model_dir);
-  req.set_block_size(options_.block_size);
-  req.set_num_kv_blocks(options_.num_kv_blocks);
-  req.set_kv_memory_bytes(options_.kv_memory_bytes);
-  v1::internal::LoadModelResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
-  grpc::Status s = stub->LoadModel(&ctx, req, &resp);
-  if (!s.ok()) {
-    std::cerr << "tessera-coordinator: worker " << worker_id_ << " failed to load: " << s.error_message() << "\n";
-    return false;
+  // Every rank loads at once: their rendezvous waits for all of them.
+  const size_t n = ranks_.size();
+  std::vector<grpc::Status> statuses(n);
+  std::vector<v1::internal::LoadModelResponse> responses(n);
+  std::vector<std::thread> loaders;
+  for (size_t i = 0; i < n; ++i) {
+    loaders.emplace_back([&, i] {
+      auto stub = v1::internal::Worker::NewStub(grpc::CreateChannel(ranks_[i].address, grpc::InsecureChannelCredentials()));
+      v1::internal::LoadModelRequest req;
+      req.set_model_dir(options_.model_dir);
+      req.set_block_size(options_.block_size);
+      req.set_num_kv_blocks(options_.num_kv_blocks);
+      req.set_kv_memory_bytes(options_.kv_memory_bytes);
+      req.set_tp_size(options_.tp);
+      req.set_tp_rank(static_cast<int>(i) % options_.tp);
+      req.set_ep_size(options_.ep);
+      req.set_ep_rank(static_cast<int>(i) / options_.tp);
+      req.set_group_key(id_);
+      req.set_collective_timeout_ms(options_.collective_timeout_ms);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
+      statuses[i] = stub->LoadModel(&ctx, req, &responses[i]);
+    });
+  }
+  for (auto& t : loaders) t.join();
+  int32_t blocks = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!statuses[i].ok()) {
+      std::cerr << "tessera-coordinator: " << ranks_[i].worker_id << " failed to load: " << statuses[i].error_message()
+                << "\n";
+      return false;
+    }
+    blocks = i == 0 ? responses[i].num_kv_blocks() : std::min(blocks, responses[i].num_kv_blocks());
   }
   SchedulerOptions so;
   so.block_size = options_.block_size;
-  so.num_blocks = resp.num_kv_blocks();
+  so.num_blocks = blocks;  // every rank must hold every block
   so.max_step_tokens = options_.max_step_tokens;
   so.max_running = options_.max_running;
   scheduler_ = std::make_unique<Scheduler>(so);
-  weight_bytes_ = resp.weight_bytes();
+  weight_bytes_ = responses[0].weight_bytes();
   return true;
 }
 
@@ -113,17 +131,22 @@ void ReplicaGroup::Run() {
 }
 
 void ReplicaGroup::Loop() {
-  auto stub = v1::internal::Worker::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  using Stream = grpc::ClientReaderWriter<v1::internal::StepRequest, v1::internal::StepResponse>;
+  std::vector<std::unique_ptr<v1::internal::Worker::Stub>> stubs;
+  std::vector<std::unique_ptr<Stream>> streams;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stream_context_ = std::make_unique<grpc::ClientContext>();
+    for (const Rank& r : ranks_) {
+      stubs.push_back(v1::internal::Worker::NewStub(grpc::CreateChannel(r.address, grpc::InsecureChannelCredentials())));
+      stream_contexts_.push_back(std::make_unique<grpc::ClientContext>());
+      streams.push_back(stubs.back()->Steps(stream_contexts_.back().get()));
+    }
   }
-  auto stream = stub->Steps(stream_context_.get());
   v1::internal::StepRequest step;
-  v1::internal::StepResponse response;
+  std::vector<v1::internal::StepResponse> responses(ranks_.size());
   uint64_t step_id = 0;
   bool lost = false;
-  while (!stop_) {
+  while (!stop_ && !lost) {
     if (state_ == State::kDraining && scheduler_->num_running() == 0 && scheduler_->num_waiting() == 0) {
       state_ = State::kReleased;
       break;
@@ -133,23 +156,27 @@ void ReplicaGroup::Loop() {
       continue;
     }
     step.set_step_id(++step_id);
-    if (!stream->Write(step) || !stream->Read(&response)) {
-      lost = true;
-      break;
-    }
-    scheduler_->ApplyStep(response);
+    for (auto& s : streams) lost = lost || !s->Write(step);
+    for (size_t i = 0; i < streams.size() && !lost; ++i) lost = !streams[i]->Read(&responses[i]);
+    if (!lost) scheduler_->ApplyStep(responses[0]);  // rank 0 samples for the group
   }
   if (state_ == State::kReleased) {
-    stream->WritesDone();
-    stream->Finish();
+    for (auto& s : streams) {
+      s->WritesDone();
+      s->Finish();
+    }
     return;
   }
-  if (lost || stop_) {
-    grpc::Status status = stream->Finish();
-    std::cerr << "tessera-coordinator: lost worker " << worker_id_ << " (" << status.error_message() << ")\n";
-    state_ = State::kDead;
-    on_lost_(this, scheduler_->TakeAll());
+  // A rank is gone: cancel the others' streams so no survivor waits on it.
+  Kill();
+  std::string why;
+  for (auto& s : streams) {
+    grpc::Status status = s->Finish();
+    if (!status.ok() && why.empty()) why = status.error_message();
   }
+  std::cerr << "tessera-coordinator: lost " << id_ << " (" << why << ")\n";
+  state_ = State::kDead;
+  on_lost_(this, scheduler_->TakeAll());
 }
 
 }  // namespace tessera::coordinator

@@ -1,10 +1,12 @@
-// ReplicaGroup: one full copy of the model (one worker until tensor parallelism) and
-// the thread that drives it.
+// ReplicaGroup: one full copy of the model, held by tp x ep workers (ranks), and the
+// thread that drives it.
 //
-// Lifecycle: LOADING (connect, LoadModel, open the Steps stream) -> READY (takes
-// requests) -> DRAINING (takes none, finishes its own) -> RELEASED, or DEAD when the
-// worker is lost (stream broken, heartbeat timeout, step error). On DEAD every request
-// it held is handed to `on_lost` to be recomputed elsewhere.
+// Lifecycle: LOADING (every rank loads its shard, meeting its peers through the
+// coordinator's store; Steps streams open) -> READY (takes requests) -> DRAINING
+// (takes none, finishes its own) -> RELEASED, or DEAD when a rank is lost (stream
+// broken, heartbeat timeout, step error). Every step goes to every rank; rank 0's
+// sampled tokens are used (all ranks hold the same logits). On DEAD every request the
+// group held is handed to `on_lost` to be recomputed elsewhere.
 //
 // Thread-safety: all public methods may be called from any thread.
 #pragma once
@@ -24,6 +26,9 @@ namespace tessera::coordinator {
 
 struct GroupOptions {
   std::string model_dir;
+  int tp = 1;  // ranks per group: tp x ep workers
+  int ep = 1;
+  int collective_timeout_ms = 10000;
   int block_size = 16;
   int32_t num_kv_blocks = 0;      // 0: from kv_memory_bytes
   int64_t kv_memory_bytes = 256ll << 20;
@@ -37,7 +42,13 @@ class ReplicaGroup {
 
   using LostCallback = std::function<void(ReplicaGroup*, std::vector<std::shared_ptr<Request>>)>;
 
-  ReplicaGroup(std::string id, std::string worker_id, std::string address, GroupOptions options, LostCallback on_lost);
+  struct Rank {
+    std::string worker_id;
+    std::string address;
+  };
+
+  // `ranks` in rank order (rank = ep_rank * tp + tp_rank).
+  ReplicaGroup(std::string id, std::vector<Rank> ranks, GroupOptions options, LostCallback on_lost);
   ~ReplicaGroup();
 
   void Start();
@@ -50,7 +61,7 @@ class ReplicaGroup {
 
   State state() const { return state_; }
   const std::string& id() const { return id_; }
-  const std::string& worker_id() const { return worker_id_; }
+  const std::vector<Rank>& ranks() const { return ranks_; }
   int64_t outstanding_work() const;
   // Largest sequence (prompt + output) this group's KV pool can hold; 0 until loaded.
   int64_t max_sequence_tokens() const;
@@ -61,7 +72,8 @@ class ReplicaGroup {
   bool Load();
   void Loop();
 
-  const std::string id_, worker_id_, address_;
+  const std::string id_;
+  const std::vector<Rank> ranks_;
   const GroupOptions options_;
   const LostCallback on_lost_;
   std::atomic<State> state_{State::kLoading};
@@ -69,7 +81,7 @@ class ReplicaGroup {
   std::atomic<int64_t> weight_bytes_{0};
   std::unique_ptr<Scheduler> scheduler_;  // set once loaded
   std::mutex mu_;
-  std::unique_ptr<grpc::ClientContext> stream_context_;  // guarded by mu_
+  std::vector<std::unique_ptr<grpc::ClientContext>> stream_contexts_;  // one per rank; guarded by mu_
   std::thread thread_;
 };
 

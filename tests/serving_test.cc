@@ -416,6 +416,67 @@ TEST(ServingTest, PreemptionUnderKvPressureKeepsOutputsExact) {
   }
 }
 
+// A replica group of two tensor-parallel workers: every request exact, and each
+// worker holds about half the weights.
+TEST(ServingTest, TensorParallelGroupIsExact) {
+  LocalCluster cluster({GoldenLlama(), 2, {"--tp", "2"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  const v1::ServerInfo info = cluster.Info();
+  ASSERT_EQ(info.groups_size(), 1);
+  EXPECT_EQ(info.groups(0).workers_size(), 2);
+  auto model = models::Model::Load(GoldenLlama());
+  EXPECT_LT(info.groups(0).weight_bytes(), static_cast<int64_t>((*model)->weight_bytes()) * 3 / 4);
+  const auto prompts = Prompts(8, 6);
+  std::vector<v1::GenerateRequest> requests;
+  for (const auto& p : prompts) requests.push_back(GreedyIds(p, 16));
+  const auto outcomes = RunConcurrently(cluster, requests);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 16)) << "request " << i;
+  }
+}
+
+// Mixtral with its experts spread over two workers.
+TEST(ServingTest, ExpertParallelGroupIsExact) {
+  const std::string mixtral = testing::GoldenModelDir("mixtral");
+  LocalCluster cluster({mixtral, 2, {"--ep", "2"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto model = models::Model::Load(mixtral);
+  const auto prompts = Prompts(4, 7);
+  std::vector<v1::GenerateRequest> requests;
+  for (const auto& p : prompts) requests.push_back(GreedyIds(p, 16));
+  const auto outcomes = RunConcurrently(cluster, requests);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 16)) << "request " << i;
+  }
+}
+
+// Killing one rank fails its group: its requests finish on the other group, exact.
+TEST(ServingTest, LostRankFailsItsGroupAndRequestsMove) {
+  LocalCluster cluster({GoldenLlama(), 4, {"--tp", "2"}, {"--step-delay-ms", "15"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  auto model = models::Model::Load(GoldenLlama());
+  const auto prompts = Prompts(12, 8);
+  std::vector<v1::GenerateRequest> requests;
+  for (const auto& p : prompts) requests.push_back(GreedyIds(p, 50));
+  auto results = std::async(std::launch::async, [&] { return RunConcurrently(cluster, requests); });
+  bool both_busy = false;
+  for (int i = 0; i < 200 && !both_busy; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const auto info = cluster.Info();
+    both_busy = info.groups_size() == 2 && info.groups(0).running_requests() > 0 && info.groups(1).running_requests() > 0;
+  }
+  ASSERT_TRUE(both_busy);
+  cluster.Signal(cluster.workers()[1], SIGKILL, /*wait=*/true);  // rank 1 of the first group
+  const auto outcomes = results.get();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 50)) << "request " << i;
+  }
+  EXPECT_EQ(cluster.Info().groups_size(), 1);
+}
+
 TEST(ServingTest, HealthServiceAnswers) {
   LocalCluster cluster({GoldenLlama(), 1});
   auto health = grpc::health::v1::Health::NewStub(

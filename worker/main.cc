@@ -67,6 +67,8 @@ int Main(int argc, char** argv) {
   WorkerOptions options;
   options.threads = threads;
   options.step_delay_ms = step_delay_ms;
+  options.coordinator_address = args.flags.at("coordinator");
+  options.host = host;
   WorkerService service(options);
   int port = 0;
   grpc::ServerBuilder builder;

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "worker/coordinator_store.h"
 
 namespace tessera::worker {
 namespace {
@@ -18,8 +19,36 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
   if (!lock.owns_lock()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "worker is busy");
   if (request->block_size() <= 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "block_size must be > 0");
+  executor_.reset();  // a reload: the old model goes before its communicators
+  tp_comm_.reset();
+  all_comm_.reset();
   models::ModelOptions options;
   options.num_threads = options_.threads;
+  const int tp = std::max(1, request->tp_size()), ep = std::max(1, request->ep_size());
+  if (tp * ep > 1) {
+    // Meet the other ranks of the group through the coordinator's store.
+    CoordinatorStore store(options_.coordinator_address);
+    parallel::GlooOptions gloo;
+    gloo.hostname = options_.host;
+    if (request->collective_timeout_ms() > 0) gloo.timeout = std::chrono::milliseconds(request->collective_timeout_ms());
+    const int rank = request->ep_rank() * tp + request->tp_rank();
+    if (tp > 1) {
+      gloo.prefix = absl::StrCat(request->group_key(), "/tp-", request->ep_rank());
+      auto c = parallel::CreateGlooCommunicator(request->tp_rank(), tp, store, gloo);
+      if (!c.ok()) return ToGrpc(c.status());
+      tp_comm_ = std::move(*c);
+    }
+    if (ep > 1) {
+      gloo.prefix = absl::StrCat(request->group_key(), "/all");
+      auto c = parallel::CreateGlooCommunicator(rank, tp * ep, store, gloo);
+      if (!c.ok()) return ToGrpc(c.status());
+      all_comm_ = std::move(*c);
+    }
+    options.tp = {request->tp_rank(), tp};
+    options.ep = {request->ep_rank(), ep};
+    options.communicator = tp_comm_.get();
+    options.moe_communicator = all_comm_.get();
+  }
   auto model = models::Model::Load(request->model_dir(), options);
   if (!model.ok()) return ToGrpc(model.status());
   int32_t blocks = request->num_kv_blocks();

@@ -4,6 +4,7 @@
 #include <memory>
 #include <mutex>
 
+#include "parallel/communicator.h"
 #include "tessera/v1/worker.grpc.pb.h"
 #include "worker/step_executor.h"
 
@@ -11,6 +12,8 @@ namespace tessera::worker {
 
 struct WorkerOptions {
   int threads = 0;  // kernel threads; 0 = every core this process may use
+  std::string coordinator_address;  // its rendezvous store joins tensor-parallel ranks
+  std::string host = "127.0.0.1";   // address peers reach this worker's collectives at
   // Testing and demos: sleep this long before every step, so that tests can act while
   // requests are in flight (kill a worker mid-stream, drain under load).
   int step_delay_ms = 0;
@@ -28,6 +31,10 @@ class WorkerService final : public v1::internal::Worker::Service {
  private:
   WorkerOptions options_;
   std::mutex mu_;  // one LoadModel or Steps stream at a time
+  // The group's collectives (null when the group is one worker); the model in
+  // executor_ uses them, so they are declared first and destroyed last.
+  std::unique_ptr<parallel::Communicator> tp_comm_;
+  std::unique_ptr<parallel::Communicator> all_comm_;
   std::unique_ptr<StepExecutor> executor_;
 };
 

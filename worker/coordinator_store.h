@@ -1,0 +1,23 @@
+// The rendezvous store of a worker's replica group, served by the coordinator: ranks
+// publish and look up their peers' addresses through it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "parallel/rendezvous_store.h"
+#include "tessera/v1/worker.grpc.pb.h"
+
+namespace tessera::worker {
+
+class CoordinatorStore : public parallel::RendezvousStore {
+ public:
+  explicit CoordinatorStore(const std::string& coordinator_address);
+  absl::Status Set(const std::string& key, const std::vector<char>& value) override;
+  absl::StatusOr<std::vector<char>> Get(const std::string& key, std::chrono::milliseconds timeout) override;
+
+ private:
+  std::unique_ptr<v1::internal::Coordinator::Stub> stub_;
+};
+
+}  // namespace tessera::worker
