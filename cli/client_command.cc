@@ -1,7 +1,8 @@
-// tessera client [--address HOST:PORT] --prompt TEXT [--max-tokens N] [--temperature T]
-//                [--seed S] [--wait-ready SECONDS]
+// tessera client [--address HOST:PORT] (--prompt TEXT | --ids 1,2,3) [--max-tokens N]
+//                [--temperature T] [--seed S] [--wait-ready SECONDS]
 //
-// One streamed generation: prints text as it arrives, then a usage line on stderr.
+// One streamed generation: prints text as it arrives (or, for --ids, the generated ids
+// comma-separated), then a usage line on stderr.
 #include <grpcpp/grpcpp.h>
 
 #include <iostream>
@@ -9,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cli/commands.h"
 #include "tessera/v1/tessera.grpc.pb.h"
 
@@ -22,10 +24,12 @@ int Fail(const std::string& m) {
 
 int RunClient(const Args& args) {
   std::string error;
-  if (!CheckFlags(args, {"address", "prompt", "max-tokens", "temperature", "seed", "wait-ready"}, &error)) {
+  if (!CheckFlags(args, {"address", "prompt", "ids", "max-tokens", "temperature", "seed", "wait-ready"}, &error)) {
     return Fail(error);
   }
-  if (!args.Has("prompt")) return Fail("'client' needs --prompt");
+  if (args.Has("prompt") == args.Has("ids")) return Fail("'client' needs exactly one of --prompt and --ids");
+  std::vector<int32_t> ids;
+  if (args.Has("ids") && !ParseIds(args.flags.at("ids"), &ids)) return Fail("--ids must be comma-separated integers");
   int max_tokens, wait_ready;
   if (!IntFlag(args, "max-tokens", 64, 1, &max_tokens, &error) || !IntFlag(args, "wait-ready", 0, 0, &wait_ready, &error)) {
     return Fail(error);
@@ -48,7 +52,12 @@ int RunClient(const Args& args) {
   }
 
   v1::GenerateRequest req;
-  req.set_text(args.flags.at("prompt"));
+  if (ids.empty()) {
+    req.set_text(args.flags.at("prompt"));
+  } else {
+    req.mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
+    req.mutable_sampling()->set_ignore_eos(true);
+  }
   req.mutable_sampling()->set_max_tokens(max_tokens);
   if (args.Has("temperature")) {
     float t;
@@ -64,10 +73,13 @@ int RunClient(const Args& args) {
   auto reader = stub->Generate(&ctx, req);
   v1::GenerateResponse msg;
   v1::GenerateResponse last;
+  std::vector<int32_t> generated;
   while (reader->Read(&msg)) {
-    std::cout << msg.text() << std::flush;
+    if (ids.empty()) std::cout << msg.text() << std::flush;
+    generated.insert(generated.end(), msg.token_ids().begin(), msg.token_ids().end());
     last = msg;
   }
+  if (!ids.empty()) std::cout << absl::StrJoin(generated, ",");
   grpc::Status status = reader->Finish();
   std::cout << "\n";
   if (!status.ok()) {

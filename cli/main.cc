@@ -54,9 +54,10 @@ commands:
               [--tp N] [--ep M]
               Runs a coordinator and N workers (child processes) until Ctrl-C;
               every tp x ep workers form one replica group.
-  client      [--address HOST:PORT] --prompt TEXT [--max-tokens N]
+  client      [--address HOST:PORT] (--prompt TEXT | --ids 1,2,3) [--max-tokens N]
               [--temperature T] [--seed S] [--wait-ready SECONDS]
-              One streamed generation against a running server.
+              One streamed generation against a running server (text, or
+              the generated ids for --ids).
 
 DIR is a HuggingFace model folder (config.json, *.safetensors, tokenizer.json);
 tokenize and detokenize need only tokenizer.json.

@@ -12,6 +12,7 @@ PACKAGES=(
   libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev
   libgloo-dev
   python3 python3-grpcio python3-protobuf
+  iproute2
 )
 
 missing=()
