@@ -3,6 +3,7 @@
 // against a limit measured in the same run (memory read bandwidth, bf16 dot peak).
 //
 //   build/bin/engine_bench [--threads N] [--prompt 512] [--decode-steps 64] [--batch 16] [--tp 2]
+//   build/bin/engine_bench --mixtral --ep 2 ...   (Mixtral-shaped: EP=2 against TP=2)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -101,19 +102,27 @@ struct Flags {
   int decode_steps = 64;
   int batch = 16;
   int tp = 0;  // > 1: also decode with TP ranks as processes, one thread each
+  int ep = 0;  // > 1 (with --mixtral): also decode with EP ranks as processes
+  bool mixtral = false;  // the Mixtral-shaped model instead of TinyLlama
 };
 
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; ++i) {
     const std::string name = argv[i];
+    if (name == "--mixtral") {
+      f.mixtral = true;
+      continue;
+    }
     int value = 0;
-    if (!absl::SimpleAtoi(argv[i + 1], &value)) continue;
+    if (i + 1 >= argc || !absl::SimpleAtoi(argv[i + 1], &value)) continue;
+    ++i;
     if (name == "--threads") f.threads = value;
     if (name == "--prompt") f.prompt = value;
     if (name == "--decode-steps") f.decode_steps = value;
     if (name == "--batch") f.batch = value;
     if (name == "--tp") f.tp = value;
+    if (name == "--ep") f.ep = value;
   }
   return f;
 }
@@ -122,7 +131,8 @@ Flags ParseFlags(int argc, char** argv) {
 // for the last token only; attention counts QK and PV over the causal triangle.
 double ForwardFlops(const models::ModelSpec& s, int64_t tokens, int64_t context) {
   const double h = s.hidden_size, q = s.q_size(), kv = s.kv_size(), inner = s.intermediate_size;
-  const double per_token = h * (q + 2 * kv) + q * h + 3 * h * inner;
+  const double experts_run = s.is_moe() ? s.experts_per_token : 1;  // MoE: the top-k experts
+  const double per_token = h * (q + 2 * kv) + q * h + experts_run * 3 * h * inner + (s.is_moe() ? h * s.num_experts : 0);
   double attended = 0;
   for (int64_t t = 0; t < tokens; ++t) attended += static_cast<double>(context + t + 1);
   return s.num_layers * (2 * per_token * tokens + 4 * q * attended) + 2 * h * s.vocab_size;
@@ -150,27 +160,33 @@ double DecodeTokensPerSecond(models::Model& model, int prompt_len, int steps) {
   return steps / Seconds(t0, Clock::now());
 }
 
-// Decode with `tp` ranks as forked processes (one kernel thread each) sharing the
+// Decode with tp x ep ranks as forked processes (one kernel thread each) sharing the
 // synthetic weights; returns rank 0's tok/s.
-double TensorParallelDecode(const models::ModelSpec& spec, const SyntheticLlama& source, int tp, int prompt_len,
-                            int steps, bool busy_poll) {
+double ParallelDecode(const models::ModelSpec& spec, const SyntheticLlama& source, int tp, int ep, int prompt_len,
+                      int steps, bool busy_poll) {
   const std::string dir = "/tmp/tessera-bench-tp-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) return 0;
   std::vector<pid_t> pids;
-  for (int rank = 0; rank < tp; ++rank) {
+  for (int rank = 0; rank < tp * ep; ++rank) {
     const pid_t pid = fork();
     if (pid == 0) {
       parallel::FileRendezvousStore store(dir);
       parallel::GlooOptions gloo;
       gloo.busy_poll = busy_poll;
-      auto comm = parallel::CreateGlooCommunicator(rank, tp, store, gloo);
+      gloo.prefix = ep > 1 ? "all" : "tp";
+      auto comm = parallel::CreateGlooCommunicator(rank, tp * ep, store, gloo);
       if (!comm.ok()) _exit(1);
       models::ModelOptions options;
       options.num_threads = 1;
-      options.tp = {rank, tp};
-      options.communicator = comm->get();
+      if (ep > 1) {  // experts spread, attention replicated (tp = 1 here)
+        options.ep = {rank, ep};
+        options.moe_communicator = comm->get();
+      } else {
+        options.tp = {rank, tp};
+        options.communicator = comm->get();
+      }
       auto model = models::Model::Create(spec, source, options);
       if (!model.ok()) _exit(1);
       (void)(*comm)->Barrier();
@@ -193,12 +209,13 @@ int Main(int argc, char** argv) {
   const Flags flags = ParseFlags(argc, argv);
   models::ModelOptions options;
   options.num_threads = flags.threads;
-  const models::ModelSpec spec = TinyLlamaSpec();
-  std::printf("building synthetic TinyLlama-1.1B (bf16, random weights)...\n");
+  const models::ModelSpec spec = flags.mixtral ? SmallMixtralSpec() : TinyLlamaSpec();
+  std::printf("building synthetic %s (bf16, random weights)...\n",
+              flags.mixtral ? "Mixtral-shaped model (8 experts, top-2)" : "TinyLlama-1.1B");
   std::unique_ptr<models::Model> model;
   auto source = std::make_unique<SyntheticLlama>(spec);
   model = *models::Model::Create(spec, *source, options);
-  if (flags.tp <= 1) source.reset();
+  if (flags.tp <= 1 && flags.ep <= 1) source.reset();
   ThreadPool pool(model->num_threads());
   const double bandwidth = MemoryReadBandwidth(pool);
   const double peak = Bf16DotPeak(pool);
@@ -269,13 +286,21 @@ int Main(int argc, char** argv) {
 
   // Tensor parallelism: TP ranks as processes with one thread each, against one
   // process with all threads, back to back on the same machine.
-  if (flags.tp > 1) {
+  if (flags.tp > 1 || flags.ep > 1) {
     const int context = 128, steps = std::max(8, flags.decode_steps / 2);
     const double single = DecodeTokensPerSecond(*model, context, steps);
     const int threads = model->num_threads();
     model.reset();
+    if (flags.ep > 1) {
+      const double ep = ParallelDecode(spec, *source, 1, flags.ep, context, steps, /*busy_poll=*/true);
+      const double tp = ParallelDecode(spec, *source, flags.ep, 1, context, steps, /*busy_poll=*/true);
+      std::printf("decode batch 1, context %d: one process (%d threads) %.1f tok/s; EP=%d %.1f tok/s (%.2f); "
+                  "TP=%d %.1f tok/s (%.2f); EP/TP = %.2f\n",
+                  context, threads, single, flags.ep, ep, ep / single, flags.ep, tp, tp / single, tp > 0 ? ep / tp : 0.0);
+      return 0;
+    }
     for (bool busy_poll : {false, true}) {
-      const double sharded = TensorParallelDecode(spec, *source, flags.tp, context, steps, busy_poll);
+      const double sharded = ParallelDecode(spec, *source, flags.tp, 1, context, steps, busy_poll);
       std::printf("decode batch 1, context %d: TP=1 (%d threads) %.1f tok/s, TP=%d (%d processes x 1 thread, %s)"
                   " %.1f tok/s = %.2f of TP=1\n",
                   context, threads, single, flags.tp, flags.tp, busy_poll ? "busy-poll" : "sleeping waits", sharded,

@@ -26,6 +26,22 @@ models::ModelSpec TinyLlamaSpec() {
   return s;
 }
 
+models::ModelSpec SmallMixtralSpec() {
+  models::ModelSpec s = TinyLlamaSpec();
+  s.architecture = "MixtralForCausalLM";
+  s.family = "mixtral";
+  s.hidden_size = 1024;
+  s.num_layers = 8;
+  s.num_heads = 16;
+  s.num_kv_heads = 8;
+  s.head_dim = 64;
+  s.intermediate_size = 3584;
+  s.num_experts = 8;
+  s.experts_per_token = 2;
+  s.sliding_window.assign(s.num_layers, 0);
+  return s;
+}
+
 SyntheticLlama::SyntheticLlama(const models::ModelSpec& spec, uint64_t seed) : state_(seed * 0x9e3779b97f4a7c15ull + 1) {
   const int64_t h = spec.hidden_size, q = spec.q_size(), kv = spec.kv_size(), inner = spec.intermediate_size;
   Add("model.embed_tokens.weight", {spec.vocab_size, h});
@@ -39,9 +55,20 @@ SyntheticLlama::SyntheticLlama(const models::ModelSpec& spec, uint64_t seed) : s
     Add(p + "self_attn.k_proj.weight", {kv, h});
     Add(p + "self_attn.v_proj.weight", {kv, h});
     Add(p + "self_attn.o_proj.weight", {h, q});
-    Add(p + "mlp.gate_proj.weight", {inner, h});
-    Add(p + "mlp.up_proj.weight", {inner, h});
-    Add(p + "mlp.down_proj.weight", {h, inner});
+    if (spec.is_moe()) {
+      const std::string m = p + "block_sparse_moe.";
+      Add(m + "gate.weight", {spec.num_experts, h});
+      for (int e = 0; e < spec.num_experts; ++e) {
+        const std::string x = absl::StrCat(m, "experts.", e, ".");
+        Add(x + "w1.weight", {inner, h});
+        Add(x + "w3.weight", {inner, h});
+        Add(x + "w2.weight", {h, inner});
+      }
+    } else {
+      Add(p + "mlp.gate_proj.weight", {inner, h});
+      Add(p + "mlp.up_proj.weight", {inner, h});
+      Add(p + "mlp.down_proj.weight", {h, inner});
+    }
   }
 }
 

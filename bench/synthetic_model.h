@@ -16,7 +16,12 @@ namespace tessera::bench {
 // vocab 32000.
 models::ModelSpec TinyLlamaSpec();
 
-// Random BF16 tensors (normal-ish, std 0.02; norm weights 1) under LLaMA's names.
+// A Mixtral-shaped model (the shape MACHINE.md's llama.cpp figures use): hidden 1024,
+// 8 layers, 16 heads / 8 KV heads, 8 experts top-2 with FFN 3584, vocab 32000.
+models::ModelSpec SmallMixtralSpec();
+
+// Random BF16 tensors (normal-ish, std 0.02; norm weights 1) under LLaMA's (or, for
+// MoE specs, Mixtral's) names.
 class SyntheticLlama : public models::TensorSource {
  public:
   explicit SyntheticLlama(const models::ModelSpec& spec, uint64_t seed = 1);
