@@ -2,8 +2,9 @@
 // ranks), on float32 buffers.
 //
 // Backends sit behind this one interface and are chosen at run time: Gloo over TCP
-// for CPU devices (here), NCCL for CUDA devices (with the CUDA backend). Layer types
-// call these; model code never does. Every collective has a timeout: when a peer dies,
+// for CPU devices (CreateGlooCommunicator), NCCL for CUDA devices
+// (parallel/nccl_communicator.h). The model's parallel layers call these; family
+// code never does. Every collective has a timeout: when a peer dies,
 // the survivors get an error (UNAVAILABLE or DEADLINE_EXCEEDED) instead of hanging.
 //
 // Thread-safety: one collective at a time per communicator; all ranks call the same
