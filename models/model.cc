@@ -65,22 +65,27 @@ Model::Model(ModelSpec spec, ShardLayout shard, ModelWeights weights, const Mode
       weights_(std::move(weights)),
       options_(options),
       rotary_(spec_),
-      pool_(std::make_unique<ThreadPool>(options.num_threads > 0 ? options.num_threads : DefaultThreads())) {}
+      pool_(std::make_unique<ThreadPool>(options.num_threads > 0 ? options.num_threads : DefaultThreads())) {
+  ctx_.pool = pool_.get();
+  ctx_.matmul = options_.matmul;
+  ctx_.tp = options_.communicator;
+  ctx_.moe = options_.moe_communicator;
+}
 
 size_t Model::decode_bytes_per_token() const {
-  size_t bytes = weights_.lm_head.weight.bytes();
+  size_t bytes = weights_.lm_head.linear.weight.bytes();
   for (const LayerWeights& l : weights_.layers) {
-    bytes += l.qkv.weight.bytes() + l.o.weight.bytes();
+    bytes += l.qkv.linear.weight.bytes() + l.o.linear.weight.bytes();
     if (spec_.is_moe()) {
-      bytes += l.router.weight.bytes();
-      for (size_t e = 0; e < l.expert_gate_up.size(); ++e) {  // the top-k experts, if held here
-        if (shard_.OwnsExpert(static_cast<int>(e))) {
-          bytes += (l.expert_gate_up[e].weight.bytes() + l.expert_down[e].weight.bytes()) * spec_.experts_per_token /
+      bytes += l.moe.router.weight.bytes();
+      for (size_t e = 0; e < l.moe.held.size(); ++e) {  // the top-k experts, if held here
+        if (l.moe.held[e]) {
+          bytes += (l.moe.gate_up[e].weight.bytes() + l.moe.down[e].weight.bytes()) * spec_.experts_per_token /
                    spec_.num_experts;
         }
       }
     } else {
-      bytes += l.gate_up.weight.bytes() + l.down.weight.bytes();
+      bytes += l.gate_up.linear.weight.bytes() + l.down.linear.weight.bytes();
     }
   }
   return bytes;
@@ -131,52 +136,19 @@ absl::Status Model::Validate(std::span<const SequenceInput> batch, const kvstore
   return absl::OkStatus();
 }
 
-// Token embeddings (this rank's vocabulary slice; other tokens add zeros, the
-// all-reduce completes them), then learned positions.
+// Token embeddings (vocabulary-parallel), then learned positions.
 absl::Status Model::Embed(std::span<const SequenceInput> batch, float* x) {
+  batch_tokens_.clear();
+  for (const SequenceInput& s : batch) batch_tokens_.insert(batch_tokens_.end(), s.tokens.begin(), s.tokens.end());
+  RETURN_IF_ERROR(weights_.embedding.Lookup(batch_tokens_, x, ctx_));
+  if (spec_.positions != PositionKind::kLearned) return absl::OkStatus();
   const int64_t hidden = spec_.hidden_size;
   int64_t row = 0;
   for (const SequenceInput& s : batch) {
     for (size_t i = 0; i < s.tokens.size(); ++i, ++row) {
+      const float* p = weights_.position_embedding.data() + (s.context_len + i) * hidden;
       float* xr = x + row * hidden;
-      const int64_t local = s.tokens[i] - weights_.embedding_row0;
-      if (local < 0 || local >= weights_.embedding_rows) {
-        std::memset(xr, 0, hidden * sizeof(float));
-      } else if (weights_.embedding_dtype == DType::kBF16) {
-        const uint16_t* e = weights_.token_embedding.as<uint16_t>() + local * hidden;
-        for (int64_t j = 0; j < hidden; ++j) xr[j] = Bf16ToFloat(e[j]);
-      } else {
-        std::memcpy(xr, weights_.token_embedding.as<float>() + local * hidden, hidden * sizeof(float));
-      }
-    }
-  }
-  if (options_.communicator != nullptr) {
-    RETURN_IF_ERROR(options_.communicator->AllReduceSum({x, static_cast<size_t>(row * hidden)}));
-  }
-  if (spec_.positions == PositionKind::kLearned) {
-    row = 0;
-    for (const SequenceInput& s : batch) {
-      for (size_t i = 0; i < s.tokens.size(); ++i, ++row) {
-        const float* p = weights_.position_embedding.data() + (s.context_len + i) * hidden;
-        float* xr = x + row * hidden;
-        for (int64_t j = 0; j < hidden; ++j) xr[j] += p[j];
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Model::AddReduced(float* partial, int64_t rows, const float* bias, parallel::Communicator* comm) {
-  const int64_t hidden = spec_.hidden_size;
-  if (comm != nullptr) RETURN_IF_ERROR(comm->AllReduceSum({partial, static_cast<size_t>(rows * hidden)}));
-  float* x = x_.as<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    float* xr = x + r * hidden;
-    const float* pr = partial + r * hidden;
-    if (bias != nullptr) {
-      for (int64_t j = 0; j < hidden; ++j) xr[j] += pr[j] + bias[j];
-    } else {
-      for (int64_t j = 0; j < hidden; ++j) xr[j] += pr[j];
+      for (int64_t j = 0; j < hidden; ++j) xr[j] += p[j];
     }
   }
   return absl::OkStatus();
@@ -219,13 +191,11 @@ void Model::Normalize(const Norm& norm, const float* x, int64_t rows, float* out
 absl::Status Model::Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows) {
   const LayerWeights& w = weights_.layers[layer];
   const int hd = spec_.head_dim;
-  const int64_t q_size = static_cast<int64_t>(shard_.q_heads) * hd, kv_size = static_cast<int64_t>(shard_.kv_heads) * hd;
-  const int64_t qkv_width = q_size + 2 * kv_size;
-  float* h = h_.as<float>();
+  const int64_t q_size = w.qkv.q_size, kv_size = w.qkv.kv_size;
+  const int64_t qkv_width = w.qkv.out_features();
   float* qkv = Floats(qkv_, rows * qkv_width);
   float* attn = Floats(attn_, rows * q_size);
-  kernels::Matmul(h, rows, spec_.hidden_size, w.qkv.weight, w.qkv.bias_or_null(), qkv, qkv_width, pool_.get(),
-                  options_.matmul);
+  w.qkv.Forward(h_.as<float>(), rows, spec_.hidden_size, qkv, qkv_width, ctx_);
 
   if (spec_.positions == PositionKind::kRope) {
     const int half = hd / 2;
@@ -254,29 +224,14 @@ absl::Status Model::Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows
   shape.window = spec_.sliding_window[layer];
   shape.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   kernels::PagedAttention(qkv, qkv_width, view, shape, attn_seqs_, attn, q_size, pool_.get());
-  return RowParallel(w.o, attn, rows, q_size);
-}
-
-absl::Status Model::RowParallel(const Linear& linear, const float* in, int64_t rows, int64_t in_width) {
-  const int64_t hidden = spec_.hidden_size;
-  if (options_.communicator == nullptr) {  // unsharded: add straight into the residual
-    kernels::MatmulOptions residual = options_.matmul;
-    residual.accumulate = true;
-    kernels::Matmul(in, rows, in_width, linear.weight, linear.bias_or_null(), x_.as<float>(), hidden, pool_.get(),
-                    residual);
-    return absl::OkStatus();
-  }
-  float* partial = Floats(partial_, rows * hidden);
-  kernels::Matmul(in, rows, in_width, linear.weight, nullptr, partial, hidden, pool_.get(), options_.matmul);
-  return AddReduced(partial, rows, linear.bias_or_null(), options_.communicator);
+  return w.o.AddInto(x_.as<float>(), attn, rows, q_size, ctx_, scratch_);
 }
 
 absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
-  const int64_t inner = shard_.inner, hidden = spec_.hidden_size;
-  const int64_t width = w.gate_up.weight.rows;  // 2*inner gated, inner otherwise
+  const int64_t inner = shard_.inner;
+  const int64_t width = w.gate_up.out_features();  // 2*inner gated, inner otherwise
   float* mlp = Floats(mlp_, rows * width);
-  kernels::Matmul(h_.as<float>(), rows, hidden, w.gate_up.weight, w.gate_up.bias_or_null(), mlp, width, pool_.get(),
-                  options_.matmul);
+  w.gate_up.Forward(h_.as<float>(), rows, spec_.hidden_size, mlp, width, ctx_);
   float* act = mlp;
   if (spec_.gated_mlp) {
     act = Floats(act_, rows * inner);
@@ -284,94 +239,7 @@ absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
   } else {
     kernels::ApplyActivation(mlp, rows, inner, spec_.activation, pool_.get());
   }
-  return RowParallel(w.down, act, rows, inner);
-}
-
-// Mixtral's sparse MoE: softmax over all experts, keep the top k, renormalise them,
-// and add each chosen expert's output weighted by its gate. Every rank computes the
-// router; each runs its slice (tensor parallelism) of the experts it holds (expert
-// parallelism) on the tokens routed to them, and one all-reduce over the replica sums
-// the weighted outputs.
-absl::Status Model::MoeMlp(const LayerWeights& w, int64_t rows) {
-  const int experts = spec_.num_experts, k = spec_.experts_per_token;
-  const int64_t inner = shard_.inner, hidden = spec_.hidden_size;
-  router_logits_.resize(static_cast<size_t>(rows) * experts);
-  kernels::MatmulOptions exact = options_.matmul;
-  exact.bf16_activation_min_rows = 0;  // routing decisions stay exact
-  kernels::Matmul(h_.as<float>(), rows, hidden, w.router.weight, w.router.bias_or_null(), router_logits_.data(),
-                  experts, pool_.get(), exact);
-
-  // gates[r][e]: the renormalised weight of expert e for row r (0 when not chosen).
-  moe_gates_.assign(static_cast<size_t>(rows) * experts, 0.0f);
-  std::vector<int> order(experts);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* p = router_logits_.data() + r * experts;
-    kernels::Softmax(p, experts);
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                      [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
-    float sum = 0.0f;
-    for (int j = 0; j < k; ++j) sum += p[order[j]];
-    for (int j = 0; j < k; ++j) moe_gates_[r * experts + order[j]] = p[order[j]] / sum;
-  }
-
-  float* in = Floats(moe_in_, rows * hidden);
-  float* out = Floats(moe_out_, rows * hidden);
-  float* mlp = Floats(mlp_, rows * 2 * inner);
-  float* act = Floats(act_, rows * inner);
-  float* combined = Floats(partial_, rows * hidden);
-  std::memset(combined, 0, rows * hidden * sizeof(float));
-  const float* h = h_.as<float>();
-  for (int e = 0; e < experts; ++e) {
-    if (!shard_.OwnsExpert(e)) continue;
-    moe_rows_.clear();
-    for (int64_t r = 0; r < rows; ++r) {
-      if (moe_gates_[r * experts + e] != 0.0f) moe_rows_.push_back(static_cast<int32_t>(r));
-    }
-    if (moe_rows_.empty()) continue;
-    const int64_t n = static_cast<int64_t>(moe_rows_.size());
-    for (int64_t i = 0; i < n; ++i) std::memcpy(in + i * hidden, h + moe_rows_[i] * hidden, hidden * sizeof(float));
-    const Linear& gate_up = w.expert_gate_up[e];
-    const Linear& down = w.expert_down[e];
-    kernels::Matmul(in, n, hidden, gate_up.weight, gate_up.bias_or_null(), mlp, 2 * inner, pool_.get(),
-                    options_.matmul);
-    kernels::GatedActivation(mlp, n, inner, spec_.activation, act, pool_.get());
-    kernels::Matmul(act, n, inner, down.weight, nullptr, out, hidden, pool_.get(), options_.matmul);
-    for (int64_t i = 0; i < n; ++i) {
-      const float gate = moe_gates_[moe_rows_[i] * experts + e];
-      float* cr = combined + moe_rows_[i] * hidden;
-      const float* o = out + i * hidden;
-      for (int64_t j = 0; j < hidden; ++j) cr[j] += gate * o[j];
-    }
-  }
-  return AddReduced(combined, rows, nullptr,
-                    options_.moe_communicator != nullptr ? options_.moe_communicator : options_.communicator);
-}
-
-// This rank's vocabulary slice of the logits, gathered from every rank into full rows.
-absl::Status Model::LmHead(const float* h, int64_t rows, std::vector<float>* logits) {
-  const int64_t vocab = spec_.vocab_size, slice = weights_.lm_head.weight.rows;
-  logits->resize(static_cast<size_t>(rows) * vocab);
-  if (options_.communicator == nullptr) {
-    kernels::Matmul(h, rows, spec_.hidden_size, weights_.lm_head.weight, weights_.lm_head.bias_or_null(),
-                    logits->data(), vocab, pool_.get(), options_.matmul);
-    return absl::OkStatus();
-  }
-  const int ranks = shard_.tp.size;
-  local_logits_.resize(static_cast<size_t>(rows) * slice);
-  gathered_logits_.resize(local_logits_.size() * ranks);
-  kernels::Matmul(h, rows, spec_.hidden_size, weights_.lm_head.weight, weights_.lm_head.bias_or_null(),
-                  local_logits_.data(), slice, pool_.get(), options_.matmul);
-  RETURN_IF_ERROR(options_.communicator->AllGather(local_logits_, gathered_logits_));
-  for (int rank = 0; rank < ranks; ++rank) {
-    const int64_t v0 = rank * slice, count = std::min(slice, vocab - v0);
-    if (count <= 0) continue;
-    for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(logits->data() + r * vocab + v0, gathered_logits_.data() + (rank * rows + r) * slice,
-                  count * sizeof(float));
-    }
-  }
-  return absl::OkStatus();
+  return w.down.AddInto(x_.as<float>(), act, rows, inner, ctx_, scratch_);
 }
 
 absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::CpuKvStorage& kv,
@@ -401,7 +269,7 @@ absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::CpuKv
     Normalize(w.attn_norm, x, rows, h);
     RETURN_IF_ERROR(Attention(l, kv, rows));
     Normalize(w.mlp_norm, x, rows, h);
-    RETURN_IF_ERROR(spec_.is_moe() ? MoeMlp(w, rows) : DenseMlp(w, rows));
+    RETURN_IF_ERROR(spec_.is_moe() ? w.moe.AddInto(x, h, rows, hidden, ctx_, scratch_) : DenseMlp(w, rows));
   }
 
   // Gather the rows that need logits, normalise only those.
@@ -416,7 +284,7 @@ absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::CpuKv
     row += n;
   }
   Normalize(weights_.final_norm, x, out_rows, h);
-  return LmHead(h, out_rows, logits);
+  return weights_.lm_head.Forward(h, out_rows, hidden, logits, ctx_, scratch_);
 }
 
 }  // namespace tessera::models

@@ -90,17 +90,10 @@ class Model {
 
   absl::Status Validate(std::span<const SequenceInput> batch, const kvstore::CpuKvStorage& kv) const;
   absl::Status Embed(std::span<const SequenceInput> batch, float* x);
-  // x += all-reduce(partial) + bias: the end of a row-parallel layer (just the add
-  // when not sharded). `partial` is [rows, hidden] and is overwritten.
-  absl::Status AddReduced(float* partial, int64_t rows, const float* bias, parallel::Communicator* comm);
-  absl::Status LmHead(const float* h, int64_t rows, std::vector<float>* logits);
-  // A row-parallel linear layer added into the residual stream.
-  absl::Status RowParallel(const Linear& linear, const float* in, int64_t rows, int64_t in_width);
   void PrepareRotary(std::span<const SequenceInput> batch);
   void Normalize(const Norm& norm, const float* x, int64_t rows, float* out);
   absl::Status Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows);
   absl::Status DenseMlp(const LayerWeights& layer, int64_t rows);
-  absl::Status MoeMlp(const LayerWeights& layer, int64_t rows);
 
   ModelSpec spec_;
   ShardLayout shard_;
@@ -108,6 +101,7 @@ class Model {
   ModelOptions options_;
   RotaryEmbedding rotary_;
   std::unique_ptr<ThreadPool> pool_;
+  LayerContext ctx_;  // pool, matmul precision and communicators for the layers
 
   // Scratch, grown to the largest step seen and reused (no allocation per step).
   AlignedBuffer x_;        // [T, hidden] residual stream
@@ -118,15 +112,9 @@ class Model {
   AlignedBuffer act_;      // [T, inner]
   AlignedBuffer rope_cos_; // [T, head_dim / 2]
   AlignedBuffer rope_sin_;
-  AlignedBuffer moe_in_;   // [T, hidden] rows routed to one expert
-  AlignedBuffer moe_out_;  // [T, hidden]
-  AlignedBuffer partial_;  // [T, hidden] a row-parallel layer's output before the all-reduce
-  std::vector<float> local_logits_;  // [rows, vocab slice]
-  std::vector<float> gathered_logits_;  // [tp, rows, vocab slice]
+  LayerScratch scratch_;    // the parallel layers' buffers
   std::vector<kernels::AttentionSequence> attn_seqs_;
-  std::vector<int32_t> moe_rows_;
-  std::vector<float> moe_gates_;
-  std::vector<float> router_logits_;
+  std::vector<int32_t> batch_tokens_;  // the step's tokens, flattened
 };
 
 }  // namespace tessera::models

@@ -130,19 +130,18 @@ absl::StatusOr<Linear> LoadLinear(const TensorSource& source, const LinearNames&
   return linear;
 }
 
-size_t LinearBytes(const Linear& l) { return l.weight.bytes() + l.bias.size() * sizeof(float); }
 size_t NormBytes(const Norm& n) { return (n.weight.size() + n.bias.size()) * sizeof(float); }
 
 }  // namespace
 
 size_t ModelWeights::bytes() const {
-  size_t total = token_embedding.size() + position_embedding.size() * sizeof(float) +
-                 NormBytes(final_norm) + LinearBytes(lm_head);
+  size_t total = embedding.bytes() + position_embedding.size() * sizeof(float) + NormBytes(final_norm) +
+                 lm_head.linear.bytes();
   for (const LayerWeights& l : layers) {
-    total += NormBytes(l.attn_norm) + NormBytes(l.mlp_norm) + LinearBytes(l.qkv) + LinearBytes(l.o) +
-             LinearBytes(l.gate_up) + LinearBytes(l.down) + LinearBytes(l.router);
-    for (const Linear& e : l.expert_gate_up) total += LinearBytes(e);
-    for (const Linear& e : l.expert_down) total += LinearBytes(e);
+    total += NormBytes(l.attn_norm) + NormBytes(l.mlp_norm) + l.qkv.linear.bytes() + l.o.linear.bytes() +
+             l.gate_up.linear.bytes() + l.down.linear.bytes() + l.moe.router.bytes();
+    for (const Linear& e : l.moe.gate_up) total += e.bytes();
+    for (const Linear& e : l.moe.down) total += e.bytes();
   }
   return total;
 }
@@ -160,22 +159,24 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
 
   ModelWeights w;
   ASSIGN_OR_RETURN(const TensorView* embedding, Require(source, names.token_embedding, {vocab, hidden}));
-  // The embedding is kept in its own precision; its vocabulary slice only.
-  w.embedding_dtype = WeightDTypeOf(*embedding);
-  w.embedding_rows = shard.vocab;
-  w.embedding_row0 = shard.vocab0;
   {
-    // Unpack to row-major (the lookup reads whole rows).
+    // The embedding stays in its own precision, row-major (lookups read whole rows);
+    // this rank's vocabulary slice only.
+    VocabParallelEmbedding& e = w.embedding;
+    e.dtype = WeightDTypeOf(*embedding);
+    e.rows = shard.vocab;
+    e.row0 = shard.vocab0;
+    e.hidden = hidden;
     std::vector<float> rows_f32(static_cast<size_t>(shard.vocab * hidden));
     for (int64_t v = shard.vocab0; v < std::min<int64_t>(vocab, shard.vocab0 + shard.vocab); ++v) {
       ReadRun(*embedding, v * hidden, hidden, rows_f32.data() + (v - shard.vocab0) * hidden);
     }
-    w.token_embedding = AlignedBuffer(rows_f32.size() * DTypeSize(w.embedding_dtype));
+    e.table = AlignedBuffer(rows_f32.size() * DTypeSize(e.dtype));
     for (size_t i = 0; i < rows_f32.size(); ++i) {
-      if (w.embedding_dtype == DType::kBF16) {
-        w.token_embedding.as<uint16_t>()[i] = FloatToBf16(rows_f32[i]);
+      if (e.dtype == DType::kBF16) {
+        e.table.as<uint16_t>()[i] = FloatToBf16(rows_f32[i]);
       } else {
-        w.token_embedding.as<float>()[i] = rows_f32[i];
+        e.table.as<float>()[i] = rows_f32[i];
       }
     }
   }
@@ -186,12 +187,13 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
     RETURN_IF_ERROR(ReadAsFloat(names.position_embedding, *pos, w.position_embedding.data()));
   }
   ASSIGN_OR_RETURN(w.final_norm, LoadNorm(source, names.final_norm, hidden));
+  w.lm_head.vocab = vocab;
   if (names.lm_head.weights.empty()) {  // tied: the embedding's vocabulary slice
     LinearNames embedding_names;
     embedding_names.weights.push_back({names.token_embedding, false});
-    ASSIGN_OR_RETURN(w.lm_head, LoadLinear(source, embedding_names, {vocab}, hidden, vocab_rows));
+    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(source, embedding_names, {vocab}, hidden, vocab_rows));
   } else {
-    ASSIGN_OR_RETURN(w.lm_head, LoadLinear(source, names.lm_head, {vocab}, hidden, vocab_rows));
+    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(source, names.lm_head, {vocab}, hidden, vocab_rows));
   }
 
   // Column-parallel rows and row-parallel columns of this rank.
@@ -206,24 +208,30 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
     LayerWeights l;
     ASSIGN_OR_RETURN(l.attn_norm, LoadNorm(source, ln.attn_norm, hidden));
     ASSIGN_OR_RETURN(l.mlp_norm, LoadNorm(source, ln.mlp_norm, hidden));
-    ASSIGN_OR_RETURN(l.qkv, LoadLinear(source, ln.qkv, {q, kv, kv}, hidden, qkv_rows));
-    ASSIGN_OR_RETURN(l.o, LoadLinear(source, ln.o, {hidden}, q, {}, shard.q_head0 * hd, shard.q_heads * hd));
+    ASSIGN_OR_RETURN(l.qkv.linear, LoadLinear(source, ln.qkv, {q, kv, kv}, hidden, qkv_rows));
+    l.qkv.q_size = shard.q_heads * hd;
+    l.qkv.kv_size = shard.kv_heads * hd;
+    ASSIGN_OR_RETURN(l.o.linear, LoadLinear(source, ln.o, {hidden}, q, {}, shard.q_head0 * hd, shard.q_heads * hd));
     if (spec.is_moe()) {
-      ASSIGN_OR_RETURN(l.router, LoadLinear(source, ln.router, {spec.num_experts}, hidden));
-      l.expert_gate_up.resize(spec.num_experts);
-      l.expert_down.resize(spec.num_experts);
+      ExpertParallelMoe& moe = l.moe;
+      ASSIGN_OR_RETURN(moe.router, LoadLinear(source, ln.router, {spec.num_experts}, hidden));
+      moe.experts_per_token = spec.experts_per_token;
+      moe.inner = shard.inner;
+      moe.activation = spec.activation;
+      moe.gate_up.resize(spec.num_experts);
+      moe.down.resize(spec.num_experts);
+      moe.held.assign(spec.num_experts, false);
       for (int e = 0; e < spec.num_experts; ++e) {
         if (!shard.OwnsExpert(e)) continue;  // another expert-parallel rank holds it
-        ASSIGN_OR_RETURN(Linear gu, LoadLinear(source, ln.expert_gate_up[e], {inner, inner}, hidden, gate_up_rows));
-        ASSIGN_OR_RETURN(Linear d, LoadLinear(source, ln.expert_down[e], {hidden}, inner, {}, shard.inner0, shard.inner));
-        l.expert_gate_up[e] = std::move(gu);
-        l.expert_down[e] = std::move(d);
+        moe.held[e] = true;
+        ASSIGN_OR_RETURN(moe.gate_up[e], LoadLinear(source, ln.expert_gate_up[e], {inner, inner}, hidden, gate_up_rows));
+        ASSIGN_OR_RETURN(moe.down[e], LoadLinear(source, ln.expert_down[e], {hidden}, inner, {}, shard.inner0, shard.inner));
       }
     } else {
       std::vector<int64_t> gate_up_parts = spec.gated_mlp ? std::vector<int64_t>{inner, inner}
                                                           : std::vector<int64_t>{inner};
-      ASSIGN_OR_RETURN(l.gate_up, LoadLinear(source, ln.gate_up, gate_up_parts, hidden, gate_up_rows));
-      ASSIGN_OR_RETURN(l.down, LoadLinear(source, ln.down, {hidden}, inner, {}, shard.inner0, shard.inner));
+      ASSIGN_OR_RETURN(l.gate_up.linear, LoadLinear(source, ln.gate_up, gate_up_parts, hidden, gate_up_rows));
+      ASSIGN_OR_RETURN(l.down.linear, LoadLinear(source, ln.down, {hidden}, inner, {}, shard.inner0, shard.inner));
     }
     w.layers.push_back(std::move(l));
   }

@@ -1,0 +1,146 @@
+#include "models/parallel_layers.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "common/bf16.h"
+#include "common/status.h"
+
+namespace tessera::models {
+namespace {
+
+float* Floats(AlignedBuffer& b, int64_t count) {
+  b.Reserve(static_cast<size_t>(count) * sizeof(float));
+  return b.as<float>();
+}
+
+// residual += partial (+ bias), after summing `partial` over `comm` when sharded.
+absl::Status ReduceInto(float* residual, float* partial, int64_t rows, int64_t hidden, const float* bias,
+                        parallel::Communicator* comm) {
+  if (comm != nullptr) RETURN_IF_ERROR(comm->AllReduceSum({partial, static_cast<size_t>(rows * hidden)}));
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = residual + r * hidden;
+    const float* pr = partial + r * hidden;
+    for (int64_t j = 0; j < hidden; ++j) xr[j] += pr[j] + (bias ? bias[j] : 0.0f);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void ColumnParallelLinear::Forward(const float* x, int64_t rows, int64_t x_stride, float* y, int64_t y_stride,
+                                   const LayerContext& ctx) const {
+  kernels::Matmul(x, rows, x_stride, linear.weight, linear.bias_or_null(), y, y_stride, ctx.pool, ctx.matmul);
+}
+
+absl::Status RowParallelLinear::AddInto(float* residual, const float* x, int64_t rows, int64_t x_stride,
+                                        const LayerContext& ctx, LayerScratch& scratch) const {
+  const int64_t hidden = linear.weight.rows;
+  if (ctx.tp == nullptr) {  // unsharded: accumulate straight into the residual
+    kernels::MatmulOptions accumulate = ctx.matmul;
+    accumulate.accumulate = true;
+    kernels::Matmul(x, rows, x_stride, linear.weight, linear.bias_or_null(), residual, hidden, ctx.pool, accumulate);
+    return absl::OkStatus();
+  }
+  float* partial = Floats(scratch.partial, rows * hidden);
+  kernels::Matmul(x, rows, x_stride, linear.weight, nullptr, partial, hidden, ctx.pool, ctx.matmul);
+  return ReduceInto(residual, partial, rows, hidden, linear.bias_or_null(), ctx.tp);
+}
+
+absl::Status VocabParallelEmbedding::Lookup(std::span<const int32_t> tokens, float* x, const LayerContext& ctx) const {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    float* xr = x + static_cast<int64_t>(i) * hidden;
+    const int64_t local = tokens[i] - row0;
+    if (local < 0 || local >= rows) {
+      std::memset(xr, 0, hidden * sizeof(float));
+    } else if (dtype == DType::kBF16) {
+      const uint16_t* e = table.as<uint16_t>() + local * hidden;
+      for (int64_t j = 0; j < hidden; ++j) xr[j] = Bf16ToFloat(e[j]);
+    } else {
+      std::memcpy(xr, table.as<float>() + local * hidden, hidden * sizeof(float));
+    }
+  }
+  if (ctx.tp == nullptr) return absl::OkStatus();
+  return ctx.tp->AllReduceSum({x, tokens.size() * static_cast<size_t>(hidden)});
+}
+
+absl::Status ParallelLmHead::Forward(const float* h, int64_t rows, int64_t hidden, std::vector<float>* logits,
+                                     const LayerContext& ctx, LayerScratch& scratch) const {
+  const int64_t slice = linear.weight.rows;
+  logits->resize(static_cast<size_t>(rows) * vocab);
+  if (ctx.tp == nullptr) {
+    kernels::Matmul(h, rows, hidden, linear.weight, linear.bias_or_null(), logits->data(), vocab, ctx.pool, ctx.matmul);
+    return absl::OkStatus();
+  }
+  const int ranks = ctx.tp->size();
+  scratch.local_logits.resize(static_cast<size_t>(rows) * slice);
+  scratch.gathered_logits.resize(scratch.local_logits.size() * ranks);
+  kernels::Matmul(h, rows, hidden, linear.weight, linear.bias_or_null(), scratch.local_logits.data(), slice, ctx.pool,
+                  ctx.matmul);
+  RETURN_IF_ERROR(ctx.tp->AllGather(scratch.local_logits, scratch.gathered_logits));
+  for (int rank = 0; rank < ranks; ++rank) {  // [rank][row][slice] -> [row][vocab]
+    const int64_t v0 = rank * slice, count = std::min(slice, vocab - v0);
+    if (count <= 0) continue;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(logits->data() + r * vocab + v0, scratch.gathered_logits.data() + (rank * rows + r) * slice,
+                  count * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ExpertParallelMoe::AddInto(float* residual, const float* h, int64_t rows, int64_t hidden,
+                                        const LayerContext& ctx, LayerScratch& scratch) const {
+  const int experts = static_cast<int>(router.weight.rows), k = experts_per_token;
+  scratch.router_logits.resize(static_cast<size_t>(rows) * experts);
+  kernels::MatmulOptions exact = ctx.matmul;
+  exact.bf16_activation_min_rows = 0;  // routing decisions stay exact
+  kernels::Matmul(h, rows, hidden, router.weight, router.bias_or_null(), scratch.router_logits.data(), experts,
+                  ctx.pool, exact);
+
+  // gates[r][e]: the renormalised weight of expert e for row r (0 when not chosen).
+  std::vector<float>& gates = scratch.gates;
+  gates.assign(static_cast<size_t>(rows) * experts, 0.0f);
+  std::vector<int> order(experts);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* p = scratch.router_logits.data() + r * experts;
+    kernels::Softmax(p, experts);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    float sum = 0.0f;
+    for (int j = 0; j < k; ++j) sum += p[order[j]];
+    for (int j = 0; j < k; ++j) gates[r * experts + order[j]] = p[order[j]] / sum;
+  }
+
+  float* in = Floats(scratch.moe_in, rows * hidden);
+  float* out = Floats(scratch.moe_out, rows * hidden);
+  float* mlp = Floats(scratch.moe_mlp, rows * 2 * inner);
+  float* act = Floats(scratch.moe_act, rows * inner);
+  float* combined = Floats(scratch.partial, rows * hidden);
+  std::memset(combined, 0, rows * hidden * sizeof(float));
+  for (int e = 0; e < experts; ++e) {
+    if (!held[e]) continue;
+    std::vector<int32_t>& routed = scratch.moe_rows;
+    routed.clear();
+    for (int64_t r = 0; r < rows; ++r) {
+      if (gates[r * experts + e] != 0.0f) routed.push_back(static_cast<int32_t>(r));
+    }
+    if (routed.empty()) continue;
+    const int64_t n = static_cast<int64_t>(routed.size());
+    for (int64_t i = 0; i < n; ++i) std::memcpy(in + i * hidden, h + routed[i] * hidden, hidden * sizeof(float));
+    kernels::Matmul(in, n, hidden, gate_up[e].weight, gate_up[e].bias_or_null(), mlp, 2 * inner, ctx.pool, ctx.matmul);
+    kernels::GatedActivation(mlp, n, inner, activation, act, ctx.pool);
+    kernels::Matmul(act, n, inner, down[e].weight, nullptr, out, hidden, ctx.pool, ctx.matmul);
+    for (int64_t i = 0; i < n; ++i) {
+      const float gate = gates[routed[i] * experts + e];
+      float* cr = combined + routed[i] * hidden;
+      const float* o = out + i * hidden;
+      for (int64_t j = 0; j < hidden; ++j) cr[j] += gate * o[j];
+    }
+  }
+  return ReduceInto(residual, combined, rows, hidden, nullptr, ctx.moe != nullptr ? ctx.moe : ctx.tp);
+}
+
+}  // namespace tessera::models
