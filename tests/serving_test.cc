@@ -96,6 +96,28 @@ std::vector<Outcome> RunConcurrently(LocalCluster& cluster, const std::vector<v1
   return out;
 }
 
+// Waits until the server lists `groups` groups that all have running requests.
+bool WaitUntilGroupsBusy(const LocalCluster& cluster, int groups) {
+  for (int i = 0; i < 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const v1::ServerInfo info = cluster.Info();
+    bool busy = info.groups_size() == groups;
+    for (const auto& g : info.groups()) busy = busy && g.running_requests() > 0;
+    if (busy) return true;
+  }
+  return false;
+}
+
+// Every outcome succeeded with the single-process greedy reference of its prompt.
+void ExpectExact(const std::vector<Outcome>& outcomes, const std::vector<std::vector<int32_t>>& prompts, int n,
+                 models::Model& model) {
+  ASSERT_EQ(outcomes.size(), prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].tokens, Reference(model, prompts[i], n)) << "request " << i;
+  }
+}
+
 TEST(ServingTest, ServedTextEqualsTheCli) {
   LocalCluster cluster({Bundled(), 1});
   ASSERT_TRUE(cluster.WaitForReadyGroups(1));
@@ -292,19 +314,10 @@ TEST(ServingTest, KilledWorkerLosesNoRequest) {
   for (const auto& p : prompts) requests.push_back(GreedyIds(p, 60));
   auto results = std::async(std::launch::async, [&] { return RunConcurrently(cluster, requests); });
   // Kill a worker while both groups hold running requests.
-  bool both_busy = false;
-  for (int i = 0; i < 200 && !both_busy; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    const auto info = cluster.Info();
-    both_busy = info.groups_size() == 2 && info.groups(0).running_requests() > 0 && info.groups(1).running_requests() > 0;
-  }
-  ASSERT_TRUE(both_busy);
+  ASSERT_TRUE(WaitUntilGroupsBusy(cluster, 2));
   cluster.Signal(cluster.workers()[0], SIGKILL, /*wait=*/true);
   const auto outcomes = results.get();
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
-    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 60)) << "request " << i;
-  }
+  ExpectExact(outcomes, prompts, 60, **model);
   EXPECT_EQ(cluster.Info().groups_size(), 1);
 }
 
@@ -318,20 +331,11 @@ TEST(ServingTest, SilentWorkerIsDroppedAndItsRequestsMove) {
   std::vector<v1::GenerateRequest> requests;
   for (const auto& p : prompts) requests.push_back(GreedyIds(p, 60));
   auto results = std::async(std::launch::async, [&] { return RunConcurrently(cluster, requests); });
-  bool both_busy = false;
-  for (int i = 0; i < 200 && !both_busy; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    const auto info = cluster.Info();
-    both_busy = info.groups_size() == 2 && info.groups(0).running_requests() > 0 && info.groups(1).running_requests() > 0;
-  }
-  ASSERT_TRUE(both_busy);
+  ASSERT_TRUE(WaitUntilGroupsBusy(cluster, 2));
   const pid_t silent = cluster.workers()[0];
   cluster.Signal(silent, SIGSTOP, /*wait=*/false);
   const auto outcomes = results.get();
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
-    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 60)) << "request " << i;
-  }
+  ExpectExact(outcomes, prompts, 60, **model);
   EXPECT_EQ(cluster.Info().groups_size(), 1);
   cluster.Signal(silent, SIGKILL, /*wait=*/true);
 }
@@ -410,10 +414,7 @@ TEST(ServingTest, PreemptionUnderKvPressureKeepsOutputsExact) {
   std::vector<v1::GenerateRequest> requests;
   for (const auto& p : prompts) requests.push_back(GreedyIds(p, 40));
   const auto outcomes = RunConcurrently(cluster, requests);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
-    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 40)) << "request " << i;
-  }
+  ExpectExact(outcomes, prompts, 40, **model);
 }
 
 // A replica group of two tensor-parallel workers: every request exact, and each
@@ -430,10 +431,7 @@ TEST(ServingTest, TensorParallelGroupIsExact) {
   std::vector<v1::GenerateRequest> requests;
   for (const auto& p : prompts) requests.push_back(GreedyIds(p, 16));
   const auto outcomes = RunConcurrently(cluster, requests);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
-    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 16)) << "request " << i;
-  }
+  ExpectExact(outcomes, prompts, 16, **model);
 }
 
 // Mixtral with its experts spread over two workers.
@@ -446,10 +444,7 @@ TEST(ServingTest, ExpertParallelGroupIsExact) {
   std::vector<v1::GenerateRequest> requests;
   for (const auto& p : prompts) requests.push_back(GreedyIds(p, 16));
   const auto outcomes = RunConcurrently(cluster, requests);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
-    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 16)) << "request " << i;
-  }
+  ExpectExact(outcomes, prompts, 16, **model);
 }
 
 // Killing one rank fails its group: its requests finish on the other group, exact.
@@ -461,19 +456,10 @@ TEST(ServingTest, LostRankFailsItsGroupAndRequestsMove) {
   std::vector<v1::GenerateRequest> requests;
   for (const auto& p : prompts) requests.push_back(GreedyIds(p, 50));
   auto results = std::async(std::launch::async, [&] { return RunConcurrently(cluster, requests); });
-  bool both_busy = false;
-  for (int i = 0; i < 200 && !both_busy; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    const auto info = cluster.Info();
-    both_busy = info.groups_size() == 2 && info.groups(0).running_requests() > 0 && info.groups(1).running_requests() > 0;
-  }
-  ASSERT_TRUE(both_busy);
+  ASSERT_TRUE(WaitUntilGroupsBusy(cluster, 2));
   cluster.Signal(cluster.workers()[1], SIGKILL, /*wait=*/true);  // rank 1 of the first group
   const auto outcomes = results.get();
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
-    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], 50)) << "request " << i;
-  }
+  ExpectExact(outcomes, prompts, 50, **model);
   EXPECT_EQ(cluster.Info().groups_size(), 1);
 }
 
