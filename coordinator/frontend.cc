@@ -104,6 +104,7 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   auto request = std::make_shared<Request>(id, std::move(prompt), r.sampling(), seed,
                                            r.has_skip_special_tokens() ? r.skip_special_tokens() : true, tokenizer_.get(),
                                            std::move(stop));
+  request->set_cache_salt(r.cache_salt());
   active_[id] = request;
   return request;
 }

@@ -70,6 +70,11 @@ v1::GroupInfo ReplicaGroup::Info() const {
     info.set_waiting_requests(scheduler_->num_waiting());
     info.set_total_kv_blocks(scheduler_->num_blocks());
     info.set_free_kv_blocks(scheduler_->num_free_blocks());
+    const Scheduler::CacheCounters cache = scheduler_->cache_counters();
+    info.set_prefix_cache_lookups(cache.lookups);
+    info.set_prefix_cache_hits(cache.hits);
+    info.set_prefix_cache_evictions(cache.evictions);
+    info.set_cached_blocks(cache.cached_blocks);
   }
   return info;
 }
@@ -114,6 +119,7 @@ bool ReplicaGroup::Load() {
   so.num_blocks = blocks;  // every rank must hold every block
   so.max_step_tokens = options_.max_step_tokens;
   so.max_running = options_.max_running;
+  if (options_.prefix_caching) so.model_identity = options_.model_dir;
   scheduler_ = std::make_unique<Scheduler>(so);
   weight_bytes_ = responses[0].weight_bytes();
   return true;

@@ -34,6 +34,7 @@ struct GroupOptions {
   int64_t kv_memory_bytes = 256ll << 20;
   int max_step_tokens = 512;
   int max_running = 256;
+  bool prefix_caching = true;  // reuse cached KV blocks of equal prefixes
 };
 
 class ReplicaGroup {

@@ -135,7 +135,7 @@ v1::Usage Request::usage() const {
   v1::Usage u;
   u.set_prompt_tokens(static_cast<int32_t>(prompt_.size()));
   u.set_completion_tokens(completion_tokens_);
-  u.set_cached_tokens(0);
+  u.set_cached_tokens(std::max(0, cached_tokens_.load()));
   return u;
 }
 

@@ -46,6 +46,13 @@ class Request {
   const std::string& id() const { return id_; }
   const std::vector<int32_t>& prompt() const { return prompt_; }
   const v1::SamplingParams& sampling() const { return sampling_; }
+  const std::string& cache_salt() const { return cache_salt_; }
+  void set_cache_salt(std::string salt) { cache_salt_ = std::move(salt); }
+  // Prompt tokens served from the prefix cache at first admission (for usage).
+  void set_cached_tokens(int32_t n) {
+    int32_t unset = -1;
+    cached_tokens_.compare_exchange_strong(unset, n);
+  }
   uint64_t seed() const { return seed_; }
   // Producer thread only: the tokens generated so far (a recompute replays them).
   const std::vector<int32_t>& generated() const { return generated_; }
@@ -90,6 +97,8 @@ class Request {
   std::atomic<bool> finished_{false};
   std::atomic<bool> aborted_{false};
   std::atomic<int32_t> completion_tokens_{0};
+  std::atomic<int32_t> cached_tokens_{-1};
+  std::string cache_salt_;
 
   std::mutex mu_;
   std::condition_variable cv_;

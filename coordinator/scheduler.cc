@@ -36,12 +36,53 @@ int64_t Scheduler::outstanding_work() const {
   return work;
 }
 
+Scheduler::CacheCounters Scheduler::cache_counters() const {
+  return {cache_lookups_, cache_hits_, cache_evictions_, cached_blocks_};
+}
+
+kvstore::BlockHash Scheduler::Root(const Request& request) const {
+  return kvstore::RootHash(options_.model_identity, options_.kv_dtype, request.cache_salt());
+}
+
+int64_t Scheduler::TakeCachedPrefix(Sequence& seq) {
+  if (options_.model_identity.empty()) return 0;
+  const int bs = options_.block_size;
+  // The last token is always computed: it yields the logits to sample from.
+  const int64_t max_blocks = (static_cast<int64_t>(seq.tokens.size()) - 1) / bs;
+  kvstore::BlockHash parent = Root(*seq.request);
+  for (int64_t b = 0; b < max_blocks; ++b) {
+    const kvstore::BlockHash h =
+        kvstore::ChainHash(parent, std::span<const int32_t>(seq.tokens).subspan(b * bs, bs));
+    std::optional<int32_t> block = allocator_.Lookup(h);
+    if (!block) break;
+    seq.table.Append(*block);
+    seq.hashes.push_back(h);
+    parent = h;
+  }
+  return static_cast<int64_t>(seq.hashes.size()) * bs;
+}
+
+void Scheduler::RegisterFullBlocks(Sequence& seq) {
+  if (options_.model_identity.empty()) return;
+  const int bs = options_.block_size;
+  const int64_t full = seq.computed / bs;
+  for (int64_t b = static_cast<int64_t>(seq.hashes.size()); b < full; ++b) {
+    const kvstore::BlockHash parent = b == 0 ? Root(*seq.request) : seq.hashes.back();
+    seq.hashes.push_back(kvstore::ChainHash(parent, std::span<const int32_t>(seq.tokens).subspan(b * bs, bs)));
+    allocator_.Register(seq.table.blocks()[b], seq.hashes.back());
+  }
+}
+
 void Scheduler::PublishCounters() {
   int64_t work = 0;
   for (const Sequence& seq : running_) work += seq.request->remaining_work();
   running_work_ = work;
   running_count_ = static_cast<int>(running_.size());
   free_blocks_ = allocator_.num_free();
+  cache_lookups_ = allocator_.lookups();
+  cache_hits_ = allocator_.hits();
+  cache_evictions_ = allocator_.evictions();
+  cached_blocks_ = allocator_.num_cached();
 }
 
 void Scheduler::Release(Sequence& seq) {
@@ -142,16 +183,19 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
       waiting_.pop_front();
       continue;
     }
-    if (blocks_needed > allocator_.num_free()) break;  // FCFS: later requests wait too
+    seq.cached = TakeCachedPrefix(seq);
+    if (!seq.table.EnsureCapacity(static_cast<int64_t>(seq.tokens.size()) + 1, options_.block_size, allocator_).ok()) {
+      seq.table.Free(allocator_);  // not enough free blocks yet: FCFS, later requests wait too
+      break;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       waiting_.pop_front();
     }
-    if (!seq.table.EnsureCapacity(static_cast<int64_t>(seq.tokens.size()) + 1, options_.block_size, allocator_).ok()) {
-      break;  // cannot happen: checked above
-    }
+    seq.computed = seq.cached;
+    request->set_cached_tokens(static_cast<int32_t>(std::min<int64_t>(seq.cached, seq.prompt_len)));
     seq.id = next_seq_id_++;
-    seq.planned = std::min<int64_t>(static_cast<int64_t>(seq.tokens.size()), budget);
+    seq.planned = std::min<int64_t>(static_cast<int64_t>(seq.tokens.size()) - seq.computed, budget);
     budget -= static_cast<int>(seq.planned);
     running_.push_back(std::move(seq));
   }
@@ -173,6 +217,8 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
       s->set_prompt_len(seq.prompt_len);
       s->set_seed(seq.request->seed());
       s->set_sample(sample);
+      s->set_context_len(seq.computed);
+      s->mutable_prefix_tokens()->Add(seq.tokens.begin(), first);
       seq.worker_knows = true;
     } else {
       auto* c = step->add_continued();
@@ -191,6 +237,7 @@ void Scheduler::ApplyStep(const v1::internal::StepResponse& response) {
   for (Sequence& seq : running_) {
     seq.computed += seq.planned;
     seq.planned = 0;
+    RegisterFullBlocks(seq);
   }
   for (const auto& sampled : response.sampled()) {
     auto it = std::find_if(running_.begin(), running_.end(), [&](const Sequence& s) { return s.id == sampled.seq_id(); });

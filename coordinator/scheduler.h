@@ -4,7 +4,8 @@
 // allocator. Each step it plans a batch under a token budget: running sequences first
 // (one decode token each, or their next prefill chunk), then new requests admitted in
 // arrival order while their whole prompt fits in free blocks (chunked prefill when a
-// prompt exceeds the budget). When a running sequence needs a block and none is free,
+// prompt exceeds the budget). A new sequence first takes every cached block of its
+// prefix (prefix caching) and computes only the rest. When a running sequence needs a block and none is free,
 // the newest sequence is preempted: its blocks are freed and it is recomputed later
 // from its prompt and the tokens generated so far. The step message is a diff: new
 // sequences in full once, running ones as deltas, finished ids.
@@ -22,6 +23,7 @@
 
 #include "coordinator/request.h"
 #include "kvstore/block_allocator.h"
+#include "kvstore/block_hash.h"
 #include "tessera/v1/worker.pb.h"
 
 namespace tessera::coordinator {
@@ -31,6 +33,10 @@ struct SchedulerOptions {
   int32_t num_blocks = 0;
   int max_step_tokens = 512;  // tokens computed per step, over all sequences
   int max_running = 256;      // sequences in the batch
+  // Prefix caching: full blocks are identified by content hash (docs/kv-blocks.md)
+  // chained from a root of the model identity and KV dtype; empty identity disables it.
+  std::string model_identity;
+  std::string kv_dtype = "f32";
 };
 
 class Scheduler {
@@ -54,6 +60,11 @@ class Scheduler {
   int num_running() const;
   int32_t num_free_blocks() const;
   int32_t num_blocks() const { return options_.num_blocks; }
+  struct CacheCounters {
+    int64_t lookups = 0, hits = 0, evictions = 0;
+    int32_t cached_blocks = 0;
+  };
+  CacheCounters cache_counters() const;
   int64_t outstanding_work() const;  // for routing
 
  private:
@@ -67,7 +78,16 @@ class Scheduler {
     size_t blocks_sent = 0;       // block ids the worker knows
     bool worker_knows = false;    // sent as NewSequence already
     int64_t planned = 0;          // tokens in the step in flight
+    int64_t cached = 0;           // prefix tokens found in the cache at admission
+    std::vector<kvstore::BlockHash> hashes;  // of the full blocks registered so far
   };
+
+  kvstore::BlockHash Root(const Request& request) const;
+  // Takes the cached blocks of the sequence's prefix (at least one token is left to
+  // compute); returns how many tokens they hold.
+  int64_t TakeCachedPrefix(Sequence& seq);
+  // Registers the blocks that filled since the last step under their content hash.
+  void RegisterFullBlocks(Sequence& seq);
 
   // Frees the sequence's blocks, tells the worker to drop it.
   void Release(Sequence& seq);
@@ -88,6 +108,8 @@ class Scheduler {
   uint64_t next_seq_id_ = 1;
   std::atomic<int> running_count_{0};
   std::atomic<int64_t> running_work_{0};  // remaining tokens of the running requests
+  std::atomic<int64_t> cache_lookups_{0}, cache_hits_{0}, cache_evictions_{0};
+  std::atomic<int32_t> cached_blocks_{0};
   std::atomic<int32_t> free_blocks_{0};
 };
 

@@ -5,20 +5,46 @@
 
 namespace tessera::kvstore {
 
-BlockAllocator::BlockAllocator(int32_t num_blocks) : ref_counts_(num_blocks, 0) {
+BlockAllocator::BlockAllocator(int32_t num_blocks)
+    : ref_counts_(num_blocks, 0), lru_pos_(num_blocks), hash_of_(num_blocks) {
   free_.reserve(num_blocks);
   for (int32_t b = num_blocks - 1; b >= 0; --b) free_.push_back(b);
 }
 
 absl::StatusOr<int32_t> BlockAllocator::Allocate() {
-  if (free_.empty()) {
+  int32_t block;
+  if (!free_.empty()) {
+    block = free_.back();
+    free_.pop_back();
+  } else if (!lru_.empty()) {  // evict the least recently used cached block
+    block = lru_.front();
+    lru_.pop_front();
+    by_hash_.erase(*hash_of_[block]);
+    hash_of_[block].reset();
+    ++evictions_;
+  } else {
     return absl::ResourceExhaustedError(
         absl::StrCat("KV cache is full: all ", num_blocks(), " blocks are in use"));
   }
-  int32_t block = free_.back();
-  free_.pop_back();
   ref_counts_[block] = 1;
   return block;
+}
+
+std::optional<int32_t> BlockAllocator::Lookup(const BlockHash& hash) {
+  ++lookups_;
+  auto it = by_hash_.find(hash);
+  if (it == by_hash_.end()) return std::nullopt;
+  ++hits_;
+  const int32_t block = it->second;
+  if (ref_counts_[block]++ == 0) lru_.erase(lru_pos_[block]);
+  return block;
+}
+
+void BlockAllocator::Register(int32_t block, const BlockHash& hash) {
+  TESSERA_CHECK(ref_counts_[block] > 0, "Register of an unreferenced block");
+  if (hash_of_[block] || by_hash_.contains(hash)) return;
+  by_hash_.emplace(hash, block);
+  hash_of_[block] = hash;
 }
 
 void BlockAllocator::AddRef(int32_t block) {
@@ -28,7 +54,12 @@ void BlockAllocator::AddRef(int32_t block) {
 
 void BlockAllocator::Release(int32_t block) {
   TESSERA_CHECK(ref_counts_[block] > 0, "Release of a free block");
-  if (--ref_counts_[block] == 0) free_.push_back(block);
+  if (--ref_counts_[block] > 0) return;
+  if (hash_of_[block]) {
+    lru_pos_[block] = lru_.insert(lru_.end(), block);  // stays cached, most recent last
+  } else {
+    free_.push_back(block);
+  }
 }
 
 absl::Status BlockTable::EnsureCapacity(int64_t num_tokens, int block_size,

@@ -1,16 +1,25 @@
-// Block ids and their reference counts: the metadata half of a KV block pool.
+// Block ids, their reference counts and the prefix cache: the metadata half of a KV
+// block pool.
 //
 // The allocator knows nothing about bytes; a storage (such as CpuKvStorage) holds
-// them, indexed by the same ids. Running out of blocks is a normal result
-// (RESOURCE_EXHAUSTED) that the caller answers by preempting, not an error path.
+// them, indexed by the same ids. A full block can be registered under its content
+// hash (block_hash.h); when its last reference goes it stays cached (its bytes
+// intact) and a later Lookup of the same hash takes it back. Allocation takes never-
+// used or freed blocks first and evicts the least recently used cached block only
+// when none is left. Running out of blocks is a normal result (RESOURCE_EXHAUSTED)
+// that the caller answers by preempting, not an error path.
 //
 // Thread-safety: not thread-safe; one owner (the scheduler or engine) drives it.
 #pragma once
 
 #include <cstdint>
+#include <list>
+#include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kvstore/block_hash.h"
 
 namespace tessera::kvstore {
 
@@ -19,19 +28,36 @@ class BlockAllocator {
   explicit BlockAllocator(int32_t num_blocks);
 
   int32_t num_blocks() const { return static_cast<int32_t>(ref_counts_.size()); }
-  int32_t num_free() const { return static_cast<int32_t>(free_.size()); }
+  // Blocks Allocate can hand out: free ones and unreferenced cached ones.
+  int32_t num_free() const { return static_cast<int32_t>(free_.size() + lru_.size()); }
+  int32_t num_cached() const { return static_cast<int32_t>(by_hash_.size()); }
 
-  // A free block with reference count 1, or RESOURCE_EXHAUSTED.
+  // A block with reference count 1, or RESOURCE_EXHAUSTED.
   [[nodiscard]] absl::StatusOr<int32_t> Allocate();
   // Adds a reference to an allocated block (a shared prefix).
   void AddRef(int32_t block);
-  // Drops a reference; the block returns to the free list at zero.
+  // Drops a reference; at zero the block is cached (if registered) or free.
   void Release(int32_t block);
   int32_t ref_count(int32_t block) const { return ref_counts_[block]; }
+
+  // The cached block holding `hash`, with a new reference; nullopt on a miss.
+  std::optional<int32_t> Lookup(const BlockHash& hash);
+  // Records that `block` (full, referenced) holds the content `hash`. A hash already
+  // cached in another block keeps that block.
+  void Register(int32_t block, const BlockHash& hash);
+
+  int64_t lookups() const { return lookups_; }
+  int64_t hits() const { return hits_; }
+  int64_t evictions() const { return evictions_; }
 
  private:
   std::vector<int32_t> ref_counts_;
   std::vector<int32_t> free_;  // a stack: recently freed blocks are reused first (warm)
+  std::list<int32_t> lru_;     // unreferenced cached blocks, least recently used first
+  std::vector<std::list<int32_t>::iterator> lru_pos_;  // valid while the block is in lru_
+  std::unordered_map<BlockHash, int32_t, BlockHashHasher> by_hash_;
+  std::vector<std::optional<BlockHash>> hash_of_;
+  int64_t lookups_ = 0, hits_ = 0, evictions_ = 0;
 };
 
 // The blocks of one sequence, in token order.
@@ -41,6 +67,8 @@ class BlockTable {
   // allocated by this call are kept (the caller frees or preempts the sequence).
   [[nodiscard]] absl::Status EnsureCapacity(int64_t num_tokens, int block_size,
                                             BlockAllocator& allocator);
+  // Appends a block the caller already holds a reference to (a cached prefix block).
+  void Append(int32_t block) { blocks_.push_back(block); }
   // Releases every block.
   void Free(BlockAllocator& allocator);
 

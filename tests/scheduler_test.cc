@@ -8,12 +8,16 @@
 namespace tessera::coordinator {
 namespace {
 
-std::shared_ptr<Request> MakeRequest(const std::string& id, int prompt_len, int max_tokens) {
+std::shared_ptr<Request> MakeRequest(const std::string& id, std::vector<int32_t> prompt, int max_tokens) {
   v1::SamplingParams p;
   p.set_max_tokens(max_tokens);
   p.set_temperature(0);
-  return std::make_shared<Request>(id, std::vector<int32_t>(prompt_len, 7), p, /*seed=*/1,
-                                   /*skip_special_tokens=*/true, /*tokenizer=*/nullptr, StopContext{4096, {}});
+  return std::make_shared<Request>(id, std::move(prompt), p, /*seed=*/1, /*skip_special_tokens=*/true,
+                                   /*tokenizer=*/nullptr, StopContext{4096, {}});
+}
+
+std::shared_ptr<Request> MakeRequest(const std::string& id, int prompt_len, int max_tokens) {
+  return MakeRequest(id, std::vector<int32_t>(prompt_len, 7), max_tokens);
 }
 
 // Answers a step as a worker would: token 42 for every sequence that asked to sample.
@@ -125,6 +129,48 @@ TEST(SchedulerTest, PreemptsTheNewestAndRecomputesItExactly) {
     s.ApplyStep(Answer(step));
   }
   EXPECT_TRUE(readmitted);
+}
+
+// A second request with the same 64-token prefix computes only its new tokens.
+TEST(SchedulerTest, PrefixCacheServesRepeatedPrefixes) {
+  SchedulerOptions options{16, 64, 512, 8};
+  options.model_identity = "test-model";
+  Scheduler s(options);
+  std::vector<int32_t> prefix(64);
+  for (int i = 0; i < 64; ++i) prefix[i] = 100 + i;
+  std::vector<int32_t> a_prompt = prefix, b_prompt = prefix;
+  a_prompt.insert(a_prompt.end(), {1, 2, 3});
+  b_prompt.insert(b_prompt.end(), {4, 5, 6, 7, 8});
+  auto a = MakeRequest("a", a_prompt, 2), b = MakeRequest("b", b_prompt, 2);
+  s.Enqueue(a);
+  v1::internal::StepRequest step;
+  while (!a->finished()) {
+    ASSERT_TRUE(s.BuildStep(&step));
+    s.ApplyStep(Answer(step));
+  }
+  s.Enqueue(b);
+  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_EQ(step.new_sequences_size(), 1);
+  EXPECT_EQ(step.new_sequences(0).context_len(), 64);  // four cached blocks
+  EXPECT_EQ(step.new_sequences(0).tokens_size(), 5);   // only the new tokens
+  EXPECT_EQ(step.new_sequences(0).prefix_tokens_size(), 64);
+  EXPECT_EQ(b->usage().cached_tokens(), 64);
+  EXPECT_EQ(s.cache_counters().hits, 4);
+  // A request whose whole prompt is cached still computes its last token.
+  auto c = MakeRequest("c", prefix, 2);
+  s.ApplyStep(Answer(step));
+  s.Enqueue(c);
+  bool admitted = false;
+  for (int i = 0; i < 4 && !admitted; ++i) {
+    ASSERT_TRUE(s.BuildStep(&step));
+    for (const auto& n : step.new_sequences()) {
+      admitted = true;
+      EXPECT_EQ(n.context_len(), 48);
+      EXPECT_EQ(n.tokens_size(), 16);
+    }
+    s.ApplyStep(Answer(step));
+  }
+  EXPECT_TRUE(admitted);
 }
 
 TEST(SchedulerTest, AbortedRequestsLeaveAtTheNextStep) {

@@ -463,6 +463,37 @@ TEST(ServingTest, LostRankFailsItsGroupAndRequestsMove) {
   EXPECT_EQ(cluster.Info().groups_size(), 1);
 }
 
+// A repeated 64-token prefix is served from the prefix cache: only the new tokens are
+// computed, the output is the same, and a different cache salt shares nothing.
+TEST(ServingTest, RepeatedPrefixComputesOnlyTheNewTokens) {
+  LocalCluster cluster({GoldenLlama(), 1});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto model = models::Model::Load(GoldenLlama());
+  std::vector<int32_t> prefix(64);
+  for (int i = 0; i < 64; ++i) prefix[i] = (i * 37 + 11) % 320;
+  std::vector<int32_t> first = prefix, second = prefix;
+  first.insert(first.end(), {1, 2, 3});
+  second.insert(second.end(), {4, 5, 6, 7});
+  auto stub = cluster.Stub();
+  const Outcome a = Generate(*stub, GreedyIds(first, 16));
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  EXPECT_EQ(a.usage.cached_tokens(), 0);
+  const Outcome b = Generate(*stub, GreedyIds(second, 16));
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  EXPECT_EQ(b.usage.cached_tokens(), 64);
+  EXPECT_EQ(b.tokens, Reference(**model, second, 16));
+  const v1::GroupInfo group = cluster.Info().groups(0);
+  EXPECT_GE(group.prefix_cache_hits(), 4);
+  EXPECT_GT(group.cached_blocks(), 0);
+
+  v1::GenerateRequest salted = GreedyIds(second, 16);
+  salted.set_cache_salt("another tenant");
+  const Outcome c = Generate(*stub, salted);
+  ASSERT_TRUE(c.status.ok());
+  EXPECT_EQ(c.usage.cached_tokens(), 0);
+  EXPECT_EQ(c.tokens, b.tokens);
+}
+
 TEST(ServingTest, HealthServiceAnswers) {
   LocalCluster cluster({GoldenLlama(), 1});
   auto health = grpc::health::v1::Health::NewStub(

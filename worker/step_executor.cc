@@ -29,6 +29,9 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
       return absl::FailedPreconditionError(absl::StrCat("sequence ", s.seq_id(), " already exists"));
     }
     if (s.tokens().empty()) return absl::InvalidArgumentError("new sequence without tokens");
+    if (s.context_len() != s.prefix_tokens_size()) {
+      return absl::InvalidArgumentError("a cached prefix must list its tokens");
+    }
   }
   for (const auto& c : step.continued()) {
     if (!sequences_.contains(c.seq_id())) {
@@ -42,6 +45,15 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     Sequence seq;
     seq.block_table.assign(s.block_table().begin(), s.block_table().end());
     seq.prompt_len = s.prompt_len();
+    // A cached prefix: its K/V are already in the blocks; its tokens feed the penalties.
+    for (int32_t t : s.prefix_tokens()) {
+      if (seq.computed < seq.prompt_len) {
+        seq.history.prompt_tokens[t] = true;
+      } else {
+        ++seq.history.output_counts[t];
+      }
+      ++seq.computed;
+    }
     seq.seed = s.seed();
     seq.sampling = ToSamplingConfig(s.sampling());
     sequences_.emplace(s.seq_id(), std::move(seq));
