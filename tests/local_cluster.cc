@@ -82,6 +82,21 @@ int LocalCluster::Signal(pid_t worker, int sig, bool wait) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+int LocalCluster::WaitForAnyWorkerExit(std::chrono::seconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    for (pid_t w : workers_) {
+      int status = 0;
+      if (waitpid(w, &status, WNOHANG) == w) {
+        std::erase(workers_, w);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
 v1::ServerInfo LocalCluster::Info() const {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));

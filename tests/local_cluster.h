@@ -32,6 +32,8 @@ class LocalCluster {
   const std::vector<pid_t>& workers() const { return workers_; }
   // Sends `sig` to a worker; returns its exit status when `wait` (else -1).
   int Signal(pid_t worker, int sig, bool wait);
+  // Waits for some worker to exit (reaping it); its exit status, or -1 on timeout.
+  int WaitForAnyWorkerExit(std::chrono::seconds timeout);
   // Waits until GetServerInfo lists `n` READY groups.
   bool WaitForReadyGroups(int n, std::chrono::seconds timeout = std::chrono::seconds(60)) const;
   v1::ServerInfo Info() const;

@@ -494,6 +494,27 @@ TEST(ServingTest, RepeatedPrefixComputesOnlyTheNewTokens) {
   EXPECT_EQ(c.tokens, b.tokens);
 }
 
+// The Drain RPC: the named worker's group takes no new requests, and once idle the
+// worker is released and exits 0; the other group keeps serving.
+TEST(ServingTest, DrainRpcReleasesTheWorker) {
+  LocalCluster cluster({GoldenLlama(), 2});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  grpc::ClientContext ctx;
+  v1::DrainRequest drain;
+  drain.set_worker_id("worker-1");
+  v1::DrainResponse drained;
+  ASSERT_TRUE(cluster.Stub()->Drain(&ctx, drain, &drained).ok());
+  EXPECT_EQ(cluster.WaitForAnyWorkerExit(std::chrono::seconds(30)), 0);
+  EXPECT_EQ(cluster.Info().groups_size(), 1);
+  auto model = models::Model::Load(GoldenLlama());
+  const Outcome o = Generate(*cluster.Stub(), GreedyIds({1, 2, 3}, 8));
+  ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  EXPECT_EQ(o.tokens, Reference(**model, {1, 2, 3}, 8));
+  grpc::ClientContext ctx2;
+  drain.set_worker_id("no-such-worker");
+  EXPECT_EQ(cluster.Stub()->Drain(&ctx2, drain, &drained).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 TEST(ServingTest, HealthServiceAnswers) {
   LocalCluster cluster({GoldenLlama(), 1});
   auto health = grpc::health::v1::Health::NewStub(
