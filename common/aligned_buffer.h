@@ -24,6 +24,13 @@ class AlignedBuffer {
   // Grows to at least `bytes` (contents are not kept); never shrinks.
   void Reserve(size_t bytes);
 
+  // Room for at least `count` Ts (contents not kept when it grows), as a T*.
+  template <typename T>
+  T* ReserveFor(size_t count) {
+    Reserve(count * sizeof(T));
+    return as<T>();
+  }
+
   size_t size() const { return size_; }
   void* data() { return data_; }
   const void* data() const { return data_; }

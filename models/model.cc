@@ -20,11 +20,6 @@ int DefaultThreads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-float* Floats(AlignedBuffer& b, int64_t count) {
-  b.Reserve(static_cast<size_t>(count) * sizeof(float));
-  return b.as<float>();
-}
-
 int64_t TotalTokens(std::span<const SequenceInput> batch) {
   int64_t t = 0;
   for (const auto& s : batch) t += static_cast<int64_t>(s.tokens.size());
@@ -158,8 +153,8 @@ void Model::PrepareRotary(std::span<const SequenceInput> batch) {
   if (spec_.positions != PositionKind::kRope) return;
   const int half = spec_.head_dim / 2;
   const int64_t total = TotalTokens(batch);
-  float* cos = Floats(rope_cos_, total * half);
-  float* sin = Floats(rope_sin_, total * half);
+  float* cos = rope_cos_.ReserveFor<float>(total * half);
+  float* sin = rope_sin_.ReserveFor<float>(total * half);
   std::vector<float> scratch;
   int64_t row = 0;
   for (const SequenceInput& s : batch) {
@@ -193,8 +188,8 @@ absl::Status Model::Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows
   const int hd = spec_.head_dim;
   const int64_t q_size = w.qkv.q_size, kv_size = w.qkv.kv_size;
   const int64_t qkv_width = w.qkv.out_features();
-  float* qkv = Floats(qkv_, rows * qkv_width);
-  float* attn = Floats(attn_, rows * q_size);
+  float* qkv = qkv_.ReserveFor<float>(rows * qkv_width);
+  float* attn = attn_.ReserveFor<float>(rows * q_size);
   w.qkv.Forward(h_.as<float>(), rows, spec_.hidden_size, qkv, qkv_width, ctx_);
 
   if (spec_.positions == PositionKind::kRope) {
@@ -230,11 +225,11 @@ absl::Status Model::Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows
 absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
   const int64_t inner = shard_.inner;
   const int64_t width = w.gate_up.out_features();  // 2*inner gated, inner otherwise
-  float* mlp = Floats(mlp_, rows * width);
+  float* mlp = mlp_.ReserveFor<float>(rows * width);
   w.gate_up.Forward(h_.as<float>(), rows, spec_.hidden_size, mlp, width, ctx_);
   float* act = mlp;
   if (spec_.gated_mlp) {
-    act = Floats(act_, rows * inner);
+    act = act_.ReserveFor<float>(rows * inner);
     kernels::GatedActivation(mlp, rows, inner, spec_.activation, act, pool_.get());
   } else {
     kernels::ApplyActivation(mlp, rows, inner, spec_.activation, pool_.get());
@@ -260,8 +255,8 @@ absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::CpuKv
     first_row += a.num_new;
   }
 
-  float* x = Floats(x_, rows * hidden);
-  float* h = Floats(h_, rows * hidden);
+  float* x = x_.ReserveFor<float>(rows * hidden);
+  float* h = h_.ReserveFor<float>(rows * hidden);
   RETURN_IF_ERROR(Embed(batch, x));
   PrepareRotary(batch);
   for (int l = 0; l < spec_.num_layers; ++l) {

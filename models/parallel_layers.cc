@@ -10,11 +10,6 @@
 namespace tessera::models {
 namespace {
 
-float* Floats(AlignedBuffer& b, int64_t count) {
-  b.Reserve(static_cast<size_t>(count) * sizeof(float));
-  return b.as<float>();
-}
-
 // residual += partial (+ bias), after summing `partial` over `comm` when sharded.
 absl::Status ReduceInto(float* residual, float* partial, int64_t rows, int64_t hidden, const float* bias,
                         parallel::Communicator* comm) {
@@ -43,7 +38,7 @@ absl::Status RowParallelLinear::AddInto(float* residual, const float* x, int64_t
     kernels::Matmul(x, rows, x_stride, linear.weight, linear.bias_or_null(), residual, hidden, ctx.pool, accumulate);
     return absl::OkStatus();
   }
-  float* partial = Floats(scratch.partial, rows * hidden);
+  float* partial = scratch.partial.ReserveFor<float>(rows * hidden);
   kernels::Matmul(x, rows, x_stride, linear.weight, nullptr, partial, hidden, ctx.pool, ctx.matmul);
   return ReduceInto(residual, partial, rows, hidden, linear.bias_or_null(), ctx.tp);
 }
@@ -114,11 +109,11 @@ absl::Status ExpertParallelMoe::AddInto(float* residual, const float* h, int64_t
     for (int j = 0; j < k; ++j) gates[r * experts + order[j]] = p[order[j]] / sum;
   }
 
-  float* in = Floats(scratch.moe_in, rows * hidden);
-  float* out = Floats(scratch.moe_out, rows * hidden);
-  float* mlp = Floats(scratch.moe_mlp, rows * 2 * inner);
-  float* act = Floats(scratch.moe_act, rows * inner);
-  float* combined = Floats(scratch.partial, rows * hidden);
+  float* in = scratch.moe_in.ReserveFor<float>(rows * hidden);
+  float* out = scratch.moe_out.ReserveFor<float>(rows * hidden);
+  float* mlp = scratch.moe_mlp.ReserveFor<float>(rows * 2 * inner);
+  float* act = scratch.moe_act.ReserveFor<float>(rows * inner);
+  float* combined = scratch.partial.ReserveFor<float>(rows * hidden);
   std::memset(combined, 0, rows * hidden * sizeof(float));
   for (int e = 0; e < experts; ++e) {
     if (!held[e]) continue;
