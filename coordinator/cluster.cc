@@ -176,18 +176,20 @@ void Cluster::OnGroupLost(ReplicaGroup* group, std::vector<std::shared_ptr<Reque
 
 absl::Status Cluster::Route(std::shared_ptr<Request> request) {
   std::lock_guard<std::mutex> lock(mu_);
+  // The best group saves the most work: the prefix it already holds (tokens it will
+  // not compute) weighed against the work queued there.
   ReplicaGroup* best = nullptr;
-  int64_t best_work = 0;
+  int64_t best_score = 0;
   bool any_ready = false;
   for (const auto& g : DistinctGroupsLocked()) {
     if (g->state() != ReplicaGroup::State::kReady) continue;
     any_ready = true;
     const int64_t needed = static_cast<int64_t>(request->prompt().size() + request->generated().size()) + 1;
     if (needed > g->max_sequence_tokens()) continue;
-    const int64_t work = g->outstanding_work();
-    if (best == nullptr || work < best_work) {
+    const int64_t score = g->cached_prefix_tokens(*request) - g->outstanding_work();
+    if (best == nullptr || score > best_score) {
       best = g.get();
-      best_work = work;
+      best_score = score;
     }
   }
   if (best == nullptr) {

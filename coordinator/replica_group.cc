@@ -55,6 +55,10 @@ void ReplicaGroup::Kill() {
 
 int64_t ReplicaGroup::outstanding_work() const { return scheduler_ ? scheduler_->outstanding_work() : 0; }
 
+int64_t ReplicaGroup::cached_prefix_tokens(const Request& request) const {
+  return scheduler_ ? scheduler_->CachedPrefixTokens(request) : 0;
+}
+
 int64_t ReplicaGroup::max_sequence_tokens() const {
   return scheduler_ ? static_cast<int64_t>(scheduler_->num_blocks()) * options_.block_size - 1 : 0;
 }

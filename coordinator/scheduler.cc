@@ -44,6 +44,22 @@ kvstore::BlockHash Scheduler::Root(const Request& request) const {
   return kvstore::RootHash(options_.model_identity, options_.kv_dtype, request.cache_salt());
 }
 
+int64_t Scheduler::CachedPrefixTokens(const Request& request) const {
+  if (options_.model_identity.empty()) return 0;
+  const int bs = options_.block_size;
+  std::vector<int32_t> tokens = request.prompt();
+  tokens.insert(tokens.end(), request.generated().begin(), request.generated().end());
+  kvstore::BlockHash parent = Root(request);
+  int64_t cached = 0;
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  for (int64_t b = 0; b < (static_cast<int64_t>(tokens.size()) - 1) / bs; ++b) {
+    parent = kvstore::ChainHash(parent, std::span<const int32_t>(tokens).subspan(b * bs, bs));
+    if (!allocator_.Contains(parent)) break;
+    cached += bs;
+  }
+  return cached;
+}
+
 int64_t Scheduler::TakeCachedPrefix(Sequence& seq) {
   if (options_.model_identity.empty()) return 0;
   const int bs = options_.block_size;
@@ -120,6 +136,7 @@ bool Scheduler::Reserve(size_t index, int64_t tokens) {
 }
 
 bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
+  std::lock_guard<std::mutex> cache_lock(cache_mu_);
   step->Clear();
   int budget = options_.max_step_tokens;
 
@@ -234,6 +251,7 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
 }
 
 void Scheduler::ApplyStep(const v1::internal::StepResponse& response) {
+  std::lock_guard<std::mutex> cache_lock(cache_mu_);
   for (Sequence& seq : running_) {
     seq.computed += seq.planned;
     seq.planned = 0;
@@ -253,6 +271,7 @@ void Scheduler::ApplyStep(const v1::internal::StepResponse& response) {
 }
 
 std::vector<std::shared_ptr<Request>> Scheduler::TakeAll() {
+  std::lock_guard<std::mutex> cache_lock(cache_mu_);
   std::vector<std::shared_ptr<Request>> all;
   for (Sequence& seq : running_) {
     seq.table.Free(allocator_);

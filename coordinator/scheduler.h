@@ -10,8 +10,9 @@
 // from its prompt and the tokens generated so far. The step message is a diff: new
 // sequences in full once, running ones as deltas, finished ids.
 //
-// Thread-safety: Enqueue and the counters may be called from any thread; BuildStep,
-// ApplyStep and TakeAll from the group's thread only.
+// Thread-safety: Enqueue, CachedPrefixTokens and the counters may be called from any
+// thread; BuildStep, ApplyStep and TakeAll from the group's thread only. Lock order:
+// cache_mu_ before mu_.
 #pragma once
 
 #include <condition_variable>
@@ -66,6 +67,8 @@ class Scheduler {
   };
   CacheCounters cache_counters() const;
   int64_t outstanding_work() const;  // for routing
+  // Tokens of the request's prefix this group holds in its prefix cache (for routing).
+  int64_t CachedPrefixTokens(const Request& request) const;
 
  private:
   struct Sequence {
@@ -103,7 +106,10 @@ class Scheduler {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Request>> waiting_;  // guarded by mu_
   std::vector<Sequence> running_;                 // admission order; group thread only
-  kvstore::BlockAllocator allocator_;             // group thread only
+  // The allocator (and the prefix cache in it) is changed by the group thread only,
+  // under cache_mu_, which routing takes to read it.
+  mutable std::mutex cache_mu_;
+  kvstore::BlockAllocator allocator_;
   std::vector<uint64_t> finished_;                // ids to send with the next step
   uint64_t next_seq_id_ = 1;
   std::atomic<int> running_count_{0};

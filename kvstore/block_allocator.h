@@ -42,6 +42,8 @@ class BlockAllocator {
 
   // The cached block holding `hash`, with a new reference; nullopt on a miss.
   std::optional<int32_t> Lookup(const BlockHash& hash);
+  // Whether `hash` is cached (no reference taken, not counted as a lookup).
+  bool Contains(const BlockHash& hash) const { return by_hash_.contains(hash); }
   // Records that `block` (full, referenced) holds the content `hash`. A hash already
   // cached in another block keeps that block.
   void Register(int32_t block, const BlockHash& hash);

@@ -494,6 +494,33 @@ TEST(ServingTest, RepeatedPrefixComputesOnlyTheNewTokens) {
   EXPECT_EQ(c.tokens, b.tokens);
 }
 
+// With two groups, a request goes where its prefix is cached: the router weighs the
+// cached prefix against the queued work.
+TEST(ServingTest, RouterPrefersTheGroupHoldingThePrefix) {
+  LocalCluster cluster({GoldenLlama(), 2, {}, {"--step-delay-ms", "10"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  std::vector<int32_t> prefix(64);
+  for (int i = 0; i < 64; ++i) prefix[i] = (i * 53 + 7) % 320;
+  std::vector<int32_t> first = prefix, second = prefix;
+  first.push_back(1);
+  second.push_back(2);
+  // Keep one group busy so that `first` lands on the other one.
+  auto busy = std::async(std::launch::async, [&] { return Generate(*cluster.Stub(), GreedyIds({9, 9, 9}, 40)); });
+  bool running = false;
+  for (int i = 0; i < 200 && !running; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const v1::ServerInfo info = cluster.Info();
+    for (const auto& g : info.groups()) running = running || g.running_requests() > 0;
+  }
+  ASSERT_TRUE(running);
+  ASSERT_TRUE(Generate(*cluster.Stub(), GreedyIds(first, 4)).status.ok());
+  ASSERT_TRUE(busy.get().status.ok());
+  // Both groups idle now: only the cache can tell them apart.
+  const Outcome o = Generate(*cluster.Stub(), GreedyIds(second, 4));
+  ASSERT_TRUE(o.status.ok());
+  EXPECT_EQ(o.usage.cached_tokens(), 64);
+}
+
 // The Drain RPC: the named worker's group takes no new requests, and once idle the
 // worker is released and exits 0; the other group keeps serving.
 TEST(ServingTest, DrainRpcReleasesTheWorker) {
