@@ -1,9 +1,13 @@
 // The tessera CLI as users and other checks run it: a real process, real files.
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -132,6 +136,50 @@ TEST(CliTest, CorruptCheckpointExitsTwo) {
   Result r = RunCli("generate --model " + dir + " --ids 1 --max-new-tokens 1");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.stderr_text.find("corrupt safetensors"), std::string::npos) << r.stderr_text;
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// `tessera serve` (the README's main job) end to end: it starts a coordinator and a
+// worker, a `tessera client` streams text from it, and Ctrl-C stops everything.
+TEST(CliServeTest, ServeAnswersAClientAndStopsOnInterrupt) {
+  const std::string dir = testing::MakeTempDir("cli_serve");
+  const std::string log = dir + "/serve.log";
+  const pid_t serve = fork();
+  if (serve == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive the test
+    FILE* f = std::freopen(log.c_str(), "w", stderr);
+    (void)f;
+    execl(TESSERA_CLI_PATH, TESSERA_CLI_PATH, "serve", "--model", Bundled().c_str(), "--workers", "1", "--listen",
+          "127.0.0.1:0", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // "tessera: serving DIR on HOST:PORT with ..." names the address.
+  std::string address;
+  for (int i = 0; i < 400 && address.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    std::ifstream in(log);
+    for (std::string line; std::getline(in, line);) {
+      const size_t on = line.find(" on 127.0.0.1:");
+      if (line.rfind("tessera: serving", 0) == 0 && on != std::string::npos) {
+        address = line.substr(on + 4, line.find(' ', on + 4) - (on + 4));
+      }
+    }
+  }
+  ASSERT_FALSE(address.empty()) << "serve did not start";
+  Result r = RunCli("client --address " + address + " --prompt 'And God said' --max-tokens 12 --wait-ready 60");
+  EXPECT_EQ(r.exit_code, 0) << r.stderr_text;
+  EXPECT_GT(r.stdout_text.size(), 5u);
+  EXPECT_NE(r.stderr_text.find("completion tokens"), std::string::npos) << r.stderr_text;
+  kill(serve, SIGINT);
+  int status = 0;
+  waitpid(serve, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   std::filesystem::remove_all(dir);
 }
 
