@@ -32,14 +32,16 @@ ReplicaGroup::~ReplicaGroup() {
 void ReplicaGroup::Start() { thread_ = std::thread([this] { Run(); }); }
 
 bool ReplicaGroup::Enqueue(std::shared_ptr<Request> request) {
-  if (state_ != State::kReady) return false;
-  scheduler_->Enqueue(std::move(request));
+  Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
+  if (state_ != State::kReady || s == nullptr) return false;
+  s->Enqueue(std::move(request));
   return true;
 }
 
 void ReplicaGroup::Drain() {
   State expected = State::kReady;
-  if (state_.compare_exchange_strong(expected, State::kDraining) && scheduler_) scheduler_->Notify();
+  Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
+  if (state_.compare_exchange_strong(expected, State::kDraining) && s) s->Notify();
   expected = State::kLoading;
   state_.compare_exchange_strong(expected, State::kDraining);
 }
@@ -50,17 +52,22 @@ void ReplicaGroup::Kill() {
     for (auto& ctx : stream_contexts_) ctx->TryCancel();
   }
   stop_ = true;
-  if (scheduler_) scheduler_->Notify();
+  if (Scheduler* s = published_scheduler_.load(std::memory_order_acquire)) s->Notify();
 }
 
-int64_t ReplicaGroup::outstanding_work() const { return scheduler_ ? scheduler_->outstanding_work() : 0; }
+int64_t ReplicaGroup::outstanding_work() const {
+  Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
+  return s ? s->outstanding_work() : 0;
+}
 
 int64_t ReplicaGroup::cached_prefix_tokens(const Request& request) const {
-  return scheduler_ ? scheduler_->CachedPrefixTokens(request) : 0;
+  Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
+  return s ? s->CachedPrefixTokens(request) : 0;
 }
 
 int64_t ReplicaGroup::max_sequence_tokens() const {
-  return scheduler_ ? static_cast<int64_t>(scheduler_->num_blocks()) * options_.block_size - 1 : 0;
+  Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
+  return s ? static_cast<int64_t>(s->num_blocks()) * options_.block_size - 1 : 0;
 }
 
 v1::GroupInfo ReplicaGroup::Info() const {
@@ -69,12 +76,12 @@ v1::GroupInfo ReplicaGroup::Info() const {
   info.set_state(StateName(state_));
   for (const Rank& r : ranks_) info.add_workers(r.worker_id);
   info.set_weight_bytes(weight_bytes_);
-  if (scheduler_) {
-    info.set_running_requests(scheduler_->num_running());
-    info.set_waiting_requests(scheduler_->num_waiting());
-    info.set_total_kv_blocks(scheduler_->num_blocks());
-    info.set_free_kv_blocks(scheduler_->num_free_blocks());
-    const Scheduler::CacheCounters cache = scheduler_->cache_counters();
+  if (Scheduler* s = published_scheduler_.load(std::memory_order_acquire)) {
+    info.set_running_requests(s->num_running());
+    info.set_waiting_requests(s->num_waiting());
+    info.set_total_kv_blocks(s->num_blocks());
+    info.set_free_kv_blocks(s->num_free_blocks());
+    const Scheduler::CacheCounters cache = s->cache_counters();
     info.set_prefix_cache_lookups(cache.lookups);
     info.set_prefix_cache_hits(cache.hits);
     info.set_prefix_cache_evictions(cache.evictions);
@@ -126,6 +133,7 @@ bool ReplicaGroup::Load() {
   if (options_.prefix_caching) so.model_identity = options_.model_dir;
   scheduler_ = std::make_unique<Scheduler>(so);
   weight_bytes_ = responses[0].weight_bytes();
+  published_scheduler_.store(scheduler_.get(), std::memory_order_release);
   return true;
 }
 

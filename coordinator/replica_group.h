@@ -81,7 +81,9 @@ class ReplicaGroup {
   std::atomic<State> state_{State::kLoading};
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> weight_bytes_{0};
-  std::unique_ptr<Scheduler> scheduler_;  // set once loaded
+  std::unique_ptr<Scheduler> scheduler_;  // set once loaded, by the group thread
+  // scheduler_ as other threads may see it: null until it is fully built.
+  std::atomic<Scheduler*> published_scheduler_{nullptr};
   std::mutex mu_;
   std::vector<std::unique_ptr<grpc::ClientContext>> stream_contexts_;  // one per rank; guarded by mu_
   std::thread thread_;
