@@ -49,12 +49,17 @@ int64_t Scheduler::CachedPrefixTokens(const Request& request) const {
   const int bs = options_.block_size;
   std::vector<int32_t> tokens = request.prompt();
   tokens.insert(tokens.end(), request.generated().begin(), request.generated().end());
+  // Hash outside the lock; the group thread only waits for the lookups.
+  std::vector<kvstore::BlockHash> hashes;
   kvstore::BlockHash parent = Root(request);
-  int64_t cached = 0;
-  std::lock_guard<std::mutex> lock(cache_mu_);
   for (int64_t b = 0; b < (static_cast<int64_t>(tokens.size()) - 1) / bs; ++b) {
     parent = kvstore::ChainHash(parent, std::span<const int32_t>(tokens).subspan(b * bs, bs));
-    if (!allocator_.Contains(parent)) break;
+    hashes.push_back(parent);
+  }
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  int64_t cached = 0;
+  for (const kvstore::BlockHash& h : hashes) {
+    if (!allocator_.Contains(h)) break;
     cached += bs;
   }
   return cached;
