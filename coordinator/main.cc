@@ -39,6 +39,8 @@ constexpr char kUsage[] = R"(usage: tessera-coordinator --model DIR [flags]
   --ep M                   expert parallelism (MoE models): groups of tp x ep workers (default 1)
   --collective-timeout-ms N  a rank's collectives give up after this (default 10000)
   --prefix-caching 0|1     reuse cached KV blocks of equal prefixes (default 1)
+  --host-kv-blocks N       host tier per worker: cached blocks evicted from the device
+                           pool move there instead of being dropped (default 0: none)
 )";
 
 int Fail(const std::string& m) {
@@ -58,14 +60,14 @@ int Main(int argc, char** argv) {
   if (!cli::CheckFlags(args,
                        {"model", "model-name", "listen", "port-file", "block-size", "kv-memory-mb", "kv-blocks",
                         "max-step-tokens", "max-running", "max-queue", "heartbeat-ms", "heartbeat-timeout-ms", "tp",
-                        "ep", "collective-timeout-ms", "prefix-caching"},
+                        "ep", "collective-timeout-ms", "prefix-caching", "host-kv-blocks"},
                        &error)) {
     return Fail(error);
   }
   if (!args.Has("model")) return Fail("needs --model DIR");
   const std::string model_dir = std::filesystem::absolute(args.flags.at("model")).string();
   int block_size, kv_mb, kv_blocks, step_tokens, max_running, max_queue, hb_ms, hb_timeout_ms, tp, ep, coll_ms,
-      prefix_caching;
+      prefix_caching, host_blocks;
   if (!cli::IntFlag(args, "block-size", 16, 1, &block_size, &error) ||
       !cli::IntFlag(args, "kv-memory-mb", 256, 1, &kv_mb, &error) ||
       !cli::IntFlag(args, "kv-blocks", 0, 0, &kv_blocks, &error) ||
@@ -76,7 +78,8 @@ int Main(int argc, char** argv) {
       !cli::IntFlag(args, "heartbeat-timeout-ms", 3000, 50, &hb_timeout_ms, &error) ||
       !cli::IntFlag(args, "tp", 1, 1, &tp, &error) || !cli::IntFlag(args, "ep", 1, 1, &ep, &error) ||
       !cli::IntFlag(args, "collective-timeout-ms", 10000, 100, &coll_ms, &error) ||
-      !cli::IntFlag(args, "prefix-caching", 1, 0, &prefix_caching, &error)) {
+      !cli::IntFlag(args, "prefix-caching", 1, 0, &prefix_caching, &error) ||
+      !cli::IntFlag(args, "host-kv-blocks", 0, 0, &host_blocks, &error)) {
     return Fail(error);
   }
   auto spec = models::LoadModelSpec(model_dir);
@@ -98,6 +101,7 @@ int Main(int argc, char** argv) {
   cluster_options.group.ep = ep;
   cluster_options.group.collective_timeout_ms = coll_ms;
   cluster_options.group.prefix_caching = prefix_caching != 0;
+  cluster_options.group.num_host_kv_blocks = host_blocks;
   cluster_options.group.block_size = block_size;
   cluster_options.group.num_kv_blocks = kv_blocks;
   cluster_options.group.kv_memory_bytes = static_cast<int64_t>(kv_mb) << 20;

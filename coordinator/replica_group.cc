@@ -86,6 +86,8 @@ v1::GroupInfo ReplicaGroup::Info() const {
     info.set_prefix_cache_hits(cache.hits);
     info.set_prefix_cache_evictions(cache.evictions);
     info.set_cached_blocks(cache.cached_blocks);
+    info.set_swapped_out_blocks(cache.swapped_out);
+    info.set_swapped_in_blocks(cache.swapped_in);
   }
   return info;
 }
@@ -110,13 +112,14 @@ bool ReplicaGroup::Load() {
       req.set_ep_rank(static_cast<int>(i) / options_.tp);
       req.set_group_key(id_);
       req.set_collective_timeout_ms(options_.collective_timeout_ms);
+      req.set_num_host_blocks(options_.num_host_kv_blocks);
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
       statuses[i] = stub->LoadModel(&ctx, req, &responses[i]);
     });
   }
   for (auto& t : loaders) t.join();
-  int32_t blocks = 0;
+  int32_t blocks = 0, host_blocks = 0;
   for (size_t i = 0; i < n; ++i) {
     if (!statuses[i].ok()) {
       std::cerr << "tessera-coordinator: " << ranks_[i].worker_id << " failed to load: " << statuses[i].error_message()
@@ -124,6 +127,7 @@ bool ReplicaGroup::Load() {
       return false;
     }
     blocks = i == 0 ? responses[i].num_kv_blocks() : std::min(blocks, responses[i].num_kv_blocks());
+    host_blocks = i == 0 ? responses[i].num_host_blocks() : std::min(host_blocks, responses[i].num_host_blocks());
   }
   SchedulerOptions so;
   so.block_size = options_.block_size;
@@ -131,6 +135,7 @@ bool ReplicaGroup::Load() {
   so.max_step_tokens = options_.max_step_tokens;
   so.max_running = options_.max_running;
   if (options_.prefix_caching) so.model_identity = options_.model_dir;
+  so.num_host_blocks = options_.prefix_caching ? host_blocks : 0;  // the host tier holds cached blocks
   scheduler_ = std::make_unique<Scheduler>(so);
   weight_bytes_ = responses[0].weight_bytes();
   published_scheduler_.store(scheduler_.get(), std::memory_order_release);

@@ -35,6 +35,7 @@ struct GroupOptions {
   int max_step_tokens = 512;
   int max_running = 256;
   bool prefix_caching = true;  // reuse cached KV blocks of equal prefixes
+  int32_t num_host_kv_blocks = 0;  // the host tier per worker (0: none)
 };
 
 class ReplicaGroup {

@@ -5,7 +5,10 @@
 namespace tessera::coordinator {
 
 Scheduler::Scheduler(const SchedulerOptions& options)
-    : options_(options), allocator_(options.num_blocks), free_blocks_(options.num_blocks) {}
+    : options_(options),
+      allocator_(options.num_blocks),
+      host_allocator_(options.num_host_blocks),
+      free_blocks_(options.num_blocks) {}
 
 void Scheduler::Enqueue(std::shared_ptr<Request> request) {
   {
@@ -37,7 +40,8 @@ int64_t Scheduler::outstanding_work() const {
 }
 
 Scheduler::CacheCounters Scheduler::cache_counters() const {
-  return {cache_lookups_, cache_hits_, cache_evictions_, cached_blocks_};
+  return {cache_lookups_, cache_hits_, cache_evictions_, cached_blocks_, swapped_out_published_,
+          swapped_in_published_};
 }
 
 kvstore::BlockHash Scheduler::Root(const Request& request) const {
@@ -75,6 +79,20 @@ int64_t Scheduler::TakeCachedPrefix(Sequence& seq) {
     const kvstore::BlockHash h =
         kvstore::ChainHash(parent, std::span<const int32_t>(seq.tokens).subspan(b * bs, bs));
     std::optional<int32_t> block = allocator_.Lookup(h);
+    if (!block && options_.num_host_blocks > 0) {
+      // A hit in the host tier moves the block back up: a device block, a copy.
+      if (std::optional<int32_t> host = host_allocator_.Lookup(h)) {
+        absl::StatusOr<int32_t> device = allocator_.Allocate();
+        SwapOutEvicted();  // what that allocation evicted is on the host before the next lookup
+        if (device.ok()) {
+          allocator_.Register(*device, h);
+          swap_in_.emplace_back(*host, *device);
+          ++swapped_in_;
+          block = *device;
+        }
+        host_allocator_.Release(*host);
+      }
+    }
     if (!block) break;
     seq.table.Append(*block);
     seq.hashes.push_back(h);
@@ -104,6 +122,21 @@ void Scheduler::PublishCounters() {
   cache_hits_ = allocator_.hits();
   cache_evictions_ = allocator_.evictions();
   cached_blocks_ = allocator_.num_cached();
+  swapped_out_published_ = swapped_out_;
+  swapped_in_published_ = swapped_in_;
+}
+
+void Scheduler::SwapOutEvicted() {
+  for (const auto& [block, hash] : allocator_.TakeEvicted()) {
+    if (options_.num_host_blocks == 0 || host_allocator_.Contains(hash)) continue;
+    absl::StatusOr<int32_t> host = host_allocator_.Allocate();  // may drop the host's oldest
+    if (!host.ok()) continue;
+    host_allocator_.Register(*host, hash);
+    host_allocator_.Release(*host);  // cached there, unreferenced
+    swap_out_.emplace_back(block, *host);
+    ++swapped_out_;
+  }
+  (void)host_allocator_.TakeEvicted();  // the host tier is the last: its evictions are dropped
 }
 
 void Scheduler::Release(Sequence& seq) {
@@ -222,7 +255,20 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
     running_.push_back(std::move(seq));
   }
 
-  // The diff.
+  // The diff: tier moves first (the worker copies before computing), then sequences.
+  SwapOutEvicted();
+  for (const auto& [from, to] : swap_out_) {
+    auto* c = step->add_swap_out();
+    c->set_from(from);
+    c->set_to(to);
+  }
+  for (const auto& [from, to] : swap_in_) {
+    auto* c = step->add_swap_in();
+    c->set_from(from);
+    c->set_to(to);
+  }
+  swap_out_.clear();
+  swap_in_.clear();
   step->mutable_finished()->Add(finished_.begin(), finished_.end());
   finished_.clear();
   for (Sequence& seq : running_) {
@@ -252,7 +298,9 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
     seq.blocks_sent = blocks.size();
   }
   PublishCounters();
-  return step->new_sequences_size() + step->continued_size() + step->finished_size() > 0;
+  return step->new_sequences_size() + step->continued_size() + step->finished_size() + step->swap_out_size() +
+             step->swap_in_size() >
+         0;
 }
 
 void Scheduler::ApplyStep(const v1::internal::StepResponse& response) {

@@ -38,6 +38,9 @@ struct SchedulerOptions {
   // chained from a root of the model identity and KV dtype; empty identity disables it.
   std::string model_identity;
   std::string kv_dtype = "f32";
+  // The host tier: cached blocks evicted from the device pool move here (swap out)
+  // instead of being dropped, and come back on a hit (swap in). 0: no host tier.
+  int32_t num_host_blocks = 0;
 };
 
 class Scheduler {
@@ -64,6 +67,7 @@ class Scheduler {
   struct CacheCounters {
     int64_t lookups = 0, hits = 0, evictions = 0;
     int32_t cached_blocks = 0;
+    int64_t swapped_out = 0, swapped_in = 0;
   };
   CacheCounters cache_counters() const;
   int64_t outstanding_work() const;  // for routing
@@ -91,6 +95,9 @@ class Scheduler {
   int64_t TakeCachedPrefix(Sequence& seq);
   // Registers the blocks that filled since the last step under their content hash.
   void RegisterFullBlocks(Sequence& seq);
+  // Moves the content of device blocks evicted while planning this step to the host
+  // tier (copies the worker does before computing).
+  void SwapOutEvicted();
 
   // Frees the sequence's blocks, tells the worker to drop it.
   void Release(Sequence& seq);
@@ -110,12 +117,16 @@ class Scheduler {
   // under cache_mu_, which routing takes to read it.
   mutable std::mutex cache_mu_;
   kvstore::BlockAllocator allocator_;
+  kvstore::BlockAllocator host_allocator_;  // the host tier's cache
+  std::vector<std::pair<int32_t, int32_t>> swap_out_, swap_in_;  // this step's copies
+  int64_t swapped_out_ = 0, swapped_in_ = 0;
   std::vector<uint64_t> finished_;                // ids to send with the next step
   uint64_t next_seq_id_ = 1;
   std::atomic<int> running_count_{0};
   std::atomic<int64_t> running_work_{0};  // remaining tokens of the running requests
   std::atomic<int64_t> cache_lookups_{0}, cache_hits_{0}, cache_evictions_{0};
   std::atomic<int32_t> cached_blocks_{0};
+  std::atomic<int64_t> swapped_out_published_{0}, swapped_in_published_{0};
   std::atomic<int32_t> free_blocks_{0};
 };
 

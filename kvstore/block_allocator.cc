@@ -20,6 +20,7 @@ absl::StatusOr<int32_t> BlockAllocator::Allocate() {
     block = lru_.front();
     lru_.pop_front();
     by_hash_.erase(*hash_of_[block]);
+    evicted_.emplace_back(block, *hash_of_[block]);
     hash_of_[block].reset();
     ++evictions_;
   } else {

@@ -16,6 +16,7 @@
 #include <list>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,6 +49,10 @@ class BlockAllocator {
   // cached in another block keeps that block.
   void Register(int32_t block, const BlockHash& hash);
 
+  // Cached blocks evicted since the last call, with the content they held (the
+  // caller may move that content down a tier before the block is overwritten).
+  std::vector<std::pair<int32_t, BlockHash>> TakeEvicted() { return std::exchange(evicted_, {}); }
+
   int64_t lookups() const { return lookups_; }
   int64_t hits() const { return hits_; }
   int64_t evictions() const { return evictions_; }
@@ -60,6 +65,7 @@ class BlockAllocator {
   std::unordered_map<BlockHash, int32_t, BlockHashHasher> by_hash_;
   std::vector<std::optional<BlockHash>> hash_of_;
   int64_t lookups_ = 0, hits_ = 0, evictions_ = 0;
+  std::vector<std::pair<int32_t, BlockHash>> evicted_;
 };
 
 // The blocks of one sequence, in token order.

@@ -173,6 +173,44 @@ TEST(SchedulerTest, PrefixCacheServesRepeatedPrefixes) {
   EXPECT_TRUE(admitted);
 }
 
+// A device pool too small to keep a prefix cached moves it to the host tier (swap
+// out) and brings it back when the prefix returns (swap in).
+TEST(SchedulerTest, HostTierKeepsEvictedPrefixes) {
+  SchedulerOptions options{16, /*num_blocks=*/8, 512, 8};
+  options.model_identity = "test-model";
+  options.num_host_blocks = 16;
+  Scheduler s(options);
+  std::vector<int32_t> prefix(64);
+  for (int i = 0; i < 64; ++i) prefix[i] = 100 + i;
+  std::vector<int32_t> with_tail = prefix;
+  with_tail.push_back(1);
+  auto run = [&](std::shared_ptr<Request> r, v1::internal::StepRequest* first_step) {
+    s.Enqueue(r);
+    bool first = true;
+    v1::internal::StepRequest step;
+    while (!r->finished()) {
+      EXPECT_TRUE(s.BuildStep(&step));
+      if (first) *first_step = step;
+      first = false;
+      s.ApplyStep(Answer(step));
+    }
+  };
+  v1::internal::StepRequest first;
+  run(MakeRequest("a", with_tail, 2), &first);  // caches 4 blocks of the prefix
+  // A different 100-token prompt needs 7 of the 8 blocks: the cached ones go down.
+  std::vector<int32_t> other(100, 3);
+  run(MakeRequest("b", other, 2), &first);
+  EXPECT_GE(first.swap_out_size(), 3);
+  EXPECT_GE(s.cache_counters().swapped_out, 3);
+  // The prefix comes back up from the host tier.
+  auto c = MakeRequest("c", with_tail, 2);
+  run(c, &first);
+  EXPECT_GE(first.swap_in_size(), 3);
+  ASSERT_EQ(first.new_sequences_size(), 1);
+  EXPECT_EQ(first.new_sequences(0).context_len(), 64);
+  EXPECT_EQ(c->usage().cached_tokens(), 64);
+}
+
 TEST(SchedulerTest, AbortedRequestsLeaveAtTheNextStep) {
   Scheduler s({4, 16, 64, 8});
   auto r = MakeRequest("a", 4, 100);

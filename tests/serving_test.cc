@@ -494,6 +494,29 @@ TEST(ServingTest, RepeatedPrefixComputesOnlyTheNewTokens) {
   EXPECT_EQ(c.tokens, b.tokens);
 }
 
+// A device pool too small to keep a prefix: it moves to the host tier and comes back
+// for the next request with that prefix, whose output is exact.
+TEST(ServingTest, HostTierServesPrefixesEvictedFromTheDevicePool) {
+  LocalCluster cluster({GoldenLlama(), 1, {"--kv-blocks", "8", "--block-size", "16", "--host-kv-blocks", "32"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto model = models::Model::Load(GoldenLlama());
+  std::vector<int32_t> prefix(64);
+  for (int i = 0; i < 64; ++i) prefix[i] = (i * 29 + 5) % 320;
+  std::vector<int32_t> first = prefix, again = prefix;
+  first.push_back(1);
+  again.push_back(2);
+  auto stub = cluster.Stub();
+  ASSERT_TRUE(Generate(*stub, GreedyIds(first, 8)).status.ok());
+  ASSERT_TRUE(Generate(*stub, GreedyIds(std::vector<int32_t>(100, 3), 8)).status.ok());  // evicts the prefix
+  const Outcome o = Generate(*stub, GreedyIds(again, 16));
+  ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  EXPECT_EQ(o.usage.cached_tokens(), 64);
+  EXPECT_EQ(o.tokens, Reference(**model, again, 16));
+  const v1::GroupInfo g = cluster.Info().groups(0);
+  EXPECT_GE(g.swapped_out_blocks(), 3);
+  EXPECT_GE(g.swapped_in_blocks(), 3);
+}
+
 // With two groups, a request goes where its prefix is cached: the router weighs the
 // cached prefix against the queued work.
 TEST(ServingTest, RouterPrefersTheGroupHoldingThePrefix) {

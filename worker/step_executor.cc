@@ -1,5 +1,7 @@
 #include "worker/step_executor.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
@@ -19,8 +21,11 @@ kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& p) {
   return c;
 }
 
-StepExecutor::StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks)
-    : model_(std::move(model)), kv_(model_->KvLayoutFor(block_size), num_blocks) {}
+StepExecutor::StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks,
+                           int32_t num_host_blocks)
+    : model_(std::move(model)),
+      kv_(model_->KvLayoutFor(block_size), num_blocks),
+      host_(model_->KvLayoutFor(block_size), num_host_blocks) {}
 
 absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal::StepRequest& step) {
   // Check the whole diff before changing anything.
@@ -40,6 +45,26 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     if (c.tokens().empty()) return absl::InvalidArgumentError("continued sequence without tokens");
   }
 
+  for (const auto& copies : {&step.swap_out(), &step.swap_in()}) {
+    const bool out = copies == &step.swap_out();
+    for (const auto& c : *copies) {
+      const int32_t device = out ? c.from() : c.to(), host = out ? c.to() : c.from();
+      if (device < 0 || device >= kv_.num_blocks() || host < 0 || host >= host_.num_blocks()) {
+        return absl::InvalidArgumentError("block copy outside the pools");
+      }
+    }
+  }
+
+  // Tier moves come first: a block swapped out may be reused by this step's compute.
+  const size_t block_bytes = static_cast<size_t>(kv_.layout().block_elems()) * sizeof(float);
+  for (const auto& c : step.swap_out()) {
+    std::memcpy(host_.data() + c.to() * kv_.layout().block_elems(), kv_.data() + c.from() * kv_.layout().block_elems(),
+                block_bytes);
+  }
+  for (const auto& c : step.swap_in()) {
+    std::memcpy(kv_.data() + c.to() * kv_.layout().block_elems(), host_.data() + c.from() * kv_.layout().block_elems(),
+                block_bytes);
+  }
   for (uint64_t id : step.finished()) sequences_.erase(id);
   for (const auto& s : step.new_sequences()) {
     Sequence seq;

@@ -22,9 +22,10 @@ namespace tessera::worker {
 
 class StepExecutor {
  public:
-  StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks);
+  StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks, int32_t num_host_blocks = 0);
 
   int32_t num_blocks() const { return kv_.num_blocks(); }
+  int32_t num_host_blocks() const { return host_.num_blocks(); }
   const models::Model& model() const { return *model_; }
   size_t num_sequences() const { return sequences_.size(); }
   // Forgets every sequence (a new Steps stream starts from nothing).
@@ -45,7 +46,8 @@ class StepExecutor {
   };
 
   std::unique_ptr<models::Model> model_;
-  kvstore::CpuKvStorage kv_;
+  kvstore::CpuKvStorage kv_;    // the device tier (on a CPU worker, its device pool)
+  kvstore::CpuKvStorage host_;  // the host tier
   absl::flat_hash_map<uint64_t, Sequence> sequences_;
   std::vector<float> logits_;
 };

@@ -57,8 +57,10 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
     blocks = static_cast<int32_t>(std::max<int64_t>(1, request->kv_memory_bytes() / block_bytes));
   }
   response->set_weight_bytes(static_cast<int64_t>((*model)->weight_bytes()));
-  executor_ = std::make_unique<StepExecutor>(std::move(*model), request->block_size(), blocks);
+  executor_ = std::make_unique<StepExecutor>(std::move(*model), request->block_size(), blocks,
+                                             std::max(0, request->num_host_blocks()));
   response->set_num_kv_blocks(executor_->num_blocks());
+  response->set_num_host_blocks(executor_->num_host_blocks());
   return grpc::Status::OK;
 }
 
