@@ -420,7 +420,7 @@ TEST(ServingTest, PreemptionUnderKvPressureKeepsOutputsExact) {
 // A replica group of two tensor-parallel workers: every request exact, and each
 // worker holds about half the weights.
 TEST(ServingTest, TensorParallelGroupIsExact) {
-  LocalCluster cluster({GoldenLlama(), 2, {"--tp", "2"}});
+  LocalCluster cluster({GoldenLlama(), 2, {"--tp", "2"}, {"--busy-poll"}});
   ASSERT_TRUE(cluster.WaitForReadyGroups(1));
   const v1::ServerInfo info = cluster.Info();
   ASSERT_EQ(info.groups_size(), 1);

@@ -1,7 +1,10 @@
 // tessera-worker: holds a model and executes the coordinator's steps.
 //
 //   tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]
-//                  [--threads N] [--device cpu] [--step-delay-ms N]
+//                  [--threads N] [--device cpu] [--busy-poll] [--step-delay-ms N]
+//
+// --busy-poll: small collectives of a tensor-parallel group spin instead of sleeping
+// (much lower latency; use when the worker has a core of its own).
 //
 // Lifecycle: serve the Worker service, register with the coordinator, heartbeat.
 // SIGTERM (or SIGINT) starts a drain: the coordinator sends no new requests, lets the
@@ -44,13 +47,14 @@ int Main(int argc, char** argv) {
   const sigset_t set = cli::BlockTerminationSignals();
   cli::Args args;
   std::string error;
-  if (!cli::ParseProgramArgs(argc, argv, "tessera-worker", {"help"}, &args, &error)) return Fail(error);
+  if (!cli::ParseProgramArgs(argc, argv, "tessera-worker", {"help", "busy-poll"}, &args, &error)) return Fail(error);
   if (args.Has("help")) {
     std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
-                 " [--threads N] [--device cpu] [--step-delay-ms N (testing)]\n";
+                 " [--threads N] [--device cpu] [--busy-poll] [--step-delay-ms N (testing)]\n";
     return 0;
   }
-  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "threads", "device", "step-delay-ms"}, &error)) {
+  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "threads", "device", "step-delay-ms", "busy-poll"},
+                       &error)) {
     return Fail(error);
   }
   if (!args.Has("coordinator")) return Fail("needs --coordinator HOST:PORT");
@@ -69,6 +73,7 @@ int Main(int argc, char** argv) {
   options.step_delay_ms = step_delay_ms;
   options.coordinator_address = args.flags.at("coordinator");
   options.host = host;
+  options.busy_poll = args.Has("busy-poll");
   WorkerService service(options);
   int port = 0;
   grpc::ServerBuilder builder;

@@ -30,6 +30,7 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
     CoordinatorStore store(options_.coordinator_address);
     parallel::GlooOptions gloo;
     gloo.hostname = options_.host;
+    gloo.busy_poll = options_.busy_poll;
     if (request->collective_timeout_ms() > 0) gloo.timeout = std::chrono::milliseconds(request->collective_timeout_ms());
     const int rank = request->ep_rank() * tp + request->tp_rank();
     if (tp > 1) {

@@ -14,6 +14,9 @@ struct WorkerOptions {
   int threads = 0;  // kernel threads; 0 = every core this process may use
   std::string coordinator_address;  // its rendezvous store joins tensor-parallel ranks
   std::string host = "127.0.0.1";   // address peers reach this worker's collectives at
+  // Small all-reduces spin instead of sleeping (parallel::GlooOptions::busy_poll):
+  // much faster tensor parallelism, for workers that have a core to themselves.
+  bool busy_poll = false;
   // Testing and demos: sleep this long before every step, so that tests can act while
   // requests are in flight (kill a worker mid-stream, drain under load).
   int step_delay_ms = 0;
