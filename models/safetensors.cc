@@ -48,21 +48,28 @@ DType WeightDTypeOf(const TensorView& view) {
   return view.dtype == "BF16" ? DType::kBF16 : DType::kF32;
 }
 
-absl::Status ReadAsFloat(const std::string& name, const TensorView& view, float* out) {
-  const int64_t n = view.numel();
+absl::Status CheckFloatTensor(const std::string& name, const TensorView& view) {
+  if (view.dtype == "F32" || view.dtype == "F16" || view.dtype == "BF16") return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor ", name, " has dtype ", view.dtype, "; weights must be F32, F16 or BF16"));
+}
+
+void ReadFloatRun(const TensorView& view, int64_t index, int64_t count, float* out) {
   if (view.dtype == "F32") {
-    std::memcpy(out, view.data, n * sizeof(float));
-  } else if (view.dtype == "BF16" || view.dtype == "F16") {
-    const bool bf16 = view.dtype == "BF16";
-    for (int64_t i = 0; i < n; ++i) {
-      uint16_t h;
-      std::memcpy(&h, view.data + 2 * i, 2);
-      out[i] = bf16 ? Bf16ToFloat(h) : F16ToFloat(h);
-    }
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor ", name, " has dtype ", view.dtype, "; weights must be F32, F16 or BF16"));
+    std::memcpy(out, view.data + index * sizeof(float), count * sizeof(float));
+    return;
   }
+  const bool bf16 = view.dtype == "BF16";
+  for (int64_t i = 0; i < count; ++i) {
+    uint16_t h;
+    std::memcpy(&h, view.data + (index + i) * 2, 2);
+    out[i] = bf16 ? Bf16ToFloat(h) : F16ToFloat(h);
+  }
+}
+
+absl::Status ReadAsFloat(const std::string& name, const TensorView& view, float* out) {
+  RETURN_IF_ERROR(CheckFloatTensor(name, view));
+  ReadFloatRun(view, 0, view.numel(), out);
   return absl::OkStatus();
 }
 

@@ -38,8 +38,15 @@ class TensorSource {
   virtual const TensorView* Find(const std::string& name) const = 0;
 };
 
-// Converts a floating-point tensor (F32, F16, BF16) to float32; other dtypes give
-// INVALID_ARGUMENT. REQUIRES: `out` has room for view.numel() floats.
+// INVALID_ARGUMENT naming the tensor unless its dtype is F32, F16 or BF16.
+absl::Status CheckFloatTensor(const std::string& name, const TensorView& view);
+
+// Converts elements [index, index + count) of a floating-point tensor to float32.
+// REQUIRES: CheckFloatTensor(view) is OK.
+void ReadFloatRun(const TensorView& view, int64_t index, int64_t count, float* out);
+
+// The whole tensor as float32; other dtypes give INVALID_ARGUMENT.
+// REQUIRES: `out` has room for view.numel() floats.
 absl::Status ReadAsFloat(const std::string& name, const TensorView& view, float* out);
 
 // The storage dtype for weights read from `view` (BF16 stays BF16; F32 and F16 become

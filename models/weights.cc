@@ -54,20 +54,6 @@ struct RowRange {
   int64_t begin, count;
 };
 
-// Reads `count` consecutive elements of a float tensor starting at `index`.
-void ReadRun(const TensorView& view, int64_t index, int64_t count, float* out) {
-  if (view.dtype == "F32") {
-    std::memcpy(out, view.data + index * 4, count * sizeof(float));
-    return;
-  }
-  const bool bf16 = view.dtype == "BF16";
-  for (int64_t i = 0; i < count; ++i) {
-    uint16_t h;
-    std::memcpy(&h, view.data + (index + i) * 2, 2);
-    out[i] = bf16 ? Bf16ToFloat(h) : F16ToFloat(h);
-  }
-}
-
 // Loads a linear layer whose weight is the row concatenation of its parts, reading
 // only this rank's shard: the output rows in `rows` (all when empty) and the input
 // columns [col0, col0 + col_count) (all when col_count < 0). `part_rows` gives each
@@ -91,10 +77,7 @@ absl::StatusOr<Linear> LoadLinear(const TensorSource& source, const LinearNames&
     ASSIGN_OR_RETURN(const TensorView* view,
                      Require(source, ref.name, ref.transposed ? std::vector<int64_t>{cols, r}
                                                               : std::vector<int64_t>{r, cols}));
-    if (view->dtype != "F32" && view->dtype != "F16" && view->dtype != "BF16") {
-      return absl::InvalidArgumentError(absl::StrCat("tensor ", ref.name, " has dtype ", view->dtype,
-                                                     "; weights must be F32, F16 or BF16"));
-    }
+    RETURN_IF_ERROR(CheckFloatTensor(ref.name, *view));
     views.push_back(view);
   }
   std::vector<float> dense(static_cast<size_t>(out_rows * col_count), 0.0f);
@@ -107,9 +90,9 @@ absl::StatusOr<Linear> LoadLinear(const TensorSource& source, const LinearNames&
       while (local >= part_rows[part]) local -= part_rows[part++];
       float* dst = dense.data() + out * col_count;
       if (names.weights[part].transposed) {  // stored [in, out]: a strided column
-        for (int64_t c = 0; c < col_count; ++c) ReadRun(*views[part], (col0 + c) * part_rows[part] + local, 1, dst + c);
+        for (int64_t c = 0; c < col_count; ++c) ReadFloatRun(*views[part], (col0 + c) * part_rows[part] + local, 1, dst + c);
       } else {
-        ReadRun(*views[part], local * cols + col0, col_count, dst);
+        ReadFloatRun(*views[part], local * cols + col0, col_count, dst);
       }
     }
   }
@@ -159,6 +142,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
 
   ModelWeights w;
   ASSIGN_OR_RETURN(const TensorView* embedding, Require(source, names.token_embedding, {vocab, hidden}));
+  RETURN_IF_ERROR(CheckFloatTensor(names.token_embedding, *embedding));
   {
     // The embedding stays in its own precision, row-major (lookups read whole rows);
     // this rank's vocabulary slice only.
@@ -169,7 +153,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
     e.hidden = hidden;
     std::vector<float> rows_f32(static_cast<size_t>(shard.vocab * hidden));
     for (int64_t v = shard.vocab0; v < std::min<int64_t>(vocab, shard.vocab0 + shard.vocab); ++v) {
-      ReadRun(*embedding, v * hidden, hidden, rows_f32.data() + (v - shard.vocab0) * hidden);
+      ReadFloatRun(*embedding, v * hidden, hidden, rows_f32.data() + (v - shard.vocab0) * hidden);
     }
     e.table = AlignedBuffer(rows_f32.size() * DTypeSize(e.dtype));
     for (size_t i = 0; i < rows_f32.size(); ++i) {
