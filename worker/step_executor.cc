@@ -70,15 +70,8 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     Sequence seq;
     seq.block_table.assign(s.block_table().begin(), s.block_table().end());
     seq.prompt_len = s.prompt_len();
-    // A cached prefix: its K/V are already in the blocks; its tokens feed the penalties.
-    for (int32_t t : s.prefix_tokens()) {
-      if (seq.computed < seq.prompt_len) {
-        seq.history.prompt_tokens[t] = true;
-      } else {
-        ++seq.history.output_counts[t];
-      }
-      ++seq.computed;
-    }
+    // A cached prefix: its K/V are already in the blocks.
+    seq.Computed({s.prefix_tokens().data(), static_cast<size_t>(s.prefix_tokens_size())});
     seq.seed = s.seed();
     seq.sampling = ToSamplingConfig(s.sampling());
     sequences_.emplace(s.seq_id(), std::move(seq));
@@ -111,14 +104,7 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
   const int32_t vocab = model_->spec().vocab_size;
   for (size_t i = 0; i < items.size(); ++i) {
     Sequence& seq = sequences_[items[i].id];
-    for (int32_t t : *items[i].tokens) {
-      if (seq.computed < seq.prompt_len) {
-        seq.history.prompt_tokens[t] = true;
-      } else {
-        ++seq.history.output_counts[t];
-      }
-      ++seq.computed;
-    }
+    seq.Computed({items[i].tokens->data(), static_cast<size_t>(items[i].tokens->size())});
     if (!items[i].sample) continue;
     // The draw depends on (seed, index of the token being generated) only.
     const uint64_t index = static_cast<uint64_t>(seq.computed - seq.prompt_len);

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -43,6 +44,18 @@ class StepExecutor {
     uint64_t seed = 0;
     kernels::SamplingConfig sampling;
     kernels::TokenHistory history;
+
+    // Counts tokens whose K/V are now cached, in order, into the penalties' history
+    // (prompt tokens first, then generated ones).
+    void Computed(std::span<const int32_t> tokens) {
+      for (int32_t t : tokens) {
+        if (computed++ < prompt_len) {
+          history.prompt_tokens[t] = true;
+        } else {
+          ++history.output_counts[t];
+        }
+      }
+    }
   };
 
   std::unique_ptr<models::Model> model_;
