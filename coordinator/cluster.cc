@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -181,12 +182,14 @@ absl::Status Cluster::Route(std::shared_ptr<Request> request) {
   ReplicaGroup* best = nullptr;
   int64_t best_score = 0;
   bool any_ready = false;
+  std::optional<std::vector<kvstore::BlockHash>> hashes;  // the same for every group: hashed once
   for (const auto& g : DistinctGroupsLocked()) {
     if (g->state() != ReplicaGroup::State::kReady) continue;
     any_ready = true;
     const int64_t needed = static_cast<int64_t>(request->prompt().size() + request->generated().size()) + 1;
     if (needed > g->max_sequence_tokens()) continue;
-    const int64_t score = g->cached_prefix_tokens(*request) - g->outstanding_work();
+    if (!hashes) hashes = g->prefix_hashes(*request);
+    const int64_t score = g->cached_tokens(*hashes) - g->outstanding_work();
     if (best == nullptr || score > best_score) {
       best = g.get();
       best_score = score;

@@ -60,9 +60,14 @@ int64_t ReplicaGroup::outstanding_work() const {
   return s ? s->outstanding_work() : 0;
 }
 
-int64_t ReplicaGroup::cached_prefix_tokens(const Request& request) const {
+std::vector<kvstore::BlockHash> ReplicaGroup::prefix_hashes(const Request& request) const {
   Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
-  return s ? s->CachedPrefixTokens(request) : 0;
+  return s ? s->PrefixHashes(request) : std::vector<kvstore::BlockHash>{};
+}
+
+int64_t ReplicaGroup::cached_tokens(std::span<const kvstore::BlockHash> hashes) const {
+  Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
+  return s ? s->CachedTokens(hashes) : 0;
 }
 
 int64_t ReplicaGroup::max_sequence_tokens() const {

@@ -65,7 +65,9 @@ class ReplicaGroup {
   const std::string& id() const { return id_; }
   const std::vector<Rank>& ranks() const { return ranks_; }
   int64_t outstanding_work() const;
-  int64_t cached_prefix_tokens(const Request& request) const;
+  // The prefix cache, for routing (empty / 0 until loaded): see Scheduler.
+  std::vector<kvstore::BlockHash> prefix_hashes(const Request& request) const;
+  int64_t cached_tokens(std::span<const kvstore::BlockHash> hashes) const;
   // Largest sequence (prompt + output) this group's KV pool can hold; 0 until loaded.
   int64_t max_sequence_tokens() const;
   v1::GroupInfo Info() const;

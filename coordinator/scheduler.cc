@@ -48,36 +48,34 @@ kvstore::BlockHash Scheduler::Root(const Request& request) const {
   return kvstore::RootHash(options_.model_identity, options_.kv_dtype, request.cache_salt());
 }
 
-int64_t Scheduler::CachedPrefixTokens(const Request& request) const {
-  if (options_.model_identity.empty()) return 0;
+std::vector<kvstore::BlockHash> Scheduler::PrefixHashes(const Request& request) const {
+  if (options_.model_identity.empty()) return {};
   const int bs = options_.block_size;
   std::vector<int32_t> tokens = request.prompt();
   tokens.insert(tokens.end(), request.generated().begin(), request.generated().end());
-  // Hash outside the lock; the group thread only waits for the lookups.
+  // The last token is always computed (it yields the logits to sample from), so the
+  // block holding it is never taken from the cache.
   std::vector<kvstore::BlockHash> hashes;
   kvstore::BlockHash parent = Root(request);
   for (int64_t b = 0; b < (static_cast<int64_t>(tokens.size()) - 1) / bs; ++b) {
     parent = kvstore::ChainHash(parent, std::span<const int32_t>(tokens).subspan(b * bs, bs));
     hashes.push_back(parent);
   }
+  return hashes;
+}
+
+int64_t Scheduler::CachedTokens(std::span<const kvstore::BlockHash> hashes) const {
   std::lock_guard<std::mutex> lock(cache_mu_);
   int64_t cached = 0;
   for (const kvstore::BlockHash& h : hashes) {
     if (!allocator_.Contains(h)) break;
-    cached += bs;
+    cached += options_.block_size;
   }
   return cached;
 }
 
 int64_t Scheduler::TakeCachedPrefix(Sequence& seq) {
-  if (options_.model_identity.empty()) return 0;
-  const int bs = options_.block_size;
-  // The last token is always computed: it yields the logits to sample from.
-  const int64_t max_blocks = (static_cast<int64_t>(seq.tokens.size()) - 1) / bs;
-  kvstore::BlockHash parent = Root(*seq.request);
-  for (int64_t b = 0; b < max_blocks; ++b) {
-    const kvstore::BlockHash h =
-        kvstore::ChainHash(parent, std::span<const int32_t>(seq.tokens).subspan(b * bs, bs));
+  for (const kvstore::BlockHash& h : PrefixHashes(*seq.request)) {
     std::optional<int32_t> block = allocator_.Lookup(h);
     if (!block && options_.num_host_blocks > 0) {
       // A hit in the host tier moves the block back up: a device block, a copy.
@@ -96,9 +94,8 @@ int64_t Scheduler::TakeCachedPrefix(Sequence& seq) {
     if (!block) break;
     seq.table.Append(*block);
     seq.hashes.push_back(h);
-    parent = h;
   }
-  return static_cast<int64_t>(seq.hashes.size()) * bs;
+  return static_cast<int64_t>(seq.hashes.size()) * options_.block_size;
 }
 
 void Scheduler::RegisterFullBlocks(Sequence& seq) {

@@ -10,7 +10,7 @@
 // from its prompt and the tokens generated so far. The step message is a diff: new
 // sequences in full once, running ones as deltas, finished ids.
 //
-// Thread-safety: Enqueue, CachedPrefixTokens and the counters may be called from any
+// Thread-safety: Enqueue, PrefixHashes, CachedTokens and the counters may be called from any
 // thread; BuildStep, ApplyStep and TakeAll from the group's thread only. Lock order:
 // cache_mu_ before mu_.
 #pragma once
@@ -20,6 +20,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "coordinator/request.h"
@@ -71,8 +72,11 @@ class Scheduler {
   };
   CacheCounters cache_counters() const;
   int64_t outstanding_work() const;  // for routing
-  // Tokens of the request's prefix this group holds in its prefix cache (for routing).
-  int64_t CachedPrefixTokens(const Request& request) const;
+  // Block ids of the request's prefix that the cache could serve (its full blocks but
+  // the one holding the last token). Depends only on the options and the request.
+  std::vector<kvstore::BlockHash> PrefixHashes(const Request& request) const;
+  // Tokens of the prefix with these block ids that this group holds (for routing).
+  int64_t CachedTokens(std::span<const kvstore::BlockHash> hashes) const;
 
  private:
   struct Sequence {
@@ -90,8 +94,8 @@ class Scheduler {
   };
 
   kvstore::BlockHash Root(const Request& request) const;
-  // Takes the cached blocks of the sequence's prefix (at least one token is left to
-  // compute); returns how many tokens they hold.
+  // Takes the cached blocks of the sequence's prefix (device tier, else host tier);
+  // returns how many tokens they hold.
   int64_t TakeCachedPrefix(Sequence& seq);
   // Registers the blocks that filled since the last step under their content hash.
   void RegisterFullBlocks(Sequence& seq);
