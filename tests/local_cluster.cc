@@ -14,9 +14,8 @@
 #include "tests/safetensors_writer.h"
 
 namespace tessera::testing {
-namespace {
 
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+pid_t SpawnProcess(const std::vector<std::string>& argv, const std::string& log) {
   const pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test, even if it crashes
@@ -31,23 +30,26 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
   return pid;
 }
 
-std::string Bin(const std::string& name) { return std::string(TESSERA_BIN_DIR) + "/" + name; }
+std::string BinaryPath(const std::string& name) { return std::string(TESSERA_BIN_DIR) + "/" + name; }
 
-}  // namespace
+std::string WaitForPortFile(const std::string& path) {
+  std::string port;
+  for (int i = 0; i < 400 && port.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    std::ifstream(path) >> port;
+  }
+  return port;
+}
 
 LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(options)) {
   dir_ = MakeTempDir("cluster");
   const std::string port_file = dir_ + "/port";
-  std::vector<std::string> argv = {Bin("tessera-coordinator"), "--model", options_.model_dir, "--listen",
+  std::vector<std::string> argv = {BinaryPath("tessera-coordinator"), "--model", options_.model_dir, "--listen",
                                    "127.0.0.1:0", "--port-file", port_file, "--heartbeat-ms", "100",
                                    "--heartbeat-timeout-ms", "1500", "--kv-memory-mb", "64"};
   argv.insert(argv.end(), options_.coordinator_flags.begin(), options_.coordinator_flags.end());
-  coordinator_ = Spawn(argv, dir_ + "/coordinator.log");
-  std::string port;
-  for (int i = 0; i < 400 && port.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    std::ifstream(port_file) >> port;
-  }
+  coordinator_ = SpawnProcess(argv, dir_ + "/coordinator.log");
+  const std::string port = WaitForPortFile(port_file);
   if (port.empty()) throw std::runtime_error("coordinator did not start; see " + dir_);
   address_ = "127.0.0.1:" + port;
   for (int i = 0; i < options_.workers; ++i) AddWorker();
@@ -66,9 +68,9 @@ std::unique_ptr<v1::Tessera::Stub> LocalCluster::Stub() const {
 }
 
 pid_t LocalCluster::AddWorker() {
-  std::vector<std::string> argv = {Bin("tessera-worker"), "--coordinator", address_, "--threads", "1"};
+  std::vector<std::string> argv = {BinaryPath("tessera-worker"), "--coordinator", address_, "--threads", "1"};
   argv.insert(argv.end(), options_.worker_flags.begin(), options_.worker_flags.end());
-  const pid_t pid = Spawn(argv, dir_ + "/workers.log");
+  const pid_t pid = SpawnProcess(argv, dir_ + "/workers.log");
   workers_.push_back(pid);
   return pid;
 }

@@ -13,6 +13,14 @@
 
 namespace tessera::testing {
 
+// Starts `argv` (argv[0] a path) as a child that dies with the test, its stderr
+// appended to `log`.
+pid_t SpawnProcess(const std::vector<std::string>& argv, const std::string& log);
+// A tessera binary of this build.
+std::string BinaryPath(const std::string& name);
+// Waits for a --port-file to appear; its port, or "" after 10 s.
+std::string WaitForPortFile(const std::string& path);
+
 struct LocalClusterOptions {
   std::string model_dir;
   int workers = 1;

@@ -4,7 +4,6 @@
 // keeps any stray packet on this machine; everything is removed afterwards. Skips
 // with a message where namespaces cannot be created (no root, no CAP_NET_ADMIN).
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +19,7 @@
 #include "models/generate.h"
 #include "models/model.h"
 #include "tests/golden_fixture.h"
+#include "tests/local_cluster.h"
 #include "tests/safetensors_writer.h"
 
 namespace tessera {
@@ -35,22 +35,12 @@ bool ShInto(const std::string& cmd, const std::string& out) {
   return std::system((cmd + " > " + out + " 2>&1").c_str()) == 0;
 }
 
-std::string Bin(const std::string& name) { return std::string(TESSERA_BIN_DIR) + "/" + name; }
+using testing::BinaryPath;
 
+// A tessera binary run inside network namespace `ns`.
 pid_t SpawnIn(const std::string& ns, std::vector<std::string> argv, const std::string& log) {
   argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", ns});
-  const pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    FILE* f = std::freopen(log.c_str(), "a", stderr);
-    (void)f;
-    std::vector<char*> c;
-    for (auto& a : argv) c.push_back(a.data());
-    c.push_back(nullptr);
-    execv(c[0], c.data());
-    _exit(127);
-  }
-  return pid;
+  return testing::SpawnProcess(argv, log);
 }
 
 class NetnsTest : public ::testing::Test {
@@ -95,25 +85,21 @@ TEST_F(NetnsTest, TensorParallelRanksAcrossAnInterface) {
   const std::string model = testing::GoldenModelDir("llama");
   const std::string port_file = dir_ + "/port";
   pids_.push_back(SpawnIn(kNsA,
-                          {Bin("tessera-coordinator"), "--model", model, "--listen", kIpA + ":0", "--port-file",
+                          {BinaryPath("tessera-coordinator"), "--model", model, "--listen", kIpA + ":0", "--port-file",
                            port_file, "--tp", "2", "--heartbeat-ms", "100"},
                           dir_ + "/coordinator.log"));
-  std::string port;
-  for (int i = 0; i < 400 && port.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    std::ifstream(port_file) >> port;
-  }
+  const std::string port = testing::WaitForPortFile(port_file);
   ASSERT_FALSE(port.empty()) << "coordinator did not start";
   const std::string coordinator = kIpA + ":" + port;
-  pids_.push_back(SpawnIn(kNsA, {Bin("tessera-worker"), "--coordinator", coordinator, "--listen", kIpA + ":0", "--threads", "1"},
+  pids_.push_back(SpawnIn(kNsA, {BinaryPath("tessera-worker"), "--coordinator", coordinator, "--listen", kIpA + ":0", "--threads", "1"},
                           dir_ + "/worker-a.log"));
-  pids_.push_back(SpawnIn(kNsB, {Bin("tessera-worker"), "--coordinator", coordinator, "--listen", kIpB + ":0", "--threads", "1"},
+  pids_.push_back(SpawnIn(kNsB, {BinaryPath("tessera-worker"), "--coordinator", coordinator, "--listen", kIpB + ":0", "--threads", "1"},
                           dir_ + "/worker-b.log"));
   const int64_t rx_before = RxBytes(kNsB, "tsb");
 
   const std::vector<int32_t> prompt = {3, 14, 15, 92, 65, 35};
   const std::string out = dir_ + "/client.out";
-  ASSERT_TRUE(ShInto("ip netns exec " + kNsA + " " + Bin("tessera") + " client --address " + coordinator + " --ids " +
+  ASSERT_TRUE(ShInto("ip netns exec " + kNsA + " " + BinaryPath("tessera") + " client --address " + coordinator + " --ids " +
                          absl::StrJoin(prompt, ",") + " --max-tokens 16 --temperature 0 --wait-ready 60",
                      out))
       << "client failed; logs in " << dir_;
