@@ -222,7 +222,7 @@ std::vector<v1::GroupInfo> Cluster::Groups() const {
 int Cluster::total_waiting() const {
   std::lock_guard<std::mutex> lock(mu_);
   int n = 0;
-  for (const auto& g : DistinctGroupsLocked()) n += g->Info().waiting_requests();
+  for (const auto& g : DistinctGroupsLocked()) n += g->num_waiting();
   return n;
 }
 

@@ -55,6 +55,11 @@ void ReplicaGroup::Kill() {
   if (Scheduler* s = published_scheduler_.load(std::memory_order_acquire)) s->Notify();
 }
 
+int ReplicaGroup::num_waiting() const {
+  Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
+  return s ? s->num_waiting() : 0;
+}
+
 int64_t ReplicaGroup::outstanding_work() const {
   Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
   return s ? s->outstanding_work() : 0;

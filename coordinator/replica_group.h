@@ -65,6 +65,7 @@ class ReplicaGroup {
   const std::string& id() const { return id_; }
   const std::vector<Rank>& ranks() const { return ranks_; }
   int64_t outstanding_work() const;
+  int num_waiting() const;
   // The prefix cache, for routing (empty / 0 until loaded): see Scheduler.
   std::vector<kvstore::BlockHash> prefix_hashes(const Request& request) const;
   int64_t cached_tokens(std::span<const kvstore::BlockHash> hashes) const;
