@@ -1,0 +1,159 @@
+// The KV data plane over real loopback sockets: whole blocks, head slices across
+// tensor-parallel layouts (bit-exact), and every failure a fetch can meet.
+#include <cstring>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "kvstore/block_transfer.h"
+
+namespace tessera::kvstore {
+namespace {
+
+constexpr KvLayout kFull{/*num_layers=*/3, /*num_kv_heads=*/4, /*head_dim=*/8, /*block_size=*/4};
+
+KvLayout WithHeads(int heads) {
+  KvLayout l = kFull;
+  l.num_kv_heads = heads;
+  return l;
+}
+
+BlockHash HashOf(int i) {
+  BlockHash h{};
+  h[0] = static_cast<uint8_t>(i);
+  h[31] = 0xAB;
+  return h;
+}
+
+// Blocks of the full layout with distinct contents, by index.
+std::vector<float> FullBlock(int i) {
+  std::vector<float> b(kFull.block_elems());
+  for (size_t e = 0; e < b.size(); ++e) b[e] = static_cast<float>(i * 100000 + e) * 0.25f;
+  return b;
+}
+
+// A peer holding heads [range) of blocks 0..n-1, as a tensor-parallel rank would.
+class MapSource : public BlockSource {
+ public:
+  MapSource(HeadRange range, int n) : layout_(WithHeads(range.size())), range_(range) {
+    for (int i = 0; i < n; ++i) {
+      std::vector<float> full = FullBlock(i), mine(layout_.block_elems());
+      CopySliceOut(kFull, full.data(), range.begin, range.size(), mine.data());
+      blocks_[HashOf(i)] = std::move(mine);
+    }
+  }
+  const KvLayout& layout() const override { return layout_; }
+  HeadRange heads() const override { return range_; }
+  bool ReadSlice(const BlockHash& hash, HeadRange r, float* slice) const override {
+    auto it = blocks_.find(hash);
+    if (it == blocks_.end()) return false;
+    CopySliceOut(layout_, it->second.data(), r.begin - range_.begin, r.size(), slice);
+    return true;
+  }
+
+ private:
+  KvLayout layout_;
+  HeadRange range_;
+  std::map<BlockHash, std::vector<float>> blocks_;
+};
+
+struct Served {
+  std::unique_ptr<MapSource> source;
+  std::unique_ptr<BlockServer> server;
+  BlockPeer peer() const { return {"127.0.0.1:" + std::to_string(server->port()), source->heads()}; }
+};
+
+Served Serve(HeadRange range, int n) {
+  Served s{std::make_unique<MapSource>(range, n), nullptr};
+  auto server = BlockServer::Start("127.0.0.1", 0, s.source.get());
+  EXPECT_TRUE(server.ok()) << server.status();
+  s.server = std::move(*server);
+  return s;
+}
+
+// Destination blocks for `heads` heads, pre-filled with a value no fetch writes.
+struct Destination {
+  std::vector<std::vector<float>> blocks;
+  std::vector<float*> pointers;
+  Destination(int n, int heads) : blocks(n, std::vector<float>(WithHeads(heads).block_elems(), -1.0f)) {
+    for (auto& b : blocks) pointers.push_back(b.data());
+  }
+};
+
+std::vector<BlockHash> Hashes(int n) {
+  std::vector<BlockHash> h;
+  for (int i = 0; i < n; ++i) h.push_back(HashOf(i));
+  return h;
+}
+
+TEST(BlockTransferTest, FetchesWholeBlocksOverSeveralStreams) {
+  Served a = Serve({0, 4}, 10);
+  Destination d(10, 4);
+  const BlockPeer peers[] = {a.peer()};
+  ASSERT_TRUE(FetchBlocks(peers, Hashes(10), kFull, {0, 4}, d.pointers, {.streams = 3}).ok());
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(d.blocks[i], FullBlock(i)) << i;
+  EXPECT_EQ(a.server->blocks_served(), 10);
+}
+
+TEST(BlockTransferTest, CacheWrittenAtTp2IsReadBitExactAtTp1) {
+  Served rank0 = Serve({0, 2}, 5), rank1 = Serve({2, 4}, 5);
+  Destination d(5, 4);
+  const BlockPeer peers[] = {rank0.peer(), rank1.peer()};
+  ASSERT_TRUE(FetchBlocks(peers, Hashes(5), kFull, {0, 4}, d.pointers).ok());
+  for (int i = 0; i < 5; ++i) {
+    const std::vector<float> want = FullBlock(i);
+    EXPECT_EQ(std::memcmp(d.blocks[i].data(), want.data(), want.size() * sizeof(float)), 0) << i;
+  }
+}
+
+TEST(BlockTransferTest, ATp4RankTakesOnlyItsHeadsFromATp1Peer) {
+  Served whole = Serve({0, 4}, 3);
+  Destination d(3, 1);
+  const BlockPeer peers[] = {whole.peer()};
+  ASSERT_TRUE(FetchBlocks(peers, Hashes(3), WithHeads(1), {2, 3}, d.pointers).ok());
+  for (int i = 0; i < 3; ++i) {
+    std::vector<float> want(WithHeads(1).block_elems());
+    CopySliceOut(kFull, FullBlock(i).data(), 2, 1, want.data());
+    EXPECT_EQ(d.blocks[i], want);
+  }
+}
+
+TEST(BlockTransferTest, ABlockThePeerNoLongerHoldsIsNotFound) {
+  Served a = Serve({0, 4}, 2);
+  Destination d(3, 4);
+  const BlockPeer peers[] = {a.peer()};
+  EXPECT_EQ(FetchBlocks(peers, Hashes(3), kFull, {0, 4}, d.pointers).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(BlockTransferTest, HeadsNoPeerHoldsFailBeforeConnecting) {
+  Served a = Serve({0, 2}, 2);
+  Destination d(2, 4);
+  const BlockPeer peers[] = {a.peer()};
+  EXPECT_EQ(FetchBlocks(peers, Hashes(2), kFull, {0, 4}, d.pointers).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(BlockTransferTest, ALayoutMismatchIsRefused) {
+  Served a = Serve({0, 4}, 2);
+  KvLayout other = kFull;
+  other.head_dim = 16;
+  Destination d(2, 4);
+  for (auto& b : d.blocks) b.resize(other.block_elems());
+  for (size_t i = 0; i < d.blocks.size(); ++i) d.pointers[i] = d.blocks[i].data();
+  const BlockPeer peers[] = {a.peer()};
+  EXPECT_EQ(FetchBlocks(peers, Hashes(2), other, {0, 4}, d.pointers).code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(BlockTransferTest, AGonePeerIsUnavailable) {
+  int port;
+  {
+    Served a = Serve({0, 4}, 1);
+    port = a.server->port();
+  }
+  Destination d(1, 4);
+  const BlockPeer peers[] = {{"127.0.0.1:" + std::to_string(port), {0, 4}}};
+  EXPECT_EQ(FetchBlocks(peers, Hashes(1), kFull, {0, 4}, d.pointers).code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace tessera::kvstore
