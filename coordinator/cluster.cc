@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -38,22 +39,39 @@ std::vector<std::shared_ptr<ReplicaGroup>> Cluster::DistinctGroupsLocked() const
 }
 
 void Cluster::FormGroupsLocked() {
-  const size_t size = static_cast<size_t>(options_.group.tp * options_.group.ep);
-  while (unassigned_.size() >= size) {
-    std::vector<ReplicaGroup::Rank> ranks;
-    for (size_t i = 0; i < size; ++i) ranks.push_back({unassigned_[i], members_[unassigned_[i]].address});
-    unassigned_.erase(unassigned_.begin(), unassigned_.begin() + static_cast<std::ptrdiff_t>(size));
-    auto group = std::make_shared<ReplicaGroup>(
-        absl::StrCat("group-", next_group_++), ranks, options_.group,
-        [this](ReplicaGroup* g, std::vector<std::shared_ptr<Request>> reqs) { OnGroupLost(g, std::move(reqs)); });
-    for (const auto& r : ranks) members_[r.worker_id].group = group;
-    group->Start();
-    std::cerr << "tessera-coordinator: " << group->id() << " formed from " << size << " worker(s)\n";
+  // Workers asking for the same tensor-parallel degree group together, in
+  // registration order.
+  std::map<int, std::vector<std::string>> by_tp;
+  for (const std::string& id : unassigned_) by_tp[members_[id].tp].push_back(id);
+  for (auto& [tp, ids] : by_tp) {
+    GroupOptions options = options_.group;
+    options.tp = tp;
+    options.block_index = &index_;
+    const size_t size = static_cast<size_t>(tp * options.ep);
+    for (size_t first = 0; first + size <= ids.size(); first += size) {
+      std::vector<ReplicaGroup::Rank> ranks;
+      for (size_t i = first; i < first + size; ++i) {
+        ranks.push_back({ids[i], members_[ids[i]].address});
+        std::erase(unassigned_, ids[i]);
+      }
+      auto group = std::make_shared<ReplicaGroup>(
+          absl::StrCat("group-", next_group_++), ranks, options,
+          [this](ReplicaGroup* g, std::vector<std::shared_ptr<Request>> reqs) { OnGroupLost(g, std::move(reqs)); });
+      for (const auto& r : ranks) members_[r.worker_id].group = group;
+      group->Start();
+      std::cerr << "tessera-coordinator: " << group->id() << " formed from " << size << " worker(s), tp=" << tp << "\n";
+    }
   }
 }
 
+void Cluster::ForgetLocked(const std::string& worker_id) {
+  members_.erase(worker_id);
+  std::erase(unassigned_, worker_id);
+  index_.RemoveWorker(worker_id);  // its blocks can no longer be fetched
+}
+
 void Cluster::RetireLocked(const std::shared_ptr<ReplicaGroup>& group) {
-  for (const auto& r : group->ranks()) members_.erase(r.worker_id);
+  for (const auto& r : group->ranks()) ForgetLocked(r.worker_id);
   retired_.push_back(group);
 }
 
@@ -62,8 +80,10 @@ grpc::Status Cluster::Register(grpc::ServerContext*, const v1::internal::Registe
   if (request->address().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "address is empty");
   std::lock_guard<std::mutex> lock(mu_);
   const std::string id = absl::StrCat("worker-", next_worker_++);
+  if (request->tp() < 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "tp must be >= 0");
   Member m;
   m.address = request->address();
+  m.tp = request->tp() > 0 ? request->tp() : options_.group.tp;
   m.last_heartbeat = Clock::now();
   members_.emplace(id, std::move(m));
   unassigned_.push_back(id);
@@ -83,13 +103,17 @@ grpc::Status Cluster::Heartbeat(grpc::ServerContext*, const v1::internal::Heartb
     return grpc::Status::OK;
   }
   response->set_known(true);
+  if (request->has_kv()) {
+    const BlockIndex::Ack ack = index_.Apply(request->worker_id(), request->kv());
+    response->set_kv_acked_seq(ack.acked_seq);
+    response->set_kv_resync(ack.resync);
+  }
   Member& m = it->second;
   m.last_heartbeat = Clock::now();
   if (request->draining()) m.draining = true;
   if (!m.group) {
     if (m.draining) {  // holds nothing yet: free to go
-      std::erase(unassigned_, it->first);
-      members_.erase(it);
+      ForgetLocked(request->worker_id());
       response->set_release(true);
     }
     return grpc::Status::OK;
@@ -99,7 +123,7 @@ grpc::Status Cluster::Heartbeat(grpc::ServerContext*, const v1::internal::Heartb
     // Every rank of a released group may exit; the others learn it on their heartbeat.
     response->set_release(true);
     std::shared_ptr<ReplicaGroup> group = m.group;
-    members_.erase(it);
+    ForgetLocked(request->worker_id());
     bool last = true;
     for (const auto& r : group->ranks()) last = last && !members_.contains(r.worker_id);
     if (last) retired_.push_back(group);
@@ -144,12 +168,9 @@ void Cluster::Monitor() {
           if (silent) m.group->Kill();
           if (std::find(lost.begin(), lost.end(), m.group) == lost.end()) lost.push_back(m.group);
         }
-        if (silent && !m.group) {
-          std::erase(unassigned_, it->first);
-          it = members_.erase(it);
-        } else {
-          ++it;
-        }
+        const std::string id = it->first;
+        ++it;
+        if (silent && !m.group) ForgetLocked(id);
       }
       for (const auto& g : lost) RetireLocked(g);
       retired.swap(retired_);
@@ -217,6 +238,14 @@ std::vector<v1::GroupInfo> Cluster::Groups() const {
   std::vector<v1::GroupInfo> out;
   for (const auto& g : DistinctGroupsLocked()) out.push_back(g->Info());
   return out;
+}
+
+v1::KvIndexInfo Cluster::IndexInfo() const {
+  v1::KvIndexInfo info;
+  info.set_blocks(index_.num_blocks());
+  info.set_workers(index_.num_workers());
+  info.set_resyncs(index_.resyncs());
+  return info;
 }
 
 int Cluster::total_waiting() const {

@@ -1,6 +1,7 @@
 // Cluster: the coordinator's view of its workers. Serves the internal Coordinator
 // service (Register, Heartbeat, and the rendezvous store), forms replica groups of
-// tp x ep registered workers in registration order, drops workers that stop
+// tp x ep registered workers in registration order (tp as each worker asks, else the
+// default), keeps the cluster-wide index of their host-tier KV blocks, drops workers that stop
 // heartbeating (and with them their group), drains on request, and routes requests to
 // the ready group with the least outstanding work. Requests of a lost group are routed
 // again and recomputed; only when no group can take them do they fail with
@@ -48,16 +49,20 @@ class Cluster final : public v1::internal::Coordinator::Service {
   absl::Status Route(std::shared_ptr<Request> request);
   absl::Status Drain(const std::string& worker_id);
   std::vector<v1::GroupInfo> Groups() const;
+  v1::KvIndexInfo IndexInfo() const;
   int total_waiting() const;
 
  private:
   struct Member {
     std::string address;
+    int tp = 1;                           // the group shape it joins
     std::shared_ptr<ReplicaGroup> group;  // null while waiting for enough workers
     bool draining = false;
     std::chrono::steady_clock::time_point last_heartbeat;
   };
   void FormGroupsLocked();
+  // Removes a worker: membership, waiting list, its blocks in the index.
+  void ForgetLocked(const std::string& worker_id);
   // Removes every member of `group` and schedules the group's destruction.
   void RetireLocked(const std::shared_ptr<ReplicaGroup>& group);
   std::vector<std::shared_ptr<ReplicaGroup>> DistinctGroupsLocked() const;
@@ -74,6 +79,8 @@ class Cluster final : public v1::internal::Coordinator::Service {
   std::mutex store_mu_;
   std::condition_variable store_cv_;
   std::map<std::string, std::string> store_;  // guarded by store_mu_
+
+  BlockIndex index_;  // the workers' host-tier blocks, from their heartbeats
 
   std::atomic<bool> stop_{false};
   std::thread monitor_;

@@ -196,6 +196,7 @@ grpc::Status Frontend::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfo
 grpc::Status Frontend::GetServerInfo(grpc::ServerContext*, const v1::GetServerInfoRequest*, v1::ServerInfo* info) {
   info->set_model(options_.model_name);
   for (auto& g : cluster_->Groups()) *info->add_groups() = std::move(g);
+  *info->mutable_kv_index() = cluster_->IndexInfo();
   return grpc::Status::OK;
 }
 

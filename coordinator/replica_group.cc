@@ -2,7 +2,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstring>
 #include <iostream>
+#include <map>
 
 namespace tessera::coordinator {
 
@@ -98,6 +100,8 @@ v1::GroupInfo ReplicaGroup::Info() const {
     info.set_cached_blocks(cache.cached_blocks);
     info.set_swapped_out_blocks(cache.swapped_out);
     info.set_swapped_in_blocks(cache.swapped_in);
+    info.set_remote_fetched_blocks(cache.remote_fetched);
+    info.set_remote_fetch_failures(cache.remote_fetch_failures);
   }
   return info;
 }
@@ -146,7 +150,21 @@ bool ReplicaGroup::Load() {
   so.max_running = options_.max_running;
   if (options_.prefix_caching) so.model_identity = options_.model_dir;
   so.num_host_blocks = options_.prefix_caching ? host_blocks : 0;  // the host tier holds cached blocks
+  if (options_.prefix_caching) so.block_index = options_.block_index;
   scheduler_ = std::make_unique<Scheduler>(so);
+  // Host-tier blocks every rank kept (a coordinator restart): cached again.
+  std::map<std::pair<int32_t, std::string>, size_t> ranks_holding;
+  for (const auto& r : responses) {
+    for (const auto& b : r.host_blocks()) ++ranks_holding[{b.block(), b.hash()}];
+  }
+  std::vector<std::pair<int32_t, kvstore::BlockHash>> kept;
+  for (const auto& [block_and_hash, count] : ranks_holding) {
+    kvstore::BlockHash h;
+    if (count != n || block_and_hash.second.size() != h.size()) continue;
+    std::memcpy(h.data(), block_and_hash.second.data(), h.size());
+    kept.emplace_back(block_and_hash.first, h);
+  }
+  scheduler_->AdoptHostBlocks(kept);
   weight_bytes_ = responses[0].weight_bytes();
   published_scheduler_.store(scheduler_.get(), std::memory_order_release);
   return true;
@@ -191,7 +209,7 @@ void ReplicaGroup::Loop() {
     step.set_step_id(++step_id);
     for (auto& s : streams) lost = lost || !s->Write(step);
     for (size_t i = 0; i < streams.size() && !lost; ++i) lost = !streams[i]->Read(&responses[i]);
-    if (!lost) scheduler_->ApplyStep(responses[0]);  // rank 0 samples for the group
+    if (!lost) scheduler_->ApplyStep(responses);
   }
   if (state_ == State::kReleased) {
     for (auto& s : streams) {

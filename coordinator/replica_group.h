@@ -36,6 +36,8 @@ struct GroupOptions {
   int max_running = 256;
   bool prefix_caching = true;  // reuse cached KV blocks of equal prefixes
   int32_t num_host_kv_blocks = 0;  // the host tier per worker (0: none)
+  // The cluster-wide block index remote prefixes are fetched through (null: none).
+  const BlockIndex* block_index = nullptr;
 };
 
 class ReplicaGroup {

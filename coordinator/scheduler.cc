@@ -1,6 +1,7 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <iostream>
 
 namespace tessera::coordinator {
 
@@ -40,8 +41,9 @@ int64_t Scheduler::outstanding_work() const {
 }
 
 Scheduler::CacheCounters Scheduler::cache_counters() const {
-  return {cache_lookups_, cache_hits_, cache_evictions_, cached_blocks_, swapped_out_published_,
-          swapped_in_published_};
+  return {cache_lookups_,         cache_hits_,          cache_evictions_,
+          cached_blocks_,         swapped_out_published_, swapped_in_published_,
+          remote_fetched_published_, remote_fetch_failures_published_};
 }
 
 kvstore::BlockHash Scheduler::Root(const Request& request) const {
@@ -68,14 +70,14 @@ int64_t Scheduler::CachedTokens(std::span<const kvstore::BlockHash> hashes) cons
   std::lock_guard<std::mutex> lock(cache_mu_);
   int64_t cached = 0;
   for (const kvstore::BlockHash& h : hashes) {
-    if (!allocator_.Contains(h)) break;
+    if (!allocator_.Contains(h) && !host_allocator_.Contains(h)) break;
     cached += options_.block_size;
   }
   return cached;
 }
 
-int64_t Scheduler::TakeCachedPrefix(Sequence& seq) {
-  for (const kvstore::BlockHash& h : PrefixHashes(*seq.request)) {
+int64_t Scheduler::TakeCachedPrefix(Sequence& seq, std::span<const kvstore::BlockHash> prefix) {
+  for (const kvstore::BlockHash& h : prefix) {
     std::optional<int32_t> block = allocator_.Lookup(h);
     if (!block && options_.num_host_blocks > 0) {
       // A hit in the host tier moves the block back up: a device block, a copy.
@@ -84,11 +86,12 @@ int64_t Scheduler::TakeCachedPrefix(Sequence& seq) {
         SwapOutEvicted();  // what that allocation evicted is on the host before the next lookup
         if (device.ok()) {
           allocator_.Register(*device, h);
-          swap_in_.emplace_back(*host, *device);
+          swap_in_.push_back({*device, *host, h});  // the host reference goes once the step is built
           ++swapped_in_;
           block = *device;
+        } else {
+          host_allocator_.Release(*host);
         }
-        host_allocator_.Release(*host);
       }
     }
     if (!block) break;
@@ -96,6 +99,57 @@ int64_t Scheduler::TakeCachedPrefix(Sequence& seq) {
     seq.hashes.push_back(h);
   }
   return static_cast<int64_t>(seq.hashes.size()) * options_.block_size;
+}
+
+void Scheduler::FetchRemotePrefix(Sequence& seq, std::span<const kvstore::BlockHash> rest,
+                                  v1::internal::StepRequest* step) {
+  if (options_.block_index == nullptr || rest.empty()) return;
+  const BlockIndex::Found found = options_.block_index->LongestPrefix(rest);
+  if (found.blocks == 0) return;
+  auto* fetch = step->add_fetches();
+  fetch->set_fetch_id(seq.id);
+  for (int64_t i = 0; i < found.blocks; ++i) {
+    fetch->add_hashes(rest[i].data(), rest[i].size());
+    fetch->add_blocks(seq.table.blocks()[seq.hashes.size() + i]);
+    seq.fetching.push_back(rest[i]);
+  }
+  for (const kvstore::BlockPeer& p : found.peers) {
+    auto* peer = fetch->add_peers();
+    peer->set_address(p.address);
+    peer->set_head_begin(p.heads.begin);
+    peer->set_head_end(p.heads.end);
+  }
+}
+
+void Scheduler::FinishFetch(Sequence& seq, std::span<const v1::internal::StepResponse> responses) {
+  bool ok = !responses.empty();
+  for (const auto& r : responses) {
+    auto it = std::find_if(r.fetched().begin(), r.fetched().end(),
+                           [&](const v1::internal::FetchResult& f) { return f.fetch_id() == seq.id; });
+    if (it == r.fetched().end() || !it->ok()) {
+      if (it != r.fetched().end()) std::cerr << "tessera-coordinator: KV fetch failed, recomputing: " << it->error() << "\n";
+      ok = false;
+    }
+  }
+  if (ok) {
+    // The blocks hold their content now: cached, and the sequence starts after them.
+    for (const kvstore::BlockHash& h : seq.fetching) {
+      allocator_.Register(seq.table.blocks()[seq.hashes.size()], h);
+      seq.hashes.push_back(h);
+    }
+    seq.cached = static_cast<int64_t>(seq.hashes.size()) * options_.block_size;
+    seq.computed = seq.cached;
+    remote_fetched_ += static_cast<int64_t>(seq.fetching.size());
+  } else {
+    ++remote_fetch_failures_;  // the blocks stay allocated and are computed instead
+  }
+  seq.request->set_cached_tokens(static_cast<int32_t>(std::min<int64_t>(seq.cached, seq.prompt_len)));
+  seq.fetching.clear();
+}
+
+void Scheduler::AdoptHostBlocks(std::span<const std::pair<int32_t, kvstore::BlockHash>> blocks) {
+  std::lock_guard<std::mutex> cache_lock(cache_mu_);
+  if (options_.num_host_blocks > 0) host_allocator_.AdoptCached(blocks);
 }
 
 void Scheduler::RegisterFullBlocks(Sequence& seq) {
@@ -106,7 +160,19 @@ void Scheduler::RegisterFullBlocks(Sequence& seq) {
     const kvstore::BlockHash parent = b == 0 ? Root(*seq.request) : seq.hashes.back();
     seq.hashes.push_back(kvstore::ChainHash(parent, std::span<const int32_t>(seq.tokens).subspan(b * bs, bs)));
     allocator_.Register(seq.table.blocks()[b], seq.hashes.back());
+    CopyToHost(seq.table.blocks()[b], seq.hashes.back());  // written through
   }
+}
+
+void Scheduler::CopyToHost(int32_t block, const kvstore::BlockHash& hash) {
+  if (options_.num_host_blocks == 0 || host_allocator_.Contains(hash)) return;
+  absl::StatusOr<int32_t> host = host_allocator_.Allocate();  // may drop the host's oldest
+  (void)host_allocator_.TakeEvicted();  // the host tier is the last: its evictions are dropped
+  if (!host.ok()) return;  // every host block is being swapped in this step
+  host_allocator_.Register(*host, hash);
+  host_allocator_.Release(*host);  // cached there, unreferenced
+  swap_out_.push_back({block, *host, hash});
+  ++swapped_out_;
 }
 
 void Scheduler::PublishCounters() {
@@ -121,19 +187,12 @@ void Scheduler::PublishCounters() {
   cached_blocks_ = allocator_.num_cached();
   swapped_out_published_ = swapped_out_;
   swapped_in_published_ = swapped_in_;
+  remote_fetched_published_ = remote_fetched_;
+  remote_fetch_failures_published_ = remote_fetch_failures_;
 }
 
 void Scheduler::SwapOutEvicted() {
-  for (const auto& [block, hash] : allocator_.TakeEvicted()) {
-    if (options_.num_host_blocks == 0 || host_allocator_.Contains(hash)) continue;
-    absl::StatusOr<int32_t> host = host_allocator_.Allocate();  // may drop the host's oldest
-    if (!host.ok()) continue;
-    host_allocator_.Register(*host, hash);
-    host_allocator_.Release(*host);  // cached there, unreferenced
-    swap_out_.emplace_back(block, *host);
-    ++swapped_out_;
-  }
-  (void)host_allocator_.TakeEvicted();  // the host tier is the last: its evictions are dropped
+  for (const auto& [block, hash] : allocator_.TakeEvicted()) CopyToHost(block, hash);
 }
 
 void Scheduler::Release(Sequence& seq) {
@@ -235,7 +294,8 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
       waiting_.pop_front();
       continue;
     }
-    seq.cached = TakeCachedPrefix(seq);
+    const std::vector<kvstore::BlockHash> prefix = PrefixHashes(*request);
+    seq.cached = TakeCachedPrefix(seq, prefix);
     if (!seq.table.EnsureCapacity(static_cast<int64_t>(seq.tokens.size()) + 1, options_.block_size, allocator_).ok()) {
       seq.table.Free(allocator_);  // not enough free blocks yet: FCFS, later requests wait too
       break;
@@ -245,24 +305,32 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
       waiting_.pop_front();
     }
     seq.computed = seq.cached;
-    request->set_cached_tokens(static_cast<int32_t>(std::min<int64_t>(seq.cached, seq.prompt_len)));
     seq.id = next_seq_id_++;
-    seq.planned = std::min<int64_t>(static_cast<int64_t>(seq.tokens.size()) - seq.computed, budget);
+    FetchRemotePrefix(seq, std::span(prefix).subspan(seq.hashes.size()), step);
+    if (seq.fetching.empty()) {
+      request->set_cached_tokens(static_cast<int32_t>(std::min<int64_t>(seq.cached, seq.prompt_len)));
+    }
+    // A sequence whose prefix is being fetched is computed from the next step on.
+    seq.planned = seq.fetching.empty()
+                      ? std::min<int64_t>(static_cast<int64_t>(seq.tokens.size()) - seq.computed, budget)
+                      : 0;
     budget -= static_cast<int>(seq.planned);
     running_.push_back(std::move(seq));
   }
 
   // The diff: tier moves first (the worker copies before computing), then sequences.
   SwapOutEvicted();
-  for (const auto& [from, to] : swap_out_) {
+  for (const HostCopy& copy : swap_out_) {
     auto* c = step->add_swap_out();
-    c->set_from(from);
-    c->set_to(to);
+    c->set_from(copy.device);
+    c->set_to(copy.host);
+    c->set_hash(copy.hash.data(), copy.hash.size());
   }
-  for (const auto& [from, to] : swap_in_) {
+  for (const HostCopy& copy : swap_in_) {
     auto* c = step->add_swap_in();
-    c->set_from(from);
-    c->set_to(to);
+    c->set_from(copy.host);
+    c->set_to(copy.device);
+    host_allocator_.Release(copy.host);
   }
   swap_out_.clear();
   swap_in_.clear();
@@ -296,18 +364,19 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
   }
   PublishCounters();
   return step->new_sequences_size() + step->continued_size() + step->finished_size() + step->swap_out_size() +
-             step->swap_in_size() >
+             step->swap_in_size() + step->fetches_size() >
          0;
 }
 
-void Scheduler::ApplyStep(const v1::internal::StepResponse& response) {
+void Scheduler::ApplyStep(std::span<const v1::internal::StepResponse> responses) {
   std::lock_guard<std::mutex> cache_lock(cache_mu_);
   for (Sequence& seq : running_) {
+    if (!seq.fetching.empty()) FinishFetch(seq, responses);
     seq.computed += seq.planned;
     seq.planned = 0;
     RegisterFullBlocks(seq);
   }
-  for (const auto& sampled : response.sampled()) {
+  for (const auto& sampled : responses[0].sampled()) {
     auto it = std::find_if(running_.begin(), running_.end(), [&](const Sequence& s) { return s.id == sampled.seq_id(); });
     if (it == running_.end()) continue;
     it->tokens.push_back(sampled.token_id());

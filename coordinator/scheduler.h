@@ -5,7 +5,11 @@
 // (one decode token each, or their next prefill chunk), then new requests admitted in
 // arrival order while their whole prompt fits in free blocks (chunked prefill when a
 // prompt exceeds the budget). A new sequence first takes every cached block of its
-// prefix (prefix caching) and computes only the rest. When a running sequence needs a block and none is free,
+// prefix (prefix caching): from the device pool, else the host tier, else (with a
+// cluster-wide block index) fetched from other workers' host tiers in one step before
+// it is computed; only the rest is computed. With a host tier, every full block is
+// also written through to it, so other groups can fetch it and it survives eviction.
+// When a running sequence needs a block and none is free,
 // the newest sequence is preempted: its blocks are freed and it is recomputed later
 // from its prompt and the tokens generated so far. The step message is a diff: new
 // sequences in full once, running ones as deltas, finished ids.
@@ -23,6 +27,7 @@
 #include <span>
 #include <vector>
 
+#include "coordinator/block_index.h"
 #include "coordinator/request.h"
 #include "kvstore/block_allocator.h"
 #include "kvstore/block_hash.h"
@@ -42,6 +47,9 @@ struct SchedulerOptions {
   // The host tier: cached blocks evicted from the device pool move here (swap out)
   // instead of being dropped, and come back on a hit (swap in). 0: no host tier.
   int32_t num_host_blocks = 0;
+  // Where other workers' cached blocks are (null: no remote fetches). Must outlive the
+  // scheduler.
+  const BlockIndex* block_index = nullptr;
 };
 
 class Scheduler {
@@ -55,8 +63,11 @@ class Scheduler {
 
   // Plans the next step; false when there is nothing to run.
   bool BuildStep(v1::internal::StepRequest* step);
-  // Takes the worker's answer to the step BuildStep planned.
-  void ApplyStep(const v1::internal::StepResponse& response);
+  // Takes the workers' answers (one per rank) to the step BuildStep planned; rank 0's
+  // sampled tokens are used, a fetch counts only if every rank completed it.
+  void ApplyStep(std::span<const v1::internal::StepResponse> responses);
+  // Host-tier blocks the workers kept through a coordinator restart: cached again.
+  void AdoptHostBlocks(std::span<const std::pair<int32_t, kvstore::BlockHash>> blocks);
   // Removes every request (waiting and running) and forgets their sequences; used
   // when the worker is lost, so the requests can be recomputed elsewhere.
   std::vector<std::shared_ptr<Request>> TakeAll();
@@ -69,13 +80,15 @@ class Scheduler {
     int64_t lookups = 0, hits = 0, evictions = 0;
     int32_t cached_blocks = 0;
     int64_t swapped_out = 0, swapped_in = 0;
+    int64_t remote_fetched = 0, remote_fetch_failures = 0;
   };
   CacheCounters cache_counters() const;
   int64_t outstanding_work() const;  // for routing
   // Block ids of the request's prefix that the cache could serve (its full blocks but
   // the one holding the last token). Depends only on the options and the request.
   std::vector<kvstore::BlockHash> PrefixHashes(const Request& request) const;
-  // Tokens of the prefix with these block ids that this group holds (for routing).
+  // Tokens of the prefix with these block ids that this group holds in either tier
+  // (for routing).
   int64_t CachedTokens(std::span<const kvstore::BlockHash> hashes) const;
 
  private:
@@ -91,14 +104,22 @@ class Scheduler {
     int64_t planned = 0;          // tokens in the step in flight
     int64_t cached = 0;           // prefix tokens found in the cache at admission
     std::vector<kvstore::BlockHash> hashes;  // of the full blocks registered so far
+    std::vector<kvstore::BlockHash> fetching;  // blocks being fetched from peers this step
   };
 
   kvstore::BlockHash Root(const Request& request) const;
-  // Takes the cached blocks of the sequence's prefix (device tier, else host tier);
-  // returns how many tokens they hold.
-  int64_t TakeCachedPrefix(Sequence& seq);
+  // Takes the cached blocks at the start of `prefix` (the sequence's prefix hashes;
+  // device tier, else host tier); returns how many tokens they hold.
+  int64_t TakeCachedPrefix(Sequence& seq, std::span<const kvstore::BlockHash> prefix);
+  // Asks peers for the blocks of `rest` (the prefix after the cached part) that the
+  // block index knows of, into the sequence's next blocks; the sequence waits a step.
+  void FetchRemotePrefix(Sequence& seq, std::span<const kvstore::BlockHash> rest, v1::internal::StepRequest* step);
+  // Takes the ranks' fetch results for `seq`.
+  void FinishFetch(Sequence& seq, std::span<const v1::internal::StepResponse> responses);
   // Registers the blocks that filled since the last step under their content hash.
   void RegisterFullBlocks(Sequence& seq);
+  // Copies a device block's content to the host tier, unless it is there already.
+  void CopyToHost(int32_t block, const kvstore::BlockHash& hash);
   // Moves the content of device blocks evicted while planning this step to the host
   // tier (copies the worker does before computing).
   void SwapOutEvicted();
@@ -122,8 +143,15 @@ class Scheduler {
   mutable std::mutex cache_mu_;
   kvstore::BlockAllocator allocator_;
   kvstore::BlockAllocator host_allocator_;  // the host tier's cache
-  std::vector<std::pair<int32_t, int32_t>> swap_out_, swap_in_;  // this step's copies
+  struct HostCopy {
+    int32_t device, host;
+    kvstore::BlockHash hash;
+  };
+  // This step's copies. A host block being swapped in keeps a reference until the
+  // step is built, so no copy down can overwrite it first.
+  std::vector<HostCopy> swap_out_, swap_in_;
   int64_t swapped_out_ = 0, swapped_in_ = 0;
+  int64_t remote_fetched_ = 0, remote_fetch_failures_ = 0;
   std::vector<uint64_t> finished_;                // ids to send with the next step
   uint64_t next_seq_id_ = 1;
   std::atomic<int> running_count_{0};
@@ -131,6 +159,7 @@ class Scheduler {
   std::atomic<int64_t> cache_lookups_{0}, cache_hits_{0}, cache_evictions_{0};
   std::atomic<int32_t> cached_blocks_{0};
   std::atomic<int64_t> swapped_out_published_{0}, swapped_in_published_{0};
+  std::atomic<int64_t> remote_fetched_published_{0}, remote_fetch_failures_published_{0};
   std::atomic<int32_t> free_blocks_{0};
 };
 

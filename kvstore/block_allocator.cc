@@ -48,6 +48,20 @@ void BlockAllocator::Register(int32_t block, const BlockHash& hash) {
   hash_of_[block] = hash;
 }
 
+void BlockAllocator::AdoptCached(std::span<const std::pair<int32_t, BlockHash>> blocks) {
+  std::vector<bool> adopted(ref_counts_.size(), false);
+  for (const auto& [block, hash] : blocks) {
+    if (block < 0 || block >= num_blocks() || ref_counts_[block] != 0 || hash_of_[block] || by_hash_.contains(hash)) {
+      continue;
+    }
+    by_hash_.emplace(hash, block);
+    hash_of_[block] = hash;
+    lru_pos_[block] = lru_.insert(lru_.end(), block);
+    adopted[block] = true;
+  }
+  std::erase_if(free_, [&](int32_t b) { return adopted[b]; });
+}
+
 void BlockAllocator::AddRef(int32_t block) {
   TESSERA_CHECK(ref_counts_[block] > 0, "AddRef on a free block");
   ++ref_counts_[block];

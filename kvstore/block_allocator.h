@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <list>
 #include <optional>
+#include <span>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -48,6 +49,11 @@ class BlockAllocator {
   // Records that `block` (full, referenced) holds the content `hash`. A hash already
   // cached in another block keeps that block.
   void Register(int32_t block, const BlockHash& hash);
+
+  // Takes free blocks that already hold cached content (a store that outlived its
+  // allocator: a worker's host tier after a coordinator restart) as cached and
+  // unreferenced. Blocks not free, or hashes already cached, are skipped.
+  void AdoptCached(std::span<const std::pair<int32_t, BlockHash>> blocks);
 
   // Cached blocks evicted since the last call, with the content they held (the
   // caller may move that content down a tier before the block is overwritten).

@@ -212,13 +212,13 @@ void BlockServer::AcceptLoop() {
 
 void BlockServer::Serve(int fd) {
   SetTimeouts(fd, std::chrono::seconds(30));
-  const KvLayout& layout = source_->layout();
-  const HeadRange held = source_->heads();
   RequestHeader header{};
   std::vector<BlockHash> hashes;
   std::vector<float> slice;
   // A connection may carry several requests, one after another.
   while (!stop_ && ReadAll(fd, &header, sizeof(header))) {
+    const KvLayout layout = source_->layout();
+    const HeadRange held = source_->heads();
     const HeadRange range{static_cast<int>(header.head_begin), static_cast<int>(header.head_end)};
     uint32_t status = kOk;
     if (header.magic != kMagic || header.count > kMaxBlocksPerRequest || range.size() <= 0) {
@@ -240,10 +240,10 @@ void BlockServer::Serve(int fd) {
     slice.resize(static_cast<size_t>(SliceElems(layout, range.size())));
     bool sent = true;
     for (size_t i = 0; i < hashes.size() && sent; ++i) {
-      const uint8_t found = source_->ReadSlice(hashes[i], range, slice.data()) ? 1 : 0;
+      const uint8_t found = source_->ReadSlice(hashes[i], layout, range, slice.data()) ? 1 : 0;
+      blocks_served_ += found;  // counted before the peer can see it
       sent = WriteAll(fd, &found, 1, found ? MSG_MORE : 0) &&
              (!found || WriteAll(fd, slice.data(), slice.size() * sizeof(float)));
-      blocks_served_ += found;
     }
     if (!sent) break;
   }

@@ -44,10 +44,11 @@ class BlockSource {
  public:
   virtual ~BlockSource() = default;
   // The layout of the blocks held (num_kv_heads: the heads held) and their heads.
-  virtual const KvLayout& layout() const = 0;
+  virtual KvLayout layout() const = 0;
   virtual HeadRange heads() const = 0;
-  // Writes heads `range` of the block holding `hash` to `slice`; false if none does.
-  virtual bool ReadSlice(const BlockHash& hash, HeadRange range, float* slice) const = 0;
+  // Writes heads `range` of the block holding `hash` to `slice`, sized for `layout`;
+  // false if no block holds it, or the blocks held are no longer of `layout`.
+  virtual bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange range, float* slice) const = 0;
 };
 
 class BlockServer {

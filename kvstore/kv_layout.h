@@ -15,6 +15,8 @@ struct KvLayout {
   int head_dim = 0;
   int block_size = 16;  // tokens per block
 
+  bool operator==(const KvLayout&) const = default;
+
   int64_t head_elems() const { return static_cast<int64_t>(block_size) * head_dim; }
   int64_t kv_elems() const { return head_elems() * num_kv_heads; }        // K or V, one layer
   int64_t layer_elems() const { return 2 * kv_elems(); }

@@ -42,11 +42,11 @@ class MapSource : public BlockSource {
       blocks_[HashOf(i)] = std::move(mine);
     }
   }
-  const KvLayout& layout() const override { return layout_; }
+  KvLayout layout() const override { return layout_; }
   HeadRange heads() const override { return range_; }
-  bool ReadSlice(const BlockHash& hash, HeadRange r, float* slice) const override {
+  bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange r, float* slice) const override {
     auto it = blocks_.find(hash);
-    if (it == blocks_.end()) return false;
+    if (it == blocks_.end() || !(layout == layout_)) return false;
     CopySliceOut(layout_, it->second.data(), r.begin - range_.begin, r.size(), slice);
     return true;
   }

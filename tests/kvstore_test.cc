@@ -116,5 +116,17 @@ TEST(PrefixCacheTest, SharedBlocksAreRefcounted) {
   EXPECT_EQ(a.num_free(), 1);
 }
 
+TEST(PrefixCacheTest, AdoptedBlocksAreCachedAndNeverHandedOutFresh) {
+  BlockAllocator a(3);
+  const BlockHash h1 = RootHash("m", "f32", "1"), h2 = RootHash("m", "f32", "2");
+  const std::pair<int32_t, BlockHash> kept[] = {{2, h1}, {0, h2}, {1, h2}};  // the second h2 is skipped
+  a.AdoptCached(kept);
+  EXPECT_EQ(a.num_cached(), 2);
+  EXPECT_EQ(a.num_free(), 3);
+  EXPECT_EQ(*a.Allocate(), 1);  // the never-cached block goes first
+  EXPECT_EQ(a.Lookup(h1), 2);
+  EXPECT_EQ(a.Lookup(h2), 0);
+}
+
 }  // namespace
 }  // namespace tessera::kvstore

@@ -20,9 +20,15 @@ std::shared_ptr<Request> MakeRequest(const std::string& id, int prompt_len, int 
   return MakeRequest(id, std::vector<int32_t>(prompt_len, 7), max_tokens);
 }
 
-// Answers a step as a worker would: token 42 for every sequence that asked to sample.
-v1::internal::StepResponse Answer(const v1::internal::StepRequest& step) {
+// Answers a step as a one-rank group would: token 42 for every sequence that asked to
+// sample, and every fetch completed (or every one failed).
+std::vector<v1::internal::StepResponse> Answer(const v1::internal::StepRequest& step, bool fetches_ok = true) {
   v1::internal::StepResponse r;
+  for (const auto& f : step.fetches()) {
+    auto* result = r.add_fetched();
+    result->set_fetch_id(f.fetch_id());
+    result->set_ok(fetches_ok);
+  }
   auto sample = [&](uint64_t id) {
     auto* t = r.add_sampled();
     t->set_seq_id(id);
@@ -34,7 +40,7 @@ v1::internal::StepResponse Answer(const v1::internal::StepRequest& step) {
   for (const auto& c : step.continued()) {
     if (c.sample()) sample(c.seq_id());
   }
-  return r;
+  return {r};
 }
 
 int TokensIn(const v1::internal::StepRequest& step) {
@@ -173,8 +179,8 @@ TEST(SchedulerTest, PrefixCacheServesRepeatedPrefixes) {
   EXPECT_TRUE(admitted);
 }
 
-// A device pool too small to keep a prefix cached moves it to the host tier (swap
-// out) and brings it back when the prefix returns (swap in).
+// With a host tier every full block is written through to it, so a device pool too
+// small to keep a prefix cached loses nothing: the prefix comes back up (swap in).
 TEST(SchedulerTest, HostTierKeepsEvictedPrefixes) {
   SchedulerOptions options{16, /*num_blocks=*/8, 512, 8};
   options.model_identity = "test-model";
@@ -196,12 +202,13 @@ TEST(SchedulerTest, HostTierKeepsEvictedPrefixes) {
     }
   };
   v1::internal::StepRequest first;
-  run(MakeRequest("a", with_tail, 2), &first);  // caches 4 blocks of the prefix
-  // A different 100-token prompt needs 7 of the 8 blocks: the cached ones go down.
+  run(MakeRequest("a", with_tail, 2), &first);  // 4 full blocks, copied down once full
+  EXPECT_EQ(s.cache_counters().swapped_out, 4);
+  // A different 100-token prompt needs 7 of the 8 device blocks: the cached ones are
+  // evicted there, with no copy (the host tier has them already).
   std::vector<int32_t> other(100, 3);
   run(MakeRequest("b", other, 2), &first);
-  EXPECT_GE(first.swap_out_size(), 3);
-  EXPECT_GE(s.cache_counters().swapped_out, 3);
+  EXPECT_EQ(first.swap_out_size(), 0);
   // The prefix comes back up from the host tier.
   auto c = MakeRequest("c", with_tail, 2);
   run(c, &first);
@@ -209,6 +216,57 @@ TEST(SchedulerTest, HostTierKeepsEvictedPrefixes) {
   ASSERT_EQ(first.new_sequences_size(), 1);
   EXPECT_EQ(first.new_sequences(0).context_len(), 64);
   EXPECT_EQ(c->usage().cached_tokens(), 64);
+  EXPECT_GE(s.cache_counters().swapped_in, 3);
+}
+
+// A prefix the cluster-wide index finds on another worker is fetched in one step (the
+// sequence waits for it), then computed after it; a failed fetch is recomputed.
+TEST(SchedulerTest, RemotePrefixesAreFetchedBeforeComputing) {
+  for (bool fetch_ok : {true, false}) {
+    SCOPED_TRACE(fetch_ok ? "fetch succeeds" : "fetch fails");
+    BlockIndex index;
+    SchedulerOptions options{16, /*num_blocks=*/16, 512, 8};
+    options.model_identity = "test-model";
+    options.block_index = &index;
+    Scheduler s(options);
+    std::vector<int32_t> prompt(65);
+    for (int i = 0; i < 65; ++i) prompt[i] = 200 + i;
+    auto r = MakeRequest("a", prompt, 1);
+    const std::vector<kvstore::BlockHash> hashes = s.PrefixHashes(*r);
+    ASSERT_EQ(hashes.size(), 4u);
+    // Another worker, holding every KV head, has the first three blocks.
+    v1::internal::KvEvents held;
+    held.set_kv_address("10.0.0.9:7000");
+    held.set_head_begin(0);
+    held.set_head_end(2);
+    held.set_num_kv_heads(2);
+    held.set_snapshot(true);
+    held.set_last_seq(3);
+    for (int i = 0; i < 3; ++i) {
+      auto* e = held.add_events();
+      e->set_stored(true);
+      e->set_hash(hashes[i].data(), hashes[i].size());
+    }
+    index.Apply("w9", held);
+
+    s.Enqueue(r);
+    v1::internal::StepRequest step;
+    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_EQ(step.fetches_size(), 1);
+    EXPECT_EQ(step.fetches(0).hashes_size(), 3);
+    ASSERT_EQ(step.fetches(0).peers_size(), 1);
+    EXPECT_EQ(step.fetches(0).peers(0).address(), "10.0.0.9:7000");
+    EXPECT_EQ(step.new_sequences_size(), 0);  // not computed before its prefix is there
+    s.ApplyStep(Answer(step, fetch_ok));
+    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_EQ(step.new_sequences_size(), 1);
+    EXPECT_EQ(step.new_sequences(0).context_len(), fetch_ok ? 48 : 0);
+    EXPECT_EQ(step.new_sequences(0).tokens_size(), fetch_ok ? 17 : 65);
+    EXPECT_EQ(s.cache_counters().remote_fetched, fetch_ok ? 3 : 0);
+    EXPECT_EQ(s.cache_counters().remote_fetch_failures, fetch_ok ? 0 : 1);
+    s.ApplyStep(Answer(step));
+    EXPECT_EQ(r->usage().cached_tokens(), fetch_ok ? 48 : 0);
+  }
 }
 
 TEST(SchedulerTest, AbortedRequestsLeaveAtTheNextStep) {

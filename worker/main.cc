@@ -1,8 +1,12 @@
 // tessera-worker: holds a model and executes the coordinator's steps.
 //
 //   tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]
-//                  [--threads N] [--device cpu] [--busy-poll] [--step-delay-ms N]
+//                  [--kv-listen HOST:PORT] [--tp N] [--threads N] [--device cpu]
+//                  [--busy-poll] [--step-delay-ms N]
 //
+// --kv-listen: where peers fetch this worker's host-tier KV blocks (the data plane;
+// default: the advertised host, any port). --tp: join a tensor-parallel group of N
+// workers (default: the coordinator's --tp).
 // --busy-poll: small collectives of a tensor-parallel group spin instead of sleeping
 // (much lower latency; use when the worker has a core of its own).
 //
@@ -18,9 +22,11 @@
 #include <iostream>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cli/args.h"
 #include "cli/signals.h"
+#include "kvstore/block_transfer.h"
 #include "tessera/v1/worker.grpc.pb.h"
 #include "worker/worker_service.h"
 
@@ -50,16 +56,18 @@ int Main(int argc, char** argv) {
   if (!cli::ParseProgramArgs(argc, argv, "tessera-worker", {"help", "busy-poll"}, &args, &error)) return Fail(error);
   if (args.Has("help")) {
     std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
-                 " [--threads N] [--device cpu] [--busy-poll] [--step-delay-ms N (testing)]\n";
+                 " [--kv-listen HOST:PORT] [--tp N] [--threads N] [--device cpu] [--busy-poll]"
+                 " [--step-delay-ms N (testing)]\n";
     return 0;
   }
-  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "threads", "device", "step-delay-ms", "busy-poll"},
+  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "kv-listen", "tp", "threads", "device", "step-delay-ms",
+                        "busy-poll"},
                        &error)) {
     return Fail(error);
   }
   if (!args.Has("coordinator")) return Fail("needs --coordinator HOST:PORT");
-  int threads, step_delay_ms;
-  if (!cli::IntFlag(args, "threads", 0, 0, &threads, &error) ||
+  int threads, step_delay_ms, tp;
+  if (!cli::IntFlag(args, "threads", 0, 0, &threads, &error) || !cli::IntFlag(args, "tp", 0, 0, &tp, &error) ||
       !cli::IntFlag(args, "step-delay-ms", 0, 0, &step_delay_ms, &error)) {
     return Fail(error);
   }
@@ -83,6 +91,16 @@ int Main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
   const std::string address = absl::StrCat(host, ":", port);
+  // The KV data plane: peers fetch this worker's host-tier blocks here.
+  const std::string kv_listen = args.Has("kv-listen") ? args.flags.at("kv-listen") : absl::StrCat(host, ":0");
+  const size_t kv_colon = kv_listen.rfind(':');
+  int kv_port = 0;
+  if (kv_colon == std::string::npos || !absl::SimpleAtoi(kv_listen.substr(kv_colon + 1), &kv_port)) {
+    return Fail(absl::StrCat("--kv-listen needs HOST:PORT, got '", kv_listen, "'"));
+  }
+  auto block_server = kvstore::BlockServer::Start(kv_listen.substr(0, kv_colon), kv_port, &service.host_tier());
+  if (!block_server.ok()) return Fail(std::string(block_server.status().message()));
+  const std::string kv_address = absl::StrCat(host, ":", (*block_server)->port());
 
   std::thread signals(WaitForSignals, set);
   signals.detach();
@@ -98,6 +116,7 @@ int Main(int argc, char** argv) {
       req.set_address(address);
       req.set_device(device);
       req.set_threads(threads);
+      req.set_tp(tp);
       req.set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE));
       v1::internal::RegisterResponse resp;
       grpc::ClientContext ctx;
@@ -112,11 +131,14 @@ int Main(int argc, char** argv) {
       v1::internal::HeartbeatRequest req;
       req.set_worker_id(worker_id);
       req.set_draining(g_draining);
+      const bool reports_kv = service.host_tier().num_blocks() > 0;
+      if (reports_kv) service.host_tier().FillEvents(kv_address, req.mutable_kv());
       v1::internal::HeartbeatResponse resp;
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
       if (coordinator->Heartbeat(&ctx, req, &resp).ok()) {
         last_contact = Clock::now();
+        if (reports_kv) service.host_tier().Ack(resp.kv_acked_seq(), resp.kv_resync());
         if (resp.release()) break;
         if (!resp.known()) worker_id.clear();  // the coordinator restarted: register again
       }

@@ -1,5 +1,6 @@
 #include "worker/step_executor.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -21,11 +22,29 @@ kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& p) {
   return c;
 }
 
-StepExecutor::StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks,
-                           int32_t num_host_blocks)
-    : model_(std::move(model)),
-      kv_(model_->KvLayoutFor(block_size), num_blocks),
-      host_(model_->KvLayoutFor(block_size), num_host_blocks) {}
+StepExecutor::StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks, HostTier* host)
+    : model_(std::move(model)), kv_(model_->KvLayoutFor(block_size), num_blocks), host_(host) {}
+
+void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response) {
+  const models::ShardLayout& shard = model_->shard();
+  const kvstore::HeadRange mine{shard.kv_head0, shard.kv_head0 + shard.kv_heads};
+  for (const auto& f : step.fetches()) {
+    std::vector<kvstore::BlockHash> hashes;
+    std::vector<float*> blocks;
+    for (int i = 0; i < f.hashes_size(); ++i) {
+      hashes.emplace_back();
+      std::memcpy(hashes.back().data(), f.hashes(i).data(), hashes.back().size());
+      blocks.push_back(kv_.data() + f.blocks(i) * kv_.layout().block_elems());
+    }
+    std::vector<kvstore::BlockPeer> peers;
+    for (const auto& p : f.peers()) peers.push_back({p.address(), {p.head_begin(), p.head_end()}});
+    const absl::Status s = kvstore::FetchBlocks(peers, hashes, kv_.layout(), mine, blocks);
+    auto* result = response->add_fetched();
+    result->set_fetch_id(f.fetch_id());
+    result->set_ok(s.ok());
+    if (!s.ok()) result->set_error(std::string(s.message()));
+  }
+}
 
 absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal::StepRequest& step) {
   // Check the whole diff before changing anything.
@@ -45,26 +64,40 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     if (c.tokens().empty()) return absl::InvalidArgumentError("continued sequence without tokens");
   }
 
+  auto device_block = [&](int32_t b) { return b >= 0 && b < kv_.num_blocks(); };
+  const int32_t host_blocks = host_->num_blocks();
   for (const auto& copies : {&step.swap_out(), &step.swap_in()}) {
     const bool out = copies == &step.swap_out();
     for (const auto& c : *copies) {
       const int32_t device = out ? c.from() : c.to(), host = out ? c.to() : c.from();
-      if (device < 0 || device >= kv_.num_blocks() || host < 0 || host >= host_.num_blocks()) {
+      if (!device_block(device) || host < 0 || host >= host_blocks) {
         return absl::InvalidArgumentError("block copy outside the pools");
+      }
+      if (out && c.hash().size() != sizeof(kvstore::BlockHash)) {
+        return absl::InvalidArgumentError("a copy to the host tier must name its block hash");
       }
     }
   }
+  for (const auto& f : step.fetches()) {
+    if (f.hashes_size() != f.blocks_size() || !std::all_of(f.blocks().begin(), f.blocks().end(), device_block) ||
+        !std::all_of(f.hashes().begin(), f.hashes().end(),
+                     [](const std::string& h) { return h.size() == sizeof(kvstore::BlockHash); })) {
+      return absl::InvalidArgumentError("a fetch needs one device block per 32-byte block hash");
+    }
+  }
 
-  // Tier moves come first: a block swapped out may be reused by this step's compute.
-  const size_t block_bytes = static_cast<size_t>(kv_.layout().block_elems()) * sizeof(float);
+  // Tier moves and fetches come first: a block swapped out may be reused by this
+  // step's compute, and a fetched one is read by the next step's.
+  const int64_t block_elems = kv_.layout().block_elems();
   for (const auto& c : step.swap_out()) {
-    std::memcpy(host_.data() + c.to() * kv_.layout().block_elems(), kv_.data() + c.from() * kv_.layout().block_elems(),
-                block_bytes);
+    kvstore::BlockHash hash;
+    std::memcpy(hash.data(), c.hash().data(), hash.size());
+    host_->Store(c.to(), hash, kv_.data() + c.from() * block_elems);
   }
-  for (const auto& c : step.swap_in()) {
-    std::memcpy(kv_.data() + c.to() * kv_.layout().block_elems(), host_.data() + c.from() * kv_.layout().block_elems(),
-                block_bytes);
-  }
+  for (const auto& c : step.swap_in()) host_->Load(c.from(), kv_.data() + c.to() * block_elems);
+  v1::internal::StepResponse response;
+  response.set_step_id(step.step_id());
+  Fetch(step, &response);
   for (uint64_t id : step.finished()) sequences_.erase(id);
   for (const auto& s : step.new_sequences()) {
     Sequence seq;
@@ -96,8 +129,6 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     batch.push_back({std::span<const int32_t>(it.tokens->data(), it.tokens->size()), seq.computed,
                      seq.block_table, /*all_logits=*/false});
   }
-  v1::internal::StepResponse response;
-  response.set_step_id(step.step_id());
   if (batch.empty()) return response;
   RETURN_IF_ERROR(model_->Forward(batch, kv_, &logits_));
 

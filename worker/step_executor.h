@@ -4,7 +4,9 @@
 // every sequence that asked for one.
 //
 // The coordinator owns block allocation; a worker only stores bytes in the blocks it
-// is told to use. Thread-safety: one step at a time (the Steps stream is sequential).
+// is told to use, moves them between its device pool and its host tier, and fetches
+// the blocks peers hold into its device pool (the KV data plane). Thread-safety: one
+// step at a time (the Steps stream is sequential).
 #pragma once
 
 #include <cstdint>
@@ -18,15 +20,16 @@
 #include "kvstore/cpu_kv_storage.h"
 #include "models/model.h"
 #include "tessera/v1/worker.pb.h"
+#include "worker/host_tier.h"
 
 namespace tessera::worker {
 
 class StepExecutor {
  public:
-  StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks, int32_t num_host_blocks = 0);
+  // `host` (the host tier, sized by the caller) must outlive the executor.
+  StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks, HostTier* host);
 
   int32_t num_blocks() const { return kv_.num_blocks(); }
-  int32_t num_host_blocks() const { return host_.num_blocks(); }
   const models::Model& model() const { return *model_; }
   size_t num_sequences() const { return sequences_.size(); }
   // Forgets every sequence (a new Steps stream starts from nothing).
@@ -59,8 +62,11 @@ class StepExecutor {
   };
 
   std::unique_ptr<models::Model> model_;
-  kvstore::CpuKvStorage kv_;    // the device tier (on a CPU worker, its device pool)
-  kvstore::CpuKvStorage host_;  // the host tier
+  // Runs the step's fetches from peers; one result per fetch.
+  void Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response);
+
+  kvstore::CpuKvStorage kv_;  // the device tier (on a CPU worker, its device pool)
+  HostTier* host_;
   absl::flat_hash_map<uint64_t, Sequence> sequences_;
   std::vector<float> logits_;
 };

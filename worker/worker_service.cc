@@ -58,10 +58,17 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
     blocks = static_cast<int32_t>(std::max<int64_t>(1, request->kv_memory_bytes() / block_bytes));
   }
   response->set_weight_bytes(static_cast<int64_t>((*model)->weight_bytes()));
-  executor_ = std::make_unique<StepExecutor>(std::move(*model), request->block_size(), blocks,
-                                             std::max(0, request->num_host_blocks()));
+  const models::ShardLayout& shard = (*model)->shard();
+  host_tier_.Reset((*model)->KvLayoutFor(request->block_size()), {shard.kv_head0, shard.kv_head0 + shard.kv_heads},
+                   (*model)->spec().num_kv_heads, std::max(0, request->num_host_blocks()));
+  for (const auto& [block, hash] : host_tier_.Contents()) {
+    auto* kept = response->add_host_blocks();
+    kept->set_block(block);
+    kept->set_hash(hash.data(), hash.size());
+  }
+  executor_ = std::make_unique<StepExecutor>(std::move(*model), request->block_size(), blocks, &host_tier_);
   response->set_num_kv_blocks(executor_->num_blocks());
-  response->set_num_host_blocks(executor_->num_host_blocks());
+  response->set_num_host_blocks(host_tier_.num_blocks());
   return grpc::Status::OK;
 }
 

@@ -6,6 +6,7 @@
 
 #include "parallel/communicator.h"
 #include "tessera/v1/worker.grpc.pb.h"
+#include "worker/host_tier.h"
 #include "worker/step_executor.h"
 
 namespace tessera::worker {
@@ -31,9 +32,13 @@ class WorkerService final : public v1::internal::Worker::Service {
   grpc::Status Steps(grpc::ServerContext* context,
                      grpc::ServerReaderWriter<v1::internal::StepResponse, v1::internal::StepRequest>* stream) override;
 
+  // The host tier outlives reloads; the block server serves it and heartbeats report it.
+  HostTier& host_tier() { return host_tier_; }
+
  private:
   WorkerOptions options_;
   std::mutex mu_;  // one LoadModel or Steps stream at a time
+  HostTier host_tier_;
   // The group's collectives (null when the group is one worker); the model in
   // executor_ uses them, so they are declared first and destroyed last.
   std::unique_ptr<parallel::Communicator> tp_comm_;

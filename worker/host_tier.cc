@@ -1,0 +1,117 @@
+#include "worker/host_tier.h"
+
+#include <cstring>
+
+namespace tessera::worker {
+
+void HostTier::Reset(const kvstore::KvLayout& layout, kvstore::HeadRange heads, int num_kv_heads,
+                     int32_t num_blocks) {
+  std::unique_lock lock(mu_);
+  if (storage_ && storage_->layout() == layout && storage_->num_blocks() == num_blocks &&
+      heads_.begin == heads.begin && heads_.end == heads.end && num_kv_heads_ == num_kv_heads) {
+    return;
+  }
+  for (const auto& h : hash_of_) {
+    if (h) Record(false, *h);
+  }
+  storage_ = std::make_unique<kvstore::CpuKvStorage>(layout, num_blocks);
+  heads_ = heads;
+  num_kv_heads_ = num_kv_heads;
+  hash_of_.assign(num_blocks, std::nullopt);
+  by_hash_.clear();
+}
+
+int32_t HostTier::num_blocks() const {
+  std::shared_lock lock(mu_);
+  return storage_ ? storage_->num_blocks() : 0;
+}
+
+std::vector<std::pair<int32_t, kvstore::BlockHash>> HostTier::Contents() const {
+  std::shared_lock lock(mu_);
+  std::vector<std::pair<int32_t, kvstore::BlockHash>> out;
+  for (const auto& [hash, block] : by_hash_) out.emplace_back(block, hash);
+  return out;
+}
+
+void HostTier::Store(int32_t block, const kvstore::BlockHash& hash, const float* device_block) {
+  std::unique_lock lock(mu_);
+  const int64_t elems = storage_->layout().block_elems();
+  std::memcpy(storage_->data() + block * elems, device_block, elems * sizeof(float));
+  if (hash_of_[block] == hash) return;
+  if (hash_of_[block]) {
+    by_hash_.erase(*hash_of_[block]);
+    Record(false, *hash_of_[block]);
+  }
+  // The same content in another block: that copy goes (the coordinator reuses it).
+  if (auto it = by_hash_.find(hash); it != by_hash_.end()) {
+    hash_of_[it->second].reset();
+    by_hash_.erase(it);
+    Record(false, hash);
+  }
+  hash_of_[block] = hash;
+  by_hash_[hash] = block;
+  Record(true, hash);
+}
+
+void HostTier::Load(int32_t block, float* device_block) const {
+  std::shared_lock lock(mu_);
+  const int64_t elems = storage_->layout().block_elems();
+  std::memcpy(device_block, storage_->data() + block * elems, elems * sizeof(float));
+}
+
+kvstore::KvLayout HostTier::layout() const {
+  std::shared_lock lock(mu_);
+  return storage_ ? storage_->layout() : kvstore::KvLayout{};
+}
+
+kvstore::HeadRange HostTier::heads() const {
+  std::shared_lock lock(mu_);
+  return heads_;
+}
+
+bool HostTier::ReadSlice(const kvstore::BlockHash& hash, const kvstore::KvLayout& layout, kvstore::HeadRange range,
+                         float* slice) const {
+  std::shared_lock lock(mu_);
+  auto it = by_hash_.find(hash);
+  if (it == by_hash_.end() || !(storage_->layout() == layout) || !heads_.Contains(range)) return false;
+  kvstore::CopySliceOut(layout, storage_->data() + it->second * layout.block_elems(), range.begin - heads_.begin,
+                        range.size(), slice);
+  return true;
+}
+
+void HostTier::Record(bool stored, const kvstore::BlockHash& hash) {
+  pending_.push_back({++seq_, stored, hash});
+  if (pending_.size() > kMaxPendingEvents) {
+    pending_.clear();  // the coordinator is far behind: a snapshot replaces them
+    need_snapshot_ = true;
+  }
+}
+
+void HostTier::FillEvents(const std::string& kv_address, v1::internal::KvEvents* out) const {
+  std::shared_lock lock(mu_);
+  out->set_kv_address(kv_address);
+  out->set_head_begin(heads_.begin);
+  out->set_head_end(heads_.end);
+  out->set_num_kv_heads(num_kv_heads_);
+  out->set_last_seq(seq_);
+  out->set_snapshot(need_snapshot_);
+  auto add = [&](bool stored, const kvstore::BlockHash& hash) {
+    auto* e = out->add_events();
+    e->set_stored(stored);
+    e->set_hash(hash.data(), hash.size());
+  };
+  if (need_snapshot_) {
+    for (const auto& [hash, block] : by_hash_) add(true, hash);
+  } else {
+    for (const Event& e : pending_) add(e.stored, e.hash);
+  }
+}
+
+void HostTier::Ack(uint64_t acked_seq, bool resync) {
+  std::unique_lock lock(mu_);
+  while (!pending_.empty() && pending_.front().seq <= acked_seq) pending_.pop_front();
+  need_snapshot_ = resync;
+  if (resync) pending_.clear();
+}
+
+}  // namespace tessera::worker
