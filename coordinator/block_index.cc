@@ -41,7 +41,10 @@ void BlockIndex::Remove(const std::string& id, Worker& w, const kvstore::BlockHa
 }
 
 void BlockIndex::Clear(const std::string& id, Worker& w) {
-  while (!w.blocks.empty()) Remove(id, w, *w.blocks.begin());
+  while (!w.blocks.empty()) {
+    const kvstore::BlockHash h = *w.blocks.begin();  // a copy: Remove erases the element
+    Remove(id, w, h);
+  }
 }
 
 BlockIndex::Ack BlockIndex::Apply(const std::string& worker_id, const v1::internal::KvEvents& events) {
@@ -116,6 +119,13 @@ BlockIndex::Found BlockIndex::LongestPrefix(std::span<const kvstore::BlockHash> 
 int64_t BlockIndex::num_blocks() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int64_t>(holders_.size());
+}
+
+int64_t BlockIndex::num_entries() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t n = 0;
+  for (const auto& [id, w] : workers_) n += static_cast<int64_t>(w.blocks.size());
+  return n;
 }
 
 int BlockIndex::num_workers() const {

@@ -42,7 +42,8 @@ class BlockIndex {
   };
   Found LongestPrefix(std::span<const kvstore::BlockHash> hashes) const;
 
-  int64_t num_blocks() const;  // distinct hashes held somewhere
+  int64_t num_blocks() const;   // distinct hashes held somewhere
+  int64_t num_entries() const;  // (worker, hash) pairs
   int num_workers() const;
   int64_t resyncs() const;
 

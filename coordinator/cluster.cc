@@ -245,6 +245,7 @@ v1::KvIndexInfo Cluster::IndexInfo() const {
   info.set_blocks(index_.num_blocks());
   info.set_workers(index_.num_workers());
   info.set_resyncs(index_.resyncs());
+  info.set_entries(index_.num_entries());
   return info;
 }
 

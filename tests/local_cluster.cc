@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -43,16 +44,27 @@ std::string WaitForPortFile(const std::string& path) {
 
 LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(options)) {
   dir_ = MakeTempDir("cluster");
+  StartCoordinator("127.0.0.1:0");
+  for (int i = 0; i < options_.workers; ++i) AddWorker();
+}
+
+void LocalCluster::StartCoordinator(const std::string& listen) {
   const std::string port_file = dir_ + "/port";
+  std::filesystem::remove(port_file);
   std::vector<std::string> argv = {BinaryPath("tessera-coordinator"), "--model", options_.model_dir, "--listen",
-                                   "127.0.0.1:0", "--port-file", port_file, "--heartbeat-ms", "100",
+                                   listen, "--port-file", port_file, "--heartbeat-ms", "100",
                                    "--heartbeat-timeout-ms", "1500", "--kv-memory-mb", "64"};
   argv.insert(argv.end(), options_.coordinator_flags.begin(), options_.coordinator_flags.end());
   coordinator_ = SpawnProcess(argv, dir_ + "/coordinator.log");
   const std::string port = WaitForPortFile(port_file);
   if (port.empty()) throw std::runtime_error("coordinator did not start; see " + dir_);
   address_ = "127.0.0.1:" + port;
-  for (int i = 0; i < options_.workers; ++i) AddWorker();
+}
+
+void LocalCluster::RestartCoordinator() {
+  kill(coordinator_, SIGKILL);
+  waitpid(coordinator_, nullptr, 0);
+  StartCoordinator(address_);
 }
 
 LocalCluster::~LocalCluster() {
@@ -60,16 +72,17 @@ LocalCluster::~LocalCluster() {
   if (coordinator_ > 0) kill(coordinator_, SIGKILL);
   for (pid_t w : workers_) waitpid(w, nullptr, 0);
   if (coordinator_ > 0) waitpid(coordinator_, nullptr, 0);
-  std::filesystem::remove_all(dir_);
+  if (std::getenv("TESSERA_KEEP_TEST_LOGS") == nullptr) std::filesystem::remove_all(dir_);
 }
 
 std::unique_ptr<v1::Tessera::Stub> LocalCluster::Stub() const {
   return v1::Tessera::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
 }
 
-pid_t LocalCluster::AddWorker() {
+pid_t LocalCluster::AddWorker(const std::vector<std::string>& extra_flags) {
   std::vector<std::string> argv = {BinaryPath("tessera-worker"), "--coordinator", address_, "--threads", "1"};
   argv.insert(argv.end(), options_.worker_flags.begin(), options_.worker_flags.end());
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   const pid_t pid = SpawnProcess(argv, dir_ + "/workers.log");
   workers_.push_back(pid);
   return pid;

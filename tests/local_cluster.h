@@ -36,7 +36,11 @@ class LocalCluster {
   const std::string& address() const { return address_; }
   std::unique_ptr<v1::Tessera::Stub> Stub() const;
 
-  pid_t AddWorker();
+  // Starts a worker with the options' worker flags and `extra_flags`.
+  pid_t AddWorker(const std::vector<std::string>& extra_flags = {});
+  // Kills the coordinator (SIGKILL) and starts a new one on the same port: the
+  // workers find it on their next heartbeat.
+  void RestartCoordinator();
   const std::vector<pid_t>& workers() const { return workers_; }
   // Sends `sig` to a worker; returns its exit status when `wait` (else -1).
   int Signal(pid_t worker, int sig, bool wait);
@@ -47,6 +51,8 @@ class LocalCluster {
   v1::ServerInfo Info() const;
 
  private:
+  void StartCoordinator(const std::string& listen);
+
   LocalClusterOptions options_;
   std::string dir_;
   std::string address_;

@@ -19,51 +19,18 @@
 #include "models/model.h"
 #include "tests/golden_fixture.h"
 #include "tests/local_cluster.h"
+#include "tests/serving_client.h"
 #include "tests/safetensors_writer.h"
 
 namespace tessera {
 namespace {
 
+using testing::Generate;
+using testing::GreedyIds;
 using testing::LocalCluster;
 using testing::LocalClusterOptions;
-
-struct Outcome {
-  grpc::Status status;
-  std::vector<int32_t> tokens;
-  std::string text;
-  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
-  v1::Usage usage;
-  int messages = 0;
-};
-
-Outcome Generate(v1::Tessera::Stub& stub, const v1::GenerateRequest& request, grpc::ClientContext* ctx = nullptr) {
-  grpc::ClientContext local;
-  if (ctx == nullptr) ctx = &local;
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-  auto reader = stub.Generate(ctx, request);
-  Outcome out;
-  v1::GenerateResponse msg;
-  while (reader->Read(&msg)) {
-    ++out.messages;
-    out.tokens.insert(out.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
-    out.text += msg.text();
-    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-      out.reason = msg.finish_reason();
-      out.usage = msg.usage();
-    }
-  }
-  out.status = reader->Finish();
-  return out;
-}
-
-v1::GenerateRequest GreedyIds(const std::vector<int32_t>& prompt, int max_tokens) {
-  v1::GenerateRequest r;
-  r.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
-  r.mutable_sampling()->set_temperature(0);
-  r.mutable_sampling()->set_max_tokens(max_tokens);
-  r.mutable_sampling()->set_ignore_eos(true);
-  return r;
-}
+using testing::Outcome;
+using testing::Reference;
 
 std::string GoldenLlama() { return testing::GoldenModelDir("llama"); }
 std::string Bundled() { return testing::TestDataDir() + "/../../assets/models/tessera-tiny-llama"; }
@@ -77,12 +44,6 @@ std::vector<std::vector<int32_t>> Prompts(int n, uint32_t seed) {
     for (auto& t : p) t = static_cast<int32_t>(rng() % 320);
   }
   return prompts;
-}
-
-std::vector<int32_t> Reference(models::Model& model, const std::vector<int32_t>& prompt, int n) {
-  models::GreedyOptions options;
-  options.max_new_tokens = n;
-  return *models::GenerateGreedy(model, prompt, options);
 }
 
 // Runs every request concurrently, one thread each.
