@@ -1,8 +1,11 @@
 // tessera client [--address HOST:PORT] (--prompt TEXT | --ids 1,2,3) [--max-tokens N]
 //                [--temperature T] [--seed S] [--wait-ready SECONDS]
+// tessera info [--address HOST:PORT]
 //
-// One streamed generation: prints text as it arrives (or, for --ids, the generated ids
-// comma-separated), then a usage line on stderr.
+// client: one streamed generation: prints text as it arrives (or, for --ids, the
+// generated ids comma-separated), then a usage line on stderr.
+// info: the server's GetServerInfo answer as JSON (proto3 JSON mapping).
+#include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include <iostream>
@@ -21,6 +24,28 @@ int Fail(const std::string& m) {
   return kUsageError;
 }
 }  // namespace
+
+int RunInfo(const Args& args) {
+  std::string error;
+  if (!CheckFlags(args, {"address"}, &error)) return Fail(error);
+  const std::string address = args.Has("address") ? args.flags.at("address") : "127.0.0.1:50051";
+  auto stub = v1::Tessera::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ServerInfo info;
+  const grpc::Status status = stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
+  if (!status.ok()) {
+    std::cerr << "tessera: " << status.error_message() << " (gRPC code " << status.error_code() << ")\n";
+    return 1;
+  }
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(info, &json, options);
+  std::cout << json;
+  return 0;
+}
 
 int RunClient(const Args& args) {
   std::string error;

@@ -10,5 +10,7 @@ namespace tessera::cli {
 int RunServe(const Args& args, const char* argv0);
 // tessera client: one streamed generation against a running server.
 int RunClient(const Args& args);
+// tessera info: GetServerInfo of a running server, as JSON.
+int RunInfo(const Args& args);
 
 }  // namespace tessera::cli

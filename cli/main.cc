@@ -58,6 +58,9 @@ commands:
               [--temperature T] [--seed S] [--wait-ready SECONDS]
               One streamed generation against a running server (text, or
               the generated ids for --ids).
+  info        [--address HOST:PORT]
+              The server's state as JSON: replica groups, their queues, KV
+              pools and cache counters, and the cluster-wide KV block index.
 
 DIR is a HuggingFace model folder (config.json, *.safetensors, tokenizer.json);
 tokenize and detokenize need only tokenizer.json.
@@ -308,6 +311,7 @@ int Main(int argc, char** argv) {
   if (args.command == "tokenize" || args.command == "detokenize") return RunTokenizerCommand(args);
   if (args.command == "serve") return RunServe(args, argv[0]);
   if (args.command == "client") return RunClient(args);
+  if (args.command == "info") return RunInfo(args);
   return Fail(absl::StrCat("unknown command '", args.command, "' (try --help)"));
 }
 

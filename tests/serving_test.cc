@@ -20,6 +20,7 @@
 #include "tests/golden_fixture.h"
 #include "tests/local_cluster.h"
 #include "tests/serving_client.h"
+#include "nlohmann/json.hpp"
 #include "tests/safetensors_writer.h"
 
 namespace tessera {
@@ -535,6 +536,20 @@ TEST(ServingTest, HealthServiceAnswers) {
   grpc::health::v1::HealthCheckResponse resp;
   ASSERT_TRUE(health->Check(&ctx, req, &resp).ok());
   EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+// `tessera info` prints GetServerInfo as JSON, for operators and scripts.
+TEST(ServingTest, InfoCommandPrintsTheServerStateAsJson) {
+  LocalCluster cluster({GoldenLlama(), 1});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  const std::string out = testing::MakeTempDir("info") + "/info.json";
+  const std::string cmd = std::string(TESSERA_CLI_PATH) + " info --address " + cluster.address() + " > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const nlohmann::json info = nlohmann::json::parse(std::ifstream(out));
+  EXPECT_EQ(info["model"], "llama");
+  ASSERT_EQ(info["groups"].size(), 1u);
+  EXPECT_EQ(info["groups"][0]["state"], "READY");
+  EXPECT_TRUE(info.contains("kvIndex"));
 }
 
 TEST(ServingTest, NoWorkerMeansUnavailable) {
