@@ -3,13 +3,16 @@
 //
 //   tessera-bench serve --address HOST:PORT [--num-prompts 64] [--concurrency 8 |
 //                       --request-rate R] [--input-len 128] [--output-len 64]
-//                       [--range-ratio 0.0] [--seed 0]
+//                       [--range-ratio 0.0] [--prefix-len 0] [--seed 0]
 //   tessera-bench make-model --out DIR      (TinyLlama-1.1B shape, random bf16)
 //
 // `serve` sends token-id prompts of random ids (lengths uniform in
 // [len*(1-ratio), len*(1+ratio)]), greedy with ignore_eos so every request produces
 // exactly its output length, and reports TTFT, TPOT, ITL and end-to-end latency
-// (mean, median, p99), output tokens/s and requests/s.
+// (mean, median, p99), output tokens/s and requests/s. With --prefix-len N every
+// prompt starts with the same N tokens (a shared system prompt): the first request
+// computes them, the others find them in the prefix cache, and the first request's
+// TTFT is reported next to the others'.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -32,6 +35,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Sample {
   bool ok = false;
+  std::string error;
   double ttft_ms = 0, e2e_ms = 0;
   std::vector<double> itl_ms;
   int output_tokens = 0;
@@ -57,7 +61,9 @@ Sample RunOne(v1::Tessera::Stub& stub, const v1::GenerateRequest& request) {
     s.output_tokens += msg.token_ids_size();
     last = now;
   }
-  s.ok = reader->Finish().ok();
+  const grpc::Status status = reader->Finish();
+  s.ok = status.ok();
+  s.error = status.error_message();
   s.e2e_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   return s;
 }
@@ -86,15 +92,16 @@ int Fail(const std::string& m) {
 int Serve(const cli::Args& args) {
   std::string error;
   if (!cli::CheckFlags(args, {"address", "num-prompts", "concurrency", "request-rate", "input-len", "output-len",
-                              "range-ratio", "seed"},
+                              "range-ratio", "prefix-len", "seed"},
                        &error)) {
     return Fail(error);
   }
-  int num_prompts, concurrency, input_len, output_len, seed;
+  int num_prompts, concurrency, input_len, output_len, prefix_len, seed;
   if (!cli::IntFlag(args, "num-prompts", 64, 1, &num_prompts, &error) ||
       !cli::IntFlag(args, "concurrency", 8, 1, &concurrency, &error) ||
       !cli::IntFlag(args, "input-len", 128, 1, &input_len, &error) ||
       !cli::IntFlag(args, "output-len", 64, 1, &output_len, &error) ||
+      !cli::IntFlag(args, "prefix-len", 0, 0, &prefix_len, &error) ||
       !cli::IntFlag(args, "seed", 0, 0, &seed, &error)) {
     return Fail(error);
   }
@@ -115,8 +122,11 @@ int Serve(const cli::Args& args) {
     const int lo = std::max(1, static_cast<int>(base * (1 - ratio))), hi = std::max(lo, static_cast<int>(base * (1 + ratio)));
     return std::uniform_int_distribution<int>(lo, hi)(rng);
   };
+  std::vector<int32_t> prefix(prefix_len);
+  for (auto& t : prefix) t = static_cast<int32_t>(rng() % info.vocab_size());
   std::vector<v1::GenerateRequest> requests(num_prompts);
   for (auto& r : requests) {
+    r.mutable_token_ids()->mutable_ids()->Add(prefix.begin(), prefix.end());
     const int n = length(input_len);
     for (int i = 0; i < n; ++i) r.mutable_token_ids()->add_ids(static_cast<int32_t>(rng() % info.vocab_size()));
     r.mutable_sampling()->set_temperature(0);
@@ -164,11 +174,18 @@ int Serve(const cli::Args& args) {
     itl.insert(itl.end(), s.itl_ms.begin(), s.itl_ms.end());
     output_tokens += s.output_tokens;
   }
-  std::printf("model %s, %d prompts, %s, input %d, output %d\n", info.name().c_str(), num_prompts,
+  std::printf("model %s, %d prompts, %s, input %d, output %d, shared prefix %d\n", info.name().c_str(),
+              num_prompts,
               rate > 0 ? ("rate " + std::to_string(rate) + " req/s").c_str()
                        : ("concurrency " + std::to_string(concurrency)).c_str(),
-              input_len, output_len);
+              input_len, output_len, prefix_len);
   std::printf("successful requests    %d (failed %d)\n", num_prompts - failed, failed);
+  for (const Sample& s : samples) {
+    if (!s.ok) {
+      std::printf("first failure          %s\n", s.error.c_str());
+      break;
+    }
+  }
   std::printf("duration               %.2f s\n", seconds);
   std::printf("request throughput     %.2f req/s\n", (num_prompts - failed) / seconds);
   std::printf("output token throughput %.1f tok/s\n", output_tokens / seconds);
@@ -179,6 +196,16 @@ int Serve(const cli::Args& args) {
   row("TPOT", Summarize(tpot));
   row("ITL", Summarize(itl));
   row("E2E", Summarize(e2e));
+  if (prefix_len > 0 && samples.size() > 1 && samples[0].ok) {
+    std::vector<double> rest;
+    for (size_t i = 1; i < samples.size(); ++i) {
+      if (samples[i].ok) rest.push_back(samples[i].ttft_ms);
+    }
+    const double hit = Summarize(rest).median;
+    std::printf("TTFT first request (computes the prefix) %.1f ms; the others (prefix cached) median %.1f ms: "
+                "%.1fx lower\n",
+                samples[0].ttft_ms, hit, hit > 0 ? samples[0].ttft_ms / hit : 0.0);
+  }
   return failed == 0 ? 0 : 1;
 }
 
@@ -203,7 +230,7 @@ int main(int argc, char** argv) {
   std::string error;
   if (!tessera::cli::ParseArgs(argc, argv, {"help"}, &args, &error) || args.Has("help")) {
     std::fprintf(stderr, "usage: tessera-bench serve --address HOST:PORT [--num-prompts N] [--concurrency C | "
-                         "--request-rate R] [--input-len L] [--output-len O] [--range-ratio X] [--seed S]\n"
+                         "--request-rate R] [--input-len L] [--output-len O] [--range-ratio X] [--prefix-len P] [--seed S]\n"
                          "       tessera-bench make-model --out DIR\n");
     return args.Has("help") ? 0 : 2;
   }

@@ -39,8 +39,9 @@ constexpr char kUsage[] = R"(usage: tessera-coordinator --model DIR [flags]
   --ep M                   expert parallelism (MoE models): groups of tp x ep workers (default 1)
   --collective-timeout-ms N  a rank's collectives give up after this (default 10000)
   --prefix-caching 0|1     reuse cached KV blocks of equal prefixes (default 1)
-  --host-kv-blocks N       host tier per worker: cached blocks evicted from the device
-                           pool move there instead of being dropped (default 0: none)
+  --host-kv-blocks N       host tier per worker: full blocks are written through to it,
+                           so evicted prefixes survive and other groups (other nodes)
+                           can fetch them over the KV data plane (default 0: none)
 )";
 
 int Fail(const std::string& m) {

@@ -107,6 +107,8 @@ absl::Status FetchRun(const BlockPeer& peer, std::span<const BlockHash> hashes, 
                              static_cast<uint32_t>(hashes.size())};
   absl::Status result;
   uint32_t status = 0;
+  // A slice of every head is the block itself: received in place.
+  const bool whole = local_first == 0 && range.size() == layout.num_kv_heads;
   std::vector<float> slice(static_cast<size_t>(SliceElems(layout, range.size())));
   if (!WriteAll(*fd, &header, sizeof(header), MSG_MORE) ||
       !WriteAll(*fd, hashes.data(), hashes.size_bytes()) || !ReadAll(*fd, &status, sizeof(status))) {
@@ -120,9 +122,9 @@ absl::Status FetchRun(const BlockPeer& peer, std::span<const BlockHash> hashes, 
       result = absl::UnavailableError(absl::StrCat("block peer ", peer.address, " closed the connection"));
     } else if (found == 0) {
       result = absl::NotFoundError(absl::StrCat("block peer ", peer.address, " no longer holds block ", ToHex(hashes[i])));
-    } else if (!ReadAll(*fd, slice.data(), slice.size() * sizeof(float))) {
+    } else if (!ReadAll(*fd, whole ? blocks[i] : slice.data(), slice.size() * sizeof(float))) {
       result = absl::UnavailableError(absl::StrCat("block peer ", peer.address, " closed the connection"));
-    } else {
+    } else if (!whole) {
       CopySliceIn(layout, slice.data(), local_first, range.size(), blocks[i]);
     }
   }

@@ -1,0 +1,145 @@
+// kv_transfer_bench: the KV store's data movement, on TinyLlama-1.1B-shaped blocks
+// (22 layers, 4 KV heads of 64, 16 tokens: 704 KiB of float32 per block).
+//
+//   kv_transfer_bench serve --listen HOST:PORT [--blocks N]
+//       fills a worker host tier (worker::HostTier) with N blocks and serves it with
+//       the block server until killed
+//   kv_transfer_bench fetch --peer HOST:PORT [--blocks N] [--streams S] [--repeat R]
+//       fetches the N blocks R times over the data plane; prints GB/s
+//   kv_transfer_bench swap [--blocks N] [--repeat R]
+//       copies N blocks device pool -> host tier and back (the swap-out / swap-in
+//       path of a CPU worker); prints GB/s each way
+//
+// bench/kv_transfer_bench.sh runs `fetch` between two network namespaces next to
+// iperf3 over the same veth link.
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "cli/args.h"
+#include "kvstore/block_transfer.h"
+#include "worker/host_tier.h"
+
+namespace tessera::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr kvstore::KvLayout kLayout{/*num_layers=*/22, /*num_kv_heads=*/4, /*head_dim=*/64, /*block_size=*/16};
+constexpr kvstore::HeadRange kHeads{0, 4};
+
+kvstore::BlockHash HashOf(int i) {
+  kvstore::BlockHash h{};
+  for (int b = 0; b < 4; ++b) h[b] = static_cast<uint8_t>(i >> (8 * b));
+  return h;
+}
+
+std::vector<kvstore::BlockHash> Hashes(int n) {
+  std::vector<kvstore::BlockHash> h;
+  for (int i = 0; i < n; ++i) h.push_back(HashOf(i));
+  return h;
+}
+
+// A device pool of n blocks with distinct contents.
+std::vector<float> DevicePool(int n) {
+  std::vector<float> pool(static_cast<size_t>(kLayout.block_elems()) * n);
+  for (size_t i = 0; i < pool.size(); ++i) pool[i] = static_cast<float>(i % 9973);
+  return pool;
+}
+
+void Fill(worker::HostTier& tier, const std::vector<float>& pool, int n) {
+  tier.Reset(kLayout, kHeads, kHeads.end, n);
+  for (int i = 0; i < n; ++i) tier.Store(i, HashOf(i), pool.data() + i * kLayout.block_elems());
+}
+
+double GBps(double bytes, Clock::duration d) { return bytes / std::chrono::duration<double>(d).count() / 1e9; }
+
+int Fail(const std::string& m) {
+  std::fprintf(stderr, "kv_transfer_bench: %s\n", m.c_str());
+  return cli::kUsageError;
+}
+
+int Serve(const cli::Args& args, int blocks) {
+  if (!args.Has("listen")) return Fail("serve needs --listen HOST:PORT");
+  const std::string listen = args.flags.at("listen");
+  int port = 0;
+  if (!absl::SimpleAtoi(listen.substr(listen.rfind(':') + 1), &port)) return Fail("bad --listen");
+  worker::HostTier tier;
+  Fill(tier, DevicePool(blocks), blocks);
+  auto server = kvstore::BlockServer::Start(listen.substr(0, listen.rfind(':')), port, &tier);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  std::printf("serving %d blocks on port %d\n", blocks, (*server)->port());
+  std::fflush(stdout);
+  while (true) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+int Fetch(const cli::Args& args, int blocks, int repeat) {
+  std::string error;
+  int streams;
+  if (!cli::IntFlag(args, "streams", 4, 1, &streams, &error)) return Fail(error);
+  if (!args.Has("peer")) return Fail("fetch needs --peer HOST:PORT");
+  const kvstore::BlockPeer peers[] = {{args.flags.at("peer"), kHeads}};
+  const std::vector<kvstore::BlockHash> hashes = Hashes(blocks);
+  std::vector<float> pool = DevicePool(blocks);
+  std::vector<float*> dst;
+  for (int i = 0; i < blocks; ++i) dst.push_back(pool.data() + i * kLayout.block_elems());
+  const double bytes = static_cast<double>(kLayout.block_elems()) * sizeof(float) * blocks;
+  double best = 0, total = 0;
+  for (int r = 0; r < repeat; ++r) {
+    const auto start = Clock::now();
+    const absl::Status s = kvstore::FetchBlocks(peers, hashes, kLayout, kHeads, dst, {.streams = streams});
+    const double gbps = GBps(bytes, Clock::now() - start);
+    if (!s.ok()) return Fail(std::string(s.message()));
+    best = std::max(best, gbps);
+    total += gbps;
+  }
+  std::printf("fetch %d blocks (%.1f MB) x %d, %d streams: mean %.3f GB/s, best %.3f GB/s\n", blocks, bytes / 1e6,
+              repeat, streams, total / repeat, best);
+  return 0;
+}
+
+int Swap(int blocks, int repeat) {
+  std::vector<float> pool = DevicePool(blocks);
+  worker::HostTier tier;
+  Fill(tier, pool, blocks);  // first touch of the host pages, outside the timing
+  const double bytes = static_cast<double>(kLayout.block_elems()) * sizeof(float) * blocks;
+  double out = 0, in = 0;
+  for (int r = 0; r < repeat; ++r) {
+    auto start = Clock::now();
+    for (int i = 0; i < blocks; ++i) tier.Store(i, HashOf(i), pool.data() + i * kLayout.block_elems());
+    out = std::max(out, GBps(bytes, Clock::now() - start));
+    start = Clock::now();
+    for (int i = 0; i < blocks; ++i) tier.Load(i, pool.data() + i * kLayout.block_elems());
+    in = std::max(in, GBps(bytes, Clock::now() - start));
+  }
+  std::printf("swap %d blocks (%.1f MB), best of %d: device->host %.2f GB/s, host->device %.2f GB/s\n", blocks,
+              bytes / 1e6, repeat, out, in);
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera::bench
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  cli::Args args;
+  std::string error;
+  if (!cli::ParseArgs(argc, argv, {"help"}, &args, &error) || args.Has("help") ||
+      !cli::CheckFlags(args, {"listen", "peer", "blocks", "streams", "repeat"}, &error)) {
+    if (!error.empty()) std::fprintf(stderr, "kv_transfer_bench: %s\n", error.c_str());
+    std::fprintf(stderr, "usage: kv_transfer_bench serve --listen HOST:PORT [--blocks N]\n"
+                         "       kv_transfer_bench fetch --peer HOST:PORT [--blocks N] [--streams S] [--repeat R]\n"
+                         "       kv_transfer_bench swap [--blocks N] [--repeat R]\n");
+    return args.Has("help") ? 0 : 2;
+  }
+  int blocks, repeat;
+  if (!cli::IntFlag(args, "blocks", 256, 1, &blocks, &error) || !cli::IntFlag(args, "repeat", 10, 1, &repeat, &error)) {
+    return bench::Fail(error);
+  }
+  if (args.command == "serve") return bench::Serve(args, blocks);
+  if (args.command == "fetch") return bench::Fetch(args, blocks, repeat);
+  if (args.command == "swap") return bench::Swap(blocks, repeat);
+  return bench::Fail("unknown command '" + args.command + "'");
+}
