@@ -39,11 +39,12 @@ std::vector<std::shared_ptr<ReplicaGroup>> Cluster::DistinctGroupsLocked() const
 }
 
 void Cluster::FormGroupsLocked() {
-  // Workers asking for the same tensor-parallel degree group together, in
-  // registration order.
-  std::map<int, std::vector<std::string>> by_tp;
-  for (const std::string& id : unassigned_) by_tp[members_[id].tp].push_back(id);
-  for (auto& [tp, ids] : by_tp) {
+  // Workers asking for the same tensor-parallel degree and naming the same group
+  // form groups together, in registration order.
+  std::map<std::pair<int, std::string>, std::vector<std::string>> by_shape;
+  for (const std::string& id : unassigned_) by_shape[{members_[id].tp, members_[id].group_name}].push_back(id);
+  for (auto& [shape, ids] : by_shape) {
+    const int tp = shape.first;
     GroupOptions options = options_.group;
     options.tp = tp;
     options.block_index = &index_;
@@ -84,6 +85,7 @@ grpc::Status Cluster::Register(grpc::ServerContext*, const v1::internal::Registe
   Member m;
   m.address = request->address();
   m.tp = request->tp() > 0 ? request->tp() : options_.group.tp;
+  m.group_name = request->group();
   m.last_heartbeat = Clock::now();
   members_.emplace(id, std::move(m));
   unassigned_.push_back(id);
@@ -247,6 +249,11 @@ v1::KvIndexInfo Cluster::IndexInfo() const {
   info.set_resyncs(index_.resyncs());
   info.set_entries(index_.num_entries());
   return info;
+}
+
+int Cluster::registered_workers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(members_.size());
 }
 
 int Cluster::total_waiting() const {

@@ -1,7 +1,7 @@
 // Cluster: the coordinator's view of its workers. Serves the internal Coordinator
 // service (Register, Heartbeat, and the rendezvous store), forms replica groups of
 // tp x ep registered workers in registration order (tp as each worker asks, else the
-// default), keeps the cluster-wide index of their host-tier KV blocks, drops workers that stop
+// default; only workers naming the same group together), keeps the cluster-wide index of their host-tier KV blocks, drops workers that stop
 // heartbeating (and with them their group), drains on request, and routes requests to
 // the ready group with the least outstanding work. Requests of a lost group are routed
 // again and recomputed; only when no group can take them do they fail with
@@ -50,12 +50,14 @@ class Cluster final : public v1::internal::Coordinator::Service {
   absl::Status Drain(const std::string& worker_id);
   std::vector<v1::GroupInfo> Groups() const;
   v1::KvIndexInfo IndexInfo() const;
+  int registered_workers() const;
   int total_waiting() const;
 
  private:
   struct Member {
     std::string address;
     int tp = 1;                           // the group shape it joins
+    std::string group_name;               // joins only workers of this name ("": any)
     std::shared_ptr<ReplicaGroup> group;  // null while waiting for enough workers
     bool draining = false;
     std::chrono::steady_clock::time_point last_heartbeat;

@@ -197,6 +197,7 @@ grpc::Status Frontend::GetServerInfo(grpc::ServerContext*, const v1::GetServerIn
   info->set_model(options_.model_name);
   for (auto& g : cluster_->Groups()) *info->add_groups() = std::move(g);
   *info->mutable_kv_index() = cluster_->IndexInfo();
+  info->set_registered_workers(cluster_->registered_workers());
   return grpc::Status::OK;
 }
 

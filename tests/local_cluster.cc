@@ -120,6 +120,15 @@ v1::ServerInfo LocalCluster::Info() const {
   return info;
 }
 
+bool LocalCluster::WaitForRegistered(int n, std::chrono::seconds timeout) const {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (Info().registered_workers() >= n) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 bool LocalCluster::WaitForReadyGroups(int n, std::chrono::seconds timeout) const {
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < until) {

@@ -46,6 +46,8 @@ class LocalCluster {
   int Signal(pid_t worker, int sig, bool wait);
   // Waits for some worker to exit (reaping it); its exit status, or -1 on timeout.
   int WaitForAnyWorkerExit(std::chrono::seconds timeout);
+  // Waits until `n` workers have registered.
+  bool WaitForRegistered(int n, std::chrono::seconds timeout = std::chrono::seconds(30)) const;
   // Waits until GetServerInfo lists `n` READY groups.
   bool WaitForReadyGroups(int n, std::chrono::seconds timeout = std::chrono::seconds(60)) const;
   v1::ServerInfo Info() const;

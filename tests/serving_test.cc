@@ -9,6 +9,7 @@
 #include <fstream>
 #include <future>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -397,6 +398,21 @@ TEST(ServingTest, TensorParallelGroupIsExact) {
 }
 
 // Mixtral with its experts spread over two workers.
+// Workers naming a group pair only with each other, whatever the registration order:
+// a StatefulSet's pods (or one node's devices) make one tensor-parallel group.
+TEST(ServingTest, NamedGroupsFormFromTheirOwnWorkers) {
+  LocalCluster cluster({GoldenLlama(), 0, {"--tp", "2"}});
+  for (const char* group : {"a", "b", "a", "b"}) {
+    cluster.AddWorker({"--group", group});
+    ASSERT_TRUE(cluster.WaitForRegistered(static_cast<int>(cluster.workers().size())));
+  }
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  const v1::ServerInfo info = cluster.Info();
+  std::set<std::set<std::string>> groups;
+  for (const auto& g : info.groups()) groups.insert({g.workers().begin(), g.workers().end()});
+  EXPECT_EQ(groups, (std::set<std::set<std::string>>{{"worker-1", "worker-3"}, {"worker-2", "worker-4"}}));
+}
+
 TEST(ServingTest, ExpertParallelGroupIsExact) {
   const std::string mixtral = testing::GoldenModelDir("mixtral");
   LocalCluster cluster({mixtral, 2, {"--ep", "2"}});

@@ -1,12 +1,13 @@
 // tessera-worker: holds a model and executes the coordinator's steps.
 //
 //   tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]
-//                  [--kv-listen HOST:PORT] [--tp N] [--threads N] [--device cpu]
+//                  [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu]
 //                  [--busy-poll] [--step-delay-ms N]
 //
 // --kv-listen: where peers fetch this worker's host-tier KV blocks (the data plane;
 // default: the advertised host, any port). --tp: join a tensor-parallel group of N
-// workers (default: the coordinator's --tp).
+// workers (default: the coordinator's --tp). --group: form groups only with workers
+// naming the same group (one StatefulSet's pods, one node's devices).
 // --busy-poll: small collectives of a tensor-parallel group spin instead of sleeping
 // (much lower latency; use when the worker has a core of its own).
 //
@@ -56,11 +57,11 @@ int Main(int argc, char** argv) {
   if (!cli::ParseProgramArgs(argc, argv, "tessera-worker", {"help", "busy-poll"}, &args, &error)) return Fail(error);
   if (args.Has("help")) {
     std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
-                 " [--kv-listen HOST:PORT] [--tp N] [--threads N] [--device cpu] [--busy-poll]"
+                 " [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu] [--busy-poll]"
                  " [--step-delay-ms N (testing)]\n";
     return 0;
   }
-  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "kv-listen", "tp", "threads", "device", "step-delay-ms",
+  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "kv-listen", "tp", "group", "threads", "device", "step-delay-ms",
                         "busy-poll"},
                        &error)) {
     return Fail(error);
@@ -117,6 +118,7 @@ int Main(int argc, char** argv) {
       req.set_device(device);
       req.set_threads(threads);
       req.set_tp(tp);
+      if (args.Has("group")) req.set_group(args.flags.at("group"));
       req.set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE));
       v1::internal::RegisterResponse resp;
       grpc::ClientContext ctx;
