@@ -14,6 +14,9 @@ PACKAGES=(
   python3 python3-grpcio python3-protobuf
   iproute2
 )
+# Node.js and npm run the deployment tests' tools (helm, the Kubernetes schemas); a
+# machine that has them from elsewhere (NodeSource) keeps its own.
+command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -84,6 +84,7 @@ int Main(int argc, char** argv) {
   options.host = host;
   options.busy_poll = args.Has("busy-poll");
   WorkerService service(options);
+  grpc::EnableDefaultHealthCheckService(true);  // probes (Kubernetes gRPC probes need no shell)
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);

@@ -1,0 +1,121 @@
+// Tier 0 of the deployment tests (run by deploy/tests/tier0.sh): the Helm chart lints
+// strictly, renders with default and scaled values, and every object it renders is a
+// valid Kubernetes object (the API's OpenAPI schemas, through kubernetes-models).
+// Then what the chart promises: one worker set per replica group of tp x ep pods,
+// gRPC probes (the image has no shell), a drain-length grace period, GPU requests,
+// the model volume, and values reaching the containers as flags.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { parseAllDocuments } from "yaml";
+import { ConfigMap, PersistentVolumeClaim, Service } from "kubernetes-models/v1";
+import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
+
+const HELM = process.env.HELM;
+const CHART = process.env.CHART;
+const MODELS = {
+  "v1/ConfigMap": ConfigMap,
+  "v1/PersistentVolumeClaim": PersistentVolumeClaim,
+  "v1/Service": Service,
+  "apps/v1/Deployment": Deployment,
+  "apps/v1/StatefulSet": StatefulSet,
+};
+
+function render(...sets) {
+  const args = ["template", "rel", CHART];
+  for (const s of sets) args.push("--set", s);
+  const out = execFileSync(HELM, args, { encoding: "utf8" });
+  return parseAllDocuments(out).map((d) => d.toJSON()).filter((o) => o !== null);
+}
+
+function validateAll(objects) {
+  for (const o of objects) {
+    const Model = MODELS[`${o.apiVersion}/${o.kind}`];
+    assert.ok(Model, `the chart renders a ${o.apiVersion} ${o.kind} this test does not know`);
+    new Model(o).validate(); // throws with the schema path on any violation
+  }
+}
+
+const workerSets = (objects) => objects.filter((o) => o.metadata?.labels?.["app.kubernetes.io/component"] === "worker" && o.kind !== "Service");
+const container = (o) => o.spec.template.spec.containers[0];
+
+test("helm lint --strict passes", () => {
+  execFileSync(HELM, ["lint", "--strict", CHART], { encoding: "utf8" });
+});
+
+test("the default rendering is valid: a coordinator, its Service and one group of one worker", () => {
+  const objects = render();
+  validateAll(objects);
+  const coordinator = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "rel-tessera-coordinator");
+  assert.ok(coordinator);
+  assert.equal(coordinator.spec.replicas, 1);
+  assert.ok(objects.find((o) => o.kind === "Service" && o.metadata.name === "rel-tessera-coordinator"));
+  const sets = workerSets(objects);
+  assert.equal(sets.length, 1);
+  assert.equal(sets[0].kind, "StatefulSet");
+  assert.equal(sets[0].spec.replicas, 1);
+  for (const o of [coordinator, sets[0]]) {
+    const c = container(o);
+    assert.ok(c.readinessProbe.grpc && c.livenessProbe.grpc, `${o.metadata.name}: gRPC probes, no exec`);
+    assert.ok(c.command[0].startsWith("/opt/tessera/bin/"));
+  }
+  assert.ok(sets[0].spec.template.spec.terminationGracePeriodSeconds >= 60);
+});
+
+test("scaled values: one set per group of tp x ep pods, each naming its group, with GPUs", () => {
+  const objects = render("workers.groups=3", "workers.tp=2", "workers.ep=2", "workers.gpusPerWorker=1",
+                         "workers.device=cuda:0", "serving.hostKvBlocks=512");
+  validateAll(objects);
+  const sets = workerSets(objects);
+  assert.equal(sets.length, 3);
+  for (const [i, s] of sets.entries()) {
+    assert.equal(s.metadata.name, `rel-tessera-workers-g${i}`);
+    assert.equal(s.spec.replicas, 4);
+    const c = container(s);
+    assert.ok(c.args.includes(`--group=${s.metadata.name}`));
+    assert.equal(c.resources.limits["nvidia.com/gpu"], 1);
+  }
+  const config = objects.find((o) => o.kind === "ConfigMap");
+  assert.equal(config.data.TESSERA_TP, "2");
+  assert.equal(config.data.TESSERA_HOST_KV_BLOCKS, "512");
+  assert.equal(config.data.TESSERA_COORDINATOR, "rel-tessera-coordinator:50051");
+});
+
+test("values reach the processes as flags through the ConfigMap", () => {
+  const objects = render("serving.kvMemoryMb=4096", "coordinatorAddress=tessera.example:7000");
+  const config = objects.find((o) => o.kind === "ConfigMap");
+  assert.equal(config.data.TESSERA_KV_MEMORY_MB, "4096");
+  assert.equal(config.data.TESSERA_COORDINATOR, "tessera.example:7000");
+  const coordinator = objects.find((o) => o.kind === "Deployment");
+  assert.ok(container(coordinator).args.includes("--kv-memory-mb=$(TESSERA_KV_MEMORY_MB)"));
+  assert.equal(container(coordinator).envFrom[0].configMapRef.name, config.metadata.name);
+  const worker = container(workerSets(objects)[0]);
+  assert.ok(worker.args.includes("--coordinator=$(TESSERA_COORDINATOR)"));
+  assert.ok(worker.args.includes("--advertise=$(POD_IP)"));
+});
+
+test("the model volume: a claim made here, an existing claim, or a host path", () => {
+  let objects = render("model.volume=pvc", "model.pvc.create=true", "model.dir=/models/llama");
+  validateAll(objects);
+  const pvc = objects.find((o) => o.kind === "PersistentVolumeClaim");
+  assert.equal(pvc.metadata.name, "rel-tessera-model");
+  for (const o of objects.filter((o) => o.kind === "Deployment" || o.kind === "StatefulSet")) {
+    assert.equal(o.spec.template.spec.volumes[0].persistentVolumeClaim.claimName, "rel-tessera-model");
+    assert.equal(container(o).volumeMounts[0].mountPath, "/models");
+  }
+  objects = render("model.volume=hostPath", "model.hostPath=/srv/models");
+  validateAll(objects);
+  assert.equal(objects.find((o) => o.kind === "StatefulSet").spec.template.spec.volumes[0].hostPath.path, "/srv/models");
+  assert.throws(() => render("model.volume=hostPath"), /model.hostPath is required/);
+  assert.throws(() => render("model.volume=nfs"), /model.volume must be/);
+});
+
+test("the Deployment rendering (for podman kube play) has no StatefulSet and no headless Service", () => {
+  const objects = render("workers.kind=Deployment", "workers.groups=2");
+  validateAll(objects);
+  const sets = workerSets(objects);
+  assert.equal(sets.length, 2);
+  assert.ok(sets.every((s) => s.kind === "Deployment"));
+  assert.ok(!objects.some((o) => o.metadata.name === "rel-tessera-workers"));
+  assert.throws(() => render("workers.kind=DaemonSet"), /workers.kind must be/);
+});
