@@ -1,5 +1,8 @@
 #include "cli/args.h"
 
+#include <cctype>
+#include <cstdlib>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -39,6 +42,24 @@ bool ParseProgramArgs(int argc, char** argv, const char* program, const std::set
   std::vector<char*> with_command = {argv[0], const_cast<char*>(program)};
   for (int i = 1; i < argc; ++i) with_command.push_back(argv[i]);
   return ParseArgs(static_cast<int>(with_command.size()), with_command.data(), switches, args, error);
+}
+
+std::string FlagEnvironmentName(const std::string& flag) {
+  std::string name = "TESSERA_";
+  for (char c : flag) name += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
+}
+
+void FlagsFromEnvironment(const std::set<std::string>& allowed, const std::set<std::string>& switches, Args* args) {
+  for (const std::string& flag : allowed) {
+    const char* value = std::getenv(FlagEnvironmentName(flag).c_str());
+    if (value == nullptr || args->Has(flag)) continue;
+    if (!switches.contains(flag)) {
+      args->flags[flag] = value;
+    } else if (std::string(value) == "1" || std::string(value) == "true") {
+      args->flags[flag] = "1";
+    }
+  }
 }
 
 bool CheckFlags(const Args& args, const std::set<std::string>& allowed, std::string* error) {

@@ -31,6 +31,14 @@ bool ParseProgramArgs(int argc, char** argv, const char* program, const std::set
 // Fails with `error` naming the flag when any flag is not in `allowed`.
 bool CheckFlags(const Args& args, const std::set<std::string>& allowed, std::string* error);
 
+// The servers' flags may also come from the environment (a Kubernetes ConfigMap, with
+// no shell to expand them): each flag in `allowed` missing from the command line is
+// read from TESSERA_<NAME> (--kv-memory-mb: TESSERA_KV_MEMORY_MB). A switch is set by
+// "1" or "true". The command line wins.
+void FlagsFromEnvironment(const std::set<std::string>& allowed, const std::set<std::string>& switches, Args* args);
+// The environment variable FlagsFromEnvironment reads for `flag`.
+std::string FlagEnvironmentName(const std::string& flag);
+
 bool ParseIds(const std::string& text, std::vector<int32_t>* ids);
 
 // An integer flag >= min, or `fallback` when absent.

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "cli/args.h"
@@ -42,6 +43,9 @@ constexpr char kUsage[] = R"(usage: tessera-coordinator --model DIR [flags]
   --host-kv-blocks N       host tier per worker: full blocks are written through to it,
                            so evicted prefixes survive and other groups (other nodes)
                            can fetch them over the KV data plane (default 0: none)
+
+Every flag may instead come from the environment: --kv-memory-mb from
+TESSERA_KV_MEMORY_MB, and so on (the command line wins).
 )";
 
 int Fail(const std::string& m) {
@@ -58,13 +62,12 @@ int Main(int argc, char** argv) {
     std::cout << kUsage;
     return 0;
   }
-  if (!cli::CheckFlags(args,
-                       {"model", "model-name", "listen", "port-file", "block-size", "kv-memory-mb", "kv-blocks",
-                        "max-step-tokens", "max-running", "max-queue", "heartbeat-ms", "heartbeat-timeout-ms", "tp",
-                        "ep", "collective-timeout-ms", "prefix-caching", "host-kv-blocks"},
-                       &error)) {
-    return Fail(error);
-  }
+  const std::set<std::string> flags = {"model", "model-name", "listen", "port-file", "block-size", "kv-memory-mb",
+                                       "kv-blocks", "max-step-tokens", "max-running", "max-queue", "heartbeat-ms",
+                                       "heartbeat-timeout-ms", "tp", "ep", "collective-timeout-ms", "prefix-caching",
+                                       "host-kv-blocks"};
+  if (!cli::CheckFlags(args, flags, &error)) return Fail(error);
+  cli::FlagsFromEnvironment(flags, {}, &args);
   if (!args.Has("model")) return Fail("needs --model DIR");
   const std::string model_dir = std::filesystem::absolute(args.flags.at("model")).string();
   int block_size, kv_mb, kv_blocks, step_tokens, max_running, max_queue, hb_ms, hb_timeout_ms, tp, ep, coll_ms,

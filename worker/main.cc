@@ -4,6 +4,10 @@
 //                  [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu]
 //                  [--busy-poll] [--step-delay-ms N]
 //
+// --advertise: the address the coordinator and peers reach this worker at (default:
+// the --listen host, or, when that is 0.0.0.0, the address this host reaches the
+// coordinator from).
+//
 // --kv-listen: where peers fetch this worker's host-tier KV blocks (the data plane;
 // default: the advertised host, any port). --tp: join a tensor-parallel group of N
 // workers (default: the coordinator's --tp). --group: form groups only with workers
@@ -16,11 +20,15 @@
 // running ones finish, then releases the worker, which exits 0.
 #include <grpcpp/grpcpp.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -49,6 +57,33 @@ int Fail(const std::string& m) {
   return cli::kUsageError;
 }
 
+// The local address this host's packets to `address` (host:port) leave from: a UDP
+// socket "connected" there sends nothing, but the kernel picks the route and source.
+std::string AddressToward(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (colon == std::string::npos ||
+      getaddrinfo(address.substr(0, colon).c_str(), address.substr(colon + 1).c_str(), &hints, &found) != 0) {
+    return "";
+  }
+  std::string result;
+  const int fd = ::socket(found->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage local{};
+  socklen_t len = sizeof(local);
+  char text[INET6_ADDRSTRLEN] = {};
+  if (fd >= 0 && ::connect(fd, found->ai_addr, found->ai_addrlen) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+    const void* in = local.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+                                                 : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+    if (inet_ntop(local.ss_family, in, text, sizeof(text)) != nullptr) result = text;
+  }
+  if (fd >= 0) ::close(fd);
+  freeaddrinfo(found);
+  return result;
+}
+
 int Main(int argc, char** argv) {
   // Signals are taken by one thread; blocked everywhere before threads start.
   const sigset_t set = cli::BlockTerminationSignals();
@@ -58,14 +93,15 @@ int Main(int argc, char** argv) {
   if (args.Has("help")) {
     std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
                  " [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu] [--busy-poll]"
-                 " [--step-delay-ms N (testing)]\n";
+                 " [--step-delay-ms N (testing)]\n"
+                 "Every flag may instead come from the environment: --kv-listen from TESSERA_KV_LISTEN, and so on\n"
+                 "(the command line wins; switches take 1 or true).\n";
     return 0;
   }
-  if (!cli::CheckFlags(args, {"coordinator", "listen", "advertise", "kv-listen", "tp", "group", "threads", "device", "step-delay-ms",
-                        "busy-poll"},
-                       &error)) {
-    return Fail(error);
-  }
+  const std::set<std::string> flags = {"coordinator", "listen", "advertise", "kv-listen", "tp",           "group",
+                                       "threads",     "device", "step-delay-ms", "busy-poll"};
+  if (!cli::CheckFlags(args, flags, &error)) return Fail(error);
+  cli::FlagsFromEnvironment(flags, {"busy-poll"}, &args);
   if (!args.Has("coordinator")) return Fail("needs --coordinator HOST:PORT");
   int threads, step_delay_ms, tp;
   if (!cli::IntFlag(args, "threads", 0, 0, &threads, &error) || !cli::IntFlag(args, "tp", 0, 0, &tp, &error) ||
@@ -75,7 +111,12 @@ int Main(int argc, char** argv) {
   const std::string device = args.Has("device") ? args.flags.at("device") : "cpu";
   if (device != "cpu") return Fail(absl::StrCat("device '", device, "' is not supported yet (only cpu)"));
   const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:0";
-  const std::string host = args.Has("advertise") ? args.flags.at("advertise") : listen.substr(0, listen.rfind(':'));
+  std::string host = args.Has("advertise") ? args.flags.at("advertise") : listen.substr(0, listen.rfind(':'));
+  if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
+    // Listening everywhere: peers reach us at the address we reach the coordinator from.
+    host = AddressToward(args.flags.at("coordinator"));
+    if (host.empty()) return Fail("cannot tell this host's address toward the coordinator; pass --advertise HOST");
+  }
 
   WorkerOptions options;
   options.threads = threads;

@@ -86,12 +86,15 @@ test("values reach the processes as flags through the ConfigMap", () => {
   const config = objects.find((o) => o.kind === "ConfigMap");
   assert.equal(config.data.TESSERA_KV_MEMORY_MB, "4096");
   assert.equal(config.data.TESSERA_COORDINATOR, "tessera.example:7000");
+  // The binaries read TESSERA_<FLAG> for every flag not on their command line.
   const coordinator = objects.find((o) => o.kind === "Deployment");
-  assert.ok(container(coordinator).args.includes("--kv-memory-mb=$(TESSERA_KV_MEMORY_MB)"));
   assert.equal(container(coordinator).envFrom[0].configMapRef.name, config.metadata.name);
+  assert.ok(!container(coordinator).args.some((a) => a.startsWith("--kv-memory-mb")));
   const worker = container(workerSets(objects)[0]);
-  assert.ok(worker.args.includes("--coordinator=$(TESSERA_COORDINATOR)"));
-  assert.ok(worker.args.includes("--advertise=$(POD_IP)"));
+  assert.equal(worker.envFrom[0].configMapRef.name, config.metadata.name);
+  const advertise = worker.env.find((e) => e.name === "TESSERA_ADVERTISE");
+  assert.equal(advertise.valueFrom.fieldRef.fieldPath, "status.podIP");
+  for (const key of Object.keys(config.data)) assert.match(key, /^TESSERA_[A-Z_]+$/);
 });
 
 test("the model volume: a claim made here, an existing claim, or a host path", () => {
@@ -110,12 +113,17 @@ test("the model volume: a claim made here, an existing claim, or a host path", (
   assert.throws(() => render("model.volume=nfs"), /model.volume must be/);
 });
 
-test("the Deployment rendering (for podman kube play) has no StatefulSet and no headless Service", () => {
-  const objects = render("workers.kind=Deployment", "workers.groups=2");
+test("the podman kube play rendering: Deployments, no headless Service, no pod IP, no declared worker ports", () => {
+  const objects = render("podmanKubePlay=true", "workers.groups=2", "coordinatorAddress=10.77.2.2:50051");
   validateAll(objects);
   const sets = workerSets(objects);
   assert.equal(sets.length, 2);
-  assert.ok(sets.every((s) => s.kind === "Deployment"));
+  for (const s of sets) {
+    assert.equal(s.kind, "Deployment");
+    assert.equal(container(s).ports, undefined);
+    assert.equal(container(s).env, undefined);
+  }
   assert.ok(!objects.some((o) => o.metadata.name === "rel-tessera-workers"));
+  assert.equal(render("workers.kind=Deployment").filter((o) => o.kind === "StatefulSet").length, 0);
   assert.throws(() => render("workers.kind=DaemonSet"), /workers.kind must be/);
 });
