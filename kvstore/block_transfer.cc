@@ -12,6 +12,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <unordered_map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -91,13 +92,43 @@ absl::StatusOr<int> Connect(const std::string& address, std::chrono::millisecond
   return fd;
 }
 
-// One connection's share of a fetch: `hashes` from one peer, heads `range`, written at
-// local head `local_first` of the destination blocks.
-absl::Status FetchRun(const BlockPeer& peer, std::span<const BlockHash> hashes, const KvLayout& layout,
-                      HeadRange range, int local_first, std::span<float* const> blocks,
-                      std::chrono::milliseconds timeout) {
-  absl::StatusOr<int> fd = Connect(peer.address, timeout);
-  if (!fd.ok()) return fd.status();
+// Idle connections to block peers, kept between fetches: a warm connection skips the
+// handshake and TCP slow start, which dominate small fetches over long links.
+class ConnectionPool {
+ public:
+  static ConnectionPool& Get() {
+    static ConnectionPool* pool = new ConnectionPool;  // never destroyed: used until exit
+    return *pool;
+  }
+  // An idle connection to `address`, or -1.
+  int TakeIdle(const std::string& address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& idle = idle_[address];
+    if (idle.empty()) return -1;
+    const int fd = idle.back();
+    idle.pop_back();
+    return fd;
+  }
+  void PutIdle(const std::string& address, int fd) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& idle = idle_[address];
+    if (idle.size() >= kMaxIdlePerPeer) {
+      ::close(fd);
+    } else {
+      idle.push_back(fd);
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxIdlePerPeer = 16;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::vector<int>> idle_;
+};
+
+// One request on an open connection; `answered` tells whether the peer replied at all
+// (a pooled connection the peer has closed meanwhile does not).
+absl::Status Request(int fd, const BlockPeer& peer, std::span<const BlockHash> hashes, const KvLayout& layout,
+                     HeadRange range, int local_first, std::span<float* const> blocks, bool* answered) {
   const RequestHeader header{kMagic,
                              static_cast<uint32_t>(layout.num_layers),
                              static_cast<uint32_t>(layout.block_size),
@@ -105,31 +136,58 @@ absl::Status FetchRun(const BlockPeer& peer, std::span<const BlockHash> hashes, 
                              static_cast<uint32_t>(range.begin),
                              static_cast<uint32_t>(range.end),
                              static_cast<uint32_t>(hashes.size())};
-  absl::Status result;
+  const auto closed = [&] { return absl::UnavailableError(absl::StrCat("block peer ", peer.address, " closed the connection")); };
   uint32_t status = 0;
+  *answered = false;
+  if (!WriteAll(fd, &header, sizeof(header), MSG_MORE) || !WriteAll(fd, hashes.data(), hashes.size_bytes()) ||
+      !ReadAll(fd, &status, sizeof(status))) {
+    return closed();
+  }
+  *answered = true;
+  if (status != kOk) {
+    return absl::DataLossError(absl::StrCat("block peer ", peer.address, " refused the request (status ", status, ")"));
+  }
   // A slice of every head is the block itself: received in place.
   const bool whole = local_first == 0 && range.size() == layout.num_kv_heads;
-  std::vector<float> slice(static_cast<size_t>(SliceElems(layout, range.size())));
-  if (!WriteAll(*fd, &header, sizeof(header), MSG_MORE) ||
-      !WriteAll(*fd, hashes.data(), hashes.size_bytes()) || !ReadAll(*fd, &status, sizeof(status))) {
-    result = absl::UnavailableError(absl::StrCat("block peer ", peer.address, " closed the connection"));
-  } else if (status != kOk) {
-    result = absl::DataLossError(absl::StrCat("block peer ", peer.address, " refused the request (status ", status, ")"));
-  }
-  for (size_t i = 0; i < hashes.size() && result.ok(); ++i) {
+  std::vector<float> slice(whole ? 0 : static_cast<size_t>(SliceElems(layout, range.size())));
+  const size_t slice_bytes = static_cast<size_t>(SliceElems(layout, range.size())) * sizeof(float);
+  for (size_t i = 0; i < hashes.size(); ++i) {
     uint8_t found = 0;
-    if (!ReadAll(*fd, &found, 1)) {
-      result = absl::UnavailableError(absl::StrCat("block peer ", peer.address, " closed the connection"));
-    } else if (found == 0) {
-      result = absl::NotFoundError(absl::StrCat("block peer ", peer.address, " no longer holds block ", ToHex(hashes[i])));
-    } else if (!ReadAll(*fd, whole ? blocks[i] : slice.data(), slice.size() * sizeof(float))) {
-      result = absl::UnavailableError(absl::StrCat("block peer ", peer.address, " closed the connection"));
-    } else if (!whole) {
-      CopySliceIn(layout, slice.data(), local_first, range.size(), blocks[i]);
+    if (!ReadAll(fd, &found, 1)) return closed();
+    if (found == 0) {
+      return absl::NotFoundError(absl::StrCat("block peer ", peer.address, " no longer holds block ", ToHex(hashes[i])));
     }
+    if (!ReadAll(fd, whole ? blocks[i] : slice.data(), slice_bytes)) return closed();
+    if (!whole) CopySliceIn(layout, slice.data(), local_first, range.size(), blocks[i]);
   }
-  ::close(*fd);
-  return result;
+  return absl::OkStatus();
+}
+
+// One connection's share of a fetch: `hashes` from one peer, heads `range`, written at
+// local head `local_first` of the destination blocks. Reuses an idle connection when
+// there is one (once more on a new one if the peer had closed it).
+absl::Status FetchRun(const BlockPeer& peer, std::span<const BlockHash> hashes, const KvLayout& layout,
+                      HeadRange range, int local_first, std::span<float* const> blocks,
+                      std::chrono::milliseconds timeout) {
+  ConnectionPool& pool = ConnectionPool::Get();
+  for (bool first_try = true;; first_try = false) {
+    int fd = first_try ? pool.TakeIdle(peer.address) : -1;
+    const bool pooled = fd >= 0;
+    if (!pooled) {
+      absl::StatusOr<int> connected = Connect(peer.address, timeout);
+      if (!connected.ok()) return connected.status();
+      fd = *connected;
+    }
+    SetTimeouts(fd, timeout);
+    bool answered = false;
+    const absl::Status result = Request(fd, peer, hashes, layout, range, local_first, blocks, &answered);
+    if (result.ok()) {
+      pool.PutIdle(peer.address, fd);
+      return result;
+    }
+    ::close(fd);  // mid-response or broken: never reused
+    if (!(pooled && !answered)) return result;
+  }
 }
 
 }  // namespace
@@ -213,7 +271,7 @@ void BlockServer::AcceptLoop() {
 }
 
 void BlockServer::Serve(int fd) {
-  SetTimeouts(fd, std::chrono::seconds(30));
+  SetTimeouts(fd, std::chrono::seconds(60));  // an idle pooled connection closes after this
   RequestHeader header{};
   std::vector<BlockHash> hashes;
   std::vector<float> slice;

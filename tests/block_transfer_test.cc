@@ -144,6 +144,22 @@ TEST(BlockTransferTest, ALayoutMismatchIsRefused) {
   EXPECT_EQ(FetchBlocks(peers, Hashes(2), other, {0, 4}, d.pointers).code(), absl::StatusCode::kDataLoss);
 }
 
+// Connections are kept between fetches; one the peer closed meanwhile (a restart) is
+// replaced by a new one, invisibly.
+TEST(BlockTransferTest, AStalePooledConnectionIsReplaced) {
+  Served a = Serve({0, 4}, 2);
+  const BlockPeer peers[] = {a.peer()};
+  Destination d(2, 4);
+  ASSERT_TRUE(FetchBlocks(peers, Hashes(2), kFull, {0, 4}, d.pointers).ok());
+  const int port = a.server->port();
+  a.server.reset();
+  auto restarted = BlockServer::Start("127.0.0.1", port, a.source.get());
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  Destination again(2, 4);
+  ASSERT_TRUE(FetchBlocks(peers, Hashes(2), kFull, {0, 4}, again.pointers).ok());
+  EXPECT_EQ(again.blocks[1], FullBlock(1));
+}
+
 TEST(BlockTransferTest, AGonePeerIsUnavailable) {
   int port;
   {
