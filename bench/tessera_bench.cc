@@ -4,6 +4,7 @@
 //   tessera-bench serve --address HOST:PORT [--num-prompts 64] [--concurrency 8 |
 //                       --request-rate R] [--input-len 128] [--output-len 64]
 //                       [--range-ratio 0.0] [--prefix-len 0] [--seed 0]
+//                       [--wait-ready SECONDS]
 //   tessera-bench make-model --out DIR      (TinyLlama-1.1B shape, random bf16)
 //
 // `serve` sends token-id prompts of random ids (lengths uniform in
@@ -92,16 +93,17 @@ int Fail(const std::string& m) {
 int Serve(const cli::Args& args) {
   std::string error;
   if (!cli::CheckFlags(args, {"address", "num-prompts", "concurrency", "request-rate", "input-len", "output-len",
-                              "range-ratio", "prefix-len", "seed"},
+                              "range-ratio", "prefix-len", "seed", "wait-ready"},
                        &error)) {
     return Fail(error);
   }
-  int num_prompts, concurrency, input_len, output_len, prefix_len, seed;
+  int num_prompts, concurrency, input_len, output_len, prefix_len, seed, wait_ready;
   if (!cli::IntFlag(args, "num-prompts", 64, 1, &num_prompts, &error) ||
       !cli::IntFlag(args, "concurrency", 8, 1, &concurrency, &error) ||
       !cli::IntFlag(args, "input-len", 128, 1, &input_len, &error) ||
       !cli::IntFlag(args, "output-len", 64, 1, &output_len, &error) ||
       !cli::IntFlag(args, "prefix-len", 0, 0, &prefix_len, &error) ||
+      !cli::IntFlag(args, "wait-ready", 0, 0, &wait_ready, &error) ||
       !cli::IntFlag(args, "seed", 0, 0, &seed, &error)) {
     return Fail(error);
   }
@@ -112,6 +114,19 @@ int Serve(const cli::Args& args) {
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   auto stub = v1::Tessera::NewStub(channel);
 
+  // A cluster that is still starting (a Kubernetes Job next to a fresh release): wait
+  // up to --wait-ready seconds for a replica group.
+  const auto until = Clock::now() + std::chrono::seconds(wait_ready);
+  for (bool ready = false; !ready;) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ServerInfo server;
+    if (stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &server).ok()) {
+      for (const auto& g : server.groups()) ready = ready || g.state() == "READY";
+    }
+    if (ready || Clock::now() >= until) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
   grpc::ClientContext info_ctx;
   v1::ModelInfo info;
   if (grpc::Status s = stub->GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info); !s.ok()) {
@@ -230,7 +245,7 @@ int main(int argc, char** argv) {
   std::string error;
   if (!tessera::cli::ParseArgs(argc, argv, {"help"}, &args, &error) || args.Has("help")) {
     std::fprintf(stderr, "usage: tessera-bench serve --address HOST:PORT [--num-prompts N] [--concurrency C | "
-                         "--request-rate R] [--input-len L] [--output-len O] [--range-ratio X] [--prefix-len P] [--seed S]\n"
+                         "--request-rate R] [--input-len L] [--output-len O] [--range-ratio X] [--prefix-len P] [--seed S] [--wait-ready SECONDS]\n"
                          "       tessera-bench make-model --out DIR\n");
     return args.Has("help") ? 0 : 2;
   }

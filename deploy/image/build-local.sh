@@ -11,7 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 tag="${1:-localhost/tessera:dev}"
 ctx="$root/build/image"
-bins=(tessera tessera-coordinator tessera-worker)
+bins=(tessera tessera-coordinator tessera-worker tessera-bench)
 for b in "${bins[@]}"; do [ -x "$root/build/bin/$b" ] || "$root/scripts/build.sh"; done
 
 rm -rf "$ctx" && mkdir -p "$ctx/rootfs/opt/tessera/bin" "$ctx/rootfs/tmp"

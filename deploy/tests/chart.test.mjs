@@ -10,6 +10,7 @@ import { execFileSync } from "node:child_process";
 import { parseAllDocuments } from "yaml";
 import { ConfigMap, PersistentVolumeClaim, Service } from "kubernetes-models/v1";
 import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
+import { Job } from "kubernetes-models/batch/v1";
 
 const HELM = process.env.HELM;
 const CHART = process.env.CHART;
@@ -19,6 +20,7 @@ const MODELS = {
   "v1/Service": Service,
   "apps/v1/Deployment": Deployment,
   "apps/v1/StatefulSet": StatefulSet,
+  "batch/v1/Job": Job,
 };
 
 function render(...sets) {
@@ -126,4 +128,15 @@ test("the podman kube play rendering: Deployments, no headless Service, no pod I
   assert.ok(!objects.some((o) => o.metadata.name === "rel-tessera-workers"));
   assert.equal(render("workers.kind=Deployment").filter((o) => o.kind === "StatefulSet").length, 0);
   assert.throws(() => render("workers.kind=DaemonSet"), /workers.kind must be/);
+});
+
+test("the throughput test Job runs tessera-bench against the coordinator Service", () => {
+  assert.ok(!render().some((o) => o.kind === "Job"));
+  const objects = render("benchmark.enabled=true", "benchmark.concurrency=32");
+  validateAll(objects);
+  const job = objects.find((o) => o.kind === "Job");
+  const c = container(job);
+  assert.deepEqual(c.command, ["/opt/tessera/bin/tessera-bench"]);
+  assert.ok(c.args.includes("--address=rel-tessera-coordinator:50051"));
+  assert.ok(c.args.includes("--concurrency=32"));
 });
