@@ -11,17 +11,9 @@
 #include <span>
 
 #include "common/thread_pool.h"
+#include "kernels/attention_types.h"
 
 namespace tessera::kernels {
-
-struct PagedKvView {
-  float* k_base = nullptr;     // K of this layer in block 0
-  float* v_base = nullptr;     // V of this layer in block 0
-  int64_t block_stride = 0;    // elements between consecutive blocks
-  int64_t head_stride = 0;     // elements between kv-heads within a block
-  int block_size = 16;         // tokens per block
-  int head_dim = 0;
-};
 
 // One sequence of the flattened batch.
 struct AttentionSequence {
@@ -29,14 +21,6 @@ struct AttentionSequence {
   int64_t num_new = 0;        // new tokens this step
   int64_t context_len = 0;    // tokens cached before this step (the new ones follow)
   const int32_t* block_table = nullptr;  // enough blocks for context_len + num_new
-};
-
-struct AttentionShape {
-  int num_heads = 0;
-  int num_kv_heads = 0;  // query head h reads kv head h / (num_heads / num_kv_heads)
-  int head_dim = 0;
-  int window = 0;        // sliding window in keys (itself included); 0 = full causal
-  float scale = 1.0f;    // usually 1/sqrt(head_dim)
 };
 
 // Copies the new tokens' K and V ([rows, num_kv_heads * head_dim], row stride in

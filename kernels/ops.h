@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "common/thread_pool.h"
+#include "kernels/activation.h"
 
 namespace tessera::kernels {
 
@@ -15,8 +16,6 @@ void RmsNorm(const float* x, int64_t rows, int64_t x_stride, int64_t dim, const 
 // out = (x - mean) / sqrt(var + eps) ⊙ w + b, per row (biased variance, as torch).
 void LayerNorm(const float* x, int64_t rows, int64_t x_stride, int64_t dim, const float* weight,
                const float* bias, float eps, float* out, int64_t out_stride);
-
-enum class Activation { kSilu, kGeluTanh, kGeluErf, kRelu };
 
 // Gated MLP input: gate_up rows are [gate(inner) | up(inner)];
 // out = act(gate) ⊙ up, [rows, inner].
@@ -32,5 +31,10 @@ void ApplyRotary(float* head, const float* cos, const float* sin, int rot_dim);
 
 // Softmax over a row of n logits, in place.
 void Softmax(float* x, int n);
+
+// MoE routing as HF: softmax over one row's expert logits (in place), then the k
+// largest probabilities (ties: the lower expert), renormalised to sum to 1.
+// ids, weights: [k], best first.
+void RouteTopK(float* logits, int experts, int k, int32_t* ids, float* weights);
 
 }  // namespace tessera::kernels

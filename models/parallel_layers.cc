@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <numeric>
 
 #include "common/bf16.h"
 #include "common/status.h"
@@ -97,16 +96,11 @@ absl::Status ExpertParallelMoe::AddInto(float* residual, const float* h, int64_t
   // gates[r][e]: the renormalised weight of expert e for row r (0 when not chosen).
   std::vector<float>& gates = scratch.gates;
   gates.assign(static_cast<size_t>(rows) * experts, 0.0f);
-  std::vector<int> order(experts);
+  std::vector<int32_t> ids(k);
+  std::vector<float> weights(k);
   for (int64_t r = 0; r < rows; ++r) {
-    float* p = scratch.router_logits.data() + r * experts;
-    kernels::Softmax(p, experts);
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                      [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
-    float sum = 0.0f;
-    for (int j = 0; j < k; ++j) sum += p[order[j]];
-    for (int j = 0; j < k; ++j) gates[r * experts + order[j]] = p[order[j]] / sum;
+    kernels::RouteTopK(scratch.router_logits.data() + r * experts, experts, k, ids.data(), weights.data());
+    for (int j = 0; j < k; ++j) gates[r * experts + ids[j]] = weights[j];
   }
 
   float* in = scratch.moe_in.ReserveFor<float>(rows * hidden);

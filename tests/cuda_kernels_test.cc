@@ -1,13 +1,27 @@
-// CUDA kernels against their CPU oracles. Skips where no GPU is present.
+// Every CUDA op against its CPU oracle, over sweeps of shapes (and dtypes where an op
+// takes several). Skips, with a message, where no GPU is present.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
 #include <random>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "common/bf16.h"
+#include "kernels/attention.h"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/block_copier.h"
 #include "kernels/cuda/device.h"
-#include "kernels/cuda/rms_norm.cuh"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/moe.cuh"
+#include "kernels/cuda/norms.cuh"
+#include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "models/rope.h"
 
 namespace tessera::kernels {
 namespace {
@@ -17,30 +31,296 @@ class CudaTest : public ::testing::Test {
   void SetUp() override {
     if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: GPU tests skipped";
   }
+  ThreadPool pool_{2};  // for the CPU oracles
 };
 
-TEST_F(CudaTest, RmsNormMatchesCpu) {
+// A device copy of a host vector, freed with the object.
+template <typename T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(const std::vector<T>& host) : size_(host.size()) {
+    EXPECT_EQ(cudaMalloc(&ptr_, std::max<size_t>(1, size_) * sizeof(T)), cudaSuccess);
+    cudaMemcpy(ptr_, host.data(), size_ * sizeof(T), cudaMemcpyHostToDevice);
+  }
+  explicit DeviceBuffer(size_t size) : DeviceBuffer(std::vector<T>(size)) {}
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  T* get() { return ptr_; }
+  std::vector<T> Host() const {
+    std::vector<T> out(size_);
+    EXPECT_EQ(cudaMemcpy(out.data(), ptr_, size_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return out;
+  }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t size_;
+};
+
+std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, float tol) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], tol * (1 + std::fabs(want[i]))) << "element " << i;
+  }
+}
+
+TEST_F(CudaTest, NormsWithTheResidualAddMatchCpu) {
   for (int64_t dim : {16, 64, 1000, 4096}) {
     const int64_t rows = 7;
-    std::mt19937 rng(static_cast<uint32_t>(dim));
-    std::normal_distribution<float> dist;
-    std::vector<float> x(rows * dim), w(dim), want(rows * dim), got(rows * dim);
-    for (float& v : x) v = dist(rng);
-    for (float& v : w) v = dist(rng);
-    RmsNorm(x.data(), rows, dim, dim, w.data(), 1e-5f, want.data(), dim);
-    float *dx, *dw, *dout;
-    ASSERT_EQ(cudaMalloc(&dx, x.size() * 4), cudaSuccess);
-    ASSERT_EQ(cudaMalloc(&dw, w.size() * 4), cudaSuccess);
-    ASSERT_EQ(cudaMalloc(&dout, x.size() * 4), cudaSuccess);
-    cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(dw, w.data(), w.size() * 4, cudaMemcpyHostToDevice);
-    ASSERT_EQ(cuda::LaunchRmsNorm(dx, dw, dout, rows, dim, 1e-5f, nullptr), 0);
-    ASSERT_EQ(cudaMemcpy(got.data(), dout, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4f * (1 + std::fabs(want[i])));
-    cudaFree(dx);
-    cudaFree(dw);
-    cudaFree(dout);
+    const std::vector<float> x = Random(rows * dim, 1), delta = Random(rows * dim, 2), w = Random(dim, 3),
+                             b = Random(dim, 4);
+    std::vector<float> sum(x);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += delta[i];
+    for (bool layer : {false, true}) {
+      SCOPED_TRACE(layer ? "LayerNorm" : "RmsNorm");
+      std::vector<float> want(rows * dim);
+      if (layer) {
+        LayerNorm(sum.data(), rows, dim, dim, w.data(), b.data(), 1e-5f, want.data(), dim);
+      } else {
+        RmsNorm(sum.data(), rows, dim, dim, w.data(), 1e-5f, want.data(), dim);
+      }
+      DeviceBuffer<float> dx(x), dd(delta), dw(w), db(b), dout(rows * dim);
+      const int err = layer ? cuda::LaunchLayerNorm(dx.get(), dd.get(), dw.get(), db.get(), dout.get(), rows, dim,
+                                                    1e-5f, nullptr)
+                            : cuda::LaunchRmsNorm(dx.get(), dd.get(), dw.get(), dout.get(), rows, dim, 1e-5f, nullptr);
+      ASSERT_EQ(err, 0);
+      ExpectNear(dout.Host(), want, 1e-4f);
+      ExpectNear(dx.Host(), sum, 1e-6f);  // the residual stream holds the sum
+    }
   }
+}
+
+TEST_F(CudaTest, EmbeddingGathersF32AndBf16Rows) {
+  const int64_t vocab = 50, dim = 96;
+  const std::vector<float> table = Random(vocab * dim, 5);
+  std::vector<uint16_t> table_bf16(table.size());
+  for (size_t i = 0; i < table.size(); ++i) table_bf16[i] = FloatToBf16(table[i]);
+  const std::vector<int32_t> ids = {3, 0, 49, 3, 17};
+  for (bool bf16 : {false, true}) {
+    DeviceBuffer<float> t32(table);
+    DeviceBuffer<uint16_t> t16(table_bf16);
+    DeviceBuffer<int32_t> dids(ids);
+    DeviceBuffer<float> out(ids.size() * dim);
+    ASSERT_EQ(cuda::LaunchEmbedding(bf16 ? static_cast<const void*>(t16.get()) : t32.get(), bf16, dids.get(),
+                                    static_cast<int64_t>(ids.size()), dim, out.get(), nullptr),
+              0);
+    std::vector<float> want;
+    for (int32_t id : ids) {
+      for (int64_t d = 0; d < dim; ++d) {
+        want.push_back(bf16 ? Bf16ToFloat(table_bf16[id * dim + d]) : table[id * dim + d]);
+      }
+    }
+    EXPECT_EQ(out.Host(), want);
+  }
+}
+
+TEST_F(CudaTest, ActivationsMatchCpu) {
+  for (Activation act : {Activation::kSilu, Activation::kGeluTanh, Activation::kGeluErf, Activation::kRelu}) {
+    for (int64_t inner : {1, 33, 512}) {
+      const int64_t rows = 5;
+      const std::vector<float> gate_up = Random(rows * 2 * inner, 6, 3.0f);
+      std::vector<float> want(rows * inner);
+      GatedActivation(gate_up.data(), rows, inner, act, want.data(), &pool_);
+      DeviceBuffer<float> dgu(gate_up), dout(rows * inner);
+      ASSERT_EQ(cuda::LaunchGatedActivation(dgu.get(), rows, inner, act, dout.get(), nullptr), 0);
+      ExpectNear(dout.Host(), want, 1e-5f);
+
+      std::vector<float> x = Random(rows * inner, 7, 3.0f);
+      DeviceBuffer<float> dx(x);
+      ApplyActivation(x.data(), rows, inner, act, &pool_);
+      ASSERT_EQ(cuda::LaunchActivation(dx.get(), rows, inner, act, nullptr), 0);
+      ExpectNear(dx.Host(), x, 1e-5f);
+    }
+  }
+}
+
+// Every HF scaling variant, through the frequencies models/rope.h computes.
+TEST_F(CudaTest, RotaryMatchesCpuForEveryScalingVariant) {
+  for (models::RopeScaling scaling : {models::RopeScaling::kNone, models::RopeScaling::kLinear,
+                                      models::RopeScaling::kDynamic, models::RopeScaling::kLlama3,
+                                      models::RopeScaling::kYarn}) {
+    models::ModelSpec spec;
+    spec.head_dim = 64;
+    spec.max_position_embeddings = 256;
+    spec.rope.theta = 10000.0;
+    spec.rope.scaling = scaling;
+    spec.rope.factor = 4.0;
+    spec.rope.original_max_position_embeddings = 64;
+    spec.rope.low_freq_factor = 1.0;
+    spec.rope.high_freq_factor = 4.0;
+    spec.rope.beta_fast = 32.0;
+    spec.rope.beta_slow = 1.0;
+    spec.rope.attention_factor = scaling == models::RopeScaling::kYarn ? 1.1 : 1.0;
+    const models::RotaryEmbedding rope(spec);
+    std::vector<float> scratch;
+    const std::vector<float>& inv_freq = rope.InverseFrequencies(300, &scratch);
+    const int heads = 3, dim = spec.head_dim, rows = 6;
+    const std::vector<int32_t> positions = {0, 1, 7, 63, 200, 299};
+    std::vector<float> x = Random(rows * heads * dim, 8);
+    DeviceBuffer<float> dx(x);
+    DeviceBuffer<float> dfreq(inv_freq);
+    DeviceBuffer<int32_t> dpos(positions);
+    std::vector<float> cos(dim / 2), sin(dim / 2);
+    for (int r = 0; r < rows; ++r) {
+      rope.CosSin(inv_freq, positions[r], cos.data(), sin.data());
+      for (int h = 0; h < heads; ++h) ApplyRotary(x.data() + (r * heads + h) * dim, cos.data(), sin.data(), dim);
+    }
+    const float scale = scaling == models::RopeScaling::kYarn ? 1.1f : 1.0f;
+    ASSERT_EQ(cuda::LaunchRotary(dx.get(), rows, heads * dim, heads, dim, dim, dpos.get(), dfreq.get(), scale,
+                                 nullptr),
+              0);
+    ExpectNear(dx.Host(), x, 1e-5f);
+  }
+}
+
+// Prefill and decode rows of several sequences, with GQA, sliding windows and
+// contexts long enough to be split (flash-decoding), against the CPU kernel.
+TEST_F(CudaTest, PagedAttentionMatchesCpu) {
+  struct Case {
+    int heads, kv_heads, head_dim, window;
+    std::vector<std::pair<int64_t, int64_t>> seqs;  // (context_len, num_new)
+  };
+  const Case cases[] = {
+      {4, 4, 64, 0, {{0, 9}, {5, 1}}},
+      {8, 2, 128, 0, {{700, 1}, {0, 33}, {1500, 2}}},  // GQA; long contexts split
+      {4, 1, 64, 48, {{300, 1}, {10, 20}}},            // MQA, sliding window
+      {2, 2, 256, 0, {{31, 1}}},
+  };
+  for (const Case& c : cases) {
+    const int block_size = 16;
+    int64_t rows = 0, blocks = 0, max_keys = 0;
+    for (auto [ctx, n] : c.seqs) {
+      rows += n;
+      blocks += (ctx + n + block_size - 1) / block_size;
+      max_keys = std::max(max_keys, ctx + n);
+    }
+    // Block tables: each sequence's blocks, scattered over the pool (as a real one).
+    std::vector<int32_t> pool_order(blocks);
+    std::iota(pool_order.begin(), pool_order.end(), 0);
+    std::shuffle(pool_order.begin(), pool_order.end(), std::mt19937(blocks));
+    std::vector<int32_t> tables;
+    std::vector<AttentionSequence> seqs;
+    std::vector<int32_t> positions, offsets;
+    int64_t row = 0, next_block = 0;
+    for (auto [ctx, n] : c.seqs) {
+      const int64_t nb = (ctx + n + block_size - 1) / block_size;
+      const int32_t offset = static_cast<int32_t>(tables.size());
+      for (int64_t b = 0; b < nb; ++b) tables.push_back(pool_order[next_block++]);
+      seqs.push_back({row, n, ctx, nullptr});
+      for (int64_t i = 0; i < n; ++i) {
+        positions.push_back(static_cast<int32_t>(ctx + i));
+        offsets.push_back(offset);
+      }
+      row += n;
+    }
+    for (size_t s = 0, off = 0; s < seqs.size(); ++s) {
+      seqs[s].block_table = tables.data() + off;
+      off += (seqs[s].context_len + seqs[s].num_new + block_size - 1) / block_size;
+    }
+    const int64_t head_stride = block_size * c.head_dim, block_stride = head_stride * c.kv_heads;
+    std::vector<float> k_cache = Random(blocks * block_stride, 9), v_cache = Random(blocks * block_stride, 10);
+    const int64_t q_stride = c.heads * c.head_dim, kv_row = c.kv_heads * c.head_dim;
+    const std::vector<float> q = Random(rows * q_stride, 11), k = Random(rows * kv_row, 12),
+                             v = Random(rows * kv_row, 13);
+    AttentionShape shape{c.heads, c.kv_heads, c.head_dim, c.window, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+
+    PagedKvView host_kv{k_cache.data(), v_cache.data(), block_stride, head_stride, block_size, c.head_dim};
+    WriteKv(k.data(), v.data(), kv_row, host_kv, c.kv_heads, seqs);
+    std::vector<float> want(rows * q_stride);
+    PagedAttention(q.data(), q_stride, host_kv, shape, seqs, want.data(), q_stride, &pool_);
+
+    DeviceBuffer<float> dk_cache(Random(blocks * block_stride, 9)), dv_cache(Random(blocks * block_stride, 10));
+    DeviceBuffer<float> dq(q), dk(k), dv(v), dout(rows * q_stride);
+    DeviceBuffer<int32_t> dtables(tables), dpos(positions), doff(offsets);
+    DeviceBuffer<float> workspace(std::max<int64_t>(1, cuda::PagedAttentionWorkspace(rows, shape, max_keys)));
+    PagedKvView dev_kv{dk_cache.get(), dv_cache.get(), block_stride, head_stride, block_size, c.head_dim};
+    const cuda::DeviceRows drows{dpos.get(), doff.get(), dtables.get(), rows};
+    ASSERT_EQ(cuda::LaunchWriteKv(dk.get(), dv.get(), kv_row, dev_kv, c.kv_heads, drows, nullptr), 0);
+    ASSERT_EQ(cuda::LaunchPagedAttention(dq.get(), q_stride, dev_kv, shape, drows, max_keys, workspace.get(),
+                                         dout.get(), q_stride, nullptr),
+              0);
+    ExpectNear(dk_cache.Host(), k_cache, 0.0f);  // the writes land in the same slots
+    ExpectNear(dout.Host(), want, 1e-4f);
+  }
+}
+
+TEST_F(CudaTest, RouteTopKMatchesCpu) {
+  for (auto [experts, k] : {std::pair{8, 2}, {64, 6}, {256, 8}, {60, 4}}) {
+    const int64_t rows = 37;
+    std::vector<float> logits = Random(rows * experts, 14, 2.0f);
+    logits[3] = logits[5];  // a tie: the lower expert wins
+    DeviceBuffer<float> dl(logits);
+    DeviceBuffer<int32_t> dids(rows * k);
+    DeviceBuffer<float> dw(rows * k);
+    ASSERT_EQ(cuda::LaunchRouteTopK(dl.get(), rows, experts, k, dids.get(), dw.get(), nullptr), 0);
+    std::vector<int32_t> ids(rows * k);
+    std::vector<float> weights(rows * k);
+    for (int64_t r = 0; r < rows; ++r) {
+      RouteTopK(logits.data() + r * experts, experts, k, ids.data() + r * k, weights.data() + r * k);
+    }
+    EXPECT_EQ(dids.Host(), ids);
+    ExpectNear(dw.Host(), weights, 1e-5f);
+  }
+}
+
+// cuBLAS bf16 GEMMs (fp32 accumulation) against the CPU matmul's exact path on the same
+// bf16 operands.
+TEST_F(CudaTest, GemmMatchesCpuOnBf16Operands) {
+  auto gemm = cuda::Gemm::Create(nullptr);
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  for (auto [m, k, n] : {std::tuple{1, 64, 32}, {7, 512, 300}, {128, 1024, 512}}) {
+    std::vector<float> x = Random(m * k, 15), w = Random(n * k, 16);
+    std::vector<uint16_t> x16(x.size()), w16(w.size());
+    for (size_t i = 0; i < x.size(); ++i) x[i] = Bf16ToFloat(x16[i] = FloatToBf16(x[i]));
+    for (size_t i = 0; i < w.size(); ++i) w16[i] = FloatToBf16(w[i]);
+    const PackedMatrix packed = PackMatrix(w.data(), n, k, DType::kBF16);
+    std::vector<float> want(m * n);
+    MatmulOptions exact;
+    exact.bf16_activation_min_rows = 0;
+    Matmul(x.data(), m, k, packed, nullptr, want.data(), n, &pool_, exact);
+    DeviceBuffer<uint16_t> dx(x16), dw(w16);
+    DeviceBuffer<float> dout(m * n);
+    ASSERT_TRUE(gemm->Run(dx.get(), m, k, dw.get(), n, dout.get()).ok());
+    ExpectNear(dout.Host(), want, 1e-3f);
+  }
+  // x in fp32 on the device, converted there.
+  const std::vector<float> x = Random(4 * 64, 17);
+  DeviceBuffer<float> dx(x);
+  DeviceBuffer<uint16_t> dx16(x.size());
+  ASSERT_EQ(cuda::LaunchToBf16(dx.get(), static_cast<int64_t>(x.size()), dx16.get(), nullptr), 0);
+  const std::vector<uint16_t> got = dx16.Host();
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(got[i], FloatToBf16(x[i]));
+}
+
+// Blocks go down to the pinned host tier and back up on the copy stream, ordered
+// against the compute stream by events.
+TEST_F(CudaTest, BlockCopierRoundTripsBlocks) {
+  const int64_t block_bytes = 22 * 2 * 4 * 16 * 64 * 4;
+  auto copier = cuda::BlockCopier::Create(block_bytes, 4, 0);
+  ASSERT_TRUE(copier.ok()) << copier.status();
+  cudaStream_t compute;
+  ASSERT_EQ(cudaStreamCreate(&compute), cudaSuccess);
+  const std::vector<float> a = Random(block_bytes / 4, 18), b = Random(block_bytes / 4, 19);
+  DeviceBuffer<float> da(a), db(b), back_a(a.size()), back_b(b.size());
+  ASSERT_TRUE((*copier)->AfterCompute(compute).ok());
+  const std::pair<const void*, int32_t> out[] = {{da.get(), 2}, {db.get(), 0}};
+  ASSERT_TRUE((*copier)->CopyOut(out).ok());
+  const std::pair<void*, int32_t> in[] = {{back_a.get(), 2}, {back_b.get(), 0}};
+  ASSERT_TRUE((*copier)->CopyIn(in).ok());
+  ASSERT_TRUE((*copier)->BeforeCompute(compute).ok());
+  ASSERT_EQ(cudaStreamSynchronize(compute), cudaSuccess);
+  EXPECT_EQ(back_a.Host(), a);
+  EXPECT_EQ(back_b.Host(), b);
+  const std::pair<void*, int32_t> bad[] = {{back_a.get(), 4}};
+  EXPECT_EQ((*copier)->CopyIn(bad).code(), absl::StatusCode::kInvalidArgument);
+  cudaStreamDestroy(compute);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <vector>
 
 #include "kernels/cpu/internal/vec.h"
 
@@ -94,6 +96,21 @@ void Softmax(float* x, int n) {
     sum += x[i];
   }
   for (int i = 0; i < n; ++i) x[i] /= sum;
+}
+
+void RouteTopK(float* logits, int experts, int k, int32_t* ids, float* weights) {
+  Softmax(logits, experts);
+  std::vector<int32_t> order(experts);
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  float sum = 0.0f;
+  for (int j = 0; j < k; ++j) sum += logits[order[j]];
+  for (int j = 0; j < k; ++j) {
+    ids[j] = order[j];
+    weights[j] = logits[order[j]] / sum;
+  }
 }
 
 }  // namespace tessera::kernels

@@ -1,0 +1,237 @@
+// gpu_bench: the CUDA kernels' speed against the card, measured in the same run.
+//
+//   gpu_bench [--device N]
+//
+// Prints, for a TinyLlama-1.1B-shaped and a Llama-8B-shaped model:
+//   decode: every weight matrix of the model multiplied by a batch-1 (and batch-8)
+//           activation through cuBLAS (bf16, fp32 accumulation), as one decode step
+//           reads them; GB/s of weights against the device-to-device copy bandwidth
+//           measured here (and the H200's nominal 4.8 TB/s)
+//   prefill: the same matrices at 512 rows; TFLOP/s against the bf16 dense peak
+//           (989 TFLOP/s nominal for H100/H200 SXM)
+//   paged attention: decode rows over long contexts; GB/s of K and V read
+//   host <-> device: pinned block copies on the copy stream (BlockCopier), GB/s
+// bench/gpu_check.sh runs it with the GPU tests and keeps the output.
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/block_copier.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/gemm.h"
+
+namespace tessera::bench {
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t hidden, inner, layers, heads, kv_heads, head_dim, vocab;
+};
+constexpr Shape kShapes[] = {
+    {"TinyLlama-1.1B", 2048, 5632, 22, 32, 4, 64, 32000},
+    {"Llama-8B", 4096, 14336, 32, 32, 8, 128, 128256},
+};
+constexpr double kNominalHbmGBps = 4800, kNominalBf16Tflops = 989;
+
+#define CHECK_CUDA(x)                                                                \
+  do {                                                                               \
+    cudaError_t e = (x);                                                             \
+    if (e != cudaSuccess) {                                                          \
+      std::fprintf(stderr, "gpu_bench: %s: %s\n", #x, cudaGetErrorString(e));       \
+      std::exit(1);                                                                  \
+    }                                                                                \
+  } while (0)
+
+// Seconds per call of `fn` on the default stream, best of `reps` after a warm-up.
+template <typename Fn>
+double Time(Fn fn, int reps = 10) {
+  fn();
+  CHECK_CUDA(cudaDeviceSynchronize());
+  double best = 1e30;
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  for (int r = 0; r < reps; ++r) {
+    cudaEventRecord(start);
+    fn();
+    cudaEventRecord(stop);
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    best = std::min(best, ms / 1e3);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return best;
+}
+
+void* Alloc(size_t bytes) {
+  void* p = nullptr;
+  CHECK_CUDA(cudaMalloc(&p, bytes));
+  CHECK_CUDA(cudaMemset(p, 0, bytes));
+  return p;
+}
+
+double CopyBandwidthGBps() {
+  const size_t bytes = size_t{2} << 30;
+  void* a = Alloc(bytes);
+  void* b = Alloc(bytes);
+  const double s = Time([&] { cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice); });
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / s / 1e9;  // read + write
+}
+
+void Matmuls(const Shape& sh, double copy_gbps, kernels::cuda::Gemm& gemm) {
+  // The matrices one decode step reads: q+k+v, o, gate+up, down per layer; the LM head.
+  struct Matrix {
+    int64_t n, k, count;
+  };
+  const int64_t qkv = (sh.heads + 2 * sh.kv_heads) * sh.head_dim;
+  const std::vector<Matrix> matrices = {{qkv, sh.hidden, sh.layers},
+                                        {sh.hidden, sh.heads * sh.head_dim, sh.layers},
+                                        {2 * sh.inner, sh.hidden, sh.layers},
+                                        {sh.hidden, sh.inner, sh.layers},
+                                        {sh.vocab, sh.hidden, 1}};
+  int64_t max_w = 0, weight_bytes = 0;
+  for (const Matrix& m : matrices) {
+    max_w = std::max(max_w, m.n * m.k);
+    weight_bytes += m.n * m.k * 2 * m.count;
+  }
+  // One buffer per distinct matrix shape, reused across layers (the layers' distinct
+  // weights would not fit twice; reads of a reused matrix still come from HBM: each
+  // matrix is far larger than L2 except the smallest).
+  std::vector<void*> weights;
+  for (const Matrix& m : matrices) weights.push_back(Alloc(m.n * m.k * 2));
+  void* x = Alloc(512 * std::max(sh.inner, sh.vocab) * 2);
+  void* out = Alloc(512 * std::max(2 * sh.inner, sh.vocab) * 4);
+  for (int64_t rows : {1, 8, 512}) {
+    const double s = Time([&] {
+      for (size_t i = 0; i < matrices.size(); ++i) {
+        for (int64_t c = 0; c < matrices[i].count; ++c) {
+          (void)gemm.Run(static_cast<uint16_t*>(x), rows, matrices[i].k, static_cast<uint16_t*>(weights[i]),
+                         matrices[i].n, static_cast<float*>(out));
+        }
+      }
+    }, 5);
+    const double flops = 2.0 * rows * weight_bytes / 2;
+    if (rows < 512) {
+      const double gbps = weight_bytes / s / 1e9;
+      std::printf("%s decode, batch %3ld: %.2f ms/step, weights %.2f GB at %.0f GB/s = %.2f of measured copy "
+                  "bandwidth (%.0f GB/s), %.2f of nominal\n",
+                  sh.name, static_cast<long>(rows), s * 1e3, weight_bytes / 1e9, gbps, gbps / copy_gbps, copy_gbps,
+                  gbps / kNominalHbmGBps);
+    } else {
+      const double tflops = flops / s / 1e12;
+      std::printf("%s prefill, %ld rows: %.2f ms, %.0f TFLOP/s = %.2f of the nominal bf16 dense peak\n", sh.name,
+                  static_cast<long>(rows), s * 1e3, tflops, tflops / kNominalBf16Tflops);
+    }
+  }
+  for (void* w : weights) cudaFree(w);
+  cudaFree(x);
+  cudaFree(out);
+  (void)max_w;
+}
+
+void Attention(const Shape& sh, double copy_gbps) {
+  const int block_size = 16;
+  const int64_t rows = 32, context = 4096, blocks_per_seq = context / block_size, blocks = rows * blocks_per_seq;
+  const int64_t head_stride = block_size * sh.head_dim, block_stride = head_stride * sh.kv_heads;
+  float* k = static_cast<float*>(Alloc(blocks * block_stride * 4));
+  float* v = static_cast<float*>(Alloc(blocks * block_stride * 4));
+  std::vector<int32_t> tables(blocks), positions(rows), offsets(rows);
+  for (int64_t b = 0; b < blocks; ++b) tables[b] = static_cast<int32_t>((b * 7919) % blocks);
+  for (int64_t r = 0; r < rows; ++r) {
+    positions[r] = static_cast<int32_t>(context - 1);
+    offsets[r] = static_cast<int32_t>(r * blocks_per_seq);
+  }
+  auto upload = [](const std::vector<int32_t>& h) {
+    void* d = Alloc(h.size() * 4);
+    cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice);
+    return static_cast<int32_t*>(d);
+  };
+  int32_t *dt = upload(tables), *dp = upload(positions), *doff = upload(offsets);
+  kernels::AttentionShape shape{static_cast<int>(sh.heads), static_cast<int>(sh.kv_heads),
+                                static_cast<int>(sh.head_dim), 0, 0.125f};
+  kernels::PagedKvView kv{k, v, block_stride, head_stride, block_size, static_cast<int>(sh.head_dim)};
+  const kernels::cuda::DeviceRows drows{dp, doff, dt, rows};
+  float* q = static_cast<float*>(Alloc(rows * sh.heads * sh.head_dim * 4));
+  float* out = static_cast<float*>(Alloc(rows * sh.heads * sh.head_dim * 4));
+  float* ws = static_cast<float*>(Alloc(std::max<int64_t>(4, kernels::cuda::PagedAttentionWorkspace(rows, shape, context) * 4)));
+  const double s = Time([&] {
+    kernels::cuda::LaunchPagedAttention(q, sh.heads * sh.head_dim, kv, shape, drows, context, ws, out,
+                                        sh.heads * sh.head_dim, nullptr);
+  });
+  const double bytes = 2.0 * blocks * block_stride * 4;
+  std::printf("%s paged attention, %ld decode rows x %ld keys (f32 KV): %.3f ms, %.0f GB/s of K+V = %.2f of measured "
+              "copy bandwidth\n",
+              sh.name, static_cast<long>(rows), static_cast<long>(context), s * 1e3, bytes / s / 1e9,
+              bytes / s / 1e9 / copy_gbps);
+  for (void* p : {static_cast<void*>(k), static_cast<void*>(v), static_cast<void*>(q), static_cast<void*>(out),
+                  static_cast<void*>(ws), static_cast<void*>(dt), static_cast<void*>(dp), static_cast<void*>(doff)}) {
+    cudaFree(p);
+  }
+}
+
+void HostCopies(int device) {
+  const int64_t block_bytes = 22 * 2 * 4 * 16 * 64 * 4;  // a TinyLlama-shaped f32 block
+  const int32_t n = 512;
+  auto copier = kernels::cuda::BlockCopier::Create(block_bytes, n, device);
+  if (!copier.ok()) {
+    std::printf("host copies: %s\n", std::string(copier.status().message()).c_str());
+    return;
+  }
+  char* pool = static_cast<char*>(Alloc(block_bytes * n));
+  std::vector<std::pair<const void*, int32_t>> out;
+  std::vector<std::pair<void*, int32_t>> in;
+  for (int32_t b = 0; b < n; ++b) {
+    out.emplace_back(pool + b * block_bytes, b);
+    in.emplace_back(pool + b * block_bytes, b);
+  }
+  const double s_out = Time([&] {
+    (void)(*copier)->CopyOut(out);
+    (void)(*copier)->Synchronize();
+  }, 3);
+  const double s_in = Time([&] {
+    (void)(*copier)->CopyIn(in);
+    (void)(*copier)->Synchronize();
+  }, 3);
+  const double bytes = static_cast<double>(block_bytes) * n;
+  std::printf("host <-> device, %d blocks of %ld KiB (pinned, copy stream): device->host %.1f GB/s, "
+              "host->device %.1f GB/s\n",
+              n, static_cast<long>(block_bytes / 1024), bytes / s_out / 1e9, bytes / s_in / 1e9);
+  cudaFree(pool);
+}
+
+}  // namespace
+}  // namespace tessera::bench
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  const int device = argc > 2 && std::string(argv[1]) == "--device" ? std::atoi(argv[2]) : 0;
+  if (kernels::cuda::DeviceCount() == 0) {
+    std::printf("gpu_bench: no CUDA device\n");
+    return 1;
+  }
+  CHECK_CUDA(cudaSetDevice(device));
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, device);
+  std::printf("device %d: %s, %.0f GiB\n", device, prop.name, prop.totalGlobalMem / 1073741824.0);
+  const double copy_gbps = bench::CopyBandwidthGBps();
+  std::printf("device-to-device copy: %.0f GB/s (read + write)\n", copy_gbps);
+  auto gemm = kernels::cuda::Gemm::Create(nullptr);
+  if (!gemm.ok()) {
+    std::printf("gpu_bench: %s\n", std::string(gemm.status().message()).c_str());
+    return 1;
+  }
+  for (const auto& shape : bench::kShapes) {
+    bench::Matmuls(shape, copy_gbps, *gemm);
+    bench::Attention(shape, copy_gbps);
+  }
+  bench::HostCopies(device);
+  return 0;
+}
