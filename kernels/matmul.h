@@ -39,6 +39,10 @@ struct PackedMatrix {
 // (kF32 or kBF16; values are rounded to bf16 when kBF16).
 PackedMatrix PackMatrix(const float* src, int64_t rows, int64_t cols, DType dtype);
 
+// The inverse: the matrix row-major [rows, cols] in its stored dtype (float, or bf16
+// bit patterns as uint16_t), for devices that take plain layouts (cuBLAS).
+void UnpackMatrix(const PackedMatrix& w, void* out);
+
 struct MatmulOptions {
   // Batches with at least this many rows use the fast bf16-activation path on BF16
   // weights. 0 disables the fast path (every product exact in fp32 activations).

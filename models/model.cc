@@ -95,10 +95,10 @@ kvstore::KvLayout Model::KvLayoutFor(int block_size) const {
   return layout;
 }
 
-absl::Status Model::Validate(std::span<const SequenceInput> batch, const kvstore::CpuKvStorage& kv) const {
-  const kvstore::KvLayout& layout = kv.layout();
-  if (layout.num_layers != spec_.num_layers || layout.num_kv_heads != shard_.kv_heads ||
-      layout.head_dim != spec_.head_dim || layout.block_size <= 0) {
+absl::Status ValidateBatch(const ModelSpec& spec, const kvstore::KvLayout& model_layout,
+                           const kvstore::KvLayout& layout, int32_t num_blocks,
+                           std::span<const SequenceInput> batch) {
+  if (!(layout == model_layout) || layout.block_size <= 0) {
     return absl::InvalidArgumentError("KV cache layout does not match the model");
   }
   if (batch.empty()) return absl::InvalidArgumentError("empty batch");
@@ -107,15 +107,15 @@ absl::Status Model::Validate(std::span<const SequenceInput> batch, const kvstore
     if (s.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no new tokens"));
     if (s.context_len < 0) return absl::InvalidArgumentError("negative context length");
     for (int32_t t : s.tokens) {
-      if (t < 0 || t >= spec_.vocab_size) {
+      if (t < 0 || t >= spec.vocab_size) {
         return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", spec_.vocab_size, ")"));
+            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", spec.vocab_size, ")"));
       }
     }
     const int64_t end = s.context_len + static_cast<int64_t>(s.tokens.size());
-    if (spec_.positions == PositionKind::kLearned && end > spec_.max_position_embeddings) {
+    if (spec.positions == PositionKind::kLearned && end > spec.max_position_embeddings) {
       return absl::InvalidArgumentError(absl::StrCat("sequence of ", end, " tokens exceeds the model's ",
-                                                     spec_.max_position_embeddings, " positions"));
+                                                     spec.max_position_embeddings, " positions"));
     }
     const int64_t needed = (end + layout.block_size - 1) / layout.block_size;
     if (static_cast<int64_t>(s.block_table.size()) < needed) {
@@ -123,7 +123,7 @@ absl::Status Model::Validate(std::span<const SequenceInput> batch, const kvstore
                                                      s.block_table.size()));
     }
     for (int64_t b = 0; b < needed; ++b) {
-      if (s.block_table[b] < 0 || s.block_table[b] >= kv.num_blocks()) {
+      if (s.block_table[b] < 0 || s.block_table[b] >= num_blocks) {
         return absl::InvalidArgumentError(absl::StrCat("block id ", s.block_table[b], " outside the pool"));
       }
     }
@@ -239,7 +239,7 @@ absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
 
 absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::CpuKvStorage& kv,
                             std::vector<float>* logits) {
-  RETURN_IF_ERROR(Validate(batch, kv));
+  RETURN_IF_ERROR(ValidateBatch(spec_, KvLayoutFor(kv.layout().block_size), kv.layout(), kv.num_blocks(), batch));
   const int64_t rows = TotalTokens(batch);
   const int64_t hidden = spec_.hidden_size;
 

@@ -55,6 +55,14 @@ struct SequenceInput {
   bool all_logits = false;               // logits of every new token, else only the last
 };
 
+// Checks a forward step before anything is written: the KV pool (`kv_layout`,
+// `num_blocks`) is laid out as the model needs (`model_layout`), every sequence has
+// new tokens inside the vocabulary and a block table long enough and inside the pool,
+// and learned positions are not exceeded. INVALID_ARGUMENT naming what is wrong.
+absl::Status ValidateBatch(const ModelSpec& spec, const kvstore::KvLayout& model_layout,
+                           const kvstore::KvLayout& kv_layout, int32_t num_blocks,
+                           std::span<const SequenceInput> batch);
+
 class Model {
  public:
   // Loads DIR/config.json and DIR's safetensors.
@@ -88,7 +96,6 @@ class Model {
  private:
   Model(ModelSpec spec, ShardLayout shard, ModelWeights weights, const ModelOptions& options);
 
-  absl::Status Validate(std::span<const SequenceInput> batch, const kvstore::CpuKvStorage& kv) const;
   absl::Status Embed(std::span<const SequenceInput> batch, float* x);
   void PrepareRotary(std::span<const SequenceInput> batch);
   void Normalize(const Norm& norm, const float* x, int64_t rows, float* out);

@@ -106,6 +106,21 @@ TEST(MatmulStrideTest, HonoursRowStrides) {
   }
 }
 
+// Unpacking gives back the row-major matrix (bf16-rounded for BF16), for any shape
+// including partial panels and odd columns.
+TEST(MatmulPackTest, UnpackInvertsPack) {
+  for (auto [n, k] : {std::pair{1, 1}, {17, 33}, {64, 128}}) {
+    std::vector<float> w(n * k);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i) * 0.37f - 5.0f;
+    std::vector<float> f32(w.size());
+    UnpackMatrix(PackMatrix(w.data(), n, k, DType::kF32), f32.data());
+    EXPECT_EQ(f32, w);
+    std::vector<uint16_t> bf16(w.size());
+    UnpackMatrix(PackMatrix(w.data(), n, k, DType::kBF16), bf16.data());
+    for (size_t i = 0; i < w.size(); ++i) ASSERT_EQ(bf16[i], FloatToBf16(w[i])) << i;
+  }
+}
+
 TEST(OpsTest, RmsNormAndLayerNorm) {
   const int dim = 37;
   std::vector<float> x = Random(2 * dim, 7), w = Random(dim, 8), b = Random(dim, 9), out(2 * dim);

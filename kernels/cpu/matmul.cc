@@ -243,6 +243,21 @@ PackedMatrix PackMatrix(const float* src, int64_t rows, int64_t cols, DType dtyp
   return w;
 }
 
+void UnpackMatrix(const PackedMatrix& w, void* out) {
+  const int64_t stride = PanelStrideElems(w);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const int64_t panel = r / kPanel, lane = r % kPanel;
+    for (int64_t c = 0; c < w.cols; ++c) {
+      if (w.dtype == DType::kF32) {
+        static_cast<float*>(out)[r * w.cols + c] = w.data.as<float>()[panel * stride + c * kPanel + lane];
+      } else {
+        static_cast<uint16_t*>(out)[r * w.cols + c] =
+            w.data.as<uint16_t>()[panel * stride + (c / 2) * 32 + lane * 2 + (c % 2)];
+      }
+    }
+  }
+}
+
 void Matmul(const float* x, int64_t m, int64_t x_stride, const PackedMatrix& w,
             const float* bias, float* y, int64_t y_stride, ThreadPool* pool,
             const MatmulOptions& options) {
