@@ -173,8 +173,8 @@ TEST_F(CudaTest, RotaryMatchesCpuForEveryScalingVariant) {
       for (int h = 0; h < heads; ++h) ApplyRotary(x.data() + (r * heads + h) * dim, cos.data(), sin.data(), dim);
     }
     const float scale = scaling == models::RopeScaling::kYarn ? 1.1f : 1.0f;
-    ASSERT_EQ(cuda::LaunchRotary(dx.get(), rows, heads * dim, heads, dim, dim, dpos.get(), dfreq.get(), scale,
-                                 nullptr),
+    ASSERT_EQ(cuda::LaunchRotary(dx.get(), rows, heads * dim, heads, dim, dim, dpos.get(), dfreq.get(),
+                                 /*inv_freq_stride=*/0, scale, nullptr),
               0);
     ExpectNear(dx.Host(), x, 1e-5f);
   }
@@ -249,6 +249,33 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
     ExpectNear(dk_cache.Host(), k_cache, 0.0f);  // the writes land in the same slots
     ExpectNear(dout.Host(), want, 1e-4f);
   }
+}
+
+// The row moves of the MoE path and the bias add of the linear layers.
+TEST_F(CudaTest, BiasGatherAndScatterAddAreExact) {
+  const int64_t rows = 6, dim = 300;
+  const std::vector<float> y = Random(rows * dim, 20), bias = Random(dim, 21);
+  DeviceBuffer<float> dy(y), db(bias);
+  ASSERT_EQ(cuda::LaunchAddBias(dy.get(), db.get(), rows, dim, nullptr), 0);
+  std::vector<float> want = y;
+  for (int64_t i = 0; i < rows * dim; ++i) want[i] += bias[i % dim];
+  EXPECT_EQ(dy.Host(), want);
+
+  const std::vector<int32_t> picked = {4, 0, 5};
+  DeviceBuffer<int32_t> dpicked(picked);
+  DeviceBuffer<float> gathered(picked.size() * dim);
+  ASSERT_EQ(cuda::LaunchGatherRows(dy.get(), dpicked.get(), 3, dim, gathered.get(), nullptr), 0);
+  const std::vector<float> g = gathered.Host();
+  for (int i = 0; i < 3; ++i) {
+    for (int64_t d = 0; d < dim; ++d) ASSERT_EQ(g[i * dim + d], want[picked[i] * dim + d]);
+  }
+  const std::vector<float> weights = {0.5f, 2.0f, -1.0f};
+  DeviceBuffer<float> dw(weights);
+  ASSERT_EQ(cuda::LaunchScatterAddRows(gathered.get(), dpicked.get(), dw.get(), 3, dim, dy.get(), nullptr), 0);
+  for (int i = 0; i < 3; ++i) {
+    for (int64_t d = 0; d < dim; ++d) want[picked[i] * dim + d] += weights[i] * g[i * dim + d];
+  }
+  ExpectNear(dy.Host(), want, 1e-6f);
 }
 
 TEST_F(CudaTest, RouteTopKMatchesCpu) {

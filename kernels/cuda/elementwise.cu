@@ -49,9 +49,10 @@ __global__ void ActivationKernel(float* __restrict__ x, int64_t n, Activation ac
 
 // One block per row; thread j of a head rotates the pair (j, j + rot_dim/2).
 __global__ void RotaryKernel(float* __restrict__ x, int64_t stride, int heads, int head_dim, int rot_dim,
-                             const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
-                             float scale) {
+                             const int32_t* __restrict__ positions, const float* __restrict__ freqs,
+                             int64_t freq_stride, float scale) {
   const int half = rot_dim / 2;
+  const float* inv_freq = freqs + blockIdx.x * freq_stride;
   const float pos = static_cast<float>(positions[blockIdx.x]);
   for (int t = threadIdx.x; t < heads * half; t += blockDim.x) {
     const int h = t / half, j = t % half;
@@ -63,6 +64,23 @@ __global__ void RotaryKernel(float* __restrict__ x, int64_t stride, int heads, i
     head[j] = a * c - b * s;
     head[j + half] = b * c + a * s;
   }
+}
+
+__global__ void AddBiasKernel(float* __restrict__ y, const float* __restrict__ bias, int64_t rows, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < rows * n) y[i] += bias[i % n];
+}
+
+__global__ void GatherRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ rows, int64_t dim,
+                                 float* __restrict__ dst) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < dim) dst[blockIdx.y * dim + i] = src[static_cast<int64_t>(rows[blockIdx.y]) * dim + i];
+}
+
+__global__ void ScatterAddRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ rows,
+                                     const float* __restrict__ weights, int64_t dim, float* __restrict__ dst) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < dim) dst[static_cast<int64_t>(rows[blockIdx.y]) * dim + i] += weights[blockIdx.y] * src[blockIdx.y * dim + i];
 }
 
 __global__ void ToBf16Kernel(const float* __restrict__ x, int64_t n, __nv_bfloat16* __restrict__ out) {
@@ -95,10 +113,32 @@ int LaunchActivation(float* x, int64_t rows, int64_t dim, Activation act, void* 
 }
 
 int LaunchRotary(float* x, int64_t rows, int64_t stride, int heads, int head_dim, int rot_dim,
-                 const int32_t* positions, const float* inv_freq, float scale, void* stream) {
+                 const int32_t* positions, const float* inv_freq, int64_t inv_freq_stride, float scale,
+                 void* stream) {
   if (rows <= 0) return cudaSuccess;
   RotaryKernel<<<static_cast<unsigned>(rows), 128, 0, static_cast<cudaStream_t>(stream)>>>(
-      x, stride, heads, head_dim, rot_dim, positions, inv_freq, scale);
+      x, stride, heads, head_dim, rot_dim, positions, inv_freq, inv_freq_stride, scale);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchAddBias(float* y, const float* bias, int64_t rows, int64_t n, void* stream) {
+  if (rows * n <= 0) return cudaSuccess;
+  AddBiasKernel<<<Blocks(rows * n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(y, bias, rows, n);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchGatherRows(const float* src, const int32_t* rows, int64_t count, int64_t dim, float* dst, void* stream) {
+  if (count <= 0) return cudaSuccess;
+  GatherRowsKernel<<<dim3(Blocks(dim), static_cast<unsigned>(count)), kThreads, 0,
+                     static_cast<cudaStream_t>(stream)>>>(src, rows, dim, dst);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchScatterAddRows(const float* src, const int32_t* rows, const float* weights, int64_t count, int64_t dim,
+                         float* dst, void* stream) {
+  if (count <= 0) return cudaSuccess;
+  ScatterAddRowsKernel<<<dim3(Blocks(dim), static_cast<unsigned>(count)), kThreads, 0,
+                         static_cast<cudaStream_t>(stream)>>>(src, rows, weights, dim, dst);
   return static_cast<int>(cudaGetLastError());
 }
 

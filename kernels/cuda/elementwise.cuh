@@ -26,9 +26,22 @@ int LaunchActivation(float* x, int64_t rows, int64_t dim, Activation act, void* 
 // each row of x (row stride in elements), rotating the first `rot_dim` dims of each
 // head. Row r is at position positions[r]: angle_j = float(pos) * inv_freq[j] (fp32,
 // as torch), cos/sin in double, times `scale` (YaRN's attention factor; else 1). Every
-// HF scaling variant differs only in inv_freq (models/rope.h computes it).
+// HF scaling variant differs only in inv_freq (models/rope.h computes it); row r uses
+// inv_freq + r * inv_freq_stride (0: one set for every row; dynamic NTK scaling gives
+// each sequence its own).
 int LaunchRotary(float* x, int64_t rows, int64_t stride, int heads, int head_dim, int rot_dim,
-                 const int32_t* positions, const float* inv_freq, float scale, void* stream);
+                 const int32_t* positions, const float* inv_freq, int64_t inv_freq_stride, float scale,
+                 void* stream);
+
+// y[r, :] += bias for rows x n.
+int LaunchAddBias(float* y, const float* bias, int64_t rows, int64_t n, void* stream);
+
+// dst[i, :] = src[rows[i], :] for i < count, dim floats a row.
+int LaunchGatherRows(const float* src, const int32_t* rows, int64_t count, int64_t dim, float* dst, void* stream);
+
+// dst[rows[i], :] += weights[i] * src[i, :] for i < count (rows distinct).
+int LaunchScatterAddRows(const float* src, const int32_t* rows, const float* weights, int64_t count, int64_t dim,
+                         float* dst, void* stream);
 
 // out = bf16(x), round to nearest even, n elements (out: uint16_t bit patterns).
 int LaunchToBf16(const float* x, int64_t n, uint16_t* out, void* stream);

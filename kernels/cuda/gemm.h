@@ -21,6 +21,9 @@ class Gemm {
   // out: [m, n] fp32; `accumulate` adds to out instead of overwriting it.
   absl::Status Run(const uint16_t* x, int64_t m, int64_t k, const uint16_t* w, int64_t n, float* out,
                    bool accumulate = false);
+  // The same in fp32 throughout (float32 checkpoints; exact against the CPU oracle).
+  absl::Status Run(const float* x, int64_t m, int64_t k, const float* w, int64_t n, float* out,
+                   bool accumulate = false);
 
  private:
   explicit Gemm(void* handle) : handle_(handle) {}

@@ -1,0 +1,428 @@
+#include "models/cuda_model.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "common/bf16.h"
+#include "common/status.h"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/moe.cuh"
+#include "kernels/cuda/norms.cuh"
+#include "models/rope.h"
+#include "models/weights.h"
+
+namespace tessera::models {
+namespace {
+
+namespace kc = kernels::cuda;
+
+absl::Status CudaError(int e, const char* what) {
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(static_cast<cudaError_t>(e))));
+}
+
+// A launcher's or runtime call's error as a status.
+#define RETURN_IF_CUDA(expr)                                 \
+  do {                                                       \
+    if (const int e_ = static_cast<int>(expr); e_ != 0) {    \
+      return CudaError(e_, #expr);                           \
+    }                                                        \
+  } while (0)
+
+// Device memory, freed with the object. Reserve grows it (contents not kept).
+class DeviceMemory {
+ public:
+  DeviceMemory() = default;
+  DeviceMemory(DeviceMemory&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  DeviceMemory& operator=(DeviceMemory&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(size_, o.size_);
+    return *this;
+  }
+  ~DeviceMemory() { cudaFree(ptr_); }
+
+  absl::Status Reserve(size_t bytes) {
+    if (bytes <= size_) return absl::OkStatus();
+    cudaFree(ptr_);
+    ptr_ = nullptr;
+    size_ = 0;
+    RETURN_IF_CUDA(cudaMalloc(&ptr_, bytes));
+    size_ = bytes;
+    return absl::OkStatus();
+  }
+  // Copies `bytes` from the host, growing first.
+  absl::Status Upload(const void* host, size_t bytes) {
+    RETURN_IF_ERROR(Reserve(std::max<size_t>(bytes, 1)));
+    RETURN_IF_CUDA(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice));
+    return absl::OkStatus();
+  }
+  template <typename T>
+  absl::Status Upload(const std::vector<T>& host) {
+    return Upload(host.data(), host.size() * sizeof(T));
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  bool empty() const { return ptr_ == nullptr; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+// A Linear on the device: the weight row-major [out, in] in its checkpoint precision.
+struct DeviceLinear {
+  DeviceMemory weight;
+  bool bf16 = false;
+  int64_t out = 0, in = 0;
+  DeviceMemory bias;  // empty: none
+};
+
+// `as_f32`: widen bf16 weights (the router, whose decisions stay exact as on the CPU).
+absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l, bool as_f32 = false) {
+  DeviceLinear d;
+  d.out = l.weight.rows;
+  d.in = l.weight.cols;
+  const bool stored_bf16 = l.weight.dtype == DType::kBF16;
+  d.bf16 = stored_bf16 && !as_f32;
+  const size_t n = static_cast<size_t>(d.out * d.in);
+  if (stored_bf16) {
+    std::vector<uint16_t> host(n);
+    kernels::UnpackMatrix(l.weight, host.data());
+    if (d.bf16) {
+      RETURN_IF_ERROR(d.weight.Upload(host));
+    } else {
+      std::vector<float> wide(n);
+      for (size_t i = 0; i < n; ++i) wide[i] = Bf16ToFloat(host[i]);
+      RETURN_IF_ERROR(d.weight.Upload(wide));
+    }
+  } else {
+    std::vector<float> host(n);
+    kernels::UnpackMatrix(l.weight, host.data());
+    RETURN_IF_ERROR(d.weight.Upload(host));
+  }
+  if (!l.bias.empty()) RETURN_IF_ERROR(d.bias.Upload(l.bias));
+  return d;
+}
+
+struct DeviceNorm {
+  DeviceMemory weight, bias;
+};
+
+absl::StatusOr<DeviceNorm> UploadNorm(const Norm& n) {
+  DeviceNorm d;
+  RETURN_IF_ERROR(d.weight.Upload(n.weight));
+  if (!n.bias.empty()) RETURN_IF_ERROR(d.bias.Upload(n.bias));
+  return d;
+}
+
+struct DeviceLayer {
+  DeviceNorm attn_norm, mlp_norm;
+  DeviceLinear qkv, o, gate_up, down, router;
+  std::vector<DeviceLinear> expert_gate_up, expert_down;
+  int64_t q_size = 0, kv_size = 0;
+};
+
+}  // namespace
+
+struct CudaModel::Impl {
+  int device = 0;
+  ShardLayout shard;
+  RotaryEmbedding rotary;
+  DeviceMemory embedding;
+  bool embedding_bf16 = false;
+  DeviceMemory position_table;  // learned positions only
+  DeviceNorm final_norm;
+  DeviceLinear lm_head;
+  std::vector<DeviceLayer> layers;
+  std::optional<kc::Gemm> gemm;
+  ExpertParallelMoe moe_shape;  // experts_per_token, inner, activation (no weights)
+
+  // Scratch, grown to the largest step seen.
+  DeviceMemory x, h, pos_emb, qkv, attn, mlp, act, bf16, selected, logits;
+  DeviceMemory tokens, positions, table_offsets, tables, freqs, workspace, keep;
+  DeviceMemory router_logits, route_ids, route_weights, moe_rows, moe_weights, moe_in, moe_mlp, moe_act, moe_out;
+
+  explicit Impl(const ModelSpec& spec) : rotary(spec) {}
+
+  // y = x · Wᵀ + b (accumulate: y +=), x contiguous [rows, l.in].
+  absl::Status Linear(const DeviceLinear& l, const float* in, int64_t rows, float* y, bool accumulate) {
+    if (l.bf16) {
+      RETURN_IF_ERROR(bf16.Reserve(rows * l.in * sizeof(uint16_t)));
+      RETURN_IF_CUDA(kc::LaunchToBf16(in, rows * l.in, bf16.as<uint16_t>(), nullptr));
+      RETURN_IF_ERROR(gemm->Run(bf16.as<uint16_t>(), rows, l.in, l.weight.as<uint16_t>(), l.out, y, accumulate));
+    } else {
+      RETURN_IF_ERROR(gemm->Run(in, rows, l.in, l.weight.as<float>(), l.out, y, accumulate));
+    }
+    if (!l.bias.empty()) RETURN_IF_CUDA(kc::LaunchAddBias(y, l.bias.as<float>(), rows, l.out, nullptr));
+    return absl::OkStatus();
+  }
+
+  absl::Status Normalize(const ModelSpec& spec, const DeviceNorm& n, float* residual, const float* delta, float* out,
+                         int64_t rows) {
+    if (spec.norm == NormKind::kRmsNorm) {
+      RETURN_IF_CUDA(kc::LaunchRmsNorm(residual, delta, n.weight.as<float>(), out, rows, spec.hidden_size,
+                                       spec.norm_eps, nullptr));
+    } else {
+      RETURN_IF_CUDA(kc::LaunchLayerNorm(residual, delta, n.weight.as<float>(), n.bias.as<float>(), out, rows,
+                                         spec.hidden_size, spec.norm_eps, nullptr));
+    }
+    return absl::OkStatus();
+  }
+};
+
+absl::StatusOr<std::unique_ptr<CudaKvPool>> CudaKvPool::Create(const kvstore::KvLayout& layout, int32_t num_blocks) {
+  float* data = nullptr;
+  const size_t bytes = static_cast<size_t>(layout.block_elems()) * num_blocks * sizeof(float);
+  RETURN_IF_CUDA(cudaMalloc(&data, bytes));
+  RETURN_IF_CUDA(cudaMemset(data, 0, bytes));
+  return std::unique_ptr<CudaKvPool>(new CudaKvPool(layout, num_blocks, data));
+}
+
+CudaKvPool::~CudaKvPool() { cudaFree(data_); }
+
+absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Load(const std::string& model_dir, int device) {
+  ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(model_dir));
+  ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(model_dir));
+  absl::StatusOr<std::unique_ptr<CudaModel>> model = Create(spec, *checkpoint, device);
+  if (!model.ok()) {
+    return absl::Status(model.status().code(), absl::StrCat(model_dir, ": ", model.status().message()));
+  }
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelSpec& spec, const TensorSource& source,
+                                                             int device) {
+  RETURN_IF_CUDA(cudaSetDevice(device));
+  auto impl = std::make_unique<Impl>(spec);
+  impl->device = device;
+  ASSIGN_OR_RETURN(impl->shard, ShardLayout::For(spec, TensorParallel{}, ExpertParallel{}));
+  ASSIGN_OR_RETURN(ModelWeights w, LoadWeights(spec, source, impl->shard));
+  impl->embedding_bf16 = w.embedding.dtype == DType::kBF16;
+  RETURN_IF_ERROR(impl->embedding.Upload(w.embedding.table.data(), w.embedding.table.size()));
+  if (spec.positions == PositionKind::kLearned) RETURN_IF_ERROR(impl->position_table.Upload(w.position_embedding));
+  ASSIGN_OR_RETURN(impl->final_norm, UploadNorm(w.final_norm));
+  ASSIGN_OR_RETURN(impl->lm_head, UploadLinear(w.lm_head.linear));
+  for (const LayerWeights& l : w.layers) {
+    DeviceLayer d;
+    ASSIGN_OR_RETURN(d.attn_norm, UploadNorm(l.attn_norm));
+    ASSIGN_OR_RETURN(d.mlp_norm, UploadNorm(l.mlp_norm));
+    ASSIGN_OR_RETURN(d.qkv, UploadLinear(l.qkv.linear));
+    ASSIGN_OR_RETURN(d.o, UploadLinear(l.o.linear));
+    d.q_size = l.qkv.q_size;
+    d.kv_size = l.qkv.kv_size;
+    if (spec.is_moe()) {
+      ASSIGN_OR_RETURN(d.router, UploadLinear(l.moe.router, /*as_f32=*/true));
+      for (size_t e = 0; e < l.moe.gate_up.size(); ++e) {
+        ASSIGN_OR_RETURN(DeviceLinear gu, UploadLinear(l.moe.gate_up[e]));
+        ASSIGN_OR_RETURN(DeviceLinear dn, UploadLinear(l.moe.down[e]));
+        d.expert_gate_up.push_back(std::move(gu));
+        d.expert_down.push_back(std::move(dn));
+      }
+      impl->moe_shape.experts_per_token = l.moe.experts_per_token;
+      impl->moe_shape.inner = l.moe.inner;
+      impl->moe_shape.activation = l.moe.activation;
+    } else {
+      ASSIGN_OR_RETURN(d.gate_up, UploadLinear(l.gate_up.linear));
+      ASSIGN_OR_RETURN(d.down, UploadLinear(l.down.linear));
+    }
+    impl->layers.push_back(std::move(d));
+  }
+  ASSIGN_OR_RETURN(kc::Gemm gemm, kc::Gemm::Create(nullptr));
+  impl->gemm.emplace(std::move(gemm));
+  return std::unique_ptr<CudaModel>(new CudaModel(spec, std::move(impl)));
+}
+
+CudaModel::CudaModel(ModelSpec spec, std::unique_ptr<Impl> impl) : spec_(std::move(spec)), impl_(std::move(impl)) {}
+
+CudaModel::~CudaModel() = default;
+
+kvstore::KvLayout CudaModel::KvLayoutFor(int block_size) const {
+  kvstore::KvLayout layout;
+  layout.num_layers = spec_.num_layers;
+  layout.num_kv_heads = impl_->shard.kv_heads;
+  layout.head_dim = spec_.head_dim;
+  layout.block_size = block_size;
+  return layout;
+}
+
+absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool& kv, std::vector<float>* logits) {
+  RETURN_IF_ERROR(ValidateBatch(spec_, KvLayoutFor(kv.layout().block_size), kv.layout(), kv.num_blocks(), batch));
+  Impl& m = *impl_;
+  RETURN_IF_CUDA(cudaSetDevice(m.device));
+  const int64_t hidden = spec_.hidden_size;
+  const int hd = spec_.head_dim, half = hd / 2;
+  const bool rope = spec_.positions == PositionKind::kRope;
+  const bool dynamic = rope && spec_.rope.scaling == RopeScaling::kDynamic;
+
+  // The rows' metadata, built on the host and uploaded once per step.
+  std::vector<int32_t> tokens, positions, table_offsets, tables, keep;
+  std::vector<float> freqs, scratch;
+  int64_t max_keys = 0;
+  for (const SequenceInput& s : batch) {
+    const int32_t offset = static_cast<int32_t>(tables.size());
+    tables.insert(tables.end(), s.block_table.begin(), s.block_table.end());
+    const int64_t n = static_cast<int64_t>(s.tokens.size());
+    const std::vector<float>* inv_freq = rope ? &m.rotary.InverseFrequencies(s.context_len + n, &scratch) : nullptr;
+    for (int64_t i = 0; i < n; ++i) {
+      tokens.push_back(s.tokens[i]);
+      positions.push_back(static_cast<int32_t>(s.context_len + i));
+      table_offsets.push_back(offset);
+      if (dynamic) freqs.insert(freqs.end(), inv_freq->begin(), inv_freq->end());
+      if (s.all_logits || i == n - 1) keep.push_back(static_cast<int32_t>(tokens.size() - 1));
+    }
+    if (rope && !dynamic && freqs.empty()) freqs = *inv_freq;
+    max_keys = std::max(max_keys, s.context_len + n);
+  }
+  const int64_t rows = static_cast<int64_t>(tokens.size()), out_rows = static_cast<int64_t>(keep.size());
+  RETURN_IF_ERROR(m.tokens.Upload(tokens));
+  RETURN_IF_ERROR(m.positions.Upload(positions));
+  RETURN_IF_ERROR(m.table_offsets.Upload(table_offsets));
+  RETURN_IF_ERROR(m.tables.Upload(tables));
+  RETURN_IF_ERROR(m.keep.Upload(keep));
+  if (rope) RETURN_IF_ERROR(m.freqs.Upload(freqs));
+  const kc::DeviceRows drows{m.positions.as<int32_t>(), m.table_offsets.as<int32_t>(), m.tables.as<int32_t>(), rows};
+
+  RETURN_IF_ERROR(m.x.Reserve(rows * hidden * sizeof(float)));
+  RETURN_IF_ERROR(m.h.Reserve(rows * hidden * sizeof(float)));
+  float* x = m.x.as<float>();
+  float* h = m.h.as<float>();
+  RETURN_IF_CUDA(kc::LaunchEmbedding(m.embedding.as<void>(), m.embedding_bf16, m.tokens.as<int32_t>(), rows, hidden, x,
+                                     nullptr));
+  const float* delta = nullptr;  // learned positions join the residual in the first norm
+  if (spec_.positions == PositionKind::kLearned) {
+    RETURN_IF_ERROR(m.pos_emb.Reserve(rows * hidden * sizeof(float)));
+    RETURN_IF_CUDA(kc::LaunchEmbedding(m.position_table.as<void>(), false, m.positions.as<int32_t>(), rows, hidden,
+                                       m.pos_emb.as<float>(), nullptr));
+    delta = m.pos_emb.as<float>();
+  }
+
+  const kvstore::KvLayout& layout = kv.layout();
+  const int q_heads = m.shard.q_heads, kv_heads = m.shard.kv_heads;
+  const float yarn_scale =
+      spec_.rope.scaling == RopeScaling::kYarn ? static_cast<float>(spec_.rope.attention_factor) : 1.0f;
+  for (int l = 0; l < spec_.num_layers; ++l) {
+    DeviceLayer& w = m.layers[l];
+    RETURN_IF_ERROR(m.Normalize(spec_, w.attn_norm, x, delta, h, rows));
+    delta = nullptr;
+
+    // Attention.
+    const int64_t qkv_width = w.q_size + 2 * w.kv_size;
+    RETURN_IF_ERROR(m.qkv.Reserve(rows * qkv_width * sizeof(float)));
+    RETURN_IF_ERROR(m.attn.Reserve(rows * w.q_size * sizeof(float)));
+    float* qkv = m.qkv.as<float>();
+    RETURN_IF_ERROR(m.Linear(w.qkv, h, rows, qkv, false));
+    if (rope) {
+      RETURN_IF_CUDA(kc::LaunchRotary(qkv, rows, qkv_width, q_heads + kv_heads, hd, hd, m.positions.as<int32_t>(),
+                                      m.freqs.as<float>(), dynamic ? half : 0, yarn_scale, nullptr));
+    }
+    kernels::PagedKvView view;
+    view.k_base = kv.data() + layout.k_offset(l);
+    view.v_base = kv.data() + layout.v_offset(l);
+    view.block_stride = layout.block_elems();
+    view.head_stride = layout.head_elems();
+    view.block_size = layout.block_size;
+    view.head_dim = hd;
+    RETURN_IF_CUDA(kc::LaunchWriteKv(qkv + w.q_size, qkv + w.q_size + w.kv_size, qkv_width, view, kv_heads, drows,
+                                     nullptr));
+    kernels::AttentionShape shape;
+    shape.num_heads = q_heads;
+    shape.num_kv_heads = kv_heads;
+    shape.head_dim = hd;
+    shape.window = spec_.sliding_window[l];
+    shape.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    RETURN_IF_ERROR(m.workspace.Reserve(std::max<int64_t>(1, kc::PagedAttentionWorkspace(rows, shape, max_keys)) *
+                                        sizeof(float)));
+    RETURN_IF_CUDA(kc::LaunchPagedAttention(qkv, qkv_width, view, shape, drows, max_keys, m.workspace.as<float>(),
+                                            m.attn.as<float>(), w.q_size, nullptr));
+    RETURN_IF_ERROR(m.Linear(w.o, m.attn.as<float>(), rows, x, true));
+
+    // MLP.
+    RETURN_IF_ERROR(m.Normalize(spec_, w.mlp_norm, x, nullptr, h, rows));
+    if (!spec_.is_moe()) {
+      const int64_t inner = m.shard.inner;
+      RETURN_IF_ERROR(m.mlp.Reserve(rows * w.gate_up.out * sizeof(float)));
+      float* mlp = m.mlp.as<float>();
+      RETURN_IF_ERROR(m.Linear(w.gate_up, h, rows, mlp, false));
+      float* act = mlp;
+      if (spec_.gated_mlp) {
+        RETURN_IF_ERROR(m.act.Reserve(rows * inner * sizeof(float)));
+        act = m.act.as<float>();
+        RETURN_IF_CUDA(kc::LaunchGatedActivation(mlp, rows, inner, spec_.activation, act, nullptr));
+      } else {
+        RETURN_IF_CUDA(kc::LaunchActivation(mlp, rows, inner, spec_.activation, nullptr));
+      }
+      RETURN_IF_ERROR(m.Linear(w.down, act, rows, x, true));
+      continue;
+    }
+    // MoE: route on the device, group the rows by expert on the host, then per expert
+    // gather its rows, run it, and add its weighted output back into their residuals.
+    const int experts = spec_.num_experts, k = m.moe_shape.experts_per_token;
+    const int64_t inner = m.moe_shape.inner;
+    RETURN_IF_ERROR(m.router_logits.Reserve(rows * experts * sizeof(float)));
+    RETURN_IF_ERROR(m.route_ids.Reserve(rows * k * sizeof(int32_t)));
+    RETURN_IF_ERROR(m.route_weights.Reserve(rows * k * sizeof(float)));
+    RETURN_IF_ERROR(m.Linear(w.router, h, rows, m.router_logits.as<float>(), false));
+    RETURN_IF_CUDA(kc::LaunchRouteTopK(m.router_logits.as<float>(), rows, experts, k, m.route_ids.as<int32_t>(),
+                                       m.route_weights.as<float>(), nullptr));
+    std::vector<int32_t> ids(rows * k);
+    std::vector<float> weights(rows * k);
+    RETURN_IF_CUDA(cudaMemcpy(ids.data(), m.route_ids.as<int32_t>(), ids.size() * sizeof(int32_t),
+                              cudaMemcpyDeviceToHost));
+    RETURN_IF_CUDA(cudaMemcpy(weights.data(), m.route_weights.as<float>(), weights.size() * sizeof(float),
+                              cudaMemcpyDeviceToHost));
+    std::vector<int32_t> grouped_rows;
+    std::vector<float> grouped_weights;
+    std::vector<int64_t> first(experts + 1, 0);
+    for (int e = 0; e < experts; ++e) {
+      first[e] = static_cast<int64_t>(grouped_rows.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int j = 0; j < k; ++j) {
+          if (ids[r * k + j] == e) {
+            grouped_rows.push_back(static_cast<int32_t>(r));
+            grouped_weights.push_back(weights[r * k + j]);
+          }
+        }
+      }
+    }
+    first[experts] = static_cast<int64_t>(grouped_rows.size());
+    RETURN_IF_ERROR(m.moe_rows.Upload(grouped_rows));
+    RETURN_IF_ERROR(m.moe_weights.Upload(grouped_weights));
+    for (int e = 0; e < experts; ++e) {
+      const int64_t n = first[e + 1] - first[e];
+      if (n == 0) continue;
+      const int32_t* routed = m.moe_rows.as<int32_t>() + first[e];
+      RETURN_IF_ERROR(m.moe_in.Reserve(n * hidden * sizeof(float)));
+      RETURN_IF_ERROR(m.moe_mlp.Reserve(n * 2 * inner * sizeof(float)));
+      RETURN_IF_ERROR(m.moe_act.Reserve(n * inner * sizeof(float)));
+      RETURN_IF_ERROR(m.moe_out.Reserve(n * hidden * sizeof(float)));
+      RETURN_IF_CUDA(kc::LaunchGatherRows(h, routed, n, hidden, m.moe_in.as<float>(), nullptr));
+      RETURN_IF_ERROR(m.Linear(w.expert_gate_up[e], m.moe_in.as<float>(), n, m.moe_mlp.as<float>(), false));
+      RETURN_IF_CUDA(kc::LaunchGatedActivation(m.moe_mlp.as<float>(), n, inner, m.moe_shape.activation,
+                                               m.moe_act.as<float>(), nullptr));
+      RETURN_IF_ERROR(m.Linear(w.expert_down[e], m.moe_act.as<float>(), n, m.moe_out.as<float>(), false));
+      RETURN_IF_CUDA(kc::LaunchScatterAddRows(m.moe_out.as<float>(), routed, m.moe_weights.as<float>() + first[e], n,
+                                              hidden, x, nullptr));
+    }
+  }
+
+  // The rows that need logits: gathered, normalised, projected.
+  RETURN_IF_ERROR(m.selected.Reserve(out_rows * hidden * sizeof(float)));
+  RETURN_IF_CUDA(kc::LaunchGatherRows(x, m.keep.as<int32_t>(), out_rows, hidden, m.selected.as<float>(), nullptr));
+  RETURN_IF_ERROR(m.Normalize(spec_, m.final_norm, m.selected.as<float>(), nullptr, h, out_rows));
+  const int64_t vocab = m.lm_head.out;
+  RETURN_IF_ERROR(m.logits.Reserve(out_rows * vocab * sizeof(float)));
+  RETURN_IF_ERROR(m.Linear(m.lm_head, h, out_rows, m.logits.as<float>(), false));
+  logits->resize(static_cast<size_t>(out_rows * vocab));
+  RETURN_IF_CUDA(cudaMemcpy(logits->data(), m.logits.as<float>(), logits->size() * sizeof(float),
+                            cudaMemcpyDeviceToHost));
+  return absl::OkStatus();
+}
+
+}  // namespace tessera::models

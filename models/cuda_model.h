@@ -1,0 +1,68 @@
+// CudaModel: the same transformer as Model (models/model.h), running its forward step
+// on one GPU. It loads the weights through the same loader (families, validation,
+// sharding), then keeps them on the device in their checkpoint precision: float32
+// checkpoints run fp32 GEMMs (exact against the CPU model), bf16 ones run bf16 GEMMs
+// with fp32 accumulation through cuBLAS. Activations, norms and the KV cache are fp32,
+// in the TP-independent block layout, in a device pool (CudaKvPool).
+//
+// This version runs one rank (no tensor or expert parallelism across GPUs yet) and
+// returns logits to the host; sampling stays on the CPU.
+//
+// Thread-safety: as Model, one Forward at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kvstore/kv_layout.h"
+#include "models/model.h"
+
+namespace tessera::models {
+
+// The device KV pool: num_blocks blocks of `layout`, float32, zeroed.
+class CudaKvPool {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaKvPool>> Create(const kvstore::KvLayout& layout, int32_t num_blocks);
+  ~CudaKvPool();
+
+  const kvstore::KvLayout& layout() const { return layout_; }
+  int32_t num_blocks() const { return num_blocks_; }
+  float* data() const { return data_; }  // device memory
+
+ private:
+  CudaKvPool(const kvstore::KvLayout& layout, int32_t num_blocks, float* data)
+      : layout_(layout), num_blocks_(num_blocks), data_(data) {}
+  kvstore::KvLayout layout_;
+  int32_t num_blocks_;
+  float* data_;
+};
+
+class CudaModel {
+ public:
+  // Loads DIR as Model::Load does, onto CUDA device `device`.
+  static absl::StatusOr<std::unique_ptr<CudaModel>> Load(const std::string& model_dir, int device);
+  static absl::StatusOr<std::unique_ptr<CudaModel>> Create(const ModelSpec& spec, const TensorSource& source,
+                                                           int device);
+  ~CudaModel();
+
+  const ModelSpec& spec() const { return spec_; }
+  kvstore::KvLayout KvLayoutFor(int block_size) const;
+
+  // As Model::Forward: writes the new tokens' K/V into `kv`, and the logits of each
+  // sequence's last token (or every new token, per all_logits) into `logits`,
+  // [rows, vocab] float32 on the host. The same errors, before anything is written.
+  absl::Status Forward(std::span<const SequenceInput> batch, CudaKvPool& kv, std::vector<float>* logits);
+
+ private:
+  struct Impl;
+  CudaModel(ModelSpec spec, std::unique_ptr<Impl> impl);
+
+  ModelSpec spec_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tessera::models

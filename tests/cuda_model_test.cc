@@ -1,0 +1,126 @@
+// The golden models on the GPU: CudaModel against HuggingFace transformers' logits and
+// greedy continuations (the CPU model's golden test, tests/golden_test.cc, on the
+// device), prompts one at a time and the batch case as one flattened batch. Skips,
+// with a message, where no GPU is present.
+#include <gtest/gtest.h>
+
+#include "common/status.h"
+#include "kernels/cuda/device.h"
+#include "kvstore/block_allocator.h"
+#include "models/cuda_model.h"
+#include "models/generate.h"
+#include "tests/golden_fixture.h"
+
+namespace tessera {
+namespace {
+
+using testing::Golden;
+using testing::MaxAbsDiff;
+
+constexpr float kLogitTolerance = 1e-3f;  // float32 checkpoints: fp32 GEMMs throughout
+constexpr int kBlockSize = 16;
+
+class CudaModelTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: GPU tests skipped";
+    golden_ = testing::LoadGolden(GetParam());
+    auto model = models::CudaModel::Load(testing::GoldenModelDir(GetParam()), 0);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    auto kv = models::CudaKvPool::Create(model_->KvLayoutFor(kBlockSize), 256);
+    ASSERT_TRUE(kv.ok()) << kv.status();
+    kv_ = std::move(*kv);
+  }
+  Golden golden_;
+  std::unique_ptr<models::CudaModel> model_;
+  std::unique_ptr<models::CudaKvPool> kv_;
+};
+
+// Prefills the prompt (every position's logits), then decodes greedily one token a
+// step: `steps` tokens, with the logits each was chosen from.
+struct Run {
+  std::vector<int32_t> tokens;
+  std::vector<float> prompt_logits, step_logits;
+};
+
+absl::StatusOr<Run> Greedy(models::CudaModel& model, models::CudaKvPool& kv, const std::vector<int32_t>& prompt,
+                           int steps) {
+  kvstore::BlockAllocator allocator(kv.num_blocks());
+  kvstore::BlockTable table;
+  Run run;
+  std::vector<int32_t> input = prompt;
+  int64_t context = 0;
+  std::vector<float> logits;
+  const int vocab = model.spec().vocab_size;
+  for (int step = 0; step < steps; ++step) {
+    RETURN_IF_ERROR(table.EnsureCapacity(context + static_cast<int64_t>(input.size()), kBlockSize, allocator));
+    const models::SequenceInput seq{input, context, table.blocks(), /*all_logits=*/step == 0};
+    RETURN_IF_ERROR(model.Forward({&seq, 1}, kv, &logits));
+    if (step == 0) run.prompt_logits = logits;
+    const float* last = logits.data() + logits.size() - vocab;
+    run.step_logits.insert(run.step_logits.end(), last, last + vocab);
+    run.tokens.push_back(models::ArgMax(last, vocab));
+    context += static_cast<int64_t>(input.size());
+    input = {run.tokens.back()};
+  }
+  return run;
+}
+
+TEST_P(CudaModelTest, PromptLogitsAndGreedyDecodingMatchTransformers) {
+  for (const auto& c : golden_.cases) {
+    auto run = Greedy(*model_, *kv_, c.input_ids, static_cast<int>(c.new_tokens.size()));
+    ASSERT_TRUE(run.ok()) << run.status();
+    EXPECT_EQ(run->tokens, c.new_tokens) << c.name;
+    ASSERT_EQ(run->prompt_logits.size(), c.logits.size());
+    if (golden_.bf16) continue;  // bf16: tokens only, as on the CPU
+    EXPECT_LE(MaxAbsDiff(run->prompt_logits.data(), c.logits.data(), c.logits.size()), kLogitTolerance) << c.name;
+    ASSERT_EQ(run->step_logits.size(), c.step_logits.size());
+    EXPECT_LE(MaxAbsDiff(run->step_logits.data(), c.step_logits.data(), c.step_logits.size()), kLogitTolerance)
+        << c.name;
+  }
+}
+
+// The batch case's rows prefilled together in one step, then decoded together.
+TEST_P(CudaModelTest, FlattenedBatchMatchesTransformers) {
+  if (!golden_.has_batch) GTEST_SKIP() << "no batch case (dynamic RoPE depends on the call)";
+  const auto& batch = golden_.batch;
+  const size_t rows = batch.rows.size();
+  const int steps = static_cast<int>(batch.new_tokens[0].size()), vocab = golden_.vocab;
+  kvstore::BlockAllocator allocator(kv_->num_blocks());
+  std::vector<kvstore::BlockTable> tables(rows);
+  std::vector<int64_t> context(rows, 0);
+  std::vector<std::vector<int32_t>> inputs = batch.rows, generated(rows);
+  std::vector<float> logits;
+  for (int step = 0; step < steps; ++step) {
+    std::vector<models::SequenceInput> seqs;
+    for (size_t r = 0; r < rows; ++r) {
+      ASSERT_TRUE(tables[r].EnsureCapacity(context[r] + inputs[r].size(), kBlockSize, allocator).ok());
+      seqs.push_back({inputs[r], context[r], tables[r].blocks(), false});
+    }
+    ASSERT_TRUE(model_->Forward(seqs, *kv_, &logits).ok());
+    for (size_t r = 0; r < rows; ++r) {
+      const float* got = logits.data() + r * vocab;
+      const float* want = batch.step_logits.data() + (static_cast<size_t>(step) * rows + r) * vocab;
+      if (!golden_.bf16) EXPECT_LE(MaxAbsDiff(got, want, vocab), kLogitTolerance) << "row " << r << " step " << step;
+      context[r] += static_cast<int64_t>(inputs[r].size());
+      inputs[r] = {models::ArgMax(got, vocab)};
+      generated[r].push_back(inputs[r][0]);
+    }
+  }
+  for (size_t r = 0; r < rows; ++r) EXPECT_EQ(generated[r], batch.new_tokens[r]) << "row " << r;
+}
+
+// Bad input gets the CPU model's errors, before anything runs.
+TEST_P(CudaModelTest, BadStepsAreRefused) {
+  const std::vector<int32_t> bad = {golden_.vocab};
+  const std::vector<int32_t> table = {0};
+  const models::SequenceInput seq{bad, 0, table, false};
+  std::vector<float> logits;
+  EXPECT_EQ(model_->Forward({&seq, 1}, *kv_, &logits).code(), absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFixtures, CudaModelTest, ::testing::ValuesIn(testing::GoldenModels()));
+
+}  // namespace
+}  // namespace tessera
