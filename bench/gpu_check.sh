@@ -14,15 +14,18 @@ cd "$root"
 echo "== $(date -u) on $(hostname)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "nvidia-smi: not available"
 
-if [ ! -x build/bin/cuda_kernels_test ] || [ ! -x build/bin/gpu_bench ]; then
+if [ ! -x build/bin/cuda_kernels_test ] || [ ! -x build/bin/cuda_model_test ] || [ ! -x build/bin/gpu_bench ]; then
   echo "== building the CUDA targets"
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null &&
-    timeout 300 ninja -C build -j"$(nproc)" cuda_kernels_test nccl_test gpu_bench || echo "build failed"
+    timeout 300 ninja -C build -j"$(nproc)" cuda_kernels_test cuda_model_test nccl_test gpu_bench tessera-coordinator \
+      tessera-worker || echo "build failed"
 fi
 
 status=0
 echo "== GPU kernels against the CPU oracles"
 timeout 180 build/bin/cuda_kernels_test || status=1
+echo "== the golden models and a served worker on the GPU"
+timeout 180 build/bin/cuda_model_test || status=1
 echo "== NCCL communicator"
 timeout 60 build/bin/nccl_test || status=1
 echo "== GPU benchmarks"

@@ -133,6 +133,7 @@ struct DeviceLayer {
 
 struct CudaModel::Impl {
   int device = 0;
+  size_t weight_bytes = 0;
   ShardLayout shard;
   RotaryEmbedding rotary;
   DeviceMemory embedding;
@@ -204,6 +205,7 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelSpec& sp
   impl->device = device;
   ASSIGN_OR_RETURN(impl->shard, ShardLayout::For(spec, TensorParallel{}, ExpertParallel{}));
   ASSIGN_OR_RETURN(ModelWeights w, LoadWeights(spec, source, impl->shard));
+  impl->weight_bytes = w.bytes();  // the same tensors, in the same precision
   impl->embedding_bf16 = w.embedding.dtype == DType::kBF16;
   RETURN_IF_ERROR(impl->embedding.Upload(w.embedding.table.data(), w.embedding.table.size()));
   if (spec.positions == PositionKind::kLearned) RETURN_IF_ERROR(impl->position_table.Upload(w.position_embedding));
@@ -242,6 +244,8 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelSpec& sp
 CudaModel::CudaModel(ModelSpec spec, std::unique_ptr<Impl> impl) : spec_(std::move(spec)), impl_(std::move(impl)) {}
 
 CudaModel::~CudaModel() = default;
+
+size_t CudaModel::weight_bytes() const { return impl_->weight_bytes; }
 
 kvstore::KvLayout CudaModel::KvLayoutFor(int block_size) const {
   kvstore::KvLayout layout;

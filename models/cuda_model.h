@@ -50,6 +50,7 @@ class CudaModel {
   ~CudaModel();
 
   const ModelSpec& spec() const { return spec_; }
+  size_t weight_bytes() const;  // on the device
   kvstore::KvLayout KvLayoutFor(int block_size) const;
 
   // As Model::Forward: writes the new tokens' K/V into `kv`, and the logits of each

@@ -10,6 +10,8 @@
 #include "models/cuda_model.h"
 #include "models/generate.h"
 #include "tests/golden_fixture.h"
+#include "tests/local_cluster.h"
+#include "tests/serving_client.h"
 
 namespace tessera {
 namespace {
@@ -121,6 +123,25 @@ TEST_P(CudaModelTest, BadStepsAreRefused) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllFixtures, CudaModelTest, ::testing::ValuesIn(testing::GoldenModels()));
+
+// A worker on the GPU (--device cuda:0) serves through the coordinator exactly what the
+// CPU model computes, prefix cache and host tier included.
+TEST(CudaWorkerTest, ServesExactlyWithThePrefixCache) {
+  if (kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: GPU tests skipped";
+  testing::LocalCluster cluster(
+      {testing::GoldenModelDir("llama"), 1, {"--host-kv-blocks", "32"}, {"--device", "cuda:0"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto model = models::Model::Load(testing::GoldenModelDir("llama"));
+  ASSERT_TRUE(model.ok());
+  std::vector<int32_t> prompt(40);
+  for (int i = 0; i < 40; ++i) prompt[i] = (i * 13 + 5) % 320;
+  for (int round = 0; round < 2; ++round) {  // the second finds the prefix cached
+    const testing::Outcome o = testing::Generate(*cluster.Stub(), testing::GreedyIds(prompt, 16));
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+    EXPECT_EQ(o.tokens, testing::Reference(**model, prompt, 16)) << "round " << round;
+    if (round == 1) EXPECT_EQ(o.usage.cached_tokens(), 32);
+  }
+}
 
 }  // namespace
 }  // namespace tessera

@@ -33,15 +33,17 @@ std::vector<std::pair<int32_t, kvstore::BlockHash>> HostTier::Contents() const {
   return out;
 }
 
-void HostTier::Store(int32_t block, const kvstore::BlockHash& hash, const float* device_block) {
+absl::Status HostTier::Store(int32_t block, const kvstore::BlockHash& hash,
+                             const std::function<absl::Status(float* host_block)>& write) {
   std::unique_lock lock(mu_);
-  const int64_t elems = storage_->layout().block_elems();
-  std::memcpy(storage_->data() + block * elems, device_block, elems * sizeof(float));
-  if (hash_of_[block] == hash) return;
-  if (hash_of_[block]) {
+  const absl::Status written = write(storage_->data() + block * storage_->layout().block_elems());
+  if (written.ok() && hash_of_[block] == hash) return written;
+  if (hash_of_[block]) {  // its old content is gone, whatever happens next
     by_hash_.erase(*hash_of_[block]);
     Record(false, *hash_of_[block]);
+    hash_of_[block].reset();
   }
+  if (!written.ok()) return written;
   // The same content in another block: that copy goes (the coordinator reuses it).
   if (auto it = by_hash_.find(hash); it != by_hash_.end()) {
     hash_of_[it->second].reset();
@@ -51,12 +53,12 @@ void HostTier::Store(int32_t block, const kvstore::BlockHash& hash, const float*
   hash_of_[block] = hash;
   by_hash_[hash] = block;
   Record(true, hash);
+  return absl::OkStatus();
 }
 
-void HostTier::Load(int32_t block, float* device_block) const {
+absl::Status HostTier::Load(int32_t block, const std::function<absl::Status(const float* host_block)>& read) const {
   std::shared_lock lock(mu_);
-  const int64_t elems = storage_->layout().block_elems();
-  std::memcpy(device_block, storage_->data() + block * elems, elems * sizeof(float));
+  return read(storage_->data() + block * storage_->layout().block_elems());
 }
 
 kvstore::KvLayout HostTier::layout() const {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -37,10 +38,12 @@ class HostTier final : public kvstore::BlockSource {
   // The blocks held, for a reload that kept them.
   std::vector<std::pair<int32_t, kvstore::BlockHash>> Contents() const;
 
-  // Copies a device block into host block `block`, now holding `hash`.
-  void Store(int32_t block, const kvstore::BlockHash& hash, const float* device_block);
-  // Copies host block `block` into a device block.
-  void Load(int32_t block, float* device_block) const;
+  // Fills host block `block` through `write` (a copy out of the device pool) and
+  // records that it now holds `hash`; on an error it holds nothing.
+  absl::Status Store(int32_t block, const kvstore::BlockHash& hash,
+                     const std::function<absl::Status(float* host_block)>& write);
+  // Hands host block `block` to `read` (a copy into the device pool).
+  absl::Status Load(int32_t block, const std::function<absl::Status(const float* host_block)>& read) const;
 
   kvstore::KvLayout layout() const override;
   kvstore::HeadRange heads() const override;

@@ -1,7 +1,7 @@
 // tessera-worker: holds a model and executes the coordinator's steps.
 //
 //   tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]
-//                  [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu]
+//                  [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu|cuda:N]
 //                  [--busy-poll] [--step-delay-ms N]
 //
 // --advertise: the address the coordinator and peers reach this worker at (default:
@@ -92,7 +92,7 @@ int Main(int argc, char** argv) {
   if (!cli::ParseProgramArgs(argc, argv, "tessera-worker", {"help", "busy-poll"}, &args, &error)) return Fail(error);
   if (args.Has("help")) {
     std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
-                 " [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu] [--busy-poll]"
+                 " [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu|cuda:N] [--busy-poll]"
                  " [--step-delay-ms N (testing)]\n"
                  "Every flag may instead come from the environment: --kv-listen from TESSERA_KV_LISTEN, and so on\n"
                  "(the command line wins; switches take 1 or true).\n";
@@ -109,7 +109,11 @@ int Main(int argc, char** argv) {
     return Fail(error);
   }
   const std::string device = args.Has("device") ? args.flags.at("device") : "cpu";
-  if (device != "cpu") return Fail(absl::StrCat("device '", device, "' is not supported yet (only cpu)"));
+  int cuda_device = -1;
+  if (device != "cpu" && !(device.starts_with("cuda:") && absl::SimpleAtoi(device.substr(5), &cuda_device) &&
+                           cuda_device >= 0)) {
+    return Fail(absl::StrCat("--device must be cpu or cuda:N, got '", device, "'"));
+  }
   const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:0";
   std::string host = args.Has("advertise") ? args.flags.at("advertise") : listen.substr(0, listen.rfind(':'));
   if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
@@ -120,6 +124,7 @@ int Main(int argc, char** argv) {
 
   WorkerOptions options;
   options.threads = threads;
+  options.cuda_device = cuda_device;
   options.step_delay_ms = step_delay_ms;
   options.coordinator_address = args.flags.at("coordinator");
   options.host = host;

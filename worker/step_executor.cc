@@ -22,23 +22,23 @@ kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& p) {
   return c;
 }
 
-StepExecutor::StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks, HostTier* host)
-    : model_(std::move(model)), kv_(model_->KvLayoutFor(block_size), num_blocks), host_(host) {}
+StepExecutor::StepExecutor(std::unique_ptr<Engine> engine, HostTier* host) : engine_(std::move(engine)), host_(host) {}
 
 void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response) {
-  const models::ShardLayout& shard = model_->shard();
-  const kvstore::HeadRange mine{shard.kv_head0, shard.kv_head0 + shard.kv_heads};
+  const kvstore::KvLayout& layout = engine_->kv_layout();
+  std::vector<float> staging;  // the blocks arrive in host memory, then go to the device pool
   for (const auto& f : step.fetches()) {
-    std::vector<kvstore::BlockHash> hashes;
+    std::vector<kvstore::BlockHash> hashes(f.hashes_size());
+    staging.resize(static_cast<size_t>(f.hashes_size() * layout.block_elems()));
     std::vector<float*> blocks;
     for (int i = 0; i < f.hashes_size(); ++i) {
-      hashes.emplace_back();
-      std::memcpy(hashes.back().data(), f.hashes(i).data(), hashes.back().size());
-      blocks.push_back(kv_.data() + f.blocks(i) * kv_.layout().block_elems());
+      std::memcpy(hashes[i].data(), f.hashes(i).data(), hashes[i].size());
+      blocks.push_back(staging.data() + i * layout.block_elems());
     }
     std::vector<kvstore::BlockPeer> peers;
     for (const auto& p : f.peers()) peers.push_back({p.address(), {p.head_begin(), p.head_end()}});
-    const absl::Status s = kvstore::FetchBlocks(peers, hashes, kv_.layout(), mine, blocks);
+    absl::Status s = kvstore::FetchBlocks(peers, hashes, layout, engine_->kv_heads(), blocks);
+    for (int i = 0; i < f.hashes_size() && s.ok(); ++i) s = engine_->WriteBlock(f.blocks(i), blocks[i]);
     auto* result = response->add_fetched();
     result->set_fetch_id(f.fetch_id());
     result->set_ok(s.ok());
@@ -64,7 +64,7 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     if (c.tokens().empty()) return absl::InvalidArgumentError("continued sequence without tokens");
   }
 
-  auto device_block = [&](int32_t b) { return b >= 0 && b < kv_.num_blocks(); };
+  auto device_block = [&](int32_t b) { return b >= 0 && b < engine_->num_blocks(); };
   const int32_t host_blocks = host_->num_blocks();
   for (const auto& copies : {&step.swap_out(), &step.swap_in()}) {
     const bool out = copies == &step.swap_out();
@@ -88,13 +88,14 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
 
   // Tier moves and fetches come first: a block swapped out may be reused by this
   // step's compute, and a fetched one is read by the next step's.
-  const int64_t block_elems = kv_.layout().block_elems();
   for (const auto& c : step.swap_out()) {
     kvstore::BlockHash hash;
     std::memcpy(hash.data(), c.hash().data(), hash.size());
-    host_->Store(c.to(), hash, kv_.data() + c.from() * block_elems);
+    RETURN_IF_ERROR(host_->Store(c.to(), hash, [&](float* host) { return engine_->ReadBlock(c.from(), host); }));
   }
-  for (const auto& c : step.swap_in()) host_->Load(c.from(), kv_.data() + c.to() * block_elems);
+  for (const auto& c : step.swap_in()) {
+    RETURN_IF_ERROR(host_->Load(c.from(), [&](const float* host) { return engine_->WriteBlock(c.to(), host); }));
+  }
   v1::internal::StepResponse response;
   response.set_step_id(step.step_id());
   Fetch(step, &response);
@@ -130,9 +131,9 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
                      seq.block_table, /*all_logits=*/false});
   }
   if (batch.empty()) return response;
-  RETURN_IF_ERROR(model_->Forward(batch, kv_, &logits_));
+  RETURN_IF_ERROR(engine_->Forward(batch, &logits_));
 
-  const int32_t vocab = model_->spec().vocab_size;
+  const int32_t vocab = engine_->spec().vocab_size;
   for (size_t i = 0; i < items.size(); ++i) {
     Sequence& seq = sequences_[items[i].id];
     seq.Computed({items[i].tokens->data(), static_cast<size_t>(items[i].tokens->size())});

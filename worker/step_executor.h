@@ -17,9 +17,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "kernels/sampling.h"
-#include "kvstore/cpu_kv_storage.h"
 #include "models/model.h"
 #include "tessera/v1/worker.pb.h"
+#include "worker/engine.h"
 #include "worker/host_tier.h"
 
 namespace tessera::worker {
@@ -27,10 +27,9 @@ namespace tessera::worker {
 class StepExecutor {
  public:
   // `host` (the host tier, sized by the caller) must outlive the executor.
-  StepExecutor(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks, HostTier* host);
+  StepExecutor(std::unique_ptr<Engine> engine, HostTier* host);
 
-  int32_t num_blocks() const { return kv_.num_blocks(); }
-  const models::Model& model() const { return *model_; }
+  int32_t num_blocks() const { return engine_->num_blocks(); }
   size_t num_sequences() const { return sequences_.size(); }
   // Forgets every sequence (a new Steps stream starts from nothing).
   void Reset() { sequences_.clear(); }
@@ -61,11 +60,10 @@ class StepExecutor {
     }
   };
 
-  std::unique_ptr<models::Model> model_;
   // Runs the step's fetches from peers; one result per fetch.
   void Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response);
 
-  kvstore::CpuKvStorage kv_;  // the device tier (on a CPU worker, its device pool)
+  std::unique_ptr<Engine> engine_;  // the model and the device tier (its KV pool)
   HostTier* host_;
   absl::flat_hash_map<uint64_t, Sequence> sequences_;
   std::vector<float> logits_;

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "worker/coordinator_store.h"
 
 namespace tessera::worker {
@@ -14,6 +15,47 @@ grpc::Status ToGrpc(const absl::Status& s) {
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::internal::LoadModelRequest& request) {
+  const int tp = std::max(1, request.tp_size()), ep = std::max(1, request.ep_size());
+  if (options_.cuda_device >= 0) {
+    if (tp * ep > 1) {
+      return absl::FailedPreconditionError("tensor and expert parallelism on CUDA workers are not supported yet");
+    }
+    return MakeCudaEngine(request.model_dir(), options_.cuda_device, request.block_size(), request.num_kv_blocks(),
+                          request.kv_memory_bytes());
+  }
+  models::ModelOptions options;
+  options.num_threads = options_.threads;
+  if (tp * ep > 1) {
+    // Meet the other ranks of the group through the coordinator's store.
+    CoordinatorStore store(options_.coordinator_address);
+    parallel::GlooOptions gloo;
+    gloo.hostname = options_.host;
+    gloo.busy_poll = options_.busy_poll;
+    if (request.collective_timeout_ms() > 0) gloo.timeout = std::chrono::milliseconds(request.collective_timeout_ms());
+    const int rank = request.ep_rank() * tp + request.tp_rank();
+    if (tp > 1) {
+      gloo.prefix = absl::StrCat(request.group_key(), "/tp-", request.ep_rank());
+      ASSIGN_OR_RETURN(tp_comm_, parallel::CreateGlooCommunicator(request.tp_rank(), tp, store, gloo));
+    }
+    if (ep > 1) {
+      gloo.prefix = absl::StrCat(request.group_key(), "/all");
+      ASSIGN_OR_RETURN(all_comm_, parallel::CreateGlooCommunicator(rank, tp * ep, store, gloo));
+    }
+    options.tp = {request.tp_rank(), tp};
+    options.ep = {request.ep_rank(), ep};
+    options.communicator = tp_comm_.get();
+    options.moe_communicator = all_comm_.get();
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<models::Model> model, models::Model::Load(request.model_dir(), options));
+  int32_t blocks = request.num_kv_blocks();
+  if (blocks <= 0) {
+    const int64_t block_bytes = model->KvLayoutFor(request.block_size()).block_elems() * sizeof(float);
+    blocks = static_cast<int32_t>(std::max<int64_t>(1, request.kv_memory_bytes() / block_bytes));
+  }
+  return MakeCpuEngine(std::move(model), request.block_size(), blocks);
+}
+
 grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::LoadModelRequest* request,
                                       v1::internal::LoadModelResponse* response) {
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
@@ -22,51 +64,17 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
   executor_.reset();  // a reload: the old model goes before its communicators
   tp_comm_.reset();
   all_comm_.reset();
-  models::ModelOptions options;
-  options.num_threads = options_.threads;
-  const int tp = std::max(1, request->tp_size()), ep = std::max(1, request->ep_size());
-  if (tp * ep > 1) {
-    // Meet the other ranks of the group through the coordinator's store.
-    CoordinatorStore store(options_.coordinator_address);
-    parallel::GlooOptions gloo;
-    gloo.hostname = options_.host;
-    gloo.busy_poll = options_.busy_poll;
-    if (request->collective_timeout_ms() > 0) gloo.timeout = std::chrono::milliseconds(request->collective_timeout_ms());
-    const int rank = request->ep_rank() * tp + request->tp_rank();
-    if (tp > 1) {
-      gloo.prefix = absl::StrCat(request->group_key(), "/tp-", request->ep_rank());
-      auto c = parallel::CreateGlooCommunicator(request->tp_rank(), tp, store, gloo);
-      if (!c.ok()) return ToGrpc(c.status());
-      tp_comm_ = std::move(*c);
-    }
-    if (ep > 1) {
-      gloo.prefix = absl::StrCat(request->group_key(), "/all");
-      auto c = parallel::CreateGlooCommunicator(rank, tp * ep, store, gloo);
-      if (!c.ok()) return ToGrpc(c.status());
-      all_comm_ = std::move(*c);
-    }
-    options.tp = {request->tp_rank(), tp};
-    options.ep = {request->ep_rank(), ep};
-    options.communicator = tp_comm_.get();
-    options.moe_communicator = all_comm_.get();
-  }
-  auto model = models::Model::Load(request->model_dir(), options);
-  if (!model.ok()) return ToGrpc(model.status());
-  int32_t blocks = request->num_kv_blocks();
-  if (blocks <= 0) {
-    const int64_t block_bytes = (*model)->KvLayoutFor(request->block_size()).block_elems() * sizeof(float);
-    blocks = static_cast<int32_t>(std::max<int64_t>(1, request->kv_memory_bytes() / block_bytes));
-  }
-  response->set_weight_bytes(static_cast<int64_t>((*model)->weight_bytes()));
-  const models::ShardLayout& shard = (*model)->shard();
-  host_tier_.Reset((*model)->KvLayoutFor(request->block_size()), {shard.kv_head0, shard.kv_head0 + shard.kv_heads},
-                   (*model)->spec().num_kv_heads, std::max(0, request->num_host_blocks()));
+  absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(*request);
+  if (!engine.ok()) return ToGrpc(engine.status());
+  const Engine& e = **engine;
+  response->set_weight_bytes(static_cast<int64_t>(e.weight_bytes()));
+  host_tier_.Reset(e.kv_layout(), e.kv_heads(), e.spec().num_kv_heads, std::max(0, request->num_host_blocks()));
   for (const auto& [block, hash] : host_tier_.Contents()) {
     auto* kept = response->add_host_blocks();
     kept->set_block(block);
     kept->set_hash(hash.data(), hash.size());
   }
-  executor_ = std::make_unique<StepExecutor>(std::move(*model), request->block_size(), blocks, &host_tier_);
+  executor_ = std::make_unique<StepExecutor>(std::move(*engine), &host_tier_);
   response->set_num_kv_blocks(executor_->num_blocks());
   response->set_num_host_blocks(host_tier_.num_blocks());
   return grpc::Status::OK;

@@ -13,6 +13,7 @@ namespace tessera::worker {
 
 struct WorkerOptions {
   int threads = 0;  // kernel threads; 0 = every core this process may use
+  int cuda_device = -1;  // >= 0: run on that CUDA device (--device cuda:N); else the CPU
   std::string coordinator_address;  // its rendezvous store joins tensor-parallel ranks
   std::string host = "127.0.0.1";   // address peers reach this worker's collectives at
   // Small all-reduces spin instead of sleeping (parallel::GlooOptions::busy_poll):
@@ -36,6 +37,10 @@ class WorkerService final : public v1::internal::Worker::Service {
   HostTier& host_tier() { return host_tier_; }
 
  private:
+  // The model and KV pool the request asks for, on this worker's device; the
+  // communicators of a sharded group first (CPU).
+  absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const v1::internal::LoadModelRequest& request);
+
   WorkerOptions options_;
   std::mutex mu_;  // one LoadModel or Steps stream at a time
   HostTier host_tier_;

@@ -1,0 +1,50 @@
+// The CPU engine: models::Model over a CpuKvStorage in host memory.
+#include <cstring>
+
+#include "kvstore/cpu_kv_storage.h"
+#include "worker/engine.h"
+
+namespace tessera::worker {
+namespace {
+
+class CpuEngine final : public Engine {
+ public:
+  CpuEngine(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks)
+      : model_(std::move(model)), kv_(model_->KvLayoutFor(block_size), num_blocks) {}
+
+  const models::ModelSpec& spec() const override { return model_->spec(); }
+  const kvstore::KvLayout& kv_layout() const override { return kv_.layout(); }
+  kvstore::HeadRange kv_heads() const override {
+    const models::ShardLayout& shard = model_->shard();
+    return {shard.kv_head0, shard.kv_head0 + shard.kv_heads};
+  }
+  int32_t num_blocks() const override { return kv_.num_blocks(); }
+  size_t weight_bytes() const override { return model_->weight_bytes(); }
+
+  absl::Status Forward(std::span<const models::SequenceInput> batch, std::vector<float>* logits) override {
+    return model_->Forward(batch, kv_, logits);
+  }
+  absl::Status ReadBlock(int32_t block, float* host) override {
+    std::memcpy(host, Block(block), BlockBytes());
+    return absl::OkStatus();
+  }
+  absl::Status WriteBlock(int32_t block, const float* host) override {
+    std::memcpy(Block(block), host, BlockBytes());
+    return absl::OkStatus();
+  }
+
+ private:
+  float* Block(int32_t block) { return kv_.data() + block * kv_.layout().block_elems(); }
+  size_t BlockBytes() const { return static_cast<size_t>(kv_.layout().block_elems()) * sizeof(float); }
+
+  std::unique_ptr<models::Model> model_;
+  kvstore::CpuKvStorage kv_;  // on a CPU worker, the device pool
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> MakeCpuEngine(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks) {
+  return std::make_unique<CpuEngine>(std::move(model), block_size, num_blocks);
+}
+
+}  // namespace tessera::worker

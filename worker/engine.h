@@ -1,0 +1,47 @@
+// Engine: what a worker runs its steps on: one model shard and its KV pool, on one
+// device. The step executor sees only this, so the coordinator's protocol (steps,
+// swaps, fetches) is the same on every device.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kvstore/block_transfer.h"
+#include "kvstore/kv_layout.h"
+#include "models/model.h"
+
+namespace tessera::worker {
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  virtual const models::ModelSpec& spec() const = 0;
+  virtual const kvstore::KvLayout& kv_layout() const = 0;
+  // The KV heads this rank's blocks hold, numbered as in the whole model.
+  virtual kvstore::HeadRange kv_heads() const = 0;
+  virtual int32_t num_blocks() const = 0;
+  virtual size_t weight_bytes() const = 0;
+
+  // As models::Model::Forward, against the engine's own KV pool.
+  virtual absl::Status Forward(std::span<const models::SequenceInput> batch, std::vector<float>* logits) = 0;
+  // A block's bytes to and from host memory (kv_layout().block_elems() floats): the
+  // host tier's swaps and the data plane's fetches go through these.
+  virtual absl::Status ReadBlock(int32_t block, float* host) = 0;
+  virtual absl::Status WriteBlock(int32_t block, const float* host) = 0;
+};
+
+// The CPU device: `model` with a pool of `num_blocks` blocks.
+std::unique_ptr<Engine> MakeCpuEngine(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks);
+
+// CUDA device `device`: one rank (no tensor or expert parallelism on GPUs yet), a pool
+// of `num_blocks` blocks, or as many as `kv_memory_bytes` holds when num_blocks is 0.
+// FAILED_PRECONDITION in a build without CUDA.
+absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device, int block_size,
+                                                       int32_t num_blocks, int64_t kv_memory_bytes);
+
+}  // namespace tessera::worker
