@@ -2,7 +2,9 @@
 //
 //   gpu_bench [--device N]
 //
-// Prints, for a TinyLlama-1.1B-shaped and a Llama-8B-shaped model:
+// Prints the whole synthetic TinyLlama-1.1B model (models::CudaModel, bf16) decoding a
+// batch-1 step and prefilling 512 tokens, then, for a TinyLlama-1.1B-shaped and a
+// Llama-8B-shaped model:
 //   decode: every weight matrix of the model multiplied by a batch-1 (and batch-8)
 //           activation through cuBLAS (bf16, fp32 accumulation), as one decode step
 //           reads them; GB/s of weights against the device-to-device copy bandwidth
@@ -23,6 +25,9 @@
 #include "kernels/cuda/block_copier.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
+#include "bench/synthetic_model.h"
+#include "kvstore/block_allocator.h"
+#include "models/cuda_model.h"
 
 namespace tessera::bench {
 namespace {
@@ -177,6 +182,44 @@ void Attention(const Shape& sh, double copy_gbps) {
   }
 }
 
+// The synthetic TinyLlama-1.1B on the GPU: a 512-token prefill, then batch-1 decode
+// steps, the weights' bytes per step against the measured copy bandwidth.
+void WholeModel(int device, double copy_gbps) {
+  const models::ModelSpec spec = TinyLlamaSpec();
+  SyntheticLlama source(spec);
+  auto model = models::CudaModel::Create(spec, source, device);
+  if (!model.ok()) {
+    std::printf("whole model: %s\n", std::string(model.status().message()).c_str());
+    return;
+  }
+  const int block_size = 16, prompt = 512, steps = 32;
+  auto kv = models::CudaKvPool::Create((*model)->KvLayoutFor(block_size), 64);
+  if (!kv.ok()) return;
+  kvstore::BlockAllocator allocator(64);
+  kvstore::BlockTable table;
+  (void)table.EnsureCapacity(prompt + steps + 1, block_size, allocator);
+  std::vector<int32_t> tokens(prompt);
+  for (int i = 0; i < prompt; ++i) tokens[i] = (i * 7919) % spec.vocab_size;
+  std::vector<float> logits;
+  models::SequenceInput seq{tokens, 0, table.blocks(), false};
+  auto start = std::chrono::steady_clock::now();
+  (void)(*model)->Forward({&seq, 1}, **kv, &logits);  // synchronous: logits come back
+  const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double flops = 2.0 * prompt * (*model)->weight_bytes() / 2;
+  std::vector<int32_t> next = {1};
+  start = std::chrono::steady_clock::now();
+  for (int s = 0; s < steps; ++s) {
+    const models::SequenceInput step{next, prompt + s, table.blocks(), false};
+    (void)(*model)->Forward({&step, 1}, **kv, &logits);
+  }
+  const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / steps;
+  const double gbps = (*model)->weight_bytes() / step_s / 1e9;
+  std::printf("TinyLlama-1.1B whole model (CudaModel, bf16): prefill %d tokens %.1f ms (%.0f TFLOP/s = %.2f of peak); "
+              "decode %.2f ms/token, %.0f GB/s of weights = %.2f of measured copy bandwidth\n",
+              prompt, prefill_s * 1e3, flops / prefill_s / 1e12, flops / prefill_s / 1e12 / kNominalBf16Tflops,
+              step_s * 1e3, gbps, gbps / copy_gbps);
+}
+
 void HostCopies(int device) {
   const int64_t block_bytes = 22 * 2 * 4 * 16 * 64 * 4;  // a TinyLlama-shaped f32 block
   const int32_t n = 512;
@@ -228,6 +271,7 @@ int main(int argc, char** argv) {
     std::printf("gpu_bench: %s\n", std::string(gemm.status().message()).c_str());
     return 1;
   }
+  bench::WholeModel(device, copy_gbps);
   for (const auto& shape : bench::kShapes) {
     bench::Matmuls(shape, copy_gbps, *gemm);
     bench::Attention(shape, copy_gbps);
