@@ -54,10 +54,11 @@ void FlagsFromEnvironment(const std::set<std::string>& allowed, const std::set<s
   for (const std::string& flag : allowed) {
     const char* value = std::getenv(FlagEnvironmentName(flag).c_str());
     if (value == nullptr || args->Has(flag)) continue;
+    const std::string text = value;
     if (!switches.contains(flag)) {
-      args->flags[flag] = value;
-    } else if (std::string(value) == "1" || std::string(value) == "true") {
-      args->flags[flag] = "1";
+      args->flags.insert_or_assign(flag, text);
+    } else if (text == "1" || text == "true") {
+      args->flags.insert_or_assign(flag, std::string(1, '1'));  // as ParseArgs records a switch
     }
   }
 }

@@ -104,7 +104,9 @@ TEST_P(CudaModelTest, FlattenedBatchMatchesTransformers) {
     for (size_t r = 0; r < rows; ++r) {
       const float* got = logits.data() + r * vocab;
       const float* want = batch.step_logits.data() + (static_cast<size_t>(step) * rows + r) * vocab;
-      if (!golden_.bf16) EXPECT_LE(MaxAbsDiff(got, want, vocab), kLogitTolerance) << "row " << r << " step " << step;
+      if (!golden_.bf16) {
+        EXPECT_LE(MaxAbsDiff(got, want, vocab), kLogitTolerance) << "row " << r << " step " << step;
+      }
       context[r] += static_cast<int64_t>(inputs[r].size());
       inputs[r] = {models::ArgMax(got, vocab)};
       generated[r].push_back(inputs[r][0]);
@@ -139,7 +141,9 @@ TEST(CudaWorkerTest, ServesExactlyWithThePrefixCache) {
     const testing::Outcome o = testing::Generate(*cluster.Stub(), testing::GreedyIds(prompt, 16));
     ASSERT_TRUE(o.status.ok()) << o.status.error_message();
     EXPECT_EQ(o.tokens, testing::Reference(**model, prompt, 16)) << "round " << round;
-    if (round == 1) EXPECT_EQ(o.usage.cached_tokens(), 32);
+    if (round == 1) {
+      EXPECT_EQ(o.usage.cached_tokens(), 32);
+    }
   }
 }
 
