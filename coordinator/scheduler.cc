@@ -41,8 +41,8 @@ int64_t Scheduler::outstanding_work() const {
 }
 
 Scheduler::CacheCounters Scheduler::cache_counters() const {
-  return {cache_lookups_,         cache_hits_,          cache_evictions_,
-          cached_blocks_,         swapped_out_published_, swapped_in_published_,
+  return {cache_lookups_,          cache_hits_,           cache_evictions_,
+          cached_blocks_,          swapped_out_published_, swapped_in_published_,
           remote_fetched_published_, remote_fetch_failures_published_};
 }
 

