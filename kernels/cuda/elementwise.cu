@@ -24,10 +24,12 @@ __device__ float Act(float x, Activation act) {
   return x;
 }
 
+// Row kernels: blockIdx.x is the row (rows may exceed gridDim.y's 65535), blockIdx.y
+// the chunk of the row.
 __global__ void EmbeddingKernel(const void* __restrict__ table, bool bf16, const int32_t* __restrict__ ids,
                                 int64_t dim, float* __restrict__ out) {
-  const int64_t row = blockIdx.y;
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t row = blockIdx.x;
+  const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= dim) return;
   const int64_t src = static_cast<int64_t>(ids[row]) * dim + i;
   out[row * dim + i] = bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(table)[src])
@@ -73,14 +75,14 @@ __global__ void AddBiasKernel(float* __restrict__ y, const float* __restrict__ b
 
 __global__ void GatherRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ rows, int64_t dim,
                                  float* __restrict__ dst) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < dim) dst[blockIdx.y * dim + i] = src[static_cast<int64_t>(rows[blockIdx.y]) * dim + i];
+  const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < dim) dst[blockIdx.x * dim + i] = src[static_cast<int64_t>(rows[blockIdx.x]) * dim + i];
 }
 
 __global__ void ScatterAddRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ rows,
                                      const float* __restrict__ weights, int64_t dim, float* __restrict__ dst) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < dim) dst[static_cast<int64_t>(rows[blockIdx.y]) * dim + i] += weights[blockIdx.y] * src[blockIdx.y * dim + i];
+  const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < dim) dst[static_cast<int64_t>(rows[blockIdx.x]) * dim + i] += weights[blockIdx.x] * src[blockIdx.x * dim + i];
 }
 
 __global__ void ToBf16Kernel(const float* __restrict__ x, int64_t n, __nv_bfloat16* __restrict__ out) {
@@ -93,7 +95,7 @@ __global__ void ToBf16Kernel(const float* __restrict__ x, int64_t n, __nv_bfloat
 int LaunchEmbedding(const void* table, bool table_bf16, const int32_t* ids, int64_t rows, int64_t dim, float* out,
                     void* stream) {
   if (rows <= 0) return cudaSuccess;
-  EmbeddingKernel<<<dim3(Blocks(dim), static_cast<unsigned>(rows)), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  EmbeddingKernel<<<dim3(static_cast<unsigned>(rows), Blocks(dim)), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       table, table_bf16, ids, dim, out);
   return static_cast<int>(cudaGetLastError());
 }
@@ -129,7 +131,7 @@ int LaunchAddBias(float* y, const float* bias, int64_t rows, int64_t n, void* st
 
 int LaunchGatherRows(const float* src, const int32_t* rows, int64_t count, int64_t dim, float* dst, void* stream) {
   if (count <= 0) return cudaSuccess;
-  GatherRowsKernel<<<dim3(Blocks(dim), static_cast<unsigned>(count)), kThreads, 0,
+  GatherRowsKernel<<<dim3(static_cast<unsigned>(count), Blocks(dim)), kThreads, 0,
                      static_cast<cudaStream_t>(stream)>>>(src, rows, dim, dst);
   return static_cast<int>(cudaGetLastError());
 }
@@ -137,7 +139,7 @@ int LaunchGatherRows(const float* src, const int32_t* rows, int64_t count, int64
 int LaunchScatterAddRows(const float* src, const int32_t* rows, const float* weights, int64_t count, int64_t dim,
                          float* dst, void* stream) {
   if (count <= 0) return cudaSuccess;
-  ScatterAddRowsKernel<<<dim3(Blocks(dim), static_cast<unsigned>(count)), kThreads, 0,
+  ScatterAddRowsKernel<<<dim3(static_cast<unsigned>(count), Blocks(dim)), kThreads, 0,
                          static_cast<cudaStream_t>(stream)>>>(src, rows, weights, dim, dst);
   return static_cast<int>(cudaGetLastError());
 }
