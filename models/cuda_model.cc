@@ -200,6 +200,12 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Load(const std::string& mo
 
 absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelSpec& spec, const TensorSource& source,
                                                              int device) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;  // no driver: no devices
+  if (device < 0 || device >= devices) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device ", device, " (this machine has ", devices, ")"));
+  }
   RETURN_IF_CUDA(cudaSetDevice(device));
   auto impl = std::make_unique<Impl>(spec);
   impl->device = device;

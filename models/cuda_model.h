@@ -43,7 +43,8 @@ class CudaKvPool {
 
 class CudaModel {
  public:
-  // Loads DIR as Model::Load does, onto CUDA device `device`.
+  // Loads DIR as Model::Load does, onto CUDA device `device` (FAILED_PRECONDITION
+  // when there is no such device).
   static absl::StatusOr<std::unique_ptr<CudaModel>> Load(const std::string& model_dir, int device);
   static absl::StatusOr<std::unique_ptr<CudaModel>> Create(const ModelSpec& spec, const TensorSource& source,
                                                            int device);

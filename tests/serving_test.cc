@@ -413,6 +413,19 @@ TEST(ServingTest, NamedGroupsFormFromTheirOwnWorkers) {
   EXPECT_EQ(groups, (std::set<std::set<std::string>>{{"worker-1", "worker-3"}, {"worker-2", "worker-4"}}));
 }
 
+// A worker asked to run on a device it does not have fails its LoadModel with the
+// reason and exits 1 instead of rejoining forever; the other worker keeps serving.
+TEST(ServingTest, AWorkerWithoutItsDeviceExitsAndOthersServe) {
+  LocalCluster cluster({GoldenLlama(), 1});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  cluster.AddWorker({"--device", "cuda:99"});
+  EXPECT_EQ(cluster.WaitForAnyWorkerExit(std::chrono::seconds(30)), 1);
+  auto model = models::Model::Load(GoldenLlama());
+  const Outcome o = Generate(*cluster.Stub(), GreedyIds({5, 6, 7}, 8));
+  ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  EXPECT_EQ(o.tokens, Reference(**model, {5, 6, 7}, 8));
+}
+
 TEST(ServingTest, ExpertParallelGroupIsExact) {
   const std::string mixtral = testing::GoldenModelDir("mixtral");
   LocalCluster cluster({mixtral, 2, {"--ep", "2"}});

@@ -16,6 +16,8 @@
 // (much lower latency; use when the worker has a core of its own).
 //
 // Lifecycle: serve the Worker service, register with the coordinator, heartbeat.
+// A LoadModel this worker can never satisfy (--device cuda:N without that device, or a
+// build without CUDA) makes it exit 1 with the reason, instead of rejoining forever.
 // SIGTERM (or SIGINT) starts a drain: the coordinator sends no new requests, lets the
 // running ones finish, then releases the worker, which exits 0.
 #include <grpcpp/grpcpp.h>
@@ -194,6 +196,11 @@ int Main(int argc, char** argv) {
     }
     // Draining with no coordinator to drain through: nothing can be running, exit.
     if (g_draining && Clock::now() - last_contact > std::chrono::seconds(10)) break;
+    if (const std::optional<std::string> fatal = service.fatal_error()) {
+      std::cerr << "tessera-worker: cannot run the model it was given: " << *fatal << "\n";
+      server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      return 1;
+    }
     std::this_thread::sleep_for(interval);
   }
   std::cerr << "tessera-worker: drained, exiting\n";

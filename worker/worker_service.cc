@@ -65,7 +65,13 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
   tp_comm_.reset();
   all_comm_.reset();
   absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(*request);
-  if (!engine.ok()) return ToGrpc(engine.status());
+  if (!engine.ok()) {
+    if (engine.status().code() == absl::StatusCode::kFailedPrecondition) {
+      std::lock_guard<std::mutex> fatal(fatal_mu_);
+      fatal_error_ = std::string(engine.status().message());
+    }
+    return ToGrpc(engine.status());
+  }
   const Engine& e = **engine;
   response->set_weight_bytes(static_cast<int64_t>(e.weight_bytes()));
   host_tier_.Reset(e.kv_layout(), e.kv_heads(), e.spec().num_kv_heads, std::max(0, request->num_host_blocks()));
@@ -78,6 +84,11 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
   response->set_num_kv_blocks(executor_->num_blocks());
   response->set_num_host_blocks(host_tier_.num_blocks());
   return grpc::Status::OK;
+}
+
+std::optional<std::string> WorkerService::fatal_error() const {
+  std::lock_guard<std::mutex> lock(fatal_mu_);
+  return fatal_error_;
 }
 
 grpc::Status WorkerService::Steps(

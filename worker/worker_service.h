@@ -3,6 +3,8 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 
 #include "parallel/communicator.h"
 #include "tessera/v1/worker.grpc.pb.h"
@@ -36,6 +38,11 @@ class WorkerService final : public v1::internal::Worker::Service {
   // The host tier outlives reloads; the block server serves it and heartbeats report it.
   HostTier& host_tier() { return host_tier_; }
 
+  // Set when a LoadModel failed in a way no retry can fix (this worker cannot run the
+  // model it was given: no such device, a build without CUDA): the worker should exit
+  // with it rather than rejoin and fail again.
+  std::optional<std::string> fatal_error() const;
+
  private:
   // The model and KV pool the request asks for, on this worker's device; the
   // communicators of a sharded group first (CPU).
@@ -43,6 +50,8 @@ class WorkerService final : public v1::internal::Worker::Service {
 
   WorkerOptions options_;
   std::mutex mu_;  // one LoadModel or Steps stream at a time
+  mutable std::mutex fatal_mu_;
+  std::optional<std::string> fatal_error_;  // guarded by fatal_mu_
   HostTier host_tier_;
   // The group's collectives (null when the group is one worker); the model in
   // executor_ uses them, so they are declared first and destroyed last.
