@@ -1,6 +1,5 @@
 #include "worker/host_tier.h"
 
-#include <cstring>
 
 namespace tessera::worker {
 
