@@ -1,6 +1,5 @@
 #include "worker/host_tier.h"
 
-
 namespace tessera::worker {
 
 void HostTier::Reset(const kvstore::KvLayout& layout, kvstore::HeadRange heads, int num_kv_heads,
