@@ -130,6 +130,9 @@ int Main(int argc, char** argv) {
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&frontend);
   builder.RegisterService(&cluster);
+  // A worker's KV snapshot (after a coordinator restart) lists every host-tier block:
+  // ~36 bytes each, so a large host tier's heartbeat outgrows gRPC's 4 MB default.
+  builder.SetMaxReceiveMessageSize(256 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
   if (args.Has("port-file")) {
