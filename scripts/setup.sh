@@ -15,8 +15,9 @@ PACKAGES=(
   iproute2
 )
 # Node.js and npm run the deployment tests' tools (helm, the Kubernetes schemas); a
-# machine that has them from elsewhere (NodeSource) keeps its own.
-command -v npm >/dev/null || PACKAGES+=(nodejs npm)
+# machine that has them from elsewhere (NodeSource) keeps its own. Image builds, which
+# run no tests, skip them (TESSERA_SETUP_NO_TEST_TOOLS=1).
+if [[ -z "${TESSERA_SETUP_NO_TEST_TOOLS:-}" ]] && ! command -v npm >/dev/null; then PACKAGES+=(nodejs npm); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
