@@ -19,8 +19,10 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/moe.cuh"
 #include "kernels/cuda/norms.cuh"
+#include "kernels/cuda/sampling.cuh"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/sampling.h"
 #include "models/rope.h"
 
 namespace tessera::kernels {
@@ -294,6 +296,63 @@ TEST_F(CudaTest, RouteTopKMatchesCpu) {
     }
     EXPECT_EQ(dids.Host(), ids);
     ExpectNear(dw.Host(), weights, 1e-5f);
+  }
+}
+
+// Sampling on the GPU picks the CPU sampler's token for the same uniform draw: greedy,
+// plain temperature, top-k, top-p, min-p, their combinations, and penalties.
+TEST_F(CudaTest, SamplingMatchesCpu) {
+  struct Config {
+    float temperature, top_p;
+    int top_k;
+    float min_p, repetition, presence, frequency;
+  };
+  const Config configs[] = {
+      {0.0f, 1.0f, 0, 0.0f, 1.0f, 0.0f, 0.0f},   {1.0f, 1.0f, 0, 0.0f, 1.0f, 0.0f, 0.0f},
+      {0.7f, 1.0f, 40, 0.0f, 1.0f, 0.0f, 0.0f},  {1.0f, 0.9f, 0, 0.0f, 1.0f, 0.0f, 0.0f},
+      {1.3f, 1.0f, 0, 0.05f, 1.0f, 0.0f, 0.0f},  {0.8f, 0.95f, 100, 0.02f, 1.0f, 0.0f, 0.0f},
+      {1.0f, 1.0f, 0, 0.0f, 1.3f, 0.5f, 0.25f},  {0.0f, 1.0f, 0, 0.0f, 2.0f, 1.0f, 1.0f},
+  };
+  for (int32_t vocab : {1000, 32000}) {
+    const int64_t rows = std::size(configs) * 3;
+    const std::vector<float> logits = Random(rows * vocab, 22, 3.0f);
+    std::vector<cuda::SampleRow> cfg(rows);
+    std::vector<int32_t> penalty_tokens, penalty_counts, want(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      const Config& c = configs[r % std::size(configs)];
+      SamplingConfig cpu;
+      cpu.temperature = c.temperature;
+      cpu.top_p = c.top_p;
+      cpu.top_k = c.top_k;
+      cpu.min_p = c.min_p;
+      cpu.repetition_penalty = c.repetition;
+      cpu.presence_penalty = c.presence;
+      cpu.frequency_penalty = c.frequency;
+      TokenHistory history;  // prompt tokens 1..4, generated 3 (twice) and 9
+      for (int32_t t : {1, 2, 3, 4}) history.prompt_tokens[t] = true;
+      history.output_counts[3] = 2;
+      history.output_counts[9] = 1;
+      const double u = CounterUniform(7, static_cast<uint64_t>(r));
+      std::vector<float> row(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab);
+      want[r] = SampleToken(row.data(), vocab, cpu, history, u).token;
+      cfg[r] = {c.temperature, c.top_p, c.top_k, c.min_p, c.repetition, c.presence, c.frequency, u,
+                static_cast<int32_t>(penalty_tokens.size()), 5};
+      for (auto [t, n] : {std::pair{1, 0}, {2, 0}, {3, 2}, {4, 0}, {9, 1}}) {
+        penalty_tokens.push_back(t);
+        penalty_counts.push_back(n);
+      }
+    }
+    DeviceBuffer<float> dl(logits);
+    DeviceBuffer<int32_t> dtok(penalty_tokens), dcnt(penalty_counts), dout(rows);
+    DeviceBuffer<uint8_t> ws(cuda::SampleWorkspaceBytes(rows, vocab));
+    cuda::SampleRow* dcfg = nullptr;
+    ASSERT_EQ(cudaMalloc(&dcfg, cfg.size() * sizeof(cuda::SampleRow)), cudaSuccess);
+    cudaMemcpy(dcfg, cfg.data(), cfg.size() * sizeof(cuda::SampleRow), cudaMemcpyHostToDevice);
+    ASSERT_EQ(cuda::LaunchSample(dl.get(), rows, vocab, dcfg, dtok.get(), dcnt.get(), ws.get(),
+                                 cuda::SampleWorkspaceBytes(rows, vocab), dout.get(), nullptr),
+              0);
+    EXPECT_EQ(dout.Host(), want) << "vocab " << vocab;
+    cudaFree(dcfg);
   }
 }
 
