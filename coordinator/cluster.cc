@@ -79,9 +79,9 @@ void Cluster::RetireLocked(const std::shared_ptr<ReplicaGroup>& group) {
 grpc::Status Cluster::Register(grpc::ServerContext*, const v1::internal::RegisterRequest* request,
                                v1::internal::RegisterResponse* response) {
   if (request->address().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "address is empty");
+  if (request->tp() < 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "tp must be >= 0");
   std::lock_guard<std::mutex> lock(mu_);
   const std::string id = absl::StrCat("worker-", next_worker_++);
-  if (request->tp() < 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "tp must be >= 0");
   Member m;
   m.address = request->address();
   m.tp = request->tp() > 0 ? request->tp() : options_.group.tp;
