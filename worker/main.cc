@@ -100,8 +100,8 @@ int Main(int argc, char** argv) {
                  "(the command line wins; switches take 1 or true).\n";
     return 0;
   }
-  const std::set<std::string> flags = {"coordinator", "listen", "advertise", "kv-listen", "tp",           "group",
-                                       "threads",     "device", "step-delay-ms", "busy-poll"};
+  const std::set<std::string> flags = {"coordinator", "listen", "advertise", "kv-listen",     "tp",
+                                       "group",       "threads", "device",    "step-delay-ms", "busy-poll"};
   if (!cli::CheckFlags(args, flags, &error)) return Fail(error);
   cli::FlagsFromEnvironment(flags, {"busy-poll"}, &args);
   if (!args.Has("coordinator")) return Fail("needs --coordinator HOST:PORT");
