@@ -80,6 +80,11 @@ grpc::Status Cluster::Register(grpc::ServerContext*, const v1::internal::Registe
                                v1::internal::RegisterResponse* response) {
   if (request->address().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "address is empty");
   if (request->tp() < 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "tp must be >= 0");
+  if (request->tp() > 0 && options_.check_group_shape) {
+    if (absl::Status s = options_.check_group_shape(request->tp(), options_.group.ep); !s.ok()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("--tp ", request->tp(), ": ", s.message()));
+    }
+  }
   std::lock_guard<std::mutex> lock(mu_);
   const std::string id = absl::StrCat("worker-", next_worker_++);
   Member m;

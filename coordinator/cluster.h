@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -28,6 +29,9 @@ struct ClusterOptions {
   GroupOptions group;  // group.tp x group.ep workers per replica group
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{3000};
+  // Whether the model splits over a group of tp x ep ranks (a worker's own --tp is
+  // refused at registration otherwise); null: every shape is accepted.
+  std::function<absl::Status(int tp, int ep)> check_group_shape;
 };
 
 class Cluster final : public v1::internal::Coordinator::Service {

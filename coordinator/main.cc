@@ -113,6 +113,9 @@ int Main(int argc, char** argv) {
   cluster_options.group.max_running = max_running;
   cluster_options.heartbeat_interval = std::chrono::milliseconds(hb_ms);
   cluster_options.heartbeat_timeout = std::chrono::milliseconds(hb_timeout_ms);
+  cluster_options.check_group_shape = [&spec](int group_tp, int group_ep) {
+    return models::ShardLayout::For(*spec, {0, group_tp}, {0, group_ep}).status();
+  };
   Cluster cluster(cluster_options);
 
   FrontendOptions frontend_options;

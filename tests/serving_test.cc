@@ -426,6 +426,17 @@ TEST(ServingTest, AWorkerWithoutItsDeviceExitsAndOthersServe) {
   EXPECT_EQ(o.tokens, Reference(**model, {5, 6, 7}, 8));
 }
 
+// A worker asking for a tensor-parallel degree the model cannot split over is refused
+// at registration with the reason and exits 2; the cluster keeps serving.
+TEST(ServingTest, AWorkerAskingForAShapeTheModelCannotTakeIsRefused) {
+  LocalCluster cluster({GoldenLlama(), 1});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  cluster.AddWorker({"--tp", "3"});
+  EXPECT_EQ(cluster.WaitForAnyWorkerExit(std::chrono::seconds(30)), 2);
+  EXPECT_EQ(cluster.Info().registered_workers(), 1);
+  EXPECT_TRUE(Generate(*cluster.Stub(), GreedyIds({5, 6, 7}, 4)).status.ok());
+}
+
 TEST(ServingTest, ExpertParallelGroupIsExact) {
   const std::string mixtral = testing::GoldenModelDir("mixtral");
   LocalCluster cluster({mixtral, 2, {"--ep", "2"}});

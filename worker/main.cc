@@ -172,7 +172,11 @@ int Main(int argc, char** argv) {
       v1::internal::RegisterResponse resp;
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      if (coordinator->Register(&ctx, req, &resp).ok()) {
+      const grpc::Status registered = coordinator->Register(&ctx, req, &resp);
+      if (registered.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+        return Fail(absl::StrCat("the coordinator refused this worker: ", registered.error_message()));
+      }
+      if (registered.ok()) {
         worker_id = resp.worker_id();
         interval = std::chrono::milliseconds(std::max(50, resp.heartbeat_interval_ms()));
         last_contact = Clock::now();
