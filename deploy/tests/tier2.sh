@@ -11,9 +11,11 @@
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 [ "$(id -u)" = 0 ] || { echo "not root: skipping"; exit 77; }
+install_podman() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc catatonit >/dev/null
+}
 if ! command -v podman >/dev/null || ! command -v catatonit >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc catatonit >/dev/null ||
-    { echo "cannot install podman: skipping"; exit 77; }
+  install_podman || { apt-get update -qq && install_podman; } || { echo "cannot install podman: skipping"; exit 77; }
 fi
 export CONTAINERS_CONF="$root/deploy/image/containers.conf"
 TESSERA="$root/build/bin/tessera"
