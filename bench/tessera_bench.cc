@@ -27,6 +27,7 @@
 #include "absl/strings/numbers.h"
 #include "bench/synthetic_model.h"
 #include "cli/args.h"
+#include "cli/wait_ready.h"
 #include "tessera/v1/tessera.grpc.pb.h"
 
 namespace tessera::bench {
@@ -114,19 +115,8 @@ int Serve(const cli::Args& args) {
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   auto stub = v1::Tessera::NewStub(channel);
 
-  // A cluster that is still starting (a Kubernetes Job next to a fresh release): wait
-  // up to --wait-ready seconds for a replica group.
-  const auto until = Clock::now() + std::chrono::seconds(wait_ready);
-  for (bool ready = false; !ready;) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    v1::ServerInfo server;
-    if (stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &server).ok()) {
-      for (const auto& g : server.groups()) ready = ready || g.state() == "READY";
-    }
-    if (ready || Clock::now() >= until) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  // A cluster that is still starting (a Kubernetes Job next to a fresh release).
+  cli::WaitForReadyGroup(*stub, std::chrono::seconds(wait_ready));
   grpc::ClientContext info_ctx;
   v1::ModelInfo info;
   if (grpc::Status s = stub->GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info); !s.ok()) {

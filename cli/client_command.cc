@@ -9,12 +9,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <iostream>
-#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/commands.h"
+#include "cli/wait_ready.h"
 #include "tessera/v1/tessera.grpc.pb.h"
 
 namespace tessera::cli {
@@ -62,19 +62,9 @@ int RunClient(const Args& args) {
   const std::string address = args.Has("address") ? args.flags.at("address") : "127.0.0.1:50051";
   auto stub = v1::Tessera::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
 
-  // Wait until some replica group is READY (a server that just started loads first).
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(wait_ready);
-  while (true) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    v1::ServerInfo info;
-    bool ready = false;
-    if (stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok()) {
-      for (const auto& g : info.groups()) ready = ready || g.state() == "READY";
-    }
-    if (ready || std::chrono::steady_clock::now() >= until) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  // A server that just started loads first: wait for it (then send anyway, and let
+  // the server say why it cannot serve).
+  WaitForReadyGroup(*stub, std::chrono::seconds(wait_ready));
 
   v1::GenerateRequest req;
   if (ids.empty()) {
