@@ -8,20 +8,9 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "kernels/sampling_config.h"
 
 namespace tessera::kernels {
-
-struct SamplingConfig {
-  float temperature = 1.0f;  // 0: greedy
-  float top_p = 1.0f;
-  int top_k = 0;             // 0: off
-  float min_p = 0.0f;
-  float repetition_penalty = 1.0f;
-  float presence_penalty = 0.0f;
-  float frequency_penalty = 0.0f;
-  bool logprobs = false;
-  int top_logprobs = 0;
-};
 
 // What the sequence has produced so far, for the penalties.
 struct TokenHistory {

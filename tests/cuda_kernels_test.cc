@@ -335,8 +335,7 @@ TEST_F(CudaTest, SamplingMatchesCpu) {
       const double u = CounterUniform(7, static_cast<uint64_t>(r));
       std::vector<float> row(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab);
       want[r] = SampleToken(row.data(), vocab, cpu, history, u).token;
-      cfg[r] = {c.temperature, c.top_p, c.top_k, c.min_p, c.repetition, c.presence, c.frequency, u,
-                static_cast<int32_t>(penalty_tokens.size()), 5};
+      cfg[r] = {cpu, u, static_cast<int32_t>(penalty_tokens.size()), 5};
       for (auto [t, n] : {std::pair{1, 0}, {2, 0}, {3, 2}, {4, 0}, {9, 1}}) {
         penalty_tokens.push_back(t);
         penalty_counts.push_back(n);

@@ -71,10 +71,11 @@ __global__ void PrepareKernel(float* __restrict__ logits, int32_t vocab, const S
                               const int32_t* __restrict__ penalty_tokens, const int32_t* __restrict__ penalty_counts,
                               Workspace w, int32_t* __restrict__ out) {
   const int64_t r = blockIdx.x;
-  const SampleRow c = cfg[r];
+  const SampleRow row = cfg[r];
+  const SamplingConfig& c = row.config;
   float* l = logits + r * vocab;
-  for (int i = threadIdx.x; i < c.penalty_count; i += blockDim.x) {
-    const int32_t t = penalty_tokens[c.penalty_offset + i], n = penalty_counts[c.penalty_offset + i];
+  for (int i = threadIdx.x; i < row.penalty_count; i += blockDim.x) {
+    const int32_t t = penalty_tokens[row.penalty_offset + i], n = penalty_counts[row.penalty_offset + i];
     if (t < 0 || t >= vocab) continue;
     float v = l[t];
     if (c.repetition_penalty != 1.0f) v = v > 0 ? v / c.repetition_penalty : v * c.repetition_penalty;
@@ -107,7 +108,8 @@ __global__ void PrepareKernel(float* __restrict__ logits, int32_t vocab, const S
 __global__ void DrawKernel(int32_t vocab, const SampleRow* __restrict__ cfg, Workspace w, bool sorted,
                            int32_t* __restrict__ out) {
   const int64_t r = blockIdx.x;
-  const SampleRow c = cfg[r];
+  const SampleRow row = cfg[r];
+  const SamplingConfig& c = row.config;
   if (threadIdx.x != 0 || c.temperature <= 0.0f) return;
   const bool truncate = c.top_k > 0 || c.top_p < 1.0f || c.min_p > 0.0f;
   const float* p = (truncate && sorted ? w.sorted_probs : w.probs) + r * vocab;
@@ -136,7 +138,7 @@ __global__ void DrawKernel(int32_t vocab, const SampleRow* __restrict__ cfg, Wor
     }
   }
   for (int64_t i = 0; i < keep; ++i) sum += p[i];
-  const double target = c.uniform * sum;
+  const double target = row.uniform * sum;
   double cumulative = 0.0;
   int32_t token = ids[keep - 1];
   for (int64_t i = 0; i < keep; ++i) {

@@ -11,17 +11,14 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/sampling_config.h"
+
 namespace tessera::kernels::cuda {
 
-// One row's sampling knobs and its share of the penalty lists.
+// One row's sampling knobs (logprobs are not served here) and its share of the
+// penalty lists.
 struct SampleRow {
-  float temperature = 1.0f;  // <= 0: greedy
-  float top_p = 1.0f;
-  int32_t top_k = 0;         // 0: off
-  float min_p = 0.0f;
-  float repetition_penalty = 1.0f;
-  float presence_penalty = 0.0f;
-  float frequency_penalty = 0.0f;
+  SamplingConfig config;
   double uniform = 0.0;      // the draw, in [0, 1)
   int32_t penalty_offset = 0;  // into the penalty lists
   int32_t penalty_count = 0;
