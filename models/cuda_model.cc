@@ -125,9 +125,51 @@ absl::StatusOr<DeviceNorm> UploadNorm(const Norm& n) {
 struct DeviceLayer {
   DeviceNorm attn_norm, mlp_norm;
   DeviceLinear qkv, o, gate_up, down, router;
-  std::vector<DeviceLinear> expert_gate_up, expert_down;
+  std::vector<DeviceLinear> expert_gate_up, expert_down;  // empty for experts other ranks hold
   int64_t q_size = 0, kv_size = 0;
 };
+
+// One MoE layer's routing, grouped on the host: the rows this rank runs through each
+// expert it holds (expert by expert, rows in order) and, for every row, where its k
+// expert outputs are in that grouped order (by expert, as the CPU sums them; -1 for an
+// expert another rank holds) with their weights.
+struct MoeRouting {
+  std::vector<int32_t> grouped_rows;
+  std::vector<int64_t> first;  // [experts + 1]: expert e's rows are [first[e], first[e + 1])
+  std::vector<int32_t> slots;  // [rows, k]
+  std::vector<float> weights;  // [rows, k]
+};
+
+MoeRouting GroupByExpert(const std::vector<int32_t>& ids, const std::vector<float>& weights, int64_t rows, int k,
+                         int experts, const ShardLayout& shard) {
+  MoeRouting g;
+  g.first.assign(experts + 1, 0);
+  std::vector<int32_t> slot_of(ids.size(), -1);  // (row, j) -> grouped position
+  for (int e = 0; e < experts; ++e) {
+    g.first[e] = static_cast<int64_t>(g.grouped_rows.size());
+    if (!shard.OwnsExpert(e)) continue;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int j = 0; j < k; ++j) {
+        if (ids[r * k + j] != e) continue;
+        slot_of[r * k + j] = static_cast<int32_t>(g.grouped_rows.size());
+        g.grouped_rows.push_back(static_cast<int32_t>(r));
+      }
+    }
+  }
+  g.first[experts] = static_cast<int64_t>(g.grouped_rows.size());
+  g.slots.resize(ids.size());
+  g.weights.resize(ids.size());
+  std::vector<int> order(k);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int j = 0; j < k; ++j) order[j] = j;
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return ids[r * k + a] < ids[r * k + b]; });
+    for (int j = 0; j < k; ++j) {
+      g.slots[r * k + j] = slot_of[r * k + order[j]];
+      g.weights[r * k + j] = weights[r * k + order[j]];
+    }
+  }
+  return g;
+}
 
 }  // namespace
 
@@ -138,30 +180,189 @@ struct CudaModel::Impl {
   RotaryEmbedding rotary;
   DeviceMemory embedding;
   bool embedding_bf16 = false;
+  int64_t embedding_row0 = 0, embedding_rows = 0;  // this rank's vocabulary slice
   DeviceMemory position_table;  // learned positions only
+  int64_t max_positions = 0;
   DeviceNorm final_norm;
-  DeviceLinear lm_head;
+  DeviceLinear lm_head;  // this rank's vocabulary slice
+  int64_t vocab = 0;     // the whole vocabulary
   std::vector<DeviceLayer> layers;
   std::optional<kc::Gemm> gemm;
-  ExpertParallelMoe moe_shape;  // experts_per_token, inner, activation (no weights)
+  bool grouped_gemm = true;  // until cuBLAS says it cannot for these types
+  int experts_per_token = 0;
+  int64_t moe_inner = 0;
+  kernels::Activation moe_activation = kernels::Activation::kSilu;
+  parallel::Communicator* tp = nullptr;   // null: one rank
+  parallel::Communicator* moe = nullptr;  // the whole replica for the MoE sum; null: tp
 
   // Scratch, grown to the largest step seen.
-  DeviceMemory x, h, pos_emb, qkv, attn, mlp, act, bf16, selected, logits;
+  DeviceMemory x, h, pos_emb, qkv, attn, mlp, act, bf16, selected, logits, partial;
   DeviceMemory tokens, positions, table_offsets, tables, freqs, workspace, keep;
-  DeviceMemory router_logits, route_ids, route_weights, moe_rows, moe_weights, moe_in, moe_mlp, moe_act, moe_out;
+  DeviceMemory router_logits, route_ids, route_weights, moe_rows, moe_slots, moe_weights, moe_in, moe_mlp, moe_act,
+      moe_out, gathered_logits;
+  std::vector<float> staging;  // host copies for host communicators
 
   explicit Impl(const ModelSpec& spec) : rotary(spec) {}
 
-  // y = x · Wᵀ + b (accumulate: y +=), x contiguous [rows, l.in].
-  absl::Status Linear(const DeviceLinear& l, const float* in, int64_t rows, float* y, bool accumulate) {
+  // y = x · Wᵀ (accumulate: y +=), x contiguous [rows, l.in]; no bias.
+  absl::Status Matmul(const DeviceLinear& l, const float* in, int64_t rows, float* y, bool accumulate) {
     if (l.bf16) {
       RETURN_IF_ERROR(bf16.Reserve(rows * l.in * sizeof(uint16_t)));
       RETURN_IF_CUDA(kc::LaunchToBf16(in, rows * l.in, bf16.as<uint16_t>(), nullptr));
-      RETURN_IF_ERROR(gemm->Run(bf16.as<uint16_t>(), rows, l.in, l.weight.as<uint16_t>(), l.out, y, accumulate));
-    } else {
-      RETURN_IF_ERROR(gemm->Run(in, rows, l.in, l.weight.as<float>(), l.out, y, accumulate));
+      return gemm->Run(bf16.as<uint16_t>(), rows, l.in, l.weight.as<uint16_t>(), l.out, y, accumulate);
     }
+    return gemm->Run(in, rows, l.in, l.weight.as<float>(), l.out, y, accumulate);
+  }
+
+  // y = x · Wᵀ + b (accumulate: y +=).
+  absl::Status Linear(const DeviceLinear& l, const float* in, int64_t rows, float* y, bool accumulate) {
+    RETURN_IF_ERROR(Matmul(l, in, rows, y, accumulate));
     if (!l.bias.empty()) RETURN_IF_CUDA(kc::LaunchAddBias(y, l.bias.as<float>(), rows, l.out, nullptr));
+    return absl::OkStatus();
+  }
+
+  // data = its sum over `comm`'s ranks, `n` floats of device memory.
+  absl::Status AllReduce(parallel::Communicator* comm, float* data, int64_t n) {
+    if (comm->device_buffers()) return comm->AllReduceSum({data, static_cast<size_t>(n)});
+    staging.resize(static_cast<size_t>(n));
+    RETURN_IF_CUDA(cudaMemcpy(staging.data(), data, n * sizeof(float), cudaMemcpyDeviceToHost));
+    RETURN_IF_ERROR(comm->AllReduceSum(staging));
+    RETURN_IF_CUDA(cudaMemcpy(data, staging.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    return absl::OkStatus();
+  }
+
+  // A row-parallel layer: residual += all-reduce(x[:, this rank's columns] · Wᵀ) + b,
+  // the bias added once after the sum; one rank accumulates straight into the residual.
+  absl::Status RowParallel(const DeviceLinear& l, const float* in, int64_t rows, float* residual) {
+    if (tp == nullptr) return Linear(l, in, rows, residual, true);
+    RETURN_IF_ERROR(partial.Reserve(rows * l.out * sizeof(float)));
+    RETURN_IF_ERROR(Matmul(l, in, rows, partial.as<float>(), false));
+    RETURN_IF_ERROR(AllReduce(tp, partial.as<float>(), rows * l.out));
+    RETURN_IF_CUDA(kc::LaunchAddResidual(residual, partial.as<float>(), l.bias.as<float>(), rows, l.out, nullptr));
+    return absl::OkStatus();
+  }
+
+  // The projection `weights[e]` of every held expert over its segment of `in` (grouped
+  // rows, `in_width` floats each) into its segment of `out`: one grouped cuBLAS call,
+  // or one GEMM per expert where cuBLAS has no grouped GEMM for the types.
+  absl::Status Experts(const std::vector<DeviceLinear>& weights, const std::vector<int64_t>& first, const float* in,
+                       int64_t in_width, float* out) {
+    const int64_t total = first.back();
+    if (grouped_gemm) {
+      const DeviceLinear* any = nullptr;
+      for (const DeviceLinear& w : weights) any = w.weight.empty() ? any : &w;
+      const bool use_bf16 = any->bf16;
+      const void* base = in;
+      if (use_bf16) {
+        RETURN_IF_ERROR(bf16.Reserve(total * in_width * sizeof(uint16_t)));
+        RETURN_IF_CUDA(kc::LaunchToBf16(in, total * in_width, bf16.as<uint16_t>(), nullptr));
+        base = bf16.as<uint16_t>();
+      }
+      const size_t elem = use_bf16 ? sizeof(uint16_t) : sizeof(float);
+      std::vector<kc::Gemm::Problem> problems;
+      for (size_t e = 0; e < weights.size(); ++e) {
+        const int64_t n = first[e + 1] - first[e];
+        if (n == 0) continue;
+        problems.push_back({static_cast<const char*>(base) + first[e] * in_width * elem, weights[e].weight.as<void>(),
+                            out + first[e] * any->out, n});
+      }
+      const absl::Status s = gemm->RunGrouped(problems, in_width, any->out, use_bf16);
+      if (s.ok()) return AddExpertBiases(weights, first, out);
+      if (s.code() != absl::StatusCode::kUnimplemented) return s;
+      grouped_gemm = false;
+    }
+    for (size_t e = 0; e < weights.size(); ++e) {
+      const int64_t n = first[e + 1] - first[e];
+      if (n > 0) RETURN_IF_ERROR(Matmul(weights[e], in + first[e] * in_width, n, out + first[e] * weights[e].out, false));
+    }
+    return AddExpertBiases(weights, first, out);
+  }
+
+  absl::Status AddExpertBiases(const std::vector<DeviceLinear>& weights, const std::vector<int64_t>& first,
+                               float* out) {
+    for (size_t e = 0; e < weights.size(); ++e) {
+      const int64_t n = first[e + 1] - first[e];
+      if (n == 0 || weights[e].bias.empty()) continue;
+      RETURN_IF_CUDA(
+          kc::LaunchAddBias(out + first[e] * weights[e].out, weights[e].bias.as<float>(), n, weights[e].out, nullptr));
+    }
+    return absl::OkStatus();
+  }
+
+  // Mixtral's sparse MoE: route on the device, group the rows by expert on the host,
+  // run every held expert over its rows (grouped GEMMs), combine each row's weighted
+  // outputs, sum over the replica's ranks and add to the residual.
+  absl::Status Moe(const ModelSpec& spec, const DeviceLayer& w, const float* h, int64_t rows, float* x) {
+    const int experts = spec.num_experts, k = experts_per_token;
+    const int64_t hidden = spec.hidden_size;
+    RETURN_IF_ERROR(router_logits.Reserve(rows * experts * sizeof(float)));
+    RETURN_IF_ERROR(route_ids.Reserve(rows * k * sizeof(int32_t)));
+    RETURN_IF_ERROR(route_weights.Reserve(rows * k * sizeof(float)));
+    RETURN_IF_ERROR(Linear(w.router, h, rows, router_logits.as<float>(), false));
+    RETURN_IF_CUDA(kc::LaunchRouteTopK(router_logits.as<float>(), rows, experts, k, route_ids.as<int32_t>(),
+                                       route_weights.as<float>(), nullptr));
+    std::vector<int32_t> ids(rows * k);
+    std::vector<float> weights(rows * k);
+    RETURN_IF_CUDA(
+        cudaMemcpy(ids.data(), route_ids.as<int32_t>(), ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    RETURN_IF_CUDA(cudaMemcpy(weights.data(), route_weights.as<float>(), weights.size() * sizeof(float),
+                              cudaMemcpyDeviceToHost));
+    const MoeRouting g = GroupByExpert(ids, weights, rows, k, experts, shard);
+    const int64_t total = g.first.back();
+    RETURN_IF_ERROR(moe_slots.Upload(g.slots));
+    RETURN_IF_ERROR(moe_weights.Upload(g.weights));
+    RETURN_IF_ERROR(moe_out.Reserve(std::max<int64_t>(1, total) * hidden * sizeof(float)));
+    if (total > 0) {
+      RETURN_IF_ERROR(moe_rows.Upload(g.grouped_rows));
+      RETURN_IF_ERROR(moe_in.Reserve(total * hidden * sizeof(float)));
+      RETURN_IF_ERROR(moe_mlp.Reserve(total * 2 * moe_inner * sizeof(float)));
+      RETURN_IF_ERROR(moe_act.Reserve(total * moe_inner * sizeof(float)));
+      RETURN_IF_CUDA(kc::LaunchGatherRows(h, moe_rows.as<int32_t>(), total, hidden, moe_in.as<float>(), nullptr));
+      RETURN_IF_ERROR(Experts(w.expert_gate_up, g.first, moe_in.as<float>(), hidden, moe_mlp.as<float>()));
+      RETURN_IF_CUDA(kc::LaunchGatedActivation(moe_mlp.as<float>(), total, moe_inner, moe_activation,
+                                               moe_act.as<float>(), nullptr));
+      RETURN_IF_ERROR(Experts(w.expert_down, g.first, moe_act.as<float>(), moe_inner, moe_out.as<float>()));
+    }
+    RETURN_IF_ERROR(partial.Reserve(rows * hidden * sizeof(float)));
+    RETURN_IF_CUDA(kc::LaunchCombineRows(moe_out.as<float>(), moe_slots.as<int32_t>(), moe_weights.as<float>(), rows,
+                                         k, hidden, partial.as<float>(), nullptr));
+    if (parallel::Communicator* comm = moe != nullptr ? moe : tp; comm != nullptr) {
+      RETURN_IF_ERROR(AllReduce(comm, partial.as<float>(), rows * hidden));
+    }
+    RETURN_IF_CUDA(kc::LaunchAddResidual(x, partial.as<float>(), nullptr, rows, hidden, nullptr));
+    return absl::OkStatus();
+  }
+
+  // The logits of this rank's vocabulary slice, gathered from every rank into full rows
+  // [rows, vocab] on the host.
+  absl::Status LmHead(const float* in, int64_t rows, std::vector<float>* out) {
+    const int64_t slice = lm_head.out;
+    RETURN_IF_ERROR(logits.Reserve(rows * slice * sizeof(float)));
+    RETURN_IF_ERROR(Linear(lm_head, in, rows, logits.as<float>(), false));
+    out->resize(static_cast<size_t>(rows * vocab));
+    if (tp == nullptr) {
+      RETURN_IF_CUDA(cudaMemcpy(out->data(), logits.as<float>(), out->size() * sizeof(float), cudaMemcpyDeviceToHost));
+      return absl::OkStatus();
+    }
+    const int ranks = tp->size();
+    const size_t local = static_cast<size_t>(rows * slice);
+    std::vector<float> gathered(local * ranks);
+    if (tp->device_buffers()) {
+      RETURN_IF_ERROR(gathered_logits.Reserve(gathered.size() * sizeof(float)));
+      RETURN_IF_ERROR(tp->AllGather({logits.as<float>(), local}, {gathered_logits.as<float>(), gathered.size()}));
+      RETURN_IF_CUDA(cudaMemcpy(gathered.data(), gathered_logits.as<float>(), gathered.size() * sizeof(float),
+                                cudaMemcpyDeviceToHost));
+    } else {
+      staging.resize(local);
+      RETURN_IF_CUDA(cudaMemcpy(staging.data(), logits.as<float>(), local * sizeof(float), cudaMemcpyDeviceToHost));
+      RETURN_IF_ERROR(tp->AllGather(staging, gathered));
+    }
+    for (int rank = 0; rank < ranks; ++rank) {  // [rank][row][slice] -> [row][vocab]
+      const int64_t v0 = rank * slice, count = std::min(slice, vocab - v0);
+      for (int64_t r = 0; r < rows && count > 0; ++r) {
+        std::copy_n(gathered.data() + (rank * rows + r) * slice, count, out->data() + r * vocab + v0);
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -188,10 +389,11 @@ absl::StatusOr<std::unique_ptr<CudaKvPool>> CudaKvPool::Create(const kvstore::Kv
 
 CudaKvPool::~CudaKvPool() { cudaFree(data_); }
 
-absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Load(const std::string& model_dir, int device) {
+absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Load(const std::string& model_dir, int device,
+                                                           const ModelOptions& options) {
   ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(model_dir));
   ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(model_dir));
-  absl::StatusOr<std::unique_ptr<CudaModel>> model = Create(spec, *checkpoint, device);
+  absl::StatusOr<std::unique_ptr<CudaModel>> model = Create(spec, *checkpoint, device, options);
   if (!model.ok()) {
     return absl::Status(model.status().code(), absl::StrCat(model_dir, ": ", model.status().message()));
   }
@@ -199,7 +401,7 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Load(const std::string& mo
 }
 
 absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelSpec& spec, const TensorSource& source,
-                                                             int device) {
+                                                             int device, const ModelOptions& options) {
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;  // no driver: no devices
   if (device < 0 || device >= devices) {
@@ -209,14 +411,26 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelSpec& sp
   RETURN_IF_CUDA(cudaSetDevice(device));
   auto impl = std::make_unique<Impl>(spec);
   impl->device = device;
-  ASSIGN_OR_RETURN(impl->shard, ShardLayout::For(spec, TensorParallel{}, ExpertParallel{}));
+  ASSIGN_OR_RETURN(impl->shard, ShardLayout::For(spec, options.tp, options.ep));
+  if ((options.tp.size > 1 && options.communicator == nullptr) ||
+      (options.ep.size > 1 && options.moe_communicator == nullptr)) {
+    return absl::InvalidArgumentError("a sharded model needs its communicators");
+  }
+  impl->tp = options.tp.size > 1 ? options.communicator : nullptr;
+  impl->moe = options.ep.size > 1 ? options.moe_communicator : nullptr;
   ASSIGN_OR_RETURN(ModelWeights w, LoadWeights(spec, source, impl->shard));
   impl->weight_bytes = w.bytes();  // the same tensors, in the same precision
   impl->embedding_bf16 = w.embedding.dtype == DType::kBF16;
+  impl->embedding_row0 = w.embedding.row0;
+  impl->embedding_rows = w.embedding.rows;
   RETURN_IF_ERROR(impl->embedding.Upload(w.embedding.table.data(), w.embedding.table.size()));
-  if (spec.positions == PositionKind::kLearned) RETURN_IF_ERROR(impl->position_table.Upload(w.position_embedding));
+  if (spec.positions == PositionKind::kLearned) {
+    RETURN_IF_ERROR(impl->position_table.Upload(w.position_embedding));
+    impl->max_positions = static_cast<int64_t>(w.position_embedding.size()) / spec.hidden_size;
+  }
   ASSIGN_OR_RETURN(impl->final_norm, UploadNorm(w.final_norm));
   ASSIGN_OR_RETURN(impl->lm_head, UploadLinear(w.lm_head.linear));
+  impl->vocab = w.lm_head.vocab;
   for (const LayerWeights& l : w.layers) {
     DeviceLayer d;
     ASSIGN_OR_RETURN(d.attn_norm, UploadNorm(l.attn_norm));
@@ -227,15 +441,16 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelSpec& sp
     d.kv_size = l.qkv.kv_size;
     if (spec.is_moe()) {
       ASSIGN_OR_RETURN(d.router, UploadLinear(l.moe.router, /*as_f32=*/true));
-      for (size_t e = 0; e < l.moe.gate_up.size(); ++e) {
-        ASSIGN_OR_RETURN(DeviceLinear gu, UploadLinear(l.moe.gate_up[e]));
-        ASSIGN_OR_RETURN(DeviceLinear dn, UploadLinear(l.moe.down[e]));
-        d.expert_gate_up.push_back(std::move(gu));
-        d.expert_down.push_back(std::move(dn));
+      d.expert_gate_up.resize(spec.num_experts);
+      d.expert_down.resize(spec.num_experts);
+      for (int e = 0; e < spec.num_experts; ++e) {
+        if (!l.moe.held[e]) continue;
+        ASSIGN_OR_RETURN(d.expert_gate_up[e], UploadLinear(l.moe.gate_up[e]));
+        ASSIGN_OR_RETURN(d.expert_down[e], UploadLinear(l.moe.down[e]));
       }
-      impl->moe_shape.experts_per_token = l.moe.experts_per_token;
-      impl->moe_shape.inner = l.moe.inner;
-      impl->moe_shape.activation = l.moe.activation;
+      impl->experts_per_token = l.moe.experts_per_token;
+      impl->moe_inner = l.moe.inner;
+      impl->moe_activation = l.moe.activation;
     } else {
       ASSIGN_OR_RETURN(d.gate_up, UploadLinear(l.gate_up.linear));
       ASSIGN_OR_RETURN(d.down, UploadLinear(l.down.linear));
@@ -252,6 +467,8 @@ CudaModel::CudaModel(ModelSpec spec, std::unique_ptr<Impl> impl) : spec_(std::mo
 CudaModel::~CudaModel() = default;
 
 size_t CudaModel::weight_bytes() const { return impl_->weight_bytes; }
+
+const ShardLayout& CudaModel::shard() const { return impl_->shard; }
 
 kvstore::KvLayout CudaModel::KvLayoutFor(int block_size) const {
   kvstore::KvLayout layout;
@@ -303,13 +520,14 @@ absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool
   RETURN_IF_ERROR(m.h.Reserve(rows * hidden * sizeof(float)));
   float* x = m.x.as<float>();
   float* h = m.h.as<float>();
-  RETURN_IF_CUDA(kc::LaunchEmbedding(m.embedding.as<void>(), m.embedding_bf16, m.tokens.as<int32_t>(), rows, hidden, x,
-                                     nullptr));
+  RETURN_IF_CUDA(kc::LaunchEmbedding(m.embedding.as<void>(), m.embedding_bf16, m.embedding_row0, m.embedding_rows,
+                                     m.tokens.as<int32_t>(), rows, hidden, x, nullptr));
+  if (m.tp != nullptr) RETURN_IF_ERROR(m.AllReduce(m.tp, x, rows * hidden));  // every rank's slice
   const float* delta = nullptr;  // learned positions join the residual in the first norm
   if (spec_.positions == PositionKind::kLearned) {
     RETURN_IF_ERROR(m.pos_emb.Reserve(rows * hidden * sizeof(float)));
-    RETURN_IF_CUDA(kc::LaunchEmbedding(m.position_table.as<void>(), false, m.positions.as<int32_t>(), rows, hidden,
-                                       m.pos_emb.as<float>(), nullptr));
+    RETURN_IF_CUDA(kc::LaunchEmbedding(m.position_table.as<void>(), false, 0, m.max_positions,
+                                       m.positions.as<int32_t>(), rows, hidden, m.pos_emb.as<float>(), nullptr));
     delta = m.pos_emb.as<float>();
   }
 
@@ -351,7 +569,7 @@ absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool
                                         sizeof(float)));
     RETURN_IF_CUDA(kc::LaunchPagedAttention(qkv, qkv_width, view, shape, drows, max_keys, m.workspace.as<float>(),
                                             m.attn.as<float>(), w.q_size, nullptr));
-    RETURN_IF_ERROR(m.Linear(w.o, m.attn.as<float>(), rows, x, true));
+    RETURN_IF_ERROR(m.RowParallel(w.o, m.attn.as<float>(), rows, x));
 
     // MLP.
     RETURN_IF_ERROR(m.Normalize(spec_, w.mlp_norm, x, nullptr, h, rows));
@@ -368,57 +586,9 @@ absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool
       } else {
         RETURN_IF_CUDA(kc::LaunchActivation(mlp, rows, inner, spec_.activation, nullptr));
       }
-      RETURN_IF_ERROR(m.Linear(w.down, act, rows, x, true));
-      continue;
-    }
-    // MoE: route on the device, group the rows by expert on the host, then per expert
-    // gather its rows, run it, and add its weighted output back into their residuals.
-    const int experts = spec_.num_experts, k = m.moe_shape.experts_per_token;
-    const int64_t inner = m.moe_shape.inner;
-    RETURN_IF_ERROR(m.router_logits.Reserve(rows * experts * sizeof(float)));
-    RETURN_IF_ERROR(m.route_ids.Reserve(rows * k * sizeof(int32_t)));
-    RETURN_IF_ERROR(m.route_weights.Reserve(rows * k * sizeof(float)));
-    RETURN_IF_ERROR(m.Linear(w.router, h, rows, m.router_logits.as<float>(), false));
-    RETURN_IF_CUDA(kc::LaunchRouteTopK(m.router_logits.as<float>(), rows, experts, k, m.route_ids.as<int32_t>(),
-                                       m.route_weights.as<float>(), nullptr));
-    std::vector<int32_t> ids(rows * k);
-    std::vector<float> weights(rows * k);
-    RETURN_IF_CUDA(cudaMemcpy(ids.data(), m.route_ids.as<int32_t>(), ids.size() * sizeof(int32_t),
-                              cudaMemcpyDeviceToHost));
-    RETURN_IF_CUDA(cudaMemcpy(weights.data(), m.route_weights.as<float>(), weights.size() * sizeof(float),
-                              cudaMemcpyDeviceToHost));
-    std::vector<int32_t> grouped_rows;
-    std::vector<float> grouped_weights;
-    std::vector<int64_t> first(experts + 1, 0);
-    for (int e = 0; e < experts; ++e) {
-      first[e] = static_cast<int64_t>(grouped_rows.size());
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int j = 0; j < k; ++j) {
-          if (ids[r * k + j] == e) {
-            grouped_rows.push_back(static_cast<int32_t>(r));
-            grouped_weights.push_back(weights[r * k + j]);
-          }
-        }
-      }
-    }
-    first[experts] = static_cast<int64_t>(grouped_rows.size());
-    RETURN_IF_ERROR(m.moe_rows.Upload(grouped_rows));
-    RETURN_IF_ERROR(m.moe_weights.Upload(grouped_weights));
-    for (int e = 0; e < experts; ++e) {
-      const int64_t n = first[e + 1] - first[e];
-      if (n == 0) continue;
-      const int32_t* routed = m.moe_rows.as<int32_t>() + first[e];
-      RETURN_IF_ERROR(m.moe_in.Reserve(n * hidden * sizeof(float)));
-      RETURN_IF_ERROR(m.moe_mlp.Reserve(n * 2 * inner * sizeof(float)));
-      RETURN_IF_ERROR(m.moe_act.Reserve(n * inner * sizeof(float)));
-      RETURN_IF_ERROR(m.moe_out.Reserve(n * hidden * sizeof(float)));
-      RETURN_IF_CUDA(kc::LaunchGatherRows(h, routed, n, hidden, m.moe_in.as<float>(), nullptr));
-      RETURN_IF_ERROR(m.Linear(w.expert_gate_up[e], m.moe_in.as<float>(), n, m.moe_mlp.as<float>(), false));
-      RETURN_IF_CUDA(kc::LaunchGatedActivation(m.moe_mlp.as<float>(), n, inner, m.moe_shape.activation,
-                                               m.moe_act.as<float>(), nullptr));
-      RETURN_IF_ERROR(m.Linear(w.expert_down[e], m.moe_act.as<float>(), n, m.moe_out.as<float>(), false));
-      RETURN_IF_CUDA(kc::LaunchScatterAddRows(m.moe_out.as<float>(), routed, m.moe_weights.as<float>() + first[e], n,
-                                              hidden, x, nullptr));
+      RETURN_IF_ERROR(m.RowParallel(w.down, act, rows, x));
+    } else {
+      RETURN_IF_ERROR(m.Moe(spec_, w, h, rows, x));
     }
   }
 
@@ -426,13 +596,7 @@ absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool
   RETURN_IF_ERROR(m.selected.Reserve(out_rows * hidden * sizeof(float)));
   RETURN_IF_CUDA(kc::LaunchGatherRows(x, m.keep.as<int32_t>(), out_rows, hidden, m.selected.as<float>(), nullptr));
   RETURN_IF_ERROR(m.Normalize(spec_, m.final_norm, m.selected.as<float>(), nullptr, h, out_rows));
-  const int64_t vocab = m.lm_head.out;
-  RETURN_IF_ERROR(m.logits.Reserve(out_rows * vocab * sizeof(float)));
-  RETURN_IF_ERROR(m.Linear(m.lm_head, h, out_rows, m.logits.as<float>(), false));
-  logits->resize(static_cast<size_t>(out_rows * vocab));
-  RETURN_IF_CUDA(cudaMemcpy(logits->data(), m.logits.as<float>(), logits->size() * sizeof(float),
-                            cudaMemcpyDeviceToHost));
-  return absl::OkStatus();
+  return m.LmHead(h, out_rows, logits);
 }
 
 }  // namespace tessera::models

@@ -5,8 +5,11 @@
 // with fp32 accumulation through cuBLAS. Activations, norms and the KV cache are fp32,
 // in the TP-independent block layout, in a device pool (CudaKvPool).
 //
-// This version runs one rank (no tensor or expert parallelism across GPUs yet) and
-// returns logits to the host; sampling stays on the CPU.
+// Tensor and expert parallelism as on the CPU (models/parallel_layers.h): each GPU
+// holds its rank's shard and the same collectives join the shards, through the
+// communicators the caller passes. NCCL's take device buffers; a host communicator
+// (Gloo: GPUs without NCCL between them, or several ranks on one GPU) gets the
+// tensors staged through host memory. Logits come back to the host.
 //
 // Thread-safety: as Model, one Forward at a time.
 #pragma once
@@ -44,13 +47,16 @@ class CudaKvPool {
 class CudaModel {
  public:
   // Loads DIR as Model::Load does, onto CUDA device `device` (FAILED_PRECONDITION
-  // when there is no such device).
-  static absl::StatusOr<std::unique_ptr<CudaModel>> Load(const std::string& model_dir, int device);
+  // when there is no such device), as the shard options.tp / options.ep with their
+  // communicators (ModelOptions' num_threads and matmul do not apply on a GPU).
+  static absl::StatusOr<std::unique_ptr<CudaModel>> Load(const std::string& model_dir, int device,
+                                                         const ModelOptions& options = {});
   static absl::StatusOr<std::unique_ptr<CudaModel>> Create(const ModelSpec& spec, const TensorSource& source,
-                                                           int device);
+                                                           int device, const ModelOptions& options = {});
   ~CudaModel();
 
   const ModelSpec& spec() const { return spec_; }
+  const ShardLayout& shard() const;
   size_t weight_bytes() const;  // on the device
   kvstore::KvLayout KvLayoutFor(int block_size) const;
 

@@ -28,6 +28,9 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // Whether the collectives take device (GPU) buffers, as NCCL's do; host buffers
+  // otherwise (a GPU model stages its tensors through host memory for those).
+  virtual bool device_buffers() const { return false; }
 
   // data = sum over ranks of data, in place.
   virtual absl::Status AllReduceSum(std::span<float> data) = 0;

@@ -16,14 +16,18 @@ using Clock = std::chrono::steady_clock;
 
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(ncclComm_t comm, cudaStream_t stream, int rank, int size, std::chrono::milliseconds timeout)
-      : comm_(comm), stream_(stream), rank_(rank), size_(size), timeout_(timeout) {}
+  NcclCommunicator(ncclComm_t comm, cudaStream_t stream, cudaEvent_t queued, int rank, int size,
+                   std::chrono::milliseconds timeout)
+      : comm_(comm), stream_(stream), queued_(queued), rank_(rank), size_(size), timeout_(timeout) {}
   ~NcclCommunicator() override {
     if (comm_) ncclCommDestroy(comm_);
     if (stream_) cudaStreamDestroy(stream_);
+    if (queued_) cudaEventDestroy(queued_);
+    cudaFree(barrier_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  bool device_buffers() const override { return true; }
 
   absl::Status AllReduceSum(std::span<float> data) override {
     return Run("all-reduce", [&] {
@@ -72,6 +76,12 @@ class NcclCommunicator : public Communicator {
   // Launches a collective and waits for it within the timeout.
   template <typename Launch>
   absl::Status Run(const char* what, Launch launch) {
+    if (comm_ == nullptr) return absl::UnavailableError(absl::StrCat(what, ": the communicator was aborted"));
+    // Our stream is non-blocking: order it after the default stream's queued work.
+    if (cudaEventRecord(queued_, cudaStreamLegacy) != cudaSuccess ||
+        cudaStreamWaitEvent(stream_, queued_, 0) != cudaSuccess) {
+      return absl::InternalError(absl::StrCat(what, ": cannot order the collective after the queued work"));
+    }
     const auto deadline = Clock::now() + timeout_;
     ncclResult_t r = launch();
     while (true) {
@@ -96,6 +106,7 @@ class NcclCommunicator : public Communicator {
 
   ncclComm_t comm_;
   cudaStream_t stream_;
+  cudaEvent_t queued_;  // the default stream's work before a collective
   int rank_, size_;
   std::chrono::milliseconds timeout_;
   float* barrier_ = nullptr;
@@ -126,6 +137,11 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(int rank, i
   if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
     return absl::InternalError("cannot create a CUDA stream");
   }
+  cudaEvent_t queued;
+  if (cudaEventCreateWithFlags(&queued, cudaEventDisableTiming) != cudaSuccess) {
+    cudaStreamDestroy(stream);
+    return absl::InternalError("cannot create a CUDA event");
+  }
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;  // lets us poll with a deadline
   ncclComm_t comm = nullptr;
@@ -135,6 +151,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(int rank, i
     if (Clock::now() > deadline) {
       ncclCommAbort(comm);
       cudaStreamDestroy(stream);
+      cudaEventDestroy(queued);
       return absl::DeadlineExceededError("NCCL rendezvous timed out: not every rank joined");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -142,9 +159,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(int rank, i
   }
   if (r != ncclSuccess) {
     cudaStreamDestroy(stream);
+    cudaEventDestroy(queued);
     return absl::UnavailableError(absl::StrCat("NCCL init failed: ", ncclGetErrorString(r)));
   }
-  return std::unique_ptr<Communicator>(new NcclCommunicator(comm, stream, rank, size, options.timeout));
+  return std::unique_ptr<Communicator>(new NcclCommunicator(comm, stream, queued, rank, size, options.timeout));
 }
 
 }  // namespace tessera::parallel

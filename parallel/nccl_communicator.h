@@ -1,6 +1,9 @@
 // The GPU Communicator backend on NCCL. Buffers passed to its collectives are device
 // memory of `device`; everything else is as Communicator says (timeouts included:
-// a collective that does not finish in time aborts the communicator).
+// a collective that does not finish in time aborts the communicator). A collective
+// starts after the work already queued on the device's default stream and has
+// finished when the call returns, so a model on the default stream needs no other
+// synchronisation.
 //
 // Built only where the CUDA toolkit is (TESSERA_CUDA); elsewhere
 // CreateNcclCommunicator says FAILED_PRECONDITION.

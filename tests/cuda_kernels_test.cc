@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -99,27 +101,31 @@ TEST_F(CudaTest, NormsWithTheResidualAddMatchCpu) {
   }
 }
 
-TEST_F(CudaTest, EmbeddingGathersF32AndBf16Rows) {
+TEST_F(CudaTest, EmbeddingGathersF32AndBf16RowsOfAVocabularySlice) {
   const int64_t vocab = 50, dim = 96;
   const std::vector<float> table = Random(vocab * dim, 5);
   std::vector<uint16_t> table_bf16(table.size());
   for (size_t i = 0; i < table.size(); ++i) table_bf16[i] = FloatToBf16(table[i]);
-  const std::vector<int32_t> ids = {3, 0, 49, 3, 17};
-  for (bool bf16 : {false, true}) {
-    DeviceBuffer<float> t32(table);
-    DeviceBuffer<uint16_t> t16(table_bf16);
-    DeviceBuffer<int32_t> dids(ids);
-    DeviceBuffer<float> out(ids.size() * dim);
-    ASSERT_EQ(cuda::LaunchEmbedding(bf16 ? static_cast<const void*>(t16.get()) : t32.get(), bf16, dids.get(),
-                                    static_cast<int64_t>(ids.size()), dim, out.get(), nullptr),
-              0);
-    std::vector<float> want;
-    for (int32_t id : ids) {
-      for (int64_t d = 0; d < dim; ++d) {
-        want.push_back(bf16 ? Bf16ToFloat(table_bf16[id * dim + d]) : table[id * dim + d]);
+  const std::vector<int32_t> ids = {3, 0, 49, 3, 17, 25};
+  // The whole table, then the slice [20, 50) a tensor-parallel rank holds.
+  for (auto [id0, rows] : {std::pair<int64_t, int64_t>{0, vocab}, {20, 30}}) {
+    for (bool bf16 : {false, true}) {
+      DeviceBuffer<float> t32(std::vector<float>(table.begin() + id0 * dim, table.end()));
+      DeviceBuffer<uint16_t> t16(std::vector<uint16_t>(table_bf16.begin() + id0 * dim, table_bf16.end()));
+      DeviceBuffer<int32_t> dids(ids);
+      DeviceBuffer<float> out(ids.size() * dim);
+      ASSERT_EQ(cuda::LaunchEmbedding(bf16 ? static_cast<const void*>(t16.get()) : t32.get(), bf16, id0, rows,
+                                      dids.get(), static_cast<int64_t>(ids.size()), dim, out.get(), nullptr),
+                0);
+      std::vector<float> want;
+      for (int32_t id : ids) {
+        const bool held = id >= id0 && id < id0 + rows;
+        for (int64_t d = 0; d < dim; ++d) {
+          want.push_back(!held ? 0.0f : bf16 ? Bf16ToFloat(table_bf16[id * dim + d]) : table[id * dim + d]);
+        }
       }
+      EXPECT_EQ(out.Host(), want) << "slice from " << id0 << (bf16 ? " bf16" : " f32");
     }
-    EXPECT_EQ(out.Host(), want);
   }
 }
 
@@ -253,8 +259,9 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
   }
 }
 
-// The row moves of the MoE path and the bias add of the linear layers.
-TEST_F(CudaTest, BiasGatherAndScatterAddAreExact) {
+// The row moves of the MoE path, the bias add of the linear layers and the residual
+// add of the row-parallel ones.
+TEST_F(CudaTest, BiasGatherCombineAndResidualAddAreExact) {
   const int64_t rows = 6, dim = 300;
   const std::vector<float> y = Random(rows * dim, 20), bias = Random(dim, 21);
   DeviceBuffer<float> dy(y), db(bias);
@@ -271,13 +278,32 @@ TEST_F(CudaTest, BiasGatherAndScatterAddAreExact) {
   for (int i = 0; i < 3; ++i) {
     for (int64_t d = 0; d < dim; ++d) ASSERT_EQ(g[i * dim + d], want[picked[i] * dim + d]);
   }
-  const std::vector<float> weights = {0.5f, 2.0f, -1.0f};
-  DeviceBuffer<float> dw(weights);
-  ASSERT_EQ(cuda::LaunchScatterAddRows(gathered.get(), dpicked.get(), dw.get(), 3, dim, dy.get(), nullptr), 0);
-  for (int i = 0; i < 3; ++i) {
-    for (int64_t d = 0; d < dim; ++d) want[picked[i] * dim + d] += weights[i] * g[i * dim + d];
+
+  // Combine: 2 rows, k = 2, one slot of row 1 held by another rank (-1).
+  const std::vector<int32_t> slots = {2, 0, 1, -1};
+  const std::vector<float> weights = {0.25f, 0.75f, 2.0f, 5.0f};
+  DeviceBuffer<int32_t> dslots(slots);
+  DeviceBuffer<float> dweights(weights), combined(2 * dim);
+  ASSERT_EQ(cuda::LaunchCombineRows(gathered.get(), dslots.get(), dweights.get(), 2, 2, dim, combined.get(), nullptr),
+            0);
+  std::vector<float> want_combined(2 * dim);
+  for (int64_t d = 0; d < dim; ++d) {
+    want_combined[d] = 0.0f + 0.25f * g[2 * dim + d];  // in slot order, as the CPU sums by expert
+    want_combined[d] += 0.75f * g[d];
+    want_combined[dim + d] = 0.0f + 2.0f * g[dim + d];
   }
-  ExpectNear(dy.Host(), want, 1e-6f);
+  EXPECT_EQ(combined.Host(), want_combined);
+
+  // residual += partial + bias, and without a bias.
+  DeviceBuffer<float> residual(y);
+  ASSERT_EQ(cuda::LaunchAddResidual(residual.get(), dy.get(), db.get(), rows, dim, nullptr), 0);
+  ASSERT_EQ(cuda::LaunchAddResidual(residual.get(), dy.get(), nullptr, rows, dim, nullptr), 0);
+  std::vector<float> want_residual = y;
+  for (int64_t i = 0; i < rows * dim; ++i) {
+    want_residual[i] += want[i] + bias[i % dim];
+    want_residual[i] += want[i];
+  }
+  EXPECT_EQ(residual.Host(), want_residual);
 }
 
 TEST_F(CudaTest, RouteTopKMatchesCpu) {
@@ -382,6 +408,52 @@ TEST_F(CudaTest, GemmMatchesCpuOnBf16Operands) {
   ASSERT_EQ(cuda::LaunchToBf16(dx.get(), static_cast<int64_t>(x.size()), dx16.get(), nullptr), 0);
   const std::vector<uint16_t> got = dx16.Host();
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(got[i], FloatToBf16(x[i]));
+}
+
+// The MoE experts' grouped GEMM: every expert over its own rows in one cuBLAS call,
+// equal to one GEMM each (bf16 and fp32). A cuBLAS without a grouped GEMM for the types
+// says UNIMPLEMENTED, which the model answers by running the experts one by one.
+TEST_F(CudaTest, GroupedGemmMatchesOneGemmPerExpert) {
+  auto gemm = cuda::Gemm::Create(nullptr);
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  const int64_t k = 256, n = 96;
+  const std::vector<int64_t> rows = {5, 0, 17, 1};
+  for (bool bf16 : {true, false}) {
+    std::vector<std::vector<float>> x, w;
+    std::vector<std::unique_ptr<DeviceBuffer<float>>> dx32, dw32, dout, dsingle;
+    std::vector<std::unique_ptr<DeviceBuffer<uint16_t>>> dx16, dw16;
+    std::vector<cuda::Gemm::Problem> problems;
+    for (size_t e = 0; e < rows.size(); ++e) {
+      x.push_back(Random(rows[e] * k, 30 + e));
+      w.push_back(Random(n * k, 40 + e));
+      std::vector<uint16_t> x16(x[e].size()), w16(w[e].size());
+      for (size_t i = 0; i < x16.size(); ++i) x16[i] = FloatToBf16(x[e][i]);
+      for (size_t i = 0; i < w16.size(); ++i) w16[i] = FloatToBf16(w[e][i]);
+      dx32.push_back(std::make_unique<DeviceBuffer<float>>(x[e]));
+      dw32.push_back(std::make_unique<DeviceBuffer<float>>(w[e]));
+      dx16.push_back(std::make_unique<DeviceBuffer<uint16_t>>(x16));
+      dw16.push_back(std::make_unique<DeviceBuffer<uint16_t>>(w16));
+      dout.push_back(std::make_unique<DeviceBuffer<float>>(rows[e] * n));
+      dsingle.push_back(std::make_unique<DeviceBuffer<float>>(rows[e] * n));
+      if (rows[e] == 0) continue;
+      problems.push_back({bf16 ? static_cast<const void*>(dx16[e]->get()) : dx32[e]->get(),
+                          bf16 ? static_cast<const void*>(dw16[e]->get()) : dw32[e]->get(), dout[e]->get(),
+                          rows[e]});
+    }
+    const absl::Status grouped = gemm->RunGrouped(problems, k, n, bf16);
+    if (grouped.code() == absl::StatusCode::kUnimplemented) {
+      std::cout << "grouped GEMM not supported for " << (bf16 ? "bf16" : "fp32") << ": " << grouped << "\n";
+      continue;
+    }
+    ASSERT_TRUE(grouped.ok()) << grouped;
+    for (size_t e = 0; e < rows.size(); ++e) {
+      if (rows[e] == 0) continue;
+      const absl::Status single = bf16 ? gemm->Run(dx16[e]->get(), rows[e], k, dw16[e]->get(), n, dsingle[e]->get())
+                                       : gemm->Run(dx32[e]->get(), rows[e], k, dw32[e]->get(), n, dsingle[e]->get());
+      ASSERT_TRUE(single.ok()) << single;
+      ExpectNear(dout[e]->Host(), dsingle[e]->Host(), 1e-4f);
+    }
+  }
 }
 
 // Blocks go down to the pinned host tier and back up on the copy stream, ordered

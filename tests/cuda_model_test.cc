@@ -2,6 +2,9 @@
 // greedy continuations (the CPU model's golden test, tests/golden_test.cc, on the
 // device), prompts one at a time and the batch case as one flattened batch. Skips,
 // with a message, where no GPU is present.
+#include <filesystem>
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include "common/status.h"
@@ -9,8 +12,10 @@
 #include "kvstore/block_allocator.h"
 #include "models/cuda_model.h"
 #include "models/generate.h"
+#include "parallel/nccl_communicator.h"
 #include "tests/golden_fixture.h"
 #include "tests/local_cluster.h"
+#include "tests/safetensors_writer.h"
 #include "tests/serving_client.h"
 
 namespace tessera {
@@ -124,6 +129,82 @@ TEST_P(CudaModelTest, BadStepsAreRefused) {
   EXPECT_EQ(model_->Forward({&seq, 1}, *kv_, &logits).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Tensor parallelism (and, for Mixtral, expert parallelism) on GPUs: every rank a
+// thread with its own CudaModel, logits equal to one rank's and the same greedy tokens.
+// Over Gloo the ranks share device 0 (the staged path); over NCCL each needs its own
+// GPU, so that case runs only on machines with enough of them.
+struct Sharding {
+  int tp = 1, ep = 1;
+};
+
+void ExpectShardedMatchesOneRank(const std::string& name, const Run& reference, const std::vector<int32_t>& prompt,
+                                 int steps, Sharding sharding, bool nccl) {
+  const int size = sharding.tp * sharding.ep;
+  const std::string dir = testing::MakeTempDir("cuda_tp");
+  parallel::FileRendezvousStore store(dir);
+  std::vector<absl::StatusOr<Run>> runs(size, absl::UnknownError("not run"));
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < size; ++rank) {
+    ranks.emplace_back([&, rank] {
+      const int device = nccl ? rank : 0;
+      auto connect = [&](int r, int n, const std::string& prefix) -> absl::StatusOr<std::unique_ptr<parallel::Communicator>> {
+        if (nccl) return parallel::CreateNcclCommunicator(r, n, store, {device, std::chrono::seconds(60), prefix});
+        parallel::GlooOptions gloo;
+        gloo.prefix = prefix;
+        return parallel::CreateGlooCommunicator(r, n, store, gloo);
+      };
+      models::ModelOptions options;
+      options.tp = {rank % sharding.tp, sharding.tp};
+      options.ep = {rank / sharding.tp, sharding.ep};
+      std::unique_ptr<parallel::Communicator> tp, all;
+      if (sharding.tp > 1) {
+        auto c = connect(options.tp.rank, sharding.tp, "tp-" + std::to_string(options.ep.rank));
+        if (!c.ok()) return void(runs[rank] = c.status());
+        tp = std::move(*c);
+      }
+      if (sharding.ep > 1) {
+        auto c = connect(rank, size, "all");
+        if (!c.ok()) return void(runs[rank] = c.status());
+        all = std::move(*c);
+      }
+      options.communicator = tp.get();
+      options.moe_communicator = all.get();
+      auto model = models::CudaModel::Load(testing::GoldenModelDir(name), device, options);
+      if (!model.ok()) return void(runs[rank] = model.status());
+      auto kv = models::CudaKvPool::Create((*model)->KvLayoutFor(kBlockSize), 64);
+      if (!kv.ok()) return void(runs[rank] = kv.status());
+      runs[rank] = Greedy(**model, **kv, prompt, steps);
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  std::filesystem::remove_all(dir);
+  for (int rank = 0; rank < size; ++rank) {
+    ASSERT_TRUE(runs[rank].ok()) << "rank " << rank << ": " << runs[rank].status();
+    EXPECT_EQ(runs[rank]->tokens, reference.tokens) << "rank " << rank;
+    EXPECT_LE(MaxAbsDiff(runs[rank]->prompt_logits.data(), reference.prompt_logits.data(),
+                         reference.prompt_logits.size()),
+              1e-4f)
+        << "rank " << rank;
+  }
+}
+
+TEST_P(CudaModelTest, ShardedRanksMatchOneRank) {
+  const std::vector<int32_t>& prompt = golden_.cases[1].input_ids;
+  auto reference = Greedy(*model_, *kv_, prompt, 8);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  std::vector<Sharding> shardings;
+  if (models::ShardLayout::For(model_->spec(), {0, 2}).ok()) shardings.push_back({2, 1});
+  if (model_->spec().is_moe()) shardings.push_back({1, 2});
+  if (shardings.empty()) GTEST_SKIP() << "the fixture's heads do not split over 2 ranks";
+  for (Sharding sharding : shardings) {
+    SCOPED_TRACE("tp " + std::to_string(sharding.tp) + " ep " + std::to_string(sharding.ep));
+    ExpectShardedMatchesOneRank(GetParam(), *reference, prompt, 8, sharding, /*nccl=*/false);
+    if (kernels::cuda::DeviceCount() >= 2) {
+      ExpectShardedMatchesOneRank(GetParam(), *reference, prompt, 8, sharding, /*nccl=*/true);
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllFixtures, CudaModelTest, ::testing::ValuesIn(testing::GoldenModels()));
 
 // A worker on the GPU (--device cuda:0) serves through the coordinator exactly what the
@@ -145,6 +226,22 @@ TEST(CudaWorkerTest, ServesExactlyWithThePrefixCache) {
       EXPECT_EQ(o.usage.cached_tokens(), 32);
     }
   }
+}
+
+// A tensor-parallel group of two GPU workers (sharing device 0 over Gloo, as a one-GPU
+// machine can) serves what one CPU rank computes.
+TEST(CudaWorkerTest, TensorParallelGroupServesExactly) {
+  if (kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: GPU tests skipped";
+  testing::LocalCluster cluster({testing::GoldenModelDir("llama"), 2, {"--tp", "2"},
+                                 {"--device", "cuda:0", "--gpu-collectives", "gloo"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto model = models::Model::Load(testing::GoldenModelDir("llama"));
+  ASSERT_TRUE(model.ok());
+  std::vector<int32_t> prompt(24);
+  for (int i = 0; i < 24; ++i) prompt[i] = (i * 7 + 3) % 320;
+  const testing::Outcome o = testing::Generate(*cluster.Stub(), testing::GreedyIds(prompt, 12));
+  ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  EXPECT_EQ(o.tokens, testing::Reference(**model, prompt, 12));
 }
 
 }  // namespace

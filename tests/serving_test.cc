@@ -426,6 +426,18 @@ TEST(ServingTest, AWorkerWithoutItsDeviceExitsAndOthersServe) {
   EXPECT_EQ(o.tokens, Reference(**model, {5, 6, 7}, 8));
 }
 
+// Device flags a worker cannot take are refused at startup (exit 2); the cluster keeps
+// serving.
+TEST(ServingTest, AWorkerWithBadDeviceFlagsDoesNotStart) {
+  LocalCluster cluster({GoldenLlama(), 1});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  cluster.AddWorker({"--device", "tpu:0"});
+  EXPECT_EQ(cluster.WaitForAnyWorkerExit(std::chrono::seconds(30)), 2);
+  cluster.AddWorker({"--device", "cuda:0", "--gpu-collectives", "mpi"});
+  EXPECT_EQ(cluster.WaitForAnyWorkerExit(std::chrono::seconds(30)), 2);
+  EXPECT_TRUE(Generate(*cluster.Stub(), GreedyIds({5, 6, 7}, 4)).status.ok());
+}
+
 // A worker asking for a tensor-parallel degree the model cannot split over is refused
 // at registration with the reason and exits 2; the cluster keeps serving.
 TEST(ServingTest, AWorkerAskingForAShapeTheModelCannotTakeIsRefused) {

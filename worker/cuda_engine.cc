@@ -16,7 +16,10 @@ class CudaEngine final : public Engine {
 
   const models::ModelSpec& spec() const override { return model_->spec(); }
   const kvstore::KvLayout& kv_layout() const override { return kv_->layout(); }
-  kvstore::HeadRange kv_heads() const override { return {0, spec().num_kv_heads}; }  // one rank holds every head
+  kvstore::HeadRange kv_heads() const override {
+    const models::ShardLayout& shard = model_->shard();
+    return {shard.kv_head0, shard.kv_head0 + shard.kv_heads};
+  }
   int32_t num_blocks() const override { return kv_->num_blocks(); }
   size_t weight_bytes() const override { return model_->weight_bytes(); }
 
@@ -43,9 +46,10 @@ class CudaEngine final : public Engine {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device, int block_size,
+absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device,
+                                                       const models::ModelOptions& options, int block_size,
                                                        int32_t num_blocks, int64_t kv_memory_bytes) {
-  ASSIGN_OR_RETURN(std::unique_ptr<models::CudaModel> model, models::CudaModel::Load(model_dir, device));
+  ASSIGN_OR_RETURN(std::unique_ptr<models::CudaModel> model, models::CudaModel::Load(model_dir, device, options));
   const kvstore::KvLayout layout = model->KvLayoutFor(block_size);
   if (num_blocks <= 0) {
     const int64_t block_bytes = layout.block_elems() * static_cast<int64_t>(sizeof(float));

@@ -3,7 +3,8 @@
 
 namespace tessera::worker {
 
-absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string&, int, int, int32_t, int64_t) {
+absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string&, int, const models::ModelOptions&, int, int32_t,
+                                                       int64_t) {
   return absl::FailedPreconditionError("this build has no CUDA: --device cuda needs TESSERA_CUDA and nvcc");
 }
 

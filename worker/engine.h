@@ -38,10 +38,12 @@ class Engine {
 // The CPU device: `model` with a pool of `num_blocks` blocks.
 std::unique_ptr<Engine> MakeCpuEngine(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks);
 
-// CUDA device `device`: one rank (no tensor or expert parallelism on GPUs yet), a pool
-// of `num_blocks` blocks, or as many as `kv_memory_bytes` holds when num_blocks is 0.
-// FAILED_PRECONDITION in a build without CUDA.
-absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device, int block_size,
+// CUDA device `device`: the shard `options` names (tensor/expert parallel rank and
+// communicators, as models::CudaModel takes them), a pool of `num_blocks` blocks, or as
+// many as `kv_memory_bytes` holds when num_blocks is 0. FAILED_PRECONDITION in a build
+// without CUDA.
+absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device,
+                                                       const models::ModelOptions& options, int block_size,
                                                        int32_t num_blocks, int64_t kv_memory_bytes);
 
 }  // namespace tessera::worker

@@ -2,7 +2,7 @@
 //
 //   tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]
 //                  [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu|cuda:N]
-//                  [--busy-poll] [--step-delay-ms N]
+//                  [--gpu-collectives nccl|gloo] [--busy-poll] [--step-delay-ms N]
 //
 // --advertise: the address the coordinator and peers reach this worker at (default:
 // the --listen host, or, when that is 0.0.0.0, the address this host reaches the
@@ -12,7 +12,9 @@
 // default: the advertised host, any port). --tp: join a tensor-parallel group of N
 // workers (default: the coordinator's --tp). --group: form groups only with workers
 // naming the same group (one StatefulSet's pods, one node's devices).
-// --busy-poll: small collectives of a tensor-parallel group spin instead of sleeping
+// --gpu-collectives: how a GPU worker's tensor/expert-parallel group communicates:
+// NCCL (default), or Gloo over TCP staged through host memory (GPUs NCCL cannot join,
+// several ranks on one GPU). --busy-poll: small collectives of a tensor-parallel group spin instead of sleeping
 // (much lower latency; use when the worker has a core of its own).
 //
 // Lifecycle: serve the Worker service, register with the coordinator, heartbeat.
@@ -94,14 +96,15 @@ int Main(int argc, char** argv) {
   if (!cli::ParseProgramArgs(argc, argv, "tessera-worker", {"help", "busy-poll"}, &args, &error)) return Fail(error);
   if (args.Has("help")) {
     std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
-                 " [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu|cuda:N] [--busy-poll]"
-                 " [--step-delay-ms N (testing)]\n"
+                 " [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu|cuda:N]"
+                 " [--gpu-collectives nccl|gloo] [--busy-poll] [--step-delay-ms N (testing)]\n"
                  "Every flag may instead come from the environment: --kv-listen from TESSERA_KV_LISTEN, and so on\n"
                  "(the command line wins; switches take 1 or true).\n";
     return 0;
   }
-  const std::set<std::string> flags = {"coordinator", "listen", "advertise", "kv-listen",     "tp",
-                                       "group",       "threads", "device",    "step-delay-ms", "busy-poll"};
+  const std::set<std::string> flags = {"coordinator", "listen",    "advertise",        "kv-listen",
+                                       "tp",          "group",     "threads",          "device",
+                                       "step-delay-ms", "busy-poll", "gpu-collectives"};
   if (!cli::CheckFlags(args, flags, &error)) return Fail(error);
   cli::FlagsFromEnvironment(flags, {"busy-poll"}, &args);
   if (!args.Has("coordinator")) return Fail("needs --coordinator HOST:PORT");
@@ -116,6 +119,10 @@ int Main(int argc, char** argv) {
                            cuda_device >= 0)) {
     return Fail(absl::StrCat("--device must be cpu or cuda:N, got '", device, "'"));
   }
+  const std::string collectives = args.Has("gpu-collectives") ? args.flags.at("gpu-collectives") : "nccl";
+  if (collectives != "nccl" && collectives != "gloo") {
+    return Fail(absl::StrCat("--gpu-collectives must be nccl or gloo, got '", collectives, "'"));
+  }
   const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:0";
   std::string host = args.Has("advertise") ? args.flags.at("advertise") : listen.substr(0, listen.rfind(':'));
   if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
@@ -127,6 +134,7 @@ int Main(int argc, char** argv) {
   WorkerOptions options;
   options.threads = threads;
   options.cuda_device = cuda_device;
+  options.gloo_on_gpu = collectives == "gloo";
   options.step_delay_ms = step_delay_ms;
   options.coordinator_address = args.flags.at("coordinator");
   options.host = host;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "parallel/nccl_communicator.h"
 #include "worker/coordinator_store.h"
 
 namespace tessera::worker {
@@ -17,35 +18,46 @@ grpc::Status ToGrpc(const absl::Status& s) {
 
 absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::internal::LoadModelRequest& request) {
   const int tp = std::max(1, request.tp_size()), ep = std::max(1, request.ep_size());
-  if (options_.cuda_device >= 0) {
-    if (tp * ep > 1) {
-      return absl::FailedPreconditionError("tensor and expert parallelism on CUDA workers are not supported yet");
-    }
-    return MakeCudaEngine(request.model_dir(), options_.cuda_device, request.block_size(), request.num_kv_blocks(),
-                          request.kv_memory_bytes());
-  }
+  const bool gpu = options_.cuda_device >= 0;
   models::ModelOptions options;
   options.num_threads = options_.threads;
   if (tp * ep > 1) {
-    // Meet the other ranks of the group through the coordinator's store.
+    // Meet the other ranks of the group through the coordinator's store: NCCL between
+    // GPUs, Gloo over TCP between CPU workers (or GPUs asked to use it).
     CoordinatorStore store(options_.coordinator_address);
-    parallel::GlooOptions gloo;
-    gloo.hostname = options_.host;
-    gloo.busy_poll = options_.busy_poll;
-    if (request.collective_timeout_ms() > 0) gloo.timeout = std::chrono::milliseconds(request.collective_timeout_ms());
+    const std::chrono::milliseconds timeout(request.collective_timeout_ms() > 0 ? request.collective_timeout_ms()
+                                                                                 : 30000);
+    auto connect = [&](int rank, int size, const std::string& prefix) {
+      if (gpu && !options_.gloo_on_gpu) {
+        parallel::NcclOptions nccl;
+        nccl.device = options_.cuda_device;
+        nccl.timeout = timeout;
+        nccl.prefix = prefix;
+        return parallel::CreateNcclCommunicator(rank, size, store, nccl);
+      }
+      parallel::GlooOptions gloo;
+      gloo.hostname = options_.host;
+      gloo.busy_poll = options_.busy_poll;
+      gloo.timeout = timeout;
+      gloo.prefix = prefix;
+      return parallel::CreateGlooCommunicator(rank, size, store, gloo);
+    };
     const int rank = request.ep_rank() * tp + request.tp_rank();
     if (tp > 1) {
-      gloo.prefix = absl::StrCat(request.group_key(), "/tp-", request.ep_rank());
-      ASSIGN_OR_RETURN(tp_comm_, parallel::CreateGlooCommunicator(request.tp_rank(), tp, store, gloo));
+      const std::string prefix = absl::StrCat(request.group_key(), "/tp-", request.ep_rank());
+      ASSIGN_OR_RETURN(tp_comm_, connect(request.tp_rank(), tp, prefix));
     }
     if (ep > 1) {
-      gloo.prefix = absl::StrCat(request.group_key(), "/all");
-      ASSIGN_OR_RETURN(all_comm_, parallel::CreateGlooCommunicator(rank, tp * ep, store, gloo));
+      ASSIGN_OR_RETURN(all_comm_, connect(rank, tp * ep, absl::StrCat(request.group_key(), "/all")));
     }
     options.tp = {request.tp_rank(), tp};
     options.ep = {request.ep_rank(), ep};
     options.communicator = tp_comm_.get();
     options.moe_communicator = all_comm_.get();
+  }
+  if (gpu) {
+    return MakeCudaEngine(request.model_dir(), options_.cuda_device, options, request.block_size(),
+                          request.num_kv_blocks(), request.kv_memory_bytes());
   }
   ASSIGN_OR_RETURN(std::unique_ptr<models::Model> model, models::Model::Load(request.model_dir(), options));
   int32_t blocks = request.num_kv_blocks();

@@ -16,6 +16,10 @@ namespace tessera::worker {
 struct WorkerOptions {
   int threads = 0;  // kernel threads; 0 = every core this process may use
   int cuda_device = -1;  // >= 0: run on that CUDA device (--device cuda:N); else the CPU
+  // A GPU worker's tensor/expert-parallel collectives go over Gloo (TCP, staged through
+  // host memory) instead of NCCL (--gpu-collectives gloo): GPUs NCCL cannot join, or
+  // several ranks sharing one GPU.
+  bool gloo_on_gpu = false;
   std::string coordinator_address;  // its rendezvous store joins tensor-parallel ranks
   std::string host = "127.0.0.1";   // address peers reach this worker's collectives at
   // Small all-reduces spin instead of sleeping (parallel::GlooOptions::busy_poll):

@@ -26,12 +26,17 @@ __device__ float Act(float x, Activation act) {
 
 // Row kernels: blockIdx.x is the row (rows may exceed gridDim.y's 65535), blockIdx.y
 // the chunk of the row.
-__global__ void EmbeddingKernel(const void* __restrict__ table, bool bf16, const int32_t* __restrict__ ids,
-                                int64_t dim, float* __restrict__ out) {
+__global__ void EmbeddingKernel(const void* __restrict__ table, bool bf16, int64_t id0, int64_t table_rows,
+                                const int32_t* __restrict__ ids, int64_t dim, float* __restrict__ out) {
   const int64_t row = blockIdx.x;
   const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= dim) return;
-  const int64_t src = static_cast<int64_t>(ids[row]) * dim + i;
+  const int64_t local = static_cast<int64_t>(ids[row]) - id0;
+  if (local < 0 || local >= table_rows) {
+    out[row * dim + i] = 0.0f;
+    return;
+  }
+  const int64_t src = local * dim + i;
   out[row * dim + i] = bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(table)[src])
                             : static_cast<const float*>(table)[src];
 }
@@ -79,10 +84,23 @@ __global__ void GatherRowsKernel(const float* __restrict__ src, const int32_t* _
   if (i < dim) dst[blockIdx.x * dim + i] = src[static_cast<int64_t>(rows[blockIdx.x]) * dim + i];
 }
 
-__global__ void ScatterAddRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ rows,
-                                     const float* __restrict__ weights, int64_t dim, float* __restrict__ dst) {
+__global__ void AddResidualKernel(float* __restrict__ residual, const float* __restrict__ partial,
+                                  const float* __restrict__ bias, int64_t n, int64_t dim) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) residual[i] += partial[i] + (bias != nullptr ? bias[i % dim] : 0.0f);
+}
+
+__global__ void CombineRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ slots,
+                                  const float* __restrict__ weights, int k, int64_t dim, float* __restrict__ out) {
   const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < dim) dst[static_cast<int64_t>(rows[blockIdx.x]) * dim + i] += weights[blockIdx.x] * src[blockIdx.x * dim + i];
+  if (i >= dim) return;
+  const int64_t row = blockIdx.x;
+  float acc = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    const int32_t slot = slots[row * k + j];
+    if (slot >= 0) acc += weights[row * k + j] * src[static_cast<int64_t>(slot) * dim + i];
+  }
+  out[row * dim + i] = acc;
 }
 
 __global__ void ToBf16Kernel(const float* __restrict__ x, int64_t n, __nv_bfloat16* __restrict__ out) {
@@ -92,11 +110,11 @@ __global__ void ToBf16Kernel(const float* __restrict__ x, int64_t n, __nv_bfloat
 
 }  // namespace
 
-int LaunchEmbedding(const void* table, bool table_bf16, const int32_t* ids, int64_t rows, int64_t dim, float* out,
-                    void* stream) {
+int LaunchEmbedding(const void* table, bool table_bf16, int64_t id0, int64_t table_rows, const int32_t* ids,
+                    int64_t rows, int64_t dim, float* out, void* stream) {
   if (rows <= 0) return cudaSuccess;
   EmbeddingKernel<<<dim3(static_cast<unsigned>(rows), Blocks(dim)), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      table, table_bf16, ids, dim, out);
+      table, table_bf16, id0, table_rows, ids, dim, out);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -136,11 +154,19 @@ int LaunchGatherRows(const float* src, const int32_t* rows, int64_t count, int64
   return static_cast<int>(cudaGetLastError());
 }
 
-int LaunchScatterAddRows(const float* src, const int32_t* rows, const float* weights, int64_t count, int64_t dim,
-                         float* dst, void* stream) {
-  if (count <= 0) return cudaSuccess;
-  ScatterAddRowsKernel<<<dim3(static_cast<unsigned>(count), Blocks(dim)), kThreads, 0,
-                         static_cast<cudaStream_t>(stream)>>>(src, rows, weights, dim, dst);
+int LaunchAddResidual(float* residual, const float* partial, const float* bias, int64_t rows, int64_t dim,
+                      void* stream) {
+  if (rows * dim <= 0) return cudaSuccess;
+  AddResidualKernel<<<Blocks(rows * dim), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(residual, partial, bias,
+                                                                                             rows * dim, dim);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchCombineRows(const float* src, const int32_t* slots, const float* weights, int64_t rows, int k,
+                      int64_t dim, float* out, void* stream) {
+  if (rows <= 0) return cudaSuccess;
+  CombineRowsKernel<<<dim3(static_cast<unsigned>(rows), Blocks(dim)), kThreads, 0,
+                      static_cast<cudaStream_t>(stream)>>>(src, slots, weights, k, dim, out);
   return static_cast<int>(cudaGetLastError());
 }
 

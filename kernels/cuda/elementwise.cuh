@@ -11,9 +11,11 @@
 
 namespace tessera::kernels::cuda {
 
-// out[r] = table[ids[r]] (dim floats); `table` is fp32, or bf16 when `table_bf16`.
-int LaunchEmbedding(const void* table, bool table_bf16, const int32_t* ids, int64_t rows, int64_t dim, float* out,
-                    void* stream);
+// out[r] = table[ids[r] - id0] (dim floats) for ids in [id0, id0 + table_rows), zeros
+// for the others (a tensor-parallel rank holds one slice of the vocabulary; an
+// all-reduce completes the rows). `table` is fp32, or bf16 when `table_bf16`.
+int LaunchEmbedding(const void* table, bool table_bf16, int64_t id0, int64_t table_rows, const int32_t* ids,
+                    int64_t rows, int64_t dim, float* out, void* stream);
 
 // gate_up rows are [gate(inner) | up(inner)]; out = act(gate) ⊙ up, [rows, inner].
 int LaunchGatedActivation(const float* gate_up, int64_t rows, int64_t inner, Activation act, float* out,
@@ -39,9 +41,16 @@ int LaunchAddBias(float* y, const float* bias, int64_t rows, int64_t n, void* st
 // dst[i, :] = src[rows[i], :] for i < count, dim floats a row.
 int LaunchGatherRows(const float* src, const int32_t* rows, int64_t count, int64_t dim, float* dst, void* stream);
 
-// dst[rows[i], :] += weights[i] * src[i, :] for i < count (rows distinct).
-int LaunchScatterAddRows(const float* src, const int32_t* rows, const float* weights, int64_t count, int64_t dim,
-                         float* dst, void* stream);
+// residual[r, :] += partial[r, :] + bias (bias may be null): a row-parallel layer's
+// all-reduced output joining the residual stream, in the CPU's order.
+int LaunchAddResidual(float* residual, const float* partial, const float* bias, int64_t rows, int64_t dim,
+                      void* stream);
+
+// The MoE combine: out[r, :] = sum over j < k of weights[r*k + j] * src[slots[r*k + j], :],
+// summed in j order, skipping slots < 0 (experts another rank runs); deterministic,
+// no atomics. The caller orders each row's slots by expert, as the CPU sums them.
+int LaunchCombineRows(const float* src, const int32_t* slots, const float* weights, int64_t rows, int k,
+                      int64_t dim, float* out, void* stream);
 
 // out = bf16(x), round to nearest even, n elements (out: uint16_t bit patterns).
 int LaunchToBf16(const float* x, int64_t n, uint16_t* out, void* stream);

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -25,9 +27,25 @@ class Gemm {
   absl::Status Run(const float* x, int64_t m, int64_t k, const float* w, int64_t n, float* out,
                    bool accumulate = false);
 
+  // One product of a grouped GEMM: out[m, n] = x[m, k] · w[n, k]ᵀ.
+  struct Problem {
+    const void* x;
+    const void* w;
+    float* out;
+    int64_t m;
+  };
+  // Every problem (same k, n and input dtype: bf16, else fp32) in one cuBLAS call
+  // (cublasGemmGroupedBatchedEx): the experts of an MoE layer, each over the rows
+  // routed to it, without a launch per expert. UNIMPLEMENTED when this cuBLAS does
+  // not support the types; the caller then runs the problems one by one.
+  absl::Status RunGrouped(std::span<const Problem> problems, int64_t k, int64_t n, bool bf16);
+
  private:
-  explicit Gemm(void* handle) : handle_(handle) {}
+  explicit Gemm(void* handle, void* stream) : handle_(handle), stream_(stream) {}
   void* handle_;  // cublasHandle_t
+  void* stream_;  // cudaStream_t
+  void** pointers_ = nullptr;  // device array of the grouped call's x, w, out pointers
+  size_t pointer_capacity_ = 0;
 };
 
 }  // namespace tessera::kernels::cuda
