@@ -40,7 +40,8 @@ constexpr Shape kShapes[] = {
     {"TinyLlama-1.1B", 2048, 5632, 22, 32, 4, 64, 32000},
     {"Llama-8B", 4096, 14336, 32, 32, 8, 128, 128256},
 };
-constexpr double kNominalHbmGBps = 4800, kNominalBf16Tflops = 989;
+// H200 SXM datasheet figures (dense): HBM3e bandwidth, bf16 tensor-core and fp32 CUDA-core peaks.
+constexpr double kNominalHbmGBps = 4800, kNominalBf16Tflops = 989, kNominalFp32Tflops = 67;
 
 #define CHECK_CUDA(x)                                                                \
   do {                                                                               \
@@ -142,44 +143,68 @@ void Matmuls(const Shape& sh, double copy_gbps, kernels::cuda::Gemm& gemm) {
   (void)max_w;
 }
 
-void Attention(const Shape& sh, double copy_gbps) {
+// Paged attention over `seqs` sequences of `context` keys each, every key of the
+// last `new_tokens` rows attended (1: decode; context: a whole prefill). Returns the
+// seconds per call; *kv_bytes the K+V bytes read once.
+double PagedAttentionTime(const Shape& sh, int64_t seqs, int64_t context, int64_t new_tokens, double* kv_bytes) {
   const int block_size = 16;
-  const int64_t rows = 32, context = 4096, blocks_per_seq = context / block_size, blocks = rows * blocks_per_seq;
+  const int64_t blocks_per_seq = context / block_size, blocks = seqs * blocks_per_seq, rows = seqs * new_tokens;
   const int64_t head_stride = block_size * sh.head_dim, block_stride = head_stride * sh.kv_heads;
   float* k = static_cast<float*>(Alloc(blocks * block_stride * 4));
   float* v = static_cast<float*>(Alloc(blocks * block_stride * 4));
-  std::vector<int32_t> tables(blocks), positions(rows), offsets(rows);
+  std::vector<int32_t> tables(blocks), positions, offsets;
   for (int64_t b = 0; b < blocks; ++b) tables[b] = static_cast<int32_t>((b * 7919) % blocks);
-  for (int64_t r = 0; r < rows; ++r) {
-    positions[r] = static_cast<int32_t>(context - 1);
-    offsets[r] = static_cast<int32_t>(r * blocks_per_seq);
+  for (int64_t sq = 0; sq < seqs; ++sq) {
+    for (int64_t i = 0; i < new_tokens; ++i) {
+      positions.push_back(static_cast<int32_t>(context - new_tokens + i));
+      offsets.push_back(static_cast<int32_t>(sq * blocks_per_seq));
+    }
   }
+  const std::vector<int64_t> per_seq(seqs, new_tokens);
+  const kernels::cuda::AttentionPlan plan = kernels::cuda::PlanAttention(per_seq.data(), seqs);
   auto upload = [](const std::vector<int32_t>& h) {
-    void* d = Alloc(h.size() * 4);
+    void* d = Alloc(std::max<size_t>(1, h.size()) * 4);
     cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice);
     return static_cast<int32_t*>(d);
   };
-  int32_t *dt = upload(tables), *dp = upload(positions), *doff = upload(offsets);
+  int32_t *dt = upload(tables), *dp = upload(positions), *doff = upload(offsets), *dtiles = upload(plan.tiles),
+          *dsingle = upload(plan.single_rows);
   kernels::AttentionShape shape{static_cast<int>(sh.heads), static_cast<int>(sh.kv_heads),
                                 static_cast<int>(sh.head_dim), 0, 0.125f};
   kernels::PagedKvView kv{k, v, block_stride, head_stride, block_size, static_cast<int>(sh.head_dim)};
   const kernels::cuda::DeviceRows drows{dp, doff, dt, rows};
+  const kernels::cuda::DevicePlan dplan{dtiles, plan.num_tiles(), dsingle,
+                                        static_cast<int64_t>(plan.single_rows.size())};
   float* q = static_cast<float*>(Alloc(rows * sh.heads * sh.head_dim * 4));
   float* out = static_cast<float*>(Alloc(rows * sh.heads * sh.head_dim * 4));
-  float* ws = static_cast<float*>(Alloc(std::max<int64_t>(4, kernels::cuda::PagedAttentionWorkspace(rows, shape, context) * 4)));
+  float* ws = static_cast<float*>(
+      Alloc(std::max<int64_t>(4, kernels::cuda::PagedAttentionWorkspace(dplan.num_single, shape, context) * 4)));
   const double s = Time([&] {
-    kernels::cuda::LaunchPagedAttention(q, sh.heads * sh.head_dim, kv, shape, drows, context, ws, out,
+    kernels::cuda::LaunchPagedAttention(q, sh.heads * sh.head_dim, kv, shape, drows, dplan, context, ws, out,
                                         sh.heads * sh.head_dim, nullptr);
   });
-  const double bytes = 2.0 * blocks * block_stride * 4;
-  std::printf("%s paged attention, %ld decode rows x %ld keys (f32 KV): %.3f ms, %.0f GB/s of K+V = %.2f of measured "
-              "copy bandwidth\n",
-              sh.name, static_cast<long>(rows), static_cast<long>(context), s * 1e3, bytes / s / 1e9,
-              bytes / s / 1e9 / copy_gbps);
+  *kv_bytes = 2.0 * blocks * block_stride * 4;
   for (void* p : {static_cast<void*>(k), static_cast<void*>(v), static_cast<void*>(q), static_cast<void*>(out),
-                  static_cast<void*>(ws), static_cast<void*>(dt), static_cast<void*>(dp), static_cast<void*>(doff)}) {
+                  static_cast<void*>(ws), static_cast<void*>(dt), static_cast<void*>(dp), static_cast<void*>(doff),
+                  static_cast<void*>(dtiles), static_cast<void*>(dsingle)}) {
     cudaFree(p);
   }
+  return s;
+}
+
+void Attention(const Shape& sh, double copy_gbps) {
+  double bytes = 0;
+  const double decode = PagedAttentionTime(sh, 32, 4096, 1, &bytes);
+  std::printf("%s paged attention, 32 decode rows x 4096 keys (f32 KV): %.3f ms, %.0f GB/s of K+V = %.2f of measured "
+              "copy bandwidth\n",
+              sh.name, decode * 1e3, bytes / decode / 1e9, bytes / decode / 1e9 / copy_gbps);
+  const int64_t n = 4096;
+  const double prefill = PagedAttentionTime(sh, 1, n, n, &bytes);
+  const double flops = 4.0 * sh.heads * sh.head_dim * (n * (n + 1) / 2.0);  // QK^T and PV over the causal half
+  std::printf("%s paged attention, one %ld-token causal prefill (tiled kernel, f32 CUDA cores): %.2f ms, %.1f "
+              "TFLOP/s = %.2f of the nominal fp32 peak\n",
+              sh.name, static_cast<long>(n), prefill * 1e3, flops / prefill / 1e12,
+              flops / prefill / 1e12 / kNominalFp32Tflops);
 }
 
 // The synthetic TinyLlama-1.1B on the GPU: a 512-token prefill, then batch-1 decode

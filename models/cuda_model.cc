@@ -197,7 +197,7 @@ struct CudaModel::Impl {
 
   // Scratch, grown to the largest step seen.
   DeviceMemory x, h, pos_emb, qkv, attn, mlp, act, bf16, selected, logits, partial;
-  DeviceMemory tokens, positions, table_offsets, tables, freqs, workspace, keep;
+  DeviceMemory tokens, positions, table_offsets, tables, freqs, workspace, keep, plan_tiles, plan_single;
   DeviceMemory router_logits, route_ids, route_weights, moe_rows, moe_slots, moe_weights, moe_in, moe_mlp, moe_act,
       moe_out, gathered_logits;
   std::vector<float> staging;  // host copies for host communicators
@@ -491,8 +491,10 @@ absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool
   // The rows' metadata, built on the host and uploaded once per step.
   std::vector<int32_t> tokens, positions, table_offsets, tables, keep;
   std::vector<float> freqs, scratch;
+  std::vector<int64_t> new_tokens;
   int64_t max_keys = 0;
   for (const SequenceInput& s : batch) {
+    new_tokens.push_back(static_cast<int64_t>(s.tokens.size()));
     const int32_t offset = static_cast<int32_t>(tables.size());
     tables.insert(tables.end(), s.block_table.begin(), s.block_table.end());
     const int64_t n = static_cast<int64_t>(s.tokens.size());
@@ -515,6 +517,11 @@ absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool
   RETURN_IF_ERROR(m.keep.Upload(keep));
   if (rope) RETURN_IF_ERROR(m.freqs.Upload(freqs));
   const kc::DeviceRows drows{m.positions.as<int32_t>(), m.table_offsets.as<int32_t>(), m.tables.as<int32_t>(), rows};
+  const kc::AttentionPlan plan = kc::PlanAttention(new_tokens.data(), static_cast<int64_t>(new_tokens.size()));
+  RETURN_IF_ERROR(m.plan_tiles.Upload(plan.tiles));
+  RETURN_IF_ERROR(m.plan_single.Upload(plan.single_rows));
+  const kc::DevicePlan dplan{m.plan_tiles.as<int32_t>(), plan.num_tiles(), m.plan_single.as<int32_t>(),
+                             static_cast<int64_t>(plan.single_rows.size())};
 
   RETURN_IF_ERROR(m.x.Reserve(rows * hidden * sizeof(float)));
   RETURN_IF_ERROR(m.h.Reserve(rows * hidden * sizeof(float)));
@@ -565,10 +572,10 @@ absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool
     shape.head_dim = hd;
     shape.window = spec_.sliding_window[l];
     shape.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    RETURN_IF_ERROR(m.workspace.Reserve(std::max<int64_t>(1, kc::PagedAttentionWorkspace(rows, shape, max_keys)) *
-                                        sizeof(float)));
-    RETURN_IF_CUDA(kc::LaunchPagedAttention(qkv, qkv_width, view, shape, drows, max_keys, m.workspace.as<float>(),
-                                            m.attn.as<float>(), w.q_size, nullptr));
+    RETURN_IF_ERROR(m.workspace.Reserve(
+        std::max<int64_t>(1, kc::PagedAttentionWorkspace(dplan.num_single, shape, max_keys)) * sizeof(float)));
+    RETURN_IF_CUDA(kc::LaunchPagedAttention(qkv, qkv_width, view, shape, drows, dplan, max_keys,
+                                            m.workspace.as<float>(), m.attn.as<float>(), w.q_size, nullptr));
     RETURN_IF_ERROR(m.RowParallel(w.o, m.attn.as<float>(), rows, x));
 
     // MLP.

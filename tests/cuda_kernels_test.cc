@@ -200,6 +200,10 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
       {8, 2, 128, 0, {{700, 1}, {0, 33}, {1500, 2}}},  // GQA; long contexts split
       {4, 1, 64, 48, {{300, 1}, {10, 20}}},            // MQA, sliding window
       {2, 2, 256, 0, {{31, 1}}},
+      {8, 2, 128, 0, {{100, 70}, {0, 8}, {3, 7}}},     // prefill tiles after a cached prefix
+      {4, 1, 64, 24, {{50, 100}}},                     // a window shorter than the tile's span
+      {2, 2, 256, 0, {{0, 40}}},                       // the tile's staging beyond 48 KB
+      {4, 4, 80, 0, {{17, 33}}},                       // head_dim not a multiple of 32
   };
   for (const Case& c : cases) {
     const int block_size = 16;
@@ -245,18 +249,41 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
     PagedAttention(q.data(), q_stride, host_kv, shape, seqs, want.data(), q_stride, &pool_);
 
     DeviceBuffer<float> dk_cache(Random(blocks * block_stride, 9)), dv_cache(Random(blocks * block_stride, 10));
-    DeviceBuffer<float> dq(q), dk(k), dv(v), dout(rows * q_stride);
+    DeviceBuffer<float> dq(q), dk(k), dv(v);
     DeviceBuffer<int32_t> dtables(tables), dpos(positions), doff(offsets);
     DeviceBuffer<float> workspace(std::max<int64_t>(1, cuda::PagedAttentionWorkspace(rows, shape, max_keys)));
     PagedKvView dev_kv{dk_cache.get(), dv_cache.get(), block_stride, head_stride, block_size, c.head_dim};
     const cuda::DeviceRows drows{dpos.get(), doff.get(), dtables.get(), rows};
     ASSERT_EQ(cuda::LaunchWriteKv(dk.get(), dv.get(), kv_row, dev_kv, c.kv_heads, drows, nullptr), 0);
-    ASSERT_EQ(cuda::LaunchPagedAttention(dq.get(), q_stride, dev_kv, shape, drows, max_keys, workspace.get(),
-                                         dout.get(), q_stride, nullptr),
-              0);
     ExpectNear(dk_cache.Host(), k_cache, 0.0f);  // the writes land in the same slots
-    ExpectNear(dout.Host(), want, 1e-4f);
+    // As planned (prefill tiles where a sequence has enough rows), then every row
+    // through the decode kernel: both equal the CPU.
+    std::vector<int64_t> new_tokens;
+    for (auto [ctx, n] : c.seqs) new_tokens.push_back(n);
+    cuda::AttentionPlan planned = cuda::PlanAttention(new_tokens.data(), static_cast<int64_t>(new_tokens.size()));
+    cuda::AttentionPlan singles;
+    for (int32_t r = 0; r < rows; ++r) singles.single_rows.push_back(r);
+    for (const cuda::AttentionPlan* plan : {&planned, &singles}) {
+      DeviceBuffer<int32_t> dtiles(plan->tiles), dsingle(plan->single_rows);
+      const cuda::DevicePlan dplan{dtiles.get(), plan->num_tiles(), dsingle.get(),
+                                   static_cast<int64_t>(plan->single_rows.size())};
+      DeviceBuffer<float> dout(rows * q_stride);
+      ASSERT_EQ(cuda::LaunchPagedAttention(dq.get(), q_stride, dev_kv, shape, drows, dplan, max_keys,
+                                           workspace.get(), dout.get(), q_stride, nullptr),
+                0);
+      ExpectNear(dout.Host(), want, 1e-4f);
+    }
   }
+}
+
+// The plan is host code: it runs (and is checked) without a GPU.
+TEST(AttentionPlanTest, LongSequencesGoInTilesShortOnesRowByRow) {
+  const std::vector<int64_t> new_tokens = {1, 70, 7, 8, 1};
+  const cuda::AttentionPlan plan = cuda::PlanAttention(new_tokens.data(), 5);
+  // Rows: [0] decode, [1, 71) tiled 32 + 32 + 6, [71, 78) one by one, [78, 86) one tile, [86] decode.
+  EXPECT_EQ(plan.tiles, (std::vector<int32_t>{1, 32, 33, 32, 65, 6, 78, 8}));
+  std::vector<int32_t> singles = {0, 71, 72, 73, 74, 75, 76, 77, 86};
+  EXPECT_EQ(plan.single_rows, singles);
 }
 
 // The row moves of the MoE path, the bias add of the linear layers and the residual

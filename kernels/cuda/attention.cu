@@ -40,9 +40,9 @@ __global__ void WriteKvKernel(const float* __restrict__ k, const float* __restri
 // are merged at the end. With one split the result is final; otherwise (max, sum,
 // unnormalised output) go to the workspace for MergeKernel.
 __global__ void AttentionKernel(const float* __restrict__ q, int64_t q_stride, PagedKvView kv, AttentionShape shape,
-                                DeviceRows rows, int splits, float* __restrict__ workspace, float* __restrict__ out,
-                                int64_t out_stride) {
-  const int64_t r = blockIdx.x;
+                                DeviceRows rows, const int32_t* __restrict__ row_ids, int splits,
+                                float* __restrict__ workspace, float* __restrict__ out, int64_t out_stride) {
+  const int64_t r = row_ids[blockIdx.x];
   const int h = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int dim = shape.head_dim, per_lane = (dim + 31) / 32;
@@ -94,7 +94,7 @@ __global__ void AttentionKernel(const float* __restrict__ q, int64_t q_stride, P
   for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, warp_m[w]);
   float l_all = 0.0f;
   for (int w = 0; w < kWarps; ++w) l_all += warp_l[w] * (warp_l[w] > 0.0f ? expf(warp_m[w] - m_all) : 0.0f);
-  const int64_t slot = (r * shape.num_heads + h) * splits + split;
+  const int64_t slot = (static_cast<int64_t>(blockIdx.x) * shape.num_heads + h) * splits + split;
   for (int d = threadIdx.x; d < dim; d += blockDim.x) {
     float o = 0.0f;
     for (int w = 0; w < kWarps; ++w) o += warp_l[w] > 0.0f ? warp_acc[w][d] * expf(warp_m[w] - m_all) : 0.0f;
@@ -111,11 +111,12 @@ __global__ void AttentionKernel(const float* __restrict__ q, int64_t q_stride, P
 }
 
 // Block (row, head): the splits' states, merged.
-__global__ void MergeKernel(const float* __restrict__ workspace, AttentionShape shape, int splits,
-                            float* __restrict__ out, int64_t out_stride) {
-  const int64_t r = blockIdx.x;
+__global__ void MergeKernel(const float* __restrict__ workspace, AttentionShape shape, const int32_t* __restrict__ row_ids,
+                            int splits, float* __restrict__ out, int64_t out_stride) {
+  const int64_t r = row_ids[blockIdx.x];
   const int h = blockIdx.y, dim = shape.head_dim;
-  const float* state = workspace + (r * shape.num_heads + h) * splits * static_cast<int64_t>(dim + 2);
+  const float* state =
+      workspace + (static_cast<int64_t>(blockIdx.x) * shape.num_heads + h) * splits * static_cast<int64_t>(dim + 2);
   float m = -FLT_MAX;
   for (int s = 0; s < splits; ++s) m = fmaxf(m, state[s * (dim + 2)]);
   float l = 0.0f;
@@ -133,7 +134,132 @@ __global__ void MergeKernel(const float* __restrict__ workspace, AttentionShape 
   }
 }
 
+
+// Block (query tile, head): kTileWarps warps, each owning kPrefillTile / kTileWarps rows
+// of the tile. Per key tile, the block stages kTileKeys keys and values in shared
+// memory (K rows padded by one float so that lanes reading different keys hit
+// different banks); lane j scores key j against each of its warp's rows, the warp
+// updates the row's online softmax, and every lane accumulates its head_dim slice of
+// p·V. Rows keep (max, sum, output) in registers until the last key.
+constexpr int kTileKeys = 32;  // one per lane
+constexpr int kTileWarps = 4;
+constexpr int kRowsPerWarp = kPrefillTile / kTileWarps;
+
+size_t PrefillSharedBytes(int head_dim) {
+  return sizeof(float) * (static_cast<size_t>(kPrefillTile) * head_dim + kTileKeys * (head_dim + 1) +
+                          static_cast<size_t>(kTileKeys) * head_dim);
+}
+
+__global__ void __launch_bounds__(kTileWarps * 32)
+    PrefillKernel(const float* __restrict__ q, int64_t q_stride, PagedKvView kv, AttentionShape shape, DeviceRows rows,
+                  const int32_t* __restrict__ tiles, float* __restrict__ out, int64_t out_stride) {
+  extern __shared__ float smem[];
+  const int dim = shape.head_dim, pitch = dim + 1;
+  float* q_tile = smem;                                // [kPrefillTile][dim], pre-scaled
+  float* k_tile = q_tile + kPrefillTile * dim;         // [kTileKeys][pitch]
+  float* v_tile = k_tile + kTileKeys * pitch;          // [kTileKeys][dim]
+  const int64_t first = tiles[2 * blockIdx.x];
+  const int count = tiles[2 * blockIdx.x + 1];
+  const int h = blockIdx.y;
+  const int kv_head = h / (shape.num_heads / shape.num_kv_heads);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int32_t* table = rows.block_tables + rows.table_offsets[first];
+  const int64_t pos0 = rows.positions[first], last = pos0 + count - 1;
+  const int64_t lo0 = shape.window > 0 ? max(static_cast<int64_t>(0), pos0 - shape.window + 1) : 0;
+
+  for (int i = threadIdx.x; i < count * dim; i += blockDim.x) {
+    const int row = i / dim, d = i % dim;
+    q_tile[i] = q[(first + row) * q_stride + static_cast<int64_t>(h) * dim + d] * shape.scale;
+  }
+
+  float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kMaxHeadDim / 32];
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    m[i] = -FLT_MAX;
+    l[i] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kMaxHeadDim / 32; ++c) acc[i][c] = 0.0f;
+  }
+
+  for (int64_t t0 = lo0; t0 <= last; t0 += kTileKeys) {
+    __syncthreads();  // the previous tile is consumed (and, the first time, q_tile written)
+    for (int i = threadIdx.x; i < kTileKeys * dim; i += blockDim.x) {
+      const int j = i / dim, d = i % dim;
+      const int64_t t = t0 + j;
+      const bool present = t <= last;
+      k_tile[j * pitch + d] = present ? KeyOrValue(kv.k_base, kv, table, kv_head, t)[d] : 0.0f;
+      v_tile[j * dim + d] = present ? KeyOrValue(kv.v_base, kv, table, kv_head, t)[d] : 0.0f;
+    }
+    __syncthreads();
+    const int64_t t = t0 + lane;  // this lane's key
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+      const int row = warp * kRowsPerWarp + i;
+      if (row >= count) continue;  // uniform across the warp
+      const int64_t p = pos0 + row;
+      const int64_t lo = shape.window > 0 ? max(static_cast<int64_t>(0), p - shape.window + 1) : 0;
+      const bool visible = t >= lo && t <= p;
+      float s = -FLT_MAX;
+      if (visible) {
+        s = 0.0f;
+        const float* qr = q_tile + row * dim;
+        const float* kr = k_tile + lane * pitch;
+        for (int d = 0; d < dim; ++d) s += qr[d] * kr[d];
+      }
+      float tile_max = s;
+      for (int offset = 16; offset > 0; offset /= 2) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, offset));
+      if (tile_max == -FLT_MAX) continue;  // no key of this tile is visible to the row
+      const float m_new = fmaxf(m[i], tile_max), correction = expf(m[i] - m_new);
+      const float prob = visible ? expf(s - m_new) : 0.0f;
+      float sum = prob;
+      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+      l[i] = l[i] * correction + sum;
+      m[i] = m_new;
+#pragma unroll
+      for (int c = 0; c < kMaxHeadDim / 32; ++c) acc[i][c] *= correction;
+      for (int j = 0; j < kTileKeys; ++j) {
+        const float pj = __shfl_sync(0xffffffffu, prob, j);
+        const float* vr = v_tile + j * dim;
+#pragma unroll
+        for (int c = 0; c < kMaxHeadDim / 32; ++c) {
+          const int d = lane + 32 * c;
+          if (d < dim) acc[i][c] += pj * vr[d];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    const int row = warp * kRowsPerWarp + i;
+    if (row >= count) continue;
+    float* o = out + (first + row) * out_stride + static_cast<int64_t>(h) * dim;
+#pragma unroll
+    for (int c = 0; c < kMaxHeadDim / 32; ++c) {
+      const int d = lane + 32 * c;
+      if (d < dim) o[d] = l[i] > 0.0f ? acc[i][c] / l[i] : 0.0f;
+    }
+  }
+}
+
 }  // namespace
+
+AttentionPlan PlanAttention(const int64_t* new_tokens, int64_t sequences) {
+  AttentionPlan plan;
+  int32_t row = 0;
+  for (int64_t s = 0; s < sequences; ++s) {
+    const int32_t n = static_cast<int32_t>(new_tokens[s]);
+    if (n >= kMinTiledRows) {
+      for (int32_t first = 0; first < n; first += kPrefillTile) {
+        plan.tiles.push_back(row + first);
+        plan.tiles.push_back(std::min(kPrefillTile, n - first));
+      }
+    } else {
+      for (int32_t i = 0; i < n; ++i) plan.single_rows.push_back(row + i);
+    }
+    row += n;
+  }
+  return plan;
+}
 
 int LaunchWriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& kv, int num_kv_heads,
                   const DeviceRows& rows, void* stream) {
@@ -143,25 +269,36 @@ int LaunchWriteKv(const float* k, const float* v, int64_t stride, const PagedKvV
   return static_cast<int>(cudaGetLastError());
 }
 
-int64_t PagedAttentionWorkspace(int64_t rows, const AttentionShape& shape, int64_t max_keys) {
+int64_t PagedAttentionWorkspace(int64_t single_rows, const AttentionShape& shape, int64_t max_keys) {
   const int splits = Splits(max_keys);
-  return splits == 1 ? 0 : rows * shape.num_heads * splits * static_cast<int64_t>(shape.head_dim + 2);
+  return splits == 1 ? 0 : single_rows * shape.num_heads * splits * static_cast<int64_t>(shape.head_dim + 2);
 }
 
 int LaunchPagedAttention(const float* q, int64_t q_stride, const PagedKvView& kv, const AttentionShape& shape,
-                         const DeviceRows& rows, int64_t max_keys, float* workspace, float* out, int64_t out_stride,
-                         void* stream) {
-  if (rows.count <= 0) return cudaSuccess;
+                         const DeviceRows& rows, const DevicePlan& plan, int64_t max_keys, float* workspace,
+                         float* out, int64_t out_stride, void* stream) {
   if (shape.head_dim > kMaxHeadDim || shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads != 0) {
     return static_cast<int>(cudaErrorInvalidValue);
   }
-  const int splits = Splits(max_keys);
   auto s = static_cast<cudaStream_t>(stream);
-  AttentionKernel<<<dim3(static_cast<unsigned>(rows.count), shape.num_heads, splits), kWarps * 32, 0, s>>>(
-      q, q_stride, kv, shape, rows, splits, workspace, out, out_stride);
-  if (splits > 1) {
-    MergeKernel<<<dim3(static_cast<unsigned>(rows.count), shape.num_heads), 128, 0, s>>>(workspace, shape, splits,
-                                                                                       out, out_stride);
+  if (plan.num_tiles > 0) {
+    const size_t shared = PrefillSharedBytes(shape.head_dim);
+    if (shared > 48 * 1024) {  // beyond the default: opt in (head_dim > 128)
+      const cudaError_t e =
+          cudaFuncSetAttribute(PrefillKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
+      if (e != cudaSuccess) return static_cast<int>(e);
+    }
+    PrefillKernel<<<dim3(static_cast<unsigned>(plan.num_tiles), shape.num_heads), kTileWarps * 32, shared, s>>>(
+        q, q_stride, kv, shape, rows, plan.tiles, out, out_stride);
+  }
+  if (plan.num_single > 0) {
+    const int splits = Splits(max_keys);
+    AttentionKernel<<<dim3(static_cast<unsigned>(plan.num_single), shape.num_heads, splits), kWarps * 32, 0, s>>>(
+        q, q_stride, kv, shape, rows, plan.single_rows, splits, workspace, out, out_stride);
+    if (splits > 1) {
+      MergeKernel<<<dim3(static_cast<unsigned>(plan.num_single), shape.num_heads), 128, 0, s>>>(
+          workspace, shape, plan.single_rows, splits, out, out_stride);
+    }
   }
   return static_cast<int>(cudaGetLastError());
 }
