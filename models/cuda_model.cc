@@ -10,6 +10,7 @@
 #include "common/bf16.h"
 #include "common/status.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/moe.cuh"
@@ -22,59 +23,7 @@ namespace {
 
 namespace kc = kernels::cuda;
 
-absl::Status CudaError(int e, const char* what) {
-  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(static_cast<cudaError_t>(e))));
-}
-
-// A launcher's or runtime call's error as a status.
-#define RETURN_IF_CUDA(expr)                                 \
-  do {                                                       \
-    if (const int e_ = static_cast<int>(expr); e_ != 0) {    \
-      return CudaError(e_, #expr);                           \
-    }                                                        \
-  } while (0)
-
-// Device memory, freed with the object. Reserve grows it (contents not kept).
-class DeviceMemory {
- public:
-  DeviceMemory() = default;
-  DeviceMemory(DeviceMemory&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), size_(std::exchange(o.size_, 0)) {}
-  DeviceMemory& operator=(DeviceMemory&& o) noexcept {
-    std::swap(ptr_, o.ptr_);
-    std::swap(size_, o.size_);
-    return *this;
-  }
-  ~DeviceMemory() { cudaFree(ptr_); }
-
-  absl::Status Reserve(size_t bytes) {
-    if (bytes <= size_) return absl::OkStatus();
-    cudaFree(ptr_);
-    ptr_ = nullptr;
-    size_ = 0;
-    RETURN_IF_CUDA(cudaMalloc(&ptr_, bytes));
-    size_ = bytes;
-    return absl::OkStatus();
-  }
-  // Copies `bytes` from the host, growing first.
-  absl::Status Upload(const void* host, size_t bytes) {
-    RETURN_IF_ERROR(Reserve(std::max<size_t>(bytes, 1)));
-    RETURN_IF_CUDA(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice));
-    return absl::OkStatus();
-  }
-  template <typename T>
-  absl::Status Upload(const std::vector<T>& host) {
-    return Upload(host.data(), host.size() * sizeof(T));
-  }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  bool empty() const { return ptr_ == nullptr; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t size_ = 0;
-};
+using kc::DeviceMemory;
 
 // A Linear on the device: the weight row-major [out, in] in its checkpoint precision.
 struct DeviceLinear {
@@ -199,8 +148,8 @@ struct CudaModel::Impl {
   DeviceMemory x, h, pos_emb, qkv, attn, mlp, act, bf16, selected, logits, partial;
   DeviceMemory tokens, positions, table_offsets, tables, freqs, workspace, keep, plan_tiles, plan_single;
   DeviceMemory router_logits, route_ids, route_weights, moe_rows, moe_slots, moe_weights, moe_in, moe_mlp, moe_act,
-      moe_out, gathered_logits;
-  std::vector<float> staging;  // host copies for host communicators
+      moe_out, gathered_logits, full_logits;
+  std::vector<float> staging, gathered_host;  // host copies for host communicators
 
   explicit Impl(const ModelSpec& spec) : rotary(spec) {}
 
@@ -334,36 +283,40 @@ struct CudaModel::Impl {
   }
 
   // The logits of this rank's vocabulary slice, gathered from every rank into full rows
-  // [rows, vocab] on the host.
-  absl::Status LmHead(const float* in, int64_t rows, std::vector<float>* out) {
+  // [rows, vocab] on the device; returns where they are.
+  absl::StatusOr<float*> LmHead(const float* in, int64_t rows) {
     const int64_t slice = lm_head.out;
     RETURN_IF_ERROR(logits.Reserve(rows * slice * sizeof(float)));
     RETURN_IF_ERROR(Linear(lm_head, in, rows, logits.as<float>(), false));
-    out->resize(static_cast<size_t>(rows * vocab));
-    if (tp == nullptr) {
-      RETURN_IF_CUDA(cudaMemcpy(out->data(), logits.as<float>(), out->size() * sizeof(float), cudaMemcpyDeviceToHost));
-      return absl::OkStatus();
-    }
+    if (tp == nullptr) return logits.as<float>();
     const int ranks = tp->size();
-    const size_t local = static_cast<size_t>(rows * slice);
-    std::vector<float> gathered(local * ranks);
+    const size_t local = static_cast<size_t>(rows * slice), all = local * ranks;
+    RETURN_IF_ERROR(full_logits.Reserve(rows * vocab * sizeof(float)));
+    // Each rank's [rows, slice] block lands in its columns of [rows, vocab] (the last
+    // slice may be padding past the vocabulary).
+    const void* gathered = nullptr;
+    cudaMemcpyKind kind;
     if (tp->device_buffers()) {
-      RETURN_IF_ERROR(gathered_logits.Reserve(gathered.size() * sizeof(float)));
-      RETURN_IF_ERROR(tp->AllGather({logits.as<float>(), local}, {gathered_logits.as<float>(), gathered.size()}));
-      RETURN_IF_CUDA(cudaMemcpy(gathered.data(), gathered_logits.as<float>(), gathered.size() * sizeof(float),
-                                cudaMemcpyDeviceToHost));
+      RETURN_IF_ERROR(gathered_logits.Reserve(all * sizeof(float)));
+      RETURN_IF_ERROR(tp->AllGather({logits.as<float>(), local}, {gathered_logits.as<float>(), all}));
+      gathered = gathered_logits.as<float>();
+      kind = cudaMemcpyDeviceToDevice;
     } else {
       staging.resize(local);
+      gathered_host.resize(all);
       RETURN_IF_CUDA(cudaMemcpy(staging.data(), logits.as<float>(), local * sizeof(float), cudaMemcpyDeviceToHost));
-      RETURN_IF_ERROR(tp->AllGather(staging, gathered));
+      RETURN_IF_ERROR(tp->AllGather(staging, gathered_host));
+      gathered = gathered_host.data();
+      kind = cudaMemcpyHostToDevice;
     }
-    for (int rank = 0; rank < ranks; ++rank) {  // [rank][row][slice] -> [row][vocab]
+    for (int rank = 0; rank < ranks; ++rank) {
       const int64_t v0 = rank * slice, count = std::min(slice, vocab - v0);
-      for (int64_t r = 0; r < rows && count > 0; ++r) {
-        std::copy_n(gathered.data() + (rank * rows + r) * slice, count, out->data() + r * vocab + v0);
-      }
+      if (count <= 0) continue;
+      RETURN_IF_CUDA(cudaMemcpy2D(full_logits.as<float>() + v0, vocab * sizeof(float),
+                                  static_cast<const float*>(gathered) + rank * local, slice * sizeof(float),
+                                  count * sizeof(float), rows, kind));
     }
-    return absl::OkStatus();
+    return full_logits.as<float>();
   }
 
   absl::Status Normalize(const ModelSpec& spec, const DeviceNorm& n, float* residual, const float* delta, float* out,
@@ -480,6 +433,15 @@ kvstore::KvLayout CudaModel::KvLayoutFor(int block_size) const {
 }
 
 absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool& kv, std::vector<float>* logits) {
+  ASSIGN_OR_RETURN(const float* device_logits, ForwardOnDevice(batch, kv));
+  size_t rows = 0;
+  for (const SequenceInput& s : batch) rows += s.all_logits ? s.tokens.size() : 1;
+  logits->resize(rows * impl_->vocab);
+  RETURN_IF_CUDA(cudaMemcpy(logits->data(), device_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<float*> CudaModel::ForwardOnDevice(std::span<const SequenceInput> batch, CudaKvPool& kv) {
   RETURN_IF_ERROR(ValidateBatch(spec_, KvLayoutFor(kv.layout().block_size), kv.layout(), kv.num_blocks(), batch));
   Impl& m = *impl_;
   RETURN_IF_CUDA(cudaSetDevice(m.device));
@@ -603,7 +565,7 @@ absl::Status CudaModel::Forward(std::span<const SequenceInput> batch, CudaKvPool
   RETURN_IF_ERROR(m.selected.Reserve(out_rows * hidden * sizeof(float)));
   RETURN_IF_CUDA(kc::LaunchGatherRows(x, m.keep.as<int32_t>(), out_rows, hidden, m.selected.as<float>(), nullptr));
   RETURN_IF_ERROR(m.Normalize(spec_, m.final_norm, m.selected.as<float>(), nullptr, h, out_rows));
-  return m.LmHead(h, out_rows, logits);
+  return m.LmHead(h, out_rows);
 }
 
 }  // namespace tessera::models

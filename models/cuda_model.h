@@ -64,6 +64,9 @@ class CudaModel {
   // sequence's last token (or every new token, per all_logits) into `logits`,
   // [rows, vocab] float32 on the host. The same errors, before anything is written.
   absl::Status Forward(std::span<const SequenceInput> batch, CudaKvPool& kv, std::vector<float>* logits);
+  // The same, leaving the logits on the device: [rows, vocab] float32, valid until the
+  // next call (the GPU sampler reads them there).
+  absl::StatusOr<float*> ForwardOnDevice(std::span<const SequenceInput> batch, CudaKvPool& kv);
 
  private:
   struct Impl;

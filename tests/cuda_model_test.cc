@@ -228,6 +228,41 @@ TEST(CudaWorkerTest, ServesExactlyWithThePrefixCache) {
   }
 }
 
+// A GPU worker samples on the device: a seeded request repeats exactly and depends on
+// its seed; a request asking for log-probabilities (sampled on the host) is served
+// while it shares steps with device-sampled ones. (Device and host samplers agree
+// token for token on the same logits: cuda_kernels_test.)
+TEST(CudaWorkerTest, SamplesOnTheDevice) {
+  if (kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: GPU tests skipped";
+  testing::LocalCluster cluster({testing::GoldenModelDir("llama"), 1, {}, {"--device", "cuda:0"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  std::vector<int32_t> prompt(12);
+  for (int i = 0; i < 12; ++i) prompt[i] = (i * 11 + 2) % 320;
+  v1::GenerateRequest sampled = testing::GreedyIds(prompt, 24);
+  auto* s = sampled.mutable_sampling();
+  s->set_temperature(0.9f);
+  s->set_top_p(0.95f);
+  s->set_top_k(50);
+  s->set_repetition_penalty(1.2f);
+  s->set_frequency_penalty(0.3f);
+  s->set_seed(1234);
+  v1::GenerateRequest with_logprobs = sampled;
+  with_logprobs.mutable_sampling()->set_logprobs(true);
+  with_logprobs.mutable_sampling()->set_top_logprobs(3);
+  auto stub = cluster.Stub();
+  testing::Outcome a, b, c;
+  std::thread other([&] { c = testing::Generate(*stub, with_logprobs); });  // shares steps with a
+  a = testing::Generate(*stub, sampled);
+  other.join();
+  b = testing::Generate(*stub, sampled);
+  ASSERT_TRUE(a.status.ok() && b.status.ok() && c.status.ok()) << a.status.error_message();
+  EXPECT_EQ(a.tokens.size(), 24u);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(c.tokens.size(), 24u);
+  s->set_seed(99);
+  EXPECT_NE(testing::Generate(*stub, sampled).tokens, a.tokens);
+}
+
 // A tensor-parallel group of two GPU workers (sharing device 0 over Gloo, as a one-GPU
 // machine can) serves what one CPU rank computes.
 TEST(CudaWorkerTest, TensorParallelGroupServesExactly) {

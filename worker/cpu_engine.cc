@@ -1,6 +1,7 @@
 // The CPU engine: models::Model over a CpuKvStorage in host memory.
 #include <cstring>
 
+#include "common/status.h"
 #include "kvstore/cpu_kv_storage.h"
 #include "worker/engine.h"
 
@@ -21,8 +22,15 @@ class CpuEngine final : public Engine {
   int32_t num_blocks() const override { return kv_.num_blocks(); }
   size_t weight_bytes() const override { return model_->weight_bytes(); }
 
-  absl::Status Forward(std::span<const models::SequenceInput> batch, std::vector<float>* logits) override {
-    return model_->Forward(batch, kv_, logits);
+  absl::Status Step(std::span<const models::SequenceInput> batch, std::span<const SampleSpec> samples,
+                    std::vector<kernels::SampledToken>* out) override {
+    RETURN_IF_ERROR(model_->Forward(batch, kv_, &logits_));
+    const int32_t vocab = spec().vocab_size;
+    out->clear();
+    for (const SampleSpec& s : samples) {
+      out->push_back(kernels::SampleToken(logits_.data() + s.row * vocab, vocab, *s.config, *s.history, s.uniform));
+    }
+    return absl::OkStatus();
   }
   absl::Status ReadBlock(int32_t block, float* host) override {
     std::memcpy(host, Block(block), BlockBytes());
@@ -39,6 +47,7 @@ class CpuEngine final : public Engine {
 
   std::unique_ptr<models::Model> model_;
   kvstore::CpuKvStorage kv_;  // on a CPU worker, the device pool
+  std::vector<float> logits_;
 };
 
 }  // namespace

@@ -1,13 +1,23 @@
-// The CUDA engine: models::CudaModel over a CudaKvPool in device memory.
+// The CUDA engine: models::CudaModel over a CudaKvPool in device memory, sampling on
+// the device (kernels/cuda/sampling.cuh) so that a step sends back tokens, not logits.
 #include <cuda_runtime.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/sampling.cuh"
 #include "models/cuda_model.h"
 #include "worker/engine.h"
 
 namespace tessera::worker {
 namespace {
+
+namespace kc = kernels::cuda;
+
+bool HasPenalties(const kernels::SamplingConfig& c) {
+  return c.repetition_penalty != 1.0f || c.presence_penalty != 0.0f || c.frequency_penalty != 0.0f;
+}
 
 class CudaEngine final : public Engine {
  public:
@@ -23,25 +33,84 @@ class CudaEngine final : public Engine {
   int32_t num_blocks() const override { return kv_->num_blocks(); }
   size_t weight_bytes() const override { return model_->weight_bytes(); }
 
-  absl::Status Forward(std::span<const models::SequenceInput> batch, std::vector<float>* logits) override {
-    return model_->Forward(batch, *kv_, logits);
+  absl::Status Step(std::span<const models::SequenceInput> batch, std::span<const SampleSpec> samples,
+                    std::vector<kernels::SampledToken>* out) override {
+    ASSIGN_OR_RETURN(float* logits, model_->ForwardOnDevice(batch, *kv_));
+    const int32_t vocab = spec().vocab_size;
+    out->assign(samples.size(), {});
+    std::vector<size_t> on_device;
+    for (size_t i = 0; i < samples.size(); ++i) {
+      if (!samples[i].config->logprobs) {
+        on_device.push_back(i);
+        continue;
+      }
+      // Log-probabilities: the host sampler serves them, from this row's logits.
+      row_.resize(vocab);
+      RETURN_IF_CUDA(cudaMemcpy(row_.data(), logits + samples[i].row * vocab, vocab * sizeof(float),
+                                cudaMemcpyDeviceToHost));
+      (*out)[i] = kernels::SampleToken(row_.data(), vocab, *samples[i].config, *samples[i].history,
+                                       samples[i].uniform);
+    }
+    if (on_device.empty()) return absl::OkStatus();
+
+    // The rows to sample, compacted, with their knobs and penalty lists.
+    const int64_t n = static_cast<int64_t>(on_device.size());
+    std::vector<int32_t> rows, penalty_tokens, penalty_counts;
+    std::vector<kc::SampleRow> configs;
+    for (size_t i : on_device) {
+      const SampleSpec& s = samples[i];
+      rows.push_back(static_cast<int32_t>(s.row));
+      kc::SampleRow row{*s.config, s.uniform, static_cast<int32_t>(penalty_tokens.size()), 0};
+      if (HasPenalties(*s.config)) {
+        for (const auto& [token, count] : s.history->output_counts) {
+          penalty_tokens.push_back(token);
+          penalty_counts.push_back(count);
+        }
+        for (const auto& [token, seen] : s.history->prompt_tokens) {
+          if (s.history->output_counts.contains(token)) continue;
+          penalty_tokens.push_back(token);
+          penalty_counts.push_back(0);
+        }
+        row.penalty_count = static_cast<int32_t>(penalty_tokens.size()) - row.penalty_offset;
+      }
+      configs.push_back(row);
+    }
+    RETURN_IF_ERROR(rows_.Upload(rows));
+    RETURN_IF_ERROR(configs_.Upload(configs));
+    RETURN_IF_ERROR(penalty_tokens_.Upload(penalty_tokens));
+    RETURN_IF_ERROR(penalty_counts_.Upload(penalty_counts));
+    RETURN_IF_ERROR(sample_logits_.Reserve(n * vocab * sizeof(float)));
+    RETURN_IF_ERROR(tokens_.Reserve(n * sizeof(int32_t)));
+    const size_t workspace_bytes = kc::SampleWorkspaceBytes(n, vocab);
+    RETURN_IF_ERROR(workspace_.Reserve(workspace_bytes));
+    RETURN_IF_CUDA(kc::LaunchGatherRows(logits, rows_.as<int32_t>(), n, vocab, sample_logits_.as<float>(), nullptr));
+    RETURN_IF_CUDA(kc::LaunchSample(sample_logits_.as<float>(), n, vocab, configs_.as<kc::SampleRow>(),
+                                    penalty_tokens_.as<int32_t>(), penalty_counts_.as<int32_t>(),
+                                    workspace_.as<void>(), workspace_bytes, tokens_.as<int32_t>(), nullptr));
+    std::vector<int32_t> tokens(n);
+    RETURN_IF_CUDA(cudaMemcpy(tokens.data(), tokens_.as<int32_t>(), n * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    for (int64_t j = 0; j < n; ++j) (*out)[on_device[j]].token = tokens[j];
+    return absl::OkStatus();
   }
+
   absl::Status ReadBlock(int32_t block, float* host) override {
-    return Check(cudaMemcpy(host, Block(block), BlockBytes(), cudaMemcpyDeviceToHost));
+    RETURN_IF_CUDA(cudaMemcpy(host, Block(block), BlockBytes(), cudaMemcpyDeviceToHost));
+    return absl::OkStatus();
   }
   absl::Status WriteBlock(int32_t block, const float* host) override {
-    return Check(cudaMemcpy(Block(block), host, BlockBytes(), cudaMemcpyHostToDevice));
+    RETURN_IF_CUDA(cudaMemcpy(Block(block), host, BlockBytes(), cudaMemcpyHostToDevice));
+    return absl::OkStatus();
   }
 
  private:
-  static absl::Status Check(cudaError_t e) {
-    return e == cudaSuccess ? absl::OkStatus() : absl::InternalError(cudaGetErrorString(e));
-  }
   float* Block(int32_t block) const { return kv_->data() + block * kv_->layout().block_elems(); }
   size_t BlockBytes() const { return static_cast<size_t>(kv_->layout().block_elems()) * sizeof(float); }
 
   std::unique_ptr<models::CudaModel> model_;
   std::unique_ptr<models::CudaKvPool> kv_;
+  // The sampler's buffers, grown to the largest step seen.
+  kc::DeviceMemory rows_, configs_, penalty_tokens_, penalty_counts_, sample_logits_, tokens_, workspace_;
+  std::vector<float> row_;  // one row of logits on the host (log-probability requests)
 };
 
 }  // namespace

@@ -10,11 +10,21 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/sampling.h"
 #include "kvstore/block_transfer.h"
 #include "kvstore/kv_layout.h"
 #include "models/model.h"
 
 namespace tessera::worker {
+
+// A sequence of a step that asked for a token: which logits row (the batch index of
+// the sequence), the request's knobs, its penalty history and the draw.
+struct SampleSpec {
+  size_t row = 0;
+  const kernels::SamplingConfig* config = nullptr;
+  const kernels::TokenHistory* history = nullptr;
+  double uniform = 0.0;  // kernels::CounterUniform(seed, index)
+};
 
 class Engine {
  public:
@@ -27,8 +37,13 @@ class Engine {
   virtual int32_t num_blocks() const = 0;
   virtual size_t weight_bytes() const = 0;
 
-  // As models::Model::Forward, against the engine's own KV pool.
-  virtual absl::Status Forward(std::span<const models::SequenceInput> batch, std::vector<float>* logits) = 0;
+  // One forward step against the engine's own KV pool (as models::Model::Forward, the
+  // last token's logits of each sequence), then a token for each of `samples` into
+  // `out` (same order), with the CPU sampler's semantics wherever it runs: a GPU
+  // samples on the device and sends back only tokens, except for requests that want
+  // log-probabilities, whose rows are sampled on the host.
+  virtual absl::Status Step(std::span<const models::SequenceInput> batch, std::span<const SampleSpec> samples,
+                            std::vector<kernels::SampledToken>* out) = 0;
   // A block's bytes to and from host memory (kv_layout().block_elems() floats): the
   // host tier's swaps and the data plane's fetches go through these.
   virtual absl::Status ReadBlock(int32_t block, float* host) = 0;

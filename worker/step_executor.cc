@@ -131,21 +131,27 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
                      seq.block_table, /*all_logits=*/false});
   }
   if (batch.empty()) return response;
-  RETURN_IF_ERROR(engine_->Forward(batch, &logits_));
 
-  const int32_t vocab = engine_->spec().vocab_size;
+  // The new tokens join each sequence's penalty history before its next token is drawn.
+  std::vector<SampleSpec> samples;
+  std::vector<uint64_t> sampled_ids;
   for (size_t i = 0; i < items.size(); ++i) {
     Sequence& seq = sequences_[items[i].id];
     seq.Computed({items[i].tokens->data(), static_cast<size_t>(items[i].tokens->size())});
     if (!items[i].sample) continue;
     // The draw depends on (seed, index of the token being generated) only.
     const uint64_t index = static_cast<uint64_t>(seq.computed - seq.prompt_len);
-    kernels::SampledToken s = kernels::SampleToken(logits_.data() + i * vocab, vocab, seq.sampling, seq.history,
-                                                   kernels::CounterUniform(seq.seed, index));
+    samples.push_back({i, &seq.sampling, &seq.history, kernels::CounterUniform(seq.seed, index)});
+    sampled_ids.push_back(items[i].id);
+  }
+  RETURN_IF_ERROR(engine_->Step(batch, samples, &sampled_));
+
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const kernels::SampledToken& s = sampled_[i];
     auto* out = response.add_sampled();
-    out->set_seq_id(items[i].id);
+    out->set_seq_id(sampled_ids[i]);
     out->set_token_id(s.token);
-    if (seq.sampling.logprobs) {
+    if (samples[i].config->logprobs) {
       auto* lp = out->mutable_logprob();
       lp->set_token_id(s.token);
       lp->set_logprob(s.logprob);

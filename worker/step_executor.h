@@ -66,7 +66,7 @@ class StepExecutor {
   std::unique_ptr<Engine> engine_;  // the model and the device tier (its KV pool)
   HostTier* host_;
   absl::flat_hash_map<uint64_t, Sequence> sequences_;
-  std::vector<float> logits_;
+  std::vector<kernels::SampledToken> sampled_;
 };
 
 // The sampling knobs of a request, with the API's defaults filled in.
