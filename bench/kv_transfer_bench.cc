@@ -13,8 +13,9 @@
 // bench/kv_transfer_bench.sh runs `fetch` between two network namespaces next to
 // iperf3 over the same veth link.
 #include <chrono>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
+#include <numeric>
 #include <thread>
 #include <vector>
 
@@ -50,24 +51,33 @@ std::vector<float> DevicePool(int n) {
   return pool;
 }
 
-// The copies of a CPU worker's swaps: device pool <-> host tier.
-absl::Status StoreBlock(worker::HostTier& tier, int i, const std::vector<float>& pool) {
-  return tier.Store(i, HashOf(i), [&](float* host) {
-    std::memcpy(host, pool.data() + i * kLayout.block_elems(), kLayout.block_elems() * sizeof(float));
+// The copies of a CPU worker's swaps, device pool <-> host tier: blocks [0, n) in one
+// batch each way, as a step's swaps go.
+absl::Status StoreAll(worker::HostTier& tier, int n, const std::vector<float>& pool) {
+  std::vector<worker::HostTier::Stored> stored;
+  for (int i = 0; i < n; ++i) stored.push_back({i, HashOf(i)});
+  return tier.Store(stored, [&](std::span<float* const> hosts) {
+    for (int i = 0; i < n; ++i) {
+      std::memcpy(hosts[i], pool.data() + i * kLayout.block_elems(), kLayout.block_elems() * sizeof(float));
+    }
     return absl::OkStatus();
   });
 }
 
-absl::Status LoadBlock(const worker::HostTier& tier, int i, std::vector<float>& pool) {
-  return tier.Load(i, [&](const float* host) {
-    std::memcpy(pool.data() + i * kLayout.block_elems(), host, kLayout.block_elems() * sizeof(float));
+absl::Status LoadAll(const worker::HostTier& tier, int n, std::vector<float>& pool) {
+  std::vector<int32_t> blocks(n);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  return tier.Load(blocks, [&](std::span<const float* const> hosts) {
+    for (int i = 0; i < n; ++i) {
+      std::memcpy(pool.data() + i * kLayout.block_elems(), hosts[i], kLayout.block_elems() * sizeof(float));
+    }
     return absl::OkStatus();
   });
 }
 
 void Fill(worker::HostTier& tier, const std::vector<float>& pool, int n) {
   tier.Reset(kLayout, kHeads, kHeads.end, n);
-  for (int i = 0; i < n; ++i) (void)StoreBlock(tier, i, pool);
+  (void)StoreAll(tier, n, pool);
 }
 
 double GBps(double bytes, Clock::duration d) { return bytes / std::chrono::duration<double>(d).count() / 1e9; }
@@ -124,10 +134,10 @@ int Swap(int blocks, int repeat) {
   double out = 0, in = 0;
   for (int r = 0; r < repeat; ++r) {
     auto start = Clock::now();
-    for (int i = 0; i < blocks; ++i) (void)StoreBlock(tier, i, pool);
+    (void)StoreAll(tier, blocks, pool);
     out = std::max(out, GBps(bytes, Clock::now() - start));
     start = Clock::now();
-    for (int i = 0; i < blocks; ++i) (void)LoadBlock(tier, i, pool);
+    (void)LoadAll(tier, blocks, pool);
     in = std::max(in, GBps(bytes, Clock::now() - start));
   }
   std::printf("swap %d blocks (%.1f MB), best of %d: device->host %.2f GB/s, host->device %.2f GB/s\n", blocks,

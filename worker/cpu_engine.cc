@@ -32,12 +32,12 @@ class CpuEngine final : public Engine {
     }
     return absl::OkStatus();
   }
-  absl::Status ReadBlock(int32_t block, float* host) override {
-    std::memcpy(host, Block(block), BlockBytes());
+  absl::Status ReadBlocks(std::span<const BlockOut> copies) override {
+    for (const BlockOut& c : copies) std::memcpy(c.host, Block(c.device_block), BlockBytes());
     return absl::OkStatus();
   }
-  absl::Status WriteBlock(int32_t block, const float* host) override {
-    std::memcpy(Block(block), host, BlockBytes());
+  absl::Status WriteBlocks(std::span<const BlockIn> copies) override {
+    for (const BlockIn& c : copies) std::memcpy(Block(c.device_block), c.host, BlockBytes());
     return absl::OkStatus();
   }
 

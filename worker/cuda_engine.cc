@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "kernels/cuda/block_copier.h"
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/sampling.cuh"
@@ -21,8 +22,9 @@ bool HasPenalties(const kernels::SamplingConfig& c) {
 
 class CudaEngine final : public Engine {
  public:
-  CudaEngine(std::unique_ptr<models::CudaModel> model, std::unique_ptr<models::CudaKvPool> kv)
-      : model_(std::move(model)), kv_(std::move(kv)) {}
+  CudaEngine(std::unique_ptr<models::CudaModel> model, std::unique_ptr<models::CudaKvPool> kv,
+             std::unique_ptr<kc::BlockCopier> copier)
+      : model_(std::move(model)), kv_(std::move(kv)), copier_(std::move(copier)) {}
 
   const models::ModelSpec& spec() const override { return model_->spec(); }
   const kvstore::KvLayout& kv_layout() const override { return kv_->layout(); }
@@ -93,21 +95,34 @@ class CudaEngine final : public Engine {
     return absl::OkStatus();
   }
 
-  absl::Status ReadBlock(int32_t block, float* host) override {
-    RETURN_IF_CUDA(cudaMemcpy(host, Block(block), BlockBytes(), cudaMemcpyDeviceToHost));
-    return absl::OkStatus();
+  absl::Status ReadBlocks(std::span<const BlockOut> copies) override {
+    std::vector<kc::BlockCopier::Out> out;
+    for (const BlockOut& c : copies) out.push_back({Block(c.device_block), c.host});
+    RETURN_IF_ERROR(copier_->AfterCompute(nullptr));  // the steps that wrote the blocks
+    RETURN_IF_ERROR(copier_->CopyOut(out));
+    return copier_->Synchronize();
   }
-  absl::Status WriteBlock(int32_t block, const float* host) override {
-    RETURN_IF_CUDA(cudaMemcpy(Block(block), host, BlockBytes(), cudaMemcpyHostToDevice));
+  absl::Status WriteBlocks(std::span<const BlockIn> copies) override {
+    std::vector<kc::BlockCopier::In> in;
+    for (const BlockIn& c : copies) in.push_back({c.host, Block(c.device_block)});
+    RETURN_IF_ERROR(copier_->AfterCompute(nullptr));  // the steps that read the blocks' old contents
+    RETURN_IF_ERROR(copier_->CopyIn(in));
+    return copier_->Synchronize();
+  }
+  absl::Status PinHostMemory(std::span<float> memory) override {
+    pinned_.reset();
+    if (memory.empty()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(pinned_, kc::PinnedRegion::Create(memory.data(), memory.size_bytes()));
     return absl::OkStatus();
   }
 
  private:
   float* Block(int32_t block) const { return kv_->data() + block * kv_->layout().block_elems(); }
-  size_t BlockBytes() const { return static_cast<size_t>(kv_->layout().block_elems()) * sizeof(float); }
 
   std::unique_ptr<models::CudaModel> model_;
   std::unique_ptr<models::CudaKvPool> kv_;
+  std::unique_ptr<kc::BlockCopier> copier_;  // swaps and fetches, on a copy stream
+  std::unique_ptr<kc::PinnedRegion> pinned_;  // the host tier, pinned in place
   // The sampler's buffers, grown to the largest step seen.
   kc::DeviceMemory rows_, configs_, penalty_tokens_, penalty_counts_, sample_logits_, tokens_, workspace_;
   std::vector<float> row_;  // one row of logits on the host (log-probability requests)
@@ -125,7 +140,9 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_
     num_blocks = static_cast<int32_t>(std::max<int64_t>(1, kv_memory_bytes / block_bytes));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<models::CudaKvPool> kv, models::CudaKvPool::Create(layout, num_blocks));
-  return std::unique_ptr<Engine>(new CudaEngine(std::move(model), std::move(kv)));
+  ASSIGN_OR_RETURN(std::unique_ptr<kc::BlockCopier> copier,
+                   kc::BlockCopier::Create(layout.block_elems() * static_cast<int64_t>(sizeof(float)), device));
+  return std::unique_ptr<Engine>(new CudaEngine(std::move(model), std::move(kv), std::move(copier)));
 }
 
 }  // namespace tessera::worker

@@ -44,10 +44,22 @@ class Engine {
   // log-probabilities, whose rows are sampled on the host.
   virtual absl::Status Step(std::span<const models::SequenceInput> batch, std::span<const SampleSpec> samples,
                             std::vector<kernels::SampledToken>* out) = 0;
-  // A block's bytes to and from host memory (kv_layout().block_elems() floats): the
-  // host tier's swaps and the data plane's fetches go through these.
-  virtual absl::Status ReadBlock(int32_t block, float* host) = 0;
-  virtual absl::Status WriteBlock(int32_t block, const float* host) = 0;
+  // Block bytes between the device pool and host memory (kv_layout().block_elems()
+  // floats a block), a step's worth at a time; done when they return. The host tier's
+  // swaps and the data plane's fetches go through these.
+  struct BlockOut {
+    int32_t device_block;
+    float* host;
+  };
+  struct BlockIn {
+    const float* host;
+    int32_t device_block;
+  };
+  virtual absl::Status ReadBlocks(std::span<const BlockOut> copies) = 0;
+  virtual absl::Status WriteBlocks(std::span<const BlockIn> copies) = 0;
+  // Host memory most moves use (the host tier): a GPU engine pins it in place, while
+  // the engine lives, so that its copies run asynchronously at full bandwidth.
+  virtual absl::Status PinHostMemory(std::span<float> memory) { return absl::OkStatus(); }
 };
 
 // The CPU device: `model` with a pool of `num_blocks` blocks.

@@ -31,32 +31,45 @@ std::vector<std::pair<int32_t, kvstore::BlockHash>> HostTier::Contents() const {
   return out;
 }
 
-absl::Status HostTier::Store(int32_t block, const kvstore::BlockHash& hash,
-                             const std::function<absl::Status(float* host_block)>& write) {
+absl::Status HostTier::Store(std::span<const Stored> blocks,
+                             const std::function<absl::Status(std::span<float* const> host_blocks)>& write) {
   std::unique_lock lock(mu_);
-  const absl::Status written = write(storage_->data() + block * storage_->layout().block_elems());
-  if (written.ok() && hash_of_[block] == hash) return written;
-  if (hash_of_[block]) {  // its old content is gone, whatever happens next
-    by_hash_.erase(*hash_of_[block]);
-    Record(false, *hash_of_[block]);
-    hash_of_[block].reset();
+  std::vector<float*> hosts;
+  for (const Stored& s : blocks) hosts.push_back(storage_->data() + s.block * storage_->layout().block_elems());
+  const absl::Status written = write(hosts);
+  for (const Stored& s : blocks) {
+    if (written.ok() && hash_of_[s.block] == s.hash) continue;
+    if (hash_of_[s.block]) {  // its old content is gone, whatever happens next
+      by_hash_.erase(*hash_of_[s.block]);
+      Record(false, *hash_of_[s.block]);
+      hash_of_[s.block].reset();
+    }
+    if (!written.ok()) continue;
+    // The same content in another block: that copy goes (the coordinator reuses it).
+    if (auto it = by_hash_.find(s.hash); it != by_hash_.end()) {
+      hash_of_[it->second].reset();
+      by_hash_.erase(it);
+      Record(false, s.hash);
+    }
+    hash_of_[s.block] = s.hash;
+    by_hash_[s.hash] = s.block;
+    Record(true, s.hash);
   }
-  if (!written.ok()) return written;
-  // The same content in another block: that copy goes (the coordinator reuses it).
-  if (auto it = by_hash_.find(hash); it != by_hash_.end()) {
-    hash_of_[it->second].reset();
-    by_hash_.erase(it);
-    Record(false, hash);
-  }
-  hash_of_[block] = hash;
-  by_hash_[hash] = block;
-  Record(true, hash);
-  return absl::OkStatus();
+  return written;
 }
 
-absl::Status HostTier::Load(int32_t block, const std::function<absl::Status(const float* host_block)>& read) const {
+absl::Status HostTier::Load(std::span<const int32_t> blocks,
+                            const std::function<absl::Status(std::span<const float* const> host_blocks)>& read) const {
   std::shared_lock lock(mu_);
-  return read(storage_->data() + block * storage_->layout().block_elems());
+  std::vector<const float*> hosts;
+  for (int32_t b : blocks) hosts.push_back(storage_->data() + b * storage_->layout().block_elems());
+  return read(hosts);
+}
+
+std::span<float> HostTier::memory() const {
+  std::shared_lock lock(mu_);
+  if (!storage_) return {};
+  return {storage_->data(), static_cast<size_t>(storage_->layout().block_elems()) * storage_->num_blocks()};
 }
 
 kvstore::KvLayout HostTier::layout() const {

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -38,12 +39,22 @@ class HostTier final : public kvstore::BlockSource {
   // The blocks held, for a reload that kept them.
   std::vector<std::pair<int32_t, kvstore::BlockHash>> Contents() const;
 
-  // Fills host block `block` through `write` (a copy out of the device pool) and
-  // records that it now holds `hash`; on an error it holds nothing.
-  absl::Status Store(int32_t block, const kvstore::BlockHash& hash,
-                     const std::function<absl::Status(float* host_block)>& write);
-  // Hands host block `block` to `read` (a copy into the device pool).
-  absl::Status Load(int32_t block, const std::function<absl::Status(const float* host_block)>& read) const;
+  // A block to store and the content hash it will hold.
+  struct Stored {
+    int32_t block;
+    kvstore::BlockHash hash;
+  };
+  // Fills the host blocks through `write` (given their addresses, in order: copies out
+  // of the device pool, done when it returns) and records that they now hold their
+  // hashes; on an error none of them holds anything.
+  absl::Status Store(std::span<const Stored> blocks,
+                     const std::function<absl::Status(std::span<float* const> host_blocks)>& write);
+  // Hands host blocks `blocks` (their addresses, in order) to `read`: copies into the
+  // device pool.
+  absl::Status Load(std::span<const int32_t> blocks,
+                    const std::function<absl::Status(std::span<const float* const> host_blocks)>& read) const;
+  // The tier's memory, for a GPU engine to pin (valid until the next Reset).
+  std::span<float> memory() const;
 
   kvstore::KvLayout layout() const override;
   kvstore::HeadRange heads() const override;

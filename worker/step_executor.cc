@@ -38,7 +38,11 @@ void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::St
     std::vector<kvstore::BlockPeer> peers;
     for (const auto& p : f.peers()) peers.push_back({p.address(), {p.head_begin(), p.head_end()}});
     absl::Status s = kvstore::FetchBlocks(peers, hashes, layout, engine_->kv_heads(), blocks);
-    for (int i = 0; i < f.hashes_size() && s.ok(); ++i) s = engine_->WriteBlock(f.blocks(i), blocks[i]);
+    if (s.ok()) {
+      std::vector<Engine::BlockIn> copies;
+      for (int i = 0; i < f.hashes_size(); ++i) copies.push_back({blocks[i], f.blocks(i)});
+      s = engine_->WriteBlocks(copies);
+    }
     auto* result = response->add_fetched();
     result->set_fetch_id(f.fetch_id());
     result->set_ok(s.ok());
@@ -88,13 +92,32 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
 
   // Tier moves and fetches come first: a block swapped out may be reused by this
   // step's compute, and a fetched one is read by the next step's.
+  // Each direction in one batch of copies.
+  std::vector<HostTier::Stored> stored;
+  std::vector<int32_t> from_device, to_device, from_host;
   for (const auto& c : step.swap_out()) {
-    kvstore::BlockHash hash;
-    std::memcpy(hash.data(), c.hash().data(), hash.size());
-    RETURN_IF_ERROR(host_->Store(c.to(), hash, [&](float* host) { return engine_->ReadBlock(c.from(), host); }));
+    HostTier::Stored s{c.to(), {}};
+    std::memcpy(s.hash.data(), c.hash().data(), s.hash.size());
+    stored.push_back(s);
+    from_device.push_back(c.from());
   }
   for (const auto& c : step.swap_in()) {
-    RETURN_IF_ERROR(host_->Load(c.from(), [&](const float* host) { return engine_->WriteBlock(c.to(), host); }));
+    from_host.push_back(c.from());
+    to_device.push_back(c.to());
+  }
+  if (!stored.empty()) {
+    RETURN_IF_ERROR(host_->Store(stored, [&](std::span<float* const> hosts) {
+      std::vector<Engine::BlockOut> copies;
+      for (size_t i = 0; i < hosts.size(); ++i) copies.push_back({from_device[i], hosts[i]});
+      return engine_->ReadBlocks(copies);
+    }));
+  }
+  if (!from_host.empty()) {
+    RETURN_IF_ERROR(host_->Load(from_host, [&](std::span<const float* const> hosts) {
+      std::vector<Engine::BlockIn> copies;
+      for (size_t i = 0; i < hosts.size(); ++i) copies.push_back({hosts[i], to_device[i]});
+      return engine_->WriteBlocks(copies);
+    }));
   }
   v1::internal::StepResponse response;
   response.set_step_id(step.step_id());

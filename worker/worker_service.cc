@@ -84,9 +84,10 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
     }
     return ToGrpc(engine.status());
   }
-  const Engine& e = **engine;
+  Engine& e = **engine;
   response->set_weight_bytes(static_cast<int64_t>(e.weight_bytes()));
   host_tier_.Reset(e.kv_layout(), e.kv_heads(), e.spec().num_kv_heads, std::max(0, request->num_host_blocks()));
+  if (absl::Status pinned = e.PinHostMemory(host_tier_.memory()); !pinned.ok()) return ToGrpc(pinned);
   for (const auto& [block, hash] : host_tier_.Contents()) {
     auto* kept = response->add_host_blocks();
     kept->set_block(block);
