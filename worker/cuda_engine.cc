@@ -22,9 +22,9 @@ bool HasPenalties(const kernels::SamplingConfig& c) {
 
 class CudaEngine final : public Engine {
  public:
-  CudaEngine(std::unique_ptr<models::CudaModel> model, std::unique_ptr<models::CudaKvPool> kv,
+  CudaEngine(int device, std::unique_ptr<models::CudaModel> model, std::unique_ptr<models::CudaKvPool> kv,
              std::unique_ptr<kc::BlockCopier> copier)
-      : model_(std::move(model)), kv_(std::move(kv)), copier_(std::move(copier)) {}
+      : device_(device), model_(std::move(model)), kv_(std::move(kv)), copier_(std::move(copier)) {}
 
   const models::ModelSpec& spec() const override { return model_->spec(); }
   const kvstore::KvLayout& kv_layout() const override { return kv_->layout(); }
@@ -96,6 +96,7 @@ class CudaEngine final : public Engine {
   }
 
   absl::Status ReadBlocks(std::span<const BlockOut> copies) override {
+    RETURN_IF_CUDA(cudaSetDevice(device_));  // the calling thread's device: the copier's
     std::vector<kc::BlockCopier::Out> out;
     for (const BlockOut& c : copies) out.push_back({Block(c.device_block), c.host});
     RETURN_IF_ERROR(copier_->AfterCompute(nullptr));  // the steps that wrote the blocks
@@ -103,6 +104,7 @@ class CudaEngine final : public Engine {
     return copier_->Synchronize();
   }
   absl::Status WriteBlocks(std::span<const BlockIn> copies) override {
+    RETURN_IF_CUDA(cudaSetDevice(device_));
     std::vector<kc::BlockCopier::In> in;
     for (const BlockIn& c : copies) in.push_back({c.host, Block(c.device_block)});
     RETURN_IF_ERROR(copier_->AfterCompute(nullptr));  // the steps that read the blocks' old contents
@@ -119,6 +121,7 @@ class CudaEngine final : public Engine {
  private:
   float* Block(int32_t block) const { return kv_->data() + block * kv_->layout().block_elems(); }
 
+  int device_;
   std::unique_ptr<models::CudaModel> model_;
   std::unique_ptr<models::CudaKvPool> kv_;
   std::unique_ptr<kc::BlockCopier> copier_;  // swaps and fetches, on a copy stream
@@ -142,7 +145,7 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_
   ASSIGN_OR_RETURN(std::unique_ptr<models::CudaKvPool> kv, models::CudaKvPool::Create(layout, num_blocks));
   ASSIGN_OR_RETURN(std::unique_ptr<kc::BlockCopier> copier,
                    kc::BlockCopier::Create(layout.block_elems() * static_cast<int64_t>(sizeof(float)), device));
-  return std::unique_ptr<Engine>(new CudaEngine(std::move(model), std::move(kv), std::move(copier)));
+  return std::unique_ptr<Engine>(new CudaEngine(device, std::move(model), std::move(kv), std::move(copier)));
 }
 
 }  // namespace tessera::worker
