@@ -79,6 +79,8 @@ test("scaled values: one set per group of tp x ep pods, each naming its group, w
   }
   const config = objects.find((o) => o.kind === "ConfigMap");
   assert.equal(config.data.TESSERA_TP, "2");
+  assert.equal(config.data.TESSERA_DEVICE, "cuda:0");
+  assert.equal(config.data.TESSERA_GPU_COLLECTIVES, "nccl");
   assert.equal(config.data.TESSERA_HOST_KV_BLOCKS, "512");
   assert.equal(config.data.TESSERA_COORDINATOR, "rel-tessera-coordinator:50051");
 });
