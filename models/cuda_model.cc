@@ -15,6 +15,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/moe.cuh"
 #include "kernels/cuda/norms.cuh"
+#include "models/moe_routing.h"
 #include "models/rope.h"
 #include "models/weights.h"
 
@@ -78,48 +79,6 @@ struct DeviceLayer {
   int64_t q_size = 0, kv_size = 0;
 };
 
-// One MoE layer's routing, grouped on the host: the rows this rank runs through each
-// expert it holds (expert by expert, rows in order) and, for every row, where its k
-// expert outputs are in that grouped order (by expert, as the CPU sums them; -1 for an
-// expert another rank holds) with their weights.
-struct MoeRouting {
-  std::vector<int32_t> grouped_rows;
-  std::vector<int64_t> first;  // [experts + 1]: expert e's rows are [first[e], first[e + 1])
-  std::vector<int32_t> slots;  // [rows, k]
-  std::vector<float> weights;  // [rows, k]
-};
-
-MoeRouting GroupByExpert(const std::vector<int32_t>& ids, const std::vector<float>& weights, int64_t rows, int k,
-                         int experts, const ShardLayout& shard) {
-  MoeRouting g;
-  g.first.assign(experts + 1, 0);
-  std::vector<int32_t> slot_of(ids.size(), -1);  // (row, j) -> grouped position
-  for (int e = 0; e < experts; ++e) {
-    g.first[e] = static_cast<int64_t>(g.grouped_rows.size());
-    if (!shard.OwnsExpert(e)) continue;
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int j = 0; j < k; ++j) {
-        if (ids[r * k + j] != e) continue;
-        slot_of[r * k + j] = static_cast<int32_t>(g.grouped_rows.size());
-        g.grouped_rows.push_back(static_cast<int32_t>(r));
-      }
-    }
-  }
-  g.first[experts] = static_cast<int64_t>(g.grouped_rows.size());
-  g.slots.resize(ids.size());
-  g.weights.resize(ids.size());
-  std::vector<int> order(k);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int j = 0; j < k; ++j) order[j] = j;
-    std::sort(order.begin(), order.end(), [&](int a, int b) { return ids[r * k + a] < ids[r * k + b]; });
-    for (int j = 0; j < k; ++j) {
-      g.slots[r * k + j] = slot_of[r * k + order[j]];
-      g.weights[r * k + j] = weights[r * k + order[j]];
-    }
-  }
-  return g;
-}
-
 }  // namespace
 
 struct CudaModel::Impl {
@@ -139,6 +98,7 @@ struct CudaModel::Impl {
   std::optional<kc::Gemm> gemm;
   bool grouped_gemm = true;  // until cuBLAS says it cannot for these types
   int experts_per_token = 0;
+  std::vector<bool> held_experts;  // the experts this rank runs
   int64_t moe_inner = 0;
   kernels::Activation moe_activation = kernels::Activation::kSilu;
   parallel::Communicator* tp = nullptr;   // null: one rank
@@ -256,7 +216,7 @@ struct CudaModel::Impl {
         cudaMemcpy(ids.data(), route_ids.as<int32_t>(), ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
     RETURN_IF_CUDA(cudaMemcpy(weights.data(), route_weights.as<float>(), weights.size() * sizeof(float),
                               cudaMemcpyDeviceToHost));
-    const MoeRouting g = GroupByExpert(ids, weights, rows, k, experts, shard);
+    const MoeRouting g = GroupByExpert(ids, weights, rows, k, held_experts);
     const int64_t total = g.first.back();
     RETURN_IF_ERROR(moe_slots.Upload(g.slots));
     RETURN_IF_ERROR(moe_weights.Upload(g.weights));
@@ -402,6 +362,7 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelSpec& sp
         ASSIGN_OR_RETURN(d.expert_down[e], UploadLinear(l.moe.down[e]));
       }
       impl->experts_per_token = l.moe.experts_per_token;
+      impl->held_experts = l.moe.held;
       impl->moe_inner = l.moe.inner;
       impl->moe_activation = l.moe.activation;
     } else {

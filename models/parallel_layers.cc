@@ -5,6 +5,7 @@
 
 #include "common/bf16.h"
 #include "common/status.h"
+#include "models/moe_routing.h"
 
 namespace tessera::models {
 namespace {
@@ -92,41 +93,41 @@ absl::Status ExpertParallelMoe::AddInto(float* residual, const float* h, int64_t
   exact.bf16_activation_min_rows = 0;  // routing decisions stay exact
   kernels::Matmul(h, rows, hidden, router.weight, router.bias_or_null(), scratch.router_logits.data(), experts,
                   ctx.pool, exact);
-
-  // gates[r][e]: the renormalised weight of expert e for row r (0 when not chosen).
-  std::vector<float>& gates = scratch.gates;
-  gates.assign(static_cast<size_t>(rows) * experts, 0.0f);
-  std::vector<int32_t> ids(k);
-  std::vector<float> weights(k);
+  std::vector<int32_t> ids(rows * k);
+  std::vector<float> weights(rows * k);
   for (int64_t r = 0; r < rows; ++r) {
-    kernels::RouteTopK(scratch.router_logits.data() + r * experts, experts, k, ids.data(), weights.data());
-    for (int j = 0; j < k; ++j) gates[r * experts + ids[j]] = weights[j];
+    kernels::RouteTopK(scratch.router_logits.data() + r * experts, experts, k, ids.data() + r * k,
+                       weights.data() + r * k);
   }
+  const MoeRouting g = GroupByExpert(ids, weights, rows, k, held);
 
-  float* in = scratch.moe_in.ReserveFor<float>(rows * hidden);
-  float* out = scratch.moe_out.ReserveFor<float>(rows * hidden);
-  float* mlp = scratch.moe_mlp.ReserveFor<float>(rows * 2 * inner);
-  float* act = scratch.moe_act.ReserveFor<float>(rows * inner);
-  float* combined = scratch.partial.ReserveFor<float>(rows * hidden);
-  std::memset(combined, 0, rows * hidden * sizeof(float));
+  // Every held expert over its block of rows, into its block of `out`.
+  const int64_t total = g.first.back();
+  float* in = scratch.moe_in.ReserveFor<float>(std::max<int64_t>(1, total) * hidden);
+  float* out = scratch.moe_out.ReserveFor<float>(std::max<int64_t>(1, total) * hidden);
+  float* mlp = scratch.moe_mlp.ReserveFor<float>(std::max<int64_t>(1, total) * 2 * inner);
+  float* act = scratch.moe_act.ReserveFor<float>(std::max<int64_t>(1, total) * inner);
+  for (int64_t i = 0; i < total; ++i) std::memcpy(in + i * hidden, h + g.grouped_rows[i] * hidden, hidden * sizeof(float));
   for (int e = 0; e < experts; ++e) {
-    if (!held[e]) continue;
-    std::vector<int32_t>& routed = scratch.moe_rows;
-    routed.clear();
-    for (int64_t r = 0; r < rows; ++r) {
-      if (gates[r * experts + e] != 0.0f) routed.push_back(static_cast<int32_t>(r));
-    }
-    if (routed.empty()) continue;
-    const int64_t n = static_cast<int64_t>(routed.size());
-    for (int64_t i = 0; i < n; ++i) std::memcpy(in + i * hidden, h + routed[i] * hidden, hidden * sizeof(float));
-    kernels::Matmul(in, n, hidden, gate_up[e].weight, gate_up[e].bias_or_null(), mlp, 2 * inner, ctx.pool, ctx.matmul);
-    kernels::GatedActivation(mlp, n, inner, activation, act, ctx.pool);
-    kernels::Matmul(act, n, inner, down[e].weight, nullptr, out, hidden, ctx.pool, ctx.matmul);
-    for (int64_t i = 0; i < n; ++i) {
-      const float gate = gates[routed[i] * experts + e];
-      float* cr = combined + routed[i] * hidden;
-      const float* o = out + i * hidden;
-      for (int64_t j = 0; j < hidden; ++j) cr[j] += gate * o[j];
+    const int64_t n = g.first[e + 1] - g.first[e], row0 = g.first[e];
+    if (n == 0) continue;
+    kernels::Matmul(in + row0 * hidden, n, hidden, gate_up[e].weight, gate_up[e].bias_or_null(),
+                    mlp + row0 * 2 * inner, 2 * inner, ctx.pool, ctx.matmul);
+    kernels::GatedActivation(mlp + row0 * 2 * inner, n, inner, activation, act + row0 * inner, ctx.pool);
+    kernels::Matmul(act + row0 * inner, n, inner, down[e].weight, nullptr, out + row0 * hidden, hidden, ctx.pool,
+                    ctx.matmul);
+  }
+  // Each row's weighted outputs, summed in expert order, then over the replica's ranks.
+  float* combined = scratch.partial.ReserveFor<float>(rows * hidden);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* cr = combined + r * hidden;
+    std::memset(cr, 0, hidden * sizeof(float));
+    for (int j = 0; j < k; ++j) {
+      const int32_t slot = g.slots[r * k + j];
+      if (slot < 0) continue;
+      const float gate = g.weights[r * k + j];
+      const float* o = out + static_cast<int64_t>(slot) * hidden;
+      for (int64_t d = 0; d < hidden; ++d) cr[d] += gate * o[d];
     }
   }
   return ReduceInto(residual, combined, rows, hidden, nullptr, ctx.moe != nullptr ? ctx.moe : ctx.tp);

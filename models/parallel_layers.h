@@ -36,8 +36,7 @@ struct LayerContext {
 struct LayerScratch {
   AlignedBuffer partial;  // [rows, hidden] a row-parallel output before its all-reduce
   AlignedBuffer moe_in, moe_out, moe_mlp, moe_act;
-  std::vector<float> router_logits, gates, local_logits, gathered_logits;
-  std::vector<int32_t> moe_rows;
+  std::vector<float> router_logits, local_logits, gathered_logits;
 };
 
 // y = x · W[rows of this rank]ᵀ + b: a slice of the output features; no communication.
@@ -88,8 +87,9 @@ class ParallelLmHead {
 
 // Mixtral's sparse MoE with expert parallelism: every rank computes the router
 // (softmax over all experts, top-k renormalised as HF), runs its tensor-parallel slice
-// of the experts it holds on the tokens routed to them, and one all-reduce over the
-// whole replica sums the weighted outputs into the residual.
+// of the experts it holds on the tokens routed to them (grouped by expert,
+// models/moe_routing.h), and one all-reduce over the whole replica sums the weighted
+// outputs into the residual.
 class ExpertParallelMoe {
  public:
   Linear router;                 // [experts, hidden], on every rank
