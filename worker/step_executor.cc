@@ -91,8 +91,8 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
   }
 
   // Tier moves and fetches come first: a block swapped out may be reused by this
-  // step's compute, and a fetched one is read by the next step's.
-  // Each direction in one batch of copies.
+  // step's compute, and a fetched one is read by the next step's. Each direction goes
+  // as one batch of copies.
   std::vector<HostTier::Stored> stored;
   std::vector<int32_t> from_device, to_device, from_host;
   for (const auto& c : step.swap_out()) {
