@@ -480,13 +480,7 @@ absl::StatusOr<float*> CudaModel::ForwardOnDevice(std::span<const SequenceInput>
       RETURN_IF_CUDA(kc::LaunchRotary(qkv, rows, qkv_width, q_heads + kv_heads, hd, hd, m.positions.as<int32_t>(),
                                       m.freqs.as<float>(), dynamic ? half : 0, yarn_scale, nullptr));
     }
-    kernels::PagedKvView view;
-    view.k_base = kv.data() + layout.k_offset(l);
-    view.v_base = kv.data() + layout.v_offset(l);
-    view.block_stride = layout.block_elems();
-    view.head_stride = layout.head_elems();
-    view.block_size = layout.block_size;
-    view.head_dim = hd;
+    const kernels::PagedKvView view = LayerKvView(layout, kv.data(), l);
     RETURN_IF_CUDA(kc::LaunchWriteKv(qkv + w.q_size, qkv + w.q_size + w.kv_size, qkv_width, view, kv_heads, drows,
                                      nullptr));
     kernels::AttentionShape shape;

@@ -95,6 +95,17 @@ kvstore::KvLayout Model::KvLayoutFor(int block_size) const {
   return layout;
 }
 
+kernels::PagedKvView LayerKvView(const kvstore::KvLayout& layout, float* pool, int layer) {
+  kernels::PagedKvView view;
+  view.k_base = pool + layout.k_offset(layer);
+  view.v_base = pool + layout.v_offset(layer);
+  view.block_stride = layout.block_elems();
+  view.head_stride = layout.head_elems();
+  view.block_size = layout.block_size;
+  view.head_dim = layout.head_dim;
+  return view;
+}
+
 absl::Status ValidateBatch(const ModelSpec& spec, const kvstore::KvLayout& model_layout,
                            const kvstore::KvLayout& layout, int32_t num_blocks,
                            std::span<const SequenceInput> batch) {
@@ -203,13 +214,7 @@ absl::Status Model::Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows
   }
 
   const kvstore::KvLayout& layout = kv.layout();
-  kernels::PagedKvView view;
-  view.k_base = kv.data() + layout.k_offset(layer);
-  view.v_base = kv.data() + layout.v_offset(layer);
-  view.block_stride = layout.block_elems();
-  view.head_stride = layout.head_elems();
-  view.block_size = layout.block_size;
-  view.head_dim = hd;
+  const kernels::PagedKvView view = LayerKvView(layout, kv.data(), layer);
   kernels::WriteKv(qkv + q_size, qkv + q_size + kv_size, qkv_width, view, shard_.kv_heads, attn_seqs_);
 
   kernels::AttentionShape shape;

@@ -63,6 +63,10 @@ absl::Status ValidateBatch(const ModelSpec& spec, const kvstore::KvLayout& model
                            const kvstore::KvLayout& kv_layout, int32_t num_blocks,
                            std::span<const SequenceInput> batch);
 
+// The paged view of layer `layer`'s K and V in a pool of blocks laid out as `layout`
+// starting at `pool` (host or device memory).
+kernels::PagedKvView LayerKvView(const kvstore::KvLayout& layout, float* pool, int layer);
+
 class Model {
  public:
   // Loads DIR/config.json and DIR's safetensors.

@@ -93,8 +93,10 @@ absl::Status ExpertParallelMoe::AddInto(float* residual, const float* h, int64_t
   exact.bf16_activation_min_rows = 0;  // routing decisions stay exact
   kernels::Matmul(h, rows, hidden, router.weight, router.bias_or_null(), scratch.router_logits.data(), experts,
                   ctx.pool, exact);
-  std::vector<int32_t> ids(rows * k);
-  std::vector<float> weights(rows * k);
+  std::vector<int32_t>& ids = scratch.route_ids;
+  std::vector<float>& weights = scratch.route_weights;
+  ids.resize(rows * k);
+  weights.resize(rows * k);
   for (int64_t r = 0; r < rows; ++r) {
     kernels::RouteTopK(scratch.router_logits.data() + r * experts, experts, k, ids.data() + r * k,
                        weights.data() + r * k);

@@ -36,7 +36,8 @@ struct LayerContext {
 struct LayerScratch {
   AlignedBuffer partial;  // [rows, hidden] a row-parallel output before its all-reduce
   AlignedBuffer moe_in, moe_out, moe_mlp, moe_act;
-  std::vector<float> router_logits, local_logits, gathered_logits;
+  std::vector<float> router_logits, route_weights, local_logits, gathered_logits;
+  std::vector<int32_t> route_ids;
 };
 
 // y = x · W[rows of this rank]ᵀ + b: a slice of the output features; no communication.

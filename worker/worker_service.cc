@@ -25,8 +25,9 @@ absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::inte
     // Meet the other ranks of the group through the coordinator's store: NCCL between
     // GPUs, Gloo over TCP between CPU workers (or GPUs asked to use it).
     CoordinatorStore store(options_.coordinator_address);
-    const std::chrono::milliseconds timeout(request.collective_timeout_ms() > 0 ? request.collective_timeout_ms()
-                                                                                 : 30000);
+    const std::chrono::milliseconds timeout = request.collective_timeout_ms() > 0
+                                                  ? std::chrono::milliseconds(request.collective_timeout_ms())
+                                                  : parallel::GlooOptions{}.timeout;
     auto connect = [&](int rank, int size, const std::string& prefix) {
       if (gpu && !options_.gloo_on_gpu) {
         parallel::NcclOptions nccl;
