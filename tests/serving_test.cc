@@ -400,8 +400,10 @@ TEST(ServingTest, TensorParallelGroupIsExact) {
 // Mixtral with its experts spread over two workers.
 // Workers naming a group pair only with each other, whatever the registration order:
 // a StatefulSet's pods (or one node's devices) make one tensor-parallel group.
+// (A long heartbeat timeout: a worker dropped by a loaded CI machine would come back
+// under a new name, and this test is about pairing, not failure detection.)
 TEST(ServingTest, NamedGroupsFormFromTheirOwnWorkers) {
-  LocalCluster cluster({GoldenLlama(), 0, {"--tp", "2"}});
+  LocalCluster cluster({GoldenLlama(), 0, {"--tp", "2", "--heartbeat-timeout-ms", "20000"}});
   for (const char* group : {"a", "b", "a", "b"}) {
     cluster.AddWorker({"--group", group});
     ASSERT_TRUE(cluster.WaitForRegistered(static_cast<int>(cluster.workers().size())));
