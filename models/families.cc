@@ -66,15 +66,14 @@ absl::Status ParseRopeScaling(const json& config, ModelSpec* spec) {
 
 // Keys shared by LLaMA, Mistral, Qwen2 and Mixtral.
 absl::Status ParseLlamaLike(const json& c, ModelSpec* spec) {
-  ASSIGN_OR_RETURN(spec->vocab_size, ReadKey<int>(c, "vocab_size"));
-  ASSIGN_OR_RETURN(spec->hidden_size, ReadKey<int>(c, "hidden_size"));
-  ASSIGN_OR_RETURN(spec->num_layers, ReadKey<int>(c, "num_hidden_layers"));
-  ASSIGN_OR_RETURN(spec->num_heads, ReadKey<int>(c, "num_attention_heads"));
-  ASSIGN_OR_RETURN(spec->num_kv_heads, ReadKeyOr<int>(c, "num_key_value_heads", spec->num_heads));
-  if (spec->num_heads <= 0) return absl::InvalidArgumentError("config.json: num_attention_heads must be > 0");
-  ASSIGN_OR_RETURN(spec->head_dim, ReadKeyOr<int>(c, "head_dim", spec->hidden_size / spec->num_heads));
-  ASSIGN_OR_RETURN(spec->intermediate_size, ReadKey<int>(c, "intermediate_size"));
-  ASSIGN_OR_RETURN(spec->max_position_embeddings, ReadKey<int>(c, "max_position_embeddings"));
+  ASSIGN_OR_RETURN(spec->vocab_size, ReadSize(c, "vocab_size", kMaxVocabSize));
+  ASSIGN_OR_RETURN(spec->hidden_size, ReadSize(c, "hidden_size", kMaxHiddenSize));
+  ASSIGN_OR_RETURN(spec->num_layers, ReadSize(c, "num_hidden_layers", kMaxLayers));
+  ASSIGN_OR_RETURN(spec->num_heads, ReadSize(c, "num_attention_heads", kMaxHeads));
+  ASSIGN_OR_RETURN(spec->num_kv_heads, ReadSize(c, "num_key_value_heads", kMaxHeads, spec->num_heads));
+  ASSIGN_OR_RETURN(spec->head_dim, ReadSize(c, "head_dim", kMaxHeadDim, spec->hidden_size / spec->num_heads));
+  ASSIGN_OR_RETURN(spec->intermediate_size, ReadSize(c, "intermediate_size", kMaxIntermediateSize));
+  ASSIGN_OR_RETURN(spec->max_position_embeddings, ReadSize(c, "max_position_embeddings", kMaxPositions));
   ASSIGN_OR_RETURN(double eps, ReadKeyOr<double>(c, "rms_norm_eps", 1e-6));
   spec->norm_eps = static_cast<float>(eps);
   spec->norm = NormKind::kRmsNorm;
@@ -124,8 +123,8 @@ absl::Status ParseQwen2(const json& c, ModelSpec* spec) {
 absl::Status ParseMixtral(const json& c, ModelSpec* spec) {
   RETURN_IF_ERROR(ParseLlamaLike(c, spec));
   RETURN_IF_ERROR(ParseWindowAllLayers(c, spec));
-  ASSIGN_OR_RETURN(spec->num_experts, ReadKey<int>(c, "num_local_experts"));
-  ASSIGN_OR_RETURN(spec->experts_per_token, ReadKey<int>(c, "num_experts_per_tok"));
+  ASSIGN_OR_RETURN(spec->num_experts, ReadSize(c, "num_local_experts", kMaxExperts));
+  ASSIGN_OR_RETURN(spec->experts_per_token, ReadSize(c, "num_experts_per_tok", kMaxExperts));
   if (spec->num_experts <= 0 || spec->experts_per_token <= 0 ||
       spec->experts_per_token > spec->num_experts) {
     return absl::InvalidArgumentError(
@@ -135,15 +134,14 @@ absl::Status ParseMixtral(const json& c, ModelSpec* spec) {
 }
 
 absl::Status ParseGpt2(const json& c, ModelSpec* spec) {
-  ASSIGN_OR_RETURN(spec->vocab_size, ReadKey<int>(c, "vocab_size"));
-  ASSIGN_OR_RETURN(spec->hidden_size, ReadKey<int>(c, "n_embd"));
-  ASSIGN_OR_RETURN(spec->num_layers, ReadKey<int>(c, "n_layer"));
-  ASSIGN_OR_RETURN(spec->num_heads, ReadKey<int>(c, "n_head"));
-  if (spec->num_heads <= 0) return absl::InvalidArgumentError("config.json: n_head must be > 0");
+  ASSIGN_OR_RETURN(spec->vocab_size, ReadSize(c, "vocab_size", kMaxVocabSize));
+  ASSIGN_OR_RETURN(spec->hidden_size, ReadSize(c, "n_embd", kMaxHiddenSize));
+  ASSIGN_OR_RETURN(spec->num_layers, ReadSize(c, "n_layer", kMaxLayers));
+  ASSIGN_OR_RETURN(spec->num_heads, ReadSize(c, "n_head", kMaxHeads));
   spec->num_kv_heads = spec->num_heads;
   spec->head_dim = spec->hidden_size / spec->num_heads;
-  ASSIGN_OR_RETURN(spec->intermediate_size, ReadKeyOr<int>(c, "n_inner", 4 * spec->hidden_size));
-  ASSIGN_OR_RETURN(spec->max_position_embeddings, ReadKey<int>(c, "n_positions"));
+  ASSIGN_OR_RETURN(spec->intermediate_size, ReadSize(c, "n_inner", kMaxIntermediateSize, 4 * spec->hidden_size));
+  ASSIGN_OR_RETURN(spec->max_position_embeddings, ReadSize(c, "n_positions", kMaxPositions));
   ASSIGN_OR_RETURN(double eps, ReadKeyOr<double>(c, "layer_norm_epsilon", 1e-5));
   spec->norm_eps = static_cast<float>(eps);
   spec->norm = NormKind::kLayerNorm;

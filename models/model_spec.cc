@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -38,12 +40,16 @@ absl::Status Validate(const ModelSpec& s) {
 absl::Status ParseSpecialTokens(const nlohmann::json& c, ModelSpec* spec) {
   if (c.contains("eos_token_id") && !c["eos_token_id"].is_null()) {
     const auto& eos = c["eos_token_id"];
-    if (eos.is_number_integer()) {
-      spec->eos_token_ids.push_back(eos.get<int>());
+    constexpr int64_t kMaxId = std::numeric_limits<int32_t>::max();
+    if (eos.is_number()) {
+      const std::optional<int64_t> id = JsonInt(eos, 0, kMaxId);
+      if (!id) return Invalid(absl::StrCat("eos_token_id must be a token id, got ", eos.dump()));
+      spec->eos_token_ids.push_back(static_cast<int>(*id));
     } else if (eos.is_array()) {
-      for (const auto& id : eos) {
-        if (!id.is_number_integer()) return Invalid("eos_token_id list holds a non-integer");
-        spec->eos_token_ids.push_back(id.get<int>());
+      for (const auto& item : eos) {
+        const std::optional<int64_t> id = JsonInt(item, 0, kMaxId);
+        if (!id) return Invalid(absl::StrCat("eos_token_id list holds ", item.dump(), ", not a token id"));
+        spec->eos_token_ids.push_back(static_cast<int>(*id));
       }
     } else {
       return Invalid("eos_token_id must be an integer or a list of integers");

@@ -8,11 +8,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
+#include "common/json_int.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -124,8 +127,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     if (!entry["shape"].is_array()) return bad("shape is not a list");
     uint64_t numel = 1;
     for (const auto& d : entry["shape"]) {
-      if (!d.is_number_unsigned()) return bad("shape has a dimension that is not a non-negative integer");
-      const uint64_t dim = d.get<uint64_t>();
+      const std::optional<int64_t> checked = JsonInt(d, 0, std::numeric_limits<int64_t>::max());
+      if (!checked) return bad(absl::StrCat("shape has a dimension that is not a non-negative integer: ", d.dump()));
+      const auto dim = static_cast<uint64_t>(*checked);
       if (dim != 0 && numel > data_size / dim) return bad("shape is larger than the file");
       numel *= dim;
       view.shape.push_back(static_cast<int64_t>(dim));

@@ -151,6 +151,28 @@ TEST(CliTest, TokenizeDetokenizeAndGenerateFromText) {
   EXPECT_EQ(by_prompt.stdout_text, expected.stdout_text);
 }
 
+// Reproducers from fuzzing: model folders that aborted the CLI get one message and 2.
+TEST(CliTest, FuzzedModelFoldersExitTwoWithAMessage) {
+  const std::string repro = testing::TestDataDir() + "/repro/";
+  const std::string dir = testing::MakeTempDir("cli_fuzzed");
+  std::filesystem::copy_file(repro + "config_negative_layers.json", dir + "/config.json");
+  Result logits = RunCli("logits --model " + dir + " --ids 1 --out " + dir + "/out.bin");
+  EXPECT_EQ(logits.exit_code, 2);
+  EXPECT_NE(logits.stderr_text.find("num_hidden_layers"), std::string::npos) << logits.stderr_text;
+  for (const char* bad : {"tokenizer_strip_float.json", "tokenizer_template_float_id.json"}) {
+    std::filesystem::copy_file(repro + bad, dir + "/tokenizer.json", std::filesystem::copy_options::overwrite_existing);
+    Result r = RunCli("tokenize --model " + dir + " --text ab");
+    EXPECT_EQ(r.exit_code, 2) << bad;
+    EXPECT_NE(r.stderr_text.find("tokenizer.json"), std::string::npos) << r.stderr_text;
+  }
+  // A marker right after one character is a valid vocabulary, not a crash.
+  std::filesystem::copy_file(repro + "tokenizer_json_abort.json", dir + "/tokenizer.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  Result ok = RunCli("tokenize --model " + dir + " --text '<\u2581'");
+  EXPECT_EQ(ok.exit_code, 0) << ok.stderr_text;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(CliTest, CorruptCheckpointExitsTwo) {
   const std::string dir = testing::MakeTempDir("cli_corrupt");
   std::filesystem::copy_file(testing::GoldenModelDir("llama") + "/config.json", dir + "/config.json");

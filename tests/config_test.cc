@@ -1,8 +1,12 @@
 // config.json -> ModelSpec for every family, and clear errors for what is unsupported.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "models/model_spec.h"
 #include "nlohmann/json.hpp"
+#include "tests/golden_fixture.h"
 
 namespace tessera {
 namespace {
@@ -78,6 +82,35 @@ TEST(ConfigTest, InconsistentHeadsAreRejected) {
   json c = LlamaConfig();
   c["num_key_value_heads"] = 3;
   EXPECT_NE(Error(c).find("multiple of num_key_value_heads"), std::string::npos);
+}
+
+// Reproducers from fuzzing (tests/data/repro/README.md): sizes are checked as they are
+// read, before any of them sizes a vector or enters a product.
+TEST(ConfigTest, OutOfRangeSizesAreNamedBeforeTheySizeAnything) {
+  const std::string repro = testing::TestDataDir() + "/repro/";
+  for (const auto& [file, key] : {std::pair{"config_negative_layers.json", "num_hidden_layers"},
+                                  std::pair{"config_huge_layers.json", "num_hidden_layers"},
+                                  std::pair{"config_gpt2_overflow.json", "n_embd"}}) {
+    std::ifstream in(repro + file);
+    ASSERT_TRUE(in) << file;
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto spec = ParseModelSpec(text);
+    ASSERT_FALSE(spec.ok()) << file;
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(spec.status().message().find(key), std::string::npos) << spec.status();
+  }
+  // Floats and huge values where integers belong.
+  for (const json& bad : {json(2.5), json(1e10), json(-4), json(0), json(18446744073709551615ull)}) {
+    json c = LlamaConfig();
+    c["num_attention_heads"] = bad;
+    EXPECT_NE(Error(c).find("num_attention_heads"), std::string::npos) << bad.dump();
+  }
+  json c = LlamaConfig();
+  c["eos_token_id"] = 1e10;
+  EXPECT_NE(Error(c).find("eos_token_id"), std::string::npos);
+  c = LlamaConfig();
+  c["bos_token_id"] = 3.5;
+  EXPECT_NE(Error(c).find("bos_token_id"), std::string::npos);
 }
 
 TEST(ConfigTest, NotJson) { EXPECT_NE(Error(json("x")).find("not a JSON object"), std::string::npos); }

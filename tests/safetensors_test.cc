@@ -80,6 +80,16 @@ TEST_F(SafetensorsTest, RejectsMalformedHeaders) {
             std::string::npos);
 }
 
+// A reproducer from fuzzing: a dimension past int64 was read as -1 and accepted.
+TEST_F(SafetensorsTest, RejectsDimensionsPastInt64) {
+  auto file = SafetensorsFile::Open(testing::TestDataDir() + "/repro/safetensors_negative_dim.safetensors");
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(file.status().message().find("shape"), std::string::npos) << file.status();
+  EXPECT_NE(OpenRaw(R"({"a": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}})", 4).find("shape"),
+            std::string::npos);
+}
+
 TEST_F(SafetensorsTest, RejectsTruncatedData) {
   // Claims 64 bytes, the file holds 16.
   EXPECT_NE(OpenRaw(R"({"a": {"dtype": "F32", "shape": [16], "data_offsets": [0, 64]}})", 16).find("truncated"),

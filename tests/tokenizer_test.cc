@@ -4,12 +4,15 @@
 #include <zlib.h>
 
 #include <fstream>
+#include <iterator>
+#include <random>
 
 #include <gtest/gtest.h>
 
 #include "nlohmann/json.hpp"
 #include "tests/golden_fixture.h"
 #include "tokenizer/incremental_decoder.h"
+#include "tokenizer/internal/utf8.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tessera::tokenizer {
@@ -180,6 +183,87 @@ TEST(TokenizerTest, UnsupportedPartsAreNamed) {
                "bad regex");
   expect_error(R"({"model": {"type": "BPE", "vocab": {"a": "zero"}, "merges": []}})", "bad id");
   expect_error(TinyTokenizerJson(R"([{"id": "x", "content": "<x>"}])"), "added token");
+}
+
+// Reproducers from fuzzing (tests/data/repro/README.md).
+TEST(TokenizerTest, FuzzedTokenizersLoadOrFailCleanly) {
+  const std::string repro = testing::TestDataDir() + "/repro/";
+  auto read = [&](const std::string& name) {
+    std::ifstream in(repro + name);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  // "▁" at byte 1 of a token made an index wrap: now it is an ordinary vocabulary.
+  auto marker = Tokenizer::FromJson(read("tokenizer_json_abort.json"));
+  ASSERT_TRUE(marker.ok()) << marker.status();
+  EXPECT_TRUE((*marker)->Encode("<\u2581", false).ok());
+  // Floats where integers belong are named, not cast.
+  for (const auto& [file, what] : {std::pair{"tokenizer_strip_float.json", "Strip"},
+                                   std::pair{"tokenizer_template_float_id.json", "TemplateProcessing"}}) {
+    auto t = Tokenizer::FromJson(read(file));
+    ASSERT_FALSE(t.ok()) << file;
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(t.status().message().find(what), std::string::npos) << t.status();
+  }
+  auto huge_added = Tokenizer::FromJson(TinyTokenizerJson(R"([{"id": 1e10, "content": "<x>"}])"));
+  EXPECT_EQ(huge_added.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The ids of [26, 172] (<0x17>, <0xA9>) in the Mistral vocabulary decode to "��": the
+// stream must not have sent the 0x17 byte first.
+TEST(TokenizerTest, StreamedByteFallbackRunsEqualDecode) {
+  auto mistral = LoadFixture("mistral");
+  ASSERT_NE(mistral, nullptr);
+  IncrementalDecoder stream(*mistral, false);
+  std::string streamed = *stream.Add(26);
+  EXPECT_EQ(streamed, "") << "the byte run may still change";
+  streamed += *stream.Add(172);
+  streamed += *stream.Finish();
+  EXPECT_EQ(streamed, "\xef\xbf\xbd\xef\xbf\xbd");
+  const std::vector<int32_t> ids = {26, 172};
+  EXPECT_EQ(streamed, *mistral->Decode(ids, false));
+}
+
+// Property: random id sequences (heavy in byte tokens and multi-byte pieces) streamed
+// one id at a time emit only valid UTF-8, and the pieces concatenate to Decode.
+TEST_P(FixtureTest, RandomStreamsAreValidUtf8AndEqualDecode) {
+  std::vector<int32_t> byte_tokens, multibyte;
+  for (int32_t id = 0; id < tokenizer_->vocab_size(); ++id) {
+    if (tokenizer_->IsByteToken(id)) byte_tokens.push_back(id);
+    const std::vector<int32_t> one = {id};
+    auto text = tokenizer_->Decode(one, false);
+    if (text.ok() && text->size() >= 2 && static_cast<unsigned char>((*text)[text->size() - 1]) >= 0x80) {
+      multibyte.push_back(id);
+    }
+  }
+  std::mt19937 rng(17);
+  for (int round = 0; round < 300; ++round) {
+    std::vector<int32_t> ids(1 + rng() % 24);
+    for (int32_t& id : ids) {
+      const int kind = rng() % 3;
+      if (kind == 0 && !byte_tokens.empty()) {
+        id = byte_tokens[rng() % byte_tokens.size()];
+      } else if (kind == 1 && !multibyte.empty()) {
+        id = multibyte[rng() % multibyte.size()];
+      } else {
+        id = static_cast<int32_t>(rng() % tokenizer_->vocab_size());
+      }
+    }
+    for (bool skip : {true, false}) {
+      IncrementalDecoder stream(*tokenizer_, skip);
+      std::string streamed;
+      for (int32_t id : ids) {
+        auto piece = stream.Add(id);
+        ASSERT_TRUE(piece.ok()) << piece.status();
+        ASSERT_TRUE(internal::IsValidUtf8(*piece)) << "round " << round;
+        streamed += *piece;
+      }
+      auto rest = stream.Finish();
+      ASSERT_TRUE(rest.ok());
+      ASSERT_TRUE(internal::IsValidUtf8(*rest));
+      streamed += *rest;
+      ASSERT_EQ(streamed, *tokenizer_->Decode(ids, skip)) << "round " << round;
+    }
+  }
 }
 
 TEST(TokenizerTest, MissingFileIsNotFound) {

@@ -4,7 +4,9 @@
 #include <cctype>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_int.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/internal/components.h"
 #include "tokenizer/internal/utf8.h"
 
 namespace tessera::tokenizer::internal {
@@ -23,18 +25,18 @@ absl::StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const nlohmann::json& 
   if (list.is_null()) return v;
   if (!list.is_array()) return absl::InvalidArgumentError("tokenizer.json: added_tokens is not a list");
   for (const auto& t : list) {
-    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
-        !t["content"].is_string() || t["content"].get<std::string>().empty()) {
-      return absl::InvalidArgumentError("tokenizer.json: an added token needs an integer id and a non-empty content");
+    const std::optional<int64_t> id = t.is_object() && t.contains("id") ? JsonInt(t["id"], 0, kMaxTokenId) : std::nullopt;
+    if (!id || !t.contains("content") || !t["content"].is_string() || t["content"].get<std::string>().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tokenizer.json: an added token needs an id in [0, ", kMaxTokenId, "] and a non-empty content"));
     }
     AddedToken a;
-    a.id = t["id"].get<int32_t>();
+    a.id = static_cast<int32_t>(*id);
     a.content = t["content"].get<std::string>();
     a.single_word = t.value("single_word", false);
     a.lstrip = t.value("lstrip", false);
     a.rstrip = t.value("rstrip", false);
     a.special = t.value("special", false);
-    if (a.id < 0) return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: added token with id ", a.id));
     v.max_id_ = std::max(v.max_id_, a.id);
     v.by_id_[a.id] = v.tokens_.size();
     v.by_content_[a.content] = v.tokens_.size();

@@ -4,12 +4,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/json_int.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/internal/components.h"
 #include "tokenizer/internal/utf8.h"
 
 namespace tessera::tokenizer::internal {
 namespace {
 constexpr std::string_view kMetaspace = "\xe2\x96\x81";  // U+2581, SentencePiece's word marker
+
+// Whether the marker at byte `pos` of `text` directly follows another marker (false
+// when fewer bytes than a marker precede it: "a▁" has its marker at byte 1).
+bool FollowsMetaspace(std::string_view text, size_t pos) {
+  return pos >= kMetaspace.size() && text.compare(pos - kMetaspace.size(), kMetaspace.size(), kMetaspace) == 0;
+}
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::json& m) {
@@ -30,10 +38,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
 
   auto model = std::unique_ptr<BpeModel>(new BpeModel());
   for (const auto& [token, id] : m["vocab"].items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > (1 << 24)) {
-      return bad(absl::StrCat("bad id for token ", token));
-    }
-    const int32_t i = id.get<int32_t>();
+    const std::optional<int64_t> checked = JsonInt(id, 0, kMaxTokenId);
+    if (!checked) return bad(absl::StrCat("bad id for token ", token));
+    const auto i = static_cast<int32_t>(*checked);
     if (static_cast<size_t>(i) >= model->id_to_token_.size()) model->id_to_token_.resize(i + 1);
     model->id_to_token_[i] = token;
     model->vocab_[token] = i;
@@ -70,7 +77,7 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
   model->words_start_at_metaspace_ = true;
   for (const auto& [token, id] : model->vocab_) {
     for (size_t pos = token.find(kMetaspace, 1); pos != std::string::npos; pos = token.find(kMetaspace, pos + 1)) {
-      if (token.compare(pos - kMetaspace.size(), kMetaspace.size(), kMetaspace) != 0) {
+      if (!FollowsMetaspace(token, pos)) {
         model->words_start_at_metaspace_ = false;
       }
     }
@@ -101,7 +108,7 @@ void BpeModel::EncodeWord(std::string_view word, std::vector<int32_t>* ids) cons
   // Split before every marker that follows another character ("▁▁x" stays whole).
   size_t start = 0;
   for (size_t pos = word.find(kMetaspace, 1); pos != std::string_view::npos; pos = word.find(kMetaspace, pos + 1)) {
-    if (word.compare(pos - kMetaspace.size(), kMetaspace.size(), kMetaspace) == 0) continue;
+    if (FollowsMetaspace(word, pos)) continue;
     EncodeCached(word.substr(start, pos - start), ids);
     start = pos;
   }

@@ -2,6 +2,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "common/json_int.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "tokenizer/internal/components.h"
@@ -44,6 +45,9 @@ class ReplaceDecoder : public Decoder {
   std::string from_, to_;
 };
 
+// Strip decoders remove at most this many copies of their content from each end.
+constexpr int64_t kMaxStrip = 1 << 16;
+
 // Runs of "<0xXX>" tokens become the text their bytes spell; bytes that are not valid
 // UTF-8 become one U+FFFD each (as the reference does).
 class ByteFallbackDecoder : public Decoder {
@@ -71,20 +75,6 @@ class ByteFallbackDecoder : public Decoder {
     }
     flush();
     *tokens = std::move(out);
-  }
-
-  static bool ParseByteToken(const std::string& t, int* byte) {
-    if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return false;
-    auto hex = [](char c) {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      return -1;
-    };
-    const int hi = hex(t[3]), lo = hex(t[4]);
-    if (hi < 0 || lo < 0) return false;
-    *byte = hi * 16 + lo;
-    return true;
   }
 };
 
@@ -132,6 +122,20 @@ class MetaspaceDecoder : public Decoder {
 
 }  // namespace
 
+bool ParseByteToken(std::string_view t, int* byte) {
+  if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return false;
+  auto hex = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  const int hi = hex(t[3]), lo = hex(t[4]);
+  if (hi < 0 || lo < 0) return false;
+  *byte = hi * 16 + lo;
+  return true;
+}
+
 absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromJson(const json& j) {
   if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
     return absl::InvalidArgumentError("tokenizer.json: decoder without a type");
@@ -160,7 +164,13 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromJson(const json& j) {
     return std::make_unique<ReplaceDecoder>(pattern["String"].get<std::string>(), j["content"].get<std::string>());
   }
   if (type == "Strip") {
-    return std::make_unique<StripDecoder>(j.value("content", " "), j.value("start", 0), j.value("stop", 0));
+    const std::optional<int64_t> start = JsonInt(j.value("start", json(0)), 0, kMaxStrip);
+    const std::optional<int64_t> stop = JsonInt(j.value("stop", json(0)), 0, kMaxStrip);
+    if (!start || !stop) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer.json: Strip decoder's start and stop must be integers in [0, ", kMaxStrip, "]"));
+    }
+    return std::make_unique<StripDecoder>(j.value("content", " "), static_cast<int>(*start), static_cast<int>(*stop));
   }
   if (type == "Metaspace") {
     const std::string scheme = j.value("prepend_scheme", j.value("add_prefix_space", true) ? "always" : "never");

@@ -25,8 +25,11 @@ absl::StatusOr<std::string> IncrementalDecoder::Emit(bool final) {
   ASSIGN_OR_RETURN(std::string before,
                    tokenizer_.Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_tokens_));
   ASSIGN_OR_RETURN(std::string after, tokenizer_.Decode(all.subspan(prefix_offset_), skip_special_tokens_));
-  // Hold back while the newest bytes end in an incomplete character, unless finishing.
-  if (after.size() <= before.size() || (!final && EndsWith(after, kReplacement))) {
+  // Hold back, unless finishing, while the newest text may still change: it ends in an
+  // incomplete character or in a run of byte tokens, or the earlier text changed.
+  const bool unsettled = EndsWith(after, kReplacement) || (!ids_.empty() && tokenizer_.IsByteToken(ids_.back())) ||
+                         after.compare(0, before.size(), before) != 0;
+  if (after.size() <= before.size() || (!final && unsettled)) {
     if (final) read_offset_ = ids_.size();
     return std::string();
   }

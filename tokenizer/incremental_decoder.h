@@ -1,12 +1,14 @@
 // Streaming detokenization: feed ids one at a time, get text as soon as it is final.
 //
-// Text is emitted only when it forms complete UTF-8 (a multi-byte character split
-// across tokens waits for its last byte), and the decoder's context-dependent rules
-// (SentencePiece drops the space of the sequence's first word) are respected by always
-// decoding a window that starts at a token boundary already emitted: the text of the
-// window with and without the new tokens is compared, and only the difference is
-// emitted. The concatenation of everything emitted, Finish() included, equals
-// Decode(all ids).
+// Text is emitted only when it is final: a multi-byte character split across tokens
+// waits for its last byte, and a run of byte-fallback tokens ("<0xXX>") waits for the
+// token after it, since the whole run becomes U+FFFDs if its bytes end up invalid. The
+// decoder's context-dependent rules (SentencePiece drops the space of the sequence's
+// first word) are respected by always decoding a window that starts at a token
+// boundary already emitted: the text of the window with and without the new tokens is
+// compared, and only the difference is emitted, when the earlier text is a prefix of
+// the new one. Every piece is valid UTF-8, and the concatenation of everything
+// emitted, Finish() included, equals Decode(all ids).
 //
 // Thread-safety: one decoder per stream; the Tokenizer it reads must outlive it.
 #pragma once

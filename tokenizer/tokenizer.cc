@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/json_int.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "tokenizer/internal/added_vocabulary.h"
@@ -67,7 +68,14 @@ absl::Status Tokenizer::Impl::ParsePostProcessor(const json& j) {
       if (!special.contains(name) || !special[name].contains("ids") || !special[name]["ids"].is_array()) {
         return Unsupported(absl::StrCat("TemplateProcessing names unknown special token '", name, "'"));
       }
-      for (const auto& id : special[name]["ids"]) single_template.push_back(id.get<int32_t>());
+      for (const auto& id : special[name]["ids"]) {
+        const std::optional<int64_t> checked = JsonInt(id, 0, internal::kMaxTokenId);
+        if (!checked) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("tokenizer.json: TemplateProcessing token '", name, "' has id ", id.dump(), ", not a token id"));
+        }
+        single_template.push_back(static_cast<int32_t>(*checked));
+      }
     } else {
       return Unsupported("TemplateProcessing item is neither Sequence nor SpecialToken");
     }
@@ -159,6 +167,13 @@ absl::StatusOr<std::string> Tokenizer::Decode(std::span<const int32_t> ids, bool
 }
 
 int32_t Tokenizer::vocab_size() const { return std::max(impl_->model->size(), impl_->added.max_id() + 1); }
+
+bool Tokenizer::IsByteToken(int32_t id) const {
+  if (impl_->added.Find(id) != nullptr) return false;
+  const std::string* token = impl_->model->IdToToken(id);
+  int byte;
+  return token != nullptr && internal::ParseByteToken(*token, &byte);
+}
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
   if (const internal::AddedToken* added = impl_->added.Find(token)) return added->id;

@@ -44,6 +44,9 @@ class Tokenizer {
   int32_t vocab_size() const;
   std::optional<int32_t> TokenToId(std::string_view token) const;
   bool IsSpecial(int32_t id) const;
+  // A "<0xXX>" byte-fallback token: the text of a run of them can change as the run
+  // grows (bytes that end up invalid UTF-8 all become U+FFFD).
+  bool IsByteToken(int32_t id) const;
 
  private:
   struct Impl;

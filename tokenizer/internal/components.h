@@ -2,6 +2,7 @@
 // object. An unsupported "type" is an INVALID_ARGUMENT that names it.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -11,6 +12,10 @@
 #include "nlohmann/json_fwd.hpp"
 
 namespace tessera::tokenizer::internal {
+
+// Token ids above this are refused when a tokenizer.json is read: no vocabulary comes
+// near it, and every id then fits an int32 and sizes no table past 16M entries.
+inline constexpr int64_t kMaxTokenId = 1 << 24;
 
 // Text -> text, before pre-tokenization (NFC, Prepend, Replace, ...).
 class Normalizer {
@@ -28,6 +33,9 @@ class PreTokenizer {
   virtual void Split(std::vector<std::string>* words) const = 0;
   static absl::StatusOr<std::unique_ptr<PreTokenizer>> FromJson(const nlohmann::json& j);
 };
+
+// A "<0xXX>" token (SentencePiece byte fallback): true with the byte it stands for.
+bool ParseByteToken(std::string_view token, int* byte);
 
 // Token strings -> token strings, one step of decoding (ByteLevel, Replace,
 // ByteFallback, Fuse, Strip, ...). The last step's strings are concatenated.
