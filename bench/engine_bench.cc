@@ -1,11 +1,11 @@
 // Single-process engine benchmark on a synthetic TinyLlama-1.1B-shaped model with
-// random BF16 weights: batch-1 decode, batched decode and 512-token prefill, each set
-// against a limit measured in the same run (memory read bandwidth, bf16 dot peak).
+// random BF16 (or F16) weights: batch-1 decode, batched decode and 512-token prefill,
+// each set against a limit measured in the same run (memory read bandwidth, fp32 FMA
+// peak, bf16 dot peak), at the CPU kernel level selected (kernels/cpu_isa.h).
 //
 //   build/bin/engine_bench [--threads N] [--prompt 512] [--decode-steps 64] [--batch 16] [--tp 2]
+//                          [--cpu-isa LEVEL] [--dtype bf16|f16] [--batch-invariant]
 //   build/bin/engine_bench --mixtral --ep 2 ...   (Mixtral-shaped: EP=2 against TP=2)
-#include <immintrin.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,9 +20,11 @@
 #include <filesystem>
 
 #include "absl/strings/numbers.h"
+#include "bench/machine_limits.h"
 #include "bench/synthetic_model.h"
 #include "common/aligned_buffer.h"
 #include "common/thread_pool.h"
+#include "kernels/cpu_isa.h"
 #include "kvstore/block_allocator.h"
 #include "models/generate.h"
 #include "models/model.h"
@@ -35,67 +37,6 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// STREAM-like read: every thread sums its slice of a 1 GiB buffer through four
-// interleaved streams. Best of 60 passes, in GB/s: on this VM freshly touched memory
-// reads slowly for the first ~20 passes (~33 GB/s) before settling near 45-48 GB/s,
-// so a few passes would understate the limit that the (warm) weights are read at.
-double MemoryReadBandwidth(ThreadPool& pool) {
-  const size_t bytes = 1ull << 30;
-  AlignedBuffer buffer(bytes);
-  std::memset(buffer.data(), 1, bytes);
-  const int threads = pool.num_threads();
-  const size_t slice = bytes / threads / 256 * 256;
-  std::vector<float> sinks(threads);
-  double best = 0;
-  for (int pass = 0; pass < 60; ++pass) {
-    const auto t0 = Clock::now();
-    pool.Run(threads, [&](int t) {
-      const char* base = buffer.as<char>() + t * slice;
-      const size_t quarter = slice / 4;
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (size_t off = 0; off < quarter; off += 64) {
-        a0 = _mm512_add_ps(a0, _mm512_load_ps(reinterpret_cast<const float*>(base + off)));
-        a1 = _mm512_add_ps(a1, _mm512_load_ps(reinterpret_cast<const float*>(base + quarter + off)));
-        a2 = _mm512_add_ps(a2, _mm512_load_ps(reinterpret_cast<const float*>(base + 2 * quarter + off)));
-        a3 = _mm512_add_ps(a3, _mm512_load_ps(reinterpret_cast<const float*>(base + 3 * quarter + off)));
-      }
-      sinks[t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-    });
-    best = std::max(best, static_cast<double>(slice) * threads / Seconds(t0, Clock::now()) / 1e9);
-  }
-  return best;
-}
-
-// The bf16 dot-product instruction's peak: 24 independent vdpbf16ps chains per
-// thread, registers only. GFLOP/s (one vdpbf16ps = 16 lanes x 2 pairs x 2 FLOP).
-double Bf16DotPeak(ThreadPool& pool) {
-#if defined(__AVX512BF16__)
-  const int64_t iters = 20'000'000;
-  const int threads = pool.num_threads();
-  std::vector<float> sinks(threads);
-  double best = 0;
-  for (int pass = 0; pass < 3; ++pass) {
-    const auto t0 = Clock::now();
-    pool.Run(threads, [&](int t) {
-      __m512 acc[24];
-      for (auto& a : acc) a = _mm512_setzero_ps();
-      const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = x;
-      for (int64_t i = 0; i < iters; ++i) {
-#pragma GCC unroll 24
-        for (auto& a : acc) a = _mm512_dpbf16_ps(a, x, y);
-      }
-      __m512 s = acc[0];
-      for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
-      sinks[t] = _mm512_reduce_add_ps(s);
-    });
-    best = std::max(best, 64.0 * 24 * iters * threads / Seconds(t0, Clock::now()) / 1e9);
-  }
-  return best;
-#else
-  return 0;
-#endif
-}
-
 struct Flags {
   int threads = 0;
   int prompt = 512;
@@ -104,14 +45,35 @@ struct Flags {
   int tp = 0;  // > 1: also decode with TP ranks as processes, one thread each
   int ep = 0;  // > 1 (with --mixtral): also decode with EP ranks as processes
   bool mixtral = false;  // the Mixtral-shaped model instead of TinyLlama
+  bool batch_invariant = false;  // exact fp32-activation matmuls at every batch size
+  DType dtype = DType::kBF16;
+  kernels::CpuIsa isa = kernels::BestCpuIsa();
 };
 
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
   for (int i = 1; i < argc; ++i) {
     const std::string name = argv[i];
-    if (name == "--mixtral") {
-      f.mixtral = true;
+    if (name == "--mixtral" || name == "--batch-invariant") {
+      (name == "--mixtral" ? f.mixtral : f.batch_invariant) = true;
+      continue;
+    }
+    if (name == "--cpu-isa" && i + 1 < argc) {
+      auto isa = kernels::ParseCpuIsa(argv[++i]);
+      if (!isa.ok()) {
+        std::fprintf(stderr, "engine_bench: %s\n", std::string(isa.status().message()).c_str());
+        std::exit(2);
+      }
+      f.isa = *isa;
+      continue;
+    }
+    if (name == "--dtype" && i + 1 < argc) {
+      const std::string dtype = argv[++i];
+      if (dtype != "bf16" && dtype != "f16") {
+        std::fprintf(stderr, "engine_bench: --dtype must be bf16 or f16\n");
+        std::exit(2);
+      }
+      f.dtype = dtype == "f16" ? DType::kF16 : DType::kBF16;
       continue;
     }
     int value = 0;
@@ -207,22 +169,32 @@ double ParallelDecode(const models::ModelSpec& spec, const SyntheticLlama& sourc
 
 int Main(int argc, char** argv) {
   const Flags flags = ParseFlags(argc, argv);
+  if (absl::Status selected = kernels::SelectCpuIsa(flags.isa); !selected.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", std::string(selected.message()).c_str());
+    return 2;
+  }
   models::ModelOptions options;
   options.num_threads = flags.threads;
+  if (flags.batch_invariant) options.matmul.bf16_activation_min_rows = 0;
   const models::ModelSpec spec = flags.mixtral ? SmallMixtralSpec() : TinyLlamaSpec();
-  std::printf("building synthetic %s (bf16, random weights)...\n",
-              flags.mixtral ? "Mixtral-shaped model (8 experts, top-2)" : "TinyLlama-1.1B");
+  std::printf("building synthetic %s (%s, random weights)...\n",
+              flags.mixtral ? "Mixtral-shaped model (8 experts, top-2)" : "TinyLlama-1.1B",
+              std::string(DTypeName(flags.dtype)).c_str());
   std::unique_ptr<models::Model> model;
-  auto source = std::make_unique<SyntheticLlama>(spec);
+  auto source = std::make_unique<SyntheticLlama>(spec, 1, flags.dtype);
   model = *models::Model::Create(spec, *source, options);
   if (flags.tp <= 1 && flags.ep <= 1) source.reset();
   ThreadPool pool(model->num_threads());
   const double bandwidth = MemoryReadBandwidth(pool);
-  const double peak = Bf16DotPeak(pool);
+  const double fma_peak = Fp32FmaPeak(pool);
+  const double bf16_peak = Bf16DotPeak(pool);
+  std::printf("CPU kernels %s (this CPU runs up to %s)%s\n", kernels::CpuIsaName(flags.isa),
+              kernels::CpuIsaName(kernels::BestCpuIsa()), flags.batch_invariant ? ", batch-invariant" : "");
   std::printf("threads %d, weights %.2f GB, bytes read per decoded token %.2f GB\n", model->num_threads(),
               model->weight_bytes() / 1e9, model->decode_bytes_per_token() / 1e9);
   std::printf("memory read bandwidth (this run)   %8.1f GB/s\n", bandwidth);
-  std::printf("bf16 dot peak (this run)           %8.1f GFLOP/s\n", peak);
+  std::printf("fp32 FMA peak (this run)           %8.1f GFLOP/s\n", fma_peak);
+  if (bf16_peak > 0) std::printf("bf16 dot peak (this run)           %8.1f GFLOP/s\n", bf16_peak);
 
   const int block = 16;
   const int64_t max_tokens = flags.prompt + flags.decode_steps + 16;
@@ -244,8 +216,10 @@ int Main(int argc, char** argv) {
     prefill_s = std::min(prefill_s, Seconds(t0, Clock::now()));
   }
   const double prefill_gflops = ForwardFlops(spec, flags.prompt, 0) / prefill_s / 1e9;
-  std::printf("prefill %d tokens                  %8.1f tok/s  %6.1f GFLOP/s  = %.2f of bf16 peak\n", flags.prompt,
-              flags.prompt / prefill_s, prefill_gflops, peak > 0 ? prefill_gflops / peak : 0.0);
+  std::printf("prefill %d tokens                  %8.1f tok/s  %6.1f GFLOP/s  = %.2f of fp32 FMA peak", flags.prompt,
+              flags.prompt / prefill_s, prefill_gflops, prefill_gflops / fma_peak);
+  if (bf16_peak > 0) std::printf(", %.2f of bf16 peak", prefill_gflops / bf16_peak);
+  std::printf("\n");
 
   // Batch-1 decode after the prompt.
   int32_t token = models::ArgMax(logits.data(), spec.vocab_size);

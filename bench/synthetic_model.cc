@@ -42,7 +42,8 @@ models::ModelSpec SmallMixtralSpec() {
   return s;
 }
 
-SyntheticLlama::SyntheticLlama(const models::ModelSpec& spec, uint64_t seed) : state_(seed * 0x9e3779b97f4a7c15ull + 1) {
+SyntheticLlama::SyntheticLlama(const models::ModelSpec& spec, uint64_t seed, DType dtype)
+    : state_(seed * 0x9e3779b97f4a7c15ull + 1), dtype_(dtype) {
   const int64_t h = spec.hidden_size, q = spec.q_size(), kv = spec.kv_size(), inner = spec.intermediate_size;
   Add("model.embed_tokens.weight", {spec.vocab_size, h});
   Add("lm_head.weight", {spec.vocab_size, h});
@@ -79,7 +80,7 @@ void SyntheticLlama::Add(const std::string& name, std::vector<int64_t> shape, bo
   data.resize(n);
   for (int64_t i = 0; i < n; ++i) {
     if (ones) {
-      data[i] = FloatToBf16(1.0f);
+      data[i] = dtype_ == DType::kF16 ? FloatToF16(1.0f) : FloatToBf16(1.0f);
       continue;
     }
     // xorshift64*: cheap enough for a billion values; a sum of two uniforms is close
@@ -89,10 +90,11 @@ void SyntheticLlama::Add(const std::string& name, std::vector<int64_t> shape, bo
     state_ ^= state_ >> 27;
     const uint64_t r = state_ * 0x2545f4914f6cdd1dull;
     const float u = static_cast<float>(r >> 40) / 16777216.0f + static_cast<float>((r >> 16) & 0xffffff) / 16777216.0f;
-    data[i] = FloatToBf16((u - 1.0f) * 0.05f);
+    const float value = (u - 1.0f) * 0.05f;
+    data[i] = dtype_ == DType::kF16 ? FloatToF16(value) : FloatToBf16(value);
   }
   models::TensorView view;
-  view.dtype = "BF16";
+  view.dtype = std::string(DTypeName(dtype_));
   view.shape = std::move(shape);
   view.data = reinterpret_cast<const uint8_t*>(data.data());
   view.nbytes = data.size() * sizeof(uint16_t);
@@ -114,7 +116,7 @@ absl::Status SyntheticLlama::WriteCheckpoint(const models::ModelSpec& spec, cons
                            {"hidden_act", "silu"},
                            {"tie_word_embeddings", false},
                            {"eos_token_id", 2},
-                           {"torch_dtype", "bfloat16"}};
+                           {"torch_dtype", dtype_ == DType::kF16 ? "float16" : "bfloat16"}};
   std::ofstream(dir + "/config.json") << config.dump(2) << "\n";
   nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
   uint64_t offset = 0;

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include <string>
 
+#include "common/dtype.h"
 #include "models/model_spec.h"
 #include "models/safetensors.h"
 
@@ -20,11 +21,12 @@ models::ModelSpec TinyLlamaSpec();
 // 8 layers, 16 heads / 8 KV heads, 8 experts top-2 with FFN 3584, vocab 32000.
 models::ModelSpec SmallMixtralSpec();
 
-// Random BF16 tensors (normal-ish, std 0.02; norm weights 1) under LLaMA's (or, for
-// MoE specs, Mixtral's) names.
+// Random BF16 or F16 tensors (normal-ish, std 0.02; norm weights 1) under LLaMA's (or,
+// for MoE specs, Mixtral's) names.
 class SyntheticLlama : public models::TensorSource {
  public:
-  explicit SyntheticLlama(const models::ModelSpec& spec, uint64_t seed = 1);
+  // REQUIRES: dtype is kBF16 or kF16.
+  explicit SyntheticLlama(const models::ModelSpec& spec, uint64_t seed = 1, DType dtype = DType::kBF16);
   const models::TensorView* Find(const std::string& name) const override;
 
   // Writes a HuggingFace folder (config.json, model.safetensors) that serves like any
@@ -35,6 +37,7 @@ class SyntheticLlama : public models::TensorSource {
   void Add(const std::string& name, std::vector<int64_t> shape, bool ones = false);
 
   uint64_t state_;
+  DType dtype_;
   std::map<std::string, std::vector<uint16_t>> storage_;
   std::map<std::string, models::TensorView> views_;
 };

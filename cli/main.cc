@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/cpu_kernels_flag.h"
 #include "models/generate.h"
 #include "models/model.h"
 #include "parallel/communicator.h"
@@ -51,7 +52,7 @@ commands:
               Prints the text of the ids (special tokens included).
 
   serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
-              [--tp N] [--ep M]
+              [--tp N] [--ep M] [--cpu-isa LEVEL] [--batch-invariant]
               Runs a coordinator and N workers (child processes) until Ctrl-C;
               every tp x ep workers form one replica group.
   client      [--address HOST:PORT] (--prompt TEXT | --ids 1,2,3) [--max-tokens N]
@@ -72,6 +73,9 @@ common flags:
                    (Gloo collectives; default 1)
   --ep M           logits/generate, MoE models: expert parallelism; runs N x M
                    processes (default 1)
+  --cpu-isa LEVEL  logits/generate/serve: the CPU kernels' instruction set: auto
+                   (default, the best this CPU runs), avx512-bf16, avx512, avx2,
+                   portable
   --help           this text
 
 Exit status: 0 on success, 2 on bad arguments, ids, text or model folder.
@@ -223,12 +227,13 @@ int RunModelCommand(const Args& args) {
   ModelJob job;
   job.logits = args.command == "logits";
   std::string error;
-  if (!CheckFlags(args, job.logits ? std::set<std::string>{"model", "ids", "out", "threads", "block-size", "tp", "ep"}
+  if (!CheckFlags(args, job.logits ? std::set<std::string>{"model", "ids", "out", "threads", "block-size", "tp", "ep", "cpu-isa"}
                                    : std::set<std::string>{"model", "ids", "prompt", "max-new-tokens", "threads",
-                                                           "block-size", "tp", "ep"},
+                                                           "block-size", "tp", "ep", "cpu-isa"},
                   &error)) {
     return Fail(error);
   }
+  if (absl::Status isa = SelectCpuKernels(args, "tessera", /*announce=*/false); !isa.ok()) return Fail(isa);
   if (!Require(args, {"model"}, &error) || !IntFlag(args, "threads", 0, 0, &job.threads, &error) ||
       !IntFlag(args, "block-size", 16, 1, &job.block_size, &error) || !IntFlag(args, "tp", 1, 1, &job.tp, &error) ||
       !IntFlag(args, "ep", 1, 1, &job.ep, &error)) {
@@ -302,7 +307,7 @@ int Main(int argc, char** argv) {
   }
   Args args;
   std::string error;
-  if (!ParseArgs(argc, argv, {"help", "add-special-tokens"}, &args, &error)) return Fail(error);
+  if (!ParseArgs(argc, argv, {"help", "add-special-tokens", "batch-invariant"}, &args, &error)) return Fail(error);
   if (args.Has("help")) {
     std::cout << kUsage;
     return 0;

@@ -1,5 +1,5 @@
 // tessera serve --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
-//               [--tp N] [--ep M]
+//               [--tp N] [--ep M] [--cpu-isa LEVEL] [--batch-invariant]
 //
 // Starts tessera-coordinator and N tessera-worker processes (from the directory of
 // this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
+#include "cli/cpu_kernels_flag.h"
 
 namespace tessera::cli {
 namespace {
@@ -54,7 +55,8 @@ int Fail(const std::string& m) {
 
 int RunServe(const Args& args, const char* argv0) {
   std::string error;
-  if (!CheckFlags(args, {"model", "workers", "listen", "threads-per-worker", "kv-memory-mb", "tp", "ep"}, &error)) {
+  if (!CheckFlags(args, {"model", "workers", "listen", "threads-per-worker", "kv-memory-mb", "tp", "ep", "cpu-isa",
+                         "batch-invariant"}, &error)) {
     return Fail(error);
   }
   if (!args.Has("model")) return Fail("'serve' needs --model DIR");
@@ -63,6 +65,10 @@ int RunServe(const Args& args, const char* argv0) {
       !IntFlag(args, "kv-memory-mb", 256, 1, &kv_mb, &error) || !IntFlag(args, "tp", 1, 1, &tp, &error) ||
       !IntFlag(args, "ep", 1, 1, &ep, &error)) {
     return Fail(error);
+  }
+  // Checked here so that a bad level fails once, before any process starts.
+  if (absl::Status isa = SelectCpuKernels(args, "tessera", /*announce=*/false); !isa.ok()) {
+    return Fail(std::string(isa.message()));
   }
   if (workers % (tp * ep) != 0) return Fail("--workers must be a multiple of tp x ep (workers per replica group)");
   const fs::path bin = fs::canonical("/proc/self/exe").parent_path();
@@ -85,7 +91,7 @@ int RunServe(const Args& args, const char* argv0) {
   const pid_t coordinator =
       Spawn({(bin / "tessera-coordinator").string(), "--model", args.flags.at("model"), "--listen", listen,
              "--port-file", port_file, "--kv-memory-mb", std::to_string(kv_mb), "--tp", std::to_string(tp), "--ep",
-             std::to_string(ep)});
+             std::to_string(ep), "--batch-invariant", args.Has("batch-invariant") ? "1" : "0"});
   std::string port;
   for (int i = 0; i < 600 && port.empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -99,8 +105,10 @@ int RunServe(const Args& args, const char* argv0) {
   const std::string address = absl::StrCat(host == "0.0.0.0" ? "127.0.0.1" : host, ":", port);
   std::vector<pid_t> worker_pids;
   for (int i = 0; i < workers; ++i) {
-    worker_pids.push_back(Spawn({(bin / "tessera-worker").string(), "--coordinator", address, "--threads",
-                                 std::to_string(threads)}));
+    std::vector<std::string> worker_args = {(bin / "tessera-worker").string(), "--coordinator", address, "--threads",
+                                            std::to_string(threads)};
+    if (args.Has("cpu-isa")) worker_args.insert(worker_args.end(), {"--cpu-isa", args.flags.at("cpu-isa")});
+    worker_pids.push_back(Spawn(worker_args));
   }
   std::cerr << "tessera: serving " << args.flags.at("model") << " on " << address << " with " << workers
             << " workers (Ctrl-C to stop)\n";

@@ -1,4 +1,4 @@
-// bfloat16 <-> float conversions (bf16 is the top half of an IEEE float32).
+// bfloat16 and IEEE half <-> float conversions (bf16 is the top half of an IEEE float32).
 #pragma once
 
 #include <cstdint>
@@ -22,7 +22,7 @@ inline uint16_t FloatToBf16(float f) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
-// IEEE half -> float (F16 checkpoints are widened at load).
+// IEEE half -> float, exact.
 inline float F16ToFloat(uint16_t h) {
   uint32_t sign = (h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
@@ -47,6 +47,29 @@ inline float F16ToFloat(uint16_t h) {
   float f;
   std::memcpy(&f, &bits, sizeof(f));
   return f;
+}
+
+// float -> IEEE half, round to nearest even as torch does; overflow gives infinity,
+// NaN stays NaN. Exact for every value F16ToFloat returns.
+inline uint16_t FloatToF16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));  // NaN
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504: infinity
+  if (abs < 0x38800000u) {  // below the smallest normal half: a subnormal (or zero)
+    const int shift = 126 - static_cast<int>(abs >> 23);  // 14 + (112 - exponent)
+    if (shift > 24) return static_cast<uint16_t>(sign);
+    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+    const uint32_t half = mant >> shift;
+    const uint32_t rest = mant & ((1u << shift) - 1), midpoint = 1u << (shift - 1);
+    const uint32_t rounded = half + (rest > midpoint || (rest == midpoint && (half & 1u)));
+    return static_cast<uint16_t>(sign | rounded);
+  }
+  const uint32_t rebased = abs - (112u << 23);  // exponent bias 127 -> 15
+  const uint32_t rounded = rebased + 0xfffu + ((rebased >> 13) & 1u);
+  return static_cast<uint16_t>(sign | (rounded >> 13));
 }
 
 }  // namespace tessera

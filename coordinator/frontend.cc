@@ -198,6 +198,7 @@ grpc::Status Frontend::GetServerInfo(grpc::ServerContext*, const v1::GetServerIn
   for (auto& g : cluster_->Groups()) *info->add_groups() = std::move(g);
   *info->mutable_kv_index() = cluster_->IndexInfo();
   info->set_registered_workers(cluster_->registered_workers());
+  info->set_batch_invariant(options_.batch_invariant);
   return grpc::Status::OK;
 }
 

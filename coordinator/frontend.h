@@ -22,6 +22,7 @@ struct FrontendOptions {
   int max_queue = 1024;  // requests waiting in all groups before RESOURCE_EXHAUSTED
   int tensor_parallel = 1;  // the groups' layout, reported by GetModelInfo
   int expert_parallel = 1;
+  bool batch_invariant = false;  // reported by GetServerInfo
 };
 
 class Frontend final : public v1::Tessera::Service {

@@ -40,6 +40,8 @@ constexpr char kUsage[] = R"(usage: tessera-coordinator --model DIR [flags]
   --ep M                   expert parallelism (MoE models): groups of tp x ep workers (default 1)
   --collective-timeout-ms N  a rank's collectives give up after this (default 10000)
   --prefix-caching 0|1     reuse cached KV blocks of equal prefixes (default 1)
+  --batch-invariant 0|1    every request's tokens independent of the batch it runs in:
+                           exact fp32-activation matmuls for every batch size (default 0)
   --host-kv-blocks N       host tier per worker: full blocks are written through to it,
                            so evicted prefixes survive and other groups (other nodes)
                            can fetch them over the KV data plane (default 0: none)
@@ -65,13 +67,13 @@ int Main(int argc, char** argv) {
   const std::set<std::string> flags = {"model", "model-name", "listen", "port-file", "block-size", "kv-memory-mb",
                                        "kv-blocks", "max-step-tokens", "max-running", "max-queue", "heartbeat-ms",
                                        "heartbeat-timeout-ms", "tp", "ep", "collective-timeout-ms", "prefix-caching",
-                                       "host-kv-blocks"};
+                                       "host-kv-blocks", "batch-invariant"};
   if (!cli::CheckFlags(args, flags, &error)) return Fail(error);
   cli::FlagsFromEnvironment(flags, {}, &args);
   if (!args.Has("model")) return Fail("needs --model DIR");
   const std::string model_dir = std::filesystem::absolute(args.flags.at("model")).string();
   int block_size, kv_mb, kv_blocks, step_tokens, max_running, max_queue, hb_ms, hb_timeout_ms, tp, ep, coll_ms,
-      prefix_caching, host_blocks;
+      prefix_caching, host_blocks, batch_invariant;
   if (!cli::IntFlag(args, "block-size", 16, 1, &block_size, &error) ||
       !cli::IntFlag(args, "kv-memory-mb", 256, 1, &kv_mb, &error) ||
       !cli::IntFlag(args, "kv-blocks", 0, 0, &kv_blocks, &error) ||
@@ -83,7 +85,8 @@ int Main(int argc, char** argv) {
       !cli::IntFlag(args, "tp", 1, 1, &tp, &error) || !cli::IntFlag(args, "ep", 1, 1, &ep, &error) ||
       !cli::IntFlag(args, "collective-timeout-ms", 10000, 100, &coll_ms, &error) ||
       !cli::IntFlag(args, "prefix-caching", 1, 0, &prefix_caching, &error) ||
-      !cli::IntFlag(args, "host-kv-blocks", 0, 0, &host_blocks, &error)) {
+      !cli::IntFlag(args, "host-kv-blocks", 0, 0, &host_blocks, &error) ||
+      !cli::IntFlag(args, "batch-invariant", 0, 0, &batch_invariant, &error)) {
     return Fail(error);
   }
   auto spec = models::LoadModelSpec(model_dir);
@@ -106,6 +109,7 @@ int Main(int argc, char** argv) {
   cluster_options.group.collective_timeout_ms = coll_ms;
   cluster_options.group.prefix_caching = prefix_caching != 0;
   cluster_options.group.num_host_kv_blocks = host_blocks;
+  cluster_options.group.batch_invariant = batch_invariant != 0;
   cluster_options.group.block_size = block_size;
   cluster_options.group.num_kv_blocks = kv_blocks;
   cluster_options.group.kv_memory_bytes = static_cast<int64_t>(kv_mb) << 20;
@@ -124,6 +128,7 @@ int Main(int argc, char** argv) {
   frontend_options.max_queue = max_queue;
   frontend_options.tensor_parallel = tp;
   frontend_options.expert_parallel = ep;
+  frontend_options.batch_invariant = batch_invariant != 0;
   Frontend frontend(frontend_options, *spec, std::move(tokenizer), &cluster);
 
   grpc::EnableDefaultHealthCheckService(true);

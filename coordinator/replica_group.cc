@@ -102,6 +102,7 @@ v1::GroupInfo ReplicaGroup::Info() const {
     info.set_swapped_in_blocks(cache.swapped_in);
     info.set_remote_fetched_blocks(cache.remote_fetched);
     info.set_remote_fetch_failures(cache.remote_fetch_failures);
+    for (const std::string& k : worker_kernels_) info.add_worker_kernels(k);
   }
   return info;
 }
@@ -127,6 +128,7 @@ bool ReplicaGroup::Load() {
       req.set_group_key(id_);
       req.set_collective_timeout_ms(options_.collective_timeout_ms);
       req.set_num_host_blocks(options_.num_host_kv_blocks);
+      req.set_batch_invariant(options_.batch_invariant);
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
       statuses[i] = stub->LoadModel(&ctx, req, &responses[i]);
@@ -166,6 +168,7 @@ bool ReplicaGroup::Load() {
   }
   scheduler_->AdoptHostBlocks(kept);
   weight_bytes_ = responses[0].weight_bytes();
+  for (const auto& r : responses) worker_kernels_.push_back(r.kernels());
   published_scheduler_.store(scheduler_.get(), std::memory_order_release);
   return true;
 }

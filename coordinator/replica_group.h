@@ -35,6 +35,7 @@ struct GroupOptions {
   int max_step_tokens = 512;
   int max_running = 256;
   bool prefix_caching = true;  // reuse cached KV blocks of equal prefixes
+  bool batch_invariant = false;  // workers compute every row independently of the batch
   int32_t num_host_kv_blocks = 0;  // the host tier per worker (0: none)
   // The cluster-wide block index remote prefixes are fetched through (null: none).
   const BlockIndex* block_index = nullptr;
@@ -87,6 +88,7 @@ class ReplicaGroup {
   std::atomic<State> state_{State::kLoading};
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> weight_bytes_{0};
+  std::vector<std::string> worker_kernels_;  // per rank; written by Load before publishing
   std::unique_ptr<Scheduler> scheduler_;  // set once loaded, by the group thread
   // scheduler_ as other threads may see it: null until it is fully built.
   std::atomic<Scheduler*> published_scheduler_{nullptr};

@@ -52,6 +52,12 @@ absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l, bool as_f32 = false) 
       for (size_t i = 0; i < n; ++i) wide[i] = Bf16ToFloat(host[i]);
       RETURN_IF_ERROR(d.weight.Upload(wide));
     }
+  } else if (l.weight.dtype == DType::kF16) {  // cuBLAS runs these in fp32 (widened once here)
+    std::vector<uint16_t> half(n);
+    kernels::UnpackMatrix(l.weight, half.data());
+    std::vector<float> wide(n);
+    for (size_t i = 0; i < n; ++i) wide[i] = F16ToFloat(half[i]);
+    RETURN_IF_ERROR(d.weight.Upload(wide));
   } else {
     std::vector<float> host(n);
     kernels::UnpackMatrix(l.weight, host.data());
@@ -336,7 +342,13 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelSpec& sp
   impl->embedding_bf16 = w.embedding.dtype == DType::kBF16;
   impl->embedding_row0 = w.embedding.row0;
   impl->embedding_rows = w.embedding.rows;
-  RETURN_IF_ERROR(impl->embedding.Upload(w.embedding.table.data(), w.embedding.table.size()));
+  if (w.embedding.dtype == DType::kF16) {  // the device table is bf16 or fp32: widen
+    std::vector<float> wide(w.embedding.table.size() / sizeof(uint16_t));
+    for (size_t i = 0; i < wide.size(); ++i) wide[i] = F16ToFloat(w.embedding.table.as<uint16_t>()[i]);
+    RETURN_IF_ERROR(impl->embedding.Upload(wide));
+  } else {
+    RETURN_IF_ERROR(impl->embedding.Upload(w.embedding.table.data(), w.embedding.table.size()));
+  }
   if (spec.positions == PositionKind::kLearned) {
     RETURN_IF_ERROR(impl->position_table.Upload(w.position_embedding));
     impl->max_positions = static_cast<int64_t>(w.position_embedding.size()) / spec.hidden_size;

@@ -52,6 +52,9 @@ absl::Status VocabParallelEmbedding::Lookup(std::span<const int32_t> tokens, flo
     } else if (dtype == DType::kBF16) {
       const uint16_t* e = table.as<uint16_t>() + local * hidden;
       for (int64_t j = 0; j < hidden; ++j) xr[j] = Bf16ToFloat(e[j]);
+    } else if (dtype == DType::kF16) {
+      const uint16_t* e = table.as<uint16_t>() + local * hidden;
+      for (int64_t j = 0; j < hidden; ++j) xr[j] = F16ToFloat(e[j]);
     } else {
       std::memcpy(xr, table.as<float>() + local * hidden, hidden * sizeof(float));
     }

@@ -48,7 +48,8 @@ int64_t TensorView::numel() const {
 }
 
 DType WeightDTypeOf(const TensorView& view) {
-  return view.dtype == "BF16" ? DType::kBF16 : DType::kF32;
+  if (view.dtype == "BF16") return DType::kBF16;
+  return view.dtype == "F16" ? DType::kF16 : DType::kF32;
 }
 
 absl::Status CheckFloatTensor(const std::string& name, const TensorView& view) {

@@ -49,8 +49,9 @@ void ReadFloatRun(const TensorView& view, int64_t index, int64_t count, float* o
 // REQUIRES: `out` has room for view.numel() floats.
 absl::Status ReadAsFloat(const std::string& name, const TensorView& view, float* out);
 
-// The storage dtype for weights read from `view` (BF16 stays BF16; F32 and F16 become
-// F32, since widening F16 is exact and rounding it to BF16 is not).
+// The storage dtype for weights read from `view`: the checkpoint's own (F32, F16 or
+// BF16), so that half-precision weights take half the memory and half the bytes per
+// decoded token; the kernels widen them in registers.
 DType WeightDTypeOf(const TensorView& view);
 
 class SafetensorsFile {

@@ -157,10 +157,10 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
     }
     e.table = AlignedBuffer(rows_f32.size() * DTypeSize(e.dtype));
     for (size_t i = 0; i < rows_f32.size(); ++i) {
-      if (e.dtype == DType::kBF16) {
-        e.table.as<uint16_t>()[i] = FloatToBf16(rows_f32[i]);
-      } else {
-        e.table.as<float>()[i] = rows_f32[i];
+      switch (e.dtype) {
+        case DType::kF32: e.table.as<float>()[i] = rows_f32[i]; break;
+        case DType::kF16: e.table.as<uint16_t>()[i] = FloatToF16(rows_f32[i]); break;
+        case DType::kBF16: e.table.as<uint16_t>()[i] = FloatToBf16(rows_f32[i]); break;
       }
     }
   }

@@ -7,7 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/build.sh >/dev/null
+# The build's output goes to a log; when it fails, its end is shown, not swallowed.
+mkdir -p build
+LOG=build/run-build.log
+echo "run: installing dependencies and building (log: $LOG)" >&2
+if ! ./scripts/build.sh >"$LOG" 2>&1; then
+  echo "run: the build failed; the end of $LOG:" >&2
+  tail -n 40 "$LOG" >&2
+  exit 1
+fi
 PORT="${TESSERA_PORT:-50051}"
 MODEL=assets/models/tessera-tiny-llama
 

@@ -1,8 +1,10 @@
 // The engine against HuggingFace transformers: every golden fixture, every prompt,
 // full-sequence logits, greedy continuations with the KV cache, and the batch case run
-// as one flattened batch; at KV block sizes 1, 16 and 32.
+// as one flattened batch; at KV block sizes 1, 16 and 32, and at every CPU kernel level
+// (kernels/cpu_isa.h) this CPU runs (block size 16; the others are skipped and say so).
 #include <gtest/gtest.h>
 
+#include "kernels/cpu_isa.h"
 #include "kvstore/block_allocator.h"
 #include "models/generate.h"
 #include "models/model.h"
@@ -19,18 +21,26 @@ constexpr float kLogitTolerance = 1e-3f;  // the issue's bound; the fixtures' hi
 struct Param {
   std::string model;
   int block_size;
+  kernels::CpuIsa isa = kernels::BestCpuIsa();
 };
 
-void PrintTo(const Param& p, std::ostream* os) { *os << p.model << " block " << p.block_size; }
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << p.model << " block " << p.block_size << " " << kernels::CpuIsaName(p.isa);
+}
 
 std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
-  return info.param.model + "_block" + std::to_string(info.param.block_size);
+  std::string isa = kernels::CpuIsaName(info.param.isa);
+  for (char& c : isa) c = c == '-' ? '_' : c;
+  return info.param.model + "_block" + std::to_string(info.param.block_size) + "_" + isa;
 }
 
 std::vector<Param> AllParams() {
   std::vector<Param> params;
   for (const std::string& m : testing::GoldenModels()) {
     for (int bs : {1, 16, 32}) params.push_back({m, bs});
+    for (kernels::CpuIsa isa : kernels::AllCpuIsas()) {
+      if (isa != kernels::BestCpuIsa()) params.push_back({m, 16, isa});
+    }
   }
   return params;
 }
@@ -38,11 +48,13 @@ std::vector<Param> AllParams() {
 class GoldenTest : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
+    if (absl::Status isa = kernels::SelectCpuIsa(GetParam().isa); !isa.ok()) GTEST_SKIP() << "skipped: " << isa;
     golden_ = testing::LoadGolden(GetParam().model);
     auto model = models::Model::Load(testing::GoldenModelDir(GetParam().model));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
   }
+  void TearDown() override { (void)kernels::SelectCpuIsa(kernels::BestCpuIsa()); }
   Golden golden_;
   std::unique_ptr<models::Model> model_;
 };

@@ -1,11 +1,14 @@
 // CPU kernels against naive reference loops over a sweep of shapes.
 #include <cmath>
 #include <random>
+#include <string>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
 #include "common/bf16.h"
 #include "kernels/attention.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/sampling.h"
@@ -23,11 +26,34 @@ std::vector<float> Random(size_t n, uint32_t seed) {
 
 float RoundBf16(float v) { return Bf16ToFloat(FloatToBf16(v)); }
 
+// Runs the test body at one ISA level (kernels/cpu_isa.h) and restores the best level
+// after; a level this CPU cannot run is skipped, and says so.
+class IsaLevel {
+ public:
+  explicit IsaLevel(CpuIsa isa) : status_(SelectCpuIsa(isa)) {}
+  ~IsaLevel() { (void)SelectCpuIsa(BestCpuIsa()); }
+  bool ok() const { return status_.ok(); }
+  std::string message() const { return std::string(status_.message()); }
+
+ private:
+  absl::Status status_;
+};
+
+#define SELECT_ISA_OR_SKIP(isa)                                  \
+  IsaLevel isa_level(isa);                                       \
+  if (!isa_level.ok()) GTEST_SKIP() << "skipped: " << isa_level.message()
+
+std::string IsaParamName(CpuIsa isa) {
+  std::string name = CpuIsaName(isa);
+  for (char& c : name) c = c == '-' ? '_' : c;
+  return name;
+}
+
 struct MatmulCase {
   int64_t m, n, k;
 };
 
-class MatmulTest : public ::testing::TestWithParam<MatmulCase> {
+class MatmulTest : public ::testing::TestWithParam<std::tuple<CpuIsa, MatmulCase>> {
  protected:
   ThreadPool pool_{2};
 };
@@ -56,10 +82,15 @@ void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, 
 }
 
 TEST_P(MatmulTest, MatchesReferenceForEveryPath) {
-  const auto [m, n, k] = GetParam();
+  const auto [isa, shape] = GetParam();
+  SELECT_ISA_OR_SKIP(isa);
+  const auto [m, n, k] = shape;
   std::vector<float> x = Random(m * k, 1), w = Random(n * k, 2), b = Random(n, 3), y0 = Random(m * n, 4);
-  std::vector<float> w_bf16(w.size());
-  for (size_t i = 0; i < w.size(); ++i) w_bf16[i] = RoundBf16(w[i]);
+  std::vector<float> w_bf16(w.size()), w_f16(w.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    w_bf16[i] = RoundBf16(w[i]);
+    w_f16[i] = F16ToFloat(FloatToF16(w[i]));
+  }
   const std::vector<float> zeros(m * n, 0.0f);
 
   // F32 weights, plain store.
@@ -67,6 +98,12 @@ TEST_P(MatmulTest, MatchesReferenceForEveryPath) {
   std::vector<float> y(m * n, 123.0f);
   Matmul(x.data(), m, k, pf, b.data(), y.data(), n, &pool_);
   ExpectClose(y, Reference(x, w, b, m, n, k, zeros, false), 1e-4f);
+
+  // F16 weights, widened on the fly.
+  PackedMatrix ph = PackMatrix(w.data(), n, k, DType::kF16);
+  EXPECT_EQ(ph.bytes() * 2, pf.bytes()) << "F16 weights stay half the size of F32";
+  Matmul(x.data(), m, k, ph, b.data(), y.data(), n, &pool_);
+  ExpectClose(y, Reference(x, w_f16, b, m, n, k, zeros, false), 1e-4f);
 
   // BF16 weights, exact path, accumulating into y0.
   PackedMatrix pb = PackMatrix(w.data(), n, k, DType::kBF16);
@@ -77,17 +114,91 @@ TEST_P(MatmulTest, MatchesReferenceForEveryPath) {
   Matmul(x.data(), m, k, pb, b.data(), y.data(), n, &pool_, exact);
   ExpectClose(y, Reference(x, w_bf16, b, m, n, k, y0, false), 1e-4f);
 
-  // BF16 weights, bf16 activations (every batch size takes the fast path here).
+  // BF16 weights, bf16 activations where the level has vdpbf16ps (every batch size
+  // takes the fast path here); exact elsewhere.
   MatmulOptions fast;
   fast.bf16_activation_min_rows = 1;
   Matmul(x.data(), m, k, pb, b.data(), y.data(), n, &pool_, fast);
-  ExpectClose(y, Reference(x, w_bf16, b, m, n, k, zeros, MatmulUsesAvx512Bf16()), 1e-4f);
+  ExpectClose(y, Reference(x, w_bf16, b, m, n, k, zeros, MatmulHasBf16Dot()), 1e-4f);
+  EXPECT_EQ(MatmulHasBf16Dot(), isa == CpuIsa::kAvx512Bf16);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, MatmulTest,
-                         ::testing::Values(MatmulCase{1, 1, 1}, MatmulCase{1, 64, 64}, MatmulCase{1, 100, 130},
-                                           MatmulCase{3, 17, 5}, MatmulCase{7, 65, 33}, MatmulCase{33, 128, 64},
-                                           MatmulCase{100, 96, 257}, MatmulCase{200, 40, 16}));
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, MatmulTest,
+    ::testing::Combine(::testing::ValuesIn(AllCpuIsas()),
+                       ::testing::Values(MatmulCase{1, 1, 1}, MatmulCase{1, 64, 64}, MatmulCase{1, 100, 130},
+                                         MatmulCase{2, 50, 31}, MatmulCase{3, 17, 5}, MatmulCase{7, 65, 33},
+                                         MatmulCase{33, 128, 64}, MatmulCase{100, 96, 257},
+                                         MatmulCase{200, 40, 16})),
+    [](const auto& info) {
+      const MatmulCase c = std::get<1>(info.param);
+      return IsaParamName(std::get<0>(info.param)) + "_" + std::to_string(c.m) + "x" + std::to_string(c.n) + "x" +
+             std::to_string(c.k);
+    });
+
+// Every level computes the same sums in the same order, so with exact products each
+// gives the portable level's result within a few ulps (FMA rounds once, the portable
+// loop twice), and a row's result never depends on the other rows of the call.
+TEST(MatmulIsaTest, LevelsAgreeWithPortableAndRowsAreIndependent) {
+  ThreadPool pool(2);
+  const int64_t m = 37, n = 80, k = 301;
+  std::vector<float> x = Random(m * k, 21), w = Random(n * k, 22);
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+    PackedMatrix p = PackMatrix(w.data(), n, k, dtype);
+    MatmulOptions exact;
+    exact.bf16_activation_min_rows = 0;
+    std::vector<float> portable(m * n);
+    {
+      IsaLevel level(CpuIsa::kPortable);
+      ASSERT_TRUE(level.ok());
+      Matmul(x.data(), m, k, p, nullptr, portable.data(), n, &pool, exact);
+    }
+    for (CpuIsa isa : AllCpuIsas()) {
+      IsaLevel level(isa);
+      if (!level.ok()) continue;
+      std::vector<float> all(m * n), alone(n);
+      Matmul(x.data(), m, k, p, nullptr, all.data(), n, &pool, exact);
+      ExpectClose(all, portable, 1e-5f);
+      for (int64_t r = 0; r < m; r += 5) {
+        Matmul(x.data() + r * k, 1, k, p, nullptr, alone.data(), n, &pool, exact);
+        for (int64_t j = 0; j < n; ++j) {
+          ASSERT_EQ(alone[j], all[r * n + j]) << CpuIsaName(isa) << " row " << r << " col " << j;
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuIsaTest, NamesParseAndTheBestLevelIsSelected) {
+  for (CpuIsa isa : AllCpuIsas()) EXPECT_EQ(*ParseCpuIsa(CpuIsaName(isa)), isa);
+  EXPECT_EQ(*ParseCpuIsa("auto"), BestCpuIsa());
+  EXPECT_FALSE(ParseCpuIsa("avx9").ok());
+  EXPECT_EQ(ActiveCpuIsa(), BestCpuIsa());
+  EXPECT_TRUE(CpuSupports(CpuIsa::kPortable));
+  for (CpuIsa isa : AllCpuIsas()) {
+    if (CpuSupports(isa)) continue;
+    const absl::Status refused = SelectCpuIsa(isa);
+    EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(ActiveCpuIsa(), BestCpuIsa()) << "a refused level must not be selected";
+  }
+}
+
+TEST(Fp16Test, ConversionRoundsToNearestEvenAndRoundTrips) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = F16ToFloat(static_cast<uint16_t>(h));
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(F16ToFloat(FloatToF16(f))));
+      continue;
+    }
+    ASSERT_EQ(FloatToF16(f), h) << "half 0x" << std::hex << h;
+  }
+  EXPECT_EQ(FloatToF16(1.0f + 1.0f / 2048), FloatToF16(1.0f));          // tie, to even
+  EXPECT_EQ(FloatToF16(1.0f + 3.0f / 2048), FloatToF16(1.0f + 1.0f / 512));  // tie, to even (up)
+  EXPECT_EQ(FloatToF16(65520.0f), 0x7c00);                              // past the largest half
+  EXPECT_EQ(FloatToF16(65519.0f), 0x7bff);
+  EXPECT_EQ(FloatToF16(1e-8f), 0);                                      // under half the smallest subnormal
+  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -24) * 0.75f), 1);              // rounds up to the smallest subnormal
+}
 
 TEST(MatmulStrideTest, HonoursRowStrides) {
   ThreadPool pool(2);
@@ -118,6 +229,9 @@ TEST(MatmulPackTest, UnpackInvertsPack) {
     std::vector<uint16_t> bf16(w.size());
     UnpackMatrix(PackMatrix(w.data(), n, k, DType::kBF16), bf16.data());
     for (size_t i = 0; i < w.size(); ++i) ASSERT_EQ(bf16[i], FloatToBf16(w[i])) << i;
+    std::vector<uint16_t> f16(w.size());
+    UnpackMatrix(PackMatrix(w.data(), n, k, DType::kF16), f16.data());
+    for (size_t i = 0; i < w.size(); ++i) ASSERT_EQ(f16[i], FloatToF16(w[i])) << i;
   }
 }
 
@@ -175,10 +289,12 @@ struct AttentionCase {
   int block_size, window;
 };
 
-class PagedAttentionTest : public ::testing::TestWithParam<AttentionCase> {};
+class PagedAttentionTest : public ::testing::TestWithParam<std::tuple<CpuIsa, AttentionCase>> {};
 
 TEST_P(PagedAttentionTest, MatchesDenseAttention) {
-  const auto [bs, window] = GetParam();
+  const auto [isa, attention_case] = GetParam();
+  SELECT_ISA_OR_SKIP(isa);
+  const auto [bs, window] = attention_case;
   const int heads = 4, kv_heads = 2, hd = 20, len = 37, group = heads / kv_heads;
   const int blocks = (len + bs - 1) / bs;
   std::vector<float> q = Random(len * heads * hd, 10), k = Random(len * kv_heads * hd, 11),
@@ -229,9 +345,16 @@ TEST_P(PagedAttentionTest, MatchesDenseAttention) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(BlockSizesAndWindows, PagedAttentionTest,
-                         ::testing::Values(AttentionCase{1, 0}, AttentionCase{16, 0}, AttentionCase{32, 0},
-                                           AttentionCase{5, 8}, AttentionCase{16, 8}, AttentionCase{1, 3}));
+INSTANTIATE_TEST_SUITE_P(
+    BlockSizesAndWindows, PagedAttentionTest,
+    ::testing::Combine(::testing::ValuesIn(AllCpuIsas()),
+                       ::testing::Values(AttentionCase{1, 0}, AttentionCase{16, 0}, AttentionCase{32, 0},
+                                         AttentionCase{5, 8}, AttentionCase{16, 8}, AttentionCase{1, 3})),
+    [](const auto& info) {
+      const AttentionCase c = std::get<1>(info.param);
+      return IsaParamName(std::get<0>(info.param)) + "_block" + std::to_string(c.block_size) + "_window" +
+             std::to_string(c.window);
+    });
 
 }  // namespace
 }  // namespace tessera::kernels

@@ -479,6 +479,60 @@ TEST(ServingTest, LostRankFailsItsGroupAndRequestsMove) {
   EXPECT_EQ(cluster.Info().groups_size(), 1);
 }
 
+// --batch-invariant: a seeded request of the bf16 bundled model gives the tokens it
+// gives alone when it runs among 31 others of mixed lengths, and when its worker is
+// killed mid-run and it is recomputed on the other worker. (Without the flag, batches
+// of 8 or more rows round activations to bf16 on AVX-512 BF16 CPUs, and tokens may
+// depend on the batch.)
+TEST(ServingTest, BatchInvariantRequestsGiveTheirSoloTokensInAnyBatch) {
+  const auto prompts = Prompts(32, 9);
+  std::vector<v1::GenerateRequest> requests;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    v1::GenerateRequest r;
+    r.mutable_token_ids()->mutable_ids()->Add(prompts[i].begin(), prompts[i].end());
+    auto* s = r.mutable_sampling();
+    s->set_temperature(1.0f);
+    s->set_top_p(0.95f);
+    s->set_seed(1000 + i);
+    s->set_max_tokens(30 + static_cast<int>(i % 4) * 10);  // mixed lengths: 30..60
+    s->set_ignore_eos(true);
+    requests.push_back(r);
+  }
+  std::vector<std::vector<int32_t>> alone;
+  {
+    LocalCluster cluster({Bundled(), 2, {"--batch-invariant", "1"}});
+    ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+    const v1::ServerInfo info = cluster.Info();
+    EXPECT_TRUE(info.batch_invariant());
+    for (const auto& g : info.groups()) {
+      ASSERT_EQ(g.worker_kernels_size(), 1);
+      EXPECT_TRUE(g.worker_kernels(0).starts_with("cpu/")) << g.worker_kernels(0);
+    }
+    auto stub = cluster.Stub();
+    for (const auto& r : requests) {
+      const Outcome solo = Generate(*stub, r);
+      ASSERT_TRUE(solo.status.ok()) << solo.status.error_message();
+      alone.push_back(solo.tokens);
+    }
+    const std::vector<Outcome> together = RunConcurrently(cluster, requests);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      ASSERT_TRUE(together[i].status.ok()) << together[i].status.error_message();
+      EXPECT_EQ(together[i].tokens, alone[i]) << "request " << i << " among 31 others";
+    }
+  }
+  LocalCluster cluster({Bundled(), 2, {"--batch-invariant", "1"}, {"--step-delay-ms", "15"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  auto results = std::async(std::launch::async, [&] { return RunConcurrently(cluster, requests); });
+  ASSERT_TRUE(WaitUntilGroupsBusy(cluster, 2));
+  cluster.Signal(cluster.workers()[0], SIGKILL, /*wait=*/true);
+  const std::vector<Outcome> recomputed = results.get();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(recomputed[i].status.ok()) << recomputed[i].status.error_message();
+    EXPECT_EQ(recomputed[i].tokens, alone[i]) << "request " << i << " after its worker was killed";
+  }
+  EXPECT_EQ(cluster.Info().groups_size(), 1);
+}
+
 // A repeated 64-token prefix is served from the prefix cache: only the new tokens are
 // computed, the output is the same, and a different cache salt shares nothing.
 TEST(ServingTest, RepeatedPrefixComputesOnlyTheNewTokens) {

@@ -38,6 +38,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cli/args.h"
+#include "cli/cpu_kernels_flag.h"
 #include "cli/signals.h"
 #include "kvstore/block_transfer.h"
 #include "tessera/v1/worker.grpc.pb.h"
@@ -97,14 +98,16 @@ int Main(int argc, char** argv) {
   if (args.Has("help")) {
     std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
                  " [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu|cuda:N]"
-                 " [--gpu-collectives nccl|gloo] [--busy-poll] [--step-delay-ms N (testing)]\n"
-                 "Every flag may instead come from the environment: --kv-listen from TESSERA_KV_LISTEN, and so on\n"
+                 " [--gpu-collectives nccl|gloo] [--cpu-isa LEVEL] [--busy-poll] [--step-delay-ms N (testing)]\n"
+              << cli::kCpuIsaHelp << "\n"
+              << "Every flag may instead come from the environment: --kv-listen from TESSERA_KV_LISTEN, and so on\n"
                  "(the command line wins; switches take 1 or true).\n";
     return 0;
   }
   const std::set<std::string> flags = {"coordinator", "listen",    "advertise",        "kv-listen",
                                        "tp",          "group",     "threads",          "device",
-                                       "step-delay-ms", "busy-poll", "gpu-collectives"};
+                                       "step-delay-ms", "busy-poll", "gpu-collectives",
+                                       "cpu-isa"};
   if (!cli::CheckFlags(args, flags, &error)) return Fail(error);
   cli::FlagsFromEnvironment(flags, {"busy-poll"}, &args);
   if (!args.Has("coordinator")) return Fail("needs --coordinator HOST:PORT");
@@ -122,6 +125,9 @@ int Main(int argc, char** argv) {
   const std::string collectives = args.Has("gpu-collectives") ? args.flags.at("gpu-collectives") : "nccl";
   if (collectives != "nccl" && collectives != "gloo") {
     return Fail(absl::StrCat("--gpu-collectives must be nccl or gloo, got '", collectives, "'"));
+  }
+  if (absl::Status isa = cli::SelectCpuKernels(args, "tessera-worker", /*announce=*/true); !isa.ok()) {
+    return Fail(std::string(isa.message()));
   }
   const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:0";
   std::string host = args.Has("advertise") ? args.flags.at("advertise") : listen.substr(0, listen.rfind(':'));

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "kernels/cpu_isa.h"
 #include "parallel/nccl_communicator.h"
 #include "worker/coordinator_store.h"
 
@@ -19,8 +20,13 @@ grpc::Status ToGrpc(const absl::Status& s) {
 absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::internal::LoadModelRequest& request) {
   const int tp = std::max(1, request.tp_size()), ep = std::max(1, request.ep_size());
   const bool gpu = options_.cuda_device >= 0;
+  if (gpu && request.batch_invariant()) {
+    return absl::FailedPreconditionError(
+        "batch-invariant serving is CPU-only so far: cuBLAS picks its GEMM algorithm by batch size");
+  }
   models::ModelOptions options;
   options.num_threads = options_.threads;
+  if (request.batch_invariant()) options.matmul.bf16_activation_min_rows = 0;
   if (tp * ep > 1) {
     // Meet the other ranks of the group through the coordinator's store: NCCL between
     // GPUs, Gloo over TCP between CPU workers (or GPUs asked to use it).
@@ -87,6 +93,7 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
   }
   Engine& e = **engine;
   response->set_weight_bytes(static_cast<int64_t>(e.weight_bytes()));
+  response->set_kernels(options_.cuda_device >= 0 ? "cuda" : absl::StrCat("cpu/", kernels::CpuIsaName(kernels::ActiveCpuIsa())));
   host_tier_.Reset(e.kv_layout(), e.kv_heads(), e.spec().num_kv_heads, std::max(0, request->num_host_blocks()));
   if (absl::Status pinned = e.PinHostMemory(host_tier_.memory()); !pinned.ok()) return ToGrpc(pinned);
   for (const auto& [block, hash] : host_tier_.Contents()) {

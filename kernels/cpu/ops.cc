@@ -5,7 +5,7 @@
 #include <numeric>
 #include <vector>
 
-#include "kernels/cpu/internal/vec.h"
+#include "kernels/cpu/isa/simd.h"
 
 namespace tessera::kernels {
 namespace {
@@ -40,7 +40,7 @@ void RmsNorm(const float* x, int64_t rows, int64_t x_stride, int64_t dim, const 
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * x_stride;
     float* o = out + r * out_stride;
-    const float ms = internal::Dot(xr, xr, static_cast<int>(dim)) / static_cast<float>(dim);
+    const float ms = simd::Dot(xr, xr, static_cast<int>(dim)) / static_cast<float>(dim);
     const float inv = 1.0f / std::sqrt(ms + eps);
     for (int64_t i = 0; i < dim; ++i) o[i] = weight[i] * (xr[i] * inv);
   }

@@ -1,0 +1,68 @@
+// The contract between the CPU kernels' dispatchers (kernels/cpu/*.cc, compiled for the
+// x86-64 baseline) and their per-ISA bodies (kernels/cpu/isa/*.cc, compiled once per
+// level with that level's flags). Only plain data crosses it, so that no inline function
+// is ever compiled for two levels under one name: the linker keeps one copy of such a
+// function, and it could be an AVX-512 one called on the portable path.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/attention.h"
+
+namespace tessera::kernels::internal {
+
+constexpr int kPanel = 16;  // output columns per packed weight panel (kernels/matmul.h)
+
+enum class WeightFormat { kF32, kF16, kBf16 };
+
+// Where token `pos` of kv head `head` of a sequence lies in a layer's K or V (`base`).
+static inline const float* KvSlot(const float* base, const PagedKvView& kv, const AttentionSequence& seq, int head,
+                                  int64_t pos) {
+  const int32_t block = seq.block_table[pos / kv.block_size];
+  return base + block * kv.block_stride + head * kv.head_stride + (pos % kv.block_size) * kv.head_dim;
+}
+
+// One matmul task's inputs: y[rows, n] (+)= x[rows, k] · Wᵀ (+ bias), over a range of
+// rows and of weight panels.
+struct MatmulTask {
+  const float* x = nullptr;
+  int64_t x_stride = 0;
+  const void* w = nullptr;  // packed panels (kernels/matmul.h), 64-byte aligned
+  WeightFormat format = WeightFormat::kF32;
+  int64_t n = 0, k = 0;
+  int64_t panel_stride = 0;  // elements per panel
+  const float* bias = nullptr;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+  bool accumulate = false;
+  // Set: bf16 weights times these bf16-rounded activations with vdpbf16ps
+  // ([rows][k/2] pairs); only levels with has_bf16_dot take it.
+  const uint32_t* x_bf16 = nullptr;
+  int64_t x_bf16_stride = 0;  // in pairs
+};
+
+using MatmulTaskFn = void (*)(const MatmulTask& task, int64_t row_begin, int64_t row_end, int64_t panel0,
+                              int num_panels);
+
+// Attention of one new token (at position `pos`) for the `group` query heads that share
+// kv head `kvh`; `scores` holds group x block_size floats of scratch.
+using AttendOneFn = void (*)(const float* q, int64_t pos, int kvh, int group, const PagedKvView& kv,
+                             const AttentionShape& shape, const AttentionSequence& seq, float* out,
+                             float* scores);
+
+struct IsaKernels {
+  MatmulTaskFn matmul_task;
+  AttendOneFn attend_one;
+  bool has_bf16_dot;  // matmul_task takes MatmulTask::x_bf16
+};
+
+// One table per level (kernels/cpu/isa/kernel_table.cc, compiled per level).
+extern const IsaKernels kPortableKernels;
+extern const IsaKernels kAvx2Kernels;
+extern const IsaKernels kAvx512Kernels;
+extern const IsaKernels kAvx512Bf16Kernels;
+
+// The table of the level selected now (kernels/cpu_isa.h).
+const IsaKernels& ActiveKernels();
+
+}  // namespace tessera::kernels::internal
