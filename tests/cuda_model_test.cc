@@ -3,6 +3,8 @@
 // device), prompts one at a time and the batch case as one flattened batch. Skips,
 // with a message, where no GPU is present.
 #include <filesystem>
+#include <functional>
+#include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -26,6 +28,26 @@ using testing::MaxAbsDiff;
 
 constexpr float kLogitTolerance = 1e-3f;  // float32 checkpoints: fp32 GEMMs throughout
 constexpr int kBlockSize = 16;
+// bf16 checkpoints: cuBLAS rounds the activations to bf16 where transformers' reference
+// did not, so a greedy step whose two candidates' reference logits lie this close may
+// pick the other one (seen on an H200: llama_bf16's batch row 0, step 13, a 0.0068 gap).
+constexpr float kBf16TieGap = 0.02f;
+
+// Greedy tokens equal transformers' up to the first step that picks differently; for a
+// bf16 checkpoint that step must be a near tie in the reference logits, and the
+// continuations part there, so the steps after it are not compared.
+void ExpectGreedyTokens(const std::vector<int32_t>& got, const std::vector<int32_t>& want, bool bf16,
+                        const std::function<const float*(size_t step)>& reference_logits, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t step = 0; step < want.size(); ++step) {
+    if (got[step] == want[step]) continue;
+    const float gap = reference_logits(step)[want[step]] - reference_logits(step)[got[step]];
+    EXPECT_TRUE(bf16 && gap < kBf16TieGap) << what << ": step " << step << " picked " << got[step]
+                                           << ", transformers " << want[step] << " (reference logit gap " << gap
+                                           << ")";
+    return;
+  }
+}
 
 class CudaModelTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -78,7 +100,8 @@ TEST_P(CudaModelTest, PromptLogitsAndGreedyDecodingMatchTransformers) {
   for (const auto& c : golden_.cases) {
     auto run = Greedy(*model_, *kv_, c.input_ids, static_cast<int>(c.new_tokens.size()));
     ASSERT_TRUE(run.ok()) << run.status();
-    EXPECT_EQ(run->tokens, c.new_tokens) << c.name;
+    const auto reference = [&](size_t step) { return c.step_logits.data() + step * golden_.vocab; };
+    ExpectGreedyTokens(run->tokens, c.new_tokens, golden_.bf16, reference, c.name);
     ASSERT_EQ(run->prompt_logits.size(), c.logits.size());
     if (golden_.bf16) continue;  // bf16: tokens only, as on the CPU
     EXPECT_LE(MaxAbsDiff(run->prompt_logits.data(), c.logits.data(), c.logits.size()), kLogitTolerance) << c.name;
@@ -117,7 +140,10 @@ TEST_P(CudaModelTest, FlattenedBatchMatchesTransformers) {
       generated[r].push_back(inputs[r][0]);
     }
   }
-  for (size_t r = 0; r < rows; ++r) EXPECT_EQ(generated[r], batch.new_tokens[r]) << "row " << r;
+  for (size_t r = 0; r < rows; ++r) {
+    const auto reference = [&](size_t step) { return batch.step_logits.data() + (step * rows + r) * vocab; };
+    ExpectGreedyTokens(generated[r], batch.new_tokens[r], golden_.bf16, reference, "row " + std::to_string(r));
+  }
 }
 
 // Bad input gets the CPU model's errors, before anything runs.

@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -21,7 +23,10 @@ int RunRank(int rank, int size, const std::string& dir) {
   NcclOptions options;
   options.device = rank;
   auto comm = CreateNcclCommunicator(rank, size, store, options);
-  if (!comm.ok()) return 10;
+  if (!comm.ok()) {
+    std::fprintf(stderr, "rank %d: %s\n", rank, comm.status().ToString().c_str());
+    return 10;
+  }
   const size_t n = 4096;
   std::vector<float> host(n);
   for (size_t i = 0; i < n; ++i) host[i] = static_cast<float>(rank + i);
@@ -44,8 +49,18 @@ int RunRank(int rank, int size, const std::string& dir) {
   return 0;
 }
 
+// A process that has initialised CUDA cannot fork children that use it, so the device
+// count comes from a child of its own and the test process never touches CUDA.
+int DeviceCountFromChild() {
+  const pid_t pid = fork();
+  if (pid == 0) _exit(std::min(kernels::cuda::DeviceCount(), 100));
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+}
+
 TEST(NcclTest, CollectivesOnDeviceBuffers) {
-  const int devices = kernels::cuda::DeviceCount();
+  const int devices = DeviceCountFromChild();
   if (devices == 0) GTEST_SKIP() << "no CUDA device: NCCL tests skipped";
   const int size = std::min(devices, 2);  // one device per rank; a single GPU runs one rank
   const std::string dir = testing::MakeTempDir("nccl");

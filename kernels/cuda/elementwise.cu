@@ -98,7 +98,8 @@ __global__ void CombineRowsKernel(const float* __restrict__ src, const int32_t* 
   float acc = 0.0f;
   for (int j = 0; j < k; ++j) {
     const int32_t slot = slots[row * k + j];
-    if (slot >= 0) acc += weights[row * k + j] * src[static_cast<int64_t>(slot) * dim + i];
+    // Rounded multiply, then add (no fused multiply-add): the CPU's combine, bit for bit.
+    if (slot >= 0) acc = __fadd_rn(acc, __fmul_rn(weights[row * k + j], src[static_cast<int64_t>(slot) * dim + i]));
   }
   out[row * dim + i] = acc;
 }
