@@ -84,7 +84,7 @@ double GBps(double bytes, Clock::duration d) { return bytes / std::chrono::durat
 
 int Fail(const std::string& m) {
   std::fprintf(stderr, "kv_transfer_bench: %s\n", m.c_str());
-  return cli::kUsageError;
+  return kUsageExit;
 }
 
 int Serve(const cli::Args& args, int blocks) {

@@ -88,7 +88,7 @@ Stats Summarize(std::vector<double> v) {
 
 int Fail(const std::string& m) {
   std::fprintf(stderr, "tessera-bench: %s\n", m.c_str());
-  return cli::kUsageError;
+  return kUsageExit;
 }
 
 int Serve(const cli::Args& args) {

@@ -37,32 +37,6 @@ bool ParseArgs(int argc, char** argv, const std::set<std::string>& switches, Arg
   return true;
 }
 
-bool ParseProgramArgs(int argc, char** argv, const char* program, const std::set<std::string>& switches, Args* args,
-                      std::string* error) {
-  std::vector<char*> with_command = {argv[0], const_cast<char*>(program)};
-  for (int i = 1; i < argc; ++i) with_command.push_back(argv[i]);
-  return ParseArgs(static_cast<int>(with_command.size()), with_command.data(), switches, args, error);
-}
-
-std::string FlagEnvironmentName(const std::string& flag) {
-  std::string name = "TESSERA_";
-  for (char c : flag) name += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return name;
-}
-
-void FlagsFromEnvironment(const std::set<std::string>& allowed, const std::set<std::string>& switches, Args* args) {
-  for (const std::string& flag : allowed) {
-    const char* value = std::getenv(FlagEnvironmentName(flag).c_str());
-    if (value == nullptr || args->Has(flag)) continue;
-    const std::string text = value;
-    if (!switches.contains(flag)) {
-      args->flags.insert_or_assign(flag, text);
-    } else if (text == "1" || text == "true") {
-      args->flags.insert_or_assign(flag, std::string(1, '1'));  // as ParseArgs records a switch
-    }
-  }
-}
-
 bool CheckFlags(const Args& args, const std::set<std::string>& allowed, std::string* error) {
   for (const auto& [name, value] : args.flags) {
     if (!allowed.count(name)) {

@@ -21,7 +21,7 @@ namespace tessera::cli {
 namespace {
 int Fail(const std::string& m) {
   std::cerr << "tessera: " << m << "\n";
-  return kUsageError;
+  return kUsageExit;
 }
 }  // namespace
 

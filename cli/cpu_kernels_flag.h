@@ -9,9 +9,8 @@ namespace tessera::cli {
 inline constexpr char kCpuIsaHelp[] =
     "--cpu-isa LEVEL  CPU kernels: auto (default, the best this CPU runs), avx512-bf16, avx512, avx2, portable";
 
-// Selects the level --cpu-isa names (auto when absent); with `announce`, logs the choice
-// on stderr as "<program>: CPU kernels <level> (this CPU runs up to <best>)".
+// Selects the level --cpu-isa names (auto when absent): kernels::SelectCpuIsaNamed.
 // INVALID_ARGUMENT for an unknown name, FAILED_PRECONDITION for a level this CPU lacks.
-absl::Status SelectCpuKernels(const Args& args, const char* program, bool announce);
+absl::Status SelectCpuKernels(const Args& args, bool announce);
 
 }  // namespace tessera::cli

@@ -25,6 +25,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/cpu_kernels_flag.h"
+#include "kvstore/kv_layout.h"
 #include "models/generate.h"
 #include "models/model.h"
 #include "parallel/communicator.h"
@@ -83,7 +84,7 @@ Exit status: 0 on success, 2 on bad arguments, ids, text or model folder.
 
 int Fail(const std::string& message) {
   std::cerr << "tessera: " << message << "\n";
-  return kUsageError;
+  return kUsageExit;
 }
 
 int Fail(const absl::Status& status) { return Fail(std::string(status.message())); }
@@ -112,14 +113,14 @@ struct ModelJob {
   std::string model_dir;
   std::vector<int32_t> ids;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // set when generating from --prompt
-  int threads = 0, block_size = 16, max_new = 0, tp = 1, ep = 1;
+  int threads = 0, block_size = kvstore::kDefaultBlockSize, max_new = 0, tp = 1, ep = 1;
   std::string out;
 };
 
 // Loads the model (this rank's shard) and runs the job. Only the primary rank prints
 // or writes anything; every rank runs the same steps so the collectives match.
 int RunModelJob(const ModelJob& job, const models::ModelOptions& options, bool primary) {
-  auto fail = [&](const auto& what) { return primary ? Fail(what) : kUsageError; };
+  auto fail = [&](const auto& what) { return primary ? Fail(what) : kUsageExit; };
   auto model = models::Model::Load(job.model_dir, options);
   if (!model.ok()) return fail(model.status());
   const int vocab = (*model)->spec().vocab_size;
@@ -193,7 +194,7 @@ int RunParallel(const ModelJob& job) {
         o.prefix = absl::StrCat("tp-", ep_rank);
         o.busy_poll = busy_poll;
         auto c = parallel::CreateGlooCommunicator(tp_rank, job.tp, store, o);
-        if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageError);
+        if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageExit);
         tp_comm = std::move(*c);
       }
       if (job.ep > 1) {
@@ -201,7 +202,7 @@ int RunParallel(const ModelJob& job) {
         o.prefix = "all";
         o.busy_poll = busy_poll;
         auto c = parallel::CreateGlooCommunicator(rank, world, store, o);
-        if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageError);
+        if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageExit);
         all_comm = std::move(*c);
       }
       options.communicator = tp_comm.get();
@@ -212,11 +213,11 @@ int RunParallel(const ModelJob& job) {
     }
     ranks.push_back(pid);
   }
-  int primary = kUsageError;
+  int primary = kUsageExit;
   for (size_t i = 0; i < ranks.size(); ++i) {
     int status = 0;
     waitpid(ranks[i], &status, 0);
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : kUsageError;
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : kUsageExit;
     if (i == 0) primary = code;
   }
   std::filesystem::remove_all(dir);
@@ -233,10 +234,10 @@ int RunModelCommand(const Args& args) {
                   &error)) {
     return Fail(error);
   }
-  if (absl::Status isa = SelectCpuKernels(args, "tessera", /*announce=*/false); !isa.ok()) return Fail(isa);
+  if (absl::Status isa = SelectCpuKernels(args, /*announce=*/false); !isa.ok()) return Fail(isa);
   if (!Require(args, {"model"}, &error) || !IntFlag(args, "threads", 0, 0, &job.threads, &error) ||
-      !IntFlag(args, "block-size", 16, 1, &job.block_size, &error) || !IntFlag(args, "tp", 1, 1, &job.tp, &error) ||
-      !IntFlag(args, "ep", 1, 1, &job.ep, &error)) {
+      !IntFlag(args, "block-size", kvstore::kDefaultBlockSize, 1, &job.block_size, &error) ||
+      !IntFlag(args, "tp", 1, 1, &job.tp, &error) || !IntFlag(args, "ep", 1, 1, &job.ep, &error)) {
     return Fail(error);
   }
   job.model_dir = args.flags.at("model");

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "cli/cpu_kernels_flag.h"
+#include "kvstore/kv_layout.h"
 
 namespace tessera::cli {
 namespace {
@@ -48,7 +49,7 @@ pid_t Spawn(const std::vector<std::string>& argv) {
 
 int Fail(const std::string& m) {
   std::cerr << "tessera: " << m << "\n";
-  return kUsageError;
+  return kUsageExit;
 }
 
 }  // namespace
@@ -61,13 +62,14 @@ int RunServe(const Args& args, const char* argv0) {
   }
   if (!args.Has("model")) return Fail("'serve' needs --model DIR");
   int workers, threads, kv_mb, tp, ep;
+  const int default_kv_mb = static_cast<int>(kvstore::kDefaultKvMemoryBytes >> 20);
   if (!IntFlag(args, "workers", 2, 1, &workers, &error) || !IntFlag(args, "threads-per-worker", 1, 0, &threads, &error) ||
-      !IntFlag(args, "kv-memory-mb", 256, 1, &kv_mb, &error) || !IntFlag(args, "tp", 1, 1, &tp, &error) ||
+      !IntFlag(args, "kv-memory-mb", default_kv_mb, 1, &kv_mb, &error) || !IntFlag(args, "tp", 1, 1, &tp, &error) ||
       !IntFlag(args, "ep", 1, 1, &ep, &error)) {
     return Fail(error);
   }
   // Checked here so that a bad level fails once, before any process starts.
-  if (absl::Status isa = SelectCpuKernels(args, "tessera", /*announce=*/false); !isa.ok()) {
+  if (absl::Status isa = SelectCpuKernels(args, /*announce=*/false); !isa.ok()) {
     return Fail(std::string(isa.message()));
   }
   if (workers % (tp * ep) != 0) return Fail("--workers must be a multiple of tp x ep (workers per replica group)");

@@ -3,12 +3,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
-#include <iostream>
 #include <map>
 #include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 
 namespace tessera::coordinator {
 
@@ -60,7 +60,7 @@ void Cluster::FormGroupsLocked() {
           [this](ReplicaGroup* g, std::vector<std::shared_ptr<Request>> reqs) { OnGroupLost(g, std::move(reqs)); });
       for (const auto& r : ranks) members_[r.worker_id].group = group;
       group->Start();
-      std::cerr << "tessera-coordinator: " << group->id() << " formed from " << size << " worker(s), tp=" << tp << "\n";
+      log::Info() << group->id() << " formed from " << size << " worker(s), tp=" << tp;
     }
   }
 }
@@ -94,7 +94,7 @@ grpc::Status Cluster::Register(grpc::ServerContext*, const v1::internal::Registe
   m.last_heartbeat = Clock::now();
   members_.emplace(id, std::move(m));
   unassigned_.push_back(id);
-  std::cerr << "tessera-coordinator: " << id << " registered from " << request->address() << "\n";
+  log::Info() << id << " registered from " << request->address();
   FormGroupsLocked();
   response->set_worker_id(id);
   response->set_heartbeat_interval_ms(static_cast<int32_t>(options_.heartbeat_interval.count()));
@@ -134,7 +134,7 @@ grpc::Status Cluster::Heartbeat(grpc::ServerContext*, const v1::internal::Heartb
     bool last = true;
     for (const auto& r : group->ranks()) last = last && !members_.contains(r.worker_id);
     if (last) retired_.push_back(group);
-    std::cerr << "tessera-coordinator: " << request->worker_id() << " drained and released\n";
+    log::Info() << request->worker_id() << " drained and released";
   }
   return grpc::Status::OK;
 }
@@ -170,7 +170,7 @@ void Cluster::Monitor() {
       for (auto it = members_.begin(); it != members_.end();) {
         Member& m = it->second;
         const bool silent = Clock::now() - m.last_heartbeat > options_.heartbeat_timeout;
-        if (silent) std::cerr << "tessera-coordinator: " << it->first << " stopped heartbeating\n";
+        if (silent) log::Warning() << it->first << " stopped heartbeating";
         if (m.group && (silent || m.group->state() == ReplicaGroup::State::kDead)) {
           if (silent) m.group->Kill();
           if (std::find(lost.begin(), lost.end(), m.group) == lost.end()) lost.push_back(m.group);

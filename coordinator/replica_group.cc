@@ -3,8 +3,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstring>
-#include <iostream>
 #include <map>
+
+#include "common/log.h"
 
 namespace tessera::coordinator {
 
@@ -138,8 +139,7 @@ bool ReplicaGroup::Load() {
   int32_t blocks = 0, host_blocks = 0;
   for (size_t i = 0; i < n; ++i) {
     if (!statuses[i].ok()) {
-      std::cerr << "tessera-coordinator: " << ranks_[i].worker_id << " failed to load: " << statuses[i].error_message()
-                << "\n";
+      log::Info() << ranks_[i].worker_id << " failed to load: " << statuses[i].error_message();
       return false;
     }
     blocks = i == 0 ? responses[i].num_kv_blocks() : std::min(blocks, responses[i].num_kv_blocks());
@@ -228,7 +228,7 @@ void ReplicaGroup::Loop() {
     grpc::Status status = s->Finish();
     if (!status.ok() && why.empty()) why = status.error_message();
   }
-  std::cerr << "tessera-coordinator: lost " << id_ << " (" << why << ")\n";
+  log::Warning() << "lost " << id_ << " (" << why << ")";
   state_ = State::kDead;
   on_lost_(this, scheduler_->TakeAll());
 }

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "coordinator/scheduler.h"
+#include "kvstore/kv_layout.h"
 #include "tessera/v1/tessera.pb.h"
 #include "tessera/v1/worker.grpc.pb.h"
 
@@ -29,9 +30,9 @@ struct GroupOptions {
   int tp = 1;  // ranks per group: tp x ep workers
   int ep = 1;
   int collective_timeout_ms = 10000;
-  int block_size = 16;
+  int block_size = kvstore::kDefaultBlockSize;
   int32_t num_kv_blocks = 0;      // 0: from kv_memory_bytes
-  int64_t kv_memory_bytes = 256ll << 20;
+  int64_t kv_memory_bytes = kvstore::kDefaultKvMemoryBytes;
   int max_step_tokens = 512;
   int max_running = 256;
   bool prefix_caching = true;  // reuse cached KV blocks of equal prefixes

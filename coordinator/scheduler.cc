@@ -1,7 +1,8 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
-#include <iostream>
+
+#include "common/log.h"
 
 namespace tessera::coordinator {
 
@@ -127,7 +128,7 @@ void Scheduler::FinishFetch(Sequence& seq, std::span<const v1::internal::StepRes
     auto it = std::find_if(r.fetched().begin(), r.fetched().end(),
                            [&](const v1::internal::FetchResult& f) { return f.fetch_id() == seq.id; });
     if (it == r.fetched().end() || !it->ok()) {
-      if (it != r.fetched().end()) std::cerr << "tessera-coordinator: KV fetch failed, recomputing: " << it->error() << "\n";
+      if (it != r.fetched().end()) log::Warning() << "KV fetch failed, recomputing: " << it->error();
       ok = false;
     }
   }

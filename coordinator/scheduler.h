@@ -31,12 +31,13 @@
 #include "coordinator/request.h"
 #include "kvstore/block_allocator.h"
 #include "kvstore/block_hash.h"
+#include "kvstore/kv_layout.h"
 #include "tessera/v1/worker.pb.h"
 
 namespace tessera::coordinator {
 
 struct SchedulerOptions {
-  int block_size = 16;
+  int block_size = kvstore::kDefaultBlockSize;
   int32_t num_blocks = 0;
   int max_step_tokens = 512;  // tokens computed per step, over all sequences
   int max_running = 256;      // sequences in the batch

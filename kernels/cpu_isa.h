@@ -46,6 +46,10 @@ std::vector<CpuIsa> AllCpuIsas();
 // instructions when this CPU cannot. Without a call the kernels run at BestCpuIsa().
 absl::Status SelectCpuIsa(CpuIsa isa);
 
+// The edge of every binary that runs kernels (its --cpu-isa flag): ParseCpuIsa, then
+// SelectCpuIsa; with `announce`, logs "CPU kernels <level> (this CPU runs up to <best>)".
+absl::Status SelectCpuIsaNamed(std::string_view name, bool announce);
+
 // The level the kernels run at now.
 CpuIsa ActiveCpuIsa();
 

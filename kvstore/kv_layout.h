@@ -9,11 +9,15 @@
 
 namespace tessera::kvstore {
 
+// The defaults every server and command starts from (one place for each).
+inline constexpr int kDefaultBlockSize = 16;                   // tokens per block
+inline constexpr int64_t kDefaultKvMemoryBytes = 256ll << 20;  // KV cache per worker
+
 struct KvLayout {
   int num_layers = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
-  int block_size = 16;  // tokens per block
+  int block_size = kDefaultBlockSize;  // tokens per block
 
   bool operator==(const KvLayout&) const = default;
 

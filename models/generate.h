@@ -9,17 +9,18 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kvstore/kv_layout.h"
 #include "models/model.h"
 
 namespace tessera::models {
 
 // Logits of every prompt position, [prompt.size(), vocab] row-major.
 absl::StatusOr<std::vector<float>> PromptLogits(Model& model, std::span<const int32_t> prompt,
-                                                int block_size = 16);
+                                                int block_size = kvstore::kDefaultBlockSize);
 
 struct GreedyOptions {
   int max_new_tokens = 16;
-  int block_size = 16;  // KV cache tokens per block
+  int block_size = kvstore::kDefaultBlockSize;  // KV cache tokens per block
   // When set, receives the logits of every step ([steps, vocab]: the prefill's last
   // position, then each decode step).
   std::vector<float>* step_logits = nullptr;

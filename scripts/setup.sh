@@ -8,7 +8,7 @@ PACKAGES=(
   libabsl-dev
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev
+  nlohmann-json3-dev libcli11-dev
   libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev
   libgloo-dev
   python3 python3-grpcio python3-protobuf

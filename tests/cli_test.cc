@@ -68,27 +68,6 @@ TEST(CliTest, LogitsWritesFloat32RowMajor) {
   std::filesystem::remove_all(dir);
 }
 
-// Server flags from the environment (a ConfigMap): the command line wins, only known
-// flags are read, switches need 1 or true.
-TEST(CliArgsTest, FlagsComeFromTheEnvironmentUnlessGiven) {
-  EXPECT_EQ(cli::FlagEnvironmentName("kv-memory-mb"), "TESSERA_KV_MEMORY_MB");
-  setenv("TESSERA_KV_MEMORY_MB", "64", 1);
-  setenv("TESSERA_TP", "2", 1);
-  setenv("TESSERA_BUSY_POLL", "0", 1);
-  setenv("TESSERA_UNKNOWN_FLAG", "1", 1);
-  cli::Args args;
-  args.flags["tp"] = "4";
-  cli::FlagsFromEnvironment({"kv-memory-mb", "tp", "busy-poll"}, {"busy-poll"}, &args);
-  EXPECT_EQ(args.flags.at("kv-memory-mb"), "64");
-  EXPECT_EQ(args.flags.at("tp"), "4");
-  EXPECT_FALSE(args.Has("busy-poll"));
-  EXPECT_FALSE(args.Has("unknown-flag"));
-  setenv("TESSERA_BUSY_POLL", "true", 1);
-  cli::FlagsFromEnvironment({"busy-poll"}, {"busy-poll"}, &args);
-  EXPECT_TRUE(args.Has("busy-poll"));
-  for (const char* v : {"TESSERA_KV_MEMORY_MB", "TESSERA_TP", "TESSERA_BUSY_POLL", "TESSERA_UNKNOWN_FLAG"}) unsetenv(v);
-}
-
 TEST(CliTest, HelpExitsZero) {
   Result r = RunCli("--help");
   EXPECT_EQ(r.exit_code, 0);

@@ -1,11 +1,15 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "common/bf16.h"
+#include "common/flags.h"
 #include "common/thread_pool.h"
 
 namespace tessera {
@@ -60,6 +64,56 @@ TEST(Bf16Test, HalfToFloat) {
   EXPECT_EQ(F16ToFloat(0xc000), -2.0f);
   EXPECT_EQ(F16ToFloat(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
   EXPECT_TRUE(std::isinf(F16ToFloat(0x7c00)));
+}
+
+// A server's flags: the command line, then TESSERA_* (a ConfigMap), then the default;
+// only the table's own flags are read; switches take 1 or true.
+TEST(FlagTableTest, CommandLineThenEnvironmentThenDefault) {
+  EXPECT_EQ(FlagTable::EnvironmentName("kv-memory-mb"), "TESSERA_KV_MEMORY_MB");
+  setenv("TESSERA_KV_MEMORY_MB", "64", 1);
+  setenv("TESSERA_TP", "2", 1);
+  setenv("TESSERA_BUSY_POLL", "0", 1);
+  int kv_mb = 256, tp = 1, blocks = 7;
+  bool busy_poll = false;
+  FlagTable table("prog", "test");
+  table.Int("kv-memory-mb", &kv_mb, "N", "KV memory", 1);
+  table.Int("tp", &tp, "N", "ranks", 1);
+  table.Int("blocks", &blocks, "N", "blocks", 0);
+  table.Switch("busy-poll", &busy_poll, "spin");
+  const char* argv[] = {"prog", "--tp=3", "--tp", "4"};  // given twice: the last wins
+  EXPECT_EQ(table.Parse(4, argv), std::nullopt);
+  EXPECT_EQ(kv_mb, 64);
+  EXPECT_EQ(tp, 4);
+  EXPECT_EQ(blocks, 7);
+  EXPECT_FALSE(busy_poll);
+
+  setenv("TESSERA_BUSY_POLL", "true", 1);
+  FlagTable second("prog", "test");
+  second.Switch("busy-poll", &busy_poll, "spin");
+  const char* bare[] = {"prog"};
+  EXPECT_EQ(second.Parse(1, bare), std::nullopt);
+  EXPECT_TRUE(busy_poll);
+  for (const char* v : {"TESSERA_KV_MEMORY_MB", "TESSERA_TP", "TESSERA_BUSY_POLL"}) unsetenv(v);
+}
+
+TEST(FlagTableTest, BadFlagsExitTwoAndHelpNamesEveryFlag) {
+  int n = 3;
+  std::string mode = "a";
+  FlagTable table("prog", "test");
+  table.Int("n", &n, "N", "a count", 1, 10);
+  table.Choice("mode", &mode, {"a", "b"}, "a mode");
+  for (std::vector<const char*> argv : std::vector<std::vector<const char*>>{
+           {"prog", "--n", "0"}, {"prog", "--n", "x"}, {"prog", "--mode", "c"}, {"prog", "--bogus", "1"}}) {
+    EXPECT_EQ(table.Parse(static_cast<int>(argv.size()), argv.data()), std::optional<int>(kUsageExit)) << argv[1];
+  }
+  const std::string help = table.Help();
+  for (const char* text : {"--n", "a count", "TESSERA_N", "=3", "--mode", "a|b", "TESSERA_MODE"}) {
+    EXPECT_NE(help.find(text), std::string::npos) << text << " missing from\n" << help;
+  }
+  const char* version[] = {"prog", "--version"};
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(table.Parse(2, version), std::optional<int>(0));
+  EXPECT_EQ(testing::internal::GetCapturedStdout(), std::string("prog ") + Version() + "\n");
 }
 
 }  // namespace

@@ -1,21 +1,8 @@
 // tessera-worker: holds a model and executes the coordinator's steps.
 //
-//   tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]
-//                  [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu|cuda:N]
-//                  [--gpu-collectives nccl|gloo] [--busy-poll] [--step-delay-ms N]
+//   tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--device cpu|cuda:N] ...
 //
-// --advertise: the address the coordinator and peers reach this worker at (default:
-// the --listen host, or, when that is 0.0.0.0, the address this host reaches the
-// coordinator from).
-//
-// --kv-listen: where peers fetch this worker's host-tier KV blocks (the data plane;
-// default: the advertised host, any port). --tp: join a tensor-parallel group of N
-// workers (default: the coordinator's --tp). --group: form groups only with workers
-// naming the same group (one StatefulSet's pods, one node's devices).
-// --gpu-collectives: how a GPU worker's tensor/expert-parallel group communicates:
-// NCCL (default), or Gloo over TCP staged through host memory (GPUs NCCL cannot join,
-// several ranks on one GPU). --busy-poll: small collectives of a tensor-parallel group spin instead of sleeping
-// (much lower latency; use when the worker has a core of its own).
+// Every flag is in worker/config.cc (see --help).
 //
 // Lifecycle: serve the Worker service, register with the coordinator, heartbeat.
 // A LoadModel this worker can never satisfy (--device cuda:N without that device, or a
@@ -37,11 +24,13 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "cli/args.h"
-#include "cli/cpu_kernels_flag.h"
-#include "cli/signals.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/signals.h"
+#include "kernels/cpu_isa.h"
 #include "kvstore/block_transfer.h"
 #include "tessera/v1/worker.grpc.pb.h"
+#include "worker/config.h"
 #include "worker/worker_service.h"
 
 namespace tessera::worker {
@@ -58,8 +47,8 @@ void WaitForSignals(sigset_t set) {
 }
 
 int Fail(const std::string& m) {
-  std::cerr << "tessera-worker: " << m << "\n";
-  return cli::kUsageError;
+  log::Info() << m;
+  return kUsageExit;
 }
 
 // The local address this host's packets to `address` (host:port) leave from: a UDP
@@ -91,60 +80,23 @@ std::string AddressToward(const std::string& address) {
 
 int Main(int argc, char** argv) {
   // Signals are taken by one thread; blocked everywhere before threads start.
-  const sigset_t set = cli::BlockTerminationSignals();
-  cli::Args args;
-  std::string error;
-  if (!cli::ParseProgramArgs(argc, argv, "tessera-worker", {"help", "busy-poll"}, &args, &error)) return Fail(error);
-  if (args.Has("help")) {
-    std::cout << "usage: tessera-worker --coordinator HOST:PORT [--listen HOST:PORT] [--advertise HOST]"
-                 " [--kv-listen HOST:PORT] [--tp N] [--group NAME] [--threads N] [--device cpu|cuda:N]"
-                 " [--gpu-collectives nccl|gloo] [--cpu-isa LEVEL] [--busy-poll] [--step-delay-ms N (testing)]\n"
-              << cli::kCpuIsaHelp << "\n"
-              << "Every flag may instead come from the environment: --kv-listen from TESSERA_KV_LISTEN, and so on\n"
-                 "(the command line wins; switches take 1 or true).\n";
-    return 0;
-  }
-  const std::set<std::string> flags = {"coordinator", "listen",    "advertise",        "kv-listen",
-                                       "tp",          "group",     "threads",          "device",
-                                       "step-delay-ms", "busy-poll", "gpu-collectives",
-                                       "cpu-isa"};
-  if (!cli::CheckFlags(args, flags, &error)) return Fail(error);
-  cli::FlagsFromEnvironment(flags, {"busy-poll"}, &args);
-  if (!args.Has("coordinator")) return Fail("needs --coordinator HOST:PORT");
-  int threads, step_delay_ms, tp;
-  if (!cli::IntFlag(args, "threads", 0, 0, &threads, &error) || !cli::IntFlag(args, "tp", 0, 0, &tp, &error) ||
-      !cli::IntFlag(args, "step-delay-ms", 0, 0, &step_delay_ms, &error)) {
-    return Fail(error);
-  }
-  const std::string device = args.Has("device") ? args.flags.at("device") : "cpu";
-  int cuda_device = -1;
-  if (device != "cpu" && !(device.starts_with("cuda:") && absl::SimpleAtoi(device.substr(5), &cuda_device) &&
-                           cuda_device >= 0)) {
-    return Fail(absl::StrCat("--device must be cpu or cuda:N, got '", device, "'"));
-  }
-  const std::string collectives = args.Has("gpu-collectives") ? args.flags.at("gpu-collectives") : "nccl";
-  if (collectives != "nccl" && collectives != "gloo") {
-    return Fail(absl::StrCat("--gpu-collectives must be nccl or gloo, got '", collectives, "'"));
-  }
-  if (absl::Status isa = cli::SelectCpuKernels(args, "tessera-worker", /*announce=*/true); !isa.ok()) {
+  const sigset_t set = BlockTerminationSignals();
+  log::SetProgram("tessera-worker");
+  WorkerConfig config;
+  if (std::optional<int> exit = ParseWorkerConfig(argc, argv, &config)) return *exit;
+  if (absl::Status isa = kernels::SelectCpuIsaNamed(config.cpu_isa, /*announce=*/true); !isa.ok()) {
     return Fail(std::string(isa.message()));
   }
-  const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:0";
-  std::string host = args.Has("advertise") ? args.flags.at("advertise") : listen.substr(0, listen.rfind(':'));
+  const std::string& listen = config.listen;
+  std::string host = !config.advertise.empty() ? config.advertise : listen.substr(0, listen.rfind(':'));
   if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
     // Listening everywhere: peers reach us at the address we reach the coordinator from.
-    host = AddressToward(args.flags.at("coordinator"));
+    host = AddressToward(config.coordinator);
     if (host.empty()) return Fail("cannot tell this host's address toward the coordinator; pass --advertise HOST");
   }
 
-  WorkerOptions options;
-  options.threads = threads;
-  options.cuda_device = cuda_device;
-  options.gloo_on_gpu = collectives == "gloo";
-  options.step_delay_ms = step_delay_ms;
-  options.coordinator_address = args.flags.at("coordinator");
+  WorkerOptions options = config.options;
   options.host = host;
-  options.busy_poll = args.Has("busy-poll");
   WorkerService service(options);
   grpc::EnableDefaultHealthCheckService(true);  // probes (Kubernetes gRPC probes need no shell)
   int port = 0;
@@ -156,7 +108,7 @@ int Main(int argc, char** argv) {
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
   const std::string address = absl::StrCat(host, ":", port);
   // The KV data plane: peers fetch this worker's host-tier blocks here.
-  const std::string kv_listen = args.Has("kv-listen") ? args.flags.at("kv-listen") : absl::StrCat(host, ":0");
+  const std::string kv_listen = !config.kv_listen.empty() ? config.kv_listen : absl::StrCat(host, ":0");
   const size_t kv_colon = kv_listen.rfind(':');
   int kv_port = 0;
   if (kv_colon == std::string::npos || !absl::SimpleAtoi(kv_listen.substr(kv_colon + 1), &kv_port)) {
@@ -170,7 +122,7 @@ int Main(int argc, char** argv) {
   signals.detach();
 
   auto coordinator = v1::internal::Coordinator::NewStub(
-      grpc::CreateChannel(args.flags.at("coordinator"), grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel(config.coordinator, grpc::InsecureChannelCredentials()));
   std::string worker_id;
   auto interval = std::chrono::milliseconds(500);
   auto last_contact = Clock::now();
@@ -178,10 +130,10 @@ int Main(int argc, char** argv) {
     if (worker_id.empty()) {
       v1::internal::RegisterRequest req;
       req.set_address(address);
-      req.set_device(device);
-      req.set_threads(threads);
-      req.set_tp(tp);
-      if (args.Has("group")) req.set_group(args.flags.at("group"));
+      req.set_device(config.device);
+      req.set_threads(options.threads);
+      req.set_tp(config.tp);
+      req.set_group(config.group);
       req.set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE));
       v1::internal::RegisterResponse resp;
       grpc::ClientContext ctx;
@@ -194,7 +146,7 @@ int Main(int argc, char** argv) {
         worker_id = resp.worker_id();
         interval = std::chrono::milliseconds(std::max(50, resp.heartbeat_interval_ms()));
         last_contact = Clock::now();
-        std::cerr << "tessera-worker: registered as " << worker_id << " at " << address << "\n";
+        log::Info() << "registered as " << worker_id << " at " << address;
       }
     } else {
       v1::internal::HeartbeatRequest req;
@@ -215,13 +167,13 @@ int Main(int argc, char** argv) {
     // Draining with no coordinator to drain through: nothing can be running, exit.
     if (g_draining && Clock::now() - last_contact > std::chrono::seconds(10)) break;
     if (const std::optional<std::string> fatal = service.fatal_error()) {
-      std::cerr << "tessera-worker: cannot run the model it was given: " << *fatal << "\n";
+      log::Info() << "cannot run the model it was given: " << *fatal;
       server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
       return 1;
     }
     std::this_thread::sleep_for(interval);
   }
-  std::cerr << "tessera-worker: drained, exiting\n";
+  log::Info() << "drained, exiting";
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   return 0;
 }

@@ -3,6 +3,8 @@
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status.h"
 #include "kernels/cpu/internal/isa_kernels.h"
 
 namespace tessera::kernels {
@@ -80,6 +82,15 @@ absl::Status SelectCpuIsa(CpuIsa isa) {
                                                       " kernels (it runs up to ", CpuIsaName(BestCpuIsa()), ")"));
   }
   Selected().store(isa, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status SelectCpuIsaNamed(std::string_view name, bool announce) {
+  ASSIGN_OR_RETURN(const CpuIsa isa, ParseCpuIsa(name));
+  RETURN_IF_ERROR(SelectCpuIsa(isa));
+  if (announce) {
+    log::Info() << "CPU kernels " << CpuIsaName(isa) << " (this CPU runs up to " << CpuIsaName(BestCpuIsa()) << ")";
+  }
   return absl::OkStatus();
 }
 

@@ -1,0 +1,86 @@
+#include "coordinator/config.h"
+
+#include <filesystem>
+
+#include "common/flags.h"
+
+namespace tessera::coordinator {
+namespace {
+
+// Values the flags give in other units than the options hold; the defaults are the
+// options' own.
+struct Scratch {
+  explicit Scratch(const CoordinatorConfig& c)
+      : kv_memory_mb(static_cast<int>(c.cluster.group.kv_memory_bytes >> 20)),
+        heartbeat_ms(static_cast<int>(c.cluster.heartbeat_interval.count())),
+        heartbeat_timeout_ms(static_cast<int>(c.cluster.heartbeat_timeout.count())) {}
+  int kv_memory_mb;
+  int heartbeat_ms;
+  int heartbeat_timeout_ms;
+};
+
+constexpr char kProgram[] = "tessera-coordinator";
+constexpr char kDescription[] = "tessera-coordinator: takes client requests over gRPC and drives the workers.";
+
+// The one table: flag, field, unit, help, range.
+void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
+  GroupOptions& g = c->cluster.group;
+  t.String("model", &c->model_dir, "DIR", "HuggingFace model folder (the workers load the same path)");
+  t.RequireLast();
+  t.String("model-name", &c->frontend.model_name, "NAME", "name clients use (default: the folder's name)");
+  t.String("listen", &c->listen, "HOST:PORT", "client and worker API (port 0 picks one)");
+  t.String("port-file", &c->port_file, "FILE", "write the port actually bound to FILE");
+  t.Int("block-size", &g.block_size, "N", "KV cache tokens per block", 1, 1 << 16);
+  t.Int("kv-memory-mb", &s->kv_memory_mb, "N", "KV cache per worker, MiB", 1);
+  t.Int("kv-blocks", &g.num_kv_blocks, "N", "KV cache blocks per worker (overrides --kv-memory-mb; 0: from it)", 0);
+  t.Int("max-step-tokens", &g.max_step_tokens, "N", "tokens computed per step, the chunked prefill budget", 1);
+  t.Int("max-running", &g.max_running, "N", "sequences per batch", 1);
+  t.Int("max-queue", &c->frontend.max_queue, "N", "waiting requests before RESOURCE_EXHAUSTED", 1);
+  t.Int("heartbeat-ms", &s->heartbeat_ms, "N", "worker heartbeat interval", 10);
+  t.Int("heartbeat-timeout-ms", &s->heartbeat_timeout_ms, "N", "drop a worker silent this long", 50);
+  t.Int("tp", &g.tp, "N", "tensor parallelism: workers per replica group", 1, 4096);
+  t.Int("ep", &g.ep, "M", "expert parallelism (MoE models): groups of tp x ep workers", 1, 4096);
+  t.Int("collective-timeout-ms", &g.collective_timeout_ms, "N", "a rank's collectives give up after this", 100);
+  t.Bool("prefix-caching", &g.prefix_caching, "reuse cached KV blocks of equal prefixes");
+  t.Bool("batch-invariant", &g.batch_invariant,
+           "every request's tokens independent of the batch it runs in: exact fp32-activation matmuls "
+           "for every batch size");
+  t.Int("host-kv-blocks", &g.num_host_kv_blocks, "N",
+        "host tier per worker: full blocks are written through to it, so evicted prefixes survive and other "
+        "groups (other nodes) can fetch them over the KV data plane (0: none)",
+        0);
+}
+
+}  // namespace
+
+std::optional<int> ParseCoordinatorConfig(int argc, const char* const* argv, CoordinatorConfig* config) {
+  *config = CoordinatorConfig{};
+  Scratch scratch(*config);
+  FlagTable table(kProgram, kDescription);
+  AddFlags(table, config, &scratch);
+  if (std::optional<int> exit = table.Parse(argc, argv)) return exit;
+
+  GroupOptions& group = config->cluster.group;
+  config->model_dir = std::filesystem::absolute(config->model_dir).string();
+  group.model_dir = config->model_dir;
+  group.kv_memory_bytes = static_cast<int64_t>(scratch.kv_memory_mb) << 20;
+  config->cluster.heartbeat_interval = std::chrono::milliseconds(scratch.heartbeat_ms);
+  config->cluster.heartbeat_timeout = std::chrono::milliseconds(scratch.heartbeat_timeout_ms);
+  if (config->frontend.model_name.empty()) {
+    config->frontend.model_name = std::filesystem::path(config->model_dir).filename().string();
+  }
+  config->frontend.tensor_parallel = group.tp;
+  config->frontend.expert_parallel = group.ep;
+  config->frontend.batch_invariant = group.batch_invariant;
+  return std::nullopt;
+}
+
+std::string CoordinatorHelp() {
+  CoordinatorConfig config;
+  Scratch scratch(config);
+  FlagTable table(kProgram, kDescription);
+  AddFlags(table, &config, &scratch);
+  return table.Help();
+}
+
+}  // namespace tessera::coordinator

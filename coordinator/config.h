@@ -1,0 +1,29 @@
+// The coordinator's configuration: every flag of tessera-coordinator, typed, with its
+// default taken from the options structs it fills (one place per default).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "coordinator/cluster.h"
+#include "coordinator/frontend.h"
+
+namespace tessera::coordinator {
+
+struct CoordinatorConfig {
+  std::string model_dir;                 // absolute
+  std::string listen = "127.0.0.1:50051";  // client and worker API
+  std::string port_file;                 // where to write the bound port ("" none)
+  ClusterOptions cluster;
+  FrontendOptions frontend;  // model_name defaults to the model folder's name
+};
+
+// Fills `config` from the command line and TESSERA_* variables. Returns the status to
+// exit with when the process should stop (after --help, --version or a bad flag; the
+// message already printed), nullopt to go on.
+std::optional<int> ParseCoordinatorConfig(int argc, const char* const* argv, CoordinatorConfig* config);
+
+// tessera-coordinator --help.
+std::string CoordinatorHelp();
+
+}  // namespace tessera::coordinator
