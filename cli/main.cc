@@ -53,9 +53,12 @@ commands:
               Prints the text of the ids (special tokens included).
 
   serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
-              [--tp N] [--ep M] [--cpu-isa LEVEL] [--batch-invariant]
+              [--http-listen HOST:PORT|off] [--tp N] [--ep M] [--cpu-isa LEVEL]
+              [--batch-invariant]
               Runs a coordinator and N workers (child processes) until Ctrl-C;
-              every tp x ep workers form one replica group.
+              every tp x ep workers form one replica group. gRPC on --listen
+              (127.0.0.1:50051), the OpenAI-compatible HTTP API on --http-listen
+              (127.0.0.1:8000; docs/http-api.md).
   client      [--address HOST:PORT] (--prompt TEXT | --ids 1,2,3) [--max-tokens N]
               [--temperature T] [--seed S] [--wait-ready SECONDS]
               One streamed generation against a running server (text, or

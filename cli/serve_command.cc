@@ -1,5 +1,5 @@
-// tessera serve --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
-//               [--tp N] [--ep M] [--cpu-isa LEVEL] [--batch-invariant]
+// tessera serve --model DIR [--workers N] [--listen HOST:PORT] [--http-listen HOST:PORT|off]
+//               [--threads-per-worker N] [--tp N] [--ep M] [--cpu-isa LEVEL] [--batch-invariant]
 //
 // Starts tessera-coordinator and N tessera-worker processes (from the directory of
 // this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
@@ -56,8 +56,9 @@ int Fail(const std::string& m) {
 
 int RunServe(const Args& args, const char* argv0) {
   std::string error;
-  if (!CheckFlags(args, {"model", "workers", "listen", "threads-per-worker", "kv-memory-mb", "tp", "ep", "cpu-isa",
-                         "batch-invariant"}, &error)) {
+  if (!CheckFlags(args, {"model", "workers", "listen", "http-listen", "threads-per-worker", "kv-memory-mb", "tp", "ep",
+                         "cpu-isa", "batch-invariant"},
+                  &error)) {
     return Fail(error);
   }
   if (!args.Has("model")) return Fail("'serve' needs --model DIR");
@@ -76,8 +77,12 @@ int RunServe(const Args& args, const char* argv0) {
   const fs::path bin = fs::canonical("/proc/self/exe").parent_path();
   (void)argv0;
   const std::string listen = args.Has("listen") ? args.flags.at("listen") : "127.0.0.1:50051";
+  const std::string http_listen = args.Has("http-listen") ? args.flags.at("http-listen") : "127.0.0.1:8000";
+  const bool http = http_listen != "off";
   const std::string port_file = (fs::temp_directory_path() / absl::StrCat("tessera-serve-", getpid(), ".port")).string();
+  const std::string http_port_file = port_file + ".http";
   fs::remove(port_file);
+  fs::remove(http_port_file);
 
   // Ctrl-C and SIGTERM are taken by sigwait below, not by default handlers (and not
   // ignored, as a shell's background job would have them).
@@ -90,21 +95,29 @@ int RunServe(const Args& args, const char* argv0) {
   sigaddset(&set, SIGCHLD);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  const pid_t coordinator =
-      Spawn({(bin / "tessera-coordinator").string(), "--model", args.flags.at("model"), "--listen", listen,
-             "--port-file", port_file, "--kv-memory-mb", std::to_string(kv_mb), "--tp", std::to_string(tp), "--ep",
-             std::to_string(ep), "--batch-invariant", args.Has("batch-invariant") ? "1" : "0"});
-  std::string port;
-  for (int i = 0; i < 600 && port.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::ifstream(port_file) >> port;
-    int status;
-    if (waitpid(coordinator, &status, WNOHANG) == coordinator) return Fail("the coordinator exited at start");
-  }
-  fs::remove(port_file);
-  if (port.empty()) return Fail("the coordinator did not start");
-  const std::string host = listen.substr(0, listen.rfind(':'));
-  const std::string address = absl::StrCat(host == "0.0.0.0" ? "127.0.0.1" : host, ":", port);
+  std::vector<std::string> coordinator_args = {
+      (bin / "tessera-coordinator").string(), "--model", args.flags.at("model"), "--listen", listen, "--port-file",
+      port_file, "--kv-memory-mb", std::to_string(kv_mb), "--tp", std::to_string(tp), "--ep", std::to_string(ep),
+      "--batch-invariant", args.Has("batch-invariant") ? "1" : "0"};
+  if (http) coordinator_args.insert(coordinator_args.end(), {"--http-listen", http_listen, "--http-port-file", http_port_file});
+  const pid_t coordinator = Spawn(coordinator_args);
+  // The coordinator writes each port once it listens; HOST:PORT for clients.
+  auto wait_for_port = [coordinator](const std::string& file, const std::string& listen_at) -> std::string {
+    std::string port;
+    for (int i = 0; i < 600 && port.empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::ifstream(file) >> port;
+      if (waitpid(coordinator, nullptr, WNOHANG) == coordinator) return "";
+    }
+    fs::remove(file);
+    if (port.empty()) return "";
+    const std::string host = listen_at.substr(0, listen_at.rfind(':'));
+    return absl::StrCat(host == "0.0.0.0" ? "127.0.0.1" : host, ":", port);
+  };
+  const std::string address = wait_for_port(port_file, listen);
+  if (address.empty()) return Fail("the coordinator did not start (its messages are above)");
+  const std::string http_address = http ? wait_for_port(http_port_file, http_listen) : "";
+  if (http && http_address.empty()) return Fail("the coordinator's HTTP API did not start (its messages are above)");
   std::vector<pid_t> worker_pids;
   for (int i = 0; i < workers; ++i) {
     std::vector<std::string> worker_args = {(bin / "tessera-worker").string(), "--coordinator", address, "--threads",
@@ -114,6 +127,7 @@ int RunServe(const Args& args, const char* argv0) {
   }
   std::cerr << "tessera: serving " << args.flags.at("model") << " on " << address << " with " << workers
             << " workers (Ctrl-C to stop)\n";
+  if (http) std::cerr << "tessera: OpenAI-compatible API on http://" << http_address << "/v1\n";
 
   while (true) {
     int sig;

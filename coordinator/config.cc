@@ -13,10 +13,12 @@ struct Scratch {
   explicit Scratch(const CoordinatorConfig& c)
       : kv_memory_mb(static_cast<int>(c.cluster.group.kv_memory_bytes >> 20)),
         heartbeat_ms(static_cast<int>(c.cluster.heartbeat_interval.count())),
-        heartbeat_timeout_ms(static_cast<int>(c.cluster.heartbeat_timeout.count())) {}
+        heartbeat_timeout_ms(static_cast<int>(c.cluster.heartbeat_timeout.count())),
+        http_max_body_mb(static_cast<int>(c.http.max_body_bytes >> 20)) {}
   int kv_memory_mb;
   int heartbeat_ms;
   int heartbeat_timeout_ms;
+  int http_max_body_mb;
 };
 
 constexpr char kProgram[] = "tessera-coordinator";
@@ -30,6 +32,10 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
   t.String("model-name", &c->frontend.model_name, "NAME", "name clients use (default: the folder's name)");
   t.String("listen", &c->listen, "HOST:PORT", "client and worker API (port 0 picks one)");
   t.String("port-file", &c->port_file, "FILE", "write the port actually bound to FILE");
+  t.String("http-listen", &c->http.listen, "HOST:PORT",
+           "the OpenAI-compatible HTTP API, with /health and /ready (docs/http-api.md); empty: off");
+  t.String("http-port-file", &c->http_port_file, "FILE", "write the HTTP port actually bound to FILE");
+  t.Int("http-max-body-mb", &s->http_max_body_mb, "N", "larger HTTP request bodies get 413", 1, 1024);
   t.Int("block-size", &g.block_size, "N", "KV cache tokens per block", 1, 1 << 16);
   t.Int("kv-memory-mb", &s->kv_memory_mb, "N", "KV cache per worker, MiB", 1);
   t.Int("kv-blocks", &g.num_kv_blocks, "N", "KV cache blocks per worker (overrides --kv-memory-mb; 0: from it)", 0);
@@ -66,6 +72,7 @@ std::optional<int> ParseCoordinatorConfig(int argc, const char* const* argv, Coo
   group.kv_memory_bytes = static_cast<int64_t>(scratch.kv_memory_mb) << 20;
   config->cluster.heartbeat_interval = std::chrono::milliseconds(scratch.heartbeat_ms);
   config->cluster.heartbeat_timeout = std::chrono::milliseconds(scratch.heartbeat_timeout_ms);
+  config->http.max_body_bytes = static_cast<size_t>(scratch.http_max_body_mb) << 20;
   if (config->frontend.model_name.empty()) {
     config->frontend.model_name = std::filesystem::path(config->model_dir).filename().string();
   }

@@ -7,6 +7,7 @@
 
 #include "coordinator/cluster.h"
 #include "coordinator/frontend.h"
+#include "coordinator/http_server.h"
 
 namespace tessera::coordinator {
 
@@ -14,6 +15,8 @@ struct CoordinatorConfig {
   std::string model_dir;                 // absolute
   std::string listen = "127.0.0.1:50051";  // client and worker API
   std::string port_file;                 // where to write the bound port ("" none)
+  HttpServerOptions http;                // the OpenAI-compatible API; listen "" = off
+  std::string http_port_file;            // where to write its bound port ("" none)
   ClusterOptions cluster;
   FrontendOptions frontend;  // model_name defaults to the model folder's name
 };

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <random>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
 namespace tessera::coordinator {
@@ -12,23 +13,34 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-
 constexpr int kMaxStopStrings = 16;
 constexpr size_t kMaxStopBytes = 256;
 constexpr int kMaxTopLogprobs = 20;
+constexpr char kFieldPayload[] = "tessera.dev/field";
 
 }  // namespace
+
+absl::Status FieldError(const std::string& field, const std::string& message) {
+  absl::Status status = absl::InvalidArgumentError(message);
+  status.SetPayload(kFieldPayload, absl::Cord(field));
+  return status;
+}
+
+std::string ErrorField(const absl::Status& status) {
+  const auto field = status.GetPayload(kFieldPayload);  // absl::optional in Debian's Abseil
+  return field ? std::string(*field) : std::string();
+}
 
 Frontend::Frontend(FrontendOptions options, models::ModelSpec spec, std::unique_ptr<tokenizer::Tokenizer> tokenizer,
                    Cluster* cluster)
     : options_(std::move(options)), spec_(std::move(spec)), tokenizer_(std::move(tokenizer)), cluster_(cluster) {}
 
-grpc::Status Frontend::CheckModel(const std::string& name) const {
+absl::Status Frontend::CheckModel(const std::string& name) const {
   if (!name.empty() && name != options_.model_name) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("unknown model '", name, "' (this server serves '", options_.model_name, "')"));
+    return absl::NotFoundError(
+        absl::StrCat("unknown model '", name, "' (this server serves '", options_.model_name, "')"));
   }
-  return grpc::Status::OK;
+  return absl::OkStatus();
 }
 
 absl::Status Frontend::NeedTokenizer() const {
@@ -37,30 +49,39 @@ absl::Status Frontend::NeedTokenizer() const {
 }
 
 absl::Status Frontend::ValidateSampling(const v1::SamplingParams& p) const {
-  auto bad = [](const std::string& m) { return absl::InvalidArgumentError(m); };
   if (p.has_temperature() && !(std::isfinite(p.temperature()) && p.temperature() >= 0)) {
-    return bad("temperature must be a finite number >= 0");
+    return FieldError("temperature", "temperature must be a finite number >= 0");
   }
-  if (p.has_top_p() && !(p.top_p() > 0 && p.top_p() <= 1)) return bad("top_p must be in (0, 1]");
-  if (p.top_k() < 0) return bad("top_k must be >= 0 (0 = off)");
-  if (!(p.min_p() >= 0 && p.min_p() <= 1)) return bad("min_p must be in [0, 1]");
+  if (p.has_top_p() && !(p.top_p() > 0 && p.top_p() <= 1)) return FieldError("top_p", "top_p must be in (0, 1]");
+  if (p.top_k() < 0) return FieldError("top_k", "top_k must be >= 0 (0 = off)");
+  if (!(p.min_p() >= 0 && p.min_p() <= 1)) return FieldError("min_p", "min_p must be in [0, 1]");
   if (p.has_repetition_penalty() && !(std::isfinite(p.repetition_penalty()) && p.repetition_penalty() > 0)) {
-    return bad("repetition_penalty must be > 0");
+    return FieldError("repetition_penalty", "repetition_penalty must be > 0");
   }
-  if (!(p.presence_penalty() >= -2 && p.presence_penalty() <= 2)) return bad("presence_penalty must be in [-2, 2]");
-  if (!(p.frequency_penalty() >= -2 && p.frequency_penalty() <= 2)) return bad("frequency_penalty must be in [-2, 2]");
-  if (p.has_max_tokens() && p.max_tokens() < 1) return bad("max_tokens must be >= 1");
-  if (p.min_tokens() < 0) return bad("min_tokens must be >= 0");
-  if (p.has_max_tokens() && p.min_tokens() > p.max_tokens()) return bad("min_tokens must be <= max_tokens");
-  if (p.stop_size() > kMaxStopStrings) return bad(absl::StrCat("at most ", kMaxStopStrings, " stop strings"));
+  if (!(p.presence_penalty() >= -2 && p.presence_penalty() <= 2)) {
+    return FieldError("presence_penalty", "presence_penalty must be in [-2, 2]");
+  }
+  if (!(p.frequency_penalty() >= -2 && p.frequency_penalty() <= 2)) {
+    return FieldError("frequency_penalty", "frequency_penalty must be in [-2, 2]");
+  }
+  if (p.has_max_tokens() && p.max_tokens() < 1) return FieldError("max_tokens", "max_tokens must be >= 1");
+  if (p.min_tokens() < 0) return FieldError("min_tokens", "min_tokens must be >= 0");
+  if (p.has_max_tokens() && p.min_tokens() > p.max_tokens()) {
+    return FieldError("min_tokens", "min_tokens must be <= max_tokens");
+  }
+  if (p.stop_size() > kMaxStopStrings) return FieldError("stop", absl::StrCat("at most ", kMaxStopStrings, " stop strings"));
   for (const std::string& s : p.stop()) {
-    if (s.empty() || s.size() > kMaxStopBytes) return bad(absl::StrCat("stop strings must be 1 to ", kMaxStopBytes, " bytes"));
+    if (s.empty() || s.size() > kMaxStopBytes) {
+      return FieldError("stop", absl::StrCat("stop strings must be 1 to ", kMaxStopBytes, " bytes"));
+    }
   }
   for (int32_t id : p.stop_token_ids()) {
-    if (id < 0 || id >= spec_.vocab_size) return bad(absl::StrCat("stop token id ", id, " is outside the vocabulary"));
+    if (id < 0 || id >= spec_.vocab_size) {
+      return FieldError("stop_token_ids", absl::StrCat("stop token id ", id, " is outside the vocabulary"));
+    }
   }
   if (p.top_logprobs() < 0 || p.top_logprobs() > kMaxTopLogprobs) {
-    return bad(absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs, "]"));
+    return FieldError("top_logprobs", absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs, "]"));
   }
   return absl::OkStatus();
 }
@@ -77,16 +98,17 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
     prompt.assign(r.token_ids().ids().begin(), r.token_ids().ids().end());
     for (int32_t id : prompt) {
       if (id < 0 || id >= spec_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", spec_.vocab_size, ")"));
+        return FieldError("prompt",
+                          absl::StrCat("token id ", id, " is outside the vocabulary [0, ", spec_.vocab_size, ")"));
       }
     }
   } else {
-    return absl::InvalidArgumentError("request has neither text nor token_ids");
+    return FieldError("prompt", "request has neither text nor token_ids");
   }
-  if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
+  if (prompt.empty()) return FieldError("prompt", "prompt is empty");
   if (static_cast<int64_t>(prompt.size()) >= spec_.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt.size(), " tokens leaves no room in the model's ",
-                                                   spec_.max_position_embeddings, "-token context"));
+    return FieldError("prompt", absl::StrCat("prompt of ", prompt.size(), " tokens leaves no room in the model's ",
+                                             spec_.max_position_embeddings, "-token context"));
   }
   if (absl::Status s = ValidateSampling(r.sampling()); !s.ok()) return s;
   if (cluster_->total_waiting() >= options_.max_queue) {
@@ -109,20 +131,27 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   return request;
 }
 
+absl::StatusOr<std::shared_ptr<Request>> Frontend::Start(const v1::GenerateRequest& r) {
+  if (absl::Status s = CheckModel(r.model()); !s.ok()) return s;
+  absl::StatusOr<std::shared_ptr<Request>> request = Admit(r);
+  if (!request.ok()) return request.status();
+  if (absl::Status s = cluster_->Route(*request); !s.ok()) {
+    Forget(**request);
+    return s;
+  }
+  return request;
+}
+
+void Frontend::Forget(const Request& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_.erase(request.id());
+}
+
 grpc::Status Frontend::Generate(grpc::ServerContext* context, const v1::GenerateRequest* r,
                                 grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
-  absl::StatusOr<std::shared_ptr<Request>> admitted = Admit(*r);
-  if (!admitted.ok()) return ToGrpc(admitted.status());
-  std::shared_ptr<Request> request = *admitted;
-  auto forget = [&] {
-    std::lock_guard<std::mutex> lock(mu_);
-    active_.erase(request->id());
-  };
-  if (absl::Status s = cluster_->Route(request); !s.ok()) {
-    forget();
-    return ToGrpc(s);
-  }
+  absl::StatusOr<std::shared_ptr<Request>> started = Start(*r);
+  if (!started.ok()) return ToGrpc(started.status());
+  std::shared_ptr<Request> request = *started;
   grpc::Status result = grpc::Status::OK;
   bool done = false;
   while (!done) {
@@ -147,7 +176,7 @@ grpc::Status Frontend::Generate(grpc::ServerContext* context, const v1::Generate
       if (done) break;
     }
   }
-  forget();
+  Forget(*request);
   return result;
 }
 
@@ -160,10 +189,31 @@ grpc::Status Frontend::Abort(grpc::ServerContext*, const v1::AbortRequest* r, v1
   return grpc::Status::OK;
 }
 
+absl::StatusOr<std::vector<int32_t>> Frontend::TokenizeText(const std::string& text, bool add_special_tokens) const {
+  if (absl::Status s = NeedTokenizer(); !s.ok()) return s;
+  return tokenizer_->Encode(text, add_special_tokens);
+}
+
+absl::StatusOr<std::string> Frontend::DetokenizeIds(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
+  if (absl::Status s = NeedTokenizer(); !s.ok()) return s;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= spec_.vocab_size) {
+      return FieldError("tokens", absl::StrCat("token id ", id, " is outside the vocabulary [0, ", spec_.vocab_size, ")"));
+    }
+  }
+  return tokenizer_->Decode(ids, skip_special_tokens);
+}
+
+bool Frontend::Ready() const {
+  for (const v1::GroupInfo& g : cluster_->Groups()) {
+    if (g.state() == "READY") return true;
+  }
+  return false;
+}
+
 grpc::Status Frontend::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* r, v1::TokenizeResponse* response) {
-  if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
-  if (absl::Status s = NeedTokenizer(); !s.ok()) return ToGrpc(s);
-  auto ids = tokenizer_->Encode(r->text(), r->has_add_special_tokens() ? r->add_special_tokens() : true);
+  if (absl::Status s = CheckModel(r->model()); !s.ok()) return ToGrpc(s);
+  auto ids = TokenizeText(r->text(), r->has_add_special_tokens() ? r->add_special_tokens() : true);
   if (!ids.ok()) return ToGrpc(ids.status());
   response->mutable_ids()->Add(ids->begin(), ids->end());
   return grpc::Status::OK;
@@ -171,17 +221,16 @@ grpc::Status Frontend::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest*
 
 grpc::Status Frontend::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* r,
                                   v1::DetokenizeResponse* response) {
-  if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
-  if (absl::Status s = NeedTokenizer(); !s.ok()) return ToGrpc(s);
+  if (absl::Status s = CheckModel(r->model()); !s.ok()) return ToGrpc(s);
   std::vector<int32_t> ids(r->ids().begin(), r->ids().end());
-  auto text = tokenizer_->Decode(ids, r->has_skip_special_tokens() ? r->skip_special_tokens() : true);
+  auto text = DetokenizeIds(ids, r->has_skip_special_tokens() ? r->skip_special_tokens() : true);
   if (!text.ok()) return ToGrpc(text.status());
   response->set_text(*text);
   return grpc::Status::OK;
 }
 
 grpc::Status Frontend::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest* r, v1::ModelInfo* info) {
-  if (grpc::Status s = CheckModel(r->model()); !s.ok()) return s;
+  if (absl::Status s = CheckModel(r->model()); !s.ok()) return ToGrpc(s);
   info->set_name(options_.model_name);
   info->set_family(spec_.family);
   info->set_architecture(spec_.architecture);
@@ -198,6 +247,7 @@ grpc::Status Frontend::GetServerInfo(grpc::ServerContext*, const v1::GetServerIn
   for (auto& g : cluster_->Groups()) *info->add_groups() = std::move(g);
   *info->mutable_kv_index() = cluster_->IndexInfo();
   info->set_registered_workers(cluster_->registered_workers());
+  info->set_queued_requests(cluster_->total_waiting());
   info->set_batch_invariant(options_.batch_invariant);
   return grpc::Status::OK;
 }

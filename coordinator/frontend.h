@@ -17,6 +17,11 @@
 
 namespace tessera::coordinator {
 
+// The request field an INVALID_ARGUMENT concerns ("top_p", "prompt"), when one does:
+// the HTTP API names it as the error's `param`. Empty when none is attached.
+absl::Status FieldError(const std::string& field, const std::string& message);
+std::string ErrorField(const absl::Status& status);
+
 struct FrontendOptions {
   std::string model_name;
   int max_queue = 1024;  // requests waiting in all groups before RESOURCE_EXHAUSTED
@@ -42,8 +47,23 @@ class Frontend final : public v1::Tessera::Service {
   grpc::Status GetServerInfo(grpc::ServerContext*, const v1::GetServerInfoRequest*, v1::ServerInfo* response) override;
   grpc::Status Drain(grpc::ServerContext*, const v1::DrainRequest* request, v1::DrainResponse*) override;
 
+  // The path every front end (gRPC above, HTTP in openai_api.h) shares.
+  //
+  // Validates, tokenizes and routes a request; the caller takes its events and calls
+  // Forget once it has seen the last one (or after aborting it). Errors carry the
+  // request field they concern (ErrorField).
+  absl::StatusOr<std::shared_ptr<Request>> Start(const v1::GenerateRequest& request);
+  void Forget(const Request& request);
+  // NOT_FOUND for a model name other than this server's ("" means this one).
+  absl::Status CheckModel(const std::string& name) const;
+  absl::StatusOr<std::vector<int32_t>> TokenizeText(const std::string& text, bool add_special_tokens) const;
+  absl::StatusOr<std::string> DetokenizeIds(const std::vector<int32_t>& ids, bool skip_special_tokens) const;
+  // Whether some replica group can take requests now.
+  bool Ready() const;
+  const std::string& model_name() const { return options_.model_name; }
+  const models::ModelSpec& spec() const { return spec_; }
+
  private:
-  grpc::Status CheckModel(const std::string& name) const;
   absl::Status NeedTokenizer() const;
   absl::Status ValidateSampling(const v1::SamplingParams& p) const;
   absl::StatusOr<std::shared_ptr<Request>> Admit(const v1::GenerateRequest& request);

@@ -4,6 +4,7 @@
 //
 // Every flag is in coordinator/config.cc (see --help). SIGTERM or SIGINT stops it.
 #include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
 
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,8 @@
 #include "coordinator/cluster.h"
 #include "coordinator/config.h"
 #include "coordinator/frontend.h"
+#include "coordinator/http_server.h"
+#include "coordinator/openai_api.h"
 #include "models/model_spec.h"
 #include "models/sharding.h"
 #include "tokenizer/tokenizer.h"
@@ -25,6 +28,21 @@ namespace {
 int Fail(const std::string& m) {
   log::Info() << m;
   return kUsageExit;
+}
+
+void WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return;
+  std::ofstream(path + ".tmp") << port << "\n";
+  std::filesystem::rename(path + ".tmp", path);  // readers never see a partial file
+}
+
+// Every HTTP connection is a descriptor: take the hard limit, not the 1024 soft one.
+void RaiseDescriptorLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
 }
 
 int Main(int argc, char** argv) {
@@ -66,12 +84,23 @@ int Main(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(256 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
-  if (!config.port_file.empty()) {
-    const std::string& path = config.port_file;
-    std::ofstream(path + ".tmp") << port << "\n";
-    std::filesystem::rename(path + ".tmp", path);  // readers never see a partial file
-  }
+  WritePortFile(config.port_file, port);
   log::Info() << "serving " << config.frontend.model_name << " on port " << port;
+
+  OpenAiApi openai(&frontend);
+  std::unique_ptr<HttpServer> http;
+  if (!config.http.listen.empty()) {
+    RaiseDescriptorLimit();
+    auto started = HttpServer::Start(
+        config.http, [&openai](HttpRequest request, std::shared_ptr<HttpReply> reply) {
+          openai.Handle(std::move(request), std::move(reply));
+        },
+        [](int status, const std::string& message) { return ErrorJson(status, message); });
+    if (!started.ok()) return Fail(std::string(started.status().message()));
+    http = std::move(*started);
+    WritePortFile(config.http_port_file, http->port());
+    log::Info() << "OpenAI-compatible HTTP API on port " << http->port();
+  }
 
   int sig;
   sigwait(&set, &sig);

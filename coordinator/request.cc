@@ -116,11 +116,19 @@ void Request::FinishOutOfCache() {
 }
 
 void Request::Push(RequestEvent event) {
+  std::function<void()> listener;
   {
     std::lock_guard<std::mutex> lock(mu_);
     events_.push_back(std::move(event));
+    listener = listener_;
   }
   cv_.notify_one();
+  if (listener) listener();
+}
+
+void Request::SetListener(std::function<void()> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  listener_ = std::move(listener);
 }
 
 std::vector<RequestEvent> Request::WaitEvents(std::chrono::milliseconds timeout) {

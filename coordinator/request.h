@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -74,6 +75,10 @@ class Request {
 
   // Consumer: waits up to `timeout` for events; returns whatever is queued.
   std::vector<RequestEvent> WaitEvents(std::chrono::milliseconds timeout);
+  // Consumer that does not block (the HTTP front end): `listener` runs on the
+  // producer's thread after each event is queued and must only schedule the taking
+  // (WaitEvents with a zero timeout). Events queued before it was set are waiting.
+  void SetListener(std::function<void()> listener);
 
   v1::Usage usage() const;
 
@@ -103,6 +108,7 @@ class Request {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<RequestEvent> events_;  // guarded by mu_
+  std::function<void()> listener_;   // guarded by mu_
 };
 
 }  // namespace tessera::coordinator

@@ -10,9 +10,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev
   libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev
-  libgloo-dev
+  libgloo-dev libboost-dev
   python3 python3-grpcio python3-protobuf
-  iproute2
+  iproute2 curl
 )
 # Node.js and npm run the deployment tests' tools (helm, the Kubernetes schemas); a
 # machine that has them from elsewhere (NodeSource) keeps its own. Image builds, which

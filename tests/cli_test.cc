@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/args.h"
 #include "tests/golden_fixture.h"
+#include "tests/http_client.h"
 #include "tests/safetensors_writer.h"
 
 namespace tessera {
@@ -179,12 +180,13 @@ TEST(CliServeTest, ServeAnswersAClientAndStopsOnInterrupt) {
     FILE* f = std::freopen(log.c_str(), "w", stderr);
     (void)f;
     execl(TESSERA_CLI_PATH, TESSERA_CLI_PATH, "serve", "--model", Bundled().c_str(), "--workers", "1", "--listen",
-          "127.0.0.1:0", static_cast<char*>(nullptr));
+          "127.0.0.1:0", "--http-listen", "127.0.0.1:0", static_cast<char*>(nullptr));
     _exit(127);
   }
-  // "tessera: serving DIR on HOST:PORT with ..." names the address.
-  std::string address;
-  for (int i = 0; i < 400 && address.empty(); ++i) {
+  // "tessera: serving DIR on HOST:PORT with ..." names the gRPC address, the next line
+  // the HTTP API's ("... on http://HOST:PORT/v1").
+  std::string address, http_port;
+  for (int i = 0; i < 400 && http_port.empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
     std::ifstream in(log);
     for (std::string line; std::getline(in, line);) {
@@ -192,9 +194,13 @@ TEST(CliServeTest, ServeAnswersAClientAndStopsOnInterrupt) {
       if (line.rfind("tessera: serving", 0) == 0 && on != std::string::npos) {
         address = line.substr(on + 4, line.find(' ', on + 4) - (on + 4));
       }
+      const size_t http = line.find("http://127.0.0.1:");
+      if (http != std::string::npos) http_port = line.substr(http + 17, line.find('/', http + 17) - (http + 17));
     }
   }
   ASSERT_FALSE(address.empty()) << "serve did not start";
+  ASSERT_FALSE(http_port.empty()) << "serve named no HTTP address";
+  EXPECT_EQ(testing::HttpFetch(std::stoi(http_port), "GET", "/health").status, 200);
   Result r = RunCli("client --address " + address + " --prompt 'And God said' --max-tokens 12 --wait-ready 60");
   EXPECT_EQ(r.exit_code, 0) << r.stderr_text;
   EXPECT_GT(r.stdout_text.size(), 5u);

@@ -34,6 +34,7 @@ class LocalCluster {
   ~LocalCluster();
 
   const std::string& address() const { return address_; }
+  pid_t coordinator_pid() const { return coordinator_; }
   std::unique_ptr<v1::Tessera::Stub> Stub() const;
 
   // Starts a worker with the options' worker flags and `extra_flags`.

@@ -1,0 +1,244 @@
+#include "coordinator/openai_completion.h"
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/openai_api.h"
+#include "nlohmann/json.hpp"
+
+namespace tessera::coordinator {
+namespace {
+
+using nlohmann::json;
+
+std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string FinishReasonName(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::LENGTH:
+      return "length";
+    case v1::ABORT:
+      return "abort";
+    default:  // EOS, a stop token, a stop string
+      return "stop";
+  }
+}
+
+// 128 random bits: ids that cannot be guessed from one another.
+std::string RandomId(const char* prefix) {
+  std::random_device random;
+  std::string id = prefix;
+  for (int i = 0; i < 4; ++i) absl::StrAppend(&id, absl::Hex(random(), absl::kZeroPad8));
+  return id;
+}
+
+struct Choice {
+  std::shared_ptr<Request> request;
+  size_t prompt = 0;          // its prompt in the batch
+  std::string text;           // whole answers: the text so far
+  json logprobs;              // whole answers: the logprobs so far (null when not asked for)
+  size_t text_bytes = 0;      // text produced so far, for text_offset
+  std::string finish_reason;  // empty while it runs
+};
+
+class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
+ public:
+  CompletionCall(Frontend* frontend, CompletionRequest request, std::shared_ptr<HttpReply> reply, int64_t created)
+      : frontend_(frontend),
+        request_(std::move(request)),
+        reply_(std::move(reply)),
+        created_(created),
+        id_(RandomId("cmpl-")) {}
+
+  // On the connection's strand, as every method below.
+  void Start() {
+    for (size_t p = 0; p < request_.prompts.size(); ++p) {
+      for (int j = 0; j < request_.n; ++j) {
+        v1::GenerateRequest r = request_.prompts[p];
+        if (j > 0 && r.sampling().has_seed()) r.mutable_sampling()->set_seed(r.sampling().seed() + j);
+        absl::StatusOr<std::shared_ptr<Request>> started = frontend_->Start(r);
+        if (!started.ok()) {
+          AbortAll();
+          SendError(*reply_, started.status());
+          return;
+        }
+        choices_.push_back({*started, p, "", request_.logprobs >= 0 ? EmptyLogprobs() : json(nullptr)});
+      }
+    }
+    if (request_.stream) reply_->StartStream("text/event-stream");
+    if (request_.echo) Echo();
+    reply_->OnClose([self = shared_from_this()] { self->AbortAll(); });
+    for (size_t c = 0; c < choices_.size(); ++c) {
+      choices_[c].request->SetListener([weak = weak_from_this(), reply = reply_, c] {
+        reply->Post([weak, c] {
+          if (auto self = weak.lock()) self->Take(c);
+        });
+      });
+      Take(c);  // events queued before the listener was set
+    }
+  }
+
+ private:
+  static json EmptyLogprobs() {
+    return {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+            {"text_offset", json::array()}};
+  }
+
+  std::string TokenText(int32_t id) const {
+    absl::StatusOr<std::string> text = frontend_->DetokenizeIds({id}, /*skip_special_tokens=*/false);
+    return text.ok() ? *text : absl::StrCat("token_id:", id);
+  }
+
+  // The prompt's text before each choice's own.
+  void Echo() {
+    for (size_t c = 0; c < choices_.size(); ++c) {
+      const v1::GenerateRequest& prompt = request_.prompts[choices_[c].prompt];
+      std::string text = prompt.text();
+      if (prompt.has_token_ids()) {
+        const std::vector<int32_t> ids(prompt.token_ids().ids().begin(), prompt.token_ids().ids().end());
+        text = frontend_->DetokenizeIds(ids, /*skip_special_tokens=*/false).value_or("");
+      }
+      choices_[c].text_bytes = text.size();
+      if (request_.stream) {
+        WriteEvent(Chunk(c, text, nullptr, ""));
+      } else {
+        choices_[c].text = std::move(text);
+      }
+    }
+  }
+
+  void Take(size_t c) {
+    if (ended_) return;
+    for (RequestEvent& event : choices_[c].request->WaitEvents(std::chrono::milliseconds(0))) {
+      if (!event.error.ok()) return Fail(event.error);
+      OnEvent(c, event);
+      if (ended_) return;
+    }
+  }
+
+  void OnEvent(size_t c, const RequestEvent& event) {
+    Choice& choice = choices_[c];
+    json logprobs = request_.logprobs >= 0 ? EmptyLogprobs() : json(nullptr);
+    if (!logprobs.is_null()) {
+      for (const v1::TokenLogprob& lp : event.logprobs) {
+        const std::string token = TokenText(lp.token_id());
+        json top = json::object();
+        for (const v1::TopLogprob& t : lp.top()) top[TokenText(t.token_id())] = t.logprob();
+        logprobs["tokens"].push_back(token);
+        logprobs["token_logprobs"].push_back(lp.logprob());
+        logprobs["top_logprobs"].push_back(std::move(top));
+        logprobs["text_offset"].push_back(choice.text_bytes);
+        choice.text_bytes += token.size();
+      }
+    }
+    if (event.finish != v1::FINISH_REASON_UNSPECIFIED) choice.finish_reason = FinishReasonName(event.finish);
+    if (request_.stream) {
+      if (!event.text.empty() || !choice.finish_reason.empty() || !event.logprobs.empty()) {
+        WriteEvent(Chunk(c, event.text, std::move(logprobs), choice.finish_reason));
+      }
+    } else {
+      choice.text += event.text;
+      if (!logprobs.is_null()) {
+        for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
+          for (json& v : logprobs[key]) choice.logprobs[key].push_back(std::move(v));
+        }
+      }
+    }
+    if (choice.finish_reason.empty()) return;
+    frontend_->Forget(*choice.request);
+    if (++finished_ == choices_.size()) Finish();
+  }
+
+  json Chunk(size_t c, const std::string& text, json logprobs, const std::string& finish_reason) const {
+    json choice = {{"index", c}, {"text", text}, {"logprobs", std::move(logprobs)},
+                   {"finish_reason", finish_reason.empty() ? json(nullptr) : json(finish_reason)}};
+    return {{"id", id_}, {"object", "text_completion"}, {"created", created_}, {"model", frontend_->model_name()},
+            {"choices", json::array({std::move(choice)})}};
+  }
+
+  // Prompt tokens once per prompt (its choices share them), completion tokens of every
+  // choice, and the prompt tokens served from the prefix cache.
+  json Usage() const {
+    int64_t prompt = 0, completion = 0, cached = 0;
+    for (size_t c = 0; c < choices_.size(); ++c) {
+      const v1::Usage u = choices_[c].request->usage();
+      completion += u.completion_tokens();
+      if (c % request_.n == 0) {
+        prompt += u.prompt_tokens();
+        int32_t most_cached = 0;
+        for (int j = 0; j < request_.n; ++j) {
+          most_cached = std::max(most_cached, choices_[c + j].request->usage().cached_tokens());
+        }
+        cached += most_cached;
+      }
+    }
+    return {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
+            {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+  }
+
+  void WriteEvent(const json& data) { reply_->Write(absl::StrCat("data: ", Dump(data), "\n\n")); }
+
+  void Finish() {
+    ended_ = true;
+    if (request_.stream) {
+      if (request_.include_usage) {
+        WriteEvent({{"id", id_}, {"object", "text_completion"}, {"created", created_},
+                    {"model", frontend_->model_name()}, {"choices", json::array()}, {"usage", Usage()}});
+      }
+      reply_->Write("data: [DONE]\n\n");
+      reply_->End();
+      return;
+    }
+    json choices = json::array();
+    for (size_t c = 0; c < choices_.size(); ++c) {
+      choices.push_back({{"index", c},
+                         {"text", choices_[c].text},
+                         {"logprobs", choices_[c].logprobs},
+                         {"finish_reason", choices_[c].finish_reason}});
+    }
+    const json body = {{"id", id_},          {"object", "text_completion"}, {"created", created_},
+                       {"model", frontend_->model_name()}, {"choices", std::move(choices)}, {"usage", Usage()}};
+    reply_->Send(200, "application/json", Dump(body));
+  }
+
+  // A choice failed (its group was lost with nowhere to go): the others stop too.
+  void Fail(const absl::Status& error) {
+    AbortAll();
+    if (!request_.stream) return SendError(*reply_, error);
+    const int status = HttpStatusFor(error);
+    reply_->Write(absl::StrCat("data: ", ErrorJson(status, std::string(error.message()), ErrorField(error)), "\n\n"));
+    reply_->Write("data: [DONE]\n\n");
+    reply_->End();
+  }
+
+  void AbortAll() {
+    ended_ = true;
+    for (Choice& choice : choices_) {
+      if (!choice.finish_reason.empty()) continue;
+      choice.request->Abort();
+      frontend_->Forget(*choice.request);
+    }
+  }
+
+  Frontend* const frontend_;
+  const CompletionRequest request_;
+  const std::shared_ptr<HttpReply> reply_;
+  const int64_t created_;
+  const std::string id_;
+  std::vector<Choice> choices_;
+  size_t finished_ = 0;
+  bool ended_ = false;
+};
+
+}  // namespace
+
+void RunCompletion(Frontend* frontend, CompletionRequest request, std::shared_ptr<HttpReply> reply, int64_t created) {
+  std::make_shared<CompletionCall>(frontend, std::move(request), std::move(reply), created)->Start();
+}
+
+}  // namespace tessera::coordinator

@@ -1,0 +1,47 @@
+// The OpenAI API's request bodies, read into the frontend's own request form
+// (v1::GenerateRequest), so HTTP and gRPC requests share one validation path
+// (Frontend::Start). Here only the JSON shape is checked: each field's type, named in
+// the error (FieldError) as the API's `param`; ranges are the frontend's.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tessera/v1/tessera.pb.h"
+
+namespace tessera::coordinator {
+
+inline constexpr int kMaxChoices = 16;  // n
+inline constexpr int kMaxCompletionLogprobs = 20;
+
+// POST /v1/completions.
+struct CompletionRequest {
+  std::string model;
+  // One per prompt: a batch ("prompt" as a list of strings or of id lists) has several.
+  std::vector<v1::GenerateRequest> prompts;
+  int n = 1;  // choices per prompt
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  bool echo = false;           // the prompt's text before each choice's
+  int logprobs = -1;           // -1: none; else how many top logprobs per token
+};
+
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& body);
+
+// POST /tokenize: {"prompt": "...", "add_special_tokens": true}.
+struct TokenizeRequest {
+  std::string model;
+  std::string prompt;
+  bool add_special_tokens = true;
+};
+absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(const std::string& body);
+
+// POST /detokenize: {"tokens": [ids]}.
+struct DetokenizeRequest {
+  std::string model;
+  std::vector<int32_t> tokens;
+};
+absl::StatusOr<DetokenizeRequest> ParseDetokenizeRequest(const std::string& body);
+
+}  // namespace tessera::coordinator

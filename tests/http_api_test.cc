@@ -1,0 +1,325 @@
+// The OpenAI-compatible HTTP API against a real coordinator and workers on loopback:
+// answers equal the gRPC API's, the SSE framing, readiness, every error status, a
+// disconnected client's blocks coming back, and a thousand open streams served by
+// the coordinator's fixed I/O threads.
+#include <sys/resource.h>
+
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/golden_fixture.h"
+#include "tests/http_client.h"
+#include "tests/local_cluster.h"
+#include "tests/safetensors_writer.h"
+#include "tests/serving_client.h"
+
+namespace tessera {
+namespace {
+
+using nlohmann::json;
+using testing::HttpFetch;
+using testing::HttpPost;
+using testing::SseStream;
+
+std::string Bundled() { return testing::TestDataDir() + "/../../assets/models/tessera-tiny-llama"; }
+
+// A cluster of the bundled model whose coordinator also serves HTTP.
+struct HttpCluster {
+  explicit HttpCluster(int workers, std::vector<std::string> coordinator_flags = {},
+                       std::vector<std::string> worker_flags = {})
+      : dir(testing::MakeTempDir("http_api")) {
+    coordinator_flags.insert(coordinator_flags.end(),
+                             {"--http-listen", "127.0.0.1:0", "--http-port-file", dir + "/http.port"});
+    cluster = std::make_unique<testing::LocalCluster>(
+        testing::LocalClusterOptions{Bundled(), workers, coordinator_flags, worker_flags});
+    const std::string port_text = testing::WaitForPortFile(dir + "/http.port");
+    if (port_text.empty()) throw std::runtime_error("the HTTP API did not start");
+    port = std::stoi(port_text);
+    if (workers > 0 && !cluster->WaitForReadyGroups(1)) throw std::runtime_error("no group became ready");
+  }
+  std::string dir;
+  std::unique_ptr<testing::LocalCluster> cluster;
+  int port = 0;
+};
+
+// Every event of a stream: the JSON chunks, and whether [DONE] ended it.
+struct Streamed {
+  std::vector<json> chunks;
+  bool done = false;
+  std::string text;  // the choices' text, concatenated
+};
+
+Streamed ReadStream(int port, const json& body) {
+  SseStream stream(port, "/v1/completions", body);
+  Streamed out;
+  while (std::optional<std::string> data = stream.Next()) {
+    if (*data == "[DONE]") {
+      out.done = true;
+      break;
+    }
+    json chunk = json::parse(*data);
+    for (const json& c : chunk["choices"]) out.text += c["text"].get<std::string>();
+    out.chunks.push_back(std::move(chunk));
+  }
+  return out;
+}
+
+// The first prompt's gRPC answer for the same sampling.
+testing::Outcome ViaGrpc(testing::LocalCluster& cluster, const std::string& prompt, int max_tokens, uint64_t seed) {
+  v1::GenerateRequest r;
+  r.set_text(prompt);
+  r.mutable_sampling()->set_max_tokens(max_tokens);
+  r.mutable_sampling()->set_seed(seed);
+  r.mutable_sampling()->set_ignore_eos(true);
+  auto stub = cluster.Stub();
+  return testing::Generate(*stub, r);
+}
+
+int FreeBlocks(const v1::ServerInfo& info) { return info.groups(0).free_kv_blocks(); }
+
+TEST(HttpApiTest, ReadyOnlyOnceAGroupIsReadyAndHealthAlways) {
+  HttpCluster c(0);
+  EXPECT_EQ(HttpFetch(c.port, "GET", "/health").status, 200);
+  const testing::HttpResult not_ready = HttpFetch(c.port, "GET", "/ready");
+  EXPECT_EQ(not_ready.status, 503);
+  EXPECT_EQ(not_ready.Json()["error"]["code"], 503);
+  // No group: a completion is refused the same way.
+  EXPECT_EQ(HttpPost(c.port, "/v1/completions", {{"prompt", "In the beginning"}}).status, 503);
+  c.cluster->AddWorker();
+  ASSERT_TRUE(c.cluster->WaitForReadyGroups(1));
+  EXPECT_EQ(HttpFetch(c.port, "GET", "/ready").status, 200);
+}
+
+TEST(HttpApiTest, CompletionsEqualTheGrpcAnswerWholeAndStreamed) {
+  HttpCluster c(1);
+  const std::string prompt = "And God said, Let there be light";
+  const testing::Outcome grpc = ViaGrpc(*c.cluster, prompt, 24, 11);
+  ASSERT_TRUE(grpc.status.ok()) << grpc.status.error_message();
+  const json body = {{"model", "tessera-tiny-llama"}, {"prompt", prompt}, {"max_tokens", 24},
+                     {"seed", 11},                     {"ignore_eos", true}};
+
+  const testing::HttpResult whole = HttpPost(c.port, "/v1/completions", body);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  const json answer = whole.Json();
+  EXPECT_EQ(answer["object"], "text_completion");
+  EXPECT_EQ(answer["model"], "tessera-tiny-llama");
+  EXPECT_EQ(answer["id"].get<std::string>().size(), 5u + 32u);  // cmpl- and 128 random bits
+  ASSERT_EQ(answer["choices"].size(), 1u);
+  EXPECT_EQ(answer["choices"][0]["text"], grpc.text);
+  EXPECT_EQ(answer["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(answer["usage"]["completion_tokens"], 24);
+  EXPECT_EQ(answer["usage"]["prompt_tokens"], grpc.usage.prompt_tokens());
+  EXPECT_EQ(answer["usage"]["total_tokens"], grpc.usage.prompt_tokens() + 24);
+
+  json stream_body = body;
+  stream_body["stream"] = true;
+  stream_body["stream_options"] = {{"include_usage", true}};
+  const Streamed streamed = ReadStream(c.port, stream_body);
+  EXPECT_TRUE(streamed.done);
+  EXPECT_EQ(streamed.text, grpc.text);
+  ASSERT_GE(streamed.chunks.size(), 2u);
+  const json& usage_chunk = streamed.chunks.back();
+  EXPECT_TRUE(usage_chunk["choices"].empty());
+  EXPECT_EQ(usage_chunk["usage"]["completion_tokens"], 24);
+  const json& last = streamed.chunks[streamed.chunks.size() - 2];
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  for (size_t i = 0; i + 2 < streamed.chunks.size(); ++i) {
+    EXPECT_TRUE(streamed.chunks[i]["choices"][0]["finish_reason"].is_null());
+    EXPECT_EQ(streamed.chunks[i]["id"], usage_chunk["id"]);
+  }
+}
+
+// Batch-invariant, so each request's tokens do not depend on what it was batched with.
+TEST(HttpApiTest, ThirtyTwoConcurrentStreamsEqualTheirGrpcAnswers) {
+  HttpCluster c(2, {"--batch-invariant", "1"});
+  constexpr int kStreams = 32;
+  std::vector<std::future<Streamed>> http;
+  for (int i = 0; i < kStreams; ++i) {
+    http.push_back(std::async(std::launch::async, [&c, i] {
+      return ReadStream(c.port, {{"prompt", "In the beginning " + std::to_string(i)},
+                                 {"max_tokens", 16},
+                                 {"seed", i},
+                                 {"ignore_eos", true},
+                                 {"stream", true}});
+    }));
+  }
+  for (int i = 0; i < kStreams; ++i) {
+    const Streamed s = http[i].get();
+    EXPECT_TRUE(s.done) << i;
+    const testing::Outcome grpc = ViaGrpc(*c.cluster, "In the beginning " + std::to_string(i), 16, i);
+    ASSERT_TRUE(grpc.status.ok()) << grpc.status.error_message();
+    EXPECT_EQ(s.text, grpc.text) << i;
+  }
+}
+
+TEST(HttpApiTest, BatchesChoicesLogprobsStopEchoAndCachedTokens) {
+  HttpCluster c(1);
+  // Two prompts (text and ids) x n = 2; choice j samples with seed + j.
+  const json batch = {{"prompt", json::array({"In the beginning", json::array({2046, 448, 340})})},
+                      {"n", 2}, {"seed", 5}, {"max_tokens", 6}, {"ignore_eos", true}, {"logprobs", 3}};
+  const testing::HttpResult r = HttpPost(c.port, "/v1/completions", batch);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json answer = r.Json();
+  ASSERT_EQ(answer["choices"].size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    const json& choice = answer["choices"][i];
+    EXPECT_EQ(choice["index"], i);
+    ASSERT_EQ(choice["logprobs"]["tokens"].size(), 6u);
+    EXPECT_EQ(choice["logprobs"]["top_logprobs"][0].size(), 3u);
+    std::string joined;
+    for (const json& t : choice["logprobs"]["tokens"]) joined += t.get<std::string>();
+    EXPECT_EQ(joined, choice["text"]);
+  }
+  const json second = HttpPost(c.port, "/v1/completions",
+                               {{"prompt", "In the beginning"}, {"seed", 6}, {"max_tokens", 6}, {"ignore_eos", true}})
+                          .Json();
+  EXPECT_EQ(second["choices"][0]["text"], answer["choices"][1]["text"]);  // seed 5 + 1
+  EXPECT_EQ(answer["usage"]["completion_tokens"], 24);
+
+  const json echo = HttpPost(c.port, "/v1/completions",
+                             {{"prompt", "In the beginning"}, {"echo", true}, {"max_tokens", 3}, {"temperature", 0}})
+                        .Json();
+  EXPECT_EQ(echo["choices"][0]["text"].get<std::string>().rfind("In the beginning", 0), 0u);
+
+  const json stopped = HttpPost(c.port, "/v1/completions",
+                                {{"prompt", "And God said"}, {"stop", ","}, {"max_tokens", 64}, {"temperature", 0}})
+                           .Json();
+  EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(stopped["choices"][0]["text"].get<std::string>().find(','), std::string::npos);
+
+  // A repeated 40-token prompt finds its two full blocks in the prefix cache.
+  std::vector<int> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back(100 + i);
+  const json repeat = {{"prompt", ids}, {"max_tokens", 2}};
+  EXPECT_EQ(HttpPost(c.port, "/v1/completions", repeat).Json()["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  EXPECT_EQ(HttpPost(c.port, "/v1/completions", repeat).Json()["usage"]["prompt_tokens_details"]["cached_tokens"], 32);
+}
+
+TEST(HttpApiTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
+  HttpCluster c(1, {"--http-max-body-mb", "1", "--max-queue", "1", "--max-running", "1"}, {"--step-delay-ms", "30"});
+  auto expect_error = [&](const testing::HttpResult& r, int status, const std::string& param) {
+    EXPECT_EQ(r.status, status) << r.body;
+    const json error = r.Json()["error"];
+    EXPECT_EQ(error["code"], status);
+    EXPECT_FALSE(error["message"].get<std::string>().empty());
+    EXPECT_EQ(error["param"], param.empty() ? json(nullptr) : json(param)) << r.body;
+  };
+  expect_error(HttpPost(c.port, "/v1/completions", {{"prompt", "x"}, {"top_p", 7}}), 400, "top_p");
+  expect_error(HttpPost(c.port, "/v1/completions", {{"prompt", "x"}, {"max_tokens", "ten"}}), 400, "max_tokens");
+  expect_error(HttpPost(c.port, "/v1/completions", {{"prompt", json::array({-1})}}), 400, "prompt");
+  expect_error(HttpPost(c.port, "/v1/completions", {{"max_tokens", 3}}), 400, "prompt");
+  expect_error(HttpFetch(c.port, "POST", "/v1/completions", "{not json"), 400, "");
+  expect_error(HttpPost(c.port, "/v1/completions", {{"prompt", "x"}, {"model", "gpt-4"}}), 404, "");
+  expect_error(HttpFetch(c.port, "GET", "/v1/nothing"), 404, "");
+  expect_error(HttpFetch(c.port, "GET", "/v1/completions"), 405, "");
+  expect_error(HttpFetch(c.port, "POST", "/v1/completions", std::string(2 << 20, ' ')), 413, "");
+
+  // One request runs (max-running 1), one waits (max-queue 1): the third is turned away.
+  const json slow = {{"prompt", "x"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"stream", true}};
+  SseStream running(c.port, "/v1/completions", slow);
+  ASSERT_TRUE(running.Next().has_value());
+  SseStream waiting(c.port, "/v1/completions", slow);
+  for (int i = 0; i < 500 && c.cluster->Info().queued_requests() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(c.cluster->Info().queued_requests(), 1);
+  expect_error(HttpPost(c.port, "/v1/completions", {{"prompt", "x"}}), 429, "");
+  running.Close();
+  waiting.Close();  // both end as aborted at the group's next step
+  for (int i = 0; i < 500 && c.cluster->Info().queued_requests() + c.cluster->Info().groups(0).running_requests() > 0;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+
+  const testing::HttpResult fine = HttpPost(c.port, "/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
+  EXPECT_EQ(fine.status, 200) << fine.body;
+}
+
+TEST(HttpApiTest, AClientThatGoesAwayAbortsItsRequestAndFreesItsBlocks) {
+  HttpCluster c(1, {}, {"--step-delay-ms", "20"});
+  const int total = c.cluster->Info().groups(0).total_kv_blocks();
+  SseStream stream(c.port, "/v1/completions",
+                   {{"prompt", "In the beginning"}, {"max_tokens", 400}, {"ignore_eos", true}, {"stream", true}});
+  ASSERT_EQ(stream.status(), 200);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(stream.Next().has_value());
+  EXPECT_LT(FreeBlocks(c.cluster->Info()), total);
+  stream.Close();
+  v1::ServerInfo info;
+  for (int i = 0; i < 300; ++i) {
+    info = c.cluster->Info();
+    if (info.groups(0).running_requests() == 0 && FreeBlocks(info) == total) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(info.groups(0).running_requests(), 0);
+  EXPECT_EQ(FreeBlocks(info), total);
+}
+
+int ThreadsOf(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+// A thousand streams held open at once (their tokens come slowly): the coordinator
+// keeps its threads, still answers, and takes every request back when they close.
+TEST(HttpApiTest, AThousandOpenStreamsCostNoThreads) {
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur < 2200) GTEST_SKIP() << "needs 2200 descriptors, the limit is " << limit.rlim_cur;
+
+  HttpCluster c(1, {"--max-queue", "2000"}, {"--step-delay-ms", "500"});
+  const int threads_before = ThreadsOf(c.cluster->coordinator_pid());
+  const int total = c.cluster->Info().groups(0).total_kv_blocks();
+  constexpr int kStreams = 1000;
+  std::vector<std::unique_ptr<SseStream>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    streams.push_back(std::make_unique<SseStream>(
+        c.port, "/v1/completions", json{{"prompt", "x"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"stream", true}}));
+    ASSERT_EQ(streams.back()->status(), 200) << "stream " << i << ": " << streams.back()->error();
+  }
+  const v1::ServerInfo busy = c.cluster->Info();
+  EXPECT_EQ(busy.groups(0).running_requests() + busy.groups(0).waiting_requests(), kStreams);
+  EXPECT_EQ(HttpFetch(c.port, "GET", "/health").status, 200);
+  EXPECT_LE(ThreadsOf(c.cluster->coordinator_pid()), threads_before + 8);  // gRPC pollers vary a little
+
+  for (auto& s : streams) s->Close();
+  v1::ServerInfo info;
+  for (int i = 0; i < 600; ++i) {
+    info = c.cluster->Info();
+    if (info.groups(0).running_requests() + info.groups(0).waiting_requests() == 0 && FreeBlocks(info) == total) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(info.groups(0).running_requests() + info.groups(0).waiting_requests(), 0);
+  EXPECT_EQ(FreeBlocks(info), total);
+}
+
+TEST(HttpApiTest, ModelsTokenizeAndDetokenize) {
+  HttpCluster c(1);
+  const json models = HttpFetch(c.port, "GET", "/v1/models").Json();
+  EXPECT_EQ(models["object"], "list");
+  ASSERT_EQ(models["data"].size(), 1u);
+  EXPECT_EQ(models["data"][0]["id"], "tessera-tiny-llama");
+  EXPECT_EQ(models["data"][0]["owned_by"], "tessera");
+  EXPECT_GT(models["data"][0]["max_model_len"].get<int>(), 0);
+  EXPECT_TRUE(models["data"][0]["created"].is_number_integer());
+
+  const json tokens = HttpPost(c.port, "/tokenize", {{"prompt", "The LORD is my shepherd"}}).Json();
+  ASSERT_GT(tokens["count"].get<int>(), 0);
+  EXPECT_EQ(tokens["tokens"].size(), tokens["count"].get<size_t>());
+  const json text = HttpPost(c.port, "/detokenize", {{"tokens", tokens["tokens"]}}).Json();
+  EXPECT_NE(text["prompt"].get<std::string>().find("The LORD is my shepherd"), std::string::npos);
+  EXPECT_EQ(HttpPost(c.port, "/detokenize", {{"tokens", {1 << 30}}}).status, 400);
+}
+
+}  // namespace
+}  // namespace tessera
