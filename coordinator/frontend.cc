@@ -32,8 +32,12 @@ std::string ErrorField(const absl::Status& status) {
 }
 
 Frontend::Frontend(FrontendOptions options, models::ModelSpec spec, std::unique_ptr<tokenizer::Tokenizer> tokenizer,
-                   Cluster* cluster)
-    : options_(std::move(options)), spec_(std::move(spec)), tokenizer_(std::move(tokenizer)), cluster_(cluster) {}
+                   Cluster* cluster, RequestObserver* observer)
+    : options_(std::move(options)),
+      spec_(std::move(spec)),
+      tokenizer_(std::move(tokenizer)),
+      cluster_(cluster),
+      observer_(observer) {}
 
 absl::Status Frontend::CheckModel(const std::string& name) const {
   if (!name.empty() && name != options_.model_name) {
@@ -125,7 +129,7 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   StopContext stop{spec_.max_position_embeddings, spec_.eos_token_ids};
   auto request = std::make_shared<Request>(id, std::move(prompt), r.sampling(), seed,
                                            r.has_skip_special_tokens() ? r.skip_special_tokens() : true, tokenizer_.get(),
-                                           std::move(stop));
+                                           std::move(stop), observer_);
   request->set_cache_salt(r.cache_salt());
   active_[id] = request;
   return request;
@@ -243,13 +247,19 @@ grpc::Status Frontend::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfo
 }
 
 grpc::Status Frontend::GetServerInfo(grpc::ServerContext*, const v1::GetServerInfoRequest*, v1::ServerInfo* info) {
-  info->set_model(options_.model_name);
-  for (auto& g : cluster_->Groups()) *info->add_groups() = std::move(g);
-  *info->mutable_kv_index() = cluster_->IndexInfo();
-  info->set_registered_workers(cluster_->registered_workers());
-  info->set_queued_requests(cluster_->total_waiting());
-  info->set_batch_invariant(options_.batch_invariant);
+  *info = Info();
   return grpc::Status::OK;
+}
+
+v1::ServerInfo Frontend::Info() const {
+  v1::ServerInfo info;
+  info.set_model(options_.model_name);
+  for (auto& g : cluster_->Groups()) *info.add_groups() = std::move(g);
+  *info.mutable_kv_index() = cluster_->IndexInfo();
+  info.set_registered_workers(cluster_->registered_workers());
+  info.set_queued_requests(cluster_->total_waiting());
+  info.set_batch_invariant(options_.batch_invariant);
+  return info;
 }
 
 grpc::Status Frontend::Drain(grpc::ServerContext*, const v1::DrainRequest* r, v1::DrainResponse*) {

@@ -32,8 +32,9 @@ struct FrontendOptions {
 
 class Frontend final : public v1::Tessera::Service {
  public:
+  // `observer` (may be null) is told of every request's milestones (ServingMetrics).
   Frontend(FrontendOptions options, models::ModelSpec spec, std::unique_ptr<tokenizer::Tokenizer> tokenizer,
-           Cluster* cluster);
+           Cluster* cluster, RequestObserver* observer = nullptr);
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -60,6 +61,8 @@ class Frontend final : public v1::Tessera::Service {
   absl::StatusOr<std::string> DetokenizeIds(const std::vector<int32_t>& ids, bool skip_special_tokens) const;
   // Whether some replica group can take requests now.
   bool Ready() const;
+  // What GetServerInfo answers: groups, queues, KV pools, the block index.
+  v1::ServerInfo Info() const;
   const std::string& model_name() const { return options_.model_name; }
   const models::ModelSpec& spec() const { return spec_; }
 
@@ -72,6 +75,7 @@ class Frontend final : public v1::Tessera::Service {
   const models::ModelSpec spec_;
   const std::unique_ptr<tokenizer::Tokenizer> tokenizer_;  // null: ids only
   Cluster* const cluster_;
+  RequestObserver* const observer_;
   std::mutex mu_;
   std::map<std::string, std::weak_ptr<Request>> active_;  // by request id; guarded by mu_
   uint64_t next_id_ = 1;                                  // guarded by mu_

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/flags.h"
@@ -17,6 +18,7 @@
 #include "coordinator/config.h"
 #include "coordinator/frontend.h"
 #include "coordinator/http_server.h"
+#include "coordinator/metrics.h"
 #include "coordinator/openai_api.h"
 #include "models/model_spec.h"
 #include "models/sharding.h"
@@ -29,6 +31,8 @@ int Fail(const std::string& m) {
   log::Info() << m;
   return kUsageExit;
 }
+
+constexpr char kClientService[] = "tessera.v1.Tessera";
 
 void WritePortFile(const std::string& path, int port) {
   if (path.empty()) return;
@@ -70,7 +74,8 @@ int Main(int argc, char** argv) {
   };
   Cluster cluster(config.cluster);
 
-  Frontend frontend(config.frontend, *spec, std::move(tokenizer), &cluster);
+  ServingMetrics metrics(config.frontend.model_name);
+  Frontend frontend(config.frontend, *spec, std::move(tokenizer), &cluster, &metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   const std::string& listen = config.listen;
@@ -87,7 +92,22 @@ int Main(int argc, char** argv) {
   WritePortFile(config.port_file, port);
   log::Info() << "serving " << config.frontend.model_name << " on port " << port;
 
-  OpenAiApi openai(&frontend);
+  // gRPC health: the process ("") serves from the start (liveness); the client API's
+  // service is SERVING only while some replica group is ready (readiness), as /ready.
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(kClientService, false);
+  std::jthread readiness([&](std::stop_token stop) {
+    bool ready = false;
+    while (!stop.stop_requested()) {
+      if (frontend.Ready() != ready) {
+        ready = !ready;
+        health->SetServingStatus(kClientService, ready);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+
+  OpenAiApi openai(&frontend, &metrics);
   std::unique_ptr<HttpServer> http;
   if (!config.http.listen.empty()) {
     RaiseDescriptorLimit();

@@ -80,7 +80,8 @@ void SendError(HttpReply& reply, const absl::Status& error) {
   reply.Send(status, kJson, ErrorJson(status, std::string(error.message()), ErrorField(error)));
 }
 
-OpenAiApi::OpenAiApi(Frontend* frontend) : frontend_(frontend), created_(std::time(nullptr)) {}
+OpenAiApi::OpenAiApi(Frontend* frontend, const ServingMetrics* metrics)
+    : frontend_(frontend), metrics_(metrics), created_(std::time(nullptr)) {}
 
 void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
   using Handler = void (OpenAiApi::*)(const HttpRequest&, const std::shared_ptr<HttpReply>&) const;
@@ -93,6 +94,7 @@ void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
       {"GET", "/health", &OpenAiApi::Health},           {"GET", "/ready", &OpenAiApi::Ready},
       {"GET", "/v1/models", &OpenAiApi::Models},        {"POST", "/v1/completions", &OpenAiApi::Completions},
       {"POST", "/tokenize", &OpenAiApi::Tokenize},      {"POST", "/detokenize", &OpenAiApi::Detokenize},
+      {"GET", "/metrics", &OpenAiApi::Metrics},
   };
   bool known_path = false;
   for (const Route& route : kRoutes) {
@@ -141,6 +143,10 @@ void OpenAiApi::Detokenize(const HttpRequest& request, const std::shared_ptr<Htt
   absl::StatusOr<std::string> text = frontend_->DetokenizeIds(r->tokens, /*skip_special_tokens=*/false);
   if (!text.ok()) return SendError(*reply, text.status());
   SendJson(*reply, {{"prompt", *text}});
+}
+
+void OpenAiApi::Metrics(const HttpRequest&, const std::shared_ptr<HttpReply>& reply) const {
+  reply->Send(200, "text/plain; version=0.0.4; charset=utf-8", metrics_->Scrape(frontend_->Info()));
 }
 
 void OpenAiApi::Completions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const {

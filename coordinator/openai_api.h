@@ -7,6 +7,7 @@
 //   GET  /v1/models           the served model
 //   POST /v1/completions      text completions, whole or streamed (Server-Sent Events)
 //   POST /tokenize, /detokenize  as vLLM has them
+//   GET  /metrics             Prometheus text format (ServingMetrics)
 //
 // Errors are {"error": {"message", "type", "param", "code"}} with the HTTP status.
 #pragma once
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "coordinator/frontend.h"
 #include "coordinator/http_server.h"
+#include "coordinator/metrics.h"
 
 namespace tessera::coordinator {
 
@@ -30,7 +32,7 @@ void SendError(HttpReply& reply, const absl::Status& error);
 
 class OpenAiApi {
  public:
-  explicit OpenAiApi(Frontend* frontend);
+  OpenAiApi(Frontend* frontend, const ServingMetrics* metrics);
 
   // The HttpServer handler.
   void Handle(HttpRequest request, std::shared_ptr<HttpReply> reply);
@@ -43,8 +45,10 @@ class OpenAiApi {
   void Tokenize(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
   void Detokenize(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
   void Completions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
+  void Metrics(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
 
   Frontend* const frontend_;
+  const ServingMetrics* const metrics_;
   const int64_t created_;  // when the server started (unix seconds), for /v1/models
 };
 

@@ -6,6 +6,8 @@ namespace tessera::coordinator {
 namespace {
 constexpr int32_t kDefaultMaxTokens = 16;
 
+double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
 bool Contains(const std::vector<int32_t>& v, int32_t x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
 // Largest n <= text.size() that does not cut a UTF-8 character.
@@ -16,15 +18,24 @@ size_t CharBoundary(const std::string& text, size_t n) {
 }  // namespace
 
 Request::Request(std::string id, std::vector<int32_t> prompt, const v1::SamplingParams& sampling, uint64_t seed,
-                 bool skip_special_tokens, const tokenizer::Tokenizer* tokenizer, StopContext stop)
+                 bool skip_special_tokens, const tokenizer::Tokenizer* tokenizer, StopContext stop,
+                 RequestObserver* observer)
     : id_(std::move(id)),
       prompt_(std::move(prompt)),
       sampling_(sampling),
       seed_(seed),
       stop_(std::move(stop)),
-      max_tokens_(sampling.has_max_tokens() ? sampling.max_tokens() : kDefaultMaxTokens) {
+      max_tokens_(sampling.has_max_tokens() ? sampling.max_tokens() : kDefaultMaxTokens),
+      observer_(observer) {
   if (tokenizer != nullptr) decoder_.emplace(*tokenizer, skip_special_tokens);
   for (const std::string& s : sampling_.stop()) longest_stop_ = std::max(longest_stop_, s.size());
+}
+
+void Request::set_cached_tokens(int32_t n) {
+  int32_t unset = -1;
+  if (cached_tokens_.compare_exchange_strong(unset, n) && observer_ != nullptr) {
+    observer_->OnQueued(Seconds(Clock::now() - created_));
+  }
 }
 
 int64_t Request::remaining_work() const {
@@ -42,6 +53,15 @@ std::string Request::TakeStableText(bool final) {
 
 bool Request::OnToken(int32_t token, const v1::TokenLogprob* logprob) {
   if (finished_) return true;
+  if (observer_ != nullptr) {
+    const Clock::time_point now = Clock::now();
+    if (generated_.empty()) {
+      observer_->OnFirstToken(Seconds(now - created_));
+    } else {
+      observer_->OnNextToken(Seconds(now - last_token_));
+    }
+    last_token_ = now;
+  }
   generated_.push_back(token);
   completion_tokens_ = static_cast<int32_t>(generated_.size());
   RequestEvent event;
@@ -93,6 +113,10 @@ void Request::Finish(v1::FinishReason reason, RequestEvent* event) {
   }
   event->finish = reason;
   finished_ = true;
+  if (observer_ != nullptr) {
+    observer_->OnFinished(reason, static_cast<int32_t>(prompt_.size()), completion_tokens_,
+                          Seconds(Clock::now() - created_));
+  }
   Push(std::move(*event));
 }
 

@@ -32,6 +32,20 @@ struct RequestEvent {
   absl::Status error;                                        // set instead, on failure
 };
 
+// Told of each request's milestones, on the producer's thread (ServingMetrics).
+class RequestObserver {
+ public:
+  virtual ~RequestObserver() = default;
+  // From creation to its first admission into a batch.
+  virtual void OnQueued(double seconds) = 0;
+  // From creation to the first generated token, then between consecutive tokens.
+  virtual void OnFirstToken(double seconds) = 0;
+  virtual void OnNextToken(double seconds) = 0;
+  // The request ended (not on an error): how, its tokens, its whole time.
+  virtual void OnFinished(v1::FinishReason reason, int32_t prompt_tokens, int32_t completion_tokens,
+                          double seconds) = 0;
+};
+
 // Model facts a request needs to decide when to stop.
 struct StopContext {
   int32_t max_context = 0;
@@ -41,19 +55,19 @@ struct StopContext {
 class Request {
  public:
   // `tokenizer` may be null (a model served without tokenizer.json): no text then.
+  // `observer` (may be null) must outlive the request.
   Request(std::string id, std::vector<int32_t> prompt, const v1::SamplingParams& sampling, uint64_t seed,
-          bool skip_special_tokens, const tokenizer::Tokenizer* tokenizer, StopContext stop);
+          bool skip_special_tokens, const tokenizer::Tokenizer* tokenizer, StopContext stop,
+          RequestObserver* observer = nullptr);
 
   const std::string& id() const { return id_; }
   const std::vector<int32_t>& prompt() const { return prompt_; }
   const v1::SamplingParams& sampling() const { return sampling_; }
   const std::string& cache_salt() const { return cache_salt_; }
   void set_cache_salt(std::string salt) { cache_salt_ = std::move(salt); }
-  // Prompt tokens served from the prefix cache at first admission (for usage).
-  void set_cached_tokens(int32_t n) {
-    int32_t unset = -1;
-    cached_tokens_.compare_exchange_strong(unset, n);
-  }
+  // Called at every admission into a batch; the first one's prefix-cache hit is the
+  // request's (for usage) and ends its queue time.
+  void set_cached_tokens(int32_t n);
   uint64_t seed() const { return seed_; }
   // Producer thread only: the tokens generated so far (a recompute replays them).
   const std::vector<int32_t>& generated() const { return generated_; }
@@ -94,6 +108,10 @@ class Request {
   const StopContext stop_;
   const int32_t max_tokens_;
   size_t longest_stop_ = 0;
+  RequestObserver* const observer_;
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point created_ = Clock::now();
+  Clock::time_point last_token_;  // producer state
 
   // Producer state.
   std::vector<int32_t> generated_;

@@ -10,7 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev
   libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev
-  libgloo-dev libboost-dev
+  libgloo-dev libboost-dev prometheus-cpp-dev
   python3 python3-grpcio python3-protobuf
   iproute2 curl
 )

@@ -5,11 +5,13 @@
 #include <sys/resource.h>
 
 #include <fstream>
+#include <sstream>
 #include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/golden_fixture.h"
 #include "tests/http_client.h"
 #include "tests/local_cluster.h"
@@ -80,9 +82,27 @@ testing::Outcome ViaGrpc(testing::LocalCluster& cluster, const std::string& prom
 
 int FreeBlocks(const v1::ServerInfo& info) { return info.groups(0).free_kv_blocks(); }
 
+// The gRPC health status of `service` ("" for the process).
+grpc::health::v1::HealthCheckResponse::ServingStatus GrpcHealth(const testing::LocalCluster& cluster,
+                                                                const std::string& service) {
+  auto health =
+      grpc::health::v1::Health::NewStub(grpc::CreateChannel(cluster.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  if (!health->Check(&ctx, request, &response).ok()) return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  return response.status();
+}
+
+// Readiness, over HTTP and in the gRPC health service (the client API's service name;
+// "" is the process, SERVING from the start).
 TEST(HttpApiTest, ReadyOnlyOnceAGroupIsReadyAndHealthAlways) {
+  using Status = grpc::health::v1::HealthCheckResponse;
   HttpCluster c(0);
   EXPECT_EQ(HttpFetch(c.port, "GET", "/health").status, 200);
+  EXPECT_EQ(GrpcHealth(*c.cluster, ""), Status::SERVING);
+  EXPECT_EQ(GrpcHealth(*c.cluster, "tessera.v1.Tessera"), Status::NOT_SERVING);
   const testing::HttpResult not_ready = HttpFetch(c.port, "GET", "/ready");
   EXPECT_EQ(not_ready.status, 503);
   EXPECT_EQ(not_ready.Json()["error"]["code"], 503);
@@ -91,6 +111,12 @@ TEST(HttpApiTest, ReadyOnlyOnceAGroupIsReadyAndHealthAlways) {
   c.cluster->AddWorker();
   ASSERT_TRUE(c.cluster->WaitForReadyGroups(1));
   EXPECT_EQ(HttpFetch(c.port, "GET", "/ready").status, 200);
+  Status::ServingStatus client_api = Status::UNKNOWN;
+  for (int i = 0; i < 100 && client_api != Status::SERVING; ++i) {  // polled every 100 ms
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    client_api = GrpcHealth(*c.cluster, "tessera.v1.Tessera");
+  }
+  EXPECT_EQ(client_api, Status::SERVING);
 }
 
 TEST(HttpApiTest, CompletionsEqualTheGrpcAnswerWholeAndStreamed) {
@@ -319,6 +345,50 @@ TEST(HttpApiTest, ModelsTokenizeAndDetokenize) {
   const json text = HttpPost(c.port, "/detokenize", {{"tokens", tokens["tokens"]}}).Json();
   EXPECT_NE(text["prompt"].get<std::string>().find("The LORD is my shepherd"), std::string::npos);
   EXPECT_EQ(HttpPost(c.port, "/detokenize", {{"tokens", {1 << 30}}}).status, 400);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// The value of the sample whose line starts with `series` (name and labels), or -1.
+double Sample(const std::string& text, const std::string& series) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+// Five known requests in: the counters and histograms say five, with their tokens.
+TEST(HttpApiTest, MetricsCountAKnownWorkload) {
+  HttpCluster c(1);
+  const std::string model = "{model_name=\"tessera-tiny-llama\"";
+  constexpr int kRequests = 5, kMaxTokens = 7;
+  int prompt_tokens = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    const json r = HttpPost(c.port, "/v1/completions",
+                            {{"prompt", "In the beginning " + std::to_string(i)}, {"max_tokens", kMaxTokens},
+                             {"ignore_eos", true}})
+                       .Json();
+    prompt_tokens += r["usage"]["prompt_tokens"].get<int>();
+  }
+  const testing::HttpResult scraped = HttpFetch(c.port, "GET", "/metrics");
+  ASSERT_EQ(scraped.status, 200);
+  const std::string& m = scraped.body;
+  EXPECT_EQ(Sample(m, "tessera:request_success_total" + model + ",finished_reason=\"length\"}"), kRequests) << m;
+  EXPECT_EQ(Sample(m, "tessera:generation_tokens_total" + model + "}"), kRequests * kMaxTokens);
+  EXPECT_EQ(Sample(m, "tessera:prompt_tokens_total" + model + "}"), prompt_tokens);
+  EXPECT_EQ(Sample(m, "tessera:time_to_first_token_seconds_count" + model + "}"), kRequests);
+  EXPECT_EQ(Sample(m, "tessera:inter_token_latency_seconds_count" + model + "}"), kRequests * (kMaxTokens - 1));
+  EXPECT_EQ(Sample(m, "tessera:e2e_request_latency_seconds_count" + model + "}"), kRequests);
+  EXPECT_EQ(Sample(m, "tessera:request_queue_time_seconds_count" + model + "}"), kRequests);
+  EXPECT_EQ(Sample(m, "tessera:num_requests_running" + model + "}"), 0);
+  EXPECT_EQ(Sample(m, "tessera:workers_registered" + model + "}"), 1);
+  EXPECT_EQ(Sample(m, "tessera:group_ready" + model + ",group=\"group-1\"}"), 1);
+  EXPECT_EQ(Sample(m, "tessera:kv_cache_usage_perc" + model + "}"), 0);
 }
 
 }  // namespace

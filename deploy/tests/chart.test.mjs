@@ -58,9 +58,22 @@ test("the default rendering is valid: a coordinator, its Service and one group o
   assert.equal(sets[0].spec.replicas, 1);
   for (const o of [coordinator, sets[0]]) {
     const c = container(o);
-    assert.ok(c.readinessProbe.grpc && c.livenessProbe.grpc, `${o.metadata.name}: gRPC probes, no exec`);
+    assert.ok(c.livenessProbe.grpc, `${o.metadata.name}: gRPC liveness, no exec`);
     assert.ok(c.command[0].startsWith("/opt/tessera/bin/"));
   }
+  assert.ok(container(sets[0]).readinessProbe.grpc);
+  // The coordinator is ready when a group can serve (GET /ready on its HTTP port), and
+  // its Service publishes it before that, so workers can register.
+  const c = container(coordinator);
+  assert.deepEqual(c.readinessProbe.httpGet, { path: "/ready", port: "http" });
+  assert.ok(c.args.includes("--http-listen=0.0.0.0:8000"));
+  const service = objects.find((o) => o.kind === "Service" && o.metadata.name === "rel-tessera-coordinator");
+  assert.equal(service.spec.publishNotReadyAddresses, true);
+  assert.deepEqual(service.spec.ports.map((p) => p.name), ["grpc", "http"]);
+  const annotations = coordinator.spec.template.metadata.annotations;
+  assert.equal(annotations["prometheus.io/scrape"], "true");
+  assert.equal(annotations["prometheus.io/port"], "8000");
+  assert.equal(annotations["prometheus.io/path"], "/metrics");
   assert.ok(sets[0].spec.template.spec.terminationGracePeriodSeconds >= 60);
 });
 
@@ -120,6 +133,8 @@ test("the model volume: a claim made here, an existing claim, or a host path", (
 test("the podman kube play rendering: Deployments, no headless Service, no pod IP, no declared worker ports", () => {
   const objects = render("podmanKubePlay=true", "workers.groups=2", "coordinatorAddress=10.77.2.2:50051");
   validateAll(objects);
+  const coordinator = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "rel-tessera-coordinator");
+  assert.ok(container(coordinator).readinessProbe.grpc, "podman runs httpGet probes with curl: gRPC there");
   const sets = workerSets(objects);
   assert.equal(sets.length, 2);
   for (const s of sets) {
