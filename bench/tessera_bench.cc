@@ -1,7 +1,8 @@
 // tessera-bench: load generation against a running server, in the spirit of
 // `vllm bench serve`, and a synthetic checkpoint maker.
 //
-//   tessera-bench serve --address HOST:PORT [--num-prompts 64] [--concurrency 8 |
+//   tessera-bench serve (--address HOST:PORT | --http http://HOST:PORT [--model NAME]
+//                       [--vocab-size N]) [--num-prompts 64] [--concurrency 8 |
 //                       --request-rate R] [--input-len 128] [--output-len 64]
 //                       [--range-ratio 0.0] [--prefix-len 0] [--seed 0]
 //                       [--wait-ready SECONDS]
@@ -14,6 +15,12 @@
 // prompt starts with the same N tokens (a shared system prompt): the first request
 // computes them, the others find them in the prefix cache, and the first request's
 // TTFT is reported next to the others'.
+//
+// --http drives any OpenAI-compatible server (Tessera's HTTP API, llama-server,
+// vLLM) with the same workload through POST /v1/completions, streamed (one SSE chunk
+// is one inter-token gap; the output tokens are the final usage chunk's), so their
+// figures stand side by side. Its prompts are random ids below --vocab-size (the
+// server's vocabulary is not asked for over HTTP).
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -26,6 +33,7 @@
 
 #include "absl/strings/numbers.h"
 #include "bench/synthetic_model.h"
+#include "common/http_client.h"
 #include "cli/args.h"
 #include "cli/wait_ready.h"
 #include "tessera/v1/tessera.grpc.pb.h"
@@ -70,6 +78,64 @@ Sample RunOne(v1::Tessera::Stub& stub, const v1::GenerateRequest& request) {
   return s;
 }
 
+// One request through an OpenAI-compatible /v1/completions, streamed.
+Sample RunOneHttp(const std::string& host, int port, const std::string& model, const v1::GenerateRequest& request) {
+  Sample s;
+  const nlohmann::json body = {{"model", model},
+                               {"prompt", std::vector<int32_t>(request.token_ids().ids().begin(),
+                                                               request.token_ids().ids().end())},
+                               {"max_tokens", request.sampling().max_tokens()},
+                               {"temperature", 0},
+                               {"ignore_eos", true},
+                               {"stream", true},
+                               {"stream_options", {{"include_usage", true}}}};
+  const auto start = Clock::now();
+  auto last = start;
+  SseStream stream(host, port, "/v1/completions", body);
+  if (stream.status() != 200) {
+    s.error = stream.status() == 0 ? "connection failed: " + stream.error()
+                                   : "HTTP " + std::to_string(stream.status()) + ": " + stream.Next().value_or("");
+    return s;
+  }
+  int chunks = 0;
+  while (std::optional<std::string> data = stream.Next()) {
+    if (*data == "[DONE]") {
+      s.ok = true;
+      break;
+    }
+    const nlohmann::json chunk = nlohmann::json::parse(*data, nullptr, false);
+    if (chunk.is_discarded()) continue;
+    if (chunk.contains("usage") && chunk["usage"].is_object()) {
+      s.output_tokens = chunk["usage"].value("completion_tokens", 0);
+    }
+    if (!chunk.contains("choices") || chunk["choices"].empty()) continue;
+    const auto now = Clock::now();
+    const double gap = std::chrono::duration<double, std::milli>(now - last).count();
+    if (chunks++ == 0) {
+      s.ttft_ms = gap;
+    } else {
+      s.itl_ms.push_back(gap);
+    }
+    last = now;
+  }
+  if (!s.ok) s.error = "the stream ended without [DONE]";
+  if (s.output_tokens == 0) s.output_tokens = chunks;  // a server without usage in streams
+  s.e2e_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  return s;
+}
+
+// "http://HOST:PORT" (a trailing "/v1" or "/" allowed) as host and port.
+bool ParseHttpUrl(std::string url, std::string* host, int* port) {
+  if (url.rfind("http://", 0) != 0) return false;
+  url = url.substr(7);
+  if (const size_t slash = url.find('/'); slash != std::string::npos) url.resize(slash);
+  const size_t colon = url.rfind(':');
+  if (colon == std::string::npos || !absl::SimpleAtoi(url.substr(colon + 1), port)) return false;
+  *host = url.substr(0, colon);
+  if (*host == "localhost") *host = "127.0.0.1";
+  return !host->empty();
+}
+
 struct Stats {
   double mean = 0, median = 0, p99 = 0;
 };
@@ -93,35 +159,57 @@ int Fail(const std::string& m) {
 
 int Serve(const cli::Args& args) {
   std::string error;
-  if (!cli::CheckFlags(args, {"address", "num-prompts", "concurrency", "request-rate", "input-len", "output-len",
-                              "range-ratio", "prefix-len", "seed", "wait-ready"},
+  if (!cli::CheckFlags(args, {"address", "http", "model", "vocab-size", "num-prompts", "concurrency", "request-rate",
+                              "input-len", "output-len", "range-ratio", "prefix-len", "seed", "wait-ready"},
                        &error)) {
     return Fail(error);
   }
-  int num_prompts, concurrency, input_len, output_len, prefix_len, seed, wait_ready;
+  int num_prompts, concurrency, input_len, output_len, prefix_len, seed, wait_ready, vocab_size;
   if (!cli::IntFlag(args, "num-prompts", 64, 1, &num_prompts, &error) ||
       !cli::IntFlag(args, "concurrency", 8, 1, &concurrency, &error) ||
       !cli::IntFlag(args, "input-len", 128, 1, &input_len, &error) ||
       !cli::IntFlag(args, "output-len", 64, 1, &output_len, &error) ||
       !cli::IntFlag(args, "prefix-len", 0, 0, &prefix_len, &error) ||
       !cli::IntFlag(args, "wait-ready", 0, 0, &wait_ready, &error) ||
-      !cli::IntFlag(args, "seed", 0, 0, &seed, &error)) {
+      !cli::IntFlag(args, "seed", 0, 0, &seed, &error) || !cli::IntFlag(args, "vocab-size", 1000, 1, &vocab_size, &error)) {
     return Fail(error);
   }
   double rate = 0, ratio = 0;
   if (args.Has("request-rate") && !absl::SimpleAtod(args.flags.at("request-rate"), &rate)) return Fail("bad --request-rate");
   if (args.Has("range-ratio") && !absl::SimpleAtod(args.flags.at("range-ratio"), &ratio)) return Fail("bad --range-ratio");
+  const bool http = args.Has("http");
+  if (http && args.Has("address")) return Fail("give --address (gRPC) or --http (an OpenAI-compatible URL), not both");
+  std::string host;
+  int port = 0;
+  if (http && !ParseHttpUrl(args.flags.at("http"), &host, &port)) return Fail("--http must be http://HOST:PORT");
   const std::string address = args.Has("address") ? args.flags.at("address") : "127.0.0.1:50051";
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   auto stub = v1::Tessera::NewStub(channel);
 
-  // A cluster that is still starting (a Kubernetes Job next to a fresh release).
-  cli::WaitForReadyGroup(*stub, std::chrono::seconds(wait_ready));
-  grpc::ClientContext info_ctx;
+  // The model: asked over gRPC; over HTTP its name is --model or /v1/models' first.
   v1::ModelInfo info;
-  if (grpc::Status s = stub->GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info); !s.ok()) {
-    return Fail("cannot reach " + address + ": " + s.error_message());
+  if (http) {
+    for (int waited = 0; waited <= wait_ready && HttpFetch(host, port, "GET", "/v1/models").status != 200; ++waited) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    const HttpResult models = HttpFetch(host, port, "GET", "/v1/models");
+    const nlohmann::json list = models.Json();
+    if (models.status != 200 || !list.contains("data") || list["data"].empty()) {
+      return Fail("cannot list the models of " + args.flags.at("http") + " (HTTP " + std::to_string(models.status) + ")");
+    }
+    info.set_name(args.Has("model") ? args.flags.at("model") : list["data"][0].value("id", ""));
+    info.set_vocab_size(vocab_size);
+  } else {
+    // A cluster that is still starting (a Kubernetes Job next to a fresh release).
+    cli::WaitForReadyGroup(*stub, std::chrono::seconds(wait_ready));
+    grpc::ClientContext info_ctx;
+    if (grpc::Status s = stub->GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info); !s.ok()) {
+      return Fail("cannot reach " + address + ": " + s.error_message());
+    }
   }
+  auto run_one = [&](const v1::GenerateRequest& r) {
+    return http ? RunOneHttp(host, port, info.name(), r) : RunOne(*stub, r);
+  };
   std::mt19937 rng(seed);
   auto length = [&](int base) {
     const int lo = std::max(1, static_cast<int>(base * (1 - ratio))), hi = std::max(lo, static_cast<int>(base * (1 + ratio)));
@@ -148,7 +236,7 @@ int Serve(const cli::Args& args) {
     auto next = start;
     for (int i = 0; i < num_prompts; ++i) {
       std::this_thread::sleep_until(next);
-      threads.emplace_back([&, i] { samples[i] = RunOne(*stub, requests[i]); });
+      threads.emplace_back([&, i] { samples[i] = run_one(requests[i]); });
       next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap(rng)));
     }
     for (auto& t : threads) t.join();
@@ -158,7 +246,7 @@ int Serve(const cli::Args& args) {
     std::vector<std::thread> threads;
     for (int c = 0; c < concurrency; ++c) {
       threads.emplace_back([&] {
-        for (int i = next++; i < num_prompts; i = next++) samples[i] = RunOne(*stub, requests[i]);
+        for (int i = next++; i < num_prompts; i = next++) samples[i] = run_one(requests[i]);
       });
     }
     for (auto& t : threads) t.join();
@@ -179,7 +267,8 @@ int Serve(const cli::Args& args) {
     itl.insert(itl.end(), s.itl_ms.begin(), s.itl_ms.end());
     output_tokens += s.output_tokens;
   }
-  std::printf("model %s, %d prompts, %s, input %d, output %d, shared prefix %d\n", info.name().c_str(),
+  std::printf("%s, model %s, %d prompts, %s, input %d, output %d, shared prefix %d\n",
+              http ? ("HTTP " + args.flags.at("http")).c_str() : ("gRPC " + address).c_str(), info.name().c_str(),
               num_prompts,
               rate > 0 ? ("rate " + std::to_string(rate) + " req/s").c_str()
                        : ("concurrency " + std::to_string(concurrency)).c_str(),
@@ -234,7 +323,8 @@ int main(int argc, char** argv) {
   tessera::cli::Args args;
   std::string error;
   if (!tessera::cli::ParseArgs(argc, argv, {"help"}, &args, &error) || args.Has("help")) {
-    std::fprintf(stderr, "usage: tessera-bench serve --address HOST:PORT [--num-prompts N] [--concurrency C | "
+    std::fprintf(stderr, "usage: tessera-bench serve (--address HOST:PORT | --http http://HOST:PORT [--model NAME] "
+                         "[--vocab-size N]) [--num-prompts N] [--concurrency C | "
                          "--request-rate R] [--input-len L] [--output-len O] [--range-ratio X] [--prefix-len P] [--seed S] [--wait-ready SECONDS]\n"
                          "       tessera-bench make-model --out DIR\n");
     return args.Has("help") ? 0 : 2;

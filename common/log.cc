@@ -2,36 +2,81 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <mutex>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
 
 namespace tessera::log {
 namespace {
 
-std::mutex& ProgramMutex() {
-  static std::mutex mutex;
-  return mutex;
+struct Settings {
+  std::mutex mu;
+  std::string program = "tessera";
+  Format format = Format::kText;
+  bool timestamps = false;
+};
+
+Settings& Current() {
+  static Settings settings;
+  return settings;
 }
 
-std::string& ProgramName() {
-  static std::string name = "tessera";
-  return name;
-}
+std::string Now() { return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()); }
 
 }  // namespace
 
 void SetProgram(std::string program) {
-  std::lock_guard lock(ProgramMutex());
-  ProgramName() = std::move(program);
+  std::lock_guard lock(Current().mu);
+  Current().program = std::move(program);
+}
+
+void SetFormat(Format format) {
+  std::lock_guard lock(Current().mu);
+  Current().format = format;
+}
+
+void SetTimestamps(bool on) {
+  std::lock_guard lock(Current().mu);
+  Current().timestamps = on;
+}
+
+void ForServer(const std::string& format_name) {
+  SetFormat(format_name == "json" ? Format::kJson : Format::kText);
+  SetTimestamps(true);
 }
 
 Line::~Line() {
-  std::string line;
+  std::string program;
+  Format format;
+  bool timestamps;
   {
-    std::lock_guard lock(ProgramMutex());
-    line = ProgramName();
+    Settings& s = Current();
+    std::lock_guard lock(s.mu);
+    program = s.program;
+    format = s.format;
+    timestamps = s.timestamps;
   }
-  line += level_ == Level::kWarning ? ": warning: " : ": ";
-  line += text_.str();
+  std::string line;
+  if (format == Format::kJson) {
+    nlohmann::ordered_json j = {{"time", Now()},
+                                {"program", program},
+                                {"level", level_ == Level::kWarning ? "warning" : "info"},
+                                {"msg", text_.str()}};
+    for (const Field& f : fields_) {
+      nlohmann::json value = f.numeric ? nlohmann::json::parse(f.text, nullptr, false) : nlohmann::json();
+      j[f.name] = value.is_discarded() || value.is_null() ? nlohmann::json(f.text) : value;
+    }
+    line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  } else {
+    if (timestamps) line = Now() + " ";
+    line += program;
+    line += level_ == Level::kWarning ? ": warning: " : ": ";
+    line += text_.str();
+    for (const Field& f : fields_) line += " " + f.name + "=" + f.text;
+  }
   line += '\n';
   // One write(2) per line: whole lines even across processes sharing the stream.
   for (size_t done = 0; done < line.size();) {

@@ -36,6 +36,9 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
            "the OpenAI-compatible HTTP API, with /health and /ready (docs/http-api.md); empty: off");
   t.String("http-port-file", &c->http_port_file, "FILE", "write the HTTP port actually bound to FILE");
   t.Int("http-max-body-mb", &s->http_max_body_mb, "N", "larger HTTP request bodies get 413", 1, 1024);
+  t.Choice("log-format", &c->log_format, {"text", "json"}, "log lines as text or as JSON objects (for log collectors)");
+  t.Int("log-stats-interval-s", &c->log_stats_interval_s, "N",
+        "log throughput, queues, KV usage and prefix hits this often while busy (0: never)", 0);
   t.Int("block-size", &g.block_size, "N", "KV cache tokens per block", 1, 1 << 16);
   t.Int("kv-memory-mb", &s->kv_memory_mb, "N", "KV cache per worker, MiB", 1);
   t.Int("kv-blocks", &g.num_kv_blocks, "N", "KV cache blocks per worker (overrides --kv-memory-mb; 0: from it)", 0);

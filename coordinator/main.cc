@@ -19,6 +19,7 @@
 #include "coordinator/frontend.h"
 #include "coordinator/http_server.h"
 #include "coordinator/metrics.h"
+#include "coordinator/request_log.h"
 #include "coordinator/openai_api.h"
 #include "models/model_spec.h"
 #include "models/sharding.h"
@@ -54,6 +55,7 @@ int Main(int argc, char** argv) {
   log::SetProgram("tessera-coordinator");
   CoordinatorConfig config;
   if (std::optional<int> exit = ParseCoordinatorConfig(argc, argv, &config)) return *exit;
+  log::ForServer(config.log_format);
   const std::string& model_dir = config.model_dir;
   const int tp = config.cluster.group.tp, ep = config.cluster.group.ep;
   auto spec = models::LoadModelSpec(model_dir);
@@ -75,7 +77,11 @@ int Main(int argc, char** argv) {
   Cluster cluster(config.cluster);
 
   ServingMetrics metrics(config.frontend.model_name);
-  Frontend frontend(config.frontend, *spec, std::move(tokenizer), &cluster, &metrics);
+  RequestLog request_log;
+  RequestObservers observers({&metrics, &request_log});
+  Frontend frontend(config.frontend, *spec, std::move(tokenizer), &cluster, &observers);
+  const std::jthread stats =
+      request_log.StartStats(std::chrono::seconds(config.log_stats_interval_s), [&frontend] { return frontend.Info(); });
 
   grpc::EnableDefaultHealthCheckService(true);
   const std::string& listen = config.listen;

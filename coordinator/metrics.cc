@@ -21,17 +21,6 @@ const Histogram::BucketBoundaries kInterTokenBuckets = {0.001, 0.0025, 0.005, 0.
 const Histogram::BucketBoundaries kRequestBuckets = {0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0,  1.5,  2.0,   2.5,  5.0,
                                                      10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0};
 
-std::string FinishedReason(v1::FinishReason reason) {
-  switch (reason) {
-    case v1::LENGTH:
-      return "length";
-    case v1::ABORT:
-      return "abort";
-    default:  // EOS, stop token, stop string
-      return "stop";
-  }
-}
-
 // Families made at scrape time from GetServerInfo's answer.
 class ScrapeFamilies {
  public:
@@ -100,12 +89,11 @@ void ServingMetrics::OnQueued(double seconds) { queue_time_->Observe(seconds); }
 void ServingMetrics::OnFirstToken(double seconds) { time_to_first_token_->Observe(seconds); }
 void ServingMetrics::OnNextToken(double seconds) { inter_token_latency_->Observe(seconds); }
 
-void ServingMetrics::OnFinished(v1::FinishReason reason, int32_t prompt_tokens, int32_t completion_tokens,
-                                double seconds) {
-  prompt_tokens_->Increment(prompt_tokens);
-  generation_tokens_->Increment(completion_tokens);
-  success_->Add({{"finished_reason", FinishedReason(reason)}}).Increment();
-  e2e_latency_->Observe(seconds);
+void ServingMetrics::OnFinished(const RequestSummary& summary) {
+  prompt_tokens_->Increment(summary.prompt_tokens);
+  generation_tokens_->Increment(summary.completion_tokens);
+  success_->Add({{"finished_reason", FinishReasonName(summary.reason)}}).Increment();
+  e2e_latency_->Observe(summary.seconds);
 }
 
 std::string ServingMetrics::Scrape(const v1::ServerInfo& info) const {

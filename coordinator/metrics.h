@@ -30,8 +30,7 @@ class ServingMetrics final : public RequestObserver {
   void OnQueued(double seconds) override;
   void OnFirstToken(double seconds) override;
   void OnNextToken(double seconds) override;
-  void OnFinished(v1::FinishReason reason, int32_t prompt_tokens, int32_t completion_tokens,
-                  double seconds) override;
+  void OnFinished(const RequestSummary& summary) override;
 
   // The text exposition of every metric, the cluster's from `info`.
   std::string Scrape(const v1::ServerInfo& info) const;

@@ -16,17 +16,6 @@ using nlohmann::json;
 
 std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-std::string FinishReasonName(v1::FinishReason reason) {
-  switch (reason) {
-    case v1::LENGTH:
-      return "length";
-    case v1::ABORT:
-      return "abort";
-    default:  // EOS, a stop token, a stop string
-      return "stop";
-  }
-}
-
 // 128 random bits: ids that cannot be guessed from one another.
 std::string RandomId(const char* prefix) {
   std::random_device random;

@@ -31,6 +31,17 @@ Request::Request(std::string id, std::vector<int32_t> prompt, const v1::Sampling
   for (const std::string& s : sampling_.stop()) longest_stop_ = std::max(longest_stop_, s.size());
 }
 
+std::string FinishReasonName(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::LENGTH:
+      return "length";
+    case v1::ABORT:
+      return "abort";
+    default:
+      return "stop";
+  }
+}
+
 void Request::set_cached_tokens(int32_t n) {
   int32_t unset = -1;
   if (cached_tokens_.compare_exchange_strong(unset, n) && observer_ != nullptr) {
@@ -56,7 +67,8 @@ bool Request::OnToken(int32_t token, const v1::TokenLogprob* logprob) {
   if (observer_ != nullptr) {
     const Clock::time_point now = Clock::now();
     if (generated_.empty()) {
-      observer_->OnFirstToken(Seconds(now - created_));
+      time_to_first_token_ = Seconds(now - created_);
+      observer_->OnFirstToken(time_to_first_token_);
     } else {
       observer_->OnNextToken(Seconds(now - last_token_));
     }
@@ -114,8 +126,8 @@ void Request::Finish(v1::FinishReason reason, RequestEvent* event) {
   event->finish = reason;
   finished_ = true;
   if (observer_ != nullptr) {
-    observer_->OnFinished(reason, static_cast<int32_t>(prompt_.size()), completion_tokens_,
-                          Seconds(Clock::now() - created_));
+    observer_->OnFinished({id_, reason, static_cast<int32_t>(prompt_.size()), completion_tokens_,
+                           std::max(0, cached_tokens_.load()), time_to_first_token_, Seconds(Clock::now() - created_)});
   }
   Push(std::move(*event));
 }

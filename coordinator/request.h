@@ -32,7 +32,23 @@ struct RequestEvent {
   absl::Status error;                                        // set instead, on failure
 };
 
-// Told of each request's milestones, on the producer's thread (ServingMetrics).
+// OpenAI's name for how a request ended: "stop" (EOS, a stop token or string),
+// "length", "abort".
+std::string FinishReasonName(v1::FinishReason reason);
+
+// How a request ended, for metrics and the request log.
+struct RequestSummary {
+  std::string id;
+  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  int32_t cached_tokens = 0;        // prompt tokens found in the prefix cache
+  double time_to_first_token = -1;  // seconds; -1 when no token came
+  double seconds = 0;               // from arrival to the end
+};
+
+// Told of each request's milestones, on the producer's thread (ServingMetrics,
+// RequestLog).
 class RequestObserver {
  public:
   virtual ~RequestObserver() = default;
@@ -41,9 +57,29 @@ class RequestObserver {
   // From creation to the first generated token, then between consecutive tokens.
   virtual void OnFirstToken(double seconds) = 0;
   virtual void OnNextToken(double seconds) = 0;
-  // The request ended (not on an error): how, its tokens, its whole time.
-  virtual void OnFinished(v1::FinishReason reason, int32_t prompt_tokens, int32_t completion_tokens,
-                          double seconds) = 0;
+  // The request ended (not on an error).
+  virtual void OnFinished(const RequestSummary& summary) = 0;
+};
+
+// Tells each of several observers, in order.
+class RequestObservers final : public RequestObserver {
+ public:
+  explicit RequestObservers(std::vector<RequestObserver*> observers) : observers_(std::move(observers)) {}
+  void OnQueued(double seconds) override {
+    for (RequestObserver* o : observers_) o->OnQueued(seconds);
+  }
+  void OnFirstToken(double seconds) override {
+    for (RequestObserver* o : observers_) o->OnFirstToken(seconds);
+  }
+  void OnNextToken(double seconds) override {
+    for (RequestObserver* o : observers_) o->OnNextToken(seconds);
+  }
+  void OnFinished(const RequestSummary& summary) override {
+    for (RequestObserver* o : observers_) o->OnFinished(summary);
+  }
+
+ private:
+  const std::vector<RequestObserver*> observers_;
 };
 
 // Model facts a request needs to decide when to stop.
@@ -112,6 +148,7 @@ class Request {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point created_ = Clock::now();
   Clock::time_point last_token_;  // producer state
+  double time_to_first_token_ = -1;  // producer state
 
   // Producer state.
   std::vector<int32_t> generated_;

@@ -17,7 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/args.h"
 #include "tests/golden_fixture.h"
-#include "tests/http_client.h"
+#include "common/http_client.h"
 #include "tests/safetensors_writer.h"
 
 namespace tessera {
@@ -200,7 +200,7 @@ TEST(CliServeTest, ServeAnswersAClientAndStopsOnInterrupt) {
   }
   ASSERT_FALSE(address.empty()) << "serve did not start";
   ASSERT_FALSE(http_port.empty()) << "serve named no HTTP address";
-  EXPECT_EQ(testing::HttpFetch(std::stoi(http_port), "GET", "/health").status, 200);
+  EXPECT_EQ(HttpFetch(std::stoi(http_port), "GET", "/health").status, 200);
   Result r = RunCli("client --address " + address + " --prompt 'And God said' --max-tokens 12 --wait-ready 60");
   EXPECT_EQ(r.exit_code, 0) << r.stderr_text;
   EXPECT_GT(r.stdout_text.size(), 5u);

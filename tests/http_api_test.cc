@@ -13,7 +13,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/golden_fixture.h"
-#include "tests/http_client.h"
+#include "common/http_client.h"
 #include "tests/local_cluster.h"
 #include "tests/safetensors_writer.h"
 #include "tests/serving_client.h"
@@ -22,9 +22,6 @@ namespace tessera {
 namespace {
 
 using nlohmann::json;
-using testing::HttpFetch;
-using testing::HttpPost;
-using testing::SseStream;
 
 std::string Bundled() { return testing::TestDataDir() + "/../../assets/models/tessera-tiny-llama"; }
 
@@ -103,7 +100,7 @@ TEST(HttpApiTest, ReadyOnlyOnceAGroupIsReadyAndHealthAlways) {
   EXPECT_EQ(HttpFetch(c.port, "GET", "/health").status, 200);
   EXPECT_EQ(GrpcHealth(*c.cluster, ""), Status::SERVING);
   EXPECT_EQ(GrpcHealth(*c.cluster, "tessera.v1.Tessera"), Status::NOT_SERVING);
-  const testing::HttpResult not_ready = HttpFetch(c.port, "GET", "/ready");
+  const HttpResult not_ready = HttpFetch(c.port, "GET", "/ready");
   EXPECT_EQ(not_ready.status, 503);
   EXPECT_EQ(not_ready.Json()["error"]["code"], 503);
   // No group: a completion is refused the same way.
@@ -127,7 +124,7 @@ TEST(HttpApiTest, CompletionsEqualTheGrpcAnswerWholeAndStreamed) {
   const json body = {{"model", "tessera-tiny-llama"}, {"prompt", prompt}, {"max_tokens", 24},
                      {"seed", 11},                     {"ignore_eos", true}};
 
-  const testing::HttpResult whole = HttpPost(c.port, "/v1/completions", body);
+  const HttpResult whole = HttpPost(c.port, "/v1/completions", body);
   ASSERT_EQ(whole.status, 200) << whole.body;
   const json answer = whole.Json();
   EXPECT_EQ(answer["object"], "text_completion");
@@ -186,7 +183,7 @@ TEST(HttpApiTest, BatchesChoicesLogprobsStopEchoAndCachedTokens) {
   // Two prompts (text and ids) x n = 2; choice j samples with seed + j.
   const json batch = {{"prompt", json::array({"In the beginning", json::array({2046, 448, 340})})},
                       {"n", 2}, {"seed", 5}, {"max_tokens", 6}, {"ignore_eos", true}, {"logprobs", 3}};
-  const testing::HttpResult r = HttpPost(c.port, "/v1/completions", batch);
+  const HttpResult r = HttpPost(c.port, "/v1/completions", batch);
   ASSERT_EQ(r.status, 200) << r.body;
   const json answer = r.Json();
   ASSERT_EQ(answer["choices"].size(), 4u);
@@ -226,7 +223,7 @@ TEST(HttpApiTest, BatchesChoicesLogprobsStopEchoAndCachedTokens) {
 
 TEST(HttpApiTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
   HttpCluster c(1, {"--http-max-body-mb", "1", "--max-queue", "1", "--max-running", "1"}, {"--step-delay-ms", "30"});
-  auto expect_error = [&](const testing::HttpResult& r, int status, const std::string& param) {
+  auto expect_error = [&](const HttpResult& r, int status, const std::string& param) {
     EXPECT_EQ(r.status, status) << r.body;
     const json error = r.Json()["error"];
     EXPECT_EQ(error["code"], status);
@@ -260,7 +257,7 @@ TEST(HttpApiTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 
-  const testing::HttpResult fine = HttpPost(c.port, "/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
+  const HttpResult fine = HttpPost(c.port, "/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
   EXPECT_EQ(fine.status, 200) << fine.body;
 }
 
@@ -375,7 +372,13 @@ TEST(HttpApiTest, MetricsCountAKnownWorkload) {
                        .Json();
     prompt_tokens += r["usage"]["prompt_tokens"].get<int>();
   }
-  const testing::HttpResult scraped = HttpFetch(c.port, "GET", "/metrics");
+  // The last answer can reach the client a moment before its group has freed it.
+  HttpResult scraped;
+  for (int i = 0; i < 100; ++i) {
+    scraped = HttpFetch(c.port, "GET", "/metrics");
+    if (Sample(scraped.body, "tessera:num_requests_running" + model + "}") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   ASSERT_EQ(scraped.status, 200);
   const std::string& m = scraped.body;
   EXPECT_EQ(Sample(m, "tessera:request_success_total" + model + ",finished_reason=\"length\"}"), kRequests) << m;
@@ -389,6 +392,72 @@ TEST(HttpApiTest, MetricsCountAKnownWorkload) {
   EXPECT_EQ(Sample(m, "tessera:workers_registered" + model + "}"), 1);
   EXPECT_EQ(Sample(m, "tessera:group_ready" + model + ",group=\"group-1\"}"), 1);
   EXPECT_EQ(Sample(m, "tessera:kv_cache_usage_perc" + model + "}"), 0);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// --log-format json: one JSON line per finished request with its numbers, and stats
+// lines while there is traffic.
+TEST(HttpApiTest, RequestAndStatsLogLinesAsJson) {
+  HttpCluster c(1, {"--log-format", "json", "--log-stats-interval-s", "1"});
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(HttpPost(c.port, "/v1/completions", {{"prompt", "x"}, {"max_tokens", 6}, {"ignore_eos", true}}).status,
+              200);
+  }
+  std::vector<json> finished, stats;
+  for (int i = 0; i < 50 && stats.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    finished.clear();
+    std::ifstream log(c.cluster->log_dir() + "/coordinator.log");
+    for (std::string line; std::getline(log, line);) {
+      const json j = json::parse(line, nullptr, false);
+      ASSERT_FALSE(j.is_discarded()) << "not a JSON line: " << line;
+      EXPECT_EQ(j["program"], "tessera-coordinator");
+      EXPECT_TRUE(j["time"].is_string());
+      if (j["msg"] == "request finished") finished.push_back(j);
+      if (j["msg"] == "stats") stats.push_back(j);
+    }
+  }
+  ASSERT_EQ(finished.size(), 2u);
+  for (const json& f : finished) {
+    EXPECT_EQ(f["finish"], "length");
+    EXPECT_EQ(f["completion_tokens"], 6);
+    EXPECT_EQ(f["prompt_tokens"], 2);
+    EXPECT_GE(f["ttft_s"].get<double>(), 0.0);
+    EXPECT_GE(f["duration_s"].get<double>(), f["ttft_s"].get<double>());
+    EXPECT_TRUE(f["id"].is_string());
+  }
+  ASSERT_FALSE(stats.empty());
+  EXPECT_TRUE(stats[0]["generation_tok_per_s"].is_number());
+  EXPECT_TRUE(stats[0]["kv_usage_pct"].is_number());
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// tessera-bench drives the HTTP API as it would any OpenAI-compatible server.
+TEST(HttpApiTest, TesseraBenchDrivesTheHttpApi) {
+  HttpCluster c(1);
+  const std::string out = c.dir + "/bench.txt";
+  const std::string cmd = testing::BinaryPath("tessera-bench") + " serve --http http://127.0.0.1:" +
+                          std::to_string(c.port) + "/v1 --num-prompts 8 --concurrency 4 --input-len 16 --output-len 8 > " +
+                          out + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(out);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("successful requests    8 (failed 0)"), std::string::npos) << text;
+  EXPECT_NE(text.find("output token throughput"), std::string::npos) << text;
+  // Every request produced its 8 tokens: the server's counter agrees.
+  EXPECT_NE(HttpFetch(c.port, "GET", "/metrics")
+                .body.find("tessera:generation_tokens_total{model_name=\"tessera-tiny-llama\"} 64"),
+            std::string::npos);
 }
 
 }  // namespace

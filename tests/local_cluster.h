@@ -35,6 +35,8 @@ class LocalCluster {
 
   const std::string& address() const { return address_; }
   pid_t coordinator_pid() const { return coordinator_; }
+  // Where the processes' logs are (coordinator.log, ...).
+  const std::string& log_dir() const { return dir_; }
   std::unique_ptr<v1::Tessera::Stub> Stub() const;
 
   // Starts a worker with the options' worker flags and `extra_flags`.

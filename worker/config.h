@@ -19,6 +19,7 @@ struct WorkerConfig {
   std::string device = "cpu";      // cpu or cuda:N
   std::string gpu_collectives = "nccl";
   std::string cpu_isa = "auto";
+  std::string log_format = "text";  // text or json lines
   WorkerOptions options;           // threads, busy_poll, step_delay_ms; cuda_device and
                                    // gloo_on_gpu from --device and --gpu-collectives
 };

@@ -84,6 +84,7 @@ int Main(int argc, char** argv) {
   log::SetProgram("tessera-worker");
   WorkerConfig config;
   if (std::optional<int> exit = ParseWorkerConfig(argc, argv, &config)) return *exit;
+  log::ForServer(config.log_format);
   if (absl::Status isa = kernels::SelectCpuIsaNamed(config.cpu_isa, /*announce=*/true); !isa.ok()) {
     return Fail(std::string(isa.message()));
   }

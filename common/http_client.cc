@@ -1,10 +1,10 @@
-#include "tests/http_client.h"
+#include "common/http_client.h"
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-namespace tessera::testing {
+namespace tessera {
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -25,11 +25,14 @@ http::request<http::string_body> MakeRequest(const std::string& method, const st
 
 }  // namespace
 
-HttpResult HttpFetch(int port, const std::string& method, const std::string& path, const std::string& body) {
+HttpResult HttpFetch(const std::string& host, int port, const std::string& method, const std::string& path,
+                     const std::string& body) {
   net::io_context io;
   beast::tcp_stream stream(io);
   beast::error_code ec;
-  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)), ec);
+  const net::ip::address address = net::ip::make_address(host, ec);
+  if (ec) return {};
+  stream.connect(tcp::endpoint(address, static_cast<unsigned short>(port)), ec);
   if (ec) return {};
   stream.expires_after(std::chrono::seconds(120));
   http::write(stream, MakeRequest(method, path, body), ec);
@@ -53,9 +56,11 @@ struct SseStream::Impl {
   char chunk[4096];
 };
 
-SseStream::SseStream(int port, const std::string& path, const nlohmann::json& body) : impl_(std::make_unique<Impl>()) {
+SseStream::SseStream(const std::string& host, int port, const std::string& path, const nlohmann::json& body)
+    : impl_(std::make_unique<Impl>()) {
   beast::error_code ec;
-  impl_->stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)), ec);
+  const net::ip::address address = net::ip::make_address(host, ec);
+  if (!ec) impl_->stream.connect(tcp::endpoint(address, static_cast<unsigned short>(port)), ec);
   if (!ec) http::write(impl_->stream, MakeRequest("POST", path, body.dump()), ec);
   if (!ec) http::read_header(impl_->stream, impl_->buffer, impl_->parser, ec);
   impl_->ended = static_cast<bool>(ec);
@@ -99,4 +104,4 @@ void SseStream::Close() {
   impl_->ended = true;
 }
 
-}  // namespace tessera::testing
+}  // namespace tessera
