@@ -25,8 +25,9 @@ http::request<http::string_body> MakeRequest(const std::string& method, const st
 
 }  // namespace
 
-HttpResult HttpFetch(const std::string& host, int port, const std::string& method, const std::string& path,
-                     const std::string& body) {
+HttpResult HttpFetchWithHeaders(const std::string& host, int port, const std::string& method, const std::string& path,
+                                const std::string& body,
+                                const std::vector<std::pair<std::string, std::string>>& headers) {
   net::io_context io;
   beast::tcp_stream stream(io);
   beast::error_code ec;
@@ -35,7 +36,9 @@ HttpResult HttpFetch(const std::string& host, int port, const std::string& metho
   stream.connect(tcp::endpoint(address, static_cast<unsigned short>(port)), ec);
   if (ec) return {};
   stream.expires_after(std::chrono::seconds(120));
-  http::write(stream, MakeRequest(method, path, body), ec);
+  http::request<http::string_body> request = MakeRequest(method, path, body);
+  for (const auto& [name, value] : headers) request.set(name, value);
+  http::write(stream, request, ec);
   if (ec) return {};
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;

@@ -6,6 +6,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "nlohmann/json.hpp"
 
@@ -17,9 +19,14 @@ struct HttpResult {
   nlohmann::json Json() const { return nlohmann::json::parse(body, nullptr, false); }
 };
 
-// One request on a fresh connection to `host`:`port` (an IPv4 or IPv6 address).
-HttpResult HttpFetch(const std::string& host, int port, const std::string& method, const std::string& path,
-                     const std::string& body = "");
+// One request on a fresh connection to `host`:`port` (an IPv4 or IPv6 address), with
+// extra header fields.
+HttpResult HttpFetchWithHeaders(const std::string& host, int port, const std::string& method, const std::string& path,
+                                const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers);
+inline HttpResult HttpFetch(const std::string& host, int port, const std::string& method, const std::string& path,
+                            const std::string& body = "") {
+  return HttpFetchWithHeaders(host, port, method, path, body, {});
+}
 inline HttpResult HttpFetch(int port, const std::string& method, const std::string& path, const std::string& body = "") {
   return HttpFetch("127.0.0.1", port, method, path, body);
 }

@@ -36,6 +36,9 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
            "the OpenAI-compatible HTTP API, with /health and /ready (docs/http-api.md); empty: off");
   t.String("http-port-file", &c->http_port_file, "FILE", "write the HTTP port actually bound to FILE");
   t.Int("http-max-body-mb", &s->http_max_body_mb, "N", "larger HTTP request bodies get 413", 1, 1024);
+  t.String("api-key-file", &c->api_key_file, "FILE",
+           "client API keys, one \"KEY [TENANT]\" per line: HTTP Authorization: Bearer KEY, gRPC authorization "
+           "metadata; a tenant's requests get their own prefix cache (docs/http-api.md)");
   t.Choice("log-format", &c->log_format, {"text", "json"}, "log lines as text or as JSON objects (for log collectors)");
   t.Int("log-stats-interval-s", &c->log_stats_interval_s, "N",
         "log throughput, queues, KV usage and prefix hits this often while busy (0: never)", 0);

@@ -17,6 +17,7 @@ struct CoordinatorConfig {
   std::string port_file;                 // where to write the bound port ("" none)
   HttpServerOptions http;                // the OpenAI-compatible API; listen "" = off
   std::string http_port_file;            // where to write its bound port ("" none)
+  std::string api_key_file;             // "" : the client APIs are open
   std::string log_format = "text";     // text or json lines
   int log_stats_interval_s = 10;        // a stats line this often while busy (0: none)
   ClusterOptions cluster;

@@ -90,7 +90,13 @@ absl::Status Frontend::ValidateSampling(const v1::SamplingParams& p) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateRequest& r) {
+absl::StatusOr<std::string> Frontend::Caller(const grpc::ServerContext& context) const {
+  const auto& metadata = context.client_metadata();
+  const auto it = metadata.find("authorization");
+  return Authenticate(it == metadata.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size()));
+}
+
+absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateRequest& r, const std::string& tenant) {
   std::vector<int32_t> prompt;
   if (r.has_text()) {
     if (absl::Status s = NeedTokenizer(); !s.ok()) return s;
@@ -130,14 +136,16 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   auto request = std::make_shared<Request>(id, std::move(prompt), r.sampling(), seed,
                                            r.has_skip_special_tokens() ? r.skip_special_tokens() : true, tokenizer_.get(),
                                            std::move(stop), observer_);
-  request->set_cache_salt(r.cache_salt());
+  // A tenant's prefixes are its own: its name roots every block hash of its requests.
+  request->set_cache_salt(tenant.empty() ? r.cache_salt() : absl::StrCat(tenant, "\n", r.cache_salt()));
+  request->set_tenant(tenant);
   active_[id] = request;
   return request;
 }
 
-absl::StatusOr<std::shared_ptr<Request>> Frontend::Start(const v1::GenerateRequest& r) {
+absl::StatusOr<std::shared_ptr<Request>> Frontend::Start(const v1::GenerateRequest& r, const std::string& tenant) {
   if (absl::Status s = CheckModel(r.model()); !s.ok()) return s;
-  absl::StatusOr<std::shared_ptr<Request>> request = Admit(r);
+  absl::StatusOr<std::shared_ptr<Request>> request = Admit(r, tenant);
   if (!request.ok()) return request.status();
   if (absl::Status s = cluster_->Route(*request); !s.ok()) {
     Forget(**request);
@@ -153,7 +161,9 @@ void Frontend::Forget(const Request& request) {
 
 grpc::Status Frontend::Generate(grpc::ServerContext* context, const v1::GenerateRequest* r,
                                 grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  absl::StatusOr<std::shared_ptr<Request>> started = Start(*r);
+  absl::StatusOr<std::string> tenant = Caller(*context);
+  if (!tenant.ok()) return ToGrpc(tenant.status());
+  absl::StatusOr<std::shared_ptr<Request>> started = Start(*r, *tenant);
   if (!started.ok()) return ToGrpc(started.status());
   std::shared_ptr<Request> request = *started;
   grpc::Status result = grpc::Status::OK;
@@ -184,11 +194,16 @@ grpc::Status Frontend::Generate(grpc::ServerContext* context, const v1::Generate
   return result;
 }
 
-grpc::Status Frontend::Abort(grpc::ServerContext*, const v1::AbortRequest* r, v1::AbortResponse*) {
+grpc::Status Frontend::Abort(grpc::ServerContext* context, const v1::AbortRequest* r, v1::AbortResponse*) {
+  absl::StatusOr<std::string> tenant = Caller(*context);
+  if (!tenant.ok()) return ToGrpc(tenant.status());
   std::lock_guard<std::mutex> lock(mu_);
   auto it = active_.find(r->request_id());
   std::shared_ptr<Request> request = it == active_.end() ? nullptr : it->second.lock();
-  if (!request) return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no running request '", r->request_id(), "'"));
+  // Another tenant's request is as good as absent: its ids are not revealed.
+  if (!request || request->tenant() != *tenant) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no running request '", r->request_id(), "'"));
+  }
   request->Abort();
   return grpc::Status::OK;
 }
@@ -215,7 +230,8 @@ bool Frontend::Ready() const {
   return false;
 }
 
-grpc::Status Frontend::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* r, v1::TokenizeResponse* response) {
+grpc::Status Frontend::Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* r, v1::TokenizeResponse* response) {
+  if (absl::StatusOr<std::string> tenant = Caller(*context); !tenant.ok()) return ToGrpc(tenant.status());
   if (absl::Status s = CheckModel(r->model()); !s.ok()) return ToGrpc(s);
   auto ids = TokenizeText(r->text(), r->has_add_special_tokens() ? r->add_special_tokens() : true);
   if (!ids.ok()) return ToGrpc(ids.status());
@@ -223,8 +239,9 @@ grpc::Status Frontend::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest*
   return grpc::Status::OK;
 }
 
-grpc::Status Frontend::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* r,
+grpc::Status Frontend::Detokenize(grpc::ServerContext* context, const v1::DetokenizeRequest* r,
                                   v1::DetokenizeResponse* response) {
+  if (absl::StatusOr<std::string> tenant = Caller(*context); !tenant.ok()) return ToGrpc(tenant.status());
   if (absl::Status s = CheckModel(r->model()); !s.ok()) return ToGrpc(s);
   std::vector<int32_t> ids(r->ids().begin(), r->ids().end());
   auto text = DetokenizeIds(ids, r->has_skip_special_tokens() ? r->skip_special_tokens() : true);
@@ -233,7 +250,8 @@ grpc::Status Frontend::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequ
   return grpc::Status::OK;
 }
 
-grpc::Status Frontend::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest* r, v1::ModelInfo* info) {
+grpc::Status Frontend::GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* r, v1::ModelInfo* info) {
+  if (absl::StatusOr<std::string> tenant = Caller(*context); !tenant.ok()) return ToGrpc(tenant.status());
   if (absl::Status s = CheckModel(r->model()); !s.ok()) return ToGrpc(s);
   info->set_name(options_.model_name);
   info->set_family(spec_.family);
@@ -246,7 +264,8 @@ grpc::Status Frontend::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfo
   return grpc::Status::OK;
 }
 
-grpc::Status Frontend::GetServerInfo(grpc::ServerContext*, const v1::GetServerInfoRequest*, v1::ServerInfo* info) {
+grpc::Status Frontend::GetServerInfo(grpc::ServerContext* context, const v1::GetServerInfoRequest*, v1::ServerInfo* info) {
+  if (absl::StatusOr<std::string> tenant = Caller(*context); !tenant.ok()) return ToGrpc(tenant.status());
   *info = Info();
   return grpc::Status::OK;
 }
@@ -262,7 +281,8 @@ v1::ServerInfo Frontend::Info() const {
   return info;
 }
 
-grpc::Status Frontend::Drain(grpc::ServerContext*, const v1::DrainRequest* r, v1::DrainResponse*) {
+grpc::Status Frontend::Drain(grpc::ServerContext* context, const v1::DrainRequest* r, v1::DrainResponse*) {
+  if (absl::StatusOr<std::string> tenant = Caller(*context); !tenant.ok()) return ToGrpc(tenant.status());
   return ToGrpc(cluster_->Drain(r->worker_id()));
 }
 

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "coordinator/api_keys.h"
 #include "coordinator/cluster.h"
 #include "models/model_spec.h"
 #include "tessera/v1/tessera.grpc.pb.h"
@@ -28,6 +29,7 @@ struct FrontendOptions {
   int tensor_parallel = 1;  // the groups' layout, reported by GetModelInfo
   int expert_parallel = 1;
   bool batch_invariant = false;  // reported by GetServerInfo
+  ApiKeys api_keys;              // none: the client APIs are open
 };
 
 class Frontend final : public v1::Tessera::Service {
@@ -38,7 +40,7 @@ class Frontend final : public v1::Tessera::Service {
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
-  grpc::Status Abort(grpc::ServerContext*, const v1::AbortRequest* request, v1::AbortResponse*) override;
+  grpc::Status Abort(grpc::ServerContext* context, const v1::AbortRequest* request, v1::AbortResponse*) override;
   grpc::Status Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
                         v1::TokenizeResponse* response) override;
   grpc::Status Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* request,
@@ -53,8 +55,14 @@ class Frontend final : public v1::Tessera::Service {
   // Validates, tokenizes and routes a request; the caller takes its events and calls
   // Forget once it has seen the last one (or after aborting it). Errors carry the
   // request field they concern (ErrorField).
-  absl::StatusOr<std::shared_ptr<Request>> Start(const v1::GenerateRequest& request);
+  // `tenant` is the caller's (Authenticate): it salts the request's prefix cache.
+  absl::StatusOr<std::shared_ptr<Request>> Start(const v1::GenerateRequest& request, const std::string& tenant);
   void Forget(const Request& request);
+  // The tenant of an "Authorization: Bearer KEY" value; UNAUTHENTICATED when keys are
+  // on and it names none.
+  absl::StatusOr<std::string> Authenticate(std::string_view authorization) const {
+    return options_.api_keys.Authenticate(authorization);
+  }
   // NOT_FOUND for a model name other than this server's ("" means this one).
   absl::Status CheckModel(const std::string& name) const;
   absl::StatusOr<std::vector<int32_t>> TokenizeText(const std::string& text, bool add_special_tokens) const;
@@ -69,7 +77,9 @@ class Frontend final : public v1::Tessera::Service {
  private:
   absl::Status NeedTokenizer() const;
   absl::Status ValidateSampling(const v1::SamplingParams& p) const;
-  absl::StatusOr<std::shared_ptr<Request>> Admit(const v1::GenerateRequest& request);
+  absl::StatusOr<std::shared_ptr<Request>> Admit(const v1::GenerateRequest& request, const std::string& tenant);
+  // The gRPC caller's tenant, from its `authorization` metadata.
+  absl::StatusOr<std::string> Caller(const grpc::ServerContext& context) const;
 
   const FrontendOptions options_;
   const models::ModelSpec spec_;

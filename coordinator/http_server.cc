@@ -155,6 +155,7 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
     const std::string target(request.target());
     r.path = std::string(target.substr(0, target.find('?')));
     r.body = std::move(request.body());
+    r.authorization = std::string(request[http::field::authorization]);
     Watch();
     state_->handler(std::move(r), shared_from_this());
   }

@@ -22,6 +22,7 @@ struct HttpRequest {
   std::string method;  // GET, POST, ...
   std::string path;    // the target without its query string
   std::string body;
+  std::string authorization;  // the Authorization header ("" when absent)
 };
 
 // One request's answer. Every method may be called from any thread; calls after the

@@ -56,6 +56,11 @@ int Main(int argc, char** argv) {
   CoordinatorConfig config;
   if (std::optional<int> exit = ParseCoordinatorConfig(argc, argv, &config)) return *exit;
   log::ForServer(config.log_format);
+  if (!config.api_key_file.empty()) {
+    absl::StatusOr<ApiKeys> keys = ApiKeys::Load(config.api_key_file);
+    if (!keys.ok()) return Fail(std::string(keys.status().message()));
+    config.frontend.api_keys = std::move(*keys);
+  }
   const std::string& model_dir = config.model_dir;
   const int tp = config.cluster.group.tp, ep = config.cluster.group.ep;
   auto spec = models::LoadModelSpec(model_dir);

@@ -89,17 +89,27 @@ void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
     const char* method;
     const char* path;
     Handler handler;
+    bool needs_key;  // with --api-key-file; probes and scrapers need none
   };
   static constexpr Route kRoutes[] = {
-      {"GET", "/health", &OpenAiApi::Health},           {"GET", "/ready", &OpenAiApi::Ready},
-      {"GET", "/v1/models", &OpenAiApi::Models},        {"POST", "/v1/completions", &OpenAiApi::Completions},
-      {"POST", "/tokenize", &OpenAiApi::Tokenize},      {"POST", "/detokenize", &OpenAiApi::Detokenize},
-      {"GET", "/metrics", &OpenAiApi::Metrics},
+      {"GET", "/health", &OpenAiApi::Health, false},
+      {"GET", "/ready", &OpenAiApi::Ready, false},
+      {"GET", "/metrics", &OpenAiApi::Metrics, false},
+      {"GET", "/v1/models", &OpenAiApi::Models, true},
+      {"POST", "/v1/completions", &OpenAiApi::Completions, true},
+      {"POST", "/tokenize", &OpenAiApi::Tokenize, true},
+      {"POST", "/detokenize", &OpenAiApi::Detokenize, true},
   };
   bool known_path = false;
   for (const Route& route : kRoutes) {
     if (request.path != route.path) continue;
-    if (request.method == route.method) return (this->*route.handler)(request, reply);
+    if (request.method == route.method) {
+      if (route.needs_key) {
+        absl::StatusOr<std::string> tenant = frontend_->Authenticate(request.authorization);
+        if (!tenant.ok()) return SendError(*reply, tenant.status());
+      }
+      return (this->*route.handler)(request, reply);
+    }
     known_path = true;
   }
   if (known_path) return reply->Send(405, kJson, ErrorJson(405, request.method + " is not allowed on " + request.path));
@@ -153,7 +163,8 @@ void OpenAiApi::Completions(const HttpRequest& request, const std::shared_ptr<Ht
   absl::StatusOr<CompletionRequest> r = ParseCompletionRequest(request.body);
   if (!r.ok()) return SendError(*reply, r.status());
   if (absl::Status s = frontend_->CheckModel(r->model); !s.ok()) return SendError(*reply, s);
-  RunCompletion(frontend_, std::move(*r), reply, std::time(nullptr));
+  // Authenticated by Handle already; asked again for the tenant.
+  RunCompletion(frontend_, std::move(*r), *frontend_->Authenticate(request.authorization), reply, std::time(nullptr));
 }
 
 }  // namespace tessera::coordinator

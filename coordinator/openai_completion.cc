@@ -35,9 +35,11 @@ struct Choice {
 
 class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
  public:
-  CompletionCall(Frontend* frontend, CompletionRequest request, std::shared_ptr<HttpReply> reply, int64_t created)
+  CompletionCall(Frontend* frontend, CompletionRequest request, std::string tenant, std::shared_ptr<HttpReply> reply,
+                 int64_t created)
       : frontend_(frontend),
         request_(std::move(request)),
+        tenant_(std::move(tenant)),
         reply_(std::move(reply)),
         created_(created),
         id_(RandomId("cmpl-")) {}
@@ -48,7 +50,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
       for (int j = 0; j < request_.n; ++j) {
         v1::GenerateRequest r = request_.prompts[p];
         if (j > 0 && r.sampling().has_seed()) r.mutable_sampling()->set_seed(r.sampling().seed() + j);
-        absl::StatusOr<std::shared_ptr<Request>> started = frontend_->Start(r);
+        absl::StatusOr<std::shared_ptr<Request>> started = frontend_->Start(r, tenant_);
         if (!started.ok()) {
           AbortAll();
           SendError(*reply_, started.status());
@@ -125,7 +127,9 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
     }
     if (event.finish != v1::FINISH_REASON_UNSPECIFIED) choice.finish_reason = FinishReasonName(event.finish);
     if (request_.stream) {
-      if (!event.text.empty() || !choice.finish_reason.empty() || !event.logprobs.empty()) {
+      // A chunk per token, its text empty when held back (an unfinished UTF-8 sequence,
+      // a possible stop string) or when the model has no tokenizer: clients time tokens.
+      if (!event.token_ids.empty() || !choice.finish_reason.empty()) {
         WriteEvent(Chunk(c, event.text, std::move(logprobs), choice.finish_reason));
       }
     } else {
@@ -216,6 +220,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
 
   Frontend* const frontend_;
   const CompletionRequest request_;
+  const std::string tenant_;
   const std::shared_ptr<HttpReply> reply_;
   const int64_t created_;
   const std::string id_;
@@ -226,8 +231,9 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
 
 }  // namespace
 
-void RunCompletion(Frontend* frontend, CompletionRequest request, std::shared_ptr<HttpReply> reply, int64_t created) {
-  std::make_shared<CompletionCall>(frontend, std::move(request), std::move(reply), created)->Start();
+void RunCompletion(Frontend* frontend, CompletionRequest request, std::string tenant, std::shared_ptr<HttpReply> reply,
+                   int64_t created) {
+  std::make_shared<CompletionCall>(frontend, std::move(request), std::move(tenant), std::move(reply), created)->Start();
 }
 
 }  // namespace tessera::coordinator

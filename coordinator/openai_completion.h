@@ -18,6 +18,8 @@
 namespace tessera::coordinator {
 
 // Starts the call and answers on `reply` (an error, when a choice cannot start).
-void RunCompletion(Frontend* frontend, CompletionRequest request, std::shared_ptr<HttpReply> reply, int64_t created);
+// `tenant` is the caller's (Frontend::Authenticate).
+void RunCompletion(Frontend* frontend, CompletionRequest request, std::string tenant, std::shared_ptr<HttpReply> reply,
+                   int64_t created);
 
 }  // namespace tessera::coordinator

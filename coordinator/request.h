@@ -101,6 +101,9 @@ class Request {
   const v1::SamplingParams& sampling() const { return sampling_; }
   const std::string& cache_salt() const { return cache_salt_; }
   void set_cache_salt(std::string salt) { cache_salt_ = std::move(salt); }
+  // The API key's tenant that started the request ("" without keys).
+  const std::string& tenant() const { return tenant_; }
+  void set_tenant(std::string tenant) { tenant_ = std::move(tenant); }
   // Called at every admission into a batch; the first one's prefix-cache hit is the
   // request's (for usage) and ends its queue time.
   void set_cached_tokens(int32_t n);
@@ -159,6 +162,7 @@ class Request {
   std::atomic<int32_t> completion_tokens_{0};
   std::atomic<int32_t> cached_tokens_{-1};
   std::string cache_salt_;
+  std::string tenant_;
 
   std::mutex mu_;
   std::condition_variable cv_;

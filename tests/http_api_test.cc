@@ -462,3 +462,78 @@ TEST(HttpApiTest, TesseraBenchDrivesTheHttpApi) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+HttpResult WithKey(int port, const std::string& path, const json& body, const std::string& key) {
+  return HttpFetchWithHeaders("127.0.0.1", port, "POST", path, body.dump(), {{"Authorization", "Bearer " + key}});
+}
+
+// --api-key-file: the client APIs need a key (probes and scrapers do not), a tenant's
+// prefix cache is its own, and only the tenant that started a request may abort it.
+TEST(HttpApiTest, ApiKeysGuardTheClientApisAndSeparateTenants) {
+  const std::string dir = testing::MakeTempDir("api_keys");
+  std::ofstream(dir + "/keys") << "# tenants\nkey-of-a tenant-a\nkey-of-b tenant-b\n";
+  // GetServerInfo needs a key too: the worker is awaited through /ready instead.
+  HttpCluster c(0, {"--api-key-file", dir + "/keys"}, {"--step-delay-ms", "20"});
+  c.cluster->AddWorker();
+  for (int i = 0; i < 600 && HttpFetch(c.port, "GET", "/ready").status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const json small = {{"prompt", "x"}, {"max_tokens", 2}};
+
+  const HttpResult none = HttpPost(c.port, "/v1/completions", small);
+  EXPECT_EQ(none.status, 401);
+  EXPECT_EQ(none.Json()["error"]["type"], "authentication_error");
+  EXPECT_EQ(WithKey(c.port, "/v1/completions", small, "key-of-c").status, 401);
+  EXPECT_EQ(WithKey(c.port, "/v1/completions", small, "key-of-a").status, 200);
+  EXPECT_EQ(HttpFetch(c.port, "GET", "/v1/models").status, 401);
+  for (const char* open : {"/health", "/ready", "/metrics"}) EXPECT_EQ(HttpFetch(c.port, "GET", open).status, 200);
+
+  // A's prompt is cached for A, not for B.
+  std::vector<int> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back(300 + i);
+  const json repeat = {{"prompt", ids}, {"max_tokens", 1}};
+  auto cached = [&](const std::string& key) {
+    return WithKey(c.port, "/v1/completions", repeat, key).Json()["usage"]["prompt_tokens_details"]["cached_tokens"];
+  };
+  EXPECT_EQ(cached("key-of-a"), 0);
+  EXPECT_EQ(cached("key-of-a"), 32);
+  EXPECT_EQ(cached("key-of-b"), 0);
+
+  // gRPC: the same keys as `authorization` metadata.
+  auto stub = c.cluster->Stub();
+  auto call = [&](const std::string& key, auto rpc) {
+    grpc::ClientContext ctx;
+    if (!key.empty()) ctx.AddMetadata("authorization", "Bearer " + key);
+    return rpc(ctx);
+  };
+  v1::ModelInfo info;
+  EXPECT_EQ(call("", [&](grpc::ClientContext& ctx) { return stub->GetModelInfo(&ctx, {}, &info); }).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(call("key-of-b", [&](grpc::ClientContext& ctx) { return stub->GetModelInfo(&ctx, {}, &info); }).ok());
+
+  // A long request of tenant A: B cannot abort it (it does not exist for B), A can.
+  grpc::ClientContext generate_ctx;
+  generate_ctx.AddMetadata("authorization", "Bearer key-of-a");
+  v1::GenerateRequest long_request = testing::GreedyIds({1, 2, 3}, 500);
+  long_request.set_request_id("a-long-one");
+  auto reader = stub->Generate(&generate_ctx, long_request);
+  v1::GenerateResponse first;
+  ASSERT_TRUE(reader->Read(&first));
+  v1::AbortRequest abort;
+  abort.set_request_id("a-long-one");
+  v1::AbortResponse aborted;
+  EXPECT_EQ(call("key-of-b", [&](grpc::ClientContext& ctx) { return stub->Abort(&ctx, abort, &aborted); }).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(call("key-of-a", [&](grpc::ClientContext& ctx) { return stub->Abort(&ctx, abort, &aborted); }).ok());
+  v1::GenerateResponse msg;
+  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
+  while (reader->Read(&msg)) reason = msg.finish_reason() ? msg.finish_reason() : reason;
+  EXPECT_EQ(reason, v1::ABORT);
+  EXPECT_TRUE(reader->Finish().ok());
+}
+
+}  // namespace
+}  // namespace tessera
