@@ -30,6 +30,7 @@
 #include "models/model.h"
 #include "parallel/communicator.h"
 #include "tokenizer/incremental_decoder.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tessera::cli {
@@ -51,6 +52,11 @@ commands:
               Prints the ids of TEXT comma-separated on one line.
   detokenize  --model DIR --ids 1,2,3
               Prints the text of the ids (special tokens included).
+
+  chat-template --model DIR --messages FILE [--no-generation-prompt]
+              Prints the model's chat template applied to FILE (OpenAI's
+              messages JSON array; - reads stdin), exactly; DIR needs only
+              tokenizer_config.json.
 
   serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
               [--http-listen HOST:PORT|off] [--tp N] [--ep M] [--cpu-isa LEVEL]
@@ -304,6 +310,30 @@ int RunTokenizerCommand(const Args& args) {
   return 0;
 }
 
+// tessera chat-template: the model's chat template applied to a messages file, printed
+// exactly (no newline added), so it can be compared with transformers' rendering.
+int RunChatTemplate(const Args& args) {
+  std::string error;
+  if (!CheckFlags(args, {"model", "messages", "no-generation-prompt"}, &error) ||
+      !Require(args, {"model", "messages"}, &error)) {
+    return Fail(error);
+  }
+  const std::string& path = args.flags.at("messages");
+  std::ifstream file;
+  if (path != "-") {
+    file.open(path);
+    if (!file) return Fail("cannot read " + path);
+  }
+  const nlohmann::ordered_json messages = nlohmann::ordered_json::parse(path == "-" ? std::cin : file, nullptr, false);
+  if (messages.is_discarded()) return Fail(path + " is not JSON");
+  auto chat = tokenizer::ChatTemplate::Load(args.flags.at("model"));
+  if (!chat.ok()) return Fail(chat.status());
+  auto prompt = chat->Apply(messages, /*add_generation_prompt=*/!args.Has("no-generation-prompt"));
+  if (!prompt.ok()) return Fail(prompt.status());
+  std::cout << *prompt;
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "help")) {
     std::cout << kUsage;
@@ -311,13 +341,16 @@ int Main(int argc, char** argv) {
   }
   Args args;
   std::string error;
-  if (!ParseArgs(argc, argv, {"help", "add-special-tokens", "batch-invariant"}, &args, &error)) return Fail(error);
+  if (!ParseArgs(argc, argv, {"help", "add-special-tokens", "batch-invariant", "no-generation-prompt"}, &args, &error)) {
+    return Fail(error);
+  }
   if (args.Has("help")) {
     std::cout << kUsage;
     return 0;
   }
   if (args.command == "logits" || args.command == "generate") return RunModelCommand(args);
   if (args.command == "tokenize" || args.command == "detokenize") return RunTokenizerCommand(args);
+  if (args.command == "chat-template") return RunChatTemplate(args);
   if (args.command == "serve") return RunServe(args, argv[0]);
   if (args.command == "client") return RunClient(args);
   if (args.command == "info") return RunInfo(args);

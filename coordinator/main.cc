@@ -23,6 +23,7 @@
 #include "coordinator/openai_api.h"
 #include "models/model_spec.h"
 #include "models/sharding.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tessera::coordinator {
@@ -118,7 +119,15 @@ int Main(int argc, char** argv) {
     }
   });
 
-  OpenAiApi openai(&frontend, &metrics);
+  // The chat template is read at start: one the engine cannot run stops the server here,
+  // naming the construct, rather than failing every chat request later.
+  std::unique_ptr<tokenizer::ChatTemplate> chat;
+  if (absl::StatusOr<tokenizer::ChatTemplate> loaded = tokenizer::ChatTemplate::Load(model_dir); loaded.ok()) {
+    chat = std::make_unique<tokenizer::ChatTemplate>(std::move(*loaded));
+  } else if (!absl::IsNotFound(loaded.status())) {
+    return Fail(std::string(loaded.status().message()));
+  }
+  OpenAiApi openai(&frontend, &metrics, chat.get());
   std::unique_ptr<HttpServer> http;
   if (!config.http.listen.empty()) {
     RaiseDescriptorLimit();

@@ -80,8 +80,8 @@ void SendError(HttpReply& reply, const absl::Status& error) {
   reply.Send(status, kJson, ErrorJson(status, std::string(error.message()), ErrorField(error)));
 }
 
-OpenAiApi::OpenAiApi(Frontend* frontend, const ServingMetrics* metrics)
-    : frontend_(frontend), metrics_(metrics), created_(std::time(nullptr)) {}
+OpenAiApi::OpenAiApi(Frontend* frontend, const ServingMetrics* metrics, const tokenizer::ChatTemplate* chat)
+    : frontend_(frontend), metrics_(metrics), chat_(chat), created_(std::time(nullptr)) {}
 
 void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
   using Handler = void (OpenAiApi::*)(const HttpRequest&, const std::shared_ptr<HttpReply>&) const;
@@ -97,6 +97,7 @@ void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
       {"GET", "/metrics", &OpenAiApi::Metrics, false},
       {"GET", "/v1/models", &OpenAiApi::Models, true},
       {"POST", "/v1/completions", &OpenAiApi::Completions, true},
+      {"POST", "/v1/chat/completions", &OpenAiApi::ChatCompletions, true},
       {"POST", "/tokenize", &OpenAiApi::Tokenize, true},
       {"POST", "/detokenize", &OpenAiApi::Detokenize, true},
   };
@@ -157,6 +158,21 @@ void OpenAiApi::Detokenize(const HttpRequest& request, const std::shared_ptr<Htt
 
 void OpenAiApi::Metrics(const HttpRequest&, const std::shared_ptr<HttpReply>& reply) const {
   reply->Send(200, "text/plain; version=0.0.4; charset=utf-8", metrics_->Scrape(frontend_->Info()));
+}
+
+void OpenAiApi::ChatCompletions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const {
+  absl::StatusOr<ChatRequest> r = ParseChatRequest(request.body);
+  if (!r.ok()) return SendError(*reply, r.status());
+  if (absl::Status s = frontend_->CheckModel(r->completion.model); !s.ok()) return SendError(*reply, s);
+  if (chat_ == nullptr) {
+    return SendError(*reply, FieldError("messages", "this model has no chat template (tokenizer_config.json's "
+                                                    "chat_template): use /v1/completions"));
+  }
+  absl::StatusOr<std::string> prompt = chat_->Apply(r->messages, r->add_generation_prompt);
+  if (!prompt.ok()) return SendError(*reply, FieldError("messages", std::string(prompt.status().message())));
+  r->completion.prompts[0].set_text(*prompt);
+  RunCompletion(frontend_, std::move(r->completion), *frontend_->Authenticate(request.authorization), reply,
+                std::time(nullptr));
 }
 
 void OpenAiApi::Completions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const {

@@ -6,6 +6,7 @@
 //   GET  /ready               some replica group can serve (503 otherwise)
 //   GET  /v1/models           the served model
 //   POST /v1/completions      text completions, whole or streamed (Server-Sent Events)
+//   POST /v1/chat/completions chat, the messages rendered by the model's chat template
 //   POST /tokenize, /detokenize  as vLLM has them
 //   GET  /metrics             Prometheus text format (ServingMetrics)
 //
@@ -19,6 +20,7 @@
 #include "coordinator/frontend.h"
 #include "coordinator/http_server.h"
 #include "coordinator/metrics.h"
+#include "tokenizer/chat_template.h"
 
 namespace tessera::coordinator {
 
@@ -32,7 +34,8 @@ void SendError(HttpReply& reply, const absl::Status& error);
 
 class OpenAiApi {
  public:
-  OpenAiApi(Frontend* frontend, const ServingMetrics* metrics);
+  // `chat` (may be null: the model has no chat template) renders chat requests.
+  OpenAiApi(Frontend* frontend, const ServingMetrics* metrics, const tokenizer::ChatTemplate* chat);
 
   // The HttpServer handler.
   void Handle(HttpRequest request, std::shared_ptr<HttpReply> reply);
@@ -46,9 +49,11 @@ class OpenAiApi {
   void Detokenize(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
   void Completions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
   void Metrics(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
+  void ChatCompletions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
 
   Frontend* const frontend_;
   const ServingMetrics* const metrics_;
+  const tokenizer::ChatTemplate* const chat_;
   const int64_t created_;  // when the server started (unix seconds), for /v1/models
 };
 

@@ -42,7 +42,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
         tenant_(std::move(tenant)),
         reply_(std::move(reply)),
         created_(created),
-        id_(RandomId("cmpl-")) {}
+        id_(RandomId(request_.chat ? "chatcmpl-" : "cmpl-")) {}
 
   // On the connection's strand, as every method below.
   void Start() {
@@ -61,6 +61,14 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
     }
     if (request_.stream) reply_->StartStream("text/event-stream");
     if (request_.echo) Echo();
+    if (request_.chat && request_.stream) {  // the first delta of each choice names its role
+      for (size_t c = 0; c < choices_.size(); ++c) {
+        WriteEvent(Envelope(json::array({{{"index", c},
+                                          {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                          {"logprobs", nullptr},
+                                          {"finish_reason", nullptr}}})));
+      }
+    }
     reply_->OnClose([self = shared_from_this()] { self->AbortAll(); });
     for (size_t c = 0; c < choices_.size(); ++c) {
       choices_[c].request->SetListener([weak = weak_from_this(), reply = reply_, c] {
@@ -73,9 +81,38 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   }
 
  private:
-  static json EmptyLogprobs() {
+  // Logprobs in the API's shape: completions' parallel lists, or chat's content entries.
+  json EmptyLogprobs() const {
+    if (request_.chat) return {{"content", json::array()}};
     return {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
             {"text_offset", json::array()}};
+  }
+
+  static json Bytes(const std::string& token) {
+    json bytes = json::array();
+    for (unsigned char b : token) bytes.push_back(b);
+    return bytes;
+  }
+
+  void AddLogprob(const v1::TokenLogprob& lp, Choice& choice, json* logprobs) const {
+    const std::string token = TokenText(lp.token_id());
+    if (request_.chat) {
+      json top = json::array();
+      for (const v1::TopLogprob& t : lp.top()) {
+        const std::string text = TokenText(t.token_id());
+        top.push_back({{"token", text}, {"logprob", t.logprob()}, {"bytes", Bytes(text)}});
+      }
+      (*logprobs)["content"].push_back(
+          {{"token", token}, {"logprob", lp.logprob()}, {"bytes", Bytes(token)}, {"top_logprobs", std::move(top)}});
+      return;
+    }
+    json top = json::object();
+    for (const v1::TopLogprob& t : lp.top()) top[TokenText(t.token_id())] = t.logprob();
+    (*logprobs)["tokens"].push_back(token);
+    (*logprobs)["token_logprobs"].push_back(lp.logprob());
+    (*logprobs)["top_logprobs"].push_back(std::move(top));
+    (*logprobs)["text_offset"].push_back(choice.text_bytes);
+    choice.text_bytes += token.size();
   }
 
   std::string TokenText(int32_t id) const {
@@ -114,16 +151,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
     Choice& choice = choices_[c];
     json logprobs = request_.logprobs >= 0 ? EmptyLogprobs() : json(nullptr);
     if (!logprobs.is_null()) {
-      for (const v1::TokenLogprob& lp : event.logprobs) {
-        const std::string token = TokenText(lp.token_id());
-        json top = json::object();
-        for (const v1::TopLogprob& t : lp.top()) top[TokenText(t.token_id())] = t.logprob();
-        logprobs["tokens"].push_back(token);
-        logprobs["token_logprobs"].push_back(lp.logprob());
-        logprobs["top_logprobs"].push_back(std::move(top));
-        logprobs["text_offset"].push_back(choice.text_bytes);
-        choice.text_bytes += token.size();
-      }
+      for (const v1::TokenLogprob& lp : event.logprobs) AddLogprob(lp, choice, &logprobs);
     }
     if (event.finish != v1::FINISH_REASON_UNSPECIFIED) choice.finish_reason = FinishReasonName(event.finish);
     if (request_.stream) {
@@ -135,8 +163,8 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
     } else {
       choice.text += event.text;
       if (!logprobs.is_null()) {
-        for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
-          for (json& v : logprobs[key]) choice.logprobs[key].push_back(std::move(v));
+        for (auto it = logprobs.begin(); it != logprobs.end(); ++it) {
+          for (json& v : it.value()) choice.logprobs[it.key()].push_back(std::move(v));
         }
       }
     }
@@ -145,11 +173,25 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
     if (++finished_ == choices_.size()) Finish();
   }
 
+  // A streamed answer's event around `choices` (and usage).
+  json Envelope(json choices) const {
+    return {{"id", id_},
+            {"object", request_.chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", created_},
+            {"model", frontend_->model_name()},
+            {"choices", std::move(choices)}};
+  }
+
   json Chunk(size_t c, const std::string& text, json logprobs, const std::string& finish_reason) const {
-    json choice = {{"index", c}, {"text", text}, {"logprobs", std::move(logprobs)},
-                   {"finish_reason", finish_reason.empty() ? json(nullptr) : json(finish_reason)}};
-    return {{"id", id_}, {"object", "text_completion"}, {"created", created_}, {"model", frontend_->model_name()},
-            {"choices", json::array({std::move(choice)})}};
+    json choice = {{"index", c}};
+    if (request_.chat) {
+      choice["delta"] = text.empty() && !finish_reason.empty() ? json::object() : json{{"content", text}};
+    } else {
+      choice["text"] = text;
+    }
+    choice["logprobs"] = std::move(logprobs);
+    choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
+    return Envelope(json::array({std::move(choice)}));
   }
 
   // Prompt tokens once per prompt (its choices share them), completion tokens of every
@@ -180,8 +222,9 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
     ended_ = true;
     if (request_.stream) {
       if (request_.include_usage) {
-        WriteEvent({{"id", id_}, {"object", "text_completion"}, {"created", created_},
-                    {"model", frontend_->model_name()}, {"choices", json::array()}, {"usage", Usage()}});
+        json usage = Envelope(json::array());
+        usage["usage"] = Usage();
+        WriteEvent(usage);
       }
       reply_->Write("data: [DONE]\n\n");
       reply_->End();
@@ -189,13 +232,22 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
     }
     json choices = json::array();
     for (size_t c = 0; c < choices_.size(); ++c) {
-      choices.push_back({{"index", c},
-                         {"text", choices_[c].text},
-                         {"logprobs", choices_[c].logprobs},
-                         {"finish_reason", choices_[c].finish_reason}});
+      json choice = {{"index", c}};
+      if (request_.chat) {
+        choice["message"] = {{"role", "assistant"}, {"content", choices_[c].text}};
+      } else {
+        choice["text"] = choices_[c].text;
+      }
+      choice["logprobs"] = choices_[c].logprobs;
+      choice["finish_reason"] = choices_[c].finish_reason;
+      choices.push_back(std::move(choice));
     }
-    const json body = {{"id", id_},          {"object", "text_completion"}, {"created", created_},
-                       {"model", frontend_->model_name()}, {"choices", std::move(choices)}, {"usage", Usage()}};
+    const json body = {{"id", id_},
+                       {"object", request_.chat ? "chat.completion" : "text_completion"},
+                       {"created", created_},
+                       {"model", frontend_->model_name()},
+                       {"choices", std::move(choices)},
+                       {"usage", Usage()}};
     reply_->Send(200, "application/json", Dump(body));
   }
 

@@ -198,12 +198,70 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& text
   }
   std::string user;  // accepted for compatibility; the API has no use for it here
   RETURN_IF_ERROR(body.String("user", &user));
+  bool add_special_tokens = true;  // vLLM's extra: false when the text has them already
+  RETURN_IF_ERROR(body.Bool("add_special_tokens", &add_special_tokens));
   ASSIGN_OR_RETURN(std::vector<v1::GenerateRequest> prompts, Prompts(body));
   for (v1::GenerateRequest& p : prompts) {
+    p.set_add_special_tokens(add_special_tokens);
     p.set_model(r.model);
     *p.mutable_sampling() = sampling;
   }
   r.prompts = std::move(prompts);
+  return r;
+}
+
+absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& text) {
+  ASSIGN_OR_RETURN(const Body body, Body::Parse(text));
+  ChatRequest r;
+  CompletionRequest& c = r.completion;
+  c.chat = true;
+  RETURN_IF_ERROR(body.String("model", &c.model));
+  ASSIGN_OR_RETURN(v1::SamplingParams sampling, Sampling(body));
+  ASSIGN_OR_RETURN(const auto max_completion_tokens, body.Int("max_completion_tokens", 1, INT32_MAX));
+  if (max_completion_tokens) sampling.set_max_tokens(static_cast<int32_t>(*max_completion_tokens));
+  ASSIGN_OR_RETURN(const auto n, body.Int("n", 1, kMaxChoices));
+  if (n) c.n = static_cast<int>(*n);
+  bool logprobs = false;
+  RETURN_IF_ERROR(body.Bool("logprobs", &logprobs));
+  ASSIGN_OR_RETURN(const auto top_logprobs, body.Int("top_logprobs", 0, kMaxCompletionLogprobs));
+  if (top_logprobs && !logprobs) return FieldError("top_logprobs", "top_logprobs needs logprobs: true");
+  if (logprobs) {
+    c.logprobs = top_logprobs ? static_cast<int>(*top_logprobs) : 0;
+    sampling.set_logprobs(true);
+    sampling.set_top_logprobs(c.logprobs);
+  }
+  RETURN_IF_ERROR(body.Bool("stream", &c.stream));
+  if (const nlohmann::json* options = body.Find("stream_options")) {
+    if (!options->is_object()) return FieldError("stream_options", "stream_options must be an object");
+    auto usage = options->find("include_usage");
+    if (usage != options->end() && !usage->is_null()) {
+      if (!usage->is_boolean()) return FieldError("stream_options", "include_usage must be true or false");
+      c.include_usage = usage->get<bool>();
+    }
+  }
+  std::string user;
+  RETURN_IF_ERROR(body.String("user", &user));
+  RETURN_IF_ERROR(body.Bool("add_generation_prompt", &r.add_generation_prompt));  // vLLM's extra
+  const nlohmann::json* messages = body.Find("messages");
+  if (messages == nullptr || !messages->is_array() || messages->empty()) {
+    return FieldError("messages", "messages must be a non-empty list");
+  }
+  for (const nlohmann::json& m : *messages) {
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return FieldError("messages", "each message needs a string role");
+    }
+    const auto content = m.find("content");
+    if (content != m.end() && !content->is_string() && !content->is_array() && !content->is_null()) {
+      return FieldError("messages", "a message's content must be a string or a list of text parts");
+    }
+  }
+  // Again in the caller's member order: a template's tojson prints dicts in it.
+  r.messages = nlohmann::ordered_json::parse(text)["messages"];
+  v1::GenerateRequest prompt;
+  prompt.set_model(c.model);
+  prompt.set_add_special_tokens(false);  // the template writes the special tokens
+  *prompt.mutable_sampling() = sampling;
+  c.prompts.push_back(std::move(prompt));
   return r;
 }
 

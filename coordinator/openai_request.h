@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "tessera/v1/tessera.pb.h"
 
 namespace tessera::coordinator {
@@ -15,8 +16,9 @@ namespace tessera::coordinator {
 inline constexpr int kMaxChoices = 16;  // n
 inline constexpr int kMaxCompletionLogprobs = 20;
 
-// POST /v1/completions.
+// POST /v1/completions, and /v1/chat/completions once its messages are rendered.
 struct CompletionRequest {
+  bool chat = false;  // answered in the chat shapes (message / delta)
   std::string model;
   // One per prompt: a batch ("prompt" as a list of strings or of id lists) has several.
   std::vector<v1::GenerateRequest> prompts;
@@ -28,6 +30,15 @@ struct CompletionRequest {
 };
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& body);
+
+// POST /v1/chat/completions: the completion request (its one prompt still empty: the
+// caller renders `messages` with the chat template) and the messages.
+struct ChatRequest {
+  CompletionRequest completion;
+  nlohmann::ordered_json messages;
+  bool add_generation_prompt = true;
+};
+absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body);
 
 // POST /tokenize: {"prompt": "...", "add_special_tokens": true}.
 struct TokenizeRequest {

@@ -1,5 +1,6 @@
 #include "models/model_spec.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -36,25 +37,29 @@ absl::Status Validate(const ModelSpec& s) {
   return absl::OkStatus();
 }
 
-// eos_token_id may be an int or a list of ints.
-absl::Status ParseSpecialTokens(const nlohmann::json& c, ModelSpec* spec) {
-  if (c.contains("eos_token_id") && !c["eos_token_id"].is_null()) {
-    const auto& eos = c["eos_token_id"];
-    constexpr int64_t kMaxId = std::numeric_limits<int32_t>::max();
-    if (eos.is_number()) {
-      const std::optional<int64_t> id = JsonInt(eos, 0, kMaxId);
-      if (!id) return Invalid(absl::StrCat("eos_token_id must be a token id, got ", eos.dump()));
+// `file`'s eos_token_id, an int or a list of ints (Llama-3-Instruct's generation_config
+// lists <|eot_id|> next to <|end_of_text|>), added to the spec's stop ids.
+absl::Status AddEosTokenIds(const nlohmann::json& c, const std::string& file, ModelSpec* spec) {
+  if (!c.contains("eos_token_id") || c["eos_token_id"].is_null()) return absl::OkStatus();
+  const auto& eos = c["eos_token_id"];
+  constexpr int64_t kMaxId = std::numeric_limits<int32_t>::max();
+  std::vector<nlohmann::json> items = eos.is_array() ? std::vector<nlohmann::json>(eos.begin(), eos.end())
+                                                     : std::vector<nlohmann::json>{eos};
+  if (!eos.is_array() && !eos.is_number()) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": eos_token_id must be an integer or a list of integers"));
+  }
+  for (const auto& item : items) {
+    const std::optional<int64_t> id = JsonInt(item, 0, kMaxId);
+    if (!id) return absl::InvalidArgumentError(absl::StrCat(file, ": eos_token_id holds ", item.dump(), ", not a token id"));
+    if (std::find(spec->eos_token_ids.begin(), spec->eos_token_ids.end(), *id) == spec->eos_token_ids.end()) {
       spec->eos_token_ids.push_back(static_cast<int>(*id));
-    } else if (eos.is_array()) {
-      for (const auto& item : eos) {
-        const std::optional<int64_t> id = JsonInt(item, 0, kMaxId);
-        if (!id) return Invalid(absl::StrCat("eos_token_id list holds ", item.dump(), ", not a token id"));
-        spec->eos_token_ids.push_back(static_cast<int>(*id));
-      }
-    } else {
-      return Invalid("eos_token_id must be an integer or a list of integers");
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status ParseSpecialTokens(const nlohmann::json& c, ModelSpec* spec) {
+  RETURN_IF_ERROR(AddEosTokenIds(c, "config.json", spec));
   ASSIGN_OR_RETURN(spec->bos_token_id, internal::ReadKeyOr<int>(c, "bos_token_id", -1));
   return absl::OkStatus();
 }
@@ -89,6 +94,15 @@ absl::StatusOr<ModelSpec> LoadModelSpec(const std::string& model_dir) {
   std::stringstream text;
   text << in.rdbuf();
   absl::StatusOr<ModelSpec> spec = ParseModelSpec(text.str());
+  if (spec.ok()) {  // the generation config's stop ids count too
+    std::ifstream generation(std::filesystem::path(model_dir) / "generation_config.json");
+    const nlohmann::json g = generation ? nlohmann::json::parse(generation, nullptr, false) : nlohmann::json::object();
+    if (g.is_discarded() || !g.is_object()) {
+      spec = absl::InvalidArgumentError("generation_config.json is not a JSON object");
+    } else if (absl::Status s = AddEosTokenIds(g, "generation_config.json", &*spec); !s.ok()) {
+      spec = s;
+    }
+  }
   if (!spec.ok()) {
     return absl::Status(spec.status().code(), absl::StrCat(model_dir, ": ", spec.status().message()));
   }

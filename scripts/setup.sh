@@ -11,7 +11,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev
   libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev
   libgloo-dev libboost-dev prometheus-cpp-dev
-  python3 python3-grpcio python3-protobuf
+  python3 python3-grpcio python3-protobuf python3-jinja2
   iproute2 curl
 )
 # Node.js and npm run the deployment tests' tools (helm, the Kubernetes schemas); a

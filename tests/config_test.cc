@@ -1,6 +1,7 @@
 // config.json -> ModelSpec for every family, and clear errors for what is unsupported.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -182,6 +183,29 @@ TEST(ConfigTest, Gpt2) {
   EXPECT_EQ(spec->eos_token_ids, (std::vector<int>{7, 8}));
   c["activation_function"] = "mish";
   EXPECT_NE(Error(c).find("unsupported activation 'mish'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// generation_config.json's eos_token_id (an int or a list, as Llama-3-Instruct's lists
+// <|eot_id|>) adds to config.json's stop ids; a bad one is named.
+TEST(ConfigTest, GenerationConfigAddsStopIds) {
+  const std::string dir = ::testing::TempDir() + "/generation_config_test";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/config.json") << LlamaConfig().dump();
+  std::ofstream(dir + "/generation_config.json") << R"({"eos_token_id": [2, 7, 9]})";
+  auto spec = models::LoadModelSpec(dir);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->eos_token_ids, (std::vector<int>{2, 7, 9}));
+  std::ofstream(dir + "/generation_config.json") << R"({"eos_token_id": 2.5})";
+  auto bad = models::LoadModelSpec(dir);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("generation_config.json"), std::string::npos) << bad.status();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

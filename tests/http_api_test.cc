@@ -537,3 +537,47 @@ TEST(HttpApiTest, ApiKeysGuardTheClientApisAndSeparateTenants) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// Chat: the bundled model's template renders the messages; the answer equals a
+// completion of that rendering, whole and streamed (the role in the first delta).
+TEST(HttpApiTest, ChatCompletionsRenderTheTemplateAndAnswerInChatShapes) {
+  HttpCluster c(1);
+  const json messages = json::array({{{"role", "system"}, {"content", "Psalms."}},
+                                      {{"role", "user"}, {"content", {{{"type", "text"}, {"text", "The LORD is"}}}}}});
+  const json chat = {{"messages", messages}, {"max_tokens", 10}, {"seed", 4}, {"ignore_eos", true}};
+  const HttpResult r = HttpPost(c.port, "/v1/chat/completions", chat);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json answer = r.Json();
+  EXPECT_EQ(answer["object"], "chat.completion");
+  EXPECT_EQ(answer["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+  EXPECT_EQ(answer["choices"][0]["message"]["role"], "assistant");
+  // The template: bos, then each turn trimmed on its own line.
+  const json completion = HttpPost(c.port, "/v1/completions",
+                                   {{"prompt", "<|bos|>Psalms.\nThe LORD is"}, {"max_tokens", 10}, {"seed", 4},
+                                    {"ignore_eos", true}, {"add_special_tokens", false}})
+                              .Json();
+  EXPECT_EQ(answer["usage"]["prompt_tokens"], completion["usage"]["prompt_tokens"]);
+
+  json streamed_request = chat;
+  streamed_request["stream"] = true;
+  SseStream stream(c.port, "/v1/chat/completions", streamed_request);
+  std::string text, role;
+  while (std::optional<std::string> data = stream.Next()) {
+    if (*data == "[DONE]") break;
+    const json delta = json::parse(*data)["choices"][0]["delta"];
+    if (delta.contains("role")) role = delta["role"];
+    if (delta.contains("content")) text += delta["content"].get<std::string>();
+  }
+  EXPECT_EQ(role, "assistant");
+  EXPECT_EQ(text, answer["choices"][0]["message"]["content"]);
+
+  const HttpResult bad = HttpPost(c.port, "/v1/chat/completions", {{"messages", json::array()}});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.Json()["error"]["param"], "messages");
+}
+
+}  // namespace
+}  // namespace tessera

@@ -43,6 +43,23 @@ test("n = 2 with logprobs, stop, and cached tokens on a repeated prompt", async 
   assert.equal(cached.usage.prompt_tokens_details.cached_tokens, 32);
 });
 
+test("chat: the bundled model's template, the role in the first delta, the same text streamed", async () => {
+  const request = { model, messages: [{ role: "user", content: "And God said" }], max_tokens: 12, seed: 2 };
+  const whole = await client.chat.completions.create(request);
+  assert.equal(whole.object, "chat.completion");
+  assert.equal(whole.choices[0].message.role, "assistant");
+  assert.equal(whole.usage.completion_tokens, 12);
+  let text = "";
+  let role = null;
+  for await (const chunk of await client.chat.completions.create({ ...request, stream: true })) {
+    const delta = chunk.choices[0]?.delta;
+    role ??= delta?.role;
+    text += delta?.content ?? "";
+  }
+  assert.equal(role, "assistant");
+  assert.equal(text, whole.choices[0].message.content);
+});
+
 test("errors come back as the client's APIError with status and param", async () => {
   await assert.rejects(client.completions.create({ model, prompt: "x", top_p: 5 }), (e) => {
     assert.ok(e instanceof APIError);
