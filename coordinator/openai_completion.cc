@@ -44,19 +44,20 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
         created_(created),
         id_(RandomId(request_.chat ? "chatcmpl-" : "cmpl-")) {}
 
-  // On the connection's strand, as every method below.
+  // On the connection's strand, as every method below. Each prompt's first choice
+  // starts now; its siblings (n > 1) start once it has produced its first token, when
+  // the prompt's full KV blocks are in the prefix cache: they share those blocks
+  // instead of computing the prompt again.
   void Start() {
     for (size_t p = 0; p < request_.prompts.size(); ++p) {
       for (int j = 0; j < request_.n; ++j) {
-        v1::GenerateRequest r = request_.prompts[p];
-        if (j > 0 && r.sampling().has_seed()) r.mutable_sampling()->set_seed(r.sampling().seed() + j);
-        absl::StatusOr<std::shared_ptr<Request>> started = frontend_->Start(r, tenant_);
-        if (!started.ok()) {
-          AbortAll();
-          SendError(*reply_, started.status());
-          return;
-        }
-        choices_.push_back({*started, p, "", request_.logprobs >= 0 ? EmptyLogprobs() : json(nullptr)});
+        choices_.push_back({nullptr, p, "", request_.logprobs >= 0 ? EmptyLogprobs() : json(nullptr)});
+      }
+    }
+    for (size_t c = 0; c < choices_.size(); c += static_cast<size_t>(request_.n)) {
+      if (absl::Status s = StartChoice(c); !s.ok()) {
+        AbortAll();
+        return SendError(*reply_, s);
       }
     }
     if (request_.stream) reply_->StartStream("text/event-stream");
@@ -70,17 +71,39 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
       }
     }
     reply_->OnClose([self = shared_from_this()] { self->AbortAll(); });
-    for (size_t c = 0; c < choices_.size(); ++c) {
-      choices_[c].request->SetListener([weak = weak_from_this(), reply = reply_, c] {
-        reply->Post([weak, c] {
-          if (auto self = weak.lock()) self->Take(c);
-        });
-      });
-      Take(c);  // events queued before the listener was set
-    }
+    for (size_t c = 0; c < choices_.size(); c += static_cast<size_t>(request_.n)) Listen(c);
   }
 
  private:
+  // Choice `c` is sample c % n of prompt c / n (with a seed, sample j draws with seed + j).
+  absl::Status StartChoice(size_t c) {
+    v1::GenerateRequest r = request_.prompts[choices_[c].prompt];
+    const int j = static_cast<int>(c % static_cast<size_t>(request_.n));
+    if (j > 0 && r.sampling().has_seed()) r.mutable_sampling()->set_seed(r.sampling().seed() + j);
+    absl::StatusOr<std::shared_ptr<Request>> started = frontend_->Start(r, tenant_);
+    if (!started.ok()) return started.status();
+    choices_[c].request = std::move(*started);
+    return absl::OkStatus();
+  }
+
+  // Routes choice `c`'s events to this call, and takes those already queued.
+  void Listen(size_t c) {
+    choices_[c].request->SetListener([weak = weak_from_this(), reply = reply_, c] {
+      reply->Post([weak, c] {
+        if (auto self = weak.lock()) self->Take(c);
+      });
+    });
+    Take(c);
+  }
+
+  // The first choice of a prompt has its first token: its siblings start.
+  void StartSiblings(size_t first) {
+    for (size_t c = first + 1; c < first + static_cast<size_t>(request_.n); ++c) {
+      if (absl::Status s = StartChoice(c); !s.ok()) return Fail(s);
+    }
+    for (size_t c = first + 1; c < first + static_cast<size_t>(request_.n) && !ended_; ++c) Listen(c);
+  }
+
   // Logprobs in the API's shape: completions' parallel lists, or chat's content entries.
   json EmptyLogprobs() const {
     if (request_.chat) return {{"content", json::array()}};
@@ -149,6 +172,10 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
 
   void OnEvent(size_t c, const RequestEvent& event) {
     Choice& choice = choices_[c];
+    if (c % static_cast<size_t>(request_.n) == 0 && request_.n > 1 && choices_[c + 1].request == nullptr) {
+      StartSiblings(c);
+      if (ended_) return;
+    }
     json logprobs = request_.logprobs >= 0 ? EmptyLogprobs() : json(nullptr);
     if (!logprobs.is_null()) {
       for (const v1::TokenLogprob& lp : event.logprobs) AddLogprob(lp, choice, &logprobs);
@@ -203,7 +230,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
       completion += u.completion_tokens();
       if (c % request_.n == 0) {
         prompt += u.prompt_tokens();
-        int32_t most_cached = 0;
+        int32_t most_cached = 0;  // the prompt's tokens the later samples found cached
         for (int j = 0; j < request_.n; ++j) {
           most_cached = std::max(most_cached, choices_[c + j].request->usage().cached_tokens());
         }
@@ -264,7 +291,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   void AbortAll() {
     ended_ = true;
     for (Choice& choice : choices_) {
-      if (!choice.finish_reason.empty()) continue;
+      if (!choice.finish_reason.empty() || choice.request == nullptr) continue;  // done, or not started
       choice.request->Abort();
       frontend_->Forget(*choice.request);
     }

@@ -1,7 +1,9 @@
 // One POST /v1/completions from its requests' start to the answer's last byte.
 //
 // Each prompt of the call runs as `n` frontend requests (choice index prompt * n + j;
-// with a seed, choice j samples with seed + j). Their events reach the connection's
+// with a seed, choice j samples with seed + j); the first starts at once, the others
+// once it has its first token, so they find the prompt's full KV blocks in the prefix
+// cache and share them. Their events reach the connection's
 // strand through Request listeners, so no thread waits on a request: the answer is one
 // JSON body when every choice has finished, or Server-Sent Events as tokens come
 // (`data: {chunk}`, an optional usage chunk, `data: [DONE]`). A client that goes away

@@ -581,3 +581,23 @@ TEST(HttpApiTest, ChatCompletionsRenderTheTemplateAndAnswerInChatShapes) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// n = 3 computes the prompt once: the later choices find its full blocks cached.
+TEST(HttpApiTest, ChoicesShareThePromptsKvBlocks) {
+  HttpCluster c(1);
+  std::vector<int> prompt;
+  for (int i = 0; i < 64; ++i) prompt.push_back(500 + i);
+  const json r = HttpPost(c.port, "/v1/completions",
+                          {{"prompt", prompt}, {"n", 3}, {"max_tokens", 4}, {"seed", 1}, {"ignore_eos", true}})
+                     .Json();
+  ASSERT_EQ(r["choices"].size(), 3u) << r.dump();
+  EXPECT_EQ(r["usage"]["prompt_tokens"], 64);
+  EXPECT_EQ(r["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(r["usage"]["prompt_tokens_details"]["cached_tokens"], 48);  // 3 of its 4 blocks: the last is recomputed
+}
+
+}  // namespace
+}  // namespace tessera
