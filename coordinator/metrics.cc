@@ -99,7 +99,7 @@ void ServingMetrics::OnFinished(const RequestSummary& summary) {
 std::string ServingMetrics::Scrape(const v1::ServerInfo& info) const {
   using prometheus::MetricType;
   ScrapeFamilies now(model_name_);
-  int64_t running = 0, waiting = 0, total_blocks = 0, free_blocks = 0, lookups = 0, hits = 0;
+  int64_t running = 0, waiting = 0, total_blocks = 0, free_blocks = 0, lookups = 0, hits = 0, preemptions = 0;
   for (const v1::GroupInfo& g : info.groups()) {
     running += g.running_requests();
     waiting += g.waiting_requests();
@@ -107,6 +107,7 @@ std::string ServingMetrics::Scrape(const v1::ServerInfo& info) const {
     free_blocks += g.free_kv_blocks();
     lookups += g.prefix_cache_lookups();
     hits += g.prefix_cache_hits();
+    preemptions += g.preemptions();
   }
   now.Add("tessera:num_requests_running", "Requests in a batch now.", MetricType::Gauge, running);
   now.Add("tessera:num_requests_waiting", "Requests waiting for a batch.", MetricType::Gauge, waiting);
@@ -116,6 +117,9 @@ std::string ServingMetrics::Scrape(const v1::ServerInfo& info) const {
           MetricType::Counter, lookups);
   now.Add("tessera:prefix_cache_hits_total", "KV blocks found in the prefix cache (the groups now serving).",
           MetricType::Counter, hits);
+  now.Add("tessera:num_preemptions_total",
+          "Sequences preempted for lack of KV blocks, to be recomputed (the groups now serving).",
+          MetricType::Counter, preemptions);
   now.Add("tessera:workers_registered", "Workers registered with the coordinator.", MetricType::Gauge,
           info.registered_workers());
   for (const v1::GroupInfo& g : info.groups()) {
@@ -126,6 +130,10 @@ std::string ServingMetrics::Scrape(const v1::ServerInfo& info) const {
             g.free_kv_blocks(), group);
     now.Add("tessera:group_kv_blocks", "KV blocks of the replica group (per worker).", MetricType::Gauge,
             g.total_kv_blocks(), group);
+    now.Add("tessera:group_steps_total", "Steps the replica group ran.", MetricType::Counter, g.steps(), group);
+    now.Add("tessera:group_step_seconds_total",
+            "Time of the replica group's steps, sent to answered (rate over group_steps_total: the mean step time).",
+            MetricType::Counter, g.step_seconds(), group);
     now.Add("tessera:kv_remote_fetched_blocks_total",
             "KV blocks the replica group fetched from other groups over the data plane.", MetricType::Counter,
             g.remote_fetched_blocks(), group);

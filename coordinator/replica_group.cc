@@ -103,6 +103,9 @@ v1::GroupInfo ReplicaGroup::Info() const {
     info.set_swapped_in_blocks(cache.swapped_in);
     info.set_remote_fetched_blocks(cache.remote_fetched);
     info.set_remote_fetch_failures(cache.remote_fetch_failures);
+    info.set_preemptions(s->preemptions());
+    info.set_steps(steps_);
+    info.set_step_seconds(static_cast<double>(step_nanoseconds_) * 1e-9);
     for (const std::string& k : worker_kernels_) info.add_worker_kernels(k);
   }
   return info;
@@ -210,9 +213,13 @@ void ReplicaGroup::Loop() {
       continue;
     }
     step.set_step_id(++step_id);
+    const auto sent = std::chrono::steady_clock::now();
     for (auto& s : streams) lost = lost || !s->Write(step);
     for (size_t i = 0; i < streams.size() && !lost; ++i) lost = !streams[i]->Read(&responses[i]);
-    if (!lost) scheduler_->ApplyStep(responses);
+    if (lost) break;
+    step_nanoseconds_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - sent).count();
+    ++steps_;
+    scheduler_->ApplyStep(responses);
   }
   if (state_ == State::kReleased) {
     for (auto& s : streams) {

@@ -89,6 +89,7 @@ class ReplicaGroup {
   std::atomic<State> state_{State::kLoading};
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> weight_bytes_{0};
+  std::atomic<int64_t> steps_{0}, step_nanoseconds_{0};  // written by the step loop, read by Info()
   std::vector<std::string> worker_kernels_;  // per rank; written by Load before publishing
   std::unique_ptr<Scheduler> scheduler_;  // set once loaded, by the group thread
   // scheduler_ as other threads may see it: null until it is fully built.

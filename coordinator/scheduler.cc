@@ -202,6 +202,7 @@ void Scheduler::Release(Sequence& seq) {
 }
 
 void Scheduler::Preempt(size_t index) {
+  ++preemptions_;
   Sequence& seq = running_[index];
   Release(seq);
   {

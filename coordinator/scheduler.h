@@ -85,6 +85,8 @@ class Scheduler {
   };
   CacheCounters cache_counters() const;
   int64_t outstanding_work() const;  // for routing
+  // Sequences preempted so far (their blocks freed, to be recomputed).
+  int64_t preemptions() const { return preemptions_; }
   // Block ids of the request's prefix that the cache could serve (its full blocks but
   // the one holding the last token). Depends only on the options and the request.
   std::vector<kvstore::BlockHash> PrefixHashes(const Request& request) const;
@@ -162,6 +164,7 @@ class Scheduler {
   std::atomic<int64_t> swapped_out_published_{0}, swapped_in_published_{0};
   std::atomic<int64_t> remote_fetched_published_{0}, remote_fetch_failures_published_{0};
   std::atomic<int32_t> free_blocks_{0};
+  std::atomic<int64_t> preemptions_{0};
 };
 
 }  // namespace tessera::coordinator

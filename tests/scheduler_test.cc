@@ -116,6 +116,7 @@ TEST(SchedulerTest, PreemptsTheNewestAndRecomputesItExactly) {
     s.ApplyStep(Answer(step));
   }
   ASSERT_TRUE(preempted);
+  EXPECT_EQ(s.preemptions(), 1);
   EXPECT_EQ(s.num_waiting(), 1);
   EXPECT_FALSE(b->finished());
   const size_t b_generated = b->generated().size();
