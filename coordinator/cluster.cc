@@ -117,6 +117,8 @@ grpc::Status Cluster::Heartbeat(grpc::ServerContext*, const v1::internal::Heartb
   }
   Member& m = it->second;
   m.last_heartbeat = Clock::now();
+  m.kv_bytes_fetched = request->kv_bytes_fetched();
+  m.kv_bytes_sent = request->kv_bytes_sent();
   if (request->draining()) m.draining = true;
   if (!m.group) {
     if (m.draining) {  // holds nothing yet: free to go
@@ -259,6 +261,16 @@ v1::KvIndexInfo Cluster::IndexInfo() const {
 int Cluster::registered_workers() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(members_.size());
+}
+
+std::pair<int64_t, int64_t> Cluster::kv_data_plane_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::pair<int64_t, int64_t> bytes{0, 0};
+  for (const auto& [id, m] : members_) {
+    bytes.first += m.kv_bytes_fetched;
+    bytes.second += m.kv_bytes_sent;
+  }
+  return bytes;
 }
 
 int Cluster::total_waiting() const {

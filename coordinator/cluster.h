@@ -55,6 +55,8 @@ class Cluster final : public v1::internal::Coordinator::Service {
   std::vector<v1::GroupInfo> Groups() const;
   v1::KvIndexInfo IndexInfo() const;
   int registered_workers() const;
+  // The registered workers' KV data-plane bytes: fetched from peers, served to peers.
+  std::pair<int64_t, int64_t> kv_data_plane_bytes() const;
   int total_waiting() const;
 
  private:
@@ -65,6 +67,7 @@ class Cluster final : public v1::internal::Coordinator::Service {
     std::shared_ptr<ReplicaGroup> group;  // null while waiting for enough workers
     bool draining = false;
     std::chrono::steady_clock::time_point last_heartbeat;
+    int64_t kv_bytes_fetched = 0, kv_bytes_sent = 0;  // its KV data plane, as last reported
   };
   void FormGroupsLocked();
   // Removes a worker: membership, waiting list, its blocks in the index.

@@ -278,6 +278,9 @@ v1::ServerInfo Frontend::Info() const {
   info.set_registered_workers(cluster_->registered_workers());
   info.set_queued_requests(cluster_->total_waiting());
   info.set_batch_invariant(options_.batch_invariant);
+  const auto [fetched, sent] = cluster_->kv_data_plane_bytes();
+  info.set_kv_bytes_fetched(fetched);
+  info.set_kv_bytes_sent(sent);
   return info;
 }
 

@@ -120,6 +120,11 @@ std::string ServingMetrics::Scrape(const v1::ServerInfo& info) const {
   now.Add("tessera:num_preemptions_total",
           "Sequences preempted for lack of KV blocks, to be recomputed (the groups now serving).",
           MetricType::Counter, preemptions);
+  now.Add("tessera:kv_data_plane_fetched_bytes_total",
+          "KV block bytes the registered workers fetched from peers' host tiers.", MetricType::Counter,
+          info.kv_bytes_fetched());
+  now.Add("tessera:kv_data_plane_sent_bytes_total", "KV block bytes the registered workers served to peers.",
+          MetricType::Counter, info.kv_bytes_sent());
   now.Add("tessera:workers_registered", "Workers registered with the coordinator.", MetricType::Gauge,
           info.registered_workers());
   for (const v1::GroupInfo& g : info.groups()) {

@@ -302,6 +302,7 @@ void BlockServer::Serve(int fd) {
     for (size_t i = 0; i < hashes.size() && sent; ++i) {
       const uint8_t found = source_->ReadSlice(hashes[i], layout, range, slice.data()) ? 1 : 0;
       blocks_served_ += found;  // counted before the peer can see it
+      if (found) bytes_served_ += static_cast<int64_t>(slice.size() * sizeof(float));
       sent = WriteAll(fd, &found, 1, found ? MSG_MORE : 0) &&
              (!found || WriteAll(fd, slice.data(), slice.size() * sizeof(float)));
     }

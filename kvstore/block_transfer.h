@@ -61,6 +61,7 @@ class BlockServer {
 
   int port() const { return port_; }
   int64_t blocks_served() const { return blocks_served_; }
+  int64_t bytes_served() const { return bytes_served_; }  // block bytes sent to peers
 
  private:
   BlockServer(int listen_fd, int port, const BlockSource* source);
@@ -72,6 +73,7 @@ class BlockServer {
   const BlockSource* const source_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> blocks_served_{0};
+  std::atomic<int64_t> bytes_served_{0};
   std::mutex mu_;
   std::condition_variable idle_;
   // Open client sockets, each served by a detached thread; shut down on stop, and the

@@ -84,6 +84,16 @@ TEST(KvStoreTest, AGroupFetchesAPrefixAnotherGroupHolds) {
   const v1::ServerInfo info = cluster.Info();
   for (const auto& g : info.groups()) fetched += g.remote_fetched_blocks();
   EXPECT_EQ(fetched, 4);
+  // The data plane's bytes reach the coordinator with the next heartbeats: the four
+  // blocks, fetched by one worker and served by the other.
+  v1::ServerInfo bytes = cluster.Info();
+  for (int i = 0; i < 100 && (bytes.kv_bytes_fetched() == 0 || bytes.kv_bytes_sent() == 0); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    bytes = cluster.Info();
+  }
+  EXPECT_GT(bytes.kv_bytes_fetched(), 0);
+  EXPECT_EQ(bytes.kv_bytes_fetched(), bytes.kv_bytes_sent());
+  EXPECT_EQ(bytes.kv_bytes_fetched() % 4, 0);
 }
 
 TEST(KvStoreTest, CacheWrittenAtTp2IsReadAtTp1) {

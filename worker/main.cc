@@ -155,6 +155,8 @@ int Main(int argc, char** argv) {
       req.set_draining(g_draining);
       const bool reports_kv = service.host_tier().num_blocks() > 0;
       if (reports_kv) service.host_tier().FillEvents(kv_address, req.mutable_kv());
+      req.set_kv_bytes_fetched(service.kv_bytes_fetched());
+      req.set_kv_bytes_sent((*block_server)->bytes_served());
       v1::internal::HeartbeatResponse resp;
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -22,7 +22,8 @@ kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& p) {
   return c;
 }
 
-StepExecutor::StepExecutor(std::unique_ptr<Engine> engine, HostTier* host) : engine_(std::move(engine)), host_(host) {}
+StepExecutor::StepExecutor(std::unique_ptr<Engine> engine, HostTier* host, std::atomic<int64_t>* kv_bytes_fetched)
+    : engine_(std::move(engine)), host_(host), kv_bytes_fetched_(kv_bytes_fetched) {}
 
 void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response) {
   const kvstore::KvLayout& layout = engine_->kv_layout();
@@ -39,6 +40,7 @@ void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::St
     for (const auto& p : f.peers()) peers.push_back({p.address(), {p.head_begin(), p.head_end()}});
     absl::Status s = kvstore::FetchBlocks(peers, hashes, layout, engine_->kv_heads(), blocks);
     if (s.ok()) {
+      *kv_bytes_fetched_ += static_cast<int64_t>(staging.size() * sizeof(float));
       std::vector<Engine::BlockIn> copies;
       for (int i = 0; i < f.hashes_size(); ++i) copies.push_back({blocks[i], f.blocks(i)});
       s = engine_->WriteBlocks(copies);

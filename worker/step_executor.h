@@ -9,6 +9,8 @@
 // step at a time (the Steps stream is sequential).
 #pragma once
 
+#include <atomic>
+
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -26,8 +28,9 @@ namespace tessera::worker {
 
 class StepExecutor {
  public:
-  // `host` (the host tier, sized by the caller) must outlive the executor.
-  StepExecutor(std::unique_ptr<Engine> engine, HostTier* host);
+  // `host` (the host tier, sized by the caller) and `kv_bytes_fetched` (counts the
+  // block bytes fetched from peers) must outlive the executor.
+  StepExecutor(std::unique_ptr<Engine> engine, HostTier* host, std::atomic<int64_t>* kv_bytes_fetched);
 
   int32_t num_blocks() const { return engine_->num_blocks(); }
   size_t num_sequences() const { return sequences_.size(); }
@@ -65,6 +68,7 @@ class StepExecutor {
 
   std::unique_ptr<Engine> engine_;  // the model and the device tier (its KV pool)
   HostTier* host_;
+  std::atomic<int64_t>* const kv_bytes_fetched_;
   absl::flat_hash_map<uint64_t, Sequence> sequences_;
   std::vector<kernels::SampledToken> sampled_;
 };

@@ -101,7 +101,7 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
     kept->set_block(block);
     kept->set_hash(hash.data(), hash.size());
   }
-  executor_ = std::make_unique<StepExecutor>(std::move(*engine), &host_tier_);
+  executor_ = std::make_unique<StepExecutor>(std::move(*engine), &host_tier_, &kv_bytes_fetched_);
   response->set_num_kv_blocks(executor_->num_blocks());
   response->set_num_host_blocks(host_tier_.num_blocks());
   return grpc::Status::OK;

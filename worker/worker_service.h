@@ -1,6 +1,8 @@
 // The worker's gRPC service: LoadModel, then one Steps stream at a time.
 #pragma once
 
+#include <atomic>
+
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -41,6 +43,8 @@ class WorkerService final : public v1::internal::Worker::Service {
 
   // The host tier outlives reloads; the block server serves it and heartbeats report it.
   HostTier& host_tier() { return host_tier_; }
+  // Block bytes this worker fetched from peers over the KV data plane.
+  int64_t kv_bytes_fetched() const { return kv_bytes_fetched_; }
 
   // Set when a LoadModel failed in a way no retry can fix (this worker cannot run the
   // model it was given: no such device, a build without CUDA): the worker should exit
@@ -57,6 +61,7 @@ class WorkerService final : public v1::internal::Worker::Service {
   mutable std::mutex fatal_mu_;
   std::optional<std::string> fatal_error_;  // guarded by fatal_mu_
   HostTier host_tier_;
+  std::atomic<int64_t> kv_bytes_fetched_{0};  // the executors' fetches from peers
   // The group's collectives (null when the group is one worker); the model in
   // executor_ uses them, so they are declared first and destroyed last.
   std::unique_ptr<parallel::Communicator> tp_comm_;
