@@ -52,6 +52,20 @@ class ScrapeFamilies {
 
 }  // namespace
 
+GroupTotals GroupTotals::Of(const v1::ServerInfo& info) {
+  GroupTotals t;
+  for (const v1::GroupInfo& g : info.groups()) {
+    t.running += g.running_requests();
+    t.waiting += g.waiting_requests();
+    t.total_blocks += g.total_kv_blocks();
+    t.free_blocks += g.free_kv_blocks();
+    t.lookups += g.prefix_cache_lookups();
+    t.hits += g.prefix_cache_hits();
+    t.preemptions += g.preemptions();
+  }
+  return t;
+}
+
 ServingMetrics::ServingMetrics(std::string model_name)
     : model_name_(std::move(model_name)), registry_(std::make_shared<prometheus::Registry>()) {
   const prometheus::Labels model = {{"model_name", model_name_}};
@@ -99,27 +113,18 @@ void ServingMetrics::OnFinished(const RequestSummary& summary) {
 std::string ServingMetrics::Scrape(const v1::ServerInfo& info) const {
   using prometheus::MetricType;
   ScrapeFamilies now(model_name_);
-  int64_t running = 0, waiting = 0, total_blocks = 0, free_blocks = 0, lookups = 0, hits = 0, preemptions = 0;
-  for (const v1::GroupInfo& g : info.groups()) {
-    running += g.running_requests();
-    waiting += g.waiting_requests();
-    total_blocks += g.total_kv_blocks();
-    free_blocks += g.free_kv_blocks();
-    lookups += g.prefix_cache_lookups();
-    hits += g.prefix_cache_hits();
-    preemptions += g.preemptions();
-  }
-  now.Add("tessera:num_requests_running", "Requests in a batch now.", MetricType::Gauge, running);
-  now.Add("tessera:num_requests_waiting", "Requests waiting for a batch.", MetricType::Gauge, waiting);
+  const GroupTotals t = GroupTotals::Of(info);
+  now.Add("tessera:num_requests_running", "Requests in a batch now.", MetricType::Gauge, t.running);
+  now.Add("tessera:num_requests_waiting", "Requests waiting for a batch.", MetricType::Gauge, t.waiting);
   now.Add("tessera:kv_cache_usage_perc", "Share of the ready groups' KV blocks in use (0 to 1).", MetricType::Gauge,
-          total_blocks > 0 ? 1.0 - static_cast<double>(free_blocks) / total_blocks : 0.0);
+          t.kv_usage());
   now.Add("tessera:prefix_cache_queries_total", "KV blocks looked up in the prefix cache (the groups now serving).",
-          MetricType::Counter, lookups);
+          MetricType::Counter, t.lookups);
   now.Add("tessera:prefix_cache_hits_total", "KV blocks found in the prefix cache (the groups now serving).",
-          MetricType::Counter, hits);
+          MetricType::Counter, t.hits);
   now.Add("tessera:num_preemptions_total",
           "Sequences preempted for lack of KV blocks, to be recomputed (the groups now serving).",
-          MetricType::Counter, preemptions);
+          MetricType::Counter, t.preemptions);
   now.Add("tessera:kv_data_plane_fetched_bytes_total",
           "KV block bytes the registered workers fetched from peers' host tiers.", MetricType::Counter,
           info.kv_bytes_fetched());

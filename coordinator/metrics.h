@@ -22,6 +22,15 @@ class Family;
 
 namespace tessera::coordinator {
 
+// The replica groups' state summed, as the metrics and the stats log line show it.
+struct GroupTotals {
+  int64_t running = 0, waiting = 0, total_blocks = 0, free_blocks = 0, lookups = 0, hits = 0, preemptions = 0;
+  static GroupTotals Of(const v1::ServerInfo& info);
+  double kv_usage() const {  // share of the KV blocks in use, 0 to 1
+    return total_blocks > 0 ? 1.0 - static_cast<double>(free_blocks) / static_cast<double>(total_blocks) : 0.0;
+  }
+};
+
 class ServingMetrics final : public RequestObserver {
  public:
   explicit ServingMetrics(std::string model_name);

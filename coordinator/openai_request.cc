@@ -165,6 +165,21 @@ absl::StatusOr<v1::SamplingParams> Sampling(const Body& body) {
   return p;
 }
 
+// stream, stream_options and user, which both APIs take.
+absl::Status CommonFields(const Body& body, CompletionRequest* r) {
+  RETURN_IF_ERROR(body.Bool("stream", &r->stream));
+  if (const json* options = body.Find("stream_options")) {
+    if (!options->is_object()) return FieldError("stream_options", "stream_options must be an object");
+    auto usage = options->find("include_usage");
+    if (usage != options->end() && !usage->is_null()) {
+      if (!usage->is_boolean()) return FieldError("stream_options", "include_usage must be true or false");
+      r->include_usage = usage->get<bool>();
+    }
+  }
+  std::string user;  // accepted for compatibility; the API has no use for it here
+  return body.String("user", &user);
+}
+
 }  // namespace
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& text) {
@@ -187,17 +202,7 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& text
     return FieldError("echo", "echo with logprobs is not supported (prompt logprobs are not computed)");
   }
   if (body.Find("suffix") != nullptr) return FieldError("suffix", "suffix is not supported");
-  RETURN_IF_ERROR(body.Bool("stream", &r.stream));
-  if (const nlohmann::json* options = body.Find("stream_options")) {
-    if (!options->is_object()) return FieldError("stream_options", "stream_options must be an object");
-    auto usage = options->find("include_usage");
-    if (usage != options->end() && !usage->is_null()) {
-      if (!usage->is_boolean()) return FieldError("stream_options", "include_usage must be true or false");
-      r.include_usage = usage->get<bool>();
-    }
-  }
-  std::string user;  // accepted for compatibility; the API has no use for it here
-  RETURN_IF_ERROR(body.String("user", &user));
+  RETURN_IF_ERROR(CommonFields(body, &r));
   bool add_special_tokens = true;  // vLLM's extra: false when the text has them already
   RETURN_IF_ERROR(body.Bool("add_special_tokens", &add_special_tokens));
   ASSIGN_OR_RETURN(std::vector<v1::GenerateRequest> prompts, Prompts(body));
@@ -230,17 +235,7 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& text) {
     sampling.set_logprobs(true);
     sampling.set_top_logprobs(c.logprobs);
   }
-  RETURN_IF_ERROR(body.Bool("stream", &c.stream));
-  if (const nlohmann::json* options = body.Find("stream_options")) {
-    if (!options->is_object()) return FieldError("stream_options", "stream_options must be an object");
-    auto usage = options->find("include_usage");
-    if (usage != options->end() && !usage->is_null()) {
-      if (!usage->is_boolean()) return FieldError("stream_options", "include_usage must be true or false");
-      c.include_usage = usage->get<bool>();
-    }
-  }
-  std::string user;
-  RETURN_IF_ERROR(body.String("user", &user));
+  RETURN_IF_ERROR(CommonFields(body, &c));
   RETURN_IF_ERROR(body.Bool("add_generation_prompt", &r.add_generation_prompt));  // vLLM's extra
   const nlohmann::json* messages = body.Find("messages");
   if (messages == nullptr || !messages->is_array() || messages->empty()) {

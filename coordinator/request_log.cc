@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/log.h"
+#include "coordinator/metrics.h"
 
 namespace tessera::coordinator {
 namespace {
@@ -44,24 +45,16 @@ void RequestLog::OnFinished(const RequestSummary& s) {
 }
 
 void RequestLog::StatsLine(const v1::ServerInfo& info, double seconds) {
-  int64_t running = 0, waiting = 0, total = 0, free = 0, lookups = 0, hits = 0;
-  for (const v1::GroupInfo& g : info.groups()) {
-    running += g.running_requests();
-    waiting += g.waiting_requests();
-    total += g.total_kv_blocks();
-    free += g.free_kv_blocks();
-    lookups += g.prefix_cache_lookups();
-    hits += g.prefix_cache_hits();
-  }
+  const GroupTotals t = GroupTotals::Of(info);
   const int64_t generated = generated_.exchange(0), prompt = prompt_.exchange(0);
-  const int64_t new_lookups = lookups - last_lookups_, new_hits = hits - last_hits_;
-  last_lookups_ = lookups;
-  last_hits_ = hits;
-  if (generated == 0 && prompt == 0 && running == 0 && waiting == 0) return;  // idle: say nothing
+  const int64_t new_lookups = t.lookups - last_lookups_, new_hits = t.hits - last_hits_;
+  last_lookups_ = t.lookups;
+  last_hits_ = t.hits;
+  if (generated == 0 && prompt == 0 && t.running == 0 && t.waiting == 0) return;  // idle: say nothing
   log::Info() << "stats" << log::Field("prompt_tok_per_s", Round(prompt / seconds, 1))
-              << log::Field("generation_tok_per_s", Round(generated / seconds, 1)) << log::Field("running", running)
-              << log::Field("waiting", waiting)
-              << log::Field("kv_usage_pct", Round(total > 0 ? 100.0 * (total - free) / total : 0.0, 1))
+              << log::Field("generation_tok_per_s", Round(generated / seconds, 1)) << log::Field("running", t.running)
+              << log::Field("waiting", t.waiting)
+              << log::Field("kv_usage_pct", Round(100.0 * t.kv_usage(), 1))
               << log::Field("prefix_hit_pct", Round(new_lookups > 0 ? 100.0 * new_hits / new_lookups : 0.0, 1));
 }
 
