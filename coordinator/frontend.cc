@@ -215,12 +215,9 @@ absl::StatusOr<std::vector<int32_t>> Frontend::TokenizeText(const std::string& t
 
 absl::StatusOr<std::string> Frontend::DetokenizeIds(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
   if (absl::Status s = NeedTokenizer(); !s.ok()) return s;
-  for (int32_t id : ids) {
-    if (id < 0 || id >= spec_.vocab_size) {
-      return FieldError("tokens", absl::StrCat("token id ", id, " is outside the vocabulary [0, ", spec_.vocab_size, ")"));
-    }
-  }
-  return tokenizer_->Decode(ids, skip_special_tokens);
+  absl::StatusOr<std::string> text = tokenizer_->Decode(ids, skip_special_tokens);
+  if (absl::IsInvalidArgument(text.status())) return FieldError("tokens", std::string(text.status().message()));
+  return text;
 }
 
 bool Frontend::Ready() const {

@@ -84,7 +84,8 @@ OpenAiApi::OpenAiApi(Frontend* frontend, const ServingMetrics* metrics, const to
     : frontend_(frontend), metrics_(metrics), chat_(chat), created_(std::time(nullptr)) {}
 
 void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
-  using Handler = void (OpenAiApi::*)(const HttpRequest&, const std::shared_ptr<HttpReply>&) const;
+  // Handlers get the caller's tenant ("" on open routes and without keys).
+  using Handler = void (OpenAiApi::*)(const HttpRequest&, const std::string&, const std::shared_ptr<HttpReply>&) const;
   struct Route {
     const char* method;
     const char* path;
@@ -105,11 +106,13 @@ void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
   for (const Route& route : kRoutes) {
     if (request.path != route.path) continue;
     if (request.method == route.method) {
+      std::string tenant;
       if (route.needs_key) {
-        absl::StatusOr<std::string> tenant = frontend_->Authenticate(request.authorization);
-        if (!tenant.ok()) return SendError(*reply, tenant.status());
+        absl::StatusOr<std::string> caller = frontend_->Authenticate(request.authorization);
+        if (!caller.ok()) return SendError(*reply, caller.status());
+        tenant = std::move(*caller);
       }
-      return (this->*route.handler)(request, reply);
+      return (this->*route.handler)(request, tenant, reply);
     }
     known_path = true;
   }
@@ -117,16 +120,16 @@ void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
   reply->Send(404, kJson, ErrorJson(404, "no route " + request.method + " " + request.path));
 }
 
-void OpenAiApi::Health(const HttpRequest&, const std::shared_ptr<HttpReply>& reply) const {
+void OpenAiApi::Health(const HttpRequest&, const std::string&, const std::shared_ptr<HttpReply>& reply) const {
   reply->Send(200, kJson, "{}");
 }
 
-void OpenAiApi::Ready(const HttpRequest&, const std::shared_ptr<HttpReply>& reply) const {
+void OpenAiApi::Ready(const HttpRequest&, const std::string&, const std::shared_ptr<HttpReply>& reply) const {
   if (frontend_->Ready()) return reply->Send(200, kJson, R"({"status":"ready"})");
   SendError(*reply, absl::UnavailableError("no replica group is ready yet"));
 }
 
-void OpenAiApi::Models(const HttpRequest&, const std::shared_ptr<HttpReply>& reply) const {
+void OpenAiApi::Models(const HttpRequest&, const std::string&, const std::shared_ptr<HttpReply>& reply) const {
   const json model = {{"id", frontend_->model_name()},
                       {"object", "model"},
                       {"created", created_},
@@ -136,7 +139,8 @@ void OpenAiApi::Models(const HttpRequest&, const std::shared_ptr<HttpReply>& rep
   SendJson(*reply, {{"object", "list"}, {"data", json::array({model})}});
 }
 
-void OpenAiApi::Tokenize(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const {
+void OpenAiApi::Tokenize(const HttpRequest& request, const std::string&,
+                       const std::shared_ptr<HttpReply>& reply) const {
   absl::StatusOr<TokenizeRequest> r = ParseTokenizeRequest(request.body);
   if (!r.ok()) return SendError(*reply, r.status());
   if (absl::Status s = frontend_->CheckModel(r->model); !s.ok()) return SendError(*reply, s);
@@ -147,7 +151,8 @@ void OpenAiApi::Tokenize(const HttpRequest& request, const std::shared_ptr<HttpR
                    {"tokens", *ids}});
 }
 
-void OpenAiApi::Detokenize(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const {
+void OpenAiApi::Detokenize(const HttpRequest& request, const std::string&,
+                       const std::shared_ptr<HttpReply>& reply) const {
   absl::StatusOr<DetokenizeRequest> r = ParseDetokenizeRequest(request.body);
   if (!r.ok()) return SendError(*reply, r.status());
   if (absl::Status s = frontend_->CheckModel(r->model); !s.ok()) return SendError(*reply, s);
@@ -156,11 +161,12 @@ void OpenAiApi::Detokenize(const HttpRequest& request, const std::shared_ptr<Htt
   SendJson(*reply, {{"prompt", *text}});
 }
 
-void OpenAiApi::Metrics(const HttpRequest&, const std::shared_ptr<HttpReply>& reply) const {
+void OpenAiApi::Metrics(const HttpRequest&, const std::string&, const std::shared_ptr<HttpReply>& reply) const {
   reply->Send(200, "text/plain; version=0.0.4; charset=utf-8", metrics_->Scrape(frontend_->Info()));
 }
 
-void OpenAiApi::ChatCompletions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const {
+void OpenAiApi::ChatCompletions(const HttpRequest& request, const std::string& tenant,
+                                const std::shared_ptr<HttpReply>& reply) const {
   absl::StatusOr<ChatRequest> r = ParseChatRequest(request.body);
   if (!r.ok()) return SendError(*reply, r.status());
   if (absl::Status s = frontend_->CheckModel(r->completion.model); !s.ok()) return SendError(*reply, s);
@@ -171,16 +177,15 @@ void OpenAiApi::ChatCompletions(const HttpRequest& request, const std::shared_pt
   absl::StatusOr<std::string> prompt = chat_->Apply(r->messages, r->add_generation_prompt);
   if (!prompt.ok()) return SendError(*reply, FieldError("messages", std::string(prompt.status().message())));
   r->completion.prompts[0].set_text(*prompt);
-  RunCompletion(frontend_, std::move(r->completion), *frontend_->Authenticate(request.authorization), reply,
-                std::time(nullptr));
+  RunCompletion(frontend_, std::move(r->completion), tenant, reply, std::time(nullptr));
 }
 
-void OpenAiApi::Completions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const {
+void OpenAiApi::Completions(const HttpRequest& request, const std::string& tenant,
+                            const std::shared_ptr<HttpReply>& reply) const {
   absl::StatusOr<CompletionRequest> r = ParseCompletionRequest(request.body);
   if (!r.ok()) return SendError(*reply, r.status());
   if (absl::Status s = frontend_->CheckModel(r->model); !s.ok()) return SendError(*reply, s);
-  // Authenticated by Handle already; asked again for the tenant.
-  RunCompletion(frontend_, std::move(*r), *frontend_->Authenticate(request.authorization), reply, std::time(nullptr));
+  RunCompletion(frontend_, std::move(*r), tenant, reply, std::time(nullptr));
 }
 
 }  // namespace tessera::coordinator

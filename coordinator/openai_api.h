@@ -42,14 +42,22 @@ class OpenAiApi {
 
  private:
   // The routes (Handle's table), each answering on `reply`.
-  void Health(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
-  void Ready(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
-  void Models(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
-  void Tokenize(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
-  void Detokenize(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
-  void Completions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
-  void Metrics(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
-  void ChatCompletions(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) const;
+  void Health(const HttpRequest& request, const std::string& tenant,
+                 const std::shared_ptr<HttpReply>& reply) const;
+  void Ready(const HttpRequest& request, const std::string& tenant,
+                 const std::shared_ptr<HttpReply>& reply) const;
+  void Models(const HttpRequest& request, const std::string& tenant,
+                 const std::shared_ptr<HttpReply>& reply) const;
+  void Tokenize(const HttpRequest& request, const std::string& tenant,
+                 const std::shared_ptr<HttpReply>& reply) const;
+  void Detokenize(const HttpRequest& request, const std::string& tenant,
+                 const std::shared_ptr<HttpReply>& reply) const;
+  void Completions(const HttpRequest& request, const std::string& tenant,
+                 const std::shared_ptr<HttpReply>& reply) const;
+  void Metrics(const HttpRequest& request, const std::string& tenant,
+                 const std::shared_ptr<HttpReply>& reply) const;
+  void ChatCompletions(const HttpRequest& request, const std::string& tenant,
+                 const std::shared_ptr<HttpReply>& reply) const;
 
   Frontend* const frontend_;
   const ServingMetrics* const metrics_;
