@@ -26,6 +26,7 @@
 #include "common/thread_pool.h"
 #include "kernels/cpu_isa.h"
 #include "kvstore/block_allocator.h"
+#include "kvstore/cpu_kv_storage.h"
 #include "models/generate.h"
 #include "models/model.h"
 #include "parallel/communicator.h"

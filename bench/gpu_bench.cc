@@ -2,7 +2,7 @@
 //
 //   gpu_bench [--device N]
 //
-// Prints the whole synthetic TinyLlama-1.1B model (models::CudaModel, bf16) decoding a
+// Prints the whole synthetic TinyLlama-1.1B model (models::Model, bf16) decoding a
 // batch-1 step and prefilling 512 tokens, then, for a TinyLlama-1.1B-shaped and a
 // Llama-8B-shaped model:
 //   decode: every weight matrix of the model multiplied by a batch-1 (and batch-8)
@@ -27,7 +27,8 @@
 #include "kernels/cuda/gemm.h"
 #include "bench/synthetic_model.h"
 #include "kvstore/block_allocator.h"
-#include "models/cuda_model.h"
+#include "kvstore/cuda_kv_pool.h"
+#include "models/model.h"
 
 namespace tessera::bench {
 namespace {
@@ -212,13 +213,15 @@ void Attention(const Shape& sh, double copy_gbps) {
 void WholeModel(int device, double copy_gbps) {
   const models::ModelSpec spec = TinyLlamaSpec();
   SyntheticLlama source(spec);
-  auto model = models::CudaModel::Create(spec, source, device);
+  models::ModelOptions options;
+  options.cuda_device = device;
+  auto model = models::Model::Create(spec, source, options);
   if (!model.ok()) {
     std::printf("whole model: %s\n", std::string(model.status().message()).c_str());
     return;
   }
   const int block_size = 16, prompt = 512, steps = 32;
-  auto kv = models::CudaKvPool::Create((*model)->KvLayoutFor(block_size), 64);
+  auto kv = kvstore::CudaKvPool::Create((*model)->KvLayoutFor(block_size), 64);
   if (!kv.ok()) return;
   kvstore::BlockAllocator allocator(64);
   kvstore::BlockTable table;
@@ -239,7 +242,7 @@ void WholeModel(int device, double copy_gbps) {
   }
   const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / steps;
   const double gbps = (*model)->weight_bytes() / step_s / 1e9;
-  std::printf("TinyLlama-1.1B whole model (CudaModel, bf16): prefill %d tokens %.1f ms (%.0f TFLOP/s = %.2f of peak); "
+  std::printf("TinyLlama-1.1B whole model (Model on the CUDA backend, bf16): prefill %d tokens %.1f ms (%.0f TFLOP/s = %.2f of peak); "
               "decode %.2f ms/token, %.0f GB/s of weights = %.2f of measured copy bandwidth\n",
               prompt, prefill_s * 1e3, flops / prefill_s / 1e12, flops / prefill_s / 1e12 / kNominalBf16Tflops,
               step_s * 1e3, gbps, gbps / copy_gbps);

@@ -21,6 +21,7 @@ struct AttentionSequence {
   int64_t num_new = 0;        // new tokens this step
   int64_t context_len = 0;    // tokens cached before this step (the new ones follow)
   const int32_t* block_table = nullptr;  // enough blocks for context_len + num_new
+  int64_t table_len = 0;                 // entries in block_table
 };
 
 // Copies the new tokens' K and V ([rows, num_kv_heads * head_dim], row stride in

@@ -29,6 +29,11 @@ void ApplyActivation(float* x, int64_t rows, int64_t dim, Activation act, Thread
 // cos/sin: [rot_dim/2] for this token's position. Rotates one head vector in place.
 void ApplyRotary(float* head, const float* cos, const float* sin, int rot_dim);
 
+// cos/sin [half] of position `pos` for inverse frequencies inv_freq[half], as torch:
+// angle = float(pos) * inv_freq[j] in fp32, cos and sin in double, times `scale`
+// (YaRN's attention factor; else 1).
+void RotaryCosSin(const float* inv_freq, int half, int64_t pos, float scale, float* cos, float* sin);
+
 // Softmax over a row of n logits, in place.
 void Softmax(float* x, int n);
 

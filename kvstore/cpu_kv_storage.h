@@ -4,19 +4,21 @@
 
 #include "common/aligned_buffer.h"
 #include "kvstore/kv_layout.h"
+#include "kvstore/kv_pool.h"
 
 namespace tessera::kvstore {
 
-class CpuKvStorage {
+class CpuKvStorage final : public KvPool {
  public:
   CpuKvStorage(const KvLayout& layout, int32_t num_blocks)
       : layout_(layout),
         num_blocks_(num_blocks),
         data_(static_cast<size_t>(layout.block_elems()) * num_blocks * sizeof(float)) {}
 
-  const KvLayout& layout() const { return layout_; }
-  int32_t num_blocks() const { return num_blocks_; }
-  float* data() { return data_.as<float>(); }
+  const KvLayout& layout() const override { return layout_; }
+  int32_t num_blocks() const override { return num_blocks_; }
+  float* data() override { return data_.as<float>(); }
+  bool host_memory() const override { return true; }
 
  private:
   KvLayout layout_;

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "kvstore/block_allocator.h"
+#include "kvstore/cpu_kv_storage.h"
 
 namespace tessera::models {
 namespace {

@@ -2,14 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <numeric>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/bf16.h"
 #include "common/status.h"
-#include "kernels/ops.h"
+#include "kernels/cpu_backend.h"
+#include "kernels/cuda_backend.h"
 
 namespace tessera::models {
 namespace {
@@ -18,12 +16,6 @@ int DefaultThreads() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
   return std::max(1u, std::thread::hardware_concurrency());
-}
-
-int64_t TotalTokens(std::span<const SequenceInput> batch) {
-  int64_t t = 0;
-  for (const auto& s : batch) t += static_cast<int64_t>(s.tokens.size());
-  return t;
 }
 
 }  // namespace
@@ -50,37 +42,50 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, cons
     return absl::InvalidArgumentError("expert parallelism needs a communicator over all tp x ep ranks");
   }
   ASSIGN_OR_RETURN(ShardLayout shard, ShardLayout::For(spec, options.tp, options.ep));
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(spec, source, shard));
-  return std::unique_ptr<Model>(new Model(spec, shard, std::move(weights), options));
+  const int threads = options.num_threads > 0 ? options.num_threads : DefaultThreads();
+  std::unique_ptr<kernels::Backend> backend;
+  if (options.cuda_device >= 0) {
+    ASSIGN_OR_RETURN(backend, kernels::MakeCudaBackend(options.cuda_device));
+  } else {
+    backend = kernels::MakeCpuBackend(threads, options.matmul);
+  }
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(spec, source, shard, *backend));
+  return std::unique_ptr<Model>(new Model(spec, shard, std::move(backend), std::move(weights), options, threads));
 }
 
-Model::Model(ModelSpec spec, ShardLayout shard, ModelWeights weights, const ModelOptions& options)
+Model::Model(ModelSpec spec, ShardLayout shard, std::unique_ptr<kernels::Backend> backend, ModelWeights weights,
+             const ModelOptions& options, int num_threads)
     : spec_(std::move(spec)),
       shard_(shard),
+      backend_(std::move(backend)),
       weights_(std::move(weights)),
-      options_(options),
       rotary_(spec_),
-      pool_(std::make_unique<ThreadPool>(options.num_threads > 0 ? options.num_threads : DefaultThreads())) {
-  ctx_.pool = pool_.get();
-  ctx_.matmul = options_.matmul;
-  ctx_.tp = options_.communicator;
-  ctx_.moe = options_.moe_communicator;
+      num_threads_(num_threads),
+      scratch_(*backend_) {
+  ctx_.backend = backend_.get();
+  ctx_.tp = options.tp.size > 1 ? options.communicator : nullptr;
+  ctx_.moe = options.ep.size > 1 ? options.moe_communicator : nullptr;
+  for (auto* buffer : {&x_, &h_, &qkv_, &attn_, &mlp_, &act_, &pos_, &selected_, &tokens_, &positions_, &keep_}) {
+    *buffer = backend_->NewBuffer();
+  }
 }
 
+Model::~Model() = default;
+
 size_t Model::decode_bytes_per_token() const {
-  size_t bytes = weights_.lm_head.linear.weight.bytes();
+  size_t bytes = weights_.lm_head.linear.weight->bytes();
   for (const LayerWeights& l : weights_.layers) {
-    bytes += l.qkv.linear.weight.bytes() + l.o.linear.weight.bytes();
+    bytes += l.qkv.linear.weight->bytes() + l.o.linear.weight->bytes();
     if (spec_.is_moe()) {
-      bytes += l.moe.router.weight.bytes();
+      bytes += l.moe.router.weight->bytes();
       for (size_t e = 0; e < l.moe.held.size(); ++e) {  // the top-k experts, if held here
         if (l.moe.held[e]) {
-          bytes += (l.moe.gate_up[e].weight.bytes() + l.moe.down[e].weight.bytes()) * spec_.experts_per_token /
+          bytes += (l.moe.gate_up[e].weight->bytes() + l.moe.down[e].weight->bytes()) * spec_.experts_per_token /
                    spec_.num_experts;
         }
       }
     } else {
-      bytes += l.gate_up.linear.weight.bytes() + l.down.linear.weight.bytes();
+      bytes += l.gate_up.linear.weight->bytes() + l.down.linear.weight->bytes();
     }
   }
   return bytes;
@@ -142,80 +147,67 @@ absl::Status ValidateBatch(const ModelSpec& spec, const kvstore::KvLayout& model
   return absl::OkStatus();
 }
 
-// Token embeddings (vocabulary-parallel), then learned positions.
-absl::Status Model::Embed(std::span<const SequenceInput> batch, float* x) {
-  batch_tokens_.clear();
-  for (const SequenceInput& s : batch) batch_tokens_.insert(batch_tokens_.end(), s.tokens.begin(), s.tokens.end());
-  RETURN_IF_ERROR(weights_.embedding.Lookup(batch_tokens_, x, ctx_));
-  if (spec_.positions != PositionKind::kLearned) return absl::OkStatus();
-  const int64_t hidden = spec_.hidden_size;
-  int64_t row = 0;
+absl::Status Model::BeginStep(std::span<const SequenceInput> batch) {
+  const bool rope = spec_.positions == PositionKind::kRope;
+  const bool dynamic = rope && spec_.rope.scaling == RopeScaling::kDynamic;
+  sequences_.clear();
+  host_tokens_.clear();
+  host_positions_.clear();
+  host_keep_.clear();
+  inv_freq_.clear();
   for (const SequenceInput& s : batch) {
-    for (size_t i = 0; i < s.tokens.size(); ++i, ++row) {
-      const float* p = weights_.position_embedding.data() + (s.context_len + i) * hidden;
-      float* xr = x + row * hidden;
-      for (int64_t j = 0; j < hidden; ++j) xr[j] += p[j];
+    const int64_t n = static_cast<int64_t>(s.tokens.size());
+    kernels::AttentionSequence a;
+    a.first_row = static_cast<int64_t>(host_tokens_.size());
+    a.num_new = n;
+    a.context_len = s.context_len;
+    a.block_table = s.block_table.data();
+    a.table_len = static_cast<int64_t>(s.block_table.size());
+    sequences_.push_back(a);
+    // Only dynamic NTK scaling gives each sequence its own frequencies.
+    const std::vector<float>* inv_freq =
+        rope ? &rotary_.InverseFrequencies(s.context_len + n, &freq_scratch_) : nullptr;
+    for (int64_t i = 0; i < n; ++i) {
+      host_tokens_.push_back(s.tokens[i]);
+      host_positions_.push_back(static_cast<int32_t>(s.context_len + i));
+      if (dynamic) inv_freq_.insert(inv_freq_.end(), inv_freq->begin(), inv_freq->end());
+      if (s.all_logits || i == n - 1) host_keep_.push_back(static_cast<int32_t>(host_tokens_.size() - 1));
     }
+    if (rope && !dynamic && inv_freq_.empty()) inv_freq_ = *inv_freq;
+  }
+  kernels::StepRows rows;
+  rows.sequences = sequences_;
+  rows.positions = host_positions_;
+  rows.inv_freq = inv_freq_;
+  rows.inv_freq_stride = dynamic ? spec_.head_dim / 2 : 0;
+  rows.rotary_scale = rotary_.attention_scale();
+  RETURN_IF_ERROR(backend_->BeginStep(rows));
+  RETURN_IF_ERROR(tokens_->Upload(std::span<const int32_t>(host_tokens_)));
+  RETURN_IF_ERROR(keep_->Upload(std::span<const int32_t>(host_keep_)));
+  if (spec_.positions == PositionKind::kLearned) {
+    RETURN_IF_ERROR(positions_->Upload(std::span<const int32_t>(host_positions_)));
   }
   return absl::OkStatus();
 }
 
-void Model::PrepareRotary(std::span<const SequenceInput> batch) {
-  if (spec_.positions != PositionKind::kRope) return;
-  const int half = spec_.head_dim / 2;
-  const int64_t total = TotalTokens(batch);
-  float* cos = rope_cos_.ReserveFor<float>(total * half);
-  float* sin = rope_sin_.ReserveFor<float>(total * half);
-  std::vector<float> scratch;
-  int64_t row = 0;
-  for (const SequenceInput& s : batch) {
-    const int64_t n = static_cast<int64_t>(s.tokens.size());
-    const std::vector<float>& inv_freq = rotary_.InverseFrequencies(s.context_len + n, &scratch);
-    for (int64_t i = 0; i < n; ++i, ++row) {
-      rotary_.CosSin(inv_freq, s.context_len + i, cos + row * half, sin + row * half);
-    }
-  }
+kernels::NormParams Model::NormOf(const Norm& norm) const {
+  return {spec_.norm, norm.weight->as<float>(), norm.bias ? norm.bias->as<float>() : nullptr, spec_.norm_eps};
 }
 
-void Model::Normalize(const Norm& norm, const float* x, int64_t rows, float* out) {
-  const int64_t hidden = spec_.hidden_size;
-  const int tasks = static_cast<int>(std::min<int64_t>(rows, pool_->num_threads()));
-  const int64_t per = (rows + tasks - 1) / tasks;
-  pool_->Run(tasks, [&](int t) {
-    const int64_t r0 = t * per, n = std::min(rows, r0 + per) - r0;
-    if (n <= 0) return;
-    if (spec_.norm == NormKind::kRmsNorm) {
-      kernels::RmsNorm(x + r0 * hidden, n, hidden, hidden, norm.weight.data(), spec_.norm_eps,
-                       out + r0 * hidden, hidden);
-    } else {
-      kernels::LayerNorm(x + r0 * hidden, n, hidden, hidden, norm.weight.data(), norm.bias.data(),
-                         spec_.norm_eps, out + r0 * hidden, hidden);
-    }
-  });
-}
-
-absl::Status Model::Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows) {
+absl::Status Model::Attention(int layer, kvstore::KvPool& kv, int64_t rows) {
   const LayerWeights& w = weights_.layers[layer];
   const int hd = spec_.head_dim;
   const int64_t q_size = w.qkv.q_size, kv_size = w.qkv.kv_size;
   const int64_t qkv_width = w.qkv.out_features();
-  float* qkv = qkv_.ReserveFor<float>(rows * qkv_width);
-  float* attn = attn_.ReserveFor<float>(rows * q_size);
-  w.qkv.Forward(h_.as<float>(), rows, spec_.hidden_size, qkv, qkv_width, ctx_);
-
+  ASSIGN_OR_RETURN(float* qkv, qkv_->ReserveFor<float>(rows * qkv_width));
+  ASSIGN_OR_RETURN(float* attn, attn_->ReserveFor<float>(rows * q_size));
+  RETURN_IF_ERROR(w.qkv.Forward(h_->as<float>(), rows, qkv, ctx_));
   if (spec_.positions == PositionKind::kRope) {
-    const int half = hd / 2;
-    const int heads = shard_.q_heads + shard_.kv_heads;  // q and k heads are adjacent
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* cos = rope_cos_.as<float>() + r * half;
-      const float* sin = rope_sin_.as<float>() + r * half;
-      for (int head = 0; head < heads; ++head) kernels::ApplyRotary(qkv + r * qkv_width + head * hd, cos, sin, hd);
-    }
+    // q and k heads are adjacent
+    RETURN_IF_ERROR(backend_->Rotary(qkv, qkv_width, shard_.q_heads + shard_.kv_heads, hd));
   }
-
-  const kvstore::KvLayout& layout = kv.layout();
-  const kernels::PagedKvView view = LayerKvView(layout, kv.data(), layer);
-  kernels::WriteKv(qkv + q_size, qkv + q_size + kv_size, qkv_width, view, shard_.kv_heads, attn_seqs_);
+  const kernels::PagedKvView view = LayerKvView(kv.layout(), kv.data(), layer);
+  RETURN_IF_ERROR(backend_->WriteKv(qkv + q_size, qkv + q_size + kv_size, qkv_width, view, shard_.kv_heads));
 
   kernels::AttentionShape shape;
   shape.num_heads = shard_.q_heads;
@@ -223,68 +215,64 @@ absl::Status Model::Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows
   shape.head_dim = hd;
   shape.window = spec_.sliding_window[layer];
   shape.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  kernels::PagedAttention(qkv, qkv_width, view, shape, attn_seqs_, attn, q_size, pool_.get());
-  return w.o.AddInto(x_.as<float>(), attn, rows, q_size, ctx_, scratch_);
+  RETURN_IF_ERROR(backend_->PagedAttention(qkv, qkv_width, view, shape, attn, q_size));
+  return w.o.AddInto(x_->as<float>(), attn, rows, ctx_, scratch_);
 }
 
 absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
   const int64_t inner = shard_.inner;
   const int64_t width = w.gate_up.out_features();  // 2*inner gated, inner otherwise
-  float* mlp = mlp_.ReserveFor<float>(rows * width);
-  w.gate_up.Forward(h_.as<float>(), rows, spec_.hidden_size, mlp, width, ctx_);
+  ASSIGN_OR_RETURN(float* mlp, mlp_->ReserveFor<float>(rows * width));
+  RETURN_IF_ERROR(w.gate_up.Forward(h_->as<float>(), rows, mlp, ctx_));
   float* act = mlp;
   if (spec_.gated_mlp) {
-    act = act_.ReserveFor<float>(rows * inner);
-    kernels::GatedActivation(mlp, rows, inner, spec_.activation, act, pool_.get());
+    ASSIGN_OR_RETURN(act, act_->ReserveFor<float>(rows * inner));
+    RETURN_IF_ERROR(backend_->GatedActivation(mlp, rows, inner, spec_.activation, act));
   } else {
-    kernels::ApplyActivation(mlp, rows, inner, spec_.activation, pool_.get());
+    RETURN_IF_ERROR(backend_->ActivationInPlace(mlp, rows, inner, spec_.activation));
   }
-  return w.down.AddInto(x_.as<float>(), act, rows, inner, ctx_, scratch_);
+  return w.down.AddInto(x_->as<float>(), act, rows, ctx_, scratch_);
 }
 
-absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::CpuKvStorage& kv,
-                            std::vector<float>* logits) {
+absl::StatusOr<float*> Model::ForwardOnDevice(std::span<const SequenceInput> batch, kvstore::KvPool& kv) {
+  if (kv.host_memory() != backend_->host_memory()) {
+    return absl::InvalidArgumentError("the KV pool is on another device than the model");
+  }
   RETURN_IF_ERROR(ValidateBatch(spec_, KvLayoutFor(kv.layout().block_size), kv.layout(), kv.num_blocks(), batch));
-  const int64_t rows = TotalTokens(batch);
+  RETURN_IF_ERROR(BeginStep(batch));
+  const int64_t rows = static_cast<int64_t>(host_tokens_.size());
+  const int64_t out_rows = static_cast<int64_t>(host_keep_.size());
   const int64_t hidden = spec_.hidden_size;
 
-  attn_seqs_.clear();
-  int64_t first_row = 0;
-  for (const SequenceInput& s : batch) {
-    kernels::AttentionSequence a;
-    a.first_row = first_row;
-    a.num_new = static_cast<int64_t>(s.tokens.size());
-    a.context_len = s.context_len;
-    a.block_table = s.block_table.data();
-    attn_seqs_.push_back(a);
-    first_row += a.num_new;
+  ASSIGN_OR_RETURN(float* x, x_->ReserveFor<float>(rows * hidden));
+  ASSIGN_OR_RETURN(float* h, h_->ReserveFor<float>(rows * hidden));
+  RETURN_IF_ERROR(weights_.embedding.Lookup(tokens_->as<int32_t>(), rows, x, ctx_, scratch_));
+  const float* delta = nullptr;  // learned positions join the residual in the first norm
+  if (spec_.positions == PositionKind::kLearned) {
+    ASSIGN_OR_RETURN(float* pos, pos_->ReserveFor<float>(rows * hidden));
+    RETURN_IF_ERROR(backend_->Embedding(*weights_.position_embedding, 0, positions_->as<int32_t>(), rows, pos));
+    delta = pos;
   }
-
-  float* x = x_.ReserveFor<float>(rows * hidden);
-  float* h = h_.ReserveFor<float>(rows * hidden);
-  RETURN_IF_ERROR(Embed(batch, x));
-  PrepareRotary(batch);
   for (int l = 0; l < spec_.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
-    Normalize(w.attn_norm, x, rows, h);
+    RETURN_IF_ERROR(backend_->NormResidual(NormOf(w.attn_norm), x, delta, h, rows, hidden));
+    delta = nullptr;
     RETURN_IF_ERROR(Attention(l, kv, rows));
-    Normalize(w.mlp_norm, x, rows, h);
+    RETURN_IF_ERROR(backend_->NormResidual(NormOf(w.mlp_norm), x, nullptr, h, rows, hidden));
     RETURN_IF_ERROR(spec_.is_moe() ? w.moe.AddInto(x, h, rows, hidden, ctx_, scratch_) : DenseMlp(w, rows));
   }
 
-  // Gather the rows that need logits, normalise only those.
-  int64_t out_rows = 0;
-  int64_t row = 0;
-  for (const SequenceInput& s : batch) {
-    const int64_t n = static_cast<int64_t>(s.tokens.size());
-    const int64_t keep = s.all_logits ? n : 1;
-    const int64_t from = row + n - keep;
-    if (out_rows != from) std::memmove(x + out_rows * hidden, x + from * hidden, keep * hidden * sizeof(float));
-    out_rows += keep;
-    row += n;
-  }
-  Normalize(weights_.final_norm, x, out_rows, h);
-  return weights_.lm_head.Forward(h, out_rows, hidden, logits, ctx_, scratch_);
+  // The rows that need logits: gathered, normalised, projected.
+  ASSIGN_OR_RETURN(float* selected, selected_->ReserveFor<float>(out_rows * hidden));
+  RETURN_IF_ERROR(backend_->GatherRows(x, keep_->as<int32_t>(), out_rows, hidden, selected));
+  RETURN_IF_ERROR(backend_->NormResidual(NormOf(weights_.final_norm), selected, nullptr, h, out_rows, hidden));
+  return weights_.lm_head.Forward(h, out_rows, ctx_, scratch_);
+}
+
+absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::KvPool& kv, std::vector<float>* logits) {
+  ASSIGN_OR_RETURN(const float* device_logits, ForwardOnDevice(batch, kv));
+  logits->resize(host_keep_.size() * static_cast<size_t>(spec_.vocab_size));
+  return backend_->ToHost(device_logits, logits->data(), logits->size() * sizeof(float));
 }
 
 }  // namespace tessera::models

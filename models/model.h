@@ -1,5 +1,7 @@
 // Model: the one transformer that every family is a configuration of, running a
-// flattened batch on the CPU device against a paged KV cache.
+// flattened batch against a paged KV cache on a backend (kernels/backend.h): the CPU,
+// or one CUDA GPU. This is the only forward pass; the backends supply its primitives
+// and the parallel layer types (models/parallel_layers.h) its collectives.
 //
 // A forward step takes several sequences, each with its new tokens (a prefill chunk or
 // one decode token), the number of tokens it already has in the cache and its block
@@ -8,7 +10,7 @@
 // tables and allocates the blocks before calling Forward.
 //
 // Thread-safety: Forward uses internal scratch buffers; call it from one thread at a
-// time. The model owns its thread pool.
+// time. The model owns its backend (and so the CPU thread pool).
 #pragma once
 
 #include <cstdint>
@@ -18,21 +20,22 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/aligned_buffer.h"
-#include "common/thread_pool.h"
 #include "kernels/attention.h"
+#include "kernels/backend.h"
 #include "kernels/matmul.h"
-#include "kvstore/cpu_kv_storage.h"
+#include "kvstore/kv_pool.h"
 #include "models/model_spec.h"
 #include "models/rope.h"
 #include "models/sharding.h"
-#include "parallel/communicator.h"
 #include "models/weights.h"
+#include "parallel/communicator.h"
 
 namespace tessera::models {
 
 struct ModelOptions {
-  // Threads for kernels, the caller included. 0: every core this process may use.
+  // The device: CUDA device `cuda_device`, or the CPU when negative.
+  int cuda_device = -1;
+  // CPU threads for kernels, the caller included. 0: every core this process may use.
   int num_threads = 0;
   // Tensor parallelism: this process holds shard `tp.rank` of `tp.size`, and
   // `communicator` (size tp.size, not owned, must outlive the model) joins the shards.
@@ -43,7 +46,7 @@ struct ModelOptions {
   // MoE outputs (defaults to `communicator` when ep.size is 1).
   ExpertParallel ep;
   parallel::Communicator* moe_communicator = nullptr;
-  // Matmul precision switches (bf16 activations for large batches by default).
+  // CPU matmul precision switches (bf16 activations for large batches by default).
   kernels::MatmulOptions matmul;
 };
 
@@ -69,63 +72,75 @@ kernels::PagedKvView LayerKvView(const kvstore::KvLayout& layout, float* pool, i
 
 class Model {
  public:
-  // Loads DIR/config.json and DIR's safetensors.
+  // Loads DIR/config.json and DIR's safetensors onto the options' device
+  // (FAILED_PRECONDITION when there is no such CUDA device).
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& model_dir,
                                                      const ModelOptions& options = {});
   // Builds a model from tensors already in memory (benchmarks, tests).
   static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelSpec& spec, const TensorSource& source,
                                                        const ModelOptions& options = {});
 
+  ~Model();
+
   const ModelSpec& spec() const { return spec_; }
   const ShardLayout& shard() const { return shard_; }
-  size_t weight_bytes() const { return weights_.bytes(); }
+  size_t weight_bytes() const { return weights_.bytes(); }  // on the device
   // Bytes of weights this rank reads to compute one token of a batch-1 decode step
   // (its dense layers and LM head, not the embedding table; for MoE layers the
   // expected share, top-k / experts, of the experts it holds).
   size_t decode_bytes_per_token() const;
-  int num_threads() const { return pool_->num_threads(); }
+  int num_threads() const { return num_threads_; }  // CPU kernel threads
 
   // The KV block layout this model needs at a given block size.
   kvstore::KvLayout KvLayoutFor(int block_size) const;
 
-  // Runs one step. Writes the new tokens' K/V into `kv`, and logits into `logits`:
-  // rows in sequence order, each sequence contributing all its new tokens or only the
-  // last (per all_logits), [rows, vocab] float32.
+  // Runs one step. Writes the new tokens' K/V into `kv` (a pool on the model's device),
+  // and logits into `logits` on the host: rows in sequence order, each sequence
+  // contributing all its new tokens or only the last (per all_logits), [rows, vocab]
+  // float32.
   // Errors (INVALID_ARGUMENT): empty sequence, token id outside the vocabulary, block
-  // table too short or naming a block outside the pool, KV layout of another model,
-  // learned-position model past its maximum length. Nothing is written on error.
-  absl::Status Forward(std::span<const SequenceInput> batch, kvstore::CpuKvStorage& kv,
-                       std::vector<float>* logits);
+  // table too short or naming a block outside the pool, KV layout of another model or
+  // a pool on another device, learned-position model past its maximum length. Nothing
+  // is written on error.
+  absl::Status Forward(std::span<const SequenceInput> batch, kvstore::KvPool& kv, std::vector<float>* logits);
+  // The same, leaving the logits on the model's device: [rows, vocab] float32, valid
+  // until the next call (a GPU sampler reads them there).
+  absl::StatusOr<float*> ForwardOnDevice(std::span<const SequenceInput> batch, kvstore::KvPool& kv);
 
  private:
-  Model(ModelSpec spec, ShardLayout shard, ModelWeights weights, const ModelOptions& options);
+  Model(ModelSpec spec, ShardLayout shard, std::unique_ptr<kernels::Backend> backend, ModelWeights weights,
+        const ModelOptions& options, int num_threads);
 
-  absl::Status Embed(std::span<const SequenceInput> batch, float* x);
-  void PrepareRotary(std::span<const SequenceInput> batch);
-  void Normalize(const Norm& norm, const float* x, int64_t rows, float* out);
-  absl::Status Attention(int layer, kvstore::CpuKvStorage& kv, int64_t rows);
+  // Lays the step's rows out on the host and uploads what the embedding and the final
+  // gather read; the backend takes the rest (rotary, KV slots, attention).
+  absl::Status BeginStep(std::span<const SequenceInput> batch);
+  absl::Status Attention(int layer, kvstore::KvPool& kv, int64_t rows);
   absl::Status DenseMlp(const LayerWeights& layer, int64_t rows);
+  kernels::NormParams NormOf(const Norm& norm) const;
 
   ModelSpec spec_;
   ShardLayout shard_;
+  std::unique_ptr<kernels::Backend> backend_;
   ModelWeights weights_;
-  ModelOptions options_;
   RotaryEmbedding rotary_;
-  std::unique_ptr<ThreadPool> pool_;
-  LayerContext ctx_;  // pool, matmul precision and communicators for the layers
+  int num_threads_;
+  LayerContext ctx_;      // backend and communicators for the layers
+  LayerScratch scratch_;  // the parallel layers' buffers
 
-  // Scratch, grown to the largest step seen and reused (no allocation per step).
-  AlignedBuffer x_;        // [T, hidden] residual stream
-  AlignedBuffer h_;        // [T, hidden] normalised input of a sub-layer
-  AlignedBuffer qkv_;      // [T, q + 2 kv]
-  AlignedBuffer attn_;     // [T, q]
-  AlignedBuffer mlp_;      // [T, 2 * inner] gate|up (or fc) output
-  AlignedBuffer act_;      // [T, inner]
-  AlignedBuffer rope_cos_; // [T, head_dim / 2]
-  AlignedBuffer rope_sin_;
-  LayerScratch scratch_;    // the parallel layers' buffers
-  std::vector<kernels::AttentionSequence> attn_seqs_;
-  std::vector<int32_t> batch_tokens_;  // the step's tokens, flattened
+  // Device scratch, grown to the largest step seen and reused (no allocation per step).
+  std::unique_ptr<kernels::Buffer> x_;         // [T, hidden] residual stream
+  std::unique_ptr<kernels::Buffer> h_;         // [T, hidden] normalised input of a sub-layer
+  std::unique_ptr<kernels::Buffer> qkv_;       // [T, q + 2 kv]
+  std::unique_ptr<kernels::Buffer> attn_;      // [T, q]
+  std::unique_ptr<kernels::Buffer> mlp_;       // [T, 2 * inner] gate|up (or fc) output
+  std::unique_ptr<kernels::Buffer> act_;       // [T, inner]
+  std::unique_ptr<kernels::Buffer> pos_;       // [T, hidden] learned position embeddings
+  std::unique_ptr<kernels::Buffer> selected_;  // [rows with logits, hidden]
+  std::unique_ptr<kernels::Buffer> tokens_, positions_, keep_;  // the step's rows
+  // The step's rows on the host.
+  std::vector<kernels::AttentionSequence> sequences_;
+  std::vector<int32_t> host_tokens_, host_positions_, host_keep_;
+  std::vector<float> inv_freq_, freq_scratch_;
 };
 
 }  // namespace tessera::models

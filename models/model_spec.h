@@ -9,11 +9,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/norm_kind.h"
 #include "kernels/ops.h"
 
 namespace tessera::models {
 
-enum class NormKind { kRmsNorm, kLayerNorm };
+using NormKind = kernels::NormKind;
 enum class PositionKind { kLearned, kRope };
 enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3, kYarn };
 

@@ -1,141 +1,140 @@
 #include "models/parallel_layers.h"
 
 #include <algorithm>
-#include <cstring>
 
-#include "common/bf16.h"
 #include "common/status.h"
 #include "models/moe_routing.h"
 
 namespace tessera::models {
 namespace {
 
-// residual += partial (+ bias), after summing `partial` over `comm` when sharded.
-absl::Status ReduceInto(float* residual, float* partial, int64_t rows, int64_t hidden, const float* bias,
-                        parallel::Communicator* comm) {
-  if (comm != nullptr) RETURN_IF_ERROR(comm->AllReduceSum({partial, static_cast<size_t>(rows * hidden)}));
-  for (int64_t r = 0; r < rows; ++r) {
-    float* xr = residual + r * hidden;
-    const float* pr = partial + r * hidden;
-    for (int64_t j = 0; j < hidden; ++j) xr[j] += pr[j] + (bias ? bias[j] : 0.0f);
+// data = its sum over `comm`'s ranks (n floats of the backend's memory), staged through
+// the host when the communicator takes host buffers and the backend's are not.
+absl::Status AllReduce(const LayerContext& ctx, parallel::Communicator& comm, float* data, int64_t n,
+                       LayerScratch& scratch) {
+  if (ctx.backend->host_memory() || comm.device_buffers()) return comm.AllReduceSum({data, static_cast<size_t>(n)});
+  scratch.staging.resize(static_cast<size_t>(n));
+  RETURN_IF_ERROR(ctx.backend->ToHost(data, scratch.staging.data(), n * sizeof(float)));
+  RETURN_IF_ERROR(comm.AllReduceSum(scratch.staging));
+  return ctx.backend->FromHost(scratch.staging.data(), data, n * sizeof(float));
+}
+
+// gathered = every rank's `local` (n floats each) in rank order, staged likewise.
+absl::Status AllGather(const LayerContext& ctx, parallel::Communicator& comm, const float* local, int64_t n,
+                       float* gathered, LayerScratch& scratch) {
+  const size_t all = static_cast<size_t>(n) * comm.size();
+  if (ctx.backend->host_memory() || comm.device_buffers()) {
+    return comm.AllGather({local, static_cast<size_t>(n)}, {gathered, all});
   }
-  return absl::OkStatus();
+  scratch.staging.resize(static_cast<size_t>(n));
+  scratch.gathered_staging.resize(all);
+  RETURN_IF_ERROR(ctx.backend->ToHost(local, scratch.staging.data(), n * sizeof(float)));
+  RETURN_IF_ERROR(comm.AllGather(scratch.staging, scratch.gathered_staging));
+  return ctx.backend->FromHost(scratch.gathered_staging.data(), gathered, all * sizeof(float));
+}
+
+// residual += all-reduce(partial) + bias.
+absl::Status ReduceInto(const LayerContext& ctx, parallel::Communicator* comm, float* residual, float* partial,
+                        int64_t rows, int64_t width, const float* bias, LayerScratch& scratch) {
+  if (comm != nullptr) RETURN_IF_ERROR(AllReduce(ctx, *comm, partial, rows * width, scratch));
+  return ctx.backend->AddResidual(residual, partial, bias, rows, width);
 }
 
 }  // namespace
 
-void ColumnParallelLinear::Forward(const float* x, int64_t rows, int64_t x_stride, float* y, int64_t y_stride,
-                                   const LayerContext& ctx) const {
-  kernels::Matmul(x, rows, x_stride, linear.weight, linear.bias_or_null(), y, y_stride, ctx.pool, ctx.matmul);
+size_t Linear::bytes() const {
+  return weight->bytes() + (bias ? static_cast<size_t>(weight->rows()) * sizeof(float) : 0);
 }
 
-absl::Status RowParallelLinear::AddInto(float* residual, const float* x, int64_t rows, int64_t x_stride,
-                                        const LayerContext& ctx, LayerScratch& scratch) const {
-  const int64_t hidden = linear.weight.rows;
-  if (ctx.tp == nullptr) {  // unsharded: accumulate straight into the residual
-    kernels::MatmulOptions accumulate = ctx.matmul;
-    accumulate.accumulate = true;
-    kernels::Matmul(x, rows, x_stride, linear.weight, linear.bias_or_null(), residual, hidden, ctx.pool, accumulate);
-    return absl::OkStatus();
+LayerScratch::LayerScratch(kernels::Backend& b) {
+  for (auto* buffer : {&partial, &router_logits, &route_ids, &route_weights, &moe_rows, &moe_slots, &moe_weights,
+                       &moe_in, &moe_mlp, &moe_act, &moe_out, &logits, &gathered_logits, &full_logits}) {
+    *buffer = b.NewBuffer();
   }
-  float* partial = scratch.partial.ReserveFor<float>(rows * hidden);
-  kernels::Matmul(x, rows, x_stride, linear.weight, nullptr, partial, hidden, ctx.pool, ctx.matmul);
-  return ReduceInto(residual, partial, rows, hidden, linear.bias_or_null(), ctx.tp);
 }
 
-absl::Status VocabParallelEmbedding::Lookup(std::span<const int32_t> tokens, float* x, const LayerContext& ctx) const {
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    float* xr = x + static_cast<int64_t>(i) * hidden;
-    const int64_t local = tokens[i] - row0;
-    if (local < 0 || local >= rows) {
-      std::memset(xr, 0, hidden * sizeof(float));
-    } else if (dtype == DType::kBF16) {
-      const uint16_t* e = table.as<uint16_t>() + local * hidden;
-      for (int64_t j = 0; j < hidden; ++j) xr[j] = Bf16ToFloat(e[j]);
-    } else if (dtype == DType::kF16) {
-      const uint16_t* e = table.as<uint16_t>() + local * hidden;
-      for (int64_t j = 0; j < hidden; ++j) xr[j] = F16ToFloat(e[j]);
-    } else {
-      std::memcpy(xr, table.as<float>() + local * hidden, hidden * sizeof(float));
-    }
-  }
+absl::Status ColumnParallelLinear::Forward(const float* x, int64_t rows, float* y, const LayerContext& ctx) const {
+  return ctx.backend->Linear(linear.ref(), x, rows, y, /*accumulate=*/false);
+}
+
+absl::Status RowParallelLinear::AddInto(float* residual, const float* x, int64_t rows, const LayerContext& ctx,
+                                        LayerScratch& scratch) const {
+  if (ctx.tp == nullptr) return ctx.backend->Linear(linear.ref(), x, rows, residual, /*accumulate=*/true);
+  const int64_t width = linear.out_features();
+  ASSIGN_OR_RETURN(float* partial, scratch.partial->ReserveFor<float>(rows * width));
+  RETURN_IF_ERROR(ctx.backend->Linear({linear.weight.get(), nullptr}, x, rows, partial, false));
+  return ReduceInto(ctx, ctx.tp, residual, partial, rows, width, linear.ref().bias, scratch);
+}
+
+absl::Status VocabParallelEmbedding::Lookup(const int32_t* ids, int64_t rows, float* x, const LayerContext& ctx,
+                                            LayerScratch& scratch) const {
+  RETURN_IF_ERROR(ctx.backend->Embedding(*table, row0, ids, rows, x));
   if (ctx.tp == nullptr) return absl::OkStatus();
-  return ctx.tp->AllReduceSum({x, tokens.size() * static_cast<size_t>(hidden)});
+  return AllReduce(ctx, *ctx.tp, x, rows * table->cols(), scratch);
 }
 
-absl::Status ParallelLmHead::Forward(const float* h, int64_t rows, int64_t hidden, std::vector<float>* logits,
-                                     const LayerContext& ctx, LayerScratch& scratch) const {
-  const int64_t slice = linear.weight.rows;
-  logits->resize(static_cast<size_t>(rows) * vocab);
-  if (ctx.tp == nullptr) {
-    kernels::Matmul(h, rows, hidden, linear.weight, linear.bias_or_null(), logits->data(), vocab, ctx.pool, ctx.matmul);
-    return absl::OkStatus();
-  }
+absl::StatusOr<float*> ParallelLmHead::Forward(const float* h, int64_t rows, const LayerContext& ctx,
+                                               LayerScratch& scratch) const {
+  const int64_t slice = linear.out_features();
+  ASSIGN_OR_RETURN(float* local, scratch.logits->ReserveFor<float>(std::max<int64_t>(1, rows * slice)));
+  RETURN_IF_ERROR(ctx.backend->Linear(linear.ref(), h, rows, local, false));
+  if (ctx.tp == nullptr) return local;
   const int ranks = ctx.tp->size();
-  scratch.local_logits.resize(static_cast<size_t>(rows) * slice);
-  scratch.gathered_logits.resize(scratch.local_logits.size() * ranks);
-  kernels::Matmul(h, rows, hidden, linear.weight, linear.bias_or_null(), scratch.local_logits.data(), slice, ctx.pool,
-                  ctx.matmul);
-  RETURN_IF_ERROR(ctx.tp->AllGather(scratch.local_logits, scratch.gathered_logits));
-  for (int rank = 0; rank < ranks; ++rank) {  // [rank][row][slice] -> [row][vocab]
+  ASSIGN_OR_RETURN(float* gathered, scratch.gathered_logits->ReserveFor<float>(rows * slice * ranks));
+  RETURN_IF_ERROR(AllGather(ctx, *ctx.tp, local, rows * slice, gathered, scratch));
+  // Each rank's [rows, slice] block lands in its columns of [rows, vocab] (the last
+  // slice may be padding past the vocabulary).
+  ASSIGN_OR_RETURN(float* full, scratch.full_logits->ReserveFor<float>(rows * vocab));
+  for (int rank = 0; rank < ranks; ++rank) {
     const int64_t v0 = rank * slice, count = std::min(slice, vocab - v0);
     if (count <= 0) continue;
-    for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(logits->data() + r * vocab + v0, scratch.gathered_logits.data() + (rank * rows + r) * slice,
-                  count * sizeof(float));
-    }
+    RETURN_IF_ERROR(ctx.backend->Copy2D(full + v0, vocab * sizeof(float), gathered + rank * rows * slice,
+                                        slice * sizeof(float), count * sizeof(float), rows));
   }
-  return absl::OkStatus();
+  return full;
 }
 
 absl::Status ExpertParallelMoe::AddInto(float* residual, const float* h, int64_t rows, int64_t hidden,
                                         const LayerContext& ctx, LayerScratch& scratch) const {
-  const int experts = static_cast<int>(router.weight.rows), k = experts_per_token;
-  scratch.router_logits.resize(static_cast<size_t>(rows) * experts);
-  kernels::MatmulOptions exact = ctx.matmul;
-  exact.bf16_activation_min_rows = 0;  // routing decisions stay exact
-  kernels::Matmul(h, rows, hidden, router.weight, router.bias_or_null(), scratch.router_logits.data(), experts,
-                  ctx.pool, exact);
-  std::vector<int32_t>& ids = scratch.route_ids;
-  std::vector<float>& weights = scratch.route_weights;
-  ids.resize(rows * k);
-  weights.resize(rows * k);
-  for (int64_t r = 0; r < rows; ++r) {
-    kernels::RouteTopK(scratch.router_logits.data() + r * experts, experts, k, ids.data() + r * k,
-                       weights.data() + r * k);
-  }
-  const MoeRouting g = GroupByExpert(ids, weights, rows, k, held);
+  kernels::Backend& b = *ctx.backend;
+  const int experts = static_cast<int>(router.out_features()), k = experts_per_token;
+  // Route on the device; group the rows by expert on the host.
+  ASSIGN_OR_RETURN(float* logits, scratch.router_logits->ReserveFor<float>(rows * experts));
+  ASSIGN_OR_RETURN(int32_t* ids, scratch.route_ids->ReserveFor<int32_t>(rows * k));
+  ASSIGN_OR_RETURN(float* weights, scratch.route_weights->ReserveFor<float>(rows * k));
+  RETURN_IF_ERROR(b.Linear(router.ref(), h, rows, logits, false));
+  RETURN_IF_ERROR(b.RouteTopK(logits, rows, experts, k, ids, weights));
+  scratch.host_ids.resize(rows * k);
+  scratch.host_weights.resize(rows * k);
+  RETURN_IF_ERROR(b.ToHost(ids, scratch.host_ids.data(), rows * k * sizeof(int32_t)));
+  RETURN_IF_ERROR(b.ToHost(weights, scratch.host_weights.data(), rows * k * sizeof(float)));
+  const MoeRouting g = GroupByExpert(scratch.host_ids, scratch.host_weights, rows, k, held);
 
-  // Every held expert over its block of rows, into its block of `out`.
+  // Every held expert over its block of rows (grouped), into its block of moe_out.
   const int64_t total = g.first.back();
-  float* in = scratch.moe_in.ReserveFor<float>(std::max<int64_t>(1, total) * hidden);
-  float* out = scratch.moe_out.ReserveFor<float>(std::max<int64_t>(1, total) * hidden);
-  float* mlp = scratch.moe_mlp.ReserveFor<float>(std::max<int64_t>(1, total) * 2 * inner);
-  float* act = scratch.moe_act.ReserveFor<float>(std::max<int64_t>(1, total) * inner);
-  for (int64_t i = 0; i < total; ++i) std::memcpy(in + i * hidden, h + g.grouped_rows[i] * hidden, hidden * sizeof(float));
-  for (int e = 0; e < experts; ++e) {
-    const int64_t n = g.first[e + 1] - g.first[e], row0 = g.first[e];
-    if (n == 0) continue;
-    kernels::Matmul(in + row0 * hidden, n, hidden, gate_up[e].weight, gate_up[e].bias_or_null(),
-                    mlp + row0 * 2 * inner, 2 * inner, ctx.pool, ctx.matmul);
-    kernels::GatedActivation(mlp + row0 * 2 * inner, n, inner, activation, act + row0 * inner, ctx.pool);
-    kernels::Matmul(act + row0 * inner, n, inner, down[e].weight, nullptr, out + row0 * hidden, hidden, ctx.pool,
-                    ctx.matmul);
+  ASSIGN_OR_RETURN(float* out, scratch.moe_out->ReserveFor<float>(std::max<int64_t>(1, total) * hidden));
+  if (total > 0) {
+    RETURN_IF_ERROR(scratch.moe_rows->Upload(std::span<const int32_t>(g.grouped_rows)));
+    ASSIGN_OR_RETURN(float* in, scratch.moe_in->ReserveFor<float>(total * hidden));
+    ASSIGN_OR_RETURN(float* mlp, scratch.moe_mlp->ReserveFor<float>(total * 2 * inner));
+    ASSIGN_OR_RETURN(float* act, scratch.moe_act->ReserveFor<float>(total * inner));
+    RETURN_IF_ERROR(b.GatherRows(h, scratch.moe_rows->as<int32_t>(), total, hidden, in));
+    std::vector<kernels::LinearRef> gate_up_refs, down_refs;
+    for (int e = 0; e < experts; ++e) {
+      gate_up_refs.push_back(held[e] ? gate_up[e].ref() : kernels::LinearRef{});
+      down_refs.push_back(held[e] ? down[e].ref() : kernels::LinearRef{});
+    }
+    RETURN_IF_ERROR(b.GroupedLinear(gate_up_refs, g.first, in, hidden, mlp));
+    RETURN_IF_ERROR(b.GatedActivation(mlp, total, inner, activation, act));
+    RETURN_IF_ERROR(b.GroupedLinear(down_refs, g.first, act, inner, out));
   }
   // Each row's weighted outputs, summed in expert order, then over the replica's ranks.
-  float* combined = scratch.partial.ReserveFor<float>(rows * hidden);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* cr = combined + r * hidden;
-    std::memset(cr, 0, hidden * sizeof(float));
-    for (int j = 0; j < k; ++j) {
-      const int32_t slot = g.slots[r * k + j];
-      if (slot < 0) continue;
-      const float gate = g.weights[r * k + j];
-      const float* o = out + static_cast<int64_t>(slot) * hidden;
-      for (int64_t d = 0; d < hidden; ++d) cr[d] += gate * o[d];
-    }
-  }
-  return ReduceInto(residual, combined, rows, hidden, nullptr, ctx.moe != nullptr ? ctx.moe : ctx.tp);
+  RETURN_IF_ERROR(scratch.moe_slots->Upload(std::span<const int32_t>(g.slots)));
+  RETURN_IF_ERROR(scratch.moe_weights->Upload(std::span<const float>(g.weights)));
+  ASSIGN_OR_RETURN(float* combined, scratch.partial->ReserveFor<float>(rows * hidden));
+  RETURN_IF_ERROR(b.CombineRows(out, scratch.moe_slots->as<int32_t>(), scratch.moe_weights->as<float>(), rows, k,
+                                hidden, combined));
+  return ReduceInto(ctx, ctx.moe != nullptr ? ctx.moe : ctx.tp, residual, combined, rows, hidden, nullptr, scratch);
 }
 
 }  // namespace tessera::models

@@ -1,52 +1,56 @@
 // The layer types that own tensor and expert parallelism (as in vLLM's linear.py):
-// each holds its rank's shard and issues its own collective; the model's forward pass
-// only calls them. With one rank (null communicators) they run unsharded with no
-// communication at all.
+// each holds its rank's shard on the model's backend (kernels/backend.h) and issues its
+// own collective; the forward pass (models/model.h) only calls them. They are the only
+// place collectives are issued, on any device: a communicator that takes host buffers
+// gets device tensors staged through the host. With one rank (null communicators) they
+// run unsharded with no communication at all.
 #pragma once
 
 #include <cstdint>
-#include <span>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "common/aligned_buffer.h"
-#include "common/thread_pool.h"
-#include "kernels/matmul.h"
-#include "kernels/ops.h"
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
 #include "parallel/communicator.h"
 
 namespace tessera::models {
 
 struct Linear {
-  kernels::PackedMatrix weight;  // [out, in]
-  std::vector<float> bias;       // [out], empty when the layer has none
-  const float* bias_or_null() const { return bias.empty() ? nullptr : bias.data(); }
-  size_t bytes() const { return weight.bytes() + bias.size() * sizeof(float); }
+  std::unique_ptr<kernels::Weight> weight;  // [out, in]
+  std::unique_ptr<kernels::Buffer> bias;    // [out] floats; null when the layer has none
+  kernels::LinearRef ref() const { return {weight.get(), bias ? bias->as<float>() : nullptr}; }
+  int64_t out_features() const { return weight->rows(); }
+  size_t bytes() const;
 };
 
 // What every layer needs at run time.
 struct LayerContext {
-  ThreadPool* pool = nullptr;
-  kernels::MatmulOptions matmul;
+  kernels::Backend* backend = nullptr;
   parallel::Communicator* tp = nullptr;   // the tensor-parallel group; null: unsharded
   parallel::Communicator* moe = nullptr;  // every rank of the replica (MoE combine); null: tp
 };
 
-// Buffers the layers reuse across steps (owned by the model; never shrink).
+// Buffers the layers reuse across steps (never shrink), on the backend's device, and
+// their host copies for communicators that take host memory.
 struct LayerScratch {
-  AlignedBuffer partial;  // [rows, hidden] a row-parallel output before its all-reduce
-  AlignedBuffer moe_in, moe_out, moe_mlp, moe_act;
-  std::vector<float> router_logits, route_weights, local_logits, gathered_logits;
-  std::vector<int32_t> route_ids;
+  explicit LayerScratch(kernels::Backend& backend);
+  std::unique_ptr<kernels::Buffer> partial;  // [rows, hidden] an output before its all-reduce
+  std::unique_ptr<kernels::Buffer> router_logits, route_ids, route_weights;
+  std::unique_ptr<kernels::Buffer> moe_rows, moe_slots, moe_weights, moe_in, moe_mlp, moe_act, moe_out;
+  std::unique_ptr<kernels::Buffer> logits, gathered_logits, full_logits;
+  std::vector<float> staging, gathered_staging;
+  std::vector<int32_t> host_ids;
+  std::vector<float> host_weights;
 };
 
 // y = x · W[rows of this rank]ᵀ + b: a slice of the output features; no communication.
 class ColumnParallelLinear {
  public:
   Linear linear;
-  int64_t out_features() const { return linear.weight.rows; }
-  void Forward(const float* x, int64_t rows, int64_t x_stride, float* y, int64_t y_stride,
-               const LayerContext& ctx) const;
+  int64_t out_features() const { return linear.out_features(); }
+  absl::Status Forward(const float* x, int64_t rows, float* y, const LayerContext& ctx) const;
 };
 
 // The fused q|k|v projection of this rank's query heads and the KV heads they read
@@ -62,7 +66,7 @@ class QKVParallelLinear : public ColumnParallelLinear {
 class RowParallelLinear {
  public:
   Linear linear;
-  absl::Status AddInto(float* residual, const float* x, int64_t rows, int64_t x_stride, const LayerContext& ctx,
+  absl::Status AddInto(float* residual, const float* x, int64_t rows, const LayerContext& ctx,
                        LayerScratch& scratch) const;
 };
 
@@ -70,11 +74,12 @@ class RowParallelLinear {
 // one all-reduce completes every row.
 class VocabParallelEmbedding {
  public:
-  DType dtype = DType::kF32;
-  AlignedBuffer table;  // [rows, hidden], vocabulary ids [row0, row0 + rows)
-  int64_t rows = 0, row0 = 0, hidden = 0;
-  absl::Status Lookup(std::span<const int32_t> tokens, float* x, const LayerContext& ctx) const;
-  size_t bytes() const { return table.size(); }
+  std::unique_ptr<kernels::Weight> table;  // [rows, hidden], vocabulary ids [row0, row0 + rows)
+  int64_t row0 = 0;
+  // ids: [rows] on the backend's device.
+  absl::Status Lookup(const int32_t* ids, int64_t rows, float* x, const LayerContext& ctx,
+                      LayerScratch& scratch) const;
+  size_t bytes() const { return table->bytes(); }
 };
 
 // Logits of this rank's vocabulary slice, gathered from every rank into full rows.
@@ -82,8 +87,8 @@ class ParallelLmHead {
  public:
   Linear linear;       // [vocabulary slice, hidden]
   int64_t vocab = 0;   // the full vocabulary
-  absl::Status Forward(const float* h, int64_t rows, int64_t hidden, std::vector<float>* logits,
-                       const LayerContext& ctx, LayerScratch& scratch) const;
+  // [rows, vocab] on the backend's device, valid until the next call.
+  absl::StatusOr<float*> Forward(const float* h, int64_t rows, const LayerContext& ctx, LayerScratch& scratch) const;
 };
 
 // Mixtral's sparse MoE with expert parallelism: every rank computes the router
@@ -93,7 +98,7 @@ class ParallelLmHead {
 // outputs into the residual.
 class ExpertParallelMoe {
  public:
-  Linear router;                 // [experts, hidden], on every rank
+  Linear router;                 // [experts, hidden], on every rank, exact activations
   std::vector<Linear> gate_up;   // [experts]; empty for experts other ranks hold
   std::vector<Linear> down;
   std::vector<bool> held;        // which experts this rank runs

@@ -74,14 +74,8 @@ const std::vector<float>& RotaryEmbedding::InverseFrequencies(int64_t call_len,
   return *scratch;
 }
 
-void RotaryEmbedding::CosSin(const std::vector<float>& inv_freq, int64_t pos, float* cos,
-                             float* sin) const {
-  const float scale = rope_.scaling == RopeScaling::kYarn ? static_cast<float>(rope_.attention_factor) : 1.0f;
-  for (size_t j = 0; j < inv_freq.size(); ++j) {
-    const float angle = static_cast<float>(pos) * inv_freq[j];  // float32 product, as torch
-    cos[j] = static_cast<float>(std::cos(static_cast<double>(angle))) * scale;
-    sin[j] = static_cast<float>(std::sin(static_cast<double>(angle))) * scale;
-  }
+float RotaryEmbedding::attention_scale() const {
+  return rope_.scaling == RopeScaling::kYarn ? static_cast<float>(rope_.attention_factor) : 1.0f;
 }
 
 }  // namespace tessera::models

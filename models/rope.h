@@ -20,8 +20,9 @@ class RotaryEmbedding {
   // transformers, keys cached earlier keep the rotation they were computed with).
   const std::vector<float>& InverseFrequencies(int64_t call_len, std::vector<float>* scratch) const;
 
-  // cos/sin [head_dim/2] of position `pos` (YaRN's attention factor applied).
-  void CosSin(const std::vector<float>& inv_freq, int64_t pos, float* cos, float* sin) const;
+  // The factor on cos and sin (YaRN's attention factor; else 1): kernels::RotaryCosSin
+  // turns inverse frequencies and positions into the rotation.
+  float attention_scale() const;
 
  private:
   std::vector<float> Frequencies(double base) const;

@@ -39,11 +39,21 @@ absl::StatusOr<std::vector<float>> ReadVector(const TensorSource& source, const 
   return v;
 }
 
-absl::StatusOr<Norm> LoadNorm(const TensorSource& source, const NormNames& names, int64_t dim) {
+// A vector of floats on the backend's device.
+absl::StatusOr<std::unique_ptr<kernels::Buffer>> ToDevice(kernels::Backend& backend, const std::vector<float>& v) {
+  std::unique_ptr<kernels::Buffer> buffer = backend.NewBuffer();
+  RETURN_IF_ERROR(buffer->Upload(std::span<const float>(v)));
+  return buffer;
+}
+
+absl::StatusOr<Norm> LoadNorm(kernels::Backend& backend, const TensorSource& source, const NormNames& names, int64_t dim) {
   Norm n;
-  ASSIGN_OR_RETURN(n.weight, ReadVector(source, names.weight, dim));
+  n.dim = dim;
+  ASSIGN_OR_RETURN(std::vector<float> weight, ReadVector(source, names.weight, dim));
+  ASSIGN_OR_RETURN(n.weight, ToDevice(backend, weight));
   if (!names.bias.empty()) {
-    ASSIGN_OR_RETURN(n.bias, ReadVector(source, names.bias, dim));
+    ASSIGN_OR_RETURN(std::vector<float> bias, ReadVector(source, names.bias, dim));
+    ASSIGN_OR_RETURN(n.bias, ToDevice(backend, bias));
   }
   return n;
 }
@@ -59,9 +69,10 @@ struct RowRange {
 // columns [col0, col0 + col_count) (all when col_count < 0). `part_rows` gives each
 // part's output rows; a single fused part holds their sum. Rows past the end of the
 // matrix (a padded vocabulary slice) are zero.
-absl::StatusOr<Linear> LoadLinear(const TensorSource& source, const LinearNames& names,
+absl::StatusOr<Linear> LoadLinear(kernels::Backend& backend, const TensorSource& source, const LinearNames& names,
                                   std::vector<int64_t> part_rows, int64_t cols, std::vector<RowRange> rows = {},
-                                  int64_t col0 = 0, int64_t col_count = -1) {
+                                  int64_t col0 = 0, int64_t col_count = -1,
+                                  kernels::WeightUse use = kernels::WeightUse::kLinear) {
   int64_t total_rows = 0;
   for (int64_t r : part_rows) total_rows += r;
   if (names.weights.size() == 1 && part_rows.size() > 1) part_rows = {total_rows};
@@ -80,7 +91,9 @@ absl::StatusOr<Linear> LoadLinear(const TensorSource& source, const LinearNames&
     RETURN_IF_ERROR(CheckFloatTensor(ref.name, *view));
     views.push_back(view);
   }
-  std::vector<float> dense(static_cast<size_t>(out_rows * col_count), 0.0f);
+  kernels::HostMatrix matrix{out_rows, col_count, WeightDTypeOf(*views[0]), {}};
+  std::vector<float>& dense = matrix.values;
+  dense.assign(static_cast<size_t>(out_rows * col_count), 0.0f);
   int64_t out = 0;
   for (const RowRange& range : rows) {
     for (int64_t g = range.begin; g < range.begin + range.count; ++g, ++out) {
@@ -97,7 +110,7 @@ absl::StatusOr<Linear> LoadLinear(const TensorSource& source, const LinearNames&
     }
   }
   Linear linear;
-  linear.weight = kernels::PackMatrix(dense.data(), out_rows, col_count, WeightDTypeOf(*views[0]));
+  ASSIGN_OR_RETURN(linear.weight, backend.Pack(matrix, use));
   if (!names.biases.empty()) {
     std::vector<float> full(static_cast<size_t>(total_rows));
     int64_t offset = 0;
@@ -106,30 +119,35 @@ absl::StatusOr<Linear> LoadLinear(const TensorSource& source, const LinearNames&
       std::copy(b.begin(), b.end(), full.begin() + offset);
       offset += part_rows[i];
     }
+    std::vector<float> bias;
     for (const RowRange& range : rows) {
-      for (int64_t g = range.begin; g < range.begin + range.count; ++g) linear.bias.push_back(g < total_rows ? full[g] : 0.0f);
+      for (int64_t g = range.begin; g < range.begin + range.count; ++g) bias.push_back(g < total_rows ? full[g] : 0.0f);
     }
+    ASSIGN_OR_RETURN(linear.bias, ToDevice(backend, bias));
   }
   return linear;
 }
 
-size_t NormBytes(const Norm& n) { return (n.weight.size() + n.bias.size()) * sizeof(float); }
+size_t LinearBytes(const Linear& l) { return l.weight ? l.bytes() : 0; }
 
 }  // namespace
 
+size_t Norm::bytes() const { return static_cast<size_t>(dim) * sizeof(float) * (bias ? 2 : 1); }
+
 size_t ModelWeights::bytes() const {
-  size_t total = embedding.bytes() + position_embedding.size() * sizeof(float) + NormBytes(final_norm) +
+  size_t total = embedding.bytes() + (position_embedding ? position_embedding->bytes() : 0) + final_norm.bytes() +
                  lm_head.linear.bytes();
   for (const LayerWeights& l : layers) {
-    total += NormBytes(l.attn_norm) + NormBytes(l.mlp_norm) + l.qkv.linear.bytes() + l.o.linear.bytes() +
-             l.gate_up.linear.bytes() + l.down.linear.bytes() + l.moe.router.bytes();
-    for (const Linear& e : l.moe.gate_up) total += e.bytes();
-    for (const Linear& e : l.moe.down) total += e.bytes();
+    total += l.attn_norm.bytes() + l.mlp_norm.bytes() + l.qkv.linear.bytes() + l.o.linear.bytes() +
+             LinearBytes(l.gate_up.linear) + LinearBytes(l.down.linear) + LinearBytes(l.moe.router);
+    for (const Linear& e : l.moe.gate_up) total += LinearBytes(e);
+    for (const Linear& e : l.moe.down) total += LinearBytes(e);
   }
   return total;
 }
 
-absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source, const ShardLayout& shard) {
+absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source, const ShardLayout& shard,
+                                         kernels::Backend& backend) {
   const internal::Family* family = internal::FindFamily(spec.architecture);
   if (family == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported architecture ", spec.architecture));
@@ -144,40 +162,31 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
   ASSIGN_OR_RETURN(const TensorView* embedding, Require(source, names.token_embedding, {vocab, hidden}));
   RETURN_IF_ERROR(CheckFloatTensor(names.token_embedding, *embedding));
   {
-    // The embedding stays in its own precision, row-major (lookups read whole rows);
-    // this rank's vocabulary slice only.
-    VocabParallelEmbedding& e = w.embedding;
-    e.dtype = WeightDTypeOf(*embedding);
-    e.rows = shard.vocab;
-    e.row0 = shard.vocab0;
-    e.hidden = hidden;
-    std::vector<float> rows_f32(static_cast<size_t>(shard.vocab * hidden));
+    // This rank's vocabulary slice, in its own precision, as a lookup table.
+    kernels::HostMatrix table{shard.vocab, hidden, WeightDTypeOf(*embedding), {}};
+    table.values.assign(static_cast<size_t>(shard.vocab * hidden), 0.0f);
     for (int64_t v = shard.vocab0; v < std::min<int64_t>(vocab, shard.vocab0 + shard.vocab); ++v) {
-      ReadFloatRun(*embedding, v * hidden, hidden, rows_f32.data() + (v - shard.vocab0) * hidden);
+      ReadFloatRun(*embedding, v * hidden, hidden, table.values.data() + (v - shard.vocab0) * hidden);
     }
-    e.table = AlignedBuffer(rows_f32.size() * DTypeSize(e.dtype));
-    for (size_t i = 0; i < rows_f32.size(); ++i) {
-      switch (e.dtype) {
-        case DType::kF32: e.table.as<float>()[i] = rows_f32[i]; break;
-        case DType::kF16: e.table.as<uint16_t>()[i] = FloatToF16(rows_f32[i]); break;
-        case DType::kBF16: e.table.as<uint16_t>()[i] = FloatToBf16(rows_f32[i]); break;
-      }
-    }
+    ASSIGN_OR_RETURN(w.embedding.table, backend.Pack(table, kernels::WeightUse::kTable));
+    w.embedding.row0 = shard.vocab0;
   }
   if (spec.positions == PositionKind::kLearned) {
     ASSIGN_OR_RETURN(const TensorView* pos,
                      Require(source, names.position_embedding, {spec.max_position_embeddings, hidden}));
-    w.position_embedding.resize(static_cast<size_t>(spec.max_position_embeddings) * hidden);
-    RETURN_IF_ERROR(ReadAsFloat(names.position_embedding, *pos, w.position_embedding.data()));
+    kernels::HostMatrix table{spec.max_position_embeddings, hidden, DType::kF32, {}};
+    table.values.resize(static_cast<size_t>(spec.max_position_embeddings) * hidden);
+    RETURN_IF_ERROR(ReadAsFloat(names.position_embedding, *pos, table.values.data()));
+    ASSIGN_OR_RETURN(w.position_embedding, backend.Pack(table, kernels::WeightUse::kTable));
   }
-  ASSIGN_OR_RETURN(w.final_norm, LoadNorm(source, names.final_norm, hidden));
+  ASSIGN_OR_RETURN(w.final_norm, LoadNorm(backend, source, names.final_norm, hidden));
   w.lm_head.vocab = vocab;
   if (names.lm_head.weights.empty()) {  // tied: the embedding's vocabulary slice
     LinearNames embedding_names;
     embedding_names.weights.push_back({names.token_embedding, false});
-    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(source, embedding_names, {vocab}, hidden, vocab_rows));
+    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(backend, source, embedding_names, {vocab}, hidden, vocab_rows));
   } else {
-    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(source, names.lm_head, {vocab}, hidden, vocab_rows));
+    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(backend, source, names.lm_head, {vocab}, hidden, vocab_rows));
   }
 
   // Column-parallel rows and row-parallel columns of this rank.
@@ -190,15 +199,16 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
           : std::vector<RowRange>{{shard.inner0, shard.inner}};
   for (const internal::LayerNames& ln : names.layers) {
     LayerWeights l;
-    ASSIGN_OR_RETURN(l.attn_norm, LoadNorm(source, ln.attn_norm, hidden));
-    ASSIGN_OR_RETURN(l.mlp_norm, LoadNorm(source, ln.mlp_norm, hidden));
-    ASSIGN_OR_RETURN(l.qkv.linear, LoadLinear(source, ln.qkv, {q, kv, kv}, hidden, qkv_rows));
+    ASSIGN_OR_RETURN(l.attn_norm, LoadNorm(backend, source, ln.attn_norm, hidden));
+    ASSIGN_OR_RETURN(l.mlp_norm, LoadNorm(backend, source, ln.mlp_norm, hidden));
+    ASSIGN_OR_RETURN(l.qkv.linear, LoadLinear(backend, source, ln.qkv, {q, kv, kv}, hidden, qkv_rows));
     l.qkv.q_size = shard.q_heads * hd;
     l.qkv.kv_size = shard.kv_heads * hd;
-    ASSIGN_OR_RETURN(l.o.linear, LoadLinear(source, ln.o, {hidden}, q, {}, shard.q_head0 * hd, shard.q_heads * hd));
+    ASSIGN_OR_RETURN(l.o.linear, LoadLinear(backend, source, ln.o, {hidden}, q, {}, shard.q_head0 * hd, shard.q_heads * hd));
     if (spec.is_moe()) {
       ExpertParallelMoe& moe = l.moe;
-      ASSIGN_OR_RETURN(moe.router, LoadLinear(source, ln.router, {spec.num_experts}, hidden));
+      ASSIGN_OR_RETURN(moe.router, LoadLinear(backend, source, ln.router, {spec.num_experts}, hidden, {}, 0, -1,
+                                               kernels::WeightUse::kLinearExact));
       moe.experts_per_token = spec.experts_per_token;
       moe.inner = shard.inner;
       moe.activation = spec.activation;
@@ -208,14 +218,14 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
       for (int e = 0; e < spec.num_experts; ++e) {
         if (!shard.OwnsExpert(e)) continue;  // another expert-parallel rank holds it
         moe.held[e] = true;
-        ASSIGN_OR_RETURN(moe.gate_up[e], LoadLinear(source, ln.expert_gate_up[e], {inner, inner}, hidden, gate_up_rows));
-        ASSIGN_OR_RETURN(moe.down[e], LoadLinear(source, ln.expert_down[e], {hidden}, inner, {}, shard.inner0, shard.inner));
+        ASSIGN_OR_RETURN(moe.gate_up[e], LoadLinear(backend, source, ln.expert_gate_up[e], {inner, inner}, hidden, gate_up_rows));
+        ASSIGN_OR_RETURN(moe.down[e], LoadLinear(backend, source, ln.expert_down[e], {hidden}, inner, {}, shard.inner0, shard.inner));
       }
     } else {
       std::vector<int64_t> gate_up_parts = spec.gated_mlp ? std::vector<int64_t>{inner, inner}
                                                           : std::vector<int64_t>{inner};
-      ASSIGN_OR_RETURN(l.gate_up.linear, LoadLinear(source, ln.gate_up, gate_up_parts, hidden, gate_up_rows));
-      ASSIGN_OR_RETURN(l.down.linear, LoadLinear(source, ln.down, {hidden}, inner, {}, shard.inner0, shard.inner));
+      ASSIGN_OR_RETURN(l.gate_up.linear, LoadLinear(backend, source, ln.gate_up, gate_up_parts, hidden, gate_up_rows));
+      ASSIGN_OR_RETURN(l.down.linear, LoadLinear(backend, source, ln.down, {hidden}, inner, {}, shard.inner0, shard.inner));
     }
     w.layers.push_back(std::move(l));
   }

@@ -1,11 +1,15 @@
 // The weights of the one transformer, loaded from any TensorSource through a family's
-// tensor names, validated, converted and packed for the matmul kernels, as the
-// parallel layer types of this rank's shard.
+// tensor names and validated, as the parallel layer types of this rank's shard. Each
+// tensor is read into the neutral form (kernels::HostMatrix: row-major, in its
+// checkpoint precision) and handed to the backend, which packs it into its own layout
+// on its own device; the neutral copy is dropped at once.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/backend.h"
 #include "models/model_spec.h"
 #include "models/parallel_layers.h"
 #include "models/safetensors.h"
@@ -14,8 +18,10 @@
 namespace tessera::models {
 
 struct Norm {
-  std::vector<float> weight;
-  std::vector<float> bias;  // LayerNorm only
+  std::unique_ptr<kernels::Buffer> weight;  // [hidden] floats
+  std::unique_ptr<kernels::Buffer> bias;    // LayerNorm only; null otherwise
+  int64_t dim = 0;
+  size_t bytes() const;
 };
 
 struct LayerWeights {
@@ -30,7 +36,7 @@ struct LayerWeights {
 
 struct ModelWeights {
   VocabParallelEmbedding embedding;
-  std::vector<float> position_embedding;  // [max_positions, hidden], learned positions only
+  std::unique_ptr<kernels::Weight> position_embedding;  // [max_positions, hidden] f32, learned positions only
   Norm final_norm;
   ParallelLmHead lm_head;  // a copy of the embedding's slice when tied
   std::vector<LayerWeights> layers;
@@ -38,8 +44,9 @@ struct ModelWeights {
   size_t bytes() const;  // resident bytes of everything above
 };
 
-// Loads and validates every tensor the spec needs, reading only `shard`'s slices: a
-// missing tensor or a wrong shape is INVALID_ARGUMENT naming the tensor.
-absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source, const ShardLayout& shard);
+// Loads and validates every tensor the spec needs, reading only `shard`'s slices, onto
+// `backend`: a missing tensor or a wrong shape is INVALID_ARGUMENT naming the tensor.
+absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source, const ShardLayout& shard,
+                                         kernels::Backend& backend);
 
 }  // namespace tessera::models

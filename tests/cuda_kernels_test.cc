@@ -177,7 +177,7 @@ TEST_F(CudaTest, RotaryMatchesCpuForEveryScalingVariant) {
     DeviceBuffer<int32_t> dpos(positions);
     std::vector<float> cos(dim / 2), sin(dim / 2);
     for (int r = 0; r < rows; ++r) {
-      rope.CosSin(inv_freq, positions[r], cos.data(), sin.data());
+      RotaryCosSin(inv_freq.data(), dim / 2, positions[r], rope.attention_scale(), cos.data(), sin.data());
       for (int h = 0; h < heads; ++h) ApplyRotary(x.data() + (r * heads + h) * dim, cos.data(), sin.data(), dim);
     }
     const float scale = scaling == models::RopeScaling::kYarn ? 1.1f : 1.0f;

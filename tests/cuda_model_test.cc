@@ -1,4 +1,4 @@
-// The golden models on the GPU: CudaModel against HuggingFace transformers' logits and
+// The golden models on the GPU: Model on the CUDA backend against HuggingFace transformers' logits and
 // greedy continuations (the CPU model's golden test, tests/golden_test.cc, on the
 // device), prompts one at a time and the batch case as one flattened batch. Skips,
 // with a message, where no GPU is present.
@@ -12,7 +12,8 @@
 #include "common/status.h"
 #include "kernels/cuda/device.h"
 #include "kvstore/block_allocator.h"
-#include "models/cuda_model.h"
+#include "kvstore/cuda_kv_pool.h"
+#include "models/model.h"
 #include "models/generate.h"
 #include "parallel/nccl_communicator.h"
 #include "tests/golden_fixture.h"
@@ -54,16 +55,18 @@ class CudaModelTest : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     if (kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: GPU tests skipped";
     golden_ = testing::LoadGolden(GetParam());
-    auto model = models::CudaModel::Load(testing::GoldenModelDir(GetParam()), 0);
+    models::ModelOptions options;
+    options.cuda_device = 0;
+    auto model = models::Model::Load(testing::GoldenModelDir(GetParam()), options);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
-    auto kv = models::CudaKvPool::Create(model_->KvLayoutFor(kBlockSize), 256);
+    auto kv = kvstore::CudaKvPool::Create(model_->KvLayoutFor(kBlockSize), 256);
     ASSERT_TRUE(kv.ok()) << kv.status();
     kv_ = std::move(*kv);
   }
   Golden golden_;
-  std::unique_ptr<models::CudaModel> model_;
-  std::unique_ptr<models::CudaKvPool> kv_;
+  std::unique_ptr<models::Model> model_;
+  std::unique_ptr<kvstore::CudaKvPool> kv_;
 };
 
 // Prefills the prompt (every position's logits), then decodes greedily one token a
@@ -73,7 +76,7 @@ struct Run {
   std::vector<float> prompt_logits, step_logits;
 };
 
-absl::StatusOr<Run> Greedy(models::CudaModel& model, models::CudaKvPool& kv, const std::vector<int32_t>& prompt,
+absl::StatusOr<Run> Greedy(models::Model& model, kvstore::CudaKvPool& kv, const std::vector<int32_t>& prompt,
                            int steps) {
   kvstore::BlockAllocator allocator(kv.num_blocks());
   kvstore::BlockTable table;
@@ -156,7 +159,7 @@ TEST_P(CudaModelTest, BadStepsAreRefused) {
 }
 
 // Tensor parallelism (and, for Mixtral, expert parallelism) on GPUs: every rank a
-// thread with its own CudaModel, logits equal to one rank's and the same greedy tokens.
+// thread with its own GPU Model, logits equal to one rank's and the same greedy tokens.
 // Over Gloo the ranks share device 0 (the staged path); over NCCL each needs its own
 // GPU, so that case runs only on machines with enough of them.
 struct Sharding {
@@ -195,9 +198,10 @@ void ExpectShardedMatchesOneRank(const std::string& name, const Run& reference, 
       }
       options.communicator = tp.get();
       options.moe_communicator = all.get();
-      auto model = models::CudaModel::Load(testing::GoldenModelDir(name), device, options);
+      options.cuda_device = device;
+      auto model = models::Model::Load(testing::GoldenModelDir(name), options);
       if (!model.ok()) return void(runs[rank] = model.status());
-      auto kv = models::CudaKvPool::Create((*model)->KvLayoutFor(kBlockSize), 64);
+      auto kv = kvstore::CudaKvPool::Create((*model)->KvLayoutFor(kBlockSize), 64);
       if (!kv.ok()) return void(runs[rank] = kv.status());
       runs[rank] = Greedy(**model, **kv, prompt, steps);
     });

@@ -6,6 +6,7 @@
 
 #include "kernels/cpu_isa.h"
 #include "kvstore/block_allocator.h"
+#include "kvstore/cpu_kv_storage.h"
 #include "models/generate.h"
 #include "models/model.h"
 #include "tests/golden_fixture.h"

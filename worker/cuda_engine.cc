@@ -1,4 +1,4 @@
-// The CUDA engine: models::CudaModel over a CudaKvPool in device memory, sampling on
+// The CUDA engine: models::Model on a GPU over a CudaKvPool in device memory, sampling on
 // the device (kernels/cuda/sampling.cuh) so that a step sends back tokens, not logits.
 #include <cuda_runtime.h>
 
@@ -8,7 +8,8 @@
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/sampling.cuh"
-#include "models/cuda_model.h"
+#include "kvstore/cuda_kv_pool.h"
+#include "models/model.h"
 #include "worker/engine.h"
 
 namespace tessera::worker {
@@ -22,7 +23,7 @@ bool HasPenalties(const kernels::SamplingConfig& c) {
 
 class CudaEngine final : public Engine {
  public:
-  CudaEngine(int device, std::unique_ptr<models::CudaModel> model, std::unique_ptr<models::CudaKvPool> kv,
+  CudaEngine(int device, std::unique_ptr<models::Model> model, std::unique_ptr<kvstore::CudaKvPool> kv,
              std::unique_ptr<kc::BlockCopier> copier)
       : device_(device), model_(std::move(model)), kv_(std::move(kv)), copier_(std::move(copier)) {}
 
@@ -122,8 +123,8 @@ class CudaEngine final : public Engine {
   float* Block(int32_t block) const { return kv_->data() + block * kv_->layout().block_elems(); }
 
   int device_;
-  std::unique_ptr<models::CudaModel> model_;
-  std::unique_ptr<models::CudaKvPool> kv_;
+  std::unique_ptr<models::Model> model_;
+  std::unique_ptr<kvstore::CudaKvPool> kv_;
   std::unique_ptr<kc::BlockCopier> copier_;  // swaps and fetches, on a copy stream
   std::unique_ptr<kc::PinnedRegion> pinned_;  // the host tier, pinned in place
   // The sampler's buffers, grown to the largest step seen.
@@ -136,13 +137,15 @@ class CudaEngine final : public Engine {
 absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device,
                                                        const models::ModelOptions& options, int block_size,
                                                        int32_t num_blocks, int64_t kv_memory_bytes) {
-  ASSIGN_OR_RETURN(std::unique_ptr<models::CudaModel> model, models::CudaModel::Load(model_dir, device, options));
+  models::ModelOptions on_gpu = options;
+  on_gpu.cuda_device = device;
+  ASSIGN_OR_RETURN(std::unique_ptr<models::Model> model, models::Model::Load(model_dir, on_gpu));
   const kvstore::KvLayout layout = model->KvLayoutFor(block_size);
   if (num_blocks <= 0) {
     const int64_t block_bytes = layout.block_elems() * static_cast<int64_t>(sizeof(float));
     num_blocks = static_cast<int32_t>(std::max<int64_t>(1, kv_memory_bytes / block_bytes));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<models::CudaKvPool> kv, models::CudaKvPool::Create(layout, num_blocks));
+  ASSIGN_OR_RETURN(std::unique_ptr<kvstore::CudaKvPool> kv, kvstore::CudaKvPool::Create(layout, num_blocks));
   ASSIGN_OR_RETURN(std::unique_ptr<kc::BlockCopier> copier,
                    kc::BlockCopier::Create(layout.block_elems() * static_cast<int64_t>(sizeof(float)), device));
   return std::unique_ptr<Engine>(new CudaEngine(device, std::move(model), std::move(kv), std::move(copier)));

@@ -98,6 +98,14 @@ void Softmax(float* x, int n) {
   for (int i = 0; i < n; ++i) x[i] /= sum;
 }
 
+void RotaryCosSin(const float* inv_freq, int half, int64_t pos, float scale, float* cos, float* sin) {
+  for (int j = 0; j < half; ++j) {
+    const float angle = static_cast<float>(pos) * inv_freq[j];  // float32 product, as torch
+    cos[j] = static_cast<float>(std::cos(static_cast<double>(angle))) * scale;
+    sin[j] = static_cast<float>(std::sin(static_cast<double>(angle))) * scale;
+  }
+}
+
 void RouteTopK(float* logits, int experts, int k, int32_t* ids, float* weights) {
   Softmax(logits, experts);
   std::vector<int32_t> order(experts);

@@ -1,0 +1,22 @@
+// A pool of KV blocks in one device's memory, as the forward pass writes and reads it:
+// num_blocks blocks of KvLayout, float32. CpuKvStorage holds one in host memory,
+// CudaKvPool (kvstore/cuda_kv_pool.h) in a GPU's.
+#pragma once
+
+#include <cstdint>
+
+#include "kvstore/kv_layout.h"
+
+namespace tessera::kvstore {
+
+class KvPool {
+ public:
+  virtual ~KvPool() = default;
+  virtual const KvLayout& layout() const = 0;
+  virtual int32_t num_blocks() const = 0;
+  virtual float* data() = 0;
+  // True when the blocks are in host memory.
+  virtual bool host_memory() const = 0;
+};
+
+}  // namespace tessera::kvstore
