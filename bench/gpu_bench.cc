@@ -12,7 +12,7 @@
 //   prefill: the same matrices at 512 rows; TFLOP/s against the bf16 dense peak
 //           (989 TFLOP/s nominal for H100/H200 SXM)
 //   paged attention: decode rows over long contexts; GB/s of K and V read
-//   host <-> device: pinned block copies on the copy stream (BlockCopier), GB/s
+//   host <-> device: pinned block copies on the copy stream (kvstore::BlockCopier), GB/s
 // bench/gpu_check.sh runs it with the GPU tests and keeps the output.
 #include <cuda_runtime.h>
 
@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "kernels/cuda/attention.cuh"
-#include "kernels/cuda/block_copier.h"
+#include "kvstore/cuda_block_copier.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
 #include "bench/synthetic_model.h"
@@ -251,16 +251,16 @@ void WholeModel(int device, double copy_gbps) {
 void HostCopies(int device) {
   const int64_t block_bytes = 22 * 2 * 4 * 16 * 64 * 4;  // a TinyLlama-shaped f32 block
   const int32_t n = 512;
-  auto copier = kernels::cuda::BlockCopier::Create(block_bytes, device);
+  auto copier = kvstore::BlockCopier::Create(block_bytes, device);
   std::vector<char> host(static_cast<size_t>(block_bytes) * n);  // as the worker's host tier: pinned in place
-  auto pinned = kernels::cuda::PinnedRegion::Create(host.data(), host.size());
+  auto pinned = kvstore::PinnedRegion::Create(host.data(), host.size());
   if (!copier.ok() || !pinned.ok()) {
     std::printf("host copies: %s\n", std::string((copier.ok() ? pinned.status() : copier.status()).message()).c_str());
     return;
   }
   char* pool = static_cast<char*>(Alloc(block_bytes * n));
-  std::vector<kernels::cuda::BlockCopier::Out> out;
-  std::vector<kernels::cuda::BlockCopier::In> in;
+  std::vector<kvstore::BlockCopier::Out> out;
+  std::vector<kvstore::BlockCopier::In> in;
   for (int32_t b = 0; b < n; ++b) {
     out.push_back({pool + b * block_bytes, host.data() + b * block_bytes});
     in.push_back({host.data() + b * block_bytes, pool + b * block_bytes});

@@ -2,7 +2,7 @@
 // (22 layers, 4 KV heads of 64, 16 tokens: 704 KiB of float32 per block).
 //
 //   kv_transfer_bench serve --listen HOST:PORT [--blocks N]
-//       fills a worker host tier (worker::HostTier) with N blocks and serves it with
+//       fills a worker host tier (kvstore::HostTier) with N blocks and serves it with
 //       the block server until killed
 //   kv_transfer_bench fetch --peer HOST:PORT [--blocks N] [--streams S] [--repeat R]
 //       fetches the N blocks R times over the data plane; prints GB/s
@@ -22,7 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "cli/args.h"
 #include "kvstore/block_transfer.h"
-#include "worker/host_tier.h"
+#include "kvstore/host_tier.h"
 
 namespace tessera::bench {
 namespace {
@@ -53,8 +53,8 @@ std::vector<float> DevicePool(int n) {
 
 // The copies of a CPU worker's swaps, device pool <-> host tier: blocks [0, n) in one
 // batch each way, as a step's swaps go.
-absl::Status StoreAll(worker::HostTier& tier, int n, const std::vector<float>& pool) {
-  std::vector<worker::HostTier::Stored> stored;
+absl::Status StoreAll(kvstore::HostTier& tier, int n, const std::vector<float>& pool) {
+  std::vector<kvstore::HostTier::Stored> stored;
   for (int i = 0; i < n; ++i) stored.push_back({i, HashOf(i)});
   return tier.Store(stored, [&](std::span<float* const> hosts) {
     for (int i = 0; i < n; ++i) {
@@ -64,7 +64,7 @@ absl::Status StoreAll(worker::HostTier& tier, int n, const std::vector<float>& p
   });
 }
 
-absl::Status LoadAll(const worker::HostTier& tier, int n, std::vector<float>& pool) {
+absl::Status LoadAll(const kvstore::HostTier& tier, int n, std::vector<float>& pool) {
   std::vector<int32_t> blocks(n);
   std::iota(blocks.begin(), blocks.end(), 0);
   return tier.Load(blocks, [&](std::span<const float* const> hosts) {
@@ -75,7 +75,7 @@ absl::Status LoadAll(const worker::HostTier& tier, int n, std::vector<float>& po
   });
 }
 
-void Fill(worker::HostTier& tier, const std::vector<float>& pool, int n) {
+void Fill(kvstore::HostTier& tier, const std::vector<float>& pool, int n) {
   tier.Reset(kLayout, kHeads, kHeads.end, n);
   (void)StoreAll(tier, n, pool);
 }
@@ -92,7 +92,7 @@ int Serve(const cli::Args& args, int blocks) {
   const std::string listen = args.flags.at("listen");
   int port = 0;
   if (!absl::SimpleAtoi(listen.substr(listen.rfind(':') + 1), &port)) return Fail("bad --listen");
-  worker::HostTier tier;
+  kvstore::HostTier tier;
   Fill(tier, DevicePool(blocks), blocks);
   auto server = kvstore::BlockServer::Start(listen.substr(0, listen.rfind(':')), port, &tier);
   if (!server.ok()) return Fail(std::string(server.status().message()));
@@ -128,7 +128,7 @@ int Fetch(const cli::Args& args, int blocks, int repeat) {
 
 int Swap(int blocks, int repeat) {
   std::vector<float> pool = DevicePool(blocks);
-  worker::HostTier tier;
+  kvstore::HostTier tier;
   Fill(tier, pool, blocks);  // first touch of the host pages, outside the timing
   const double bytes = static_cast<double>(kLayout.block_elems()) * sizeof(float) * blocks;
   double out = 0, in = 0;

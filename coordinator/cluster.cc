@@ -111,7 +111,7 @@ grpc::Status Cluster::Heartbeat(grpc::ServerContext*, const v1::internal::Heartb
   }
   response->set_known(true);
   if (request->has_kv()) {
-    const BlockIndex::Ack ack = index_.Apply(request->worker_id(), request->kv());
+    const kvstore::BlockIndex::Ack ack = index_.Apply(request->worker_id(), request->kv());
     response->set_kv_acked_seq(ack.acked_seq);
     response->set_kv_resync(ack.resync);
   }

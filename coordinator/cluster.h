@@ -89,7 +89,7 @@ class Cluster final : public v1::internal::Coordinator::Service {
   std::condition_variable store_cv_;
   std::map<std::string, std::string> store_;  // guarded by store_mu_
 
-  BlockIndex index_;  // the workers' host-tier blocks, from their heartbeats
+  kvstore::BlockIndex index_;  // the workers' host-tier blocks, from their heartbeats
 
   std::atomic<bool> stop_{false};
   std::thread monitor_;

@@ -39,7 +39,7 @@ struct GroupOptions {
   bool batch_invariant = false;  // workers compute every row independently of the batch
   int32_t num_host_kv_blocks = 0;  // the host tier per worker (0: none)
   // The cluster-wide block index remote prefixes are fetched through (null: none).
-  const BlockIndex* block_index = nullptr;
+  const kvstore::BlockIndex* block_index = nullptr;
 };
 
 class ReplicaGroup {

@@ -105,7 +105,7 @@ int64_t Scheduler::TakeCachedPrefix(Sequence& seq, std::span<const kvstore::Bloc
 void Scheduler::FetchRemotePrefix(Sequence& seq, std::span<const kvstore::BlockHash> rest,
                                   v1::internal::StepRequest* step) {
   if (options_.block_index == nullptr || rest.empty()) return;
-  const BlockIndex::Found found = options_.block_index->LongestPrefix(rest);
+  const kvstore::BlockIndex::Found found = options_.block_index->LongestPrefix(rest);
   if (found.blocks == 0) return;
   auto* fetch = step->add_fetches();
   fetch->set_fetch_id(seq.id);

@@ -27,7 +27,7 @@
 #include <span>
 #include <vector>
 
-#include "coordinator/block_index.h"
+#include "kvstore/block_index.h"
 #include "coordinator/request.h"
 #include "kvstore/block_allocator.h"
 #include "kvstore/block_hash.h"
@@ -50,7 +50,7 @@ struct SchedulerOptions {
   int32_t num_host_blocks = 0;
   // Where other workers' cached blocks are (null: no remote fetches). Must outlive the
   // scheduler.
-  const BlockIndex* block_index = nullptr;
+  const kvstore::BlockIndex* block_index = nullptr;
 };
 
 class Scheduler {

@@ -3,7 +3,7 @@
 // dropped, and fetch plans that need every KV head covered.
 #include <gtest/gtest.h>
 
-#include "coordinator/block_index.h"
+#include "kvstore/block_index.h"
 
 namespace tessera::coordinator {
 namespace {
@@ -33,10 +33,10 @@ v1::internal::KvEvents Events(uint64_t last_seq, std::vector<std::pair<bool, int
 }
 
 TEST(BlockIndexTest, AnUnknownWorkerIsAskedForASnapshotThenFollowedByEvents) {
-  BlockIndex index;
+  kvstore::BlockIndex index;
   EXPECT_TRUE(index.Apply("w1", Events(2, {{true, 1}, {true, 2}})).resync);
   EXPECT_EQ(index.num_blocks(), 0);
-  const BlockIndex::Ack ack = index.Apply("w1", Events(2, {{true, 1}, {true, 2}}, /*snapshot=*/true));
+  const kvstore::BlockIndex::Ack ack = index.Apply("w1", Events(2, {{true, 1}, {true, 2}}, /*snapshot=*/true));
   EXPECT_FALSE(ack.resync);
   EXPECT_EQ(ack.acked_seq, 2u);
   EXPECT_EQ(index.num_blocks(), 2);
@@ -49,19 +49,19 @@ TEST(BlockIndexTest, AnUnknownWorkerIsAskedForASnapshotThenFollowedByEvents) {
 }
 
 TEST(BlockIndexTest, AGapAsksForASnapshot) {
-  BlockIndex index;
+  kvstore::BlockIndex index;
   index.Apply("w1", Events(1, {{true, 1}}, true));
   EXPECT_TRUE(index.Apply("w1", Events(5, {{true, 5}})).resync);  // events 2..4 are missing
   EXPECT_EQ(index.num_blocks(), 1);
 }
 
 TEST(BlockIndexTest, PlansNeedEveryHeadAndALostWorkerTakesItsBlocks) {
-  BlockIndex index;
+  kvstore::BlockIndex index;
   // Two TP=2 ranks hold blocks 1 and 2; only rank 0 holds block 3.
   index.Apply("r0", Events(3, {{true, 1}, {true, 2}, {true, 3}}, true, 0, 1));
   index.Apply("r1", Events(2, {{true, 1}, {true, 2}}, true, 1, 2));
   const kvstore::BlockHash chain[] = {H(1), H(2), H(3)};
-  BlockIndex::Found found = index.LongestPrefix(chain);
+  kvstore::BlockIndex::Found found = index.LongestPrefix(chain);
   EXPECT_EQ(found.blocks, 2);
   EXPECT_EQ(found.peers.size(), 2u);
   index.RemoveWorker("r1");

@@ -15,7 +15,7 @@
 #include "common/bf16.h"
 #include "kernels/attention.h"
 #include "kernels/cuda/attention.cuh"
-#include "kernels/cuda/block_copier.h"
+#include "kvstore/cuda_block_copier.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/gemm.h"
@@ -487,10 +487,10 @@ TEST_F(CudaTest, GroupedGemmMatchesOneGemmPerExpert) {
 // ordered after the compute stream's work (here: a kernel writing the block).
 TEST_F(CudaTest, BlockCopierRoundTripsBlocks) {
   const int64_t block_bytes = 22 * 2 * 4 * 16 * 64 * 4, floats = block_bytes / 4;
-  auto copier = cuda::BlockCopier::Create(block_bytes, 0);
+  auto copier = kvstore::BlockCopier::Create(block_bytes, 0);
   ASSERT_TRUE(copier.ok()) << copier.status();
   std::vector<float> host(3 * floats);  // ordinary memory, pinned while `pinned` lives
-  auto pinned = cuda::PinnedRegion::Create(host.data(), host.size() * sizeof(float));
+  auto pinned = kvstore::PinnedRegion::Create(host.data(), host.size() * sizeof(float));
   ASSERT_TRUE(pinned.ok()) << pinned.status();
   cudaStream_t compute;
   ASSERT_EQ(cudaStreamCreate(&compute), cudaSuccess);
@@ -498,9 +498,9 @@ TEST_F(CudaTest, BlockCopierRoundTripsBlocks) {
   DeviceBuffer<float> da(a), db(b), dbias(bias), back_a(a.size()), back_b(b.size());
   ASSERT_EQ(cuda::LaunchAddBias(da.get(), dbias.get(), 1, floats, compute), 0);  // queued, maybe still running
   ASSERT_TRUE((*copier)->AfterCompute(compute).ok());
-  const cuda::BlockCopier::Out out[] = {{da.get(), host.data() + 2 * floats}, {db.get(), host.data()}};
+  const kvstore::BlockCopier::Out out[] = {{da.get(), host.data() + 2 * floats}, {db.get(), host.data()}};
   ASSERT_TRUE((*copier)->CopyOut(out).ok());
-  const cuda::BlockCopier::In in[] = {{host.data() + 2 * floats, back_a.get()}, {host.data(), back_b.get()}};
+  const kvstore::BlockCopier::In in[] = {{host.data() + 2 * floats, back_a.get()}, {host.data(), back_b.get()}};
   ASSERT_TRUE((*copier)->CopyIn(in).ok());
   ASSERT_TRUE((*copier)->Synchronize().ok());
   std::vector<float> want_a = a;

@@ -225,7 +225,7 @@ TEST(SchedulerTest, HostTierKeepsEvictedPrefixes) {
 TEST(SchedulerTest, RemotePrefixesAreFetchedBeforeComputing) {
   for (bool fetch_ok : {true, false}) {
     SCOPED_TRACE(fetch_ok ? "fetch succeeds" : "fetch fails");
-    BlockIndex index;
+    kvstore::BlockIndex index;
     SchedulerOptions options{16, /*num_blocks=*/16, 512, 8};
     options.model_identity = "test-model";
     options.block_index = &index;

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "kernels/cuda/block_copier.h"
+#include "kvstore/cuda_block_copier.h"
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/sampling.cuh"
@@ -24,7 +24,7 @@ bool HasPenalties(const kernels::SamplingConfig& c) {
 class CudaEngine final : public Engine {
  public:
   CudaEngine(int device, std::unique_ptr<models::Model> model, std::unique_ptr<kvstore::CudaKvPool> kv,
-             std::unique_ptr<kc::BlockCopier> copier)
+             std::unique_ptr<kvstore::BlockCopier> copier)
       : device_(device), model_(std::move(model)), kv_(std::move(kv)), copier_(std::move(copier)) {}
 
   const models::ModelSpec& spec() const override { return model_->spec(); }
@@ -98,7 +98,7 @@ class CudaEngine final : public Engine {
 
   absl::Status ReadBlocks(std::span<const BlockOut> copies) override {
     RETURN_IF_CUDA(cudaSetDevice(device_));  // the calling thread's device: the copier's
-    std::vector<kc::BlockCopier::Out> out;
+    std::vector<kvstore::BlockCopier::Out> out;
     for (const BlockOut& c : copies) out.push_back({Block(c.device_block), c.host});
     RETURN_IF_ERROR(copier_->AfterCompute(nullptr));  // the steps that wrote the blocks
     RETURN_IF_ERROR(copier_->CopyOut(out));
@@ -106,7 +106,7 @@ class CudaEngine final : public Engine {
   }
   absl::Status WriteBlocks(std::span<const BlockIn> copies) override {
     RETURN_IF_CUDA(cudaSetDevice(device_));
-    std::vector<kc::BlockCopier::In> in;
+    std::vector<kvstore::BlockCopier::In> in;
     for (const BlockIn& c : copies) in.push_back({c.host, Block(c.device_block)});
     RETURN_IF_ERROR(copier_->AfterCompute(nullptr));  // the steps that read the blocks' old contents
     RETURN_IF_ERROR(copier_->CopyIn(in));
@@ -115,7 +115,7 @@ class CudaEngine final : public Engine {
   absl::Status PinHostMemory(std::span<float> memory) override {
     pinned_.reset();
     if (memory.empty()) return absl::OkStatus();
-    ASSIGN_OR_RETURN(pinned_, kc::PinnedRegion::Create(memory.data(), memory.size_bytes()));
+    ASSIGN_OR_RETURN(pinned_, kvstore::PinnedRegion::Create(memory.data(), memory.size_bytes()));
     return absl::OkStatus();
   }
 
@@ -125,8 +125,8 @@ class CudaEngine final : public Engine {
   int device_;
   std::unique_ptr<models::Model> model_;
   std::unique_ptr<kvstore::CudaKvPool> kv_;
-  std::unique_ptr<kc::BlockCopier> copier_;  // swaps and fetches, on a copy stream
-  std::unique_ptr<kc::PinnedRegion> pinned_;  // the host tier, pinned in place
+  std::unique_ptr<kvstore::BlockCopier> copier_;  // swaps and fetches, on a copy stream
+  std::unique_ptr<kvstore::PinnedRegion> pinned_;  // the host tier, pinned in place
   // The sampler's buffers, grown to the largest step seen.
   kc::DeviceMemory rows_, configs_, penalty_tokens_, penalty_counts_, sample_logits_, tokens_, workspace_;
   std::vector<float> row_;  // one row of logits on the host (log-probability requests)
@@ -146,8 +146,8 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_
     num_blocks = static_cast<int32_t>(std::max<int64_t>(1, kv_memory_bytes / block_bytes));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<kvstore::CudaKvPool> kv, kvstore::CudaKvPool::Create(layout, num_blocks));
-  ASSIGN_OR_RETURN(std::unique_ptr<kc::BlockCopier> copier,
-                   kc::BlockCopier::Create(layout.block_elems() * static_cast<int64_t>(sizeof(float)), device));
+  ASSIGN_OR_RETURN(std::unique_ptr<kvstore::BlockCopier> copier,
+                   kvstore::BlockCopier::Create(layout.block_elems() * static_cast<int64_t>(sizeof(float)), device));
   return std::unique_ptr<Engine>(new CudaEngine(device, std::move(model), std::move(kv), std::move(copier)));
 }
 

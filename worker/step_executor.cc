@@ -22,7 +22,7 @@ kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& p) {
   return c;
 }
 
-StepExecutor::StepExecutor(std::unique_ptr<Engine> engine, HostTier* host, std::atomic<int64_t>* kv_bytes_fetched)
+StepExecutor::StepExecutor(std::unique_ptr<Engine> engine, kvstore::HostTier* host, std::atomic<int64_t>* kv_bytes_fetched)
     : engine_(std::move(engine)), host_(host), kv_bytes_fetched_(kv_bytes_fetched) {}
 
 void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response) {
@@ -95,10 +95,10 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
   // Tier moves and fetches come first: a block swapped out may be reused by this
   // step's compute, and a fetched one is read by the next step's. Each direction goes
   // as one batch of copies.
-  std::vector<HostTier::Stored> stored;
+  std::vector<kvstore::HostTier::Stored> stored;
   std::vector<int32_t> from_device, to_device, from_host;
   for (const auto& c : step.swap_out()) {
-    HostTier::Stored s{c.to(), {}};
+    kvstore::HostTier::Stored s{c.to(), {}};
     std::memcpy(s.hash.data(), c.hash().data(), s.hash.size());
     stored.push_back(s);
     from_device.push_back(c.from());

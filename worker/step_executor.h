@@ -22,7 +22,7 @@
 #include "models/model.h"
 #include "tessera/v1/worker.pb.h"
 #include "worker/engine.h"
-#include "worker/host_tier.h"
+#include "kvstore/host_tier.h"
 
 namespace tessera::worker {
 
@@ -30,7 +30,7 @@ class StepExecutor {
  public:
   // `host` (the host tier, sized by the caller) and `kv_bytes_fetched` (counts the
   // block bytes fetched from peers) must outlive the executor.
-  StepExecutor(std::unique_ptr<Engine> engine, HostTier* host, std::atomic<int64_t>* kv_bytes_fetched);
+  StepExecutor(std::unique_ptr<Engine> engine, kvstore::HostTier* host, std::atomic<int64_t>* kv_bytes_fetched);
 
   int32_t num_blocks() const { return engine_->num_blocks(); }
   size_t num_sequences() const { return sequences_.size(); }
@@ -67,7 +67,7 @@ class StepExecutor {
   void Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response);
 
   std::unique_ptr<Engine> engine_;  // the model and the device tier (its KV pool)
-  HostTier* host_;
+  kvstore::HostTier* host_;
   std::atomic<int64_t>* const kv_bytes_fetched_;
   absl::flat_hash_map<uint64_t, Sequence> sequences_;
   std::vector<kernels::SampledToken> sampled_;

@@ -10,7 +10,7 @@
 
 #include "parallel/communicator.h"
 #include "tessera/v1/worker.grpc.pb.h"
-#include "worker/host_tier.h"
+#include "kvstore/host_tier.h"
 #include "worker/step_executor.h"
 
 namespace tessera::worker {
@@ -42,7 +42,7 @@ class WorkerService final : public v1::internal::Worker::Service {
                      grpc::ServerReaderWriter<v1::internal::StepResponse, v1::internal::StepRequest>* stream) override;
 
   // The host tier outlives reloads; the block server serves it and heartbeats report it.
-  HostTier& host_tier() { return host_tier_; }
+  kvstore::HostTier& host_tier() { return host_tier_; }
   // Block bytes this worker fetched from peers over the KV data plane.
   int64_t kv_bytes_fetched() const { return kv_bytes_fetched_; }
 
@@ -60,7 +60,7 @@ class WorkerService final : public v1::internal::Worker::Service {
   std::mutex mu_;  // one LoadModel or Steps stream at a time
   mutable std::mutex fatal_mu_;
   std::optional<std::string> fatal_error_;  // guarded by fatal_mu_
-  HostTier host_tier_;
+  kvstore::HostTier host_tier_;
   std::atomic<int64_t> kv_bytes_fetched_{0};  // the executors' fetches from peers
   // The group's collectives (null when the group is one worker); the model in
   // executor_ uses them, so they are declared first and destroyed last.

@@ -22,7 +22,7 @@
 #include "kvstore/block_transfer.h"
 #include "tessera/v1/worker.pb.h"
 
-namespace tessera::coordinator {
+namespace tessera::kvstore {
 
 class BlockIndex {
  public:
@@ -38,9 +38,9 @@ class BlockIndex {
   // peers that, together, hold every KV head of each of them.
   struct Found {
     int64_t blocks = 0;
-    std::vector<kvstore::BlockPeer> peers;
+    std::vector<BlockPeer> peers;
   };
-  Found LongestPrefix(std::span<const kvstore::BlockHash> hashes) const;
+  Found LongestPrefix(std::span<const BlockHash> hashes) const;
 
   int64_t num_blocks() const;   // distinct hashes held somewhere
   int64_t num_entries() const;  // (worker, hash) pairs
@@ -49,19 +49,19 @@ class BlockIndex {
 
  private:
   struct Worker {
-    kvstore::BlockPeer peer;
+    BlockPeer peer;
     int num_kv_heads = 0;
     std::optional<uint64_t> seq;  // last event applied; none until the first snapshot
-    std::unordered_set<kvstore::BlockHash, kvstore::BlockHashHasher> blocks;
+    std::unordered_set<BlockHash, BlockHashHasher> blocks;
   };
-  void Store(const std::string& id, Worker& w, const kvstore::BlockHash& h);   // under mu_
-  void Remove(const std::string& id, Worker& w, const kvstore::BlockHash& h);  // under mu_
+  void Store(const std::string& id, Worker& w, const BlockHash& h);   // under mu_
+  void Remove(const std::string& id, Worker& w, const BlockHash& h);  // under mu_
   void Clear(const std::string& id, Worker& w);                                // under mu_
 
   mutable std::mutex mu_;
   std::map<std::string, Worker> workers_;
-  std::unordered_map<kvstore::BlockHash, std::vector<std::string>, kvstore::BlockHashHasher> holders_;
+  std::unordered_map<BlockHash, std::vector<std::string>, BlockHashHasher> holders_;
   int64_t resyncs_ = 0;
 };
 
-}  // namespace tessera::coordinator
+}  // namespace tessera::kvstore

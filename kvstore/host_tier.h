@@ -26,23 +26,23 @@
 #include "kvstore/cpu_kv_storage.h"
 #include "tessera/v1/worker.pb.h"
 
-namespace tessera::worker {
+namespace tessera::kvstore {
 
-class HostTier final : public kvstore::BlockSource {
+class HostTier final : public BlockSource {
  public:
   HostTier() = default;
 
   // Sizes the tier for blocks of `layout` holding KV heads `heads` of `num_kv_heads`.
   // Keeps the blocks when nothing changes; otherwise every block is removed.
-  void Reset(const kvstore::KvLayout& layout, kvstore::HeadRange heads, int num_kv_heads, int32_t num_blocks);
+  void Reset(const KvLayout& layout, HeadRange heads, int num_kv_heads, int32_t num_blocks);
   int32_t num_blocks() const;
   // The blocks held, for a reload that kept them.
-  std::vector<std::pair<int32_t, kvstore::BlockHash>> Contents() const;
+  std::vector<std::pair<int32_t, BlockHash>> Contents() const;
 
   // A block to store and the content hash it will hold.
   struct Stored {
     int32_t block;
-    kvstore::BlockHash hash;
+    BlockHash hash;
   };
   // Fills the host blocks through `write` (given their addresses, in order: copies out
   // of the device pool, done when it returns) and records that they now hold their
@@ -56,9 +56,9 @@ class HostTier final : public kvstore::BlockSource {
   // The tier's memory, for a GPU engine to pin (valid until the next Reset).
   std::span<float> memory() const;
 
-  kvstore::KvLayout layout() const override;
-  kvstore::HeadRange heads() const override;
-  bool ReadSlice(const kvstore::BlockHash& hash, const kvstore::KvLayout& layout, kvstore::HeadRange range,
+  KvLayout layout() const override;
+  HeadRange heads() const override;
+  bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange range,
                  float* slice) const override;
 
   // The events the coordinator has not acknowledged (or a snapshot, when it asked for
@@ -69,26 +69,26 @@ class HostTier final : public kvstore::BlockSource {
   void Ack(uint64_t acked_seq, bool resync);
 
  private:
-  void Record(bool stored, const kvstore::BlockHash& hash);  // under mu_
+  void Record(bool stored, const BlockHash& hash);  // under mu_
 
   // Events kept for the coordinator before giving up and sending a snapshot instead.
   static constexpr size_t kMaxPendingEvents = 1 << 16;
 
   mutable std::shared_mutex mu_;
-  std::unique_ptr<kvstore::CpuKvStorage> storage_;
-  kvstore::HeadRange heads_;
+  std::unique_ptr<CpuKvStorage> storage_;
+  HeadRange heads_;
   int num_kv_heads_ = 0;
-  std::vector<std::optional<kvstore::BlockHash>> hash_of_;  // by block
-  std::unordered_map<kvstore::BlockHash, int32_t, kvstore::BlockHashHasher> by_hash_;
+  std::vector<std::optional<BlockHash>> hash_of_;  // by block
+  std::unordered_map<BlockHash, int32_t, BlockHashHasher> by_hash_;
 
   struct Event {
     uint64_t seq;
     bool stored;
-    kvstore::BlockHash hash;
+    BlockHash hash;
   };
   std::deque<Event> pending_;  // not yet acknowledged
   uint64_t seq_ = 0;           // number of the last event
   bool need_snapshot_ = false;
 };
 
-}  // namespace tessera::worker
+}  // namespace tessera::kvstore

@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::kvstore {
 
 // Pins existing host memory (cudaHostRegister) while the object lives.
 class PinnedRegion {
@@ -58,4 +58,4 @@ class BlockCopier {
   void* event_;   // cudaEvent_t, reused for each ordering point
 };
 
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::kvstore

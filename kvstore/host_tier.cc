@@ -1,8 +1,8 @@
-#include "worker/host_tier.h"
+#include "kvstore/host_tier.h"
 
-namespace tessera::worker {
+namespace tessera::kvstore {
 
-void HostTier::Reset(const kvstore::KvLayout& layout, kvstore::HeadRange heads, int num_kv_heads,
+void HostTier::Reset(const KvLayout& layout, HeadRange heads, int num_kv_heads,
                      int32_t num_blocks) {
   std::unique_lock lock(mu_);
   if (storage_ && storage_->layout() == layout && storage_->num_blocks() == num_blocks &&
@@ -12,7 +12,7 @@ void HostTier::Reset(const kvstore::KvLayout& layout, kvstore::HeadRange heads, 
   for (const auto& h : hash_of_) {
     if (h) Record(false, *h);
   }
-  storage_ = std::make_unique<kvstore::CpuKvStorage>(layout, num_blocks);
+  storage_ = std::make_unique<CpuKvStorage>(layout, num_blocks);
   heads_ = heads;
   num_kv_heads_ = num_kv_heads;
   hash_of_.assign(num_blocks, std::nullopt);
@@ -24,9 +24,9 @@ int32_t HostTier::num_blocks() const {
   return storage_ ? storage_->num_blocks() : 0;
 }
 
-std::vector<std::pair<int32_t, kvstore::BlockHash>> HostTier::Contents() const {
+std::vector<std::pair<int32_t, BlockHash>> HostTier::Contents() const {
   std::shared_lock lock(mu_);
-  std::vector<std::pair<int32_t, kvstore::BlockHash>> out;
+  std::vector<std::pair<int32_t, BlockHash>> out;
   for (const auto& [hash, block] : by_hash_) out.emplace_back(block, hash);
   return out;
 }
@@ -72,27 +72,27 @@ std::span<float> HostTier::memory() const {
   return {storage_->data(), static_cast<size_t>(storage_->layout().block_elems()) * storage_->num_blocks()};
 }
 
-kvstore::KvLayout HostTier::layout() const {
+KvLayout HostTier::layout() const {
   std::shared_lock lock(mu_);
-  return storage_ ? storage_->layout() : kvstore::KvLayout{};
+  return storage_ ? storage_->layout() : KvLayout{};
 }
 
-kvstore::HeadRange HostTier::heads() const {
+HeadRange HostTier::heads() const {
   std::shared_lock lock(mu_);
   return heads_;
 }
 
-bool HostTier::ReadSlice(const kvstore::BlockHash& hash, const kvstore::KvLayout& layout, kvstore::HeadRange range,
+bool HostTier::ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange range,
                          float* slice) const {
   std::shared_lock lock(mu_);
   auto it = by_hash_.find(hash);
   if (it == by_hash_.end() || !(storage_->layout() == layout) || !heads_.Contains(range)) return false;
-  kvstore::CopySliceOut(layout, storage_->data() + it->second * layout.block_elems(), range.begin - heads_.begin,
+  CopySliceOut(layout, storage_->data() + it->second * layout.block_elems(), range.begin - heads_.begin,
                         range.size(), slice);
   return true;
 }
 
-void HostTier::Record(bool stored, const kvstore::BlockHash& hash) {
+void HostTier::Record(bool stored, const BlockHash& hash) {
   pending_.push_back({++seq_, stored, hash});
   if (pending_.size() > kMaxPendingEvents) {
     pending_.clear();  // the coordinator is far behind: a snapshot replaces them
@@ -108,7 +108,7 @@ void HostTier::FillEvents(const std::string& kv_address, v1::internal::KvEvents*
   out->set_num_kv_heads(num_kv_heads_);
   out->set_last_seq(seq_);
   out->set_snapshot(need_snapshot_);
-  auto add = [&](bool stored, const kvstore::BlockHash& hash) {
+  auto add = [&](bool stored, const BlockHash& hash) {
     auto* e = out->add_events();
     e->set_stored(stored);
     e->set_hash(hash.data(), hash.size());
@@ -127,4 +127,4 @@ void HostTier::Ack(uint64_t acked_seq, bool resync) {
   if (resync) pending_.clear();
 }
 
-}  // namespace tessera::worker
+}  // namespace tessera::kvstore

@@ -1,10 +1,11 @@
-#include "kernels/cuda/block_copier.h"
+#include "kvstore/cuda_block_copier.h"
 
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/device_memory.h"
 
-namespace tessera::kernels::cuda {
+
+namespace tessera::kvstore {
 
 absl::StatusOr<std::unique_ptr<PinnedRegion>> PinnedRegion::Create(void* data, size_t bytes) {
   RETURN_IF_CUDA(cudaHostRegister(data, bytes, cudaHostRegisterDefault));
@@ -20,7 +21,7 @@ absl::StatusOr<std::unique_ptr<BlockCopier>> BlockCopier::Create(int64_t block_b
   RETURN_IF_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   if (const cudaError_t e = cudaEventCreateWithFlags(&event, cudaEventDisableTiming); e != cudaSuccess) {
     cudaStreamDestroy(stream);
-    return CudaStatus(e, "cudaEventCreate");
+    return kernels::cuda::CudaStatus(e, "cudaEventCreate");
   }
   return std::unique_ptr<BlockCopier>(new BlockCopier(block_bytes, stream, event));
 }
@@ -59,4 +60,4 @@ absl::Status BlockCopier::Synchronize() {
   return absl::OkStatus();
 }
 
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::kvstore

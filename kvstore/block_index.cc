@@ -1,23 +1,23 @@
-#include "coordinator/block_index.h"
+#include "kvstore/block_index.h"
 
 #include <algorithm>
 #include <cstring>
 
-namespace tessera::coordinator {
+namespace tessera::kvstore {
 namespace {
 
-bool ToHash(const std::string& bytes, kvstore::BlockHash* h) {
+bool ToHash(const std::string& bytes, BlockHash* h) {
   if (bytes.size() != h->size()) return false;
   std::memcpy(h->data(), bytes.data(), h->size());
   return true;
 }
 
 // Whether the peers' heads together cover [0, num_kv_heads).
-bool Covers(const std::vector<const kvstore::BlockPeer*>& peers, int num_kv_heads) {
+bool Covers(const std::vector<const BlockPeer*>& peers, int num_kv_heads) {
   int covered = 0;
   for (bool grew = true; grew && covered < num_kv_heads;) {
     grew = false;
-    for (const kvstore::BlockPeer* p : peers) {
+    for (const BlockPeer* p : peers) {
       if (p->heads.begin <= covered && p->heads.end > covered) {
         covered = p->heads.end;
         grew = true;
@@ -29,11 +29,11 @@ bool Covers(const std::vector<const kvstore::BlockPeer*>& peers, int num_kv_head
 
 }  // namespace
 
-void BlockIndex::Store(const std::string& id, Worker& w, const kvstore::BlockHash& h) {
+void BlockIndex::Store(const std::string& id, Worker& w, const BlockHash& h) {
   if (w.blocks.insert(h).second) holders_[h].push_back(id);
 }
 
-void BlockIndex::Remove(const std::string& id, Worker& w, const kvstore::BlockHash& h) {
+void BlockIndex::Remove(const std::string& id, Worker& w, const BlockHash& h) {
   if (w.blocks.erase(h) == 0) return;
   auto it = holders_.find(h);
   std::erase(it->second, id);
@@ -42,7 +42,7 @@ void BlockIndex::Remove(const std::string& id, Worker& w, const kvstore::BlockHa
 
 void BlockIndex::Clear(const std::string& id, Worker& w) {
   while (!w.blocks.empty()) {
-    const kvstore::BlockHash h = *w.blocks.begin();  // a copy: Remove erases the element
+    const BlockHash h = *w.blocks.begin();  // a copy: Remove erases the element
     Remove(id, w, h);
   }
 }
@@ -52,7 +52,7 @@ BlockIndex::Ack BlockIndex::Apply(const std::string& worker_id, const v1::intern
   Worker& w = workers_[worker_id];
   w.peer = {events.kv_address(), {events.head_begin(), events.head_end()}};
   w.num_kv_heads = events.num_kv_heads();
-  kvstore::BlockHash h;
+  BlockHash h;
   if (events.snapshot()) {
     Clear(worker_id, w);
     for (const auto& e : events.events()) {
@@ -89,7 +89,7 @@ void BlockIndex::RemoveWorker(const std::string& worker_id) {
   workers_.erase(it);
 }
 
-BlockIndex::Found BlockIndex::LongestPrefix(std::span<const kvstore::BlockHash> hashes) const {
+BlockIndex::Found BlockIndex::LongestPrefix(std::span<const BlockHash> hashes) const {
   std::lock_guard<std::mutex> lock(mu_);
   Found found;
   std::vector<std::string> candidates;  // hold every block so far
@@ -100,7 +100,7 @@ BlockIndex::Found BlockIndex::LongestPrefix(std::span<const kvstore::BlockHash> 
     for (const std::string& id : it->second) {
       if (i == 0 || std::find(candidates.begin(), candidates.end(), id) != candidates.end()) next.push_back(id);
     }
-    std::vector<const kvstore::BlockPeer*> peers;
+    std::vector<const BlockPeer*> peers;
     int num_kv_heads = 0;
     for (const std::string& id : next) {
       const Worker& w = workers_.at(id);
@@ -138,4 +138,4 @@ int64_t BlockIndex::resyncs() const {
   return resyncs_;
 }
 
-}  // namespace tessera::coordinator
+}  // namespace tessera::kvstore
