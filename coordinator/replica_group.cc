@@ -149,13 +149,13 @@ bool ReplicaGroup::Load() {
     host_blocks = i == 0 ? responses[i].num_host_blocks() : std::min(host_blocks, responses[i].num_host_blocks());
   }
   SchedulerOptions so;
-  so.block_size = options_.block_size;
-  so.num_blocks = blocks;  // every rank must hold every block
+  so.cache.block_size = options_.block_size;
+  so.cache.num_blocks = blocks;  // every rank must hold every block
   so.max_step_tokens = options_.max_step_tokens;
   so.max_running = options_.max_running;
-  if (options_.prefix_caching) so.model_identity = options_.model_dir;
-  so.num_host_blocks = options_.prefix_caching ? host_blocks : 0;  // the host tier holds cached blocks
-  if (options_.prefix_caching) so.block_index = options_.block_index;
+  if (options_.prefix_caching) so.cache.model_identity = options_.model_dir;
+  so.cache.num_host_blocks = options_.prefix_caching ? host_blocks : 0;  // the host tier holds cached blocks
+  if (options_.prefix_caching) so.cache.block_index = options_.block_index;
   scheduler_ = std::make_unique<Scheduler>(so);
   // Host-tier blocks every rank kept (a coordinator restart): cached again.
   std::map<std::pair<int32_t, std::string>, size_t> ranks_holding;

@@ -6,11 +6,7 @@
 
 namespace tessera::coordinator {
 
-Scheduler::Scheduler(const SchedulerOptions& options)
-    : options_(options),
-      allocator_(options.num_blocks),
-      host_allocator_(options.num_host_blocks),
-      free_blocks_(options.num_blocks) {}
+Scheduler::Scheduler(const SchedulerOptions& options) : options_(options), cache_(options.cache) {}
 
 void Scheduler::Enqueue(std::shared_ptr<Request> request) {
   {
@@ -32,7 +28,6 @@ int Scheduler::num_waiting() const {
 }
 
 int Scheduler::num_running() const { return running_count_; }
-int32_t Scheduler::num_free_blocks() const { return free_blocks_; }
 
 int64_t Scheduler::outstanding_work() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -41,80 +36,23 @@ int64_t Scheduler::outstanding_work() const {
   return work;
 }
 
-Scheduler::CacheCounters Scheduler::cache_counters() const {
-  return {cache_lookups_,          cache_hits_,           cache_evictions_,
-          cached_blocks_,          swapped_out_published_, swapped_in_published_,
-          remote_fetched_published_, remote_fetch_failures_published_};
-}
-
-kvstore::BlockHash Scheduler::Root(const Request& request) const {
-  return kvstore::RootHash(options_.model_identity, options_.kv_dtype, request.cache_salt());
-}
-
 std::vector<kvstore::BlockHash> Scheduler::PrefixHashes(const Request& request) const {
-  if (options_.model_identity.empty()) return {};
-  const int bs = options_.block_size;
   std::vector<int32_t> tokens = request.prompt();
   tokens.insert(tokens.end(), request.generated().begin(), request.generated().end());
-  // The last token is always computed (it yields the logits to sample from), so the
-  // block holding it is never taken from the cache.
-  std::vector<kvstore::BlockHash> hashes;
-  kvstore::BlockHash parent = Root(request);
-  for (int64_t b = 0; b < (static_cast<int64_t>(tokens.size()) - 1) / bs; ++b) {
-    parent = kvstore::ChainHash(parent, std::span<const int32_t>(tokens).subspan(b * bs, bs));
-    hashes.push_back(parent);
-  }
-  return hashes;
-}
-
-int64_t Scheduler::CachedTokens(std::span<const kvstore::BlockHash> hashes) const {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  int64_t cached = 0;
-  for (const kvstore::BlockHash& h : hashes) {
-    if (!allocator_.Contains(h) && !host_allocator_.Contains(h)) break;
-    cached += options_.block_size;
-  }
-  return cached;
-}
-
-int64_t Scheduler::TakeCachedPrefix(Sequence& seq, std::span<const kvstore::BlockHash> prefix) {
-  for (const kvstore::BlockHash& h : prefix) {
-    std::optional<int32_t> block = allocator_.Lookup(h);
-    if (!block && options_.num_host_blocks > 0) {
-      // A hit in the host tier moves the block back up: a device block, a copy.
-      if (std::optional<int32_t> host = host_allocator_.Lookup(h)) {
-        absl::StatusOr<int32_t> device = allocator_.Allocate();
-        SwapOutEvicted();  // what that allocation evicted is on the host before the next lookup
-        if (device.ok()) {
-          allocator_.Register(*device, h);
-          swap_in_.push_back({*device, *host, h});  // the host reference goes once the step is built
-          ++swapped_in_;
-          block = *device;
-        } else {
-          host_allocator_.Release(*host);
-        }
-      }
-    }
-    if (!block) break;
-    seq.table.Append(*block);
-    seq.hashes.push_back(h);
-  }
-  return static_cast<int64_t>(seq.hashes.size()) * options_.block_size;
+  return cache_.PrefixHashes(tokens, request.cache_salt());
 }
 
 void Scheduler::FetchRemotePrefix(Sequence& seq, std::span<const kvstore::BlockHash> rest,
                                   v1::internal::StepRequest* step) {
-  if (options_.block_index == nullptr || rest.empty()) return;
-  const kvstore::BlockIndex::Found found = options_.block_index->LongestPrefix(rest);
-  if (found.blocks == 0) return;
+  const std::optional<kvstore::KvCacheManager::FetchPlan> plan = cache_.PlanFetch(seq.kv, rest);
+  if (!plan) return;
   auto* fetch = step->add_fetches();
   fetch->set_fetch_id(seq.id);
-  for (int64_t i = 0; i < found.blocks; ++i) {
-    fetch->add_hashes(rest[i].data(), rest[i].size());
-    fetch->add_blocks(seq.table.blocks()[seq.hashes.size() + i]);
-    seq.fetching.push_back(rest[i]);
+  for (size_t i = 0; i < plan->hashes.size(); ++i) {
+    fetch->add_hashes(plan->hashes[i].data(), plan->hashes[i].size());
+    fetch->add_blocks(plan->blocks[i]);
   }
-  for (const kvstore::BlockPeer& p : found.peers) {
+  for (const kvstore::BlockPeer& p : plan->peers) {
     auto* peer = fetch->add_peers();
     peer->set_address(p.address);
     peer->set_head_begin(p.heads.begin);
@@ -132,48 +70,13 @@ void Scheduler::FinishFetch(Sequence& seq, std::span<const v1::internal::StepRes
       ok = false;
     }
   }
-  if (ok) {
-    // The blocks hold their content now: cached, and the sequence starts after them.
-    for (const kvstore::BlockHash& h : seq.fetching) {
-      allocator_.Register(seq.table.blocks()[seq.hashes.size()], h);
-      seq.hashes.push_back(h);
-    }
-    seq.cached = static_cast<int64_t>(seq.hashes.size()) * options_.block_size;
-    seq.computed = seq.cached;
-    remote_fetched_ += static_cast<int64_t>(seq.fetching.size());
-  } else {
-    ++remote_fetch_failures_;  // the blocks stay allocated and are computed instead
-  }
+  const int64_t cached = cache_.FinishFetch(seq.kv, ok);
+  if (ok) seq.cached = seq.computed = cached;  // the sequence starts after the fetched blocks
   seq.request->set_cached_tokens(static_cast<int32_t>(std::min<int64_t>(seq.cached, seq.prompt_len)));
-  seq.fetching.clear();
 }
 
 void Scheduler::AdoptHostBlocks(std::span<const std::pair<int32_t, kvstore::BlockHash>> blocks) {
-  std::lock_guard<std::mutex> cache_lock(cache_mu_);
-  if (options_.num_host_blocks > 0) host_allocator_.AdoptCached(blocks);
-}
-
-void Scheduler::RegisterFullBlocks(Sequence& seq) {
-  if (options_.model_identity.empty()) return;
-  const int bs = options_.block_size;
-  const int64_t full = seq.computed / bs;
-  for (int64_t b = static_cast<int64_t>(seq.hashes.size()); b < full; ++b) {
-    const kvstore::BlockHash parent = b == 0 ? Root(*seq.request) : seq.hashes.back();
-    seq.hashes.push_back(kvstore::ChainHash(parent, std::span<const int32_t>(seq.tokens).subspan(b * bs, bs)));
-    allocator_.Register(seq.table.blocks()[b], seq.hashes.back());
-    CopyToHost(seq.table.blocks()[b], seq.hashes.back());  // written through
-  }
-}
-
-void Scheduler::CopyToHost(int32_t block, const kvstore::BlockHash& hash) {
-  if (options_.num_host_blocks == 0 || host_allocator_.Contains(hash)) return;
-  absl::StatusOr<int32_t> host = host_allocator_.Allocate();  // may drop the host's oldest
-  (void)host_allocator_.TakeEvicted();  // the host tier is the last: its evictions are dropped
-  if (!host.ok()) return;  // every host block is being swapped in this step
-  host_allocator_.Register(*host, hash);
-  host_allocator_.Release(*host);  // cached there, unreferenced
-  swap_out_.push_back({block, *host, hash});
-  ++swapped_out_;
+  cache_.AdoptHostBlocks(blocks);
 }
 
 void Scheduler::PublishCounters() {
@@ -181,23 +84,10 @@ void Scheduler::PublishCounters() {
   for (const Sequence& seq : running_) work += seq.request->remaining_work();
   running_work_ = work;
   running_count_ = static_cast<int>(running_.size());
-  free_blocks_ = allocator_.num_free();
-  cache_lookups_ = allocator_.lookups();
-  cache_hits_ = allocator_.hits();
-  cache_evictions_ = allocator_.evictions();
-  cached_blocks_ = allocator_.num_cached();
-  swapped_out_published_ = swapped_out_;
-  swapped_in_published_ = swapped_in_;
-  remote_fetched_published_ = remote_fetched_;
-  remote_fetch_failures_published_ = remote_fetch_failures_;
-}
-
-void Scheduler::SwapOutEvicted() {
-  for (const auto& [block, hash] : allocator_.TakeEvicted()) CopyToHost(block, hash);
 }
 
 void Scheduler::Release(Sequence& seq) {
-  seq.table.Free(allocator_);
+  cache_.Free(seq.kv);
   if (seq.worker_knows) finished_.push_back(seq.id);
 }
 
@@ -213,7 +103,7 @@ void Scheduler::Preempt(size_t index) {
 }
 
 bool Scheduler::Reserve(size_t index, int64_t tokens) {
-  while (!running_[index].table.EnsureCapacity(tokens, options_.block_size, allocator_).ok()) {
+  while (!cache_.EnsureCapacity(running_[index].kv, tokens).ok()) {
     const size_t newest = running_.size() - 1;
     if (newest == index) {
       if (running_.size() == 1) {
@@ -232,7 +122,6 @@ bool Scheduler::Reserve(size_t index, int64_t tokens) {
 }
 
 bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
-  std::lock_guard<std::mutex> cache_lock(cache_mu_);
   step->Clear();
   int budget = options_.max_step_tokens;
 
@@ -287,8 +176,10 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
     seq.tokens = request->prompt();
     seq.tokens.insert(seq.tokens.end(), request->generated().begin(), request->generated().end());
     seq.prompt_len = static_cast<int32_t>(request->prompt().size());
-    const int64_t blocks_needed = (static_cast<int64_t>(seq.tokens.size()) + options_.block_size) / options_.block_size;
-    if (blocks_needed > allocator_.num_blocks()) {
+    seq.kv.salt = request->cache_salt();
+    const int bs = cache_.block_size();
+    const int64_t blocks_needed = (static_cast<int64_t>(seq.tokens.size()) + bs) / bs;
+    if (blocks_needed > cache_.num_blocks()) {
       // Grown past the whole pool while it ran (then was preempted): it can never run
       // again here, and must not block the queue.
       request->FinishOutOfCache();
@@ -296,10 +187,10 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
       waiting_.pop_front();
       continue;
     }
-    const std::vector<kvstore::BlockHash> prefix = PrefixHashes(*request);
-    seq.cached = TakeCachedPrefix(seq, prefix);
-    if (!seq.table.EnsureCapacity(static_cast<int64_t>(seq.tokens.size()) + 1, options_.block_size, allocator_).ok()) {
-      seq.table.Free(allocator_);  // not enough free blocks yet: FCFS, later requests wait too
+    const std::vector<kvstore::BlockHash> prefix = cache_.PrefixHashes(seq.tokens, seq.kv.salt);
+    seq.cached = cache_.TakeCachedPrefix(seq.kv, prefix);
+    if (!cache_.EnsureCapacity(seq.kv, static_cast<int64_t>(seq.tokens.size()) + 1).ok()) {
+      cache_.Free(seq.kv);  // not enough free blocks yet: FCFS, later requests wait too
       break;
     }
     {
@@ -308,12 +199,12 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
     }
     seq.computed = seq.cached;
     seq.id = next_seq_id_++;
-    FetchRemotePrefix(seq, std::span(prefix).subspan(seq.hashes.size()), step);
-    if (seq.fetching.empty()) {
+    FetchRemotePrefix(seq, std::span(prefix).subspan(seq.kv.hashes.size()), step);
+    if (seq.kv.fetching.empty()) {
       request->set_cached_tokens(static_cast<int32_t>(std::min<int64_t>(seq.cached, seq.prompt_len)));
     }
     // A sequence whose prefix is being fetched is computed from the next step on.
-    seq.planned = seq.fetching.empty()
+    seq.planned = seq.kv.fetching.empty()
                       ? std::min<int64_t>(static_cast<int64_t>(seq.tokens.size()) - seq.computed, budget)
                       : 0;
     budget -= static_cast<int>(seq.planned);
@@ -321,28 +212,25 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
   }
 
   // The diff: tier moves first (the worker copies before computing), then sequences.
-  SwapOutEvicted();
-  for (const HostCopy& copy : swap_out_) {
+  const kvstore::KvCacheManager::TierMoves moves = cache_.TakeMoves();
+  for (const auto& copy : moves.swap_out) {
     auto* c = step->add_swap_out();
     c->set_from(copy.device);
     c->set_to(copy.host);
     c->set_hash(copy.hash.data(), copy.hash.size());
   }
-  for (const HostCopy& copy : swap_in_) {
+  for (const auto& copy : moves.swap_in) {
     auto* c = step->add_swap_in();
     c->set_from(copy.host);
     c->set_to(copy.device);
-    host_allocator_.Release(copy.host);
   }
-  swap_out_.clear();
-  swap_in_.clear();
   step->mutable_finished()->Add(finished_.begin(), finished_.end());
   finished_.clear();
   for (Sequence& seq : running_) {
     if (seq.planned == 0) continue;
     const auto first = seq.tokens.begin() + seq.computed;
     const bool sample = seq.computed + seq.planned == static_cast<int64_t>(seq.tokens.size());
-    const auto& blocks = seq.table.blocks();
+    const auto& blocks = seq.kv.table.blocks();
     if (!seq.worker_knows) {
       auto* s = step->add_new_sequences();
       s->set_seq_id(seq.id);
@@ -371,12 +259,11 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
 }
 
 void Scheduler::ApplyStep(std::span<const v1::internal::StepResponse> responses) {
-  std::lock_guard<std::mutex> cache_lock(cache_mu_);
   for (Sequence& seq : running_) {
-    if (!seq.fetching.empty()) FinishFetch(seq, responses);
+    if (!seq.kv.fetching.empty()) FinishFetch(seq, responses);
     seq.computed += seq.planned;
     seq.planned = 0;
-    RegisterFullBlocks(seq);
+    cache_.RegisterFullBlocks(seq.kv, seq.tokens, seq.computed);
   }
   for (const auto& sampled : responses[0].sampled()) {
     auto it = std::find_if(running_.begin(), running_.end(), [&](const Sequence& s) { return s.id == sampled.seq_id(); });
@@ -392,10 +279,9 @@ void Scheduler::ApplyStep(std::span<const v1::internal::StepResponse> responses)
 }
 
 std::vector<std::shared_ptr<Request>> Scheduler::TakeAll() {
-  std::lock_guard<std::mutex> cache_lock(cache_mu_);
   std::vector<std::shared_ptr<Request>> all;
   for (Sequence& seq : running_) {
-    seq.table.Free(allocator_);
+    cache_.Free(seq.kv);
     all.push_back(seq.request);
   }
   running_.clear();

@@ -1,22 +1,21 @@
 // Scheduler: continuous batching for one replica group.
 //
-// Owns the group's waiting queue (FCFS), its running sequences and its KV block
-// allocator. Each step it plans a batch under a token budget: running sequences first
-// (one decode token each, or their next prefill chunk), then new requests admitted in
-// arrival order while their whole prompt fits in free blocks (chunked prefill when a
-// prompt exceeds the budget). A new sequence first takes every cached block of its
-// prefix (prefix caching): from the device pool, else the host tier, else (with a
+// Owns the group's waiting queue (FCFS) and its running sequences; the group's KV cache
+// (blocks, prefix cache, host tier, fetches) is a kvstore::KvCacheManager it asks. Each
+// step it plans a batch under a token budget: running sequences first (one decode
+// token each, or their next prefill chunk), then new requests admitted in arrival
+// order while their whole prompt fits in free blocks (chunked prefill when a prompt
+// exceeds the budget). A new sequence first takes every cached block of its prefix
+// (prefix caching): from the device pool, else the host tier, else (with a
 // cluster-wide block index) fetched from other workers' host tiers in one step before
-// it is computed; only the rest is computed. With a host tier, every full block is
-// also written through to it, so other groups can fetch it and it survives eviction.
-// When a running sequence needs a block and none is free,
+// it is computed; only the rest is computed. When a running sequence needs a block
+// and none is free,
 // the newest sequence is preempted: its blocks are freed and it is recomputed later
 // from its prompt and the tokens generated so far. The step message is a diff: new
 // sequences in full once, running ones as deltas, finished ids.
 //
 // Thread-safety: Enqueue, PrefixHashes, CachedTokens and the counters may be called from any
-// thread; BuildStep, ApplyStep and TakeAll from the group's thread only. Lock order:
-// cache_mu_ before mu_.
+// thread; BuildStep, ApplyStep and TakeAll from the group's thread only.
 #pragma once
 
 #include <condition_variable>
@@ -27,30 +26,18 @@
 #include <span>
 #include <vector>
 
-#include "kvstore/block_index.h"
 #include "coordinator/request.h"
-#include "kvstore/block_allocator.h"
 #include "kvstore/block_hash.h"
+#include "kvstore/kv_cache_manager.h"
 #include "kvstore/kv_layout.h"
 #include "tessera/v1/worker.pb.h"
 
 namespace tessera::coordinator {
 
 struct SchedulerOptions {
-  int block_size = kvstore::kDefaultBlockSize;
-  int32_t num_blocks = 0;
-  int max_step_tokens = 512;  // tokens computed per step, over all sequences
-  int max_running = 256;      // sequences in the batch
-  // Prefix caching: full blocks are identified by content hash (docs/kv-blocks.md)
-  // chained from a root of the model identity and KV dtype; empty identity disables it.
-  std::string model_identity;
-  std::string kv_dtype = "f32";
-  // The host tier: cached blocks evicted from the device pool move here (swap out)
-  // instead of being dropped, and come back on a hit (swap in). 0: no host tier.
-  int32_t num_host_blocks = 0;
-  // Where other workers' cached blocks are (null: no remote fetches). Must outlive the
-  // scheduler.
-  const kvstore::BlockIndex* block_index = nullptr;
+  kvstore::KvCacheOptions cache;  // the group's KV cache
+  int max_step_tokens = 512;      // tokens computed per step, over all sequences
+  int max_running = 256;          // sequences in the batch
 };
 
 class Scheduler {
@@ -75,15 +62,10 @@ class Scheduler {
 
   int num_waiting() const;
   int num_running() const;
-  int32_t num_free_blocks() const;
-  int32_t num_blocks() const { return options_.num_blocks; }
-  struct CacheCounters {
-    int64_t lookups = 0, hits = 0, evictions = 0;
-    int32_t cached_blocks = 0;
-    int64_t swapped_out = 0, swapped_in = 0;
-    int64_t remote_fetched = 0, remote_fetch_failures = 0;
-  };
-  CacheCounters cache_counters() const;
+  int32_t num_free_blocks() const { return cache_.counters().free_blocks; }
+  int32_t num_blocks() const { return cache_.num_blocks(); }
+  using CacheCounters = kvstore::KvCacheManager::Counters;
+  CacheCounters cache_counters() const { return cache_.counters(); }
   int64_t outstanding_work() const;  // for routing
   // Sequences preempted so far (their blocks freed, to be recomputed).
   int64_t preemptions() const { return preemptions_; }
@@ -92,7 +74,7 @@ class Scheduler {
   std::vector<kvstore::BlockHash> PrefixHashes(const Request& request) const;
   // Tokens of the prefix with these block ids that this group holds in either tier
   // (for routing).
-  int64_t CachedTokens(std::span<const kvstore::BlockHash> hashes) const;
+  int64_t CachedTokens(std::span<const kvstore::BlockHash> hashes) const { return cache_.CachedTokens(hashes); }
 
  private:
   struct Sequence {
@@ -101,31 +83,18 @@ class Scheduler {
     std::vector<int32_t> tokens;  // prompt, then generated tokens
     int32_t prompt_len = 0;
     int64_t computed = 0;         // tokens whose K/V are cached on the worker
-    kvstore::BlockTable table;
+    kvstore::SequenceBlocks kv;   // its blocks and their hashes
     size_t blocks_sent = 0;       // block ids the worker knows
     bool worker_knows = false;    // sent as NewSequence already
     int64_t planned = 0;          // tokens in the step in flight
     int64_t cached = 0;           // prefix tokens found in the cache at admission
-    std::vector<kvstore::BlockHash> hashes;  // of the full blocks registered so far
-    std::vector<kvstore::BlockHash> fetching;  // blocks being fetched from peers this step
   };
 
-  kvstore::BlockHash Root(const Request& request) const;
-  // Takes the cached blocks at the start of `prefix` (the sequence's prefix hashes;
-  // device tier, else host tier); returns how many tokens they hold.
-  int64_t TakeCachedPrefix(Sequence& seq, std::span<const kvstore::BlockHash> prefix);
   // Asks peers for the blocks of `rest` (the prefix after the cached part) that the
   // block index knows of, into the sequence's next blocks; the sequence waits a step.
   void FetchRemotePrefix(Sequence& seq, std::span<const kvstore::BlockHash> rest, v1::internal::StepRequest* step);
   // Takes the ranks' fetch results for `seq`.
   void FinishFetch(Sequence& seq, std::span<const v1::internal::StepResponse> responses);
-  // Registers the blocks that filled since the last step under their content hash.
-  void RegisterFullBlocks(Sequence& seq);
-  // Copies a device block's content to the host tier, unless it is there already.
-  void CopyToHost(int32_t block, const kvstore::BlockHash& hash);
-  // Moves the content of device blocks evicted while planning this step to the host
-  // tier (copies the worker does before computing).
-  void SwapOutEvicted();
 
   // Frees the sequence's blocks, tells the worker to drop it.
   void Release(Sequence& seq);
@@ -137,33 +106,15 @@ class Scheduler {
   void PublishCounters();
 
   const SchedulerOptions options_;
+  kvstore::KvCacheManager cache_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Request>> waiting_;  // guarded by mu_
   std::vector<Sequence> running_;                 // admission order; group thread only
-  // The allocator (and the prefix cache in it) is changed by the group thread only,
-  // under cache_mu_, which routing takes to read it.
-  mutable std::mutex cache_mu_;
-  kvstore::BlockAllocator allocator_;
-  kvstore::BlockAllocator host_allocator_;  // the host tier's cache
-  struct HostCopy {
-    int32_t device, host;
-    kvstore::BlockHash hash;
-  };
-  // This step's copies. A host block being swapped in keeps a reference until the
-  // step is built, so no copy down can overwrite it first.
-  std::vector<HostCopy> swap_out_, swap_in_;
-  int64_t swapped_out_ = 0, swapped_in_ = 0;
-  int64_t remote_fetched_ = 0, remote_fetch_failures_ = 0;
   std::vector<uint64_t> finished_;                // ids to send with the next step
   uint64_t next_seq_id_ = 1;
   std::atomic<int> running_count_{0};
   std::atomic<int64_t> running_work_{0};  // remaining tokens of the running requests
-  std::atomic<int64_t> cache_lookups_{0}, cache_hits_{0}, cache_evictions_{0};
-  std::atomic<int32_t> cached_blocks_{0};
-  std::atomic<int64_t> swapped_out_published_{0}, swapped_in_published_{0};
-  std::atomic<int64_t> remote_fetched_published_{0}, remote_fetch_failures_published_{0};
-  std::atomic<int32_t> free_blocks_{0};
   std::atomic<int64_t> preemptions_{0};
 };
 

@@ -8,6 +8,15 @@
 namespace tessera::coordinator {
 namespace {
 
+SchedulerOptions Options(int block_size, int32_t num_blocks, int max_step_tokens, int max_running) {
+  SchedulerOptions options;
+  options.cache.block_size = block_size;
+  options.cache.num_blocks = num_blocks;
+  options.max_step_tokens = max_step_tokens;
+  options.max_running = max_running;
+  return options;
+}
+
 std::shared_ptr<Request> MakeRequest(const std::string& id, std::vector<int32_t> prompt, int max_tokens) {
   v1::SamplingParams p;
   p.set_max_tokens(max_tokens);
@@ -51,7 +60,7 @@ int TokensIn(const v1::internal::StepRequest& step) {
 }
 
 TEST(SchedulerTest, ChunkedPrefillThenDecodeDeltas) {
-  Scheduler s({/*block_size=*/4, /*num_blocks=*/64, /*max_step_tokens=*/8, /*max_running=*/8});
+  Scheduler s(Options(/*block_size=*/4, /*num_blocks=*/64, /*max_step_tokens=*/8, /*max_running=*/8));
   auto r = MakeRequest("a", 10, 4);
   s.Enqueue(r);
   v1::internal::StepRequest step;
@@ -86,7 +95,7 @@ TEST(SchedulerTest, ChunkedPrefillThenDecodeDeltas) {
 }
 
 TEST(SchedulerTest, AdmitsInArrivalOrderWhileBlocksLast) {
-  Scheduler s({4, /*num_blocks=*/5, /*max_step_tokens=*/64, 8});
+  Scheduler s(Options(4, /*num_blocks=*/5, /*max_step_tokens=*/64, 8));
   auto a = MakeRequest("a", 8, 4), b = MakeRequest("b", 8, 4), c = MakeRequest("c", 2, 4);
   s.Enqueue(a);
   s.Enqueue(b);
@@ -100,7 +109,7 @@ TEST(SchedulerTest, AdmitsInArrivalOrderWhileBlocksLast) {
 }
 
 TEST(SchedulerTest, PreemptsTheNewestAndRecomputesItExactly) {
-  Scheduler s({4, /*num_blocks=*/8, /*max_step_tokens=*/64, 8});
+  Scheduler s(Options(4, /*num_blocks=*/8, /*max_step_tokens=*/64, 8));
   auto a = MakeRequest("a", 7, 20), b = MakeRequest("b", 7, 20);
   s.Enqueue(a);
   s.Enqueue(b);
@@ -140,8 +149,8 @@ TEST(SchedulerTest, PreemptsTheNewestAndRecomputesItExactly) {
 
 // A second request with the same 64-token prefix computes only its new tokens.
 TEST(SchedulerTest, PrefixCacheServesRepeatedPrefixes) {
-  SchedulerOptions options{16, 64, 512, 8};
-  options.model_identity = "test-model";
+  SchedulerOptions options = Options(16, 64, 512, 8);
+  options.cache.model_identity = "test-model";
   Scheduler s(options);
   std::vector<int32_t> prefix(64);
   for (int i = 0; i < 64; ++i) prefix[i] = 100 + i;
@@ -183,9 +192,9 @@ TEST(SchedulerTest, PrefixCacheServesRepeatedPrefixes) {
 // With a host tier every full block is written through to it, so a device pool too
 // small to keep a prefix cached loses nothing: the prefix comes back up (swap in).
 TEST(SchedulerTest, HostTierKeepsEvictedPrefixes) {
-  SchedulerOptions options{16, /*num_blocks=*/8, 512, 8};
-  options.model_identity = "test-model";
-  options.num_host_blocks = 16;
+  SchedulerOptions options = Options(16, /*num_blocks=*/8, 512, 8);
+  options.cache.model_identity = "test-model";
+  options.cache.num_host_blocks = 16;
   Scheduler s(options);
   std::vector<int32_t> prefix(64);
   for (int i = 0; i < 64; ++i) prefix[i] = 100 + i;
@@ -226,9 +235,9 @@ TEST(SchedulerTest, RemotePrefixesAreFetchedBeforeComputing) {
   for (bool fetch_ok : {true, false}) {
     SCOPED_TRACE(fetch_ok ? "fetch succeeds" : "fetch fails");
     kvstore::BlockIndex index;
-    SchedulerOptions options{16, /*num_blocks=*/16, 512, 8};
-    options.model_identity = "test-model";
-    options.block_index = &index;
+    SchedulerOptions options = Options(16, /*num_blocks=*/16, 512, 8);
+    options.cache.model_identity = "test-model";
+    options.cache.block_index = &index;
     Scheduler s(options);
     std::vector<int32_t> prompt(65);
     for (int i = 0; i < 65; ++i) prompt[i] = 200 + i;
@@ -271,7 +280,7 @@ TEST(SchedulerTest, RemotePrefixesAreFetchedBeforeComputing) {
 }
 
 TEST(SchedulerTest, AbortedRequestsLeaveAtTheNextStep) {
-  Scheduler s({4, 16, 64, 8});
+  Scheduler s(Options(4, 16, 64, 8));
   auto r = MakeRequest("a", 4, 100);
   s.Enqueue(r);
   v1::internal::StepRequest step;
@@ -286,7 +295,7 @@ TEST(SchedulerTest, AbortedRequestsLeaveAtTheNextStep) {
 }
 
 TEST(SchedulerTest, TakeAllReturnsEverythingForRecompute) {
-  Scheduler s({4, 16, 64, 8});
+  Scheduler s(Options(4, 16, 64, 8));
   s.Enqueue(MakeRequest("a", 4, 10));
   v1::internal::StepRequest step;
   ASSERT_TRUE(s.BuildStep(&step));
