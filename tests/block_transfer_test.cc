@@ -5,7 +5,8 @@
 
 #include <gtest/gtest.h>
 
-#include "kvstore/block_transfer.h"
+#include "kvstore/block_fetcher.h"
+#include "kvstore/block_server.h"
 
 namespace tessera::kvstore {
 namespace {
@@ -86,20 +87,39 @@ std::vector<BlockHash> Hashes(int n) {
   return h;
 }
 
+// The planner covers the wanted heads with the fewest, longest runs, and names a head
+// no peer holds.
+TEST(BlockTransferTest, PlannerTakesTheLongestRunsAndNamesAMissingHead) {
+  const BlockPeer peers[] = {{"a:1", {0, 2}}, {"b:1", {0, 4}}, {"c:1", {4, 6}}};
+  absl::StatusOr<std::vector<FetchRun>> runs = PlanFetchRuns(peers, {1, 6});
+  ASSERT_TRUE(runs.ok()) << runs.status();
+  ASSERT_EQ(runs->size(), 2u);
+  EXPECT_EQ((*runs)[0].peer->address, "b:1");
+  EXPECT_EQ((*runs)[0].range.begin, 1);
+  EXPECT_EQ((*runs)[0].range.end, 4);
+  EXPECT_EQ((*runs)[1].peer->address, "c:1");
+  EXPECT_EQ((*runs)[1].range.end, 6);
+  const absl::Status missing = PlanFetchRuns(peers, {0, 8}).status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(missing.message().find("KV head 6"), std::string::npos) << missing;
+}
+
 TEST(BlockTransferTest, FetchesWholeBlocksOverSeveralStreams) {
+  BlockFetcher fetcher;
   Served a = Serve({0, 4}, 10);
   Destination d(10, 4);
   const BlockPeer peers[] = {a.peer()};
-  ASSERT_TRUE(FetchBlocks(peers, Hashes(10), kFull, {0, 4}, d.pointers, {.streams = 3}).ok());
+  ASSERT_TRUE(fetcher.Fetch(peers, Hashes(10), kFull, {0, 4}, d.pointers, {.streams = 3}).ok());
   for (int i = 0; i < 10; ++i) EXPECT_EQ(d.blocks[i], FullBlock(i)) << i;
   EXPECT_EQ(a.server->blocks_served(), 10);
 }
 
 TEST(BlockTransferTest, CacheWrittenAtTp2IsReadBitExactAtTp1) {
+  BlockFetcher fetcher;
   Served rank0 = Serve({0, 2}, 5), rank1 = Serve({2, 4}, 5);
   Destination d(5, 4);
   const BlockPeer peers[] = {rank0.peer(), rank1.peer()};
-  ASSERT_TRUE(FetchBlocks(peers, Hashes(5), kFull, {0, 4}, d.pointers).ok());
+  ASSERT_TRUE(fetcher.Fetch(peers, Hashes(5), kFull, {0, 4}, d.pointers).ok());
   for (int i = 0; i < 5; ++i) {
     const std::vector<float> want = FullBlock(i);
     EXPECT_EQ(std::memcmp(d.blocks[i].data(), want.data(), want.size() * sizeof(float)), 0) << i;
@@ -107,10 +127,11 @@ TEST(BlockTransferTest, CacheWrittenAtTp2IsReadBitExactAtTp1) {
 }
 
 TEST(BlockTransferTest, ATp4RankTakesOnlyItsHeadsFromATp1Peer) {
+  BlockFetcher fetcher;
   Served whole = Serve({0, 4}, 3);
   Destination d(3, 1);
   const BlockPeer peers[] = {whole.peer()};
-  ASSERT_TRUE(FetchBlocks(peers, Hashes(3), WithHeads(1), {2, 3}, d.pointers).ok());
+  ASSERT_TRUE(fetcher.Fetch(peers, Hashes(3), WithHeads(1), {2, 3}, d.pointers).ok());
   for (int i = 0; i < 3; ++i) {
     std::vector<float> want(WithHeads(1).block_elems());
     CopySliceOut(kFull, FullBlock(i).data(), 2, 1, want.data());
@@ -119,21 +140,24 @@ TEST(BlockTransferTest, ATp4RankTakesOnlyItsHeadsFromATp1Peer) {
 }
 
 TEST(BlockTransferTest, ABlockThePeerNoLongerHoldsIsNotFound) {
+  BlockFetcher fetcher;
   Served a = Serve({0, 4}, 2);
   Destination d(3, 4);
   const BlockPeer peers[] = {a.peer()};
-  EXPECT_EQ(FetchBlocks(peers, Hashes(3), kFull, {0, 4}, d.pointers).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(fetcher.Fetch(peers, Hashes(3), kFull, {0, 4}, d.pointers).code(), absl::StatusCode::kNotFound);
 }
 
 TEST(BlockTransferTest, HeadsNoPeerHoldsFailBeforeConnecting) {
+  BlockFetcher fetcher;
   Served a = Serve({0, 2}, 2);
   Destination d(2, 4);
   const BlockPeer peers[] = {a.peer()};
-  EXPECT_EQ(FetchBlocks(peers, Hashes(2), kFull, {0, 4}, d.pointers).code(),
+  EXPECT_EQ(fetcher.Fetch(peers, Hashes(2), kFull, {0, 4}, d.pointers).code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(BlockTransferTest, ALayoutMismatchIsRefused) {
+  BlockFetcher fetcher;
   Served a = Serve({0, 4}, 2);
   KvLayout other = kFull;
   other.head_dim = 16;
@@ -141,26 +165,28 @@ TEST(BlockTransferTest, ALayoutMismatchIsRefused) {
   for (auto& b : d.blocks) b.resize(other.block_elems());
   for (size_t i = 0; i < d.blocks.size(); ++i) d.pointers[i] = d.blocks[i].data();
   const BlockPeer peers[] = {a.peer()};
-  EXPECT_EQ(FetchBlocks(peers, Hashes(2), other, {0, 4}, d.pointers).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(fetcher.Fetch(peers, Hashes(2), other, {0, 4}, d.pointers).code(), absl::StatusCode::kDataLoss);
 }
 
 // Connections are kept between fetches; one the peer closed meanwhile (a restart) is
 // replaced by a new one, invisibly.
 TEST(BlockTransferTest, AStalePooledConnectionIsReplaced) {
+  BlockFetcher fetcher;
   Served a = Serve({0, 4}, 2);
   const BlockPeer peers[] = {a.peer()};
   Destination d(2, 4);
-  ASSERT_TRUE(FetchBlocks(peers, Hashes(2), kFull, {0, 4}, d.pointers).ok());
+  ASSERT_TRUE(fetcher.Fetch(peers, Hashes(2), kFull, {0, 4}, d.pointers).ok());
   const int port = a.server->port();
   a.server.reset();
   auto restarted = BlockServer::Start("127.0.0.1", port, a.source.get());
   ASSERT_TRUE(restarted.ok()) << restarted.status();
   Destination again(2, 4);
-  ASSERT_TRUE(FetchBlocks(peers, Hashes(2), kFull, {0, 4}, again.pointers).ok());
+  ASSERT_TRUE(fetcher.Fetch(peers, Hashes(2), kFull, {0, 4}, again.pointers).ok());
   EXPECT_EQ(again.blocks[1], FullBlock(1));
 }
 
 TEST(BlockTransferTest, AGonePeerIsUnavailable) {
+  BlockFetcher fetcher;
   int port;
   {
     Served a = Serve({0, 4}, 1);
@@ -168,7 +194,7 @@ TEST(BlockTransferTest, AGonePeerIsUnavailable) {
   }
   Destination d(1, 4);
   const BlockPeer peers[] = {{"127.0.0.1:" + std::to_string(port), {0, 4}}};
-  EXPECT_EQ(FetchBlocks(peers, Hashes(1), kFull, {0, 4}, d.pointers).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(fetcher.Fetch(peers, Hashes(1), kFull, {0, 4}, d.pointers).code(), absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/sampling.h"
-#include "kvstore/block_transfer.h"
+#include "kvstore/block_fetcher.h"
 #include "kvstore/kv_layout.h"
 #include "models/model.h"
 

@@ -28,7 +28,7 @@
 #include "common/log.h"
 #include "common/signals.h"
 #include "kernels/cpu_isa.h"
-#include "kvstore/block_transfer.h"
+#include "kvstore/block_server.h"
 #include "tessera/v1/worker.grpc.pb.h"
 #include "worker/config.h"
 #include "worker/worker_service.h"

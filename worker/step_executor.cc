@@ -38,7 +38,7 @@ void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::St
     }
     std::vector<kvstore::BlockPeer> peers;
     for (const auto& p : f.peers()) peers.push_back({p.address(), {p.head_begin(), p.head_end()}});
-    absl::Status s = kvstore::FetchBlocks(peers, hashes, layout, engine_->kv_heads(), blocks);
+    absl::Status s = fetcher_.Fetch(peers, hashes, layout, engine_->kv_heads(), blocks);
     if (s.ok()) {
       *kv_bytes_fetched_ += static_cast<int64_t>(staging.size() * sizeof(float));
       std::vector<Engine::BlockIn> copies;

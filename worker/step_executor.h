@@ -21,8 +21,9 @@
 #include "kernels/sampling.h"
 #include "models/model.h"
 #include "tessera/v1/worker.pb.h"
-#include "worker/engine.h"
+#include "kvstore/block_fetcher.h"
 #include "kvstore/host_tier.h"
+#include "worker/engine.h"
 
 namespace tessera::worker {
 
@@ -69,6 +70,7 @@ class StepExecutor {
   std::unique_ptr<Engine> engine_;  // the model and the device tier (its KV pool)
   kvstore::HostTier* host_;
   std::atomic<int64_t>* const kv_bytes_fetched_;
+  kvstore::BlockFetcher fetcher_;  // connections to peers' block servers, kept between fetches
   absl::flat_hash_map<uint64_t, Sequence> sequences_;
   std::vector<kernels::SampledToken> sampled_;
 };

@@ -1,0 +1,151 @@
+#include "kvstore/block_fetcher.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "kvstore/block_socket.h"
+
+namespace tessera::kvstore {
+namespace {
+
+// One request on an open connection; `answered` tells whether the peer replied at all
+// (a pooled connection the peer has closed meanwhile does not).
+absl::Status Request(int fd, const BlockPeer& peer, std::span<const BlockHash> hashes, const KvLayout& layout,
+                     HeadRange range, int local_first, std::span<float* const> blocks, bool* answered) {
+  const wire::RequestHeader header{wire::kMagic,
+                             static_cast<uint32_t>(layout.num_layers),
+                             static_cast<uint32_t>(layout.block_size),
+                             static_cast<uint32_t>(layout.head_dim),
+                             static_cast<uint32_t>(range.begin),
+                             static_cast<uint32_t>(range.end),
+                             static_cast<uint32_t>(hashes.size())};
+  const auto closed = [&] { return absl::UnavailableError(absl::StrCat("block peer ", peer.address, " closed the connection")); };
+  uint32_t status = 0;
+  *answered = false;
+  if (!wire::WriteAll(fd, &header, sizeof(header), MSG_MORE) || !wire::WriteAll(fd, hashes.data(), hashes.size_bytes()) ||
+      !wire::ReadAll(fd, &status, sizeof(status))) {
+    return closed();
+  }
+  *answered = true;
+  if (status != wire::kOk) {
+    return absl::DataLossError(absl::StrCat("block peer ", peer.address, " refused the request (status ", status, ")"));
+  }
+  // A slice of every head is the block itself: received in place.
+  const bool whole = local_first == 0 && range.size() == layout.num_kv_heads;
+  std::vector<float> slice(whole ? 0 : static_cast<size_t>(SliceElems(layout, range.size())));
+  const size_t slice_bytes = static_cast<size_t>(SliceElems(layout, range.size())) * sizeof(float);
+  for (size_t i = 0; i < hashes.size(); ++i) {
+    uint8_t found = 0;
+    if (!wire::ReadAll(fd, &found, 1)) return closed();
+    if (found == 0) {
+      return absl::NotFoundError(absl::StrCat("block peer ", peer.address, " no longer holds block ", ToHex(hashes[i])));
+    }
+    if (!wire::ReadAll(fd, whole ? blocks[i] : slice.data(), slice_bytes)) return closed();
+    if (!whole) CopySliceIn(layout, slice.data(), local_first, range.size(), blocks[i]);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<FetchRun>> PlanFetchRuns(std::span<const BlockPeer> peers, HeadRange want) {
+  std::vector<FetchRun> runs;
+  for (int h = want.begin; h < want.end;) {
+    const BlockPeer* best = nullptr;
+    for (const BlockPeer& p : peers) {
+      if (p.heads.begin <= h && h < p.heads.end && (!best || p.heads.end > best->heads.end)) best = &p;
+    }
+    if (!best) return absl::FailedPreconditionError(absl::StrCat("no block peer holds KV head ", h));
+    runs.push_back({best, {h, std::min(best->heads.end, want.end)}});
+    h = runs.back().range.end;
+  }
+  return runs;
+}
+
+BlockFetcher::~BlockFetcher() {
+  for (auto& [address, fds] : idle_) {
+    for (int fd : fds) ::close(fd);
+  }
+}
+
+int BlockFetcher::TakeIdle(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& idle = idle_[address];
+  if (idle.empty()) return -1;
+  const int fd = idle.back();
+  idle.pop_back();
+  return fd;
+}
+
+void BlockFetcher::PutIdle(const std::string& address, int fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& idle = idle_[address];
+  if (idle.size() >= kMaxIdlePerPeer) {
+    ::close(fd);
+  } else {
+    idle.push_back(fd);
+  }
+}
+
+// Reuses an idle connection when there is one (once more on a new one if the peer had
+// closed it meanwhile).
+absl::Status BlockFetcher::FetchOnOneConnection(const FetchRun& run, std::span<const BlockHash> hashes,
+                                                const KvLayout& layout, int local_first,
+                                                std::span<float* const> blocks, std::chrono::milliseconds timeout) {
+  const BlockPeer& peer = *run.peer;
+  for (bool first_try = true;; first_try = false) {
+    int fd = first_try ? TakeIdle(peer.address) : -1;
+    const bool pooled = fd >= 0;
+    if (!pooled) {
+      absl::StatusOr<int> connected = wire::Connect(peer.address, timeout);
+      if (!connected.ok()) return connected.status();
+      fd = *connected;
+    }
+    wire::SetTimeouts(fd, timeout);
+    bool answered = false;
+    const absl::Status result = Request(fd, peer, hashes, layout, run.range, local_first, blocks, &answered);
+    if (result.ok()) {
+      PutIdle(peer.address, fd);
+      return result;
+    }
+    ::close(fd);  // mid-response or broken: never reused
+    if (!(pooled && !answered)) return result;
+  }
+}
+
+absl::Status BlockFetcher::Fetch(std::span<const BlockPeer> peers, std::span<const BlockHash> hashes,
+                                 const KvLayout& layout, HeadRange want, std::span<float* const> blocks,
+                                 const FetchOptions& options) {
+  if (hashes.size() != blocks.size()) return absl::InvalidArgumentError("one destination block per hash");
+  if (want.size() != layout.num_kv_heads) return absl::InvalidArgumentError("the wanted heads must fill the blocks");
+  if (hashes.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const std::vector<FetchRun> runs, PlanFetchRuns(peers, want));
+  // Each run's blocks are split over up to `streams` connections.
+  const size_t streams = std::clamp<size_t>(static_cast<size_t>(options.streams), 1, hashes.size());
+  const size_t per_stream = (hashes.size() + streams - 1) / streams;
+  std::vector<absl::Status> results(runs.size() * streams);
+  std::vector<std::thread> threads;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    for (size_t s = 0; s < streams; ++s) {
+      const size_t begin = s * per_stream, end = std::min(hashes.size(), begin + per_stream);
+      if (begin >= end) continue;
+      threads.emplace_back([&, r, s, begin, end] {
+        results[r * streams + s] =
+            FetchOnOneConnection(runs[r], hashes.subspan(begin, end - begin), layout, runs[r].range.begin - want.begin,
+                                 blocks.subspan(begin, end - begin), options.timeout);
+      });
+    }
+  }
+  for (auto& t : threads) t.join();
+  for (const absl::Status& s : results) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera::kvstore
