@@ -29,6 +29,7 @@
 #include "models/generate.h"
 #include "models/model.h"
 #include "parallel/communicator.h"
+#include "parallel/replica.h"
 #include "tokenizer/incremental_decoder.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -197,25 +198,16 @@ int RunParallel(const ModelJob& job) {
       options.num_threads = job.threads;
       options.tp = {tp_rank, job.tp};
       options.ep = {ep_rank, job.ep};
-      std::unique_ptr<parallel::Communicator> tp_comm, all_comm;
-      if (job.tp > 1) {
-        parallel::GlooOptions o;
-        o.prefix = absl::StrCat("tp-", ep_rank);
-        o.busy_poll = busy_poll;
-        auto c = parallel::CreateGlooCommunicator(tp_rank, job.tp, store, o);
-        if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageExit);
-        tp_comm = std::move(*c);
-      }
-      if (job.ep > 1) {
-        parallel::GlooOptions o;
-        o.prefix = "all";
-        o.busy_poll = busy_poll;
-        auto c = parallel::CreateGlooCommunicator(rank, world, store, o);
-        if (!c.ok()) _exit(rank == 0 ? Fail(c.status()) : kUsageExit);
-        all_comm = std::move(*c);
-      }
-      options.communicator = tp_comm.get();
-      options.moe_communicator = all_comm.get();
+      auto comms = parallel::ConnectReplica(
+          {tp_rank, job.tp, ep_rank, job.ep}, "", [&](int r, int n, const std::string& prefix) {
+            parallel::GlooOptions o;
+            o.prefix = prefix;
+            o.busy_poll = busy_poll;
+            return parallel::CreateGlooCommunicator(r, n, store, o);
+          });
+      if (!comms.ok()) _exit(rank == 0 ? Fail(comms.status()) : kUsageExit);
+      options.communicator = comms->tp.get();
+      options.moe_communicator = comms->all.get();
       const int code = RunModelJob(job, options, /*primary=*/rank == 0);
       std::cout.flush();
       _exit(code);

@@ -213,7 +213,11 @@ absl::Status Cluster::Route(std::shared_ptr<Request> request) {
   int64_t best_score = 0;
   bool any_ready = false;
   std::optional<std::vector<kvstore::BlockHash>> hashes;  // the same for every group: hashed once
-  for (const auto& g : DistinctGroupsLocked()) {
+  // Ties (idle groups, no cached prefix anywhere) go round robin: the scan starts one
+  // group further each time.
+  std::vector<std::shared_ptr<ReplicaGroup>> groups = DistinctGroupsLocked();
+  if (!groups.empty()) std::rotate(groups.begin(), groups.begin() + (routed_++ % groups.size()), groups.end());
+  for (const auto& g : groups) {
     if (g->state() != ReplicaGroup::State::kReady) continue;
     any_ready = true;
     const int64_t needed = static_cast<int64_t>(request->prompt().size() + request->generated().size()) + 1;

@@ -194,8 +194,11 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
       break;
     }
     {
+      // Its work moves from the queue to the running count at once, so routing (which
+      // reads both under mu_) never sees it in neither.
       std::lock_guard<std::mutex> lock(mu_);
       waiting_.pop_front();
+      running_work_ += request->remaining_work();
     }
     seq.computed = seq.cached;
     seq.id = next_seq_id_++;

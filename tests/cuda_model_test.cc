@@ -16,6 +16,7 @@
 #include "models/model.h"
 #include "models/generate.h"
 #include "parallel/nccl_communicator.h"
+#include "parallel/replica.h"
 #include "tests/golden_fixture.h"
 #include "tests/local_cluster.h"
 #include "tests/safetensors_writer.h"
@@ -185,19 +186,10 @@ void ExpectShardedMatchesOneRank(const std::string& name, const Run& reference, 
       models::ModelOptions options;
       options.tp = {rank % sharding.tp, sharding.tp};
       options.ep = {rank / sharding.tp, sharding.ep};
-      std::unique_ptr<parallel::Communicator> tp, all;
-      if (sharding.tp > 1) {
-        auto c = connect(options.tp.rank, sharding.tp, "tp-" + std::to_string(options.ep.rank));
-        if (!c.ok()) return void(runs[rank] = c.status());
-        tp = std::move(*c);
-      }
-      if (sharding.ep > 1) {
-        auto c = connect(rank, size, "all");
-        if (!c.ok()) return void(runs[rank] = c.status());
-        all = std::move(*c);
-      }
-      options.communicator = tp.get();
-      options.moe_communicator = all.get();
+      auto comms = parallel::ConnectReplica({options.tp.rank, sharding.tp, options.ep.rank, sharding.ep}, "", connect);
+      if (!comms.ok()) return void(runs[rank] = comms.status());
+      options.communicator = comms->tp.get();
+      options.moe_communicator = comms->all.get();
       options.cuda_device = device;
       auto model = models::Model::Load(testing::GoldenModelDir(name), options);
       if (!model.ok()) return void(runs[rank] = model.status());

@@ -2,12 +2,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/grpc_status.h"
+
 namespace tessera::worker {
-namespace {
-absl::Status FromGrpc(const grpc::Status& s) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
-}  // namespace
 
 CoordinatorStore::CoordinatorStore(const std::string& coordinator_address)
     : stub_(v1::internal::Coordinator::NewStub(

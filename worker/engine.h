@@ -66,7 +66,7 @@ class Engine {
 std::unique_ptr<Engine> MakeCpuEngine(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks);
 
 // CUDA device `device`: the shard `options` names (tensor/expert parallel rank and
-// communicators, as models::CudaModel takes them), a pool of `num_blocks` blocks, or as
+// communicators, as models::Model takes them), a pool of `num_blocks` blocks, or as
 // many as `kv_memory_bytes` holds when num_blocks is 0. FAILED_PRECONDITION in a build
 // without CUDA.
 absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device,

@@ -4,7 +4,8 @@
 //
 // Every flag is in worker/config.cc (see --help).
 //
-// Lifecycle: serve the Worker service, register with the coordinator, heartbeat.
+// Lifecycle: serve the Worker service and the KV data plane, then the coordinator
+// session (worker/coordinator_session.h): register, heartbeat, drain.
 // A LoadModel this worker can never satisfy (--device cuda:N without that device, or a
 // build without CUDA) makes it exit 1 with the reason, instead of rejoining forever.
 // SIGTERM (or SIGINT) starts a drain: the coordinator sends no new requests, lets the
@@ -18,8 +19,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <iostream>
-#include <set>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -31,12 +30,11 @@
 #include "kvstore/block_server.h"
 #include "tessera/v1/worker.grpc.pb.h"
 #include "worker/config.h"
+#include "worker/coordinator_session.h"
 #include "worker/worker_service.h"
 
 namespace tessera::worker {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 std::atomic<bool> g_draining{false};
 
@@ -124,60 +122,20 @@ int Main(int argc, char** argv) {
 
   auto coordinator = v1::internal::Coordinator::NewStub(
       grpc::CreateChannel(config.coordinator, grpc::InsecureChannelCredentials()));
-  std::string worker_id;
-  auto interval = std::chrono::milliseconds(500);
-  auto last_contact = Clock::now();
-  while (true) {
-    if (worker_id.empty()) {
-      v1::internal::RegisterRequest req;
-      req.set_address(address);
-      req.set_device(config.device);
-      req.set_threads(options.threads);
-      req.set_tp(config.tp);
-      req.set_group(config.group);
-      req.set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE));
-      v1::internal::RegisterResponse resp;
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      const grpc::Status registered = coordinator->Register(&ctx, req, &resp);
-      if (registered.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-        return Fail(absl::StrCat("the coordinator refused this worker: ", registered.error_message()));
-      }
-      if (registered.ok()) {
-        worker_id = resp.worker_id();
-        interval = std::chrono::milliseconds(std::max(50, resp.heartbeat_interval_ms()));
-        last_contact = Clock::now();
-        log::Info() << "registered as " << worker_id << " at " << address;
-      }
-    } else {
-      v1::internal::HeartbeatRequest req;
-      req.set_worker_id(worker_id);
-      req.set_draining(g_draining);
-      const bool reports_kv = service.host_tier().num_blocks() > 0;
-      if (reports_kv) service.host_tier().FillEvents(kv_address, req.mutable_kv());
-      req.set_kv_bytes_fetched(service.kv_bytes_fetched());
-      req.set_kv_bytes_sent((*block_server)->bytes_served());
-      v1::internal::HeartbeatResponse resp;
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      if (coordinator->Heartbeat(&ctx, req, &resp).ok()) {
-        last_contact = Clock::now();
-        if (reports_kv) service.host_tier().Ack(resp.kv_acked_seq(), resp.kv_resync());
-        if (resp.release()) break;
-        if (!resp.known()) worker_id.clear();  // the coordinator restarted: register again
-      }
-    }
-    // Draining with no coordinator to drain through: nothing can be running, exit.
-    if (g_draining && Clock::now() - last_contact > std::chrono::seconds(10)) break;
-    if (const std::optional<std::string> fatal = service.fatal_error()) {
-      log::Info() << "cannot run the model it was given: " << *fatal;
-      server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-      return 1;
-    }
-    std::this_thread::sleep_for(interval);
+  SessionOptions session_options;
+  session_options.address = address;
+  session_options.kv_address = kv_address;
+  session_options.tp = config.tp;
+  session_options.group = config.group;
+  CoordinatorSession session(coordinator.get(), &service, block_server->get(), session_options);
+  const absl::Status ended = session.Run(g_draining);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (ended.code() == absl::StatusCode::kInvalidArgument) return Fail(std::string(ended.message()));
+  if (!ended.ok()) {
+    log::Info() << ended.message();
+    return 1;
   }
   log::Info() << "drained, exiting";
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   return 0;
 }
 

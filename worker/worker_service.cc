@@ -3,17 +3,15 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
 #include "common/status.h"
 #include "kernels/cpu_isa.h"
 #include "parallel/nccl_communicator.h"
+#include "parallel/replica.h"
 #include "worker/coordinator_store.h"
 
 namespace tessera::worker {
 namespace {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 }  // namespace
 
@@ -34,7 +32,8 @@ absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::inte
     const std::chrono::milliseconds timeout = request.collective_timeout_ms() > 0
                                                   ? std::chrono::milliseconds(request.collective_timeout_ms())
                                                   : parallel::GlooOptions{}.timeout;
-    auto connect = [&](int rank, int size, const std::string& prefix) {
+    auto connect = [&](int rank, int size,
+                       const std::string& prefix) -> absl::StatusOr<std::unique_ptr<parallel::Communicator>> {
       if (gpu && !options_.gloo_on_gpu) {
         parallel::NcclOptions nccl;
         nccl.device = options_.cuda_device;
@@ -49,14 +48,11 @@ absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::inte
       gloo.prefix = prefix;
       return parallel::CreateGlooCommunicator(rank, size, store, gloo);
     };
-    const int rank = request.ep_rank() * tp + request.tp_rank();
-    if (tp > 1) {
-      const std::string prefix = absl::StrCat(request.group_key(), "/tp-", request.ep_rank());
-      ASSIGN_OR_RETURN(tp_comm_, connect(request.tp_rank(), tp, prefix));
-    }
-    if (ep > 1) {
-      ASSIGN_OR_RETURN(all_comm_, connect(rank, tp * ep, absl::StrCat(request.group_key(), "/all")));
-    }
+    ASSIGN_OR_RETURN(parallel::ReplicaCommunicators comms,
+                     parallel::ConnectReplica({request.tp_rank(), tp, request.ep_rank(), ep}, request.group_key(),
+                                              connect));
+    tp_comm_ = std::move(comms.tp);
+    all_comm_ = std::move(comms.all);
     options.tp = {request.tp_rank(), tp};
     options.ep = {request.ep_rank(), ep};
     options.communicator = tp_comm_.get();
