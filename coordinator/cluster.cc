@@ -207,33 +207,22 @@ void Cluster::OnGroupLost(ReplicaGroup* group, std::vector<std::shared_ptr<Reque
 
 absl::Status Cluster::Route(std::shared_ptr<Request> request) {
   std::lock_guard<std::mutex> lock(mu_);
-  // The best group saves the most work: the prefix it already holds (tokens it will
-  // not compute) weighed against the work queued there.
-  ReplicaGroup* best = nullptr;
-  int64_t best_score = 0;
-  bool any_ready = false;
-  std::optional<std::vector<kvstore::BlockHash>> hashes;  // the same for every group: hashed once
-  // Ties (idle groups, no cached prefix anywhere) go round robin: the scan starts one
-  // group further each time.
-  std::vector<std::shared_ptr<ReplicaGroup>> groups = DistinctGroupsLocked();
-  if (!groups.empty()) std::rotate(groups.begin(), groups.begin() + (routed_++ % groups.size()), groups.end());
-  for (const auto& g : groups) {
-    if (g->state() != ReplicaGroup::State::kReady) continue;
-    any_ready = true;
-    const int64_t needed = static_cast<int64_t>(request->prompt().size() + request->generated().size()) + 1;
-    if (needed > g->max_sequence_tokens()) continue;
-    if (!hashes) hashes = g->prefix_hashes(*request);
-    const int64_t score = g->cached_tokens(*hashes) - g->outstanding_work();
-    if (best == nullptr || score > best_score) {
-      best = g.get();
-      best_score = score;
-    }
+  std::vector<ReplicaGroup*> ready;
+  for (const auto& g : DistinctGroupsLocked()) {
+    if (g->state() == ReplicaGroup::State::kReady) ready.push_back(g.get());
   }
-  if (best == nullptr) {
-    if (any_ready) return absl::InvalidArgumentError("prompt does not fit in the KV cache of any replica group");
-    return absl::UnavailableError("no replica group is ready to serve");
+  if (ready.empty()) return absl::UnavailableError("no replica group is ready to serve");
+  // The request's prefix hashes: the same for every group (one model, one block size),
+  // computed once here and carried to the scheduler that admits it.
+  request->set_prefix_hashes(ready.front()->PrefixHashes(*request));
+  std::vector<GroupLoad> loads;
+  for (ReplicaGroup* g : ready) loads.push_back(g->RoutingLoad(request->prefix_hashes()));
+  const int64_t tokens = static_cast<int64_t>(request->prompt().size() + request->generated().size());
+  const std::optional<size_t> chosen = router_.Pick(loads, tokens);
+  if (!chosen) return absl::InvalidArgumentError("prompt does not fit in the KV cache of any replica group");
+  if (!ready[*chosen]->Enqueue(std::move(request))) {
+    return absl::UnavailableError("replica group stopped accepting requests");
   }
-  if (!best->Enqueue(std::move(request))) return absl::UnavailableError("replica group stopped accepting requests");
   return absl::OkStatus();
 }
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "coordinator/replica_group.h"
+#include "coordinator/router.h"
 #include "tessera/v1/worker.grpc.pb.h"
 
 namespace tessera::coordinator {
@@ -84,7 +85,7 @@ class Cluster final : public v1::internal::Coordinator::Service {
   std::vector<std::string> unassigned_;                    // registration order; guarded by mu_
   std::vector<std::shared_ptr<ReplicaGroup>> retired_;     // joined by Monitor; guarded by mu_
   int next_worker_ = 1, next_group_ = 1;                   // guarded by mu_
-  uint64_t routed_ = 0;                                    // requests routed; guarded by mu_
+  Router router_;                                          // guarded by mu_
 
   std::mutex store_mu_;
   std::condition_variable store_cv_;

@@ -63,24 +63,15 @@ int ReplicaGroup::num_waiting() const {
   return s ? s->num_waiting() : 0;
 }
 
-int64_t ReplicaGroup::outstanding_work() const {
-  Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
-  return s ? s->outstanding_work() : 0;
-}
-
-std::vector<kvstore::BlockHash> ReplicaGroup::prefix_hashes(const Request& request) const {
+std::vector<kvstore::BlockHash> ReplicaGroup::PrefixHashes(const Request& request) const {
   Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
   return s ? s->PrefixHashes(request) : std::vector<kvstore::BlockHash>{};
 }
 
-int64_t ReplicaGroup::cached_tokens(std::span<const kvstore::BlockHash> hashes) const {
+GroupLoad ReplicaGroup::RoutingLoad(std::span<const kvstore::BlockHash> hashes) const {
   Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
-  return s ? s->CachedTokens(hashes) : 0;
-}
-
-int64_t ReplicaGroup::max_sequence_tokens() const {
-  Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
-  return s ? static_cast<int64_t>(s->num_blocks()) * options_.block_size - 1 : 0;
+  if (s == nullptr) return {};
+  return {s->CachedTokens(hashes), s->outstanding_work(), static_cast<int64_t>(s->num_blocks()) * options_.block_size - 1};
 }
 
 v1::GroupInfo ReplicaGroup::Info() const {

@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "coordinator/router.h"
 #include "coordinator/scheduler.h"
 #include "kvstore/kv_layout.h"
 #include "tessera/v1/tessera.pb.h"
@@ -68,13 +69,13 @@ class ReplicaGroup {
   State state() const { return state_; }
   const std::string& id() const { return id_; }
   const std::vector<Rank>& ranks() const { return ranks_; }
-  int64_t outstanding_work() const;
   int num_waiting() const;
-  // The prefix cache, for routing (empty / 0 until loaded): see Scheduler.
-  std::vector<kvstore::BlockHash> prefix_hashes(const Request& request) const;
-  int64_t cached_tokens(std::span<const kvstore::BlockHash> hashes) const;
-  // Largest sequence (prompt + output) this group's KV pool can hold; 0 until loaded.
-  int64_t max_sequence_tokens() const;
+  // The request's prefix block hashes as this group's cache names them (empty until
+  // loaded): see Scheduler::PrefixHashes.
+  std::vector<kvstore::BlockHash> PrefixHashes(const Request& request) const;
+  // What the router reads (all 0 until loaded): how much of `hashes` this group holds,
+  // the work queued there, and the longest sequence its KV pool can hold.
+  GroupLoad RoutingLoad(std::span<const kvstore::BlockHash> hashes) const;
   v1::GroupInfo Info() const;
 
  private:

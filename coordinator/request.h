@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "kvstore/block_hash.h"
 #include "tessera/v1/tessera.pb.h"
 #include "tokenizer/incremental_decoder.h"
 
@@ -108,6 +109,15 @@ class Request {
   // request's (for usage) and ends its queue time.
   void set_cached_tokens(int32_t n);
   uint64_t seed() const { return seed_; }
+  // The prefix block hashes the router computed (prompt and generated tokens at routing
+  // time), carried to the scheduler that admits the request; `tokens` says how many
+  // tokens they were computed over, so a request that has grown since is rehashed.
+  void set_prefix_hashes(std::vector<kvstore::BlockHash> hashes) {
+    prefix_hashes_ = std::move(hashes);
+    prefix_hashes_tokens_ = prompt_.size() + generated_.size();
+  }
+  const std::vector<kvstore::BlockHash>& prefix_hashes() const { return prefix_hashes_; }
+  size_t prefix_hashes_tokens() const { return prefix_hashes_tokens_; }
   // Producer thread only: the tokens generated so far (a recompute replays them).
   const std::vector<int32_t>& generated() const { return generated_; }
   // Upper bound on the tokens this request will still compute (for routing).
@@ -163,6 +173,9 @@ class Request {
   std::atomic<int32_t> cached_tokens_{-1};
   std::string cache_salt_;
   std::string tenant_;
+  // Set by the router before the request is queued; read by the scheduler after.
+  std::vector<kvstore::BlockHash> prefix_hashes_;
+  size_t prefix_hashes_tokens_ = 0;
 
   std::mutex mu_;
   std::condition_variable cv_;

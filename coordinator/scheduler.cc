@@ -187,7 +187,10 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
       waiting_.pop_front();
       continue;
     }
-    const std::vector<kvstore::BlockHash> prefix = cache_.PrefixHashes(seq.tokens, seq.kv.salt);
+    // Hashed once by the router, unless the request has grown since (a preemption).
+    const std::vector<kvstore::BlockHash> prefix = request->prefix_hashes_tokens() == seq.tokens.size()
+                                                       ? request->prefix_hashes()
+                                                       : cache_.PrefixHashes(seq.tokens, seq.kv.salt);
     seq.cached = cache_.TakeCachedPrefix(seq.kv, prefix);
     if (!cache_.EnsureCapacity(seq.kv, static_cast<int64_t>(seq.tokens.size()) + 1).ok()) {
       cache_.Free(seq.kv);  // not enough free blocks yet: FCFS, later requests wait too
