@@ -35,7 +35,7 @@ TEST_F(NetnsTest, TensorParallelRanksAcrossAnInterface) {
 // recomputed, and the output is exact.
 TEST_F(NetnsTest, RemotePrefixFetchCrossesNodes) {
   StartCoordinator({"--host-kv-blocks", "64", "--block-size", "16"});
-  StartWorker(0, {"--step-delay-ms", "10"});
+  StartWorker(0, {"--step-delay-ms", "25"});
   std::vector<int32_t> prefix(64);
   for (int i = 0; i < 64; ++i) prefix[i] = (i * 43 + 17) % 320;
   auto with = [&](std::initializer_list<int32_t> tail) {
@@ -52,9 +52,17 @@ TEST_F(NetnsTest, RemotePrefixFetchCrossesNodes) {
     if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_TRUE(ready) << "logs in " << dir_;
-  // node0's group busy with a long request on the same prefix: the next one goes to node1.
+  // node0's group busy with a long request on the same prefix (1.5 s of steps at
+  // least): the next one goes to node1.
   auto busy = std::async(std::launch::async, [&] { return Client(with({7}), 60, "busy"); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto running = [&] {
+    const nlohmann::json info = Info();
+    for (const auto& g : info.value("groups", nlohmann::json::array())) {
+      if (g.value("runningRequests", 0) > 0) return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 100 && !running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   const int64_t rx_before = RxBytes(1);
   const std::vector<int32_t> second = with({5, 6});
   EXPECT_EQ(Client(second, 16, "second"), GoldenReference(second, 16)) << "logs in " << dir_;
