@@ -141,27 +141,6 @@ grpc::Status Cluster::Heartbeat(grpc::ServerContext*, const v1::internal::Heartb
   return grpc::Status::OK;
 }
 
-grpc::Status Cluster::StoreSet(grpc::ServerContext*, const v1::internal::StoreSetRequest* request,
-                               v1::internal::StoreSetResponse*) {
-  {
-    std::lock_guard<std::mutex> lock(store_mu_);
-    store_[request->key()] = request->value();
-  }
-  store_cv_.notify_all();
-  return grpc::Status::OK;
-}
-
-grpc::Status Cluster::StoreGet(grpc::ServerContext*, const v1::internal::StoreGetRequest* request,
-                               v1::internal::StoreGetResponse* response) {
-  const auto timeout = std::chrono::milliseconds(std::clamp(request->timeout_ms(), 0, 120000));
-  std::unique_lock<std::mutex> lock(store_mu_);
-  if (!store_cv_.wait_for(lock, timeout, [&] { return store_.contains(request->key()); })) {
-    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, absl::StrCat("rendezvous key ", request->key(), " never set"));
-  }
-  response->set_value(store_[request->key()]);
-  return grpc::Status::OK;
-}
-
 void Cluster::Monitor() {
   while (!stop_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -44,10 +44,6 @@ class Cluster final : public v1::internal::Coordinator::Service {
                         v1::internal::RegisterResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::internal::HeartbeatRequest* request,
                          v1::internal::HeartbeatResponse* response) override;
-  grpc::Status StoreSet(grpc::ServerContext*, const v1::internal::StoreSetRequest* request,
-                        v1::internal::StoreSetResponse*) override;
-  grpc::Status StoreGet(grpc::ServerContext*, const v1::internal::StoreGetRequest* request,
-                        v1::internal::StoreGetResponse* response) override;
 
   // Hands the request to a ready group; UNAVAILABLE when there is none, or
   // INVALID_ARGUMENT when the sequence can never fit any group's KV pool.
@@ -87,9 +83,6 @@ class Cluster final : public v1::internal::Coordinator::Service {
   int next_worker_ = 1, next_group_ = 1;                   // guarded by mu_
   Router router_;                                          // guarded by mu_
 
-  std::mutex store_mu_;
-  std::condition_variable store_cv_;
-  std::map<std::string, std::string> store_;  // guarded by store_mu_
 
   kvstore::BlockIndex index_;  // the workers' host-tier blocks, from their heartbeats
 

@@ -19,6 +19,7 @@
 #include "coordinator/frontend.h"
 #include "coordinator/http_server.h"
 #include "coordinator/metrics.h"
+#include "coordinator/rendezvous_service.h"
 #include "coordinator/request_log.h"
 #include "coordinator/openai_api.h"
 #include "models/model_spec.h"
@@ -96,6 +97,8 @@ int Main(int argc, char** argv) {
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&frontend);
   builder.RegisterService(&cluster);
+  RendezvousService rendezvous;
+  builder.RegisterService(&rendezvous);
   // A worker's KV snapshot (after a coordinator restart) lists every host-tier block:
   // ~36 bytes each, so a large host tier's heartbeat outgrows gRPC's 4 MB default.
   builder.SetMaxReceiveMessageSize(256 << 20);

@@ -7,7 +7,7 @@
 namespace tessera::worker {
 
 CoordinatorStore::CoordinatorStore(const std::string& coordinator_address)
-    : stub_(v1::internal::Coordinator::NewStub(
+    : stub_(v1::internal::Rendezvous::NewStub(
           grpc::CreateChannel(coordinator_address, grpc::InsecureChannelCredentials()))) {}
 
 absl::Status CoordinatorStore::Set(const std::string& key, const std::vector<char>& value) {
@@ -17,7 +17,7 @@ absl::Status CoordinatorStore::Set(const std::string& key, const std::vector<cha
   v1::internal::StoreSetResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  return FromGrpc(stub_->StoreSet(&ctx, req, &resp));
+  return FromGrpc(stub_->Set(&ctx, req, &resp));
 }
 
 absl::StatusOr<std::vector<char>> CoordinatorStore::Get(const std::string& key, std::chrono::milliseconds timeout) {
@@ -27,7 +27,7 @@ absl::StatusOr<std::vector<char>> CoordinatorStore::Get(const std::string& key, 
   v1::internal::StoreGetResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + timeout + std::chrono::seconds(5));
-  grpc::Status s = stub_->StoreGet(&ctx, req, &resp);
+  grpc::Status s = stub_->Get(&ctx, req, &resp);
   if (!s.ok()) return FromGrpc(s);
   return std::vector<char>(resp.value().begin(), resp.value().end());
 }

@@ -1,5 +1,6 @@
-// The rendezvous store of a worker's replica group, served by the coordinator: ranks
-// publish and look up their peers' addresses through it.
+// The rendezvous store of a worker's replica group, served by the coordinator
+// (coordinator/rendezvous_service.h): ranks publish and look up their peers' addresses
+// through it.
 #pragma once
 
 #include <memory>
@@ -17,7 +18,7 @@ class CoordinatorStore : public parallel::RendezvousStore {
   absl::StatusOr<std::vector<char>> Get(const std::string& key, std::chrono::milliseconds timeout) override;
 
  private:
-  std::unique_ptr<v1::internal::Coordinator::Stub> stub_;
+  std::unique_ptr<v1::internal::Rendezvous::Stub> stub_;
 };
 
 }  // namespace tessera::worker
