@@ -6,6 +6,7 @@
 #include <map>
 
 #include "common/log.h"
+#include "coordinator/step_codec.h"
 
 namespace tessera::coordinator {
 
@@ -190,6 +191,7 @@ void ReplicaGroup::Loop() {
       streams.push_back(stubs.back()->Steps(stream_contexts_.back().get()));
     }
   }
+  StepPlan plan;
   v1::internal::StepRequest step;
   std::vector<v1::internal::StepResponse> responses(ranks_.size());
   uint64_t step_id = 0;
@@ -199,11 +201,11 @@ void ReplicaGroup::Loop() {
       state_ = State::kReleased;
       break;
     }
-    if (!scheduler_->BuildStep(&step)) {
+    if (!scheduler_->BuildStep(&plan)) {
       scheduler_->WaitForWork(stop_);
       continue;
     }
-    step.set_step_id(++step_id);
+    EncodeStep(plan, ++step_id, &step);
     const auto sent = std::chrono::steady_clock::now();
     for (auto& s : streams) lost = lost || !s->Write(step);
     for (size_t i = 0; i < streams.size() && !lost; ++i) lost = !streams[i]->Read(&responses[i]);

@@ -42,22 +42,9 @@ std::vector<kvstore::BlockHash> Scheduler::PrefixHashes(const Request& request) 
   return cache_.PrefixHashes(tokens, request.cache_salt());
 }
 
-void Scheduler::FetchRemotePrefix(Sequence& seq, std::span<const kvstore::BlockHash> rest,
-                                  v1::internal::StepRequest* step) {
-  const std::optional<kvstore::KvCacheManager::FetchPlan> plan = cache_.PlanFetch(seq.kv, rest);
-  if (!plan) return;
-  auto* fetch = step->add_fetches();
-  fetch->set_fetch_id(seq.id);
-  for (size_t i = 0; i < plan->hashes.size(); ++i) {
-    fetch->add_hashes(plan->hashes[i].data(), plan->hashes[i].size());
-    fetch->add_blocks(plan->blocks[i]);
-  }
-  for (const kvstore::BlockPeer& p : plan->peers) {
-    auto* peer = fetch->add_peers();
-    peer->set_address(p.address);
-    peer->set_head_begin(p.heads.begin);
-    peer->set_head_end(p.heads.end);
-  }
+void Scheduler::FetchRemotePrefix(Sequence& seq, std::span<const kvstore::BlockHash> rest, StepPlan* plan) {
+  std::optional<kvstore::KvCacheManager::FetchPlan> fetch = cache_.PlanFetch(seq.kv, rest);
+  if (fetch) plan->fetches.push_back({seq.id, std::move(*fetch)});
 }
 
 void Scheduler::FinishFetch(Sequence& seq, std::span<const v1::internal::StepResponse> responses) {
@@ -121,8 +108,8 @@ bool Scheduler::Reserve(size_t index, int64_t tokens) {
   return true;
 }
 
-bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
-  step->Clear();
+bool Scheduler::BuildStep(StepPlan* plan) {
+  *plan = StepPlan();
   int budget = options_.max_step_tokens;
 
   // Aborted requests leave first.
@@ -205,7 +192,7 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
     }
     seq.computed = seq.cached;
     seq.id = next_seq_id_++;
-    FetchRemotePrefix(seq, std::span(prefix).subspan(seq.kv.hashes.size()), step);
+    FetchRemotePrefix(seq, std::span(prefix).subspan(seq.kv.hashes.size()), plan);
     if (seq.kv.fetching.empty()) {
       request->set_cached_tokens(static_cast<int32_t>(std::min<int64_t>(seq.cached, seq.prompt_len)));
     }
@@ -218,50 +205,26 @@ bool Scheduler::BuildStep(v1::internal::StepRequest* step) {
   }
 
   // The diff: tier moves first (the worker copies before computing), then sequences.
-  const kvstore::KvCacheManager::TierMoves moves = cache_.TakeMoves();
-  for (const auto& copy : moves.swap_out) {
-    auto* c = step->add_swap_out();
-    c->set_from(copy.device);
-    c->set_to(copy.host);
-    c->set_hash(copy.hash.data(), copy.hash.size());
-  }
-  for (const auto& copy : moves.swap_in) {
-    auto* c = step->add_swap_in();
-    c->set_from(copy.host);
-    c->set_to(copy.device);
-  }
-  step->mutable_finished()->Add(finished_.begin(), finished_.end());
-  finished_.clear();
+  plan->moves = cache_.TakeMoves();
+  plan->finished = std::exchange(finished_, {});
   for (Sequence& seq : running_) {
     if (seq.planned == 0) continue;
-    const auto first = seq.tokens.begin() + seq.computed;
+    const std::span<const int32_t> tokens(seq.tokens);
+    const std::span<const int32_t> blocks(seq.kv.table.blocks());
     const bool sample = seq.computed + seq.planned == static_cast<int64_t>(seq.tokens.size());
-    const auto& blocks = seq.kv.table.blocks();
     if (!seq.worker_knows) {
-      auto* s = step->add_new_sequences();
-      s->set_seq_id(seq.id);
-      s->mutable_tokens()->Add(first, first + seq.planned);
-      s->mutable_block_table()->Add(blocks.begin(), blocks.end());
-      *s->mutable_sampling() = seq.request->sampling();
-      s->set_prompt_len(seq.prompt_len);
-      s->set_seed(seq.request->seed());
-      s->set_sample(sample);
-      s->set_context_len(seq.computed);
-      s->mutable_prefix_tokens()->Add(seq.tokens.begin(), first);
+      plan->new_sequences.push_back({seq.id, tokens.subspan(seq.computed, seq.planned), blocks,
+                                     tokens.first(seq.computed), &seq.request->sampling(), seq.prompt_len,
+                                     seq.request->seed(), sample});
       seq.worker_knows = true;
     } else {
-      auto* c = step->add_continued();
-      c->set_seq_id(seq.id);
-      c->mutable_tokens()->Add(first, first + seq.planned);
-      c->mutable_new_blocks()->Add(blocks.begin() + static_cast<std::ptrdiff_t>(seq.blocks_sent), blocks.end());
-      c->set_sample(sample);
+      plan->continued.push_back({seq.id, tokens.subspan(seq.computed, seq.planned), blocks.subspan(seq.blocks_sent),
+                                 sample});
     }
     seq.blocks_sent = blocks.size();
   }
   PublishCounters();
-  return step->new_sequences_size() + step->continued_size() + step->finished_size() + step->swap_out_size() +
-             step->swap_in_size() + step->fetches_size() >
-         0;
+  return !plan->empty();
 }
 
 void Scheduler::ApplyStep(std::span<const v1::internal::StepResponse> responses) {

@@ -11,8 +11,9 @@
 // it is computed; only the rest is computed. When a running sequence needs a block
 // and none is free,
 // the newest sequence is preempted: its blocks are freed and it is recomputed later
-// from its prompt and the tokens generated so far. The step message is a diff: new
-// sequences in full once, running ones as deltas, finished ids.
+// from its prompt and the tokens generated so far. The step is a plain plan
+// (step_plan.h; step_codec.h encodes it) and a diff: new sequences in full once,
+// running ones as deltas, finished ids.
 //
 // Thread-safety: Enqueue, PrefixHashes, CachedTokens and the counters may be called from any
 // thread; BuildStep, ApplyStep and TakeAll from the group's thread only.
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "coordinator/request.h"
+#include "coordinator/step_plan.h"
 #include "kvstore/block_hash.h"
 #include "kvstore/kv_cache_manager.h"
 #include "kvstore/kv_layout.h"
@@ -50,7 +52,8 @@ class Scheduler {
   void Notify() { cv_.notify_all(); }
 
   // Plans the next step; false when there is nothing to run.
-  bool BuildStep(v1::internal::StepRequest* step);
+  // Spans in `plan` point into the scheduler's sequences (valid until the next call).
+  bool BuildStep(StepPlan* plan);
   // Takes the workers' answers (one per rank) to the step BuildStep planned; rank 0's
   // sampled tokens are used, a fetch counts only if every rank completed it.
   void ApplyStep(std::span<const v1::internal::StepResponse> responses);
@@ -92,7 +95,7 @@ class Scheduler {
 
   // Asks peers for the blocks of `rest` (the prefix after the cached part) that the
   // block index knows of, into the sequence's next blocks; the sequence waits a step.
-  void FetchRemotePrefix(Sequence& seq, std::span<const kvstore::BlockHash> rest, v1::internal::StepRequest* step);
+  void FetchRemotePrefix(Sequence& seq, std::span<const kvstore::BlockHash> rest, StepPlan* plan);
   // Takes the ranks' fetch results for `seq`.
   void FinishFetch(Sequence& seq, std::span<const v1::internal::StepResponse> responses);
 

@@ -4,9 +4,18 @@
 #include <gtest/gtest.h>
 
 #include "coordinator/scheduler.h"
+#include "coordinator/step_codec.h"
 
 namespace tessera::coordinator {
 namespace {
+
+// Plans the next step and encodes it as the replica group sends it.
+bool Build(Scheduler& s, v1::internal::StepRequest* step) {
+  StepPlan plan;
+  const bool any = s.BuildStep(&plan);
+  EncodeStep(plan, 0, step);
+  return any;
+}
 
 SchedulerOptions Options(int block_size, int32_t num_blocks, int max_step_tokens, int max_running) {
   SchedulerOptions options;
@@ -64,13 +73,13 @@ TEST(SchedulerTest, ChunkedPrefillThenDecodeDeltas) {
   auto r = MakeRequest("a", 10, 4);
   s.Enqueue(r);
   v1::internal::StepRequest step;
-  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_TRUE(Build(s, &step));
   ASSERT_EQ(step.new_sequences_size(), 1);
   EXPECT_EQ(step.new_sequences(0).tokens_size(), 8);  // the budget
   EXPECT_FALSE(step.new_sequences(0).sample());
   EXPECT_EQ(step.new_sequences(0).block_table_size(), 3);  // 10 prompt tokens + 1, in blocks of 4
   s.ApplyStep(Answer(step));
-  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_TRUE(Build(s, &step));
   ASSERT_EQ(step.continued_size(), 1);
   EXPECT_EQ(step.continued(0).tokens_size(), 2);  // the rest of the prompt
   EXPECT_TRUE(step.continued(0).sample());
@@ -79,7 +88,7 @@ TEST(SchedulerTest, ChunkedPrefillThenDecodeDeltas) {
   // Decode: one token per step (tokens 10, 11, 12); a new block only when one fills.
   std::vector<int> new_blocks;
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_TRUE(Build(s, &step));
     ASSERT_EQ(step.continued_size(), 1);
     EXPECT_EQ(step.continued(0).tokens_size(), 1);
     EXPECT_EQ(step.continued(0).tokens(0), 42);
@@ -90,7 +99,7 @@ TEST(SchedulerTest, ChunkedPrefillThenDecodeDeltas) {
   EXPECT_TRUE(r->finished());  // max_tokens = 4
   EXPECT_EQ(s.num_running(), 0);
   EXPECT_EQ(s.num_free_blocks(), 64);
-  ASSERT_TRUE(s.BuildStep(&step));  // tells the worker to drop it
+  ASSERT_TRUE(Build(s, &step));  // tells the worker to drop it
   EXPECT_EQ(step.finished_size(), 1);
 }
 
@@ -101,7 +110,7 @@ TEST(SchedulerTest, AdmitsInArrivalOrderWhileBlocksLast) {
   s.Enqueue(b);
   s.Enqueue(c);
   v1::internal::StepRequest step;
-  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_TRUE(Build(s, &step));
   // a takes 3 blocks (8 + 1 tokens); b needs 3 of the 2 left, and c must wait behind b.
   ASSERT_EQ(step.new_sequences_size(), 1);
   EXPECT_EQ(s.num_waiting(), 2);
@@ -114,13 +123,13 @@ TEST(SchedulerTest, PreemptsTheNewestAndRecomputesItExactly) {
   s.Enqueue(a);
   s.Enqueue(b);
   v1::internal::StepRequest step;
-  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_TRUE(Build(s, &step));
   ASSERT_EQ(step.new_sequences_size(), 2);  // 2 blocks each
   s.ApplyStep(Answer(step));
   // Decoding fills the pool; b (the newest) is preempted, a goes on.
   bool preempted = false;
   for (int i = 0; i < 12 && !preempted; ++i) {
-    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_TRUE(Build(s, &step));
     preempted = step.finished_size() > 0;
     s.ApplyStep(Answer(step));
   }
@@ -131,12 +140,12 @@ TEST(SchedulerTest, PreemptsTheNewestAndRecomputesItExactly) {
   const size_t b_generated = b->generated().size();
   // When a finishes, b comes back as a new sequence of its prompt plus its output.
   while (!a->finished()) {
-    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_TRUE(Build(s, &step));
     s.ApplyStep(Answer(step));
   }
   bool readmitted = false;
   for (int i = 0; i < 4 && !readmitted; ++i) {
-    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_TRUE(Build(s, &step));
     for (const auto& n : step.new_sequences()) {
       readmitted = true;
       EXPECT_EQ(n.tokens_size(), static_cast<int>(7 + b_generated));
@@ -161,11 +170,11 @@ TEST(SchedulerTest, PrefixCacheServesRepeatedPrefixes) {
   s.Enqueue(a);
   v1::internal::StepRequest step;
   while (!a->finished()) {
-    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_TRUE(Build(s, &step));
     s.ApplyStep(Answer(step));
   }
   s.Enqueue(b);
-  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_TRUE(Build(s, &step));
   ASSERT_EQ(step.new_sequences_size(), 1);
   EXPECT_EQ(step.new_sequences(0).context_len(), 64);  // four cached blocks
   EXPECT_EQ(step.new_sequences(0).tokens_size(), 5);   // only the new tokens
@@ -178,7 +187,7 @@ TEST(SchedulerTest, PrefixCacheServesRepeatedPrefixes) {
   s.Enqueue(c);
   bool admitted = false;
   for (int i = 0; i < 4 && !admitted; ++i) {
-    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_TRUE(Build(s, &step));
     for (const auto& n : step.new_sequences()) {
       admitted = true;
       EXPECT_EQ(n.context_len(), 48);
@@ -205,7 +214,7 @@ TEST(SchedulerTest, HostTierKeepsEvictedPrefixes) {
     bool first = true;
     v1::internal::StepRequest step;
     while (!r->finished()) {
-      EXPECT_TRUE(s.BuildStep(&step));
+      EXPECT_TRUE(Build(s, &step));
       if (first) *first_step = step;
       first = false;
       s.ApplyStep(Answer(step));
@@ -261,14 +270,14 @@ TEST(SchedulerTest, RemotePrefixesAreFetchedBeforeComputing) {
 
     s.Enqueue(r);
     v1::internal::StepRequest step;
-    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_TRUE(Build(s, &step));
     ASSERT_EQ(step.fetches_size(), 1);
     EXPECT_EQ(step.fetches(0).hashes_size(), 3);
     ASSERT_EQ(step.fetches(0).peers_size(), 1);
     EXPECT_EQ(step.fetches(0).peers(0).address(), "10.0.0.9:7000");
     EXPECT_EQ(step.new_sequences_size(), 0);  // not computed before its prefix is there
     s.ApplyStep(Answer(step, fetch_ok));
-    ASSERT_TRUE(s.BuildStep(&step));
+    ASSERT_TRUE(Build(s, &step));
     ASSERT_EQ(step.new_sequences_size(), 1);
     EXPECT_EQ(step.new_sequences(0).context_len(), fetch_ok ? 48 : 0);
     EXPECT_EQ(step.new_sequences(0).tokens_size(), fetch_ok ? 17 : 65);
@@ -284,10 +293,10 @@ TEST(SchedulerTest, AbortedRequestsLeaveAtTheNextStep) {
   auto r = MakeRequest("a", 4, 100);
   s.Enqueue(r);
   v1::internal::StepRequest step;
-  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_TRUE(Build(s, &step));
   s.ApplyStep(Answer(step));
   r->Abort();
-  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_TRUE(Build(s, &step));
   EXPECT_EQ(step.finished_size(), 1);
   EXPECT_EQ(step.continued_size(), 0);
   EXPECT_TRUE(r->finished());
@@ -298,11 +307,11 @@ TEST(SchedulerTest, TakeAllReturnsEverythingForRecompute) {
   Scheduler s(Options(4, 16, 64, 8));
   s.Enqueue(MakeRequest("a", 4, 10));
   v1::internal::StepRequest step;
-  ASSERT_TRUE(s.BuildStep(&step));
+  ASSERT_TRUE(Build(s, &step));
   s.Enqueue(MakeRequest("b", 4, 10));
   EXPECT_EQ(s.TakeAll().size(), 2u);
   EXPECT_EQ(s.num_free_blocks(), 16);
-  EXPECT_FALSE(s.BuildStep(&step));
+  EXPECT_FALSE(Build(s, &step));
 }
 
 }  // namespace
