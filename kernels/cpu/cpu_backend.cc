@@ -108,7 +108,8 @@ class CpuBackend final : public Backend {
 
   absl::Status BeginStep(const StepRows& rows) override {
     sequences_.assign(rows.sequences.begin(), rows.sequences.end());
-    const int64_t n = static_cast<int64_t>(rows.positions.size());
+    rows_ = static_cast<int64_t>(rows.positions.size());
+    const int64_t n = rows_;
     if (rows.inv_freq.empty()) return absl::OkStatus();
     // Each row's cos/sin, computed once per step for every layer.
     half_ = static_cast<int>(rows.inv_freq_stride > 0 ? rows.inv_freq_stride : rows.inv_freq.size());
@@ -171,9 +172,7 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
   absl::Status Rotary(float* x, int64_t stride, int heads, int head_dim) override {
-    int64_t rows = 0;
-    for (const AttentionSequence& s : sequences_) rows += s.num_new;
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = 0; r < rows_; ++r) {
       const float* cos = cos_.as<float>() + r * half_;
       const float* sin = sin_.as<float>() + r * half_;
       for (int head = 0; head < heads; ++head) ApplyRotary(x + r * stride + head * head_dim, cos, sin, head_dim);
@@ -239,6 +238,7 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   MatmulOptions matmul_;
   std::vector<AttentionSequence> sequences_;  // the step's
+  int64_t rows_ = 0;                          // the step's tokens
   int half_ = 0;                              // rotary cos/sin per row
   AlignedBuffer cos_, sin_;                   // [rows, half]
 };
