@@ -175,8 +175,8 @@ void Cluster::OnGroupLost(ReplicaGroup* group, std::vector<std::shared_ptr<Reque
     }
   }
   for (auto& r : requests) {
-    if (r->aborted()) {
-      r->FinishAborted();
+    if (r->leaving()) {
+      r->Leave();
       continue;
     }
     absl::Status s = Route(r);

@@ -14,6 +14,7 @@ constexpr int kMaxStopStrings = 16;
 constexpr size_t kMaxStopBytes = 256;
 constexpr int kMaxTopLogprobs = 20;
 constexpr char kFieldPayload[] = "tessera.dev/field";
+constexpr int32_t kDefaultMaxTokens = 16;
 
 }  // namespace
 
@@ -87,6 +88,14 @@ absl::Status Frontend::ValidateSampling(const v1::SamplingParams& p) const {
   return absl::OkStatus();
 }
 
+v1::SamplingParams Frontend::ResolveSamplingDefaults(v1::SamplingParams p) {
+  if (!p.has_temperature()) p.set_temperature(1.0f);
+  if (!p.has_top_p()) p.set_top_p(1.0f);
+  if (!p.has_repetition_penalty()) p.set_repetition_penalty(1.0f);
+  if (!p.has_max_tokens()) p.set_max_tokens(kDefaultMaxTokens);
+  return p;
+}
+
 absl::StatusOr<std::string> Frontend::Caller(const grpc::ServerContext& context) const {
   const auto& metadata = context.client_metadata();
   const auto it = metadata.find("authorization");
@@ -130,7 +139,7 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
     return absl::AlreadyExistsError(absl::StrCat("request id '", id, "' is already running"));
   }
   StopContext stop{spec_.max_position_embeddings, spec_.eos_token_ids};
-  auto request = std::make_shared<Request>(id, std::move(prompt), r.sampling(), seed,
+  auto request = std::make_shared<Request>(id, std::move(prompt), ResolveSamplingDefaults(r.sampling()), seed,
                                            r.has_skip_special_tokens() ? r.skip_special_tokens() : true, tokenizer_.get(),
                                            std::move(stop), observer_);
   // A tenant's prefixes are its own: its name roots every block hash of its requests.
@@ -167,6 +176,8 @@ grpc::Status Frontend::Generate(grpc::ServerContext* context, const v1::Generate
   bool done = false;
   while (!done) {
     if (context->IsCancelled()) request->Abort();
+    // Events wake this wait at once (a condition variable); the bound is only how often
+    // a client's cancellation is noticed, as the synchronous API has no callback for it.
     for (RequestEvent& e : request->WaitEvents(std::chrono::milliseconds(50))) {
       if (!e.error.ok()) {
         result = ToGrpc(e.error);

@@ -63,6 +63,9 @@ class Frontend final : public v1::Tessera::Service {
   absl::StatusOr<std::string> Authenticate(std::string_view authorization) const {
     return options_.api_keys.Authenticate(authorization);
   }
+  // The one place sampling defaults live: every unset field gets its value here, so
+  // the request, the scheduler and the workers read explicit parameters.
+  static v1::SamplingParams ResolveSamplingDefaults(v1::SamplingParams p);
   // NOT_FOUND for a model name other than this server's ("" means this one).
   absl::Status CheckModel(const std::string& name) const;
   absl::StatusOr<std::vector<int32_t>> TokenizeText(const std::string& text, bool add_special_tokens) const;

@@ -4,7 +4,6 @@
 
 namespace tessera::coordinator {
 namespace {
-constexpr int32_t kDefaultMaxTokens = 16;
 
 double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -25,7 +24,7 @@ Request::Request(std::string id, std::vector<int32_t> prompt, const v1::Sampling
       sampling_(sampling),
       seed_(seed),
       stop_(std::move(stop)),
-      max_tokens_(sampling.has_max_tokens() ? sampling.max_tokens() : kDefaultMaxTokens),
+      max_tokens_(sampling.max_tokens()),
       observer_(observer) {
   if (tokenizer != nullptr) decoder_.emplace(*tokenizer, skip_special_tokens);
   for (const std::string& s : sampling_.stop()) longest_stop_ = std::max(longest_stop_, s.size());
@@ -75,7 +74,6 @@ bool Request::OnToken(int32_t token, const v1::TokenLogprob* logprob) {
     last_token_ = now;
   }
   generated_.push_back(token);
-  completion_tokens_ = static_cast<int32_t>(generated_.size());
   RequestEvent event;
   event.token_ids.push_back(token);
   if (logprob) event.logprobs.push_back(*logprob);
@@ -88,59 +86,51 @@ bool Request::OnToken(int32_t token, const v1::TokenLogprob* logprob) {
   } else if (may_stop && std::find(sampling_.stop_token_ids().begin(), sampling_.stop_token_ids().end(), token) !=
                              sampling_.stop_token_ids().end()) {
     reason = v1::STOP;
-  }
-
-  if (decoder_) {
-    absl::StatusOr<std::string> piece = decoder_->Add(token);
-    if (piece.ok()) pending_text_ += *piece;
-  }
-  if (may_stop && longest_stop_ > 0) {
-    size_t first = std::string::npos;
-    for (const std::string& s : sampling_.stop()) first = std::min(first, pending_text_.find(s));
-    if (first != std::string::npos) {
-      event.text = pending_text_.substr(0, first);
-      pending_text_.clear();
-      Finish(v1::STOP_STRING, &event);
-      return true;
-    }
-  }
-  if (reason == v1::FINISH_REASON_UNSPECIFIED &&
-      (n >= max_tokens_ || static_cast<int32_t>(prompt_.size()) + n >= stop_.max_context)) {
+  } else if (n >= max_tokens_ || static_cast<int32_t>(prompt_.size()) + n >= stop_.max_context) {
     reason = v1::LENGTH;
   }
   if (reason != v1::FINISH_REASON_UNSPECIFIED) {
     Finish(reason, &event);
     return true;
   }
-  event.text = TakeStableText(false);
-  Push(std::move(event));
+  if (!Push(std::move(event), n)) {
+    Leave();
+    return true;
+  }
   return false;
 }
 
 void Request::Finish(v1::FinishReason reason, RequestEvent* event) {
-  if (reason != v1::STOP_STRING && decoder_) {
-    absl::StatusOr<std::string> rest = decoder_->Finish();
-    if (rest.ok()) pending_text_ += *rest;
-    event->text += TakeStableText(true);
-  }
   event->finish = reason;
-  finished_ = true;
-  if (observer_ != nullptr) {
-    observer_->OnFinished({id_, reason, static_cast<int32_t>(prompt_.size()), completion_tokens_,
-                           std::max(0, cached_tokens_.load()), time_to_first_token_, Seconds(Clock::now() - created_)});
+  if (!Push(std::move(*event), static_cast<int32_t>(generated_.size()))) {
+    Leave();
+    return;
   }
-  Push(std::move(*event));
+  // A stop string the consumer finds in this last token's text is what the client
+  // sees; the summary keeps the token-level reason (both end the request here).
+  ReportFinished(reason);
+}
+
+void Request::ReportFinished(v1::FinishReason reason) {
+  if (observer_ == nullptr) return;
+  observer_->OnFinished({id_, reason, static_cast<int32_t>(prompt_.size()), completion_tokens_,
+                         std::max(0, cached_tokens_.load()), time_to_first_token_, Seconds(Clock::now() - created_)});
 }
 
 void Request::Fail(const absl::Status& status) {
-  if (finished_.exchange(true)) return;
   RequestEvent event;
   event.error = status;
-  Push(std::move(event));
+  Push(std::move(event), static_cast<int32_t>(generated_.size()));
 }
 
-void Request::FinishAborted() {
+void Request::Leave() {
   if (finished_) return;
+  if (stop_found_) {
+    // The consumer has delivered the text up to the stop string and its finish reason.
+    finished_ = true;
+    ReportFinished(v1::STOP_STRING);
+    return;
+  }
   RequestEvent event;
   Finish(v1::ABORT, &event);
 }
@@ -151,15 +141,19 @@ void Request::FinishOutOfCache() {
   Finish(v1::LENGTH, &event);
 }
 
-void Request::Push(RequestEvent event) {
+bool Request::Push(RequestEvent event, int32_t completion_tokens) {
   std::function<void()> listener;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (stop_found_ || finished_) return false;
+    completion_tokens_ = completion_tokens;
+    if (event.finish != v1::FINISH_REASON_UNSPECIFIED || !event.error.ok()) finished_ = true;
     events_.push_back(std::move(event));
     listener = listener_;
   }
   cv_.notify_one();
   if (listener) listener();
+  return true;
 }
 
 void Request::SetListener(std::function<void()> listener) {
@@ -168,11 +162,52 @@ void Request::SetListener(std::function<void()> listener) {
 }
 
 std::vector<RequestEvent> Request::WaitEvents(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, timeout, [&] { return !events_.empty(); });
-  std::vector<RequestEvent> out(std::make_move_iterator(events_.begin()), std::make_move_iterator(events_.end()));
-  events_.clear();
+  std::deque<RequestEvent> queued;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return !events_.empty(); });
+    queued.swap(events_);
+  }
+  std::vector<RequestEvent> out;
+  for (RequestEvent& event : queued) {
+    if (delivered_final_) break;
+    if (event.error.ok()) AddText(&event);
+    delivered_final_ = event.finish != v1::FINISH_REASON_UNSPECIFIED || !event.error.ok();
+    out.push_back(std::move(event));
+  }
   return out;
+}
+
+void Request::AddText(RequestEvent* event) {
+  for (int32_t token : event->token_ids) {
+    ++consumed_tokens_;
+    if (!decoder_) continue;
+    absl::StatusOr<std::string> piece = decoder_->Add(token);
+    if (piece.ok()) pending_text_ += *piece;
+  }
+  if (!event->token_ids.empty() && consumed_tokens_ >= sampling_.min_tokens() && longest_stop_ > 0) {
+    size_t first = std::string::npos;
+    for (const std::string& s : sampling_.stop()) first = std::min(first, pending_text_.find(s));
+    if (first != std::string::npos) {
+      event->text = pending_text_.substr(0, first);
+      pending_text_.clear();
+      event->finish = v1::STOP_STRING;
+      StopAt(consumed_tokens_);
+      return;
+    }
+  }
+  const bool final = event->finish != v1::FINISH_REASON_UNSPECIFIED;
+  if (final && decoder_) {
+    absl::StatusOr<std::string> rest = decoder_->Finish();
+    if (rest.ok()) pending_text_ += *rest;
+  }
+  event->text = TakeStableText(final);
+}
+
+void Request::StopAt(int32_t completion_tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  completion_tokens_ = completion_tokens;  // what the client received
+  if (!finished_) stop_found_ = true;      // else the producer has ended it already
 }
 
 v1::Usage Request::usage() const {

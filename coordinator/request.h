@@ -1,10 +1,13 @@
 // Request: one generation from admission to its final message.
 //
-// The producer side (OnToken, Finish*) is driven by the replica group that runs the
-// request, one group at a time; it turns sampled tokens into events: token ids, the
-// text they complete (incremental detokenization, stop strings held back until they
-// cannot match), logprobs, and the final finish reason. The consumer side (the
-// Generate handler) takes events with WaitEvents. Abort may come from any thread.
+// The producer side (OnToken, Finish*, Leave) is driven by the replica group that runs
+// the request, one group at a time; it only queues token ids, logprobs and the
+// token-level finish (EOS, stop token, length), so the group's step thread never
+// detokenizes. The consumer side (the Generate handler, the HTTP front end) takes events
+// with WaitEvents, which turns them into text on the consumer's thread: incremental
+// detokenization, and stop strings held back until they cannot match. A stop string
+// found there ends the stream at once and tells the producer to let the sequence go
+// (the tokens it sampled meanwhile are dropped). Abort may come from any thread.
 #pragma once
 
 #include <atomic>
@@ -91,6 +94,7 @@ struct StopContext {
 
 class Request {
  public:
+  // `sampling` has its defaults resolved (the frontend does it: ResolveSamplingDefaults).
   // `tokenizer` may be null (a model served without tokenizer.json): no text then.
   // `observer` (may be null) must outlive the request.
   Request(std::string id, std::vector<int32_t> prompt, const v1::SamplingParams& sampling, uint64_t seed,
@@ -123,11 +127,11 @@ class Request {
   // Upper bound on the tokens this request will still compute (for routing).
   int64_t remaining_work() const;
 
-  // Producer: one sampled token. Returns true when the request finished with it.
+  // Producer: one sampled token. Returns true when the request is done: finished with
+  // this token, or the consumer found a stop string (the token is dropped then).
   bool OnToken(int32_t token, const v1::TokenLogprob* logprob);
-  // Producer: ends the request with an error (e.g. UNAVAILABLE) or with ABORT.
+  // Producer: ends the request with an error (e.g. UNAVAILABLE).
   void Fail(const absl::Status& status);
-  void FinishAborted();
   // Producer: the KV pool cannot hold this sequence any longer.
   void FinishOutOfCache();
   bool finished() const { return finished_; }
@@ -135,8 +139,14 @@ class Request {
   // Any thread: ask for the request to stop; its group ends it with ABORT.
   void Abort() { aborted_ = true; }
   bool aborted() const { return aborted_; }
+  // The request should leave its group: aborted, or its consumer found a stop string.
+  bool leaving() const { return aborted_ || stop_found_; }
+  // Producer: ends a leaving request (ABORT, or the stop string already delivered).
+  void Leave();
 
-  // Consumer: waits up to `timeout` for events; returns whatever is queued.
+  // Consumer (one thread at a time): waits up to `timeout` for events; returns whatever
+  // is queued, with its text. Nothing follows the event that carries the finish reason
+  // or an error.
   std::vector<RequestEvent> WaitEvents(std::chrono::milliseconds timeout);
   // Consumer that does not block (the HTTP front end): `listener` runs on the
   // producer's thread after each event is queued and must only schedule the taking
@@ -146,8 +156,15 @@ class Request {
   v1::Usage usage() const;
 
  private:
-  void Push(RequestEvent event);
+  // Queues `event` and counts `completion_tokens`, unless the consumer already found a
+  // stop string: returns false then and queues nothing.
+  bool Push(RequestEvent event, int32_t completion_tokens);
   void Finish(v1::FinishReason reason, RequestEvent* event);
+  void ReportFinished(v1::FinishReason reason);
+  // Consumer: the event's text; sets its finish reason when a stop string ends it.
+  void AddText(RequestEvent* event);
+  // Consumer: a stop string ended the text after `completion_tokens` tokens.
+  void StopAt(int32_t completion_tokens);
   std::string TakeStableText(bool final);
 
   const std::string id_;
@@ -165,9 +182,14 @@ class Request {
 
   // Producer state.
   std::vector<int32_t> generated_;
+  // Consumer state.
   std::optional<tokenizer::IncrementalDecoder> decoder_;
   std::string pending_text_;  // decoded but held back (a stop string might start here)
-  std::atomic<bool> finished_{false};
+  int32_t consumed_tokens_ = 0;
+  bool delivered_final_ = false;
+
+  std::atomic<bool> finished_{false};    // set under mu_ with the final event
+  std::atomic<bool> stop_found_{false};  // set under mu_ by the consumer
   std::atomic<bool> aborted_{false};
   std::atomic<int32_t> completion_tokens_{0};
   std::atomic<int32_t> cached_tokens_{-1};

@@ -112,10 +112,10 @@ bool Scheduler::BuildStep(StepPlan* plan) {
   *plan = StepPlan();
   int budget = options_.max_step_tokens;
 
-  // Aborted requests leave first.
+  // Aborted requests, and those whose consumer found a stop string, leave first.
   for (size_t i = 0; i < running_.size();) {
-    if (running_[i].request->aborted()) {
-      running_[i].request->FinishAborted();
+    if (running_[i].request->leaving()) {
+      running_[i].request->Leave();
       Release(running_[i]);
       running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
     } else {
@@ -125,8 +125,8 @@ bool Scheduler::BuildStep(StepPlan* plan) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = waiting_.begin(); it != waiting_.end();) {
-      if ((*it)->aborted()) {
-        (*it)->FinishAborted();
+      if ((*it)->leaving()) {
+        (*it)->Leave();
         it = waiting_.erase(it);
       } else {
         ++it;

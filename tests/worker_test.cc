@@ -96,7 +96,9 @@ class StepExecutorTest : public ::testing::Test {
     s->set_seq_id(id);
     s->mutable_tokens()->Add(tokens.begin(), tokens.end());
     s->mutable_block_table()->Add(blocks.begin(), blocks.end());
-    s->mutable_sampling()->set_temperature(0.0f);
+    s->mutable_sampling()->set_temperature(0.0f);  // greedy; the rest as the frontend resolves them
+    s->mutable_sampling()->set_top_p(1.0f);
+    s->mutable_sampling()->set_repetition_penalty(1.0f);
     s->set_prompt_len(static_cast<int32_t>(tokens.size()));
     s->set_sample(true);
     return s;

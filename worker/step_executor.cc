@@ -8,13 +8,14 @@
 
 namespace tessera::worker {
 
+// The coordinator's frontend resolved every default before the request was queued.
 kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& p) {
   kernels::SamplingConfig c;
-  c.temperature = p.has_temperature() ? p.temperature() : 1.0f;
-  c.top_p = p.has_top_p() ? p.top_p() : 1.0f;
+  c.temperature = p.temperature();
+  c.top_p = p.top_p();
   c.top_k = p.top_k();
   c.min_p = p.min_p();
-  c.repetition_penalty = p.has_repetition_penalty() ? p.repetition_penalty() : 1.0f;
+  c.repetition_penalty = p.repetition_penalty();
   c.presence_penalty = p.presence_penalty();
   c.frequency_penalty = p.frequency_penalty();
   c.logprobs = p.logprobs();

@@ -75,7 +75,8 @@ class StepExecutor {
   std::vector<kernels::SampledToken> sampled_;
 };
 
-// The sampling knobs of a request, with the API's defaults filled in.
+// The sampling knobs of a request, as the coordinator resolved them (its frontend fills
+// every default in before the request is queued).
 kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& params);
 
 }  // namespace tessera::worker
