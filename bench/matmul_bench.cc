@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/thread_pool.h"
+#include "kernels/host_matrix.h"
 #include "kernels/matmul.h"
 
 #ifdef TESSERA_HAVE_ONEDNN
@@ -68,6 +69,20 @@ void BM_Tessera(benchmark::State& state) {
   }
   SetCounters(state, m);
 }
+// Packing one MLP weight at load (bf16 rows, as the checkpoint holds them, to panels),
+// arg = threads: the rate weights are made ready at when the file is in the page cache.
+void BM_Pack(benchmark::State& state) {
+  const kernels::HostMatrix rows = kernels::HostMatrix::FromFloats(kN, kK, DType::kBF16, RandomMatrix(kN, kK).data());
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    kernels::PackedMatrix packed = kernels::PackMatrix(rows.row_data(), kK, DType::kBF16, &pool);
+    benchmark::DoNotOptimize(packed.data.data());
+  }
+  state.counters["GB/s"] =
+      benchmark::Counter(2.0 * kN * kK, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_Pack)->Arg(1)->Arg(2)->UseRealTime();
+
 BENCHMARK(BM_Tessera)->Args({1, 0})->Args({1, 1})->Args({4, 0})->Args({4, 1})->Args({8, 0})->Args({8, 1})->Args({16, 0})->Args({16, 1})->Args({512, 1})->UseRealTime();
 
 #ifdef TESSERA_HAVE_ONEDNN

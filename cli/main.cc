@@ -25,6 +25,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/cpu_kernels_flag.h"
+#include "common/progress.h"
 #include "kvstore/kv_layout.h"
 #include "models/generate.h"
 #include "models/model.h"
@@ -61,7 +62,7 @@ commands:
 
   serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
               [--http-listen HOST:PORT|off] [--tp N] [--ep M] [--cpu-isa LEVEL]
-              [--batch-invariant]
+              [--batch-invariant] [--quiet]
               Runs a coordinator and N workers (child processes) until Ctrl-C;
               every tp x ep workers form one replica group. gRPC on --listen
               (127.0.0.1:50051), the OpenAI-compatible HTTP API on --http-listen
@@ -87,6 +88,9 @@ common flags:
   --cpu-isa LEVEL  logits/generate/serve: the CPU kernels' instruction set: auto
                    (default, the best this CPU runs), avx512-bf16, avx512, avx2,
                    portable
+  --quiet          logits/generate/serve: nothing about loading the weights (else
+                   a progress bar on a terminal, lines otherwise, and a closing
+                   line with the size, time and rate)
   --help           this text
 
 Exit status: 0 on success, 2 on bad arguments, ids, text or model folder.
@@ -125,18 +129,26 @@ struct ModelJob {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // set when generating from --prompt
   int threads = 0, block_size = kvstore::kDefaultBlockSize, max_new = 0, tp = 1, ep = 1;
   std::string out;
+  bool quiet = false;  // no loading progress
 };
 
 // Loads the model (this rank's shard) and runs the job. Only the primary rank prints
 // or writes anything; every rank runs the same steps so the collectives match.
-int RunModelJob(const ModelJob& job, const models::ModelOptions& options, bool primary) {
+int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary) {
   auto fail = [&](const auto& what) { return primary ? Fail(what) : kUsageExit; };
+  // The ids are checked against the config before gigabytes of weights load.
+  auto spec = models::LoadModelSpec(job.model_dir);
+  if (!spec.ok()) return fail(spec.status());
+  for (int32_t id : job.ids) {
+    if (id < 0 || id >= spec->vocab_size) {
+      return fail(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", spec->vocab_size, ")"));
+    }
+  }
+  ByteProgress progress("loading weights", job.quiet || !primary ? ByteProgress::Style::kQuiet : ByteProgress::Style::kAuto);
+  options.on_load_progress = [&](int64_t done, int64_t total) { progress.Update(done, total); };
   auto model = models::Model::Load(job.model_dir, options);
   if (!model.ok()) return fail(model.status());
-  const int vocab = (*model)->spec().vocab_size;
-  for (int32_t id : job.ids) {
-    if (id < 0 || id >= vocab) return fail(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
-  }
+  progress.Finish();
   if (job.logits) {
     auto logits = models::PromptLogits(**model, job.ids, job.block_size);
     if (!logits.ok()) return fail(logits.status());
@@ -229,9 +241,10 @@ int RunModelCommand(const Args& args) {
   ModelJob job;
   job.logits = args.command == "logits";
   std::string error;
-  if (!CheckFlags(args, job.logits ? std::set<std::string>{"model", "ids", "out", "threads", "block-size", "tp", "ep", "cpu-isa"}
+  if (!CheckFlags(args, job.logits ? std::set<std::string>{"model", "ids", "out", "threads", "block-size", "tp", "ep", "cpu-isa",
+                                                           "quiet"}
                                    : std::set<std::string>{"model", "ids", "prompt", "max-new-tokens", "threads",
-                                                           "block-size", "tp", "ep", "cpu-isa"},
+                                                           "block-size", "tp", "ep", "cpu-isa", "quiet"},
                   &error)) {
     return Fail(error);
   }
@@ -242,6 +255,7 @@ int RunModelCommand(const Args& args) {
     return Fail(error);
   }
   job.model_dir = args.flags.at("model");
+  job.quiet = args.Has("quiet");
   const bool from_text = !job.logits && args.Has("prompt");
   if (from_text == args.Has("ids")) {
     return Fail(job.logits ? "'logits' needs --ids" : "'generate' needs exactly one of --ids and --prompt");
@@ -333,7 +347,8 @@ int Main(int argc, char** argv) {
   }
   Args args;
   std::string error;
-  if (!ParseArgs(argc, argv, {"help", "add-special-tokens", "batch-invariant", "no-generation-prompt"}, &args, &error)) {
+  if (!ParseArgs(argc, argv, {"help", "add-special-tokens", "batch-invariant", "no-generation-prompt", "quiet"}, &args,
+                 &error)) {
     return Fail(error);
   }
   if (args.Has("help")) {

@@ -1,5 +1,5 @@
 // tessera serve --model DIR [--workers N] [--listen HOST:PORT] [--http-listen HOST:PORT|off]
-//               [--threads-per-worker N] [--tp N] [--ep M] [--cpu-isa LEVEL] [--batch-invariant]
+//               [--threads-per-worker N] [--tp N] [--ep M] [--cpu-isa LEVEL] [--batch-invariant] [--quiet]
 //
 // Starts tessera-coordinator and N tessera-worker processes (from the directory of
 // this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
@@ -57,7 +57,7 @@ int Fail(const std::string& m) {
 int RunServe(const Args& args, const char* argv0) {
   std::string error;
   if (!CheckFlags(args, {"model", "workers", "listen", "http-listen", "threads-per-worker", "kv-memory-mb", "tp", "ep",
-                         "cpu-isa", "batch-invariant"},
+                         "cpu-isa", "batch-invariant", "quiet"},
                   &error)) {
     return Fail(error);
   }
@@ -123,6 +123,7 @@ int RunServe(const Args& args, const char* argv0) {
     std::vector<std::string> worker_args = {(bin / "tessera-worker").string(), "--coordinator", address, "--threads",
                                             std::to_string(threads)};
     if (args.Has("cpu-isa")) worker_args.insert(worker_args.end(), {"--cpu-isa", args.flags.at("cpu-isa")});
+    if (args.Has("quiet")) worker_args.push_back("--quiet");
     worker_pids.push_back(Spawn(worker_args));
   }
   std::cerr << "tessera: serving " << args.flags.at("model") << " on " << address << " with " << workers

@@ -144,6 +144,9 @@ std::string ServingMetrics::Scrape(const v1::ServerInfo& info) const {
     now.Add("tessera:group_step_seconds_total",
             "Time of the replica group's steps, sent to answered (rate over group_steps_total: the mean step time).",
             MetricType::Counter, g.step_seconds(), group);
+    now.Add("tessera:model_load_seconds",
+            "Loading the replica group's model: from asking its ranks to load to all of them ready.",
+            MetricType::Gauge, g.load_seconds(), group);
     now.Add("tessera:kv_remote_fetched_blocks_total",
             "KV blocks the replica group fetched from other groups over the data plane.", MetricType::Counter,
             g.remote_fetched_blocks(), group);

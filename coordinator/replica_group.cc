@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 
+#include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "coordinator/step_codec.h"
 
@@ -99,6 +100,9 @@ v1::GroupInfo ReplicaGroup::Info() const {
     info.set_steps(steps_);
     info.set_step_seconds(static_cast<double>(step_nanoseconds_) * 1e-9);
     for (const std::string& k : worker_kernels_) info.add_worker_kernels(k);
+    info.set_load_seconds(load_seconds_);
+    info.set_weight_load_seconds(weight_load_seconds_);
+    info.set_load_bytes(load_bytes_);
   }
   return info;
 }
@@ -106,6 +110,7 @@ v1::GroupInfo ReplicaGroup::Info() const {
 bool ReplicaGroup::Load() {
   // Every rank loads at once: their rendezvous waits for all of them.
   const size_t n = ranks_.size();
+  const auto start = std::chrono::steady_clock::now();
   std::vector<grpc::Status> statuses(n);
   std::vector<v1::internal::LoadModelResponse> responses(n);
   std::vector<std::thread> loaders;
@@ -163,7 +168,14 @@ bool ReplicaGroup::Load() {
   }
   scheduler_->AdoptHostBlocks(kept);
   weight_bytes_ = responses[0].weight_bytes();
-  for (const auto& r : responses) worker_kernels_.push_back(r.kernels());
+  for (const auto& r : responses) {
+    worker_kernels_.push_back(r.kernels());
+    weight_load_seconds_ = std::max(weight_load_seconds_, r.load_seconds());
+    load_bytes_ += r.load_bytes();
+  }
+  load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log::Info() << id_ << " loaded in " << absl::StrFormat("%.2f", load_seconds_) << " s (weights "
+              << absl::StrFormat("%.2f s, %.2f GB", weight_load_seconds_, static_cast<double>(load_bytes_) / 1e9) << ")";
   published_scheduler_.store(scheduler_.get(), std::memory_order_release);
   return true;
 }

@@ -92,6 +92,10 @@ class ReplicaGroup {
   std::atomic<int64_t> weight_bytes_{0};
   std::atomic<int64_t> steps_{0}, step_nanoseconds_{0};  // written by the step loop, read by Info()
   std::vector<std::string> worker_kernels_;  // per rank; written by Load before publishing
+  // The load (GroupInfo's load_seconds, weight_load_seconds, load_bytes); written by
+  // Load before publishing.
+  double load_seconds_ = 0, weight_load_seconds_ = 0;
+  int64_t load_bytes_ = 0;
   std::unique_ptr<Scheduler> scheduler_;  // set once loaded, by the group thread
   // scheduler_ as other threads may see it: null until it is fully built.
   std::atomic<Scheduler*> published_scheduler_{nullptr};

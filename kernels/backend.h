@@ -26,19 +26,10 @@
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/attention_types.h"
+#include "kernels/host_matrix.h"
 #include "kernels/norm_kind.h"
 
 namespace tessera::kernels {
-
-// A weight as the checkpoint loader produces it, before any backend packs it:
-// row-major [rows, cols], the values exactly representable in `dtype` (the precision
-// the backend stores it in).
-struct HostMatrix {
-  int64_t rows = 0;
-  int64_t cols = 0;
-  DType dtype = DType::kF32;
-  std::vector<float> values;
-};
 
 // How a weight is used, which decides the backend's layout for it.
 enum class WeightUse {
@@ -122,6 +113,7 @@ class Backend {
 
   // Memory.
   virtual std::unique_ptr<Buffer> NewBuffer() = 0;
+  // Copies what it keeps: `matrix` may point into the checkpoint's mapping.
   virtual absl::StatusOr<std::unique_ptr<Weight>> Pack(const HostMatrix& matrix, WeightUse use) = 0;
   virtual absl::Status ToHost(const void* src, void* host, size_t bytes) = 0;
   virtual absl::Status FromHost(const void* host, void* dst, size_t bytes) = 0;

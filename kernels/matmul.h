@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "common/aligned_buffer.h"
 #include "common/dtype.h"
@@ -39,12 +40,15 @@ struct PackedMatrix {
   size_t bytes() const { return data.size(); }
 };
 
-// Packs a row-major [rows, cols] float matrix. `dtype` selects the stored precision
-// (values are rounded to it).
+// Packs a matrix given as rows of `cols` elements already in `dtype` (a checkpoint's
+// bytes, kernels::HostMatrix), a panel per task over `pool` (null: on this thread).
+PackedMatrix PackMatrix(std::span<const uint8_t* const> rows, int64_t cols, DType dtype, ThreadPool* pool);
+
+// Packs a row-major [rows, cols] float matrix, rounded to `dtype` (tests, benchmarks).
 PackedMatrix PackMatrix(const float* src, int64_t rows, int64_t cols, DType dtype);
 
 // The inverse: the matrix row-major [rows, cols] in its stored dtype (float, or half /
-// bf16 bit patterns as uint16_t), for devices that take plain layouts (cuBLAS).
+// bf16 bit patterns as uint16_t): what the tests check the packing against.
 void UnpackMatrix(const PackedMatrix& w, void* out);
 
 struct MatmulOptions {

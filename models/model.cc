@@ -49,7 +49,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, cons
   } else {
     backend = kernels::MakeCpuBackend(threads, options.matmul);
   }
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(spec, source, shard, *backend));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(spec, source, shard, *backend, options.on_load_progress));
   return std::unique_ptr<Model>(new Model(spec, shard, std::move(backend), std::move(weights), options, threads));
 }
 

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -48,6 +49,9 @@ struct ModelOptions {
   parallel::Communicator* moe_communicator = nullptr;
   // CPU matmul precision switches (bf16 activations for large batches by default).
   kernels::MatmulOptions matmul;
+  // Told while weights load (from the loading thread, after each weight): checkpoint
+  // bytes of this shard's tensors done so far, of `total`.
+  std::function<void(int64_t done, int64_t total)> on_load_progress;
 };
 
 // One sequence of a forward step.

@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
@@ -71,6 +72,22 @@ void ReadFloatRun(const TensorView& view, int64_t index, int64_t count, float* o
   }
 }
 
+void ReadRun(const TensorView& view, int64_t index, int64_t count, DType to, void* out) {
+  const DType from = WeightDTypeOf(view);
+  if (from == to) {
+    std::memcpy(out, view.data + index * DTypeSize(from), count * DTypeSize(from));
+    return;
+  }
+  if (to == DType::kF32) {
+    ReadFloatRun(view, index, count, static_cast<float*>(out));
+    return;
+  }
+  std::vector<float> wide(static_cast<size_t>(count));
+  ReadFloatRun(view, index, count, wide.data());
+  uint16_t* narrow = static_cast<uint16_t*>(out);
+  for (int64_t i = 0; i < count; ++i) narrow[i] = to == DType::kBF16 ? FloatToBf16(wide[i]) : FloatToF16(wide[i]);
+}
+
 absl::Status ReadAsFloat(const std::string& name, const TensorView& view, float* out) {
   RETURN_IF_ERROR(CheckFloatTensor(name, view));
   ReadFloatRun(view, 0, view.numel(), out);
@@ -87,12 +104,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   }
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->fd_ = fd;
   if (file_size < 8) {
-    ::close(fd);
     return Corrupt(path, absl::StrCat("file is ", file_size, " bytes, shorter than the 8-byte header length"));
   }
   void* map = mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
   if (map == MAP_FAILED) return absl::InternalError(absl::StrCat("cannot mmap ", path));
   file->map_ = map;
   file->map_size_ = file_size;
@@ -150,6 +166,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     }
     view.data = data + begin;
     view.nbytes = end - begin;
+    view.fd = fd;
+    view.file_offset = 8 + header_len + begin;
     if (view.nbytes > 0) ranges.emplace_back(begin, end);
     file->tensors_.emplace(name, std::move(view));
   }
@@ -164,6 +182,26 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
 
 SafetensorsFile::~SafetensorsFile() {
   if (map_) munmap(map_, map_size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::Status ReadBytes(const TensorView& view, uint64_t offset, uint64_t n, void* dst) {
+  if (view.fd < 0) {
+    std::memcpy(dst, view.data + offset, n);
+    return absl::OkStatus();
+  }
+  uint8_t* out = static_cast<uint8_t*>(dst);
+  while (n > 0) {
+    const ssize_t got = pread(view.fd, out, n, static_cast<off_t>(view.file_offset + offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      return absl::DataLossError(absl::StrCat("cannot read the checkpoint: ", got < 0 ? strerror(errno) : "file shrank"));
+    }
+    out += got;
+    offset += static_cast<uint64_t>(got);
+    n -= static_cast<uint64_t>(got);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& model_dir) {

@@ -25,9 +25,20 @@ struct TensorView {
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;
   size_t nbytes = 0;
+  // Where the bytes lie in their file (fd -1: in memory only). Bulk reads go through
+  // ReadBytes: pread copies from the page cache at memory speed, while touching a
+  // mapping takes a page fault per few pages (on virtual machines, most of the load
+  // time).
+  int fd = -1;
+  uint64_t file_offset = 0;
 
   int64_t numel() const;
 };
+
+// Bytes [offset, offset + n) of the tensor into `dst`: pread from its file, or a copy
+// from memory. REQUIRES: offset + n <= view.nbytes.
+absl::Status ReadBytes(const TensorView& view, uint64_t offset, uint64_t n, void* dst);
+
 
 // Something that yields named tensors: a checkpoint on disk, or weights made in memory
 // (benchmarks).
@@ -44,6 +55,11 @@ absl::Status CheckFloatTensor(const std::string& name, const TensorView& view);
 // Converts elements [index, index + count) of a floating-point tensor to float32.
 // REQUIRES: CheckFloatTensor(view) is OK.
 void ReadFloatRun(const TensorView& view, int64_t index, int64_t count, float* out);
+
+// Copies elements [index, index + count) of a floating-point tensor into `out` as
+// `to`: the bytes as they are when the dtypes match, converted otherwise.
+// REQUIRES: CheckFloatTensor(view) is OK.
+void ReadRun(const TensorView& view, int64_t index, int64_t count, DType to, void* out);
 
 // The whole tensor as float32; other dtypes give INVALID_ARGUMENT.
 // REQUIRES: `out` has room for view.numel() floats.
@@ -65,6 +81,7 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  int fd_ = -1;
   void* map_ = nullptr;
   size_t map_size_ = 0;
   std::map<std::string, TensorView> tensors_;

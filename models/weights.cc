@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include <algorithm>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
@@ -15,6 +16,23 @@ namespace {
 
 using internal::LinearNames;
 using internal::NormNames;
+
+// What every tensor load shares: where tensors come from, where they go, and the
+// buffer the file's bytes are read into before the backend packs them (reused, so a
+// load allocates it once).
+struct LoadContext {
+  const TensorSource& source;
+  kernels::Backend& backend;
+  AlignedBuffer staging;
+  // Checkpoint bytes of the weight tensors loaded so far, of all this shard loads.
+  int64_t done = 0, total = 0;
+  const std::function<void(int64_t, int64_t)>& on_progress;
+
+  void Loaded(const std::vector<const TensorView*>& views) {
+    for (const TensorView* v : views) done += static_cast<int64_t>(v->nbytes);
+    if (on_progress) on_progress(done, total);
+  }
+};
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
@@ -46,14 +64,14 @@ absl::StatusOr<std::unique_ptr<kernels::Buffer>> ToDevice(kernels::Backend& back
   return buffer;
 }
 
-absl::StatusOr<Norm> LoadNorm(kernels::Backend& backend, const TensorSource& source, const NormNames& names, int64_t dim) {
+absl::StatusOr<Norm> LoadNorm(LoadContext& ctx, const NormNames& names, int64_t dim) {
   Norm n;
   n.dim = dim;
-  ASSIGN_OR_RETURN(std::vector<float> weight, ReadVector(source, names.weight, dim));
-  ASSIGN_OR_RETURN(n.weight, ToDevice(backend, weight));
+  ASSIGN_OR_RETURN(std::vector<float> weight, ReadVector(ctx.source, names.weight, dim));
+  ASSIGN_OR_RETURN(n.weight, ToDevice(ctx.backend, weight));
   if (!names.bias.empty()) {
-    ASSIGN_OR_RETURN(std::vector<float> bias, ReadVector(source, names.bias, dim));
-    ASSIGN_OR_RETURN(n.bias, ToDevice(backend, bias));
+    ASSIGN_OR_RETURN(std::vector<float> bias, ReadVector(ctx.source, names.bias, dim));
+    ASSIGN_OR_RETURN(n.bias, ToDevice(ctx.backend, bias));
   }
   return n;
 }
@@ -69,7 +87,7 @@ struct RowRange {
 // columns [col0, col0 + col_count) (all when col_count < 0). `part_rows` gives each
 // part's output rows; a single fused part holds their sum. Rows past the end of the
 // matrix (a padded vocabulary slice) are zero.
-absl::StatusOr<Linear> LoadLinear(kernels::Backend& backend, const TensorSource& source, const LinearNames& names,
+absl::StatusOr<Linear> LoadLinear(LoadContext& ctx, const LinearNames& names,
                                   std::vector<int64_t> part_rows, int64_t cols, std::vector<RowRange> rows = {},
                                   int64_t col0 = 0, int64_t col_count = -1,
                                   kernels::WeightUse use = kernels::WeightUse::kLinear) {
@@ -86,36 +104,82 @@ absl::StatusOr<Linear> LoadLinear(kernels::Backend& backend, const TensorSource&
     const auto& ref = names.weights[i];
     const int64_t r = part_rows[i];
     ASSIGN_OR_RETURN(const TensorView* view,
-                     Require(source, ref.name, ref.transposed ? std::vector<int64_t>{cols, r}
+                     Require(ctx.source, ref.name, ref.transposed ? std::vector<int64_t>{cols, r}
                                                               : std::vector<int64_t>{r, cols}));
     RETURN_IF_ERROR(CheckFloatTensor(ref.name, *view));
     views.push_back(view);
   }
-  kernels::HostMatrix matrix{out_rows, col_count, WeightDTypeOf(*views[0]), {}};
-  std::vector<float>& dense = matrix.values;
-  dense.assign(static_cast<size_t>(out_rows * col_count), 0.0f);
-  int64_t out = 0;
+  // Where each output row lies: for the plain case (every part stored [out, in] in
+  // the same dtype), in the staging buffer that each part's needed rows are read into
+  // with one read; otherwise gathered (transposed parts, another dtype) into the
+  // matrix's own memory. Padding rows are zero.
+  const DType dtype = WeightDTypeOf(*views[0]);
+  const size_t elem = DTypeSize(dtype);
+  bool direct = true;
+  for (size_t i = 0; i < views.size(); ++i) {
+    direct = direct && !names.weights[i].transposed && WeightDTypeOf(*views[i]) == dtype;
+  }
+  struct Local {
+    size_t part;
+    int64_t row;  // in the part; -1: padding
+  };
+  std::vector<Local> locals;
+  std::vector<int64_t> lo(views.size(), INT64_MAX), hi(views.size(), 0);  // each part's needed rows
   for (const RowRange& range : rows) {
-    for (int64_t g = range.begin; g < range.begin + range.count; ++g, ++out) {
-      if (g >= total_rows) continue;  // padding
+    for (int64_t g = range.begin; g < range.begin + range.count; ++g) {
+      if (g >= total_rows) {
+        locals.push_back({0, -1});
+        continue;
+      }
       size_t part = 0;
       int64_t local = g;
       while (local >= part_rows[part]) local -= part_rows[part++];
-      float* dst = dense.data() + out * col_count;
-      if (names.weights[part].transposed) {  // stored [in, out]: a strided column
-        for (int64_t c = 0; c < col_count; ++c) ReadFloatRun(*views[part], (col0 + c) * part_rows[part] + local, 1, dst + c);
-      } else {
-        ReadFloatRun(*views[part], local * cols + col0, col_count, dst);
+      locals.push_back({part, local});
+      lo[part] = std::min(lo[part], local);
+      hi[part] = std::max(hi[part], local + 1);
+    }
+  }
+  std::vector<const uint8_t*> row_data;
+  kernels::HostMatrix gathered = direct ? kernels::HostMatrix() : kernels::HostMatrix(out_rows, col_count, dtype);
+  if (direct) {
+    const size_t row_bytes = static_cast<size_t>(cols) * elem;
+    std::vector<size_t> part_offset(views.size(), 0);
+    size_t total = 0;
+    for (size_t i = 0; i < views.size(); ++i) {
+      part_offset[i] = total;
+      if (hi[i] > lo[i]) total += (hi[i] - lo[i]) * row_bytes;
+    }
+    uint8_t* staging = ctx.staging.ReserveFor<uint8_t>(total);
+    for (size_t i = 0; i < views.size(); ++i) {
+      if (hi[i] <= lo[i]) continue;
+      RETURN_IF_ERROR(ReadBytes(*views[i], lo[i] * row_bytes, (hi[i] - lo[i]) * row_bytes, staging + part_offset[i]));
+    }
+    for (const Local& l : locals) {
+      row_data.push_back(l.row < 0 ? nullptr
+                                   : staging + part_offset[l.part] + (l.row - lo[l.part]) * row_bytes + col0 * elem);
+    }
+  } else {
+    for (size_t out = 0; out < locals.size(); ++out) {
+      const Local& l = locals[out];
+      if (l.row >= 0 && names.weights[l.part].transposed) {  // stored [in, out]: a strided column
+        for (int64_t c = 0; c < col_count; ++c) {
+          ReadRun(*views[l.part], (col0 + c) * part_rows[l.part] + l.row, 1, dtype, gathered.mutable_row(out) + c * elem);
+        }
+      } else if (l.row >= 0) {
+        ReadRun(*views[l.part], l.row * cols + col0, col_count, dtype, gathered.mutable_row(out));
       }
     }
   }
+  const kernels::HostMatrix matrix = direct ? kernels::HostMatrix(col_count, dtype, std::move(row_data))
+                                            : std::move(gathered);
   Linear linear;
-  ASSIGN_OR_RETURN(linear.weight, backend.Pack(matrix, use));
+  ASSIGN_OR_RETURN(linear.weight, ctx.backend.Pack(matrix, use));
+  ctx.Loaded(views);
   if (!names.biases.empty()) {
     std::vector<float> full(static_cast<size_t>(total_rows));
     int64_t offset = 0;
     for (size_t i = 0; i < names.biases.size(); ++i) {
-      ASSIGN_OR_RETURN(auto b, ReadVector(source, names.biases[i], part_rows[i]));
+      ASSIGN_OR_RETURN(auto b, ReadVector(ctx.source, names.biases[i], part_rows[i]));
       std::copy(b.begin(), b.end(), full.begin() + offset);
       offset += part_rows[i];
     }
@@ -123,9 +187,26 @@ absl::StatusOr<Linear> LoadLinear(kernels::Backend& backend, const TensorSource&
     for (const RowRange& range : rows) {
       for (int64_t g = range.begin; g < range.begin + range.count; ++g) bias.push_back(g < total_rows ? full[g] : 0.0f);
     }
-    ASSIGN_OR_RETURN(linear.bias, ToDevice(backend, bias));
+    ASSIGN_OR_RETURN(linear.bias, ToDevice(ctx.backend, bias));
   }
   return linear;
+}
+
+// Calls `fn` with every weight tensor of a layer that this rank loads (the experts it
+// holds); absent ones are skipped (LoadLinear names them).
+void ForEachLayerTensor(const TensorSource& source, const internal::LayerNames& ln, const ShardLayout& shard,
+                        const std::function<void(const TensorView&)>& fn) {
+  auto linear = [&](const LinearNames& names) {
+    for (const auto& ref : names.weights) {
+      if (const TensorView* view = source.Find(ref.name)) fn(*view);
+    }
+  };
+  for (const LinearNames* names : {&ln.qkv, &ln.o, &ln.gate_up, &ln.down, &ln.router}) linear(*names);
+  for (size_t e = 0; e < ln.expert_gate_up.size(); ++e) {
+    if (!shard.OwnsExpert(static_cast<int>(e))) continue;
+    linear(ln.expert_gate_up[e]);
+    linear(ln.expert_down[e]);
+  }
 }
 
 size_t LinearBytes(const Linear& l) { return l.weight ? l.bytes() : 0; }
@@ -147,7 +228,8 @@ size_t ModelWeights::bytes() const {
 }
 
 absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source, const ShardLayout& shard,
-                                         kernels::Backend& backend) {
+                                         kernels::Backend& backend,
+                                         const std::function<void(int64_t done, int64_t total)>& on_progress) {
   const internal::Family* family = internal::FindFamily(spec.architecture);
   if (family == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported architecture ", spec.architecture));
@@ -158,35 +240,46 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
   const int64_t hd = spec.head_dim, q = spec.q_size(), kv = spec.kv_size();
   const std::vector<RowRange> vocab_rows = {{shard.vocab0, shard.vocab}};
 
+  LoadContext ctx{source, backend, {}, 0, 0, on_progress};
+  {
+    // The total the progress counts toward: the embedding (twice when the LM head is
+    // tied to it), the LM head and every layer's weights this rank loads.
+    auto add = [&](const std::string& name) {
+      if (const TensorView* view = source.Find(name)) ctx.total += static_cast<int64_t>(view->nbytes);
+    };
+    add(names.token_embedding);
+    if (names.lm_head.weights.empty()) add(names.token_embedding);
+    for (const auto& ref : names.lm_head.weights) add(ref.name);
+    for (const internal::LayerNames& ln : names.layers) {
+      ForEachLayerTensor(source, ln, shard, [&](const TensorView& view) { ctx.total += static_cast<int64_t>(view.nbytes); });
+    }
+  }
   ModelWeights w;
-  ASSIGN_OR_RETURN(const TensorView* embedding, Require(source, names.token_embedding, {vocab, hidden}));
-  RETURN_IF_ERROR(CheckFloatTensor(names.token_embedding, *embedding));
   {
     // This rank's vocabulary slice, in its own precision, as a lookup table.
-    kernels::HostMatrix table{shard.vocab, hidden, WeightDTypeOf(*embedding), {}};
-    table.values.assign(static_cast<size_t>(shard.vocab * hidden), 0.0f);
-    for (int64_t v = shard.vocab0; v < std::min<int64_t>(vocab, shard.vocab0 + shard.vocab); ++v) {
-      ReadFloatRun(*embedding, v * hidden, hidden, table.values.data() + (v - shard.vocab0) * hidden);
-    }
-    ASSIGN_OR_RETURN(w.embedding.table, backend.Pack(table, kernels::WeightUse::kTable));
+    LinearNames embedding_names;
+    embedding_names.weights.push_back({names.token_embedding, false});
+    ASSIGN_OR_RETURN(Linear table, LoadLinear(ctx, embedding_names, {vocab}, hidden, vocab_rows, 0, -1,
+                                              kernels::WeightUse::kTable));
+    w.embedding.table = std::move(table.weight);
     w.embedding.row0 = shard.vocab0;
   }
   if (spec.positions == PositionKind::kLearned) {
     ASSIGN_OR_RETURN(const TensorView* pos,
                      Require(source, names.position_embedding, {spec.max_position_embeddings, hidden}));
-    kernels::HostMatrix table{spec.max_position_embeddings, hidden, DType::kF32, {}};
-    table.values.resize(static_cast<size_t>(spec.max_position_embeddings) * hidden);
-    RETURN_IF_ERROR(ReadAsFloat(names.position_embedding, *pos, table.values.data()));
-    ASSIGN_OR_RETURN(w.position_embedding, backend.Pack(table, kernels::WeightUse::kTable));
+    RETURN_IF_ERROR(CheckFloatTensor(names.position_embedding, *pos));
+    kernels::HostMatrix table(spec.max_position_embeddings, hidden, DType::kF32);
+    ReadRun(*pos, 0, pos->numel(), DType::kF32, table.mutable_row(0));
+    ASSIGN_OR_RETURN(w.position_embedding, ctx.backend.Pack(table, kernels::WeightUse::kTable));
   }
-  ASSIGN_OR_RETURN(w.final_norm, LoadNorm(backend, source, names.final_norm, hidden));
+  ASSIGN_OR_RETURN(w.final_norm, LoadNorm(ctx, names.final_norm, hidden));
   w.lm_head.vocab = vocab;
   if (names.lm_head.weights.empty()) {  // tied: the embedding's vocabulary slice
     LinearNames embedding_names;
     embedding_names.weights.push_back({names.token_embedding, false});
-    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(backend, source, embedding_names, {vocab}, hidden, vocab_rows));
+    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(ctx, embedding_names, {vocab}, hidden, vocab_rows));
   } else {
-    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(backend, source, names.lm_head, {vocab}, hidden, vocab_rows));
+    ASSIGN_OR_RETURN(w.lm_head.linear, LoadLinear(ctx, names.lm_head, {vocab}, hidden, vocab_rows));
   }
 
   // Column-parallel rows and row-parallel columns of this rank.
@@ -199,15 +292,15 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
           : std::vector<RowRange>{{shard.inner0, shard.inner}};
   for (const internal::LayerNames& ln : names.layers) {
     LayerWeights l;
-    ASSIGN_OR_RETURN(l.attn_norm, LoadNorm(backend, source, ln.attn_norm, hidden));
-    ASSIGN_OR_RETURN(l.mlp_norm, LoadNorm(backend, source, ln.mlp_norm, hidden));
-    ASSIGN_OR_RETURN(l.qkv.linear, LoadLinear(backend, source, ln.qkv, {q, kv, kv}, hidden, qkv_rows));
+    ASSIGN_OR_RETURN(l.attn_norm, LoadNorm(ctx, ln.attn_norm, hidden));
+    ASSIGN_OR_RETURN(l.mlp_norm, LoadNorm(ctx, ln.mlp_norm, hidden));
+    ASSIGN_OR_RETURN(l.qkv.linear, LoadLinear(ctx, ln.qkv, {q, kv, kv}, hidden, qkv_rows));
     l.qkv.q_size = shard.q_heads * hd;
     l.qkv.kv_size = shard.kv_heads * hd;
-    ASSIGN_OR_RETURN(l.o.linear, LoadLinear(backend, source, ln.o, {hidden}, q, {}, shard.q_head0 * hd, shard.q_heads * hd));
+    ASSIGN_OR_RETURN(l.o.linear, LoadLinear(ctx, ln.o, {hidden}, q, {}, shard.q_head0 * hd, shard.q_heads * hd));
     if (spec.is_moe()) {
       ExpertParallelMoe& moe = l.moe;
-      ASSIGN_OR_RETURN(moe.router, LoadLinear(backend, source, ln.router, {spec.num_experts}, hidden, {}, 0, -1,
+      ASSIGN_OR_RETURN(moe.router, LoadLinear(ctx, ln.router, {spec.num_experts}, hidden, {}, 0, -1,
                                                kernels::WeightUse::kLinearExact));
       moe.experts_per_token = spec.experts_per_token;
       moe.inner = shard.inner;
@@ -218,14 +311,14 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
       for (int e = 0; e < spec.num_experts; ++e) {
         if (!shard.OwnsExpert(e)) continue;  // another expert-parallel rank holds it
         moe.held[e] = true;
-        ASSIGN_OR_RETURN(moe.gate_up[e], LoadLinear(backend, source, ln.expert_gate_up[e], {inner, inner}, hidden, gate_up_rows));
-        ASSIGN_OR_RETURN(moe.down[e], LoadLinear(backend, source, ln.expert_down[e], {hidden}, inner, {}, shard.inner0, shard.inner));
+        ASSIGN_OR_RETURN(moe.gate_up[e], LoadLinear(ctx, ln.expert_gate_up[e], {inner, inner}, hidden, gate_up_rows));
+        ASSIGN_OR_RETURN(moe.down[e], LoadLinear(ctx, ln.expert_down[e], {hidden}, inner, {}, shard.inner0, shard.inner));
       }
     } else {
       std::vector<int64_t> gate_up_parts = spec.gated_mlp ? std::vector<int64_t>{inner, inner}
                                                           : std::vector<int64_t>{inner};
-      ASSIGN_OR_RETURN(l.gate_up.linear, LoadLinear(backend, source, ln.gate_up, gate_up_parts, hidden, gate_up_rows));
-      ASSIGN_OR_RETURN(l.down.linear, LoadLinear(backend, source, ln.down, {hidden}, inner, {}, shard.inner0, shard.inner));
+      ASSIGN_OR_RETURN(l.gate_up.linear, LoadLinear(ctx, ln.gate_up, gate_up_parts, hidden, gate_up_rows));
+      ASSIGN_OR_RETURN(l.down.linear, LoadLinear(ctx, ln.down, {hidden}, inner, {}, shard.inner0, shard.inner));
     }
     w.layers.push_back(std::move(l));
   }

@@ -5,6 +5,7 @@
 // on its own device; the neutral copy is dropped at once.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -46,7 +47,10 @@ struct ModelWeights {
 
 // Loads and validates every tensor the spec needs, reading only `shard`'s slices, onto
 // `backend`: a missing tensor or a wrong shape is INVALID_ARGUMENT naming the tensor.
+// `on_progress` (may be empty) is told after each weight: checkpoint bytes done, of
+// the total this shard loads.
 absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source, const ShardLayout& shard,
-                                         kernels::Backend& backend);
+                                         kernels::Backend& backend,
+                                         const std::function<void(int64_t done, int64_t total)>& on_progress = {});
 
 }  // namespace tessera::models

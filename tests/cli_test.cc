@@ -76,6 +76,20 @@ TEST(CliTest, HelpExitsZero) {
 }
 
 // Every bad invocation: exit 2, one line on stderr, nothing on stdout.
+// Loading says how much it loaded, how fast (stderr: a closing line when it is not a
+// terminal, as here); --quiet says nothing.
+TEST(CliTest, LoadingReportsItsRateUnlessQuiet) {
+  const std::string args = "generate --model " + Bundled() + " --ids 1,2,3 --max-new-tokens 2";
+  Result loud = RunCli(args);
+  ASSERT_EQ(loud.exit_code, 0) << loud.stderr_text;
+  EXPECT_NE(loud.stderr_text.find("tessera: loading weights: "), std::string::npos) << loud.stderr_text;
+  EXPECT_NE(loud.stderr_text.find(" GB/s)"), std::string::npos) << loud.stderr_text;
+  Result quiet = RunCli(args + " --quiet");
+  ASSERT_EQ(quiet.exit_code, 0) << quiet.stderr_text;
+  EXPECT_EQ(quiet.stderr_text, "");
+  EXPECT_EQ(quiet.stdout_text, loud.stdout_text);
+}
+
 TEST(CliTest, BadInvocationsExitTwoWithOneMessage) {
   const std::string llama = testing::GoldenModelDir("llama");
   const std::vector<std::pair<std::string, std::string>> cases = {

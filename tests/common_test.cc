@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -8,8 +9,10 @@
 
 #include <gtest/gtest.h>
 
+#include "common/aligned_buffer.h"
 #include "common/bf16.h"
 #include "common/flags.h"
+#include "common/progress.h"
 #include "common/thread_pool.h"
 
 namespace tessera {
@@ -48,6 +51,31 @@ TEST(ThreadPoolTest, HelpersSleepAndWakeUp) {
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // helpers are blocked now
   pool.Run(4, [&](int) { count++; });
   EXPECT_EQ(count.load(), 8);
+}
+
+// Small buffers come from the heap, large ones from huge-page mappings: both start
+// zeroed and aligned, keep their bytes when moved, and grow on Reserve.
+TEST(AlignedBufferTest, SmallAndHugeBuffersAreZeroedAlignedAndMovable) {
+  for (size_t bytes : {size_t{100}, size_t{3} << 20}) {
+    AlignedBuffer a(bytes);
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(a.data()) % AlignedBuffer::kAlignment, 0u);
+    const uint8_t* p = a.as<uint8_t>();
+    EXPECT_TRUE(std::all_of(p, p + bytes, [](uint8_t b) { return b == 0; })) << bytes;
+    a.as<uint8_t>()[bytes - 1] = 7;
+    AlignedBuffer b = std::move(a);
+    EXPECT_EQ(b.size(), bytes);
+    EXPECT_EQ(b.as<uint8_t>()[bytes - 1], 7);
+    EXPECT_EQ(a.size(), 0u);
+    b.Reserve(bytes * 2);
+    EXPECT_GE(b.size(), bytes * 2);
+    EXPECT_EQ(b.as<uint8_t>()[bytes * 2 - 1], 0);
+  }
+}
+
+TEST(ByteProgressTest, DescribesShareSizeRateAndTimeLeft) {
+  EXPECT_EQ(ByteProgress::Describe(1'000'000'000, 4'000'000'000, 0.5), "25% 1.00/4.00 GB, 2.00 GB/s, 1.5 s left");
+  EXPECT_EQ(ByteProgress::Describe(4'000'000'000, 4'000'000'000, 2.0), "100% 4.00/4.00 GB, 2.00 GB/s");
+  EXPECT_EQ(ByteProgress::Describe(0, 0, 0.0), "0% 0.00/0.00 GB, 0.00 GB/s");
 }
 
 TEST(Bf16Test, RoundsToNearestEven) {

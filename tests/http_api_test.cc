@@ -395,6 +395,7 @@ TEST(HttpApiTest, MetricsCountAKnownWorkload) {
   EXPECT_EQ(Sample(m, "tessera:num_preemptions_total" + model + "}"), 0);
   EXPECT_GE(Sample(m, "tessera:group_steps_total" + model + ",group=\"group-1\"}"), kRequests * kMaxTokens);
   EXPECT_GT(Sample(m, "tessera:group_step_seconds_total" + model + ",group=\"group-1\"}"), 0);
+  EXPECT_GT(Sample(m, "tessera:model_load_seconds" + model + ",group=\"group-1\"}"), 0);
 }
 
 }  // namespace

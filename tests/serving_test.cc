@@ -507,6 +507,10 @@ TEST(ServingTest, BatchInvariantRequestsGiveTheirSoloTokensInAnyBatch) {
     for (const auto& g : info.groups()) {
       ASSERT_EQ(g.worker_kernels_size(), 1);
       EXPECT_TRUE(g.worker_kernels(0).starts_with("cpu/")) << g.worker_kernels(0);
+      // The load is reported: the whole of it, the weights alone, and what was read.
+      EXPECT_GT(g.weight_load_seconds(), 0);
+      EXPECT_GE(g.load_seconds(), g.weight_load_seconds());
+      EXPECT_GE(g.load_bytes(), static_cast<int64_t>(std::filesystem::file_size(Bundled() + "/model.safetensors") / 2));
     }
     auto stub = cluster.Stub();
     for (const auto& r : requests) {

@@ -76,7 +76,7 @@ TEST_P(TensorParallelTest, ShardedLogitsAndGreedyMatchOneRank) {
   models::GreedyOptions greedy;
   greedy.max_new_tokens = 16;
   const std::vector<int32_t> expected = *models::GenerateGreedy(**model, c.input_ids, greedy);
-  ASSERT_EQ(RunCommand(std::string(TESSERA_CLI_PATH) + " generate --model " + dir + " --ids " + ids +
+  ASSERT_EQ(RunCommand(std::string(TESSERA_CLI_PATH) + " generate --quiet --model " + dir + " --ids " + ids +
                            " --max-new-tokens 16" + parallel,
                 &output),
             0)

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/progress.h"
 #include "common/status.h"
 #include "kernels/cpu_isa.h"
 #include "parallel/nccl_communicator.h"
@@ -13,9 +14,31 @@
 namespace tessera::worker {
 namespace {
 
+// One short step (a few prompt tokens, then a decode token) before the worker says it
+// is loaded, so the first request meets started threads, touched scratch memory and
+// initialised libraries instead of paying for them. Every rank of a group runs it in
+// LoadModel, so their collectives pair up. It writes KV block 0, which holds nothing
+// yet (the coordinator assigns blocks only after the load).
+absl::Status WarmUp(Engine& engine) {
+  if (engine.num_blocks() < 1) return absl::OkStatus();
+  const int32_t tokens = static_cast<int32_t>(std::min<int64_t>(4, engine.kv_layout().block_size - 1));
+  if (tokens < 1) return absl::OkStatus();
+  const std::vector<int32_t> prompt(tokens, 0), next = {0}, table = {0};
+  kernels::SamplingConfig greedy;
+  greedy.temperature = 0;
+  const kernels::TokenHistory history;
+  const SampleSpec sample{0, &greedy, &history, 0.0};
+  std::vector<kernels::SampledToken> out;
+  models::SequenceInput prefill{prompt, 0, table};
+  RETURN_IF_ERROR(engine.Step({&prefill, 1}, {&sample, 1}, &out));
+  models::SequenceInput decode{next, tokens, table};
+  return engine.Step({&decode, 1}, {&sample, 1}, &out);
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::internal::LoadModelRequest& request) {
+absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::internal::LoadModelRequest& request,
+                                                                  ByteProgress* progress) {
   const int tp = std::max(1, request.tp_size()), ep = std::max(1, request.ep_size());
   const bool gpu = options_.cuda_device >= 0;
   if (gpu && request.batch_invariant()) {
@@ -25,6 +48,7 @@ absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::inte
   models::ModelOptions options;
   options.num_threads = options_.threads;
   if (request.batch_invariant()) options.matmul.bf16_activation_min_rows = 0;
+  options.on_load_progress = [progress](int64_t done, int64_t total) { progress->Update(done, total); };
   if (tp * ep > 1) {
     // Meet the other ranks of the group through the coordinator's store: NCCL between
     // GPUs, Gloo over TCP between CPU workers (or GPUs asked to use it).
@@ -79,7 +103,14 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
   executor_.reset();  // a reload: the old model goes before its communicators
   tp_comm_.reset();
   all_comm_.reset();
-  absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(*request);
+  ByteProgress progress("loading weights", options_.quiet ? ByteProgress::Style::kQuiet : ByteProgress::Style::kLines);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(*request, &progress);
+  if (engine.ok()) {
+    progress.Finish();
+    response->set_load_seconds(progress.seconds());
+    response->set_load_bytes(progress.bytes());
+    if (absl::Status warm = WarmUp(**engine); !warm.ok()) engine = warm;
+  }
   if (!engine.ok()) {
     if (engine.status().code() == absl::StatusCode::kFailedPrecondition) {
       std::lock_guard<std::mutex> fatal(fatal_mu_);

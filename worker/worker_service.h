@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "common/progress.h"
 #include "parallel/communicator.h"
 #include "tessera/v1/worker.grpc.pb.h"
 #include "kvstore/host_tier.h"
@@ -30,6 +31,8 @@ struct WorkerOptions {
   // Testing and demos: sleep this long before every step, so that tests can act while
   // requests are in flight (kill a worker mid-stream, drain under load).
   int step_delay_ms = 0;
+  // No log lines about loading the weights (progress every few seconds, time and rate).
+  bool quiet = false;
 };
 
 class WorkerService final : public v1::internal::Worker::Service {
@@ -54,7 +57,9 @@ class WorkerService final : public v1::internal::Worker::Service {
  private:
   // The model and KV pool the request asks for, on this worker's device; the
   // communicators of a sharded group first (CPU).
-  absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const v1::internal::LoadModelRequest& request);
+  // `progress` is told as the weights load.
+  absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const v1::internal::LoadModelRequest& request,
+                                                     ByteProgress* progress);
 
   WorkerOptions options_;
   std::mutex mu_;  // one LoadModel or Steps stream at a time

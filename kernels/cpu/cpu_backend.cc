@@ -48,14 +48,8 @@ class PackedWeight final : public Weight {
 class TableWeight final : public Weight {
  public:
   explicit TableWeight(const HostMatrix& m)
-      : Weight(m.rows, m.cols), dtype_(m.dtype), table_(m.values.size() * DTypeSize(m.dtype)) {
-    for (size_t i = 0; i < m.values.size(); ++i) {
-      switch (dtype_) {
-        case DType::kF32: table_.as<float>()[i] = m.values[i]; break;
-        case DType::kF16: table_.as<uint16_t>()[i] = FloatToF16(m.values[i]); break;
-        case DType::kBF16: table_.as<uint16_t>()[i] = FloatToBf16(m.values[i]); break;
-      }
-    }
+      : Weight(m.rows(), m.cols()), dtype_(m.dtype()), table_(m.rows() * m.row_bytes()) {
+    for (int64_t r = 0; r < m.rows(); ++r) std::memcpy(table_.as<uint8_t>() + r * m.row_bytes(), m.row(r), m.row_bytes());
   }
   size_t bytes() const override { return table_.size(); }
 
@@ -89,7 +83,7 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<std::unique_ptr<Weight>> Pack(const HostMatrix& m, WeightUse use) override {
     if (use == WeightUse::kTable) return std::make_unique<TableWeight>(m);
-    return std::make_unique<PackedWeight>(PackMatrix(m.values.data(), m.rows, m.cols, m.dtype),
+    return std::make_unique<PackedWeight>(PackMatrix(m.row_data(), m.cols(), m.dtype(), &pool_),
                                           use == WeightUse::kLinearExact);
   }
   absl::Status ToHost(const void* src, void* host, size_t bytes) override {

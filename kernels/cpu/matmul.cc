@@ -10,6 +10,7 @@
 
 #include "common/bf16.h"
 #include "kernels/cpu/internal/isa_kernels.h"
+#include "kernels/host_matrix.h"
 #include "kernels/matmul.h"
 
 namespace tessera::kernels {
@@ -56,29 +57,73 @@ const uint32_t* RoundActivationsToBf16(const float* x, int64_t m, int64_t x_stri
   return x_bf16.as<uint32_t>();
 }
 
+// One panel's rows into their packed places, `Unit` = the bytes that stay together in
+// the layout (a bf16 k pair, or one f16 / f32 element): unit u of a row goes to
+// u * kPanel + lane. A tile of 16 units of every row is read (each row sequentially),
+// then written transposed as 16 whole panel lines.
+template <typename Unit>
+void PackPanel(const uint8_t* const* rows, int64_t num_rows, int64_t units, uint8_t* panel) {
+  constexpr int64_t kTile = 16;
+  Unit tile[kPanel][kTile] = {};  // rows past num_rows stay zero
+  Unit* dst = reinterpret_cast<Unit*>(panel);
+  for (int64_t u0 = 0; u0 < units; u0 += kTile) {
+    const int64_t n = std::min(kTile, units - u0);
+    for (int64_t lane = 0; lane < num_rows; ++lane) {
+      const uint8_t* src = rows[lane] + u0 * sizeof(Unit);
+      if (n == kTile) {
+        std::memcpy(tile[lane], src, sizeof tile[lane]);  // a constant size: plain vector moves
+      } else {
+        std::memcpy(tile[lane], src, n * sizeof(Unit));
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t lane = 0; lane < kPanel; ++lane) dst[(u0 + j) * kPanel + lane] = tile[lane][j];
+    }
+  }
+}
+
 }  // namespace
 
 bool MatmulHasBf16Dot() { return internal::ActiveKernels().has_bf16_dot; }
 
-PackedMatrix PackMatrix(const float* src, int64_t rows, int64_t cols, DType dtype) {
+PackedMatrix PackMatrix(std::span<const uint8_t* const> rows, int64_t cols, DType dtype, ThreadPool* pool) {
   PackedMatrix w;
-  w.rows = rows;
+  w.rows = static_cast<int64_t>(rows.size());
   w.cols = cols;
   w.dtype = dtype;
   // Zeroed: padding rows and the odd k's partner stay zero.
-  w.data = AlignedBuffer(static_cast<size_t>(w.panels() * PanelStrideElems(w)) * DTypeSize(w.dtype));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const float v = src[r * cols + c];
-      const int64_t i = PackedIndex(w, r, c);
-      switch (w.dtype) {
-        case DType::kF32: w.data.as<float>()[i] = v; break;
-        case DType::kF16: w.data.as<uint16_t>()[i] = FloatToF16(v); break;
-        case DType::kBF16: w.data.as<uint16_t>()[i] = FloatToBf16(v); break;
+  const size_t elem = DTypeSize(dtype);
+  w.data = AlignedBuffer(static_cast<size_t>(w.panels() * PanelStrideElems(w)) * elem);
+  auto pack = [&](int p) {
+    const int64_t row0 = static_cast<int64_t>(p) * kPanel;
+    const int64_t panel_rows = std::min<int64_t>(kPanel, w.rows - row0);
+    const uint8_t* const* src = rows.data() + row0;
+    uint8_t* panel = w.data.as<uint8_t>() + p * PanelStrideElems(w) * elem;
+    if (dtype == DType::kBF16) {
+      PackPanel<uint32_t>(src, panel_rows, cols / 2, panel);
+      if (cols % 2) {  // the last k alone, its partner left zero
+        for (int64_t lane = 0; lane < panel_rows; ++lane) {
+          std::memcpy(panel + PackedIndex(w, lane, cols - 1) * elem, src[lane] + (cols - 1) * elem, elem);
+        }
       }
+    } else if (dtype == DType::kF16) {
+      PackPanel<uint16_t>(src, panel_rows, cols, panel);
+    } else {
+      PackPanel<uint32_t>(src, panel_rows, cols, panel);
     }
+  };
+  const int panels = static_cast<int>(w.panels());
+  if (pool != nullptr) {
+    pool->Run(panels, pack);
+  } else {
+    for (int p = 0; p < panels; ++p) pack(p);
   }
   return w;
+}
+
+PackedMatrix PackMatrix(const float* src, int64_t rows, int64_t cols, DType dtype) {
+  const HostMatrix m = HostMatrix::FromFloats(rows, cols, dtype, src);
+  return PackMatrix(m.row_data(), cols, dtype, nullptr);
 }
 
 void UnpackMatrix(const PackedMatrix& w, void* out) {

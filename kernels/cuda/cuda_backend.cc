@@ -45,6 +45,14 @@ class DeviceWeight final : public Weight {
   DeviceMemory memory_;
 };
 
+// Whether the matrix's rows follow each other in memory (one upload, no staging).
+bool Contiguous(const HostMatrix& m) {
+  for (int64_t r = 1; r < m.rows(); ++r) {
+    if (m.row(r) != m.row(r - 1) + m.row_bytes()) return false;
+  }
+  return true;
+}
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, cuda::Gemm gemm) : device_(device), gemm_(std::move(gemm)) {}
@@ -56,16 +64,26 @@ class CudaBackend final : public Backend {
   // path); fp16 is widened to fp32, which cuBLAS runs exactly.
   absl::StatusOr<std::unique_ptr<Weight>> Pack(const HostMatrix& m, WeightUse use) override {
     RETURN_IF_CUDA(cudaSetDevice(device_));
-    const bool bf16 = m.dtype == DType::kBF16 && use != WeightUse::kLinearExact;
+    const bool bf16 = m.dtype() == DType::kBF16 && use != WeightUse::kLinearExact;
     DeviceMemory memory;
-    if (bf16) {
-      std::vector<uint16_t> narrow(m.values.size());
-      for (size_t i = 0; i < narrow.size(); ++i) narrow[i] = FloatToBf16(m.values[i]);  // exact: bf16 values
-      RETURN_IF_ERROR(memory.Upload(narrow));
-    } else {
-      RETURN_IF_ERROR(memory.Upload(m.values));
+    const bool as_stored = bf16 || m.dtype() == DType::kF32;
+    if (as_stored && Contiguous(m)) {  // straight from the checkpoint's mapping
+      RETURN_IF_ERROR(memory.Upload(m.row(0), m.rows() * m.row_bytes()));
+      return std::make_unique<DeviceWeight>(m.rows(), m.cols(), bf16, std::move(memory));
     }
-    return std::make_unique<DeviceWeight>(m.rows, m.cols, bf16, std::move(memory));
+    // One row-major staging copy: the checkpoint's bytes as they are, or widened to fp32.
+    const size_t row_bytes = m.cols() * (as_stored ? DTypeSize(m.dtype()) : sizeof(float));
+    std::vector<uint8_t> staging(static_cast<size_t>(m.rows()) * row_bytes);
+    for (int64_t r = 0; r < m.rows(); ++r) {
+      uint8_t* dst = staging.data() + r * row_bytes;
+      if (as_stored) {
+        std::memcpy(dst, m.row(r), row_bytes);
+      } else {
+        for (int64_t c = 0; c < m.cols(); ++c) reinterpret_cast<float*>(dst)[c] = m.At(r, c);
+      }
+    }
+    RETURN_IF_ERROR(memory.Upload(staging.data(), staging.size()));
+    return std::make_unique<DeviceWeight>(m.rows(), m.cols(), bf16, std::move(memory));
   }
   absl::Status ToHost(const void* src, void* host, size_t bytes) override {
     RETURN_IF_CUDA(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost));
