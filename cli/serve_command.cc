@@ -81,8 +81,12 @@ int RunServe(const Args& args, const char* argv0) {
   const bool http = http_listen != "off";
   const std::string port_file = (fs::temp_directory_path() / absl::StrCat("tessera-serve-", getpid(), ".port")).string();
   const std::string http_port_file = port_file + ".http";
+  const std::string internal_port_file = port_file + ".internal";
+  // The workers' API on a loopback port of its own: the client port serves clients only.
+  const std::string internal_listen = "127.0.0.1:0";
   fs::remove(port_file);
   fs::remove(http_port_file);
+  fs::remove(internal_port_file);
 
   // Ctrl-C and SIGTERM are taken by sigwait below, not by default handlers (and not
   // ignored, as a shell's background job would have them).
@@ -97,7 +101,8 @@ int RunServe(const Args& args, const char* argv0) {
 
   std::vector<std::string> coordinator_args = {
       (bin / "tessera-coordinator").string(), "--model", args.flags.at("model"), "--listen", listen, "--port-file",
-      port_file, "--kv-memory-mb", std::to_string(kv_mb), "--tp", std::to_string(tp), "--ep", std::to_string(ep),
+      port_file, "--internal-listen", internal_listen, "--internal-port-file", internal_port_file,
+      "--kv-memory-mb", std::to_string(kv_mb), "--tp", std::to_string(tp), "--ep", std::to_string(ep),
       "--batch-invariant", args.Has("batch-invariant") ? "1" : "0"};
   if (http) coordinator_args.insert(coordinator_args.end(), {"--http-listen", http_listen, "--http-port-file", http_port_file});
   const pid_t coordinator = Spawn(coordinator_args);
@@ -116,11 +121,13 @@ int RunServe(const Args& args, const char* argv0) {
   };
   const std::string address = wait_for_port(port_file, listen);
   if (address.empty()) return Fail("the coordinator did not start (its messages are above)");
+  const std::string internal_address = wait_for_port(internal_port_file, internal_listen);
+  if (internal_address.empty()) return Fail("the coordinator's workers' API did not start (its messages are above)");
   const std::string http_address = http ? wait_for_port(http_port_file, http_listen) : "";
   if (http && http_address.empty()) return Fail("the coordinator's HTTP API did not start (its messages are above)");
   std::vector<pid_t> worker_pids;
   for (int i = 0; i < workers; ++i) {
-    std::vector<std::string> worker_args = {(bin / "tessera-worker").string(), "--coordinator", address, "--threads",
+    std::vector<std::string> worker_args = {(bin / "tessera-worker").string(), "--coordinator", internal_address, "--threads",
                                             std::to_string(threads)};
     if (args.Has("cpu-isa")) worker_args.insert(worker_args.end(), {"--cpu-isa", args.flags.at("cpu-isa")});
     if (args.Has("quiet")) worker_args.push_back("--quiet");

@@ -30,8 +30,13 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
   t.String("model", &c->model_dir, "DIR", "HuggingFace model folder (the workers load the same path)");
   t.RequireLast();
   t.String("model-name", &c->frontend.model_name, "NAME", "name clients use (default: the folder's name)");
-  t.String("listen", &c->listen, "HOST:PORT", "client and worker API (port 0 picks one)");
+  t.String("listen", &c->listen, "HOST:PORT",
+           "the client API, and the workers' unless --internal-listen is given (port 0 picks one)");
   t.String("port-file", &c->port_file, "FILE", "write the port actually bound to FILE");
+  t.String("internal-listen", &c->internal_listen, "HOST:PORT",
+           "the workers' API (registration, heartbeats, rendezvous) on its own port, kept off the client "
+           "port (docs/serving.md); empty: on --listen");
+  t.String("internal-port-file", &c->internal_port_file, "FILE", "write the internal port actually bound to FILE");
   t.String("http-listen", &c->http.listen, "HOST:PORT",
            "the OpenAI-compatible HTTP API, with /health and /ready (docs/http-api.md); empty: off");
   t.String("http-port-file", &c->http_port_file, "FILE", "write the HTTP port actually bound to FILE");

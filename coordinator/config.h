@@ -13,8 +13,12 @@ namespace tessera::coordinator {
 
 struct CoordinatorConfig {
   std::string model_dir;                 // absolute
-  std::string listen = "127.0.0.1:50051";  // client and worker API
+  std::string listen = "127.0.0.1:50051";  // the client API (and the workers' without internal_listen)
   std::string port_file;                 // where to write the bound port ("" none)
+  // The workers' API (Coordinator, Rendezvous) on a port of its own, so that the
+  // client port exposes only the client API; "" : on the client port.
+  std::string internal_listen;
+  std::string internal_port_file;        // where to write its bound port ("" none)
   HttpServerOptions http;                // the OpenAI-compatible API; listen "" = off
   std::string http_port_file;            // where to write its bound port ("" none)
   std::string api_key_file;             // "" : the client APIs are open

@@ -16,7 +16,18 @@ constexpr int kMaxTopLogprobs = 20;
 constexpr char kFieldPayload[] = "tessera.dev/field";
 constexpr int32_t kDefaultMaxTokens = 16;
 
+// Running requests are known by tenant and id: a tenant can neither abort another's
+// request nor learn that an id is in use by one.
+std::string ActiveKey(const std::string& tenant, const std::string& id) { return absl::StrCat(tenant, "\n", id); }
+
 }  // namespace
+
+std::string RandomRequestId(std::string_view prefix) {
+  std::random_device random;  // libstdc++: the CPU's RDRAND, else the kernel's getrandom
+  std::string id(prefix);
+  for (int i = 0; i < 4; ++i) absl::StrAppend(&id, absl::Hex(random(), absl::kZeroPad8));
+  return id;
+}
 
 absl::Status FieldError(const std::string& field, const std::string& message) {
   absl::Status status = absl::InvalidArgumentError(message);
@@ -131,11 +142,10 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
     return absl::ResourceExhaustedError(absl::StrCat("queue is full (", options_.max_queue, " waiting requests)"));
   }
 
-  std::string id = r.request_id();
+  const std::string id = r.request_id().empty() ? RandomRequestId("req-") : r.request_id();
   uint64_t seed = r.sampling().has_seed() ? r.sampling().seed() : std::random_device{}() * 0x100000001ull;
   std::lock_guard<std::mutex> lock(mu_);
-  if (id.empty()) id = absl::StrCat("req-", next_id_++);
-  if (auto it = active_.find(id); it != active_.end() && !it->second.expired()) {
+  if (auto it = active_.find(ActiveKey(tenant, id)); it != active_.end() && !it->second.expired()) {
     return absl::AlreadyExistsError(absl::StrCat("request id '", id, "' is already running"));
   }
   StopContext stop{spec_.max_position_embeddings, spec_.eos_token_ids};
@@ -145,7 +155,7 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   // A tenant's prefixes are its own: its name roots every block hash of its requests.
   request->set_cache_salt(tenant.empty() ? r.cache_salt() : absl::StrCat(tenant, "\n", r.cache_salt()));
   request->set_tenant(tenant);
-  active_[id] = request;
+  active_[ActiveKey(tenant, id)] = request;
   return request;
 }
 
@@ -162,7 +172,7 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Start(const v1::GenerateReque
 
 void Frontend::Forget(const Request& request) {
   std::lock_guard<std::mutex> lock(mu_);
-  active_.erase(request.id());
+  active_.erase(ActiveKey(request.tenant(), request.id()));
 }
 
 grpc::Status Frontend::Generate(grpc::ServerContext* context, const v1::GenerateRequest* r,
@@ -206,10 +216,10 @@ grpc::Status Frontend::Abort(grpc::ServerContext* context, const v1::AbortReques
   absl::StatusOr<std::string> tenant = Caller(*context);
   if (!tenant.ok()) return ToGrpc(tenant.status());
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = active_.find(r->request_id());
+  auto it = active_.find(ActiveKey(*tenant, r->request_id()));
   std::shared_ptr<Request> request = it == active_.end() ? nullptr : it->second.lock();
-  // Another tenant's request is as good as absent: its ids are not revealed.
-  if (!request || request->tenant() != *tenant) {
+  // Another tenant's request is as good as absent (ActiveKey): its ids are not revealed.
+  if (!request) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no running request '", r->request_id(), "'"));
   }
   request->Abort();

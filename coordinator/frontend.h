@@ -32,6 +32,10 @@ struct FrontendOptions {
   ApiKeys api_keys;              // none: the client APIs are open
 };
 
+// `prefix` and 128 random bits in hex: request ids nobody can guess (Abort and the
+// request log name requests by them).
+std::string RandomRequestId(std::string_view prefix);
+
 class Frontend final : public v1::Tessera::Service {
  public:
   // `observer` (may be null) is told of every request's milestones (ServingMetrics).
@@ -90,8 +94,7 @@ class Frontend final : public v1::Tessera::Service {
   Cluster* const cluster_;
   RequestObserver* const observer_;
   std::mutex mu_;
-  std::map<std::string, std::weak_ptr<Request>> active_;  // by request id; guarded by mu_
-  uint64_t next_id_ = 1;                                  // guarded by mu_
+  std::map<std::string, std::weak_ptr<Request>> active_;  // by ActiveKey(tenant, id); guarded by mu_
 };
 
 }  // namespace tessera::coordinator

@@ -22,6 +22,7 @@
 #include "coordinator/rendezvous_service.h"
 #include "coordinator/request_log.h"
 #include "coordinator/openai_api.h"
+#include "models/model_identity.h"
 #include "models/model_spec.h"
 #include "models/sharding.h"
 #include "tokenizer/chat_template.h"
@@ -36,6 +37,10 @@ int Fail(const std::string& m) {
 }
 
 constexpr char kClientService[] = "tessera.v1.Tessera";
+// Message size limits: a client request (a prompt of a model's whole context is well
+// under a megabyte), and the workers' messages (see serve_internal below).
+constexpr int kClientMaxMessageBytes = 16 << 20;
+constexpr int kInternalMaxMessageBytes = 256 << 20;
 
 void WritePortFile(const std::string& path, int port) {
   if (path.empty()) return;
@@ -70,6 +75,10 @@ int Main(int argc, char** argv) {
   if (auto shard = models::ShardLayout::For(*spec, {0, tp}, {0, ep}); !shard.ok()) {
     return Fail(std::string(shard.status().message()));
   }
+  absl::StatusOr<std::string> identity = models::ModelIdentity(model_dir);
+  if (!identity.ok()) return Fail(std::string(identity.status().message()));
+  config.cluster.group.model_identity = *identity;
+  log::Info() << "model " << model_dir << " is " << *identity;
   // A folder without tokenizer.json is served with token ids only.
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   if (std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json")) {
@@ -91,17 +100,34 @@ int Main(int argc, char** argv) {
       request_log.StartStats(std::chrono::seconds(config.log_stats_interval_s), [&frontend] { return frontend.Info(); });
 
   grpc::EnableDefaultHealthCheckService(true);
+  // The workers' API: on its own port with --internal-listen, else beside the client's.
+  RendezvousService rendezvous;
+  const bool separate_planes = !config.internal_listen.empty();
+  auto serve_internal = [&](grpc::ServerBuilder& builder) {
+    builder.RegisterService(&cluster);
+    builder.RegisterService(&rendezvous);
+    // A worker's KV snapshot (after a coordinator restart) lists every host-tier block:
+    // ~36 bytes each, so a large host tier's heartbeat outgrows gRPC's 4 MB default.
+    builder.SetMaxReceiveMessageSize(kInternalMaxMessageBytes);
+  };
+  std::unique_ptr<grpc::Server> internal;
+  if (separate_planes) {
+    int internal_port = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(config.internal_listen, grpc::InsecureServerCredentials(), &internal_port);
+    serve_internal(builder);
+    internal = builder.BuildAndStart();
+    if (!internal || internal_port == 0) return Fail(absl::StrCat("cannot listen on ", config.internal_listen));
+    WritePortFile(config.internal_port_file, internal_port);
+    log::Info() << "workers' API on port " << internal_port;
+  }
   const std::string& listen = config.listen;
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&frontend);
-  builder.RegisterService(&cluster);
-  RendezvousService rendezvous;
-  builder.RegisterService(&rendezvous);
-  // A worker's KV snapshot (after a coordinator restart) lists every host-tier block:
-  // ~36 bytes each, so a large host tier's heartbeat outgrows gRPC's 4 MB default.
-  builder.SetMaxReceiveMessageSize(256 << 20);
+  builder.SetMaxReceiveMessageSize(kClientMaxMessageBytes);
+  if (!separate_planes) serve_internal(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
   WritePortFile(config.port_file, port);
@@ -149,6 +175,7 @@ int Main(int argc, char** argv) {
   sigwait(&set, &sig);
   log::Info() << "shutting down";
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (internal) internal->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
 }
 

@@ -17,13 +17,6 @@ using nlohmann::json;
 std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // 128 random bits: ids that cannot be guessed from one another.
-std::string RandomId(const char* prefix) {
-  std::random_device random;
-  std::string id = prefix;
-  for (int i = 0; i < 4; ++i) absl::StrAppend(&id, absl::Hex(random(), absl::kZeroPad8));
-  return id;
-}
-
 struct Choice {
   std::shared_ptr<Request> request;
   size_t prompt = 0;          // its prompt in the batch
@@ -42,7 +35,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
         tenant_(std::move(tenant)),
         reply_(std::move(reply)),
         created_(created),
-        id_(RandomId(request_.chat ? "chatcmpl-" : "cmpl-")) {}
+        id_(RandomRequestId(request_.chat ? "chatcmpl-" : "cmpl-")) {}
 
   // On the connection's strand, as every method below. Each prompt's first choice
   // starts now; its siblings (n > 1) start once it has produced its first token, when

@@ -27,7 +27,8 @@
 namespace tessera::coordinator {
 
 struct GroupOptions {
-  std::string model_dir;
+  std::string model_dir;       // where the workers load it from
+  std::string model_identity;  // the root of its KV block hashes (models::ModelIdentity)
   int tp = 1;  // ranks per group: tp x ep workers
   int ep = 1;
   int collective_timeout_ms = 10000;

@@ -93,6 +93,8 @@ class Checkpoint : public TensorSource {
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& model_dir);
   const TensorView* Find(const std::string& name) const override;
   size_t num_tensors() const { return index_.size(); }
+  // Every tensor of every shard, by name.
+  const std::map<std::string, const TensorView*>& tensors() const { return index_; }
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <thread>
 
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include "absl/strings/ascii.h"
@@ -19,6 +20,7 @@
 #include "tests/golden_fixture.h"
 #include "common/http_client.h"
 #include "tests/safetensors_writer.h"
+#include "tessera/v1/worker.grpc.pb.h"
 
 namespace tessera {
 namespace {
@@ -219,6 +221,20 @@ TEST(CliServeTest, ServeAnswersAClientAndStopsOnInterrupt) {
   EXPECT_EQ(r.exit_code, 0) << r.stderr_text;
   EXPECT_GT(r.stdout_text.size(), 5u);
   EXPECT_NE(r.stderr_text.find("completion tokens"), std::string::npos) << r.stderr_text;
+  // The client port serves clients only: the workers' API (registering a worker, the
+  // rendezvous store) is on a port of its own.
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::ClientContext register_context;
+  v1::internal::RegisterRequest fake_worker;
+  fake_worker.set_address("127.0.0.1:1");
+  v1::internal::RegisterResponse registered;
+  EXPECT_EQ(v1::internal::Coordinator::NewStub(channel)->Register(&register_context, fake_worker, &registered).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  grpc::ClientContext set_context;
+  v1::internal::StoreSetRequest store;
+  v1::internal::StoreSetResponse stored;
+  EXPECT_EQ(v1::internal::Rendezvous::NewStub(channel)->Set(&set_context, store, &stored).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
   kill(serve, SIGINT);
   int status = 0;
   waitpid(serve, &status, 0);

@@ -1,15 +1,18 @@
 // The worker's parts on their own: the host tier, the step executor over a CPU engine,
 // and the coordinator session against a scripted coordinator on loopback.
 #include <grpcpp/grpcpp.h>
+
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "kvstore/host_tier.h"
 #include "models/model.h"
 #include "tests/golden_fixture.h"
+#include "tests/safetensors_writer.h"
 #include "tests/serving_client.h"
 #include "worker/coordinator_session.h"
 #include "worker/engine.h"
@@ -266,6 +269,36 @@ TEST(CoordinatorSessionTest, ADrainingWorkerWithoutACoordinatorExits) {
   CoordinatorSession session(stub.get(), &service, nullptr, options);
   std::atomic<bool> draining{true};
   EXPECT_TRUE(session.Run(draining).ok());
+}
+
+// --model-root: folders inside it load, anything else (a sibling, "..", a symbolic
+// link out) is refused before a byte is read, and the refusal reaches the caller.
+TEST(ModelRootTest, OnlyFoldersInsideTheRootLoad) {
+  namespace fs = std::filesystem;
+  const std::string base = testing::MakeTempDir("model_root");
+  fs::create_directories(base + "/models/tiny");
+  fs::create_directories(base + "/modelsX/other");
+  fs::create_directory_symlink(base + "/modelsX/other", base + "/models/escape");
+  EXPECT_TRUE(CheckModelRoot("", "/anything").ok());
+  EXPECT_TRUE(CheckModelRoot(base + "/models", base + "/models/tiny").ok());
+  EXPECT_TRUE(CheckModelRoot(base + "/models/", base + "/models/tiny").ok());
+  for (const std::string& outside : {base + "/modelsX/other", base + "/models/../modelsX/other",
+                                     base + "/models/escape", std::string("/etc")}) {
+    const absl::Status s = CheckModelRoot(base + "/models", outside);
+    EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << outside;
+    EXPECT_NE(s.message().find("--model-root"), std::string_view::npos) << s;
+  }
+
+  WorkerOptions options;
+  options.model_root = base + "/models";
+  WorkerService service(options);
+  v1::internal::LoadModelRequest request;
+  request.set_model_dir(testing::GoldenModelDir("llama"));
+  request.set_block_size(16);
+  v1::internal::LoadModelResponse response;
+  EXPECT_EQ(service.LoadModel(nullptr, &request, &response).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(service.fatal_error().has_value()) << "the worker stops instead of registering again";
+  fs::remove_all(base);
 }
 
 }  // namespace

@@ -35,6 +35,8 @@ void AddFlags(FlagTable& t, WorkerConfig* c) {
            "through host memory (GPUs NCCL cannot join, several ranks on one GPU)");
   t.Choice("cpu-isa", &c->cpu_isa, CpuIsaChoices(),
            "CPU kernels: auto (the best this CPU runs) or a level it runs (docs/cpu-kernels.md)");
+  t.String("model-root", &c->options.model_root, "DIR",
+           "load models only from folders inside DIR (default: any folder the coordinator names)");
   t.Switch("quiet", &c->options.quiet, "no log lines about loading the model's weights (progress, time, rate)");
   t.Choice("log-format", &c->log_format, {"text", "json"}, "log lines as text or as JSON objects (for log collectors)");
   t.Switch("busy-poll", &c->options.busy_poll,

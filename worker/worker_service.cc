@@ -1,5 +1,7 @@
 #include "worker/worker_service.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -37,8 +39,21 @@ absl::Status WarmUp(Engine& engine) {
 
 }  // namespace
 
+absl::Status CheckModelRoot(const std::string& root, const std::string& model_dir) {
+  if (root.empty()) return absl::OkStatus();
+  std::error_code root_error, dir_error;
+  std::filesystem::path inside = std::filesystem::weakly_canonical(root, root_error);
+  if (inside.filename().empty()) inside = inside.parent_path();  // "/models/" is "/models"
+  const std::filesystem::path dir = std::filesystem::weakly_canonical(model_dir, dir_error);
+  const auto [root_end, unused] = std::mismatch(inside.begin(), inside.end(), dir.begin(), dir.end());
+  if (!root_error && !dir_error && root_end == inside.end()) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      absl::StrCat("model folder ", model_dir, " is outside this worker's --model-root ", root));
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::internal::LoadModelRequest& request,
                                                                   ByteProgress* progress) {
+  RETURN_IF_ERROR(CheckModelRoot(options_.model_root, request.model_dir()));
   const int tp = std::max(1, request.tp_size()), ep = std::max(1, request.ep_size());
   const bool gpu = options_.cuda_device >= 0;
   if (gpu && request.batch_invariant()) {
@@ -112,7 +127,10 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
     if (absl::Status warm = WarmUp(**engine); !warm.ok()) engine = warm;
   }
   if (!engine.ok()) {
-    if (engine.status().code() == absl::StatusCode::kFailedPrecondition) {
+    // This worker can never load what it is asked to (its device, its --model-root):
+    // it stops instead of registering again.
+    if (engine.status().code() == absl::StatusCode::kFailedPrecondition ||
+        engine.status().code() == absl::StatusCode::kPermissionDenied) {
       std::lock_guard<std::mutex> fatal(fatal_mu_);
       fatal_error_ = std::string(engine.status().message());
     }

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/status/status.h"
 #include "common/progress.h"
 #include "parallel/communicator.h"
 #include "tessera/v1/worker.grpc.pb.h"
@@ -33,7 +34,14 @@ struct WorkerOptions {
   int step_delay_ms = 0;
   // No log lines about loading the weights (progress every few seconds, time and rate).
   bool quiet = false;
+  // When set, LoadModel takes only model folders inside this directory (symbolic
+  // links resolved): whoever reaches the worker cannot make it read other files.
+  std::string model_root;
 };
+
+// OK when `model_dir` (after resolving symbolic links and "..") lies inside `root`, or
+// `root` is empty; PERMISSION_DENIED naming both otherwise.
+absl::Status CheckModelRoot(const std::string& root, const std::string& model_dir);
 
 class WorkerService final : public v1::internal::Worker::Service {
  public:
@@ -50,8 +58,8 @@ class WorkerService final : public v1::internal::Worker::Service {
   int64_t kv_bytes_fetched() const { return kv_bytes_fetched_; }
 
   // Set when a LoadModel failed in a way no retry can fix (this worker cannot run the
-  // model it was given: no such device, a build without CUDA): the worker should exit
-  // with it rather than rejoin and fail again.
+  // model it was given: no such device, a build without CUDA, a folder outside its
+  // --model-root): the worker should exit with it rather than rejoin and fail again.
   std::optional<std::string> fatal_error() const;
 
  private:
