@@ -53,6 +53,10 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
   t.Int("max-step-tokens", &g.max_step_tokens, "N", "tokens computed per step, the chunked prefill budget", 1);
   t.Int("max-running", &g.max_running, "N", "sequences per batch", 1);
   t.Int("max-queue", &c->frontend.max_queue, "N", "waiting requests before RESOURCE_EXHAUSTED", 1);
+  t.Int("max-streams-per-tenant", &c->frontend.max_streams_per_tenant, "N",
+        "requests one API key's tenant (everyone, without keys) may have running or queued at once; more are "
+        "RESOURCE_EXHAUSTED / HTTP 429 (0: no limit)",
+        0);
   t.Int("heartbeat-ms", &s->heartbeat_ms, "N", "worker heartbeat interval", 10);
   t.Int("heartbeat-timeout-ms", &s->heartbeat_timeout_ms, "N", "drop a worker silent this long", 50);
   t.Int("tp", &g.tp, "N", "tensor parallelism: workers per replica group", 1, 4096);

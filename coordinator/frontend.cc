@@ -148,6 +148,13 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   if (auto it = active_.find(ActiveKey(tenant, id)); it != active_.end() && !it->second.expired()) {
     return absl::AlreadyExistsError(absl::StrCat("request id '", id, "' is already running"));
   }
+  std::shared_ptr<std::atomic<int>>& streams = streams_[tenant];
+  if (!streams) streams = std::make_shared<std::atomic<int>>(0);
+  if (options_.max_streams_per_tenant > 0 && streams->load() >= options_.max_streams_per_tenant) {
+    return absl::ResourceExhaustedError(absl::StrCat(tenant.empty() ? "the server" : "tenant '" + tenant + "'",
+                                                     " has ", options_.max_streams_per_tenant,
+                                                     " requests running (--max-streams-per-tenant)"));
+  }
   StopContext stop{spec_.max_position_embeddings, spec_.eos_token_ids};
   auto request = std::make_shared<Request>(id, std::move(prompt), ResolveSamplingDefaults(r.sampling()), seed,
                                            r.has_skip_special_tokens() ? r.skip_special_tokens() : true, tokenizer_.get(),
@@ -155,6 +162,8 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   // A tenant's prefixes are its own: its name roots every block hash of its requests.
   request->set_cache_salt(tenant.empty() ? r.cache_salt() : absl::StrCat(tenant, "\n", r.cache_salt()));
   request->set_tenant(tenant);
+  streams->fetch_add(1);
+  request->Hold(std::shared_ptr<void>(nullptr, [streams](void*) { streams->fetch_sub(1); }));
   active_[ActiveKey(tenant, id)] = request;
   return request;
 }

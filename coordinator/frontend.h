@@ -5,6 +5,7 @@
 // Thread-safety: gRPC calls the handlers concurrently; shared state is locked.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,9 @@ std::string ErrorField(const absl::Status& status);
 struct FrontendOptions {
   std::string model_name;
   int max_queue = 1024;  // requests waiting in all groups before RESOURCE_EXHAUSTED
+  // Requests one tenant (an API key's, or everyone's without keys) may have running
+  // or queued at once before its next one is RESOURCE_EXHAUSTED; 0: no limit.
+  int max_streams_per_tenant = 0;
   int tensor_parallel = 1;  // the groups' layout, reported by GetModelInfo
   int expert_parallel = 1;
   bool batch_invariant = false;  // reported by GetServerInfo
@@ -95,6 +99,9 @@ class Frontend final : public v1::Tessera::Service {
   RequestObserver* const observer_;
   std::mutex mu_;
   std::map<std::string, std::weak_ptr<Request>> active_;  // by ActiveKey(tenant, id); guarded by mu_
+  // Each tenant's requests alive now: a request holds its count until it is destroyed
+  // (its stream ended and its group let it go), so no path can leak a slot.
+  std::map<std::string, std::shared_ptr<std::atomic<int>>> streams_;  // guarded by mu_
 };
 
 }  // namespace tessera::coordinator

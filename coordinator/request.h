@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -109,6 +110,8 @@ class Request {
   // The API key's tenant that started the request ("" without keys).
   const std::string& tenant() const { return tenant_; }
   void set_tenant(std::string tenant) { tenant_ = std::move(tenant); }
+  // Something released when the request is destroyed (its tenant's stream count).
+  void Hold(std::shared_ptr<void> held) { held_ = std::move(held); }
   // Called at every admission into a batch; the first one's prefix-cache hit is the
   // request's (for usage) and ends its queue time.
   void set_cached_tokens(int32_t n);
@@ -195,6 +198,7 @@ class Request {
   std::atomic<int32_t> cached_tokens_{-1};
   std::string cache_salt_;
   std::string tenant_;
+  std::shared_ptr<void> held_;
   // Set by the router before the request is queued; read by the scheduler after.
   std::vector<kvstore::BlockHash> prefix_hashes_;
   size_t prefix_hashes_tokens_ = 0;

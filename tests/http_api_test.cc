@@ -474,17 +474,37 @@ HttpResult WithKey(int port, const std::string& path, const json& body, const st
   return HttpFetchWithHeaders("127.0.0.1", port, "POST", path, body.dump(), {{"Authorization", "Bearer " + key}});
 }
 
+// Waits for /ready (with keys on, GetServerInfo needs one: probes do not).
+void WaitReady(int port) {
+  for (int i = 0; i < 600 && HttpFetch(port, "GET", "/ready").status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// A long gRPC generation by the tenant of `key`, running: its first token has come.
+struct LongStream {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
+};
+std::unique_ptr<LongStream> StartLongStream(v1::Tessera::Stub& stub, const std::string& key, const std::string& id) {
+  auto stream = std::make_unique<LongStream>();
+  stream->ctx.AddMetadata("authorization", "Bearer " + key);
+  v1::GenerateRequest request = testing::GreedyIds({1, 2, 3}, 500);
+  request.set_request_id(id);
+  stream->reader = stub.Generate(&stream->ctx, request);
+  v1::GenerateResponse first;
+  EXPECT_TRUE(stream->reader->Read(&first));
+  return stream;
+}
+
 // --api-key-file: the client APIs need a key (probes and scrapers do not), a tenant's
 // prefix cache is its own, and only the tenant that started a request may abort it.
 TEST(HttpApiTest, ApiKeysGuardTheClientApisAndSeparateTenants) {
   const std::string dir = testing::MakeTempDir("api_keys");
   std::ofstream(dir + "/keys") << "# tenants\nkey-of-a tenant-a\nkey-of-b tenant-b\n";
-  // GetServerInfo needs a key too: the worker is awaited through /ready instead.
   HttpCluster c(0, {"--api-key-file", dir + "/keys"}, {"--step-delay-ms", "20"});
   c.cluster->AddWorker();
-  for (int i = 0; i < 600 && HttpFetch(c.port, "GET", "/ready").status != 200; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  WaitReady(c.port);
   const json small = {{"prompt", "x"}, {"max_tokens", 2}};
 
   const HttpResult none = HttpPost(c.port, "/v1/completions", small);
@@ -519,13 +539,8 @@ TEST(HttpApiTest, ApiKeysGuardTheClientApisAndSeparateTenants) {
   EXPECT_TRUE(call("key-of-b", [&](grpc::ClientContext& ctx) { return stub->GetModelInfo(&ctx, {}, &info); }).ok());
 
   // A long request of tenant A: B cannot abort it (it does not exist for B), A can.
-  grpc::ClientContext generate_ctx;
-  generate_ctx.AddMetadata("authorization", "Bearer key-of-a");
-  v1::GenerateRequest long_request = testing::GreedyIds({1, 2, 3}, 500);
-  long_request.set_request_id("a-long-one");
-  auto reader = stub->Generate(&generate_ctx, long_request);
-  v1::GenerateResponse first;
-  ASSERT_TRUE(reader->Read(&first));
+  const std::unique_ptr<LongStream> long_stream = StartLongStream(*stub, "key-of-a", "a-long-one");
+  auto& reader = long_stream->reader;
   v1::AbortRequest abort;
   abort.set_request_id("a-long-one");
   v1::AbortResponse aborted;
@@ -537,6 +552,47 @@ TEST(HttpApiTest, ApiKeysGuardTheClientApisAndSeparateTenants) {
   while (reader->Read(&msg)) reason = msg.finish_reason() ? msg.finish_reason() : reason;
   EXPECT_EQ(reason, v1::ABORT);
   EXPECT_TRUE(reader->Finish().ok());
+}
+
+// --max-streams-per-tenant: a tenant at its limit gets 429 / RESOURCE_EXHAUSTED, the
+// other tenant is served meanwhile, and the slot comes back when the stream ends.
+TEST(HttpApiTest, EachTenantHasItsOwnStreamLimit) {
+  const std::string dir = testing::MakeTempDir("stream_limit");
+  std::ofstream(dir + "/keys") << "key-of-a tenant-a\nkey-of-b tenant-b\n";
+  HttpCluster c(0, {"--api-key-file", dir + "/keys", "--max-streams-per-tenant", "1"}, {"--step-delay-ms", "20"});
+  c.cluster->AddWorker();
+  WaitReady(c.port);
+  auto stub = c.cluster->Stub();
+  const std::unique_ptr<LongStream> long_stream = StartLongStream(*stub, "key-of-a", "a-long-one");
+  auto& reader = long_stream->reader;
+
+  const json small = {{"prompt", "x"}, {"max_tokens", 2}};
+  const HttpResult refused = WithKey(c.port, "/v1/completions", small, "key-of-a");
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_NE(refused.body.find("--max-streams-per-tenant"), std::string::npos) << refused.body;
+  grpc::ClientContext second_ctx;
+  second_ctx.AddMetadata("authorization", "Bearer key-of-a");
+  EXPECT_EQ(testing::Generate(*stub, testing::GreedyIds({1, 2}, 2), &second_ctx).status.error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(WithKey(c.port, "/v1/completions", small, "key-of-b").status, 200);
+
+  grpc::ClientContext abort_ctx;
+  abort_ctx.AddMetadata("authorization", "Bearer key-of-a");
+  v1::AbortRequest abort;
+  abort.set_request_id("a-long-one");
+  v1::AbortResponse aborted;
+  EXPECT_TRUE(stub->Abort(&abort_ctx, abort, &aborted).ok());
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  // The aborted request leaves its group at the next step; then A is served again.
+  int status = 0;
+  for (int i = 0; i < 100 && status != 200; ++i) {
+    status = WithKey(c.port, "/v1/completions", small, "key-of-a").status;
+    if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(status, 200);
 }
 
 }  // namespace
