@@ -11,6 +11,7 @@ import { parseAllDocuments } from "yaml";
 import { ConfigMap, PersistentVolumeClaim, Service } from "kubernetes-models/v1";
 import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { Job } from "kubernetes-models/batch/v1";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 
 const HELM = process.env.HELM;
 const CHART = process.env.CHART;
@@ -21,6 +22,7 @@ const MODELS = {
   "apps/v1/Deployment": Deployment,
   "apps/v1/StatefulSet": StatefulSet,
   "batch/v1/Job": Job,
+  "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy,
 };
 
 function render(...sets) {
@@ -95,7 +97,32 @@ test("scaled values: one set per group of tp x ep pods, each naming its group, w
   assert.equal(config.data.TESSERA_DEVICE, "cuda:0");
   assert.equal(config.data.TESSERA_GPU_COLLECTIVES, "nccl");
   assert.equal(config.data.TESSERA_HOST_KV_BLOCKS, "512");
-  assert.equal(config.data.TESSERA_COORDINATOR, "rel-tessera-coordinator:50051");
+  assert.equal(config.data.TESSERA_COORDINATOR, "rel-tessera-coordinator-internal:50052");
+});
+
+test("two planes: clients reach the client ports, only the release's pods the internal port and the workers", () => {
+  const objects = render();
+  validateAll(objects);
+  const coordinator = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "rel-tessera-coordinator");
+  assert.ok(container(coordinator).args.includes("--internal-listen=0.0.0.0:50052"));
+  const client = objects.find((o) => o.kind === "Service" && o.metadata.name === "rel-tessera-coordinator");
+  assert.ok(!client.spec.ports.some((p) => p.port === 50052), "the client Service does not expose the internal port");
+  const internal = objects.find((o) => o.kind === "Service" && o.metadata.name === "rel-tessera-coordinator-internal");
+  assert.deepEqual(internal.spec.ports.map((p) => [p.port, p.targetPort]), [[50052, "internal"]]);
+  assert.equal(internal.spec.publishNotReadyAddresses, true, "workers register before any group is ready");
+  assert.equal(objects.find((o) => o.kind === "ConfigMap").data.TESSERA_COORDINATOR,
+               "rel-tessera-coordinator-internal:50052");
+  const policies = objects.filter((o) => o.kind === "NetworkPolicy");
+  const release = { "app.kubernetes.io/instance": "rel" };
+  const forCoordinator = policies.find((p) => p.spec.podSelector.matchLabels["app.kubernetes.io/component"] === "coordinator");
+  const open = forCoordinator.spec.ingress.find((r) => !r.from);
+  assert.deepEqual(open.ports.map((p) => p.port).sort(), [50051, 8000].sort());
+  const internalRule = forCoordinator.spec.ingress.find((r) => r.from);
+  assert.deepEqual(internalRule.from, [{ podSelector: { matchLabels: release } }]);
+  assert.deepEqual(internalRule.ports, [{ port: 50052 }]);
+  const forWorkers = policies.find((p) => p.spec.podSelector.matchLabels["app.kubernetes.io/component"] === "worker");
+  assert.deepEqual(forWorkers.spec.ingress, [{ from: [{ podSelector: { matchLabels: release } }] }]);
+  assert.equal(render("networkPolicy.enabled=false").filter((o) => o.kind === "NetworkPolicy").length, 0);
 });
 
 test("values reach the processes as flags through the ConfigMap", () => {

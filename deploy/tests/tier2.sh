@@ -49,8 +49,8 @@ podman kube play --network $NET "$work/coordinator.yaml" >/dev/null
 infra=$(podman pod inspect tier2-tessera-coordinator-pod-0 --format '{{.InfraContainerID}}')
 ip=$(podman inspect "$infra" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}')
 case "$ip" in 10.77.2.*) ;; *) fail "coordinator pod has address '$ip'";; esac
-coordinator="$ip:50051"
-values+=(--set coordinatorAddress=$coordinator)
+coordinator="$ip:50051"                              # clients
+values+=(--set coordinatorAddress=$ip:50052)          # workers: the internal port
 
 ready_groups() { "$TESSERA" info --address "$coordinator" 2>/dev/null | grep -c '"state": "READY"' || true; }
 wait_groups() {

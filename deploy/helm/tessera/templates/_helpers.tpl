@@ -19,8 +19,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{/* Where workers reach the coordinator's internal API (registration, heartbeats, rendezvous). */}}
 {{- define "tessera.coordinatorAddress" -}}
-{{- .Values.coordinatorAddress | default (printf "%s-coordinator:%v" (include "tessera.fullname" .) .Values.coordinator.port) -}}
+{{- .Values.coordinatorAddress | default (printf "%s-coordinator-internal:%v" (include "tessera.fullname" .) .Values.coordinator.internalPort) -}}
+{{- end -}}
+
+{{/* Where clients (the benchmark Job) reach the coordinator's client API. */}}
+{{- define "tessera.coordinatorClientAddress" -}}
+{{- printf "%s-coordinator:%v" (include "tessera.fullname" .) .Values.coordinator.port -}}
 {{- end -}}
 
 {{/* The model volume, mounted read-only on every pod (nothing when the image's model is used). */}}
