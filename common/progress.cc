@@ -21,7 +21,9 @@ ByteProgress::ByteProgress(std::string what, Style style) : what_(std::move(what
   if (style_ == Style::kAuto) style_ = isatty(STDERR_FILENO) ? Style::kBar : Style::kLines;
 }
 
-double ByteProgress::seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+double ByteProgress::seconds() const {
+  return std::chrono::duration<double>((finished_ ? end_ : Clock::now()) - start_).count();
+}
 
 std::string ByteProgress::Describe(int64_t done, int64_t total, double seconds) {
   const double gb = static_cast<double>(done) / 1e9, total_gb = static_cast<double>(total) / 1e9;
@@ -33,7 +35,9 @@ std::string ByteProgress::Describe(int64_t done, int64_t total, double seconds) 
 }
 
 void ByteProgress::Update(int64_t done, int64_t total) {
+  if (finished_) return;
   done_ = done;
+  if (total > 0 && done >= total) return Finish();
   if (style_ == Style::kQuiet) return;
   const Clock::time_point now = Clock::now();
   if (now - last_shown_ < (style_ == Style::kBar ? Clock::duration(kBarInterval) : Clock::duration(kLineInterval))) return;
@@ -51,6 +55,9 @@ void ByteProgress::Update(int64_t done, int64_t total) {
 }
 
 void ByteProgress::Finish() {
+  if (finished_) return;
+  finished_ = true;
+  end_ = Clock::now();
   if (style_ == Style::kQuiet) return;
   if (bar_drawn_) std::fprintf(stderr, "\r\033[K");
   const double s = seconds();

@@ -24,10 +24,13 @@ class ByteProgress {
 
   ByteProgress(std::string what, Style style);
 
+  // Reaching the total finishes (so work done after it, such as allocating a KV pool,
+  // is not counted).
   void Update(int64_t done, int64_t total);
-  // The closing line (a log line in every style but quiet).
+  // The closing line (a log line in every style but quiet); once.
   void Finish();
 
+  // Since the start, until finished.
   double seconds() const;
   int64_t bytes() const { return done_; }
 
@@ -43,6 +46,8 @@ class ByteProgress {
   Clock::time_point last_shown_ = start_;
   int64_t done_ = 0;
   bool bar_drawn_ = false;
+  bool finished_ = false;
+  Clock::time_point end_;
 };
 
 }  // namespace tessera

@@ -78,6 +78,20 @@ TEST(ByteProgressTest, DescribesShareSizeRateAndTimeLeft) {
   EXPECT_EQ(ByteProgress::Describe(0, 0, 0.0), "0% 0.00/0.00 GB, 0.00 GB/s");
 }
 
+// Reaching the total stops the clock: what runs after the weights (a KV pool's
+// allocation) is not counted as loading them.
+TEST(ByteProgressTest, ReachingTheTotalFinishes) {
+  ByteProgress progress("loading", ByteProgress::Style::kQuiet);
+  progress.Update(5, 10);
+  progress.Update(10, 10);
+  const double at_total = progress.seconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(progress.seconds(), at_total);
+  EXPECT_EQ(progress.bytes(), 10);
+  progress.Update(20, 20);  // after the end: ignored
+  EXPECT_EQ(progress.bytes(), 10);
+}
+
 TEST(Bf16Test, RoundsToNearestEven) {
   EXPECT_EQ(FloatToBf16(1.0f), 0x3f80);
   EXPECT_EQ(Bf16ToFloat(0x3f80), 1.0f);
