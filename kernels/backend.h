@@ -113,7 +113,7 @@ class Backend {
 
   // Memory.
   virtual std::unique_ptr<Buffer> NewBuffer() = 0;
-  // Copies what it keeps: `matrix` may point into the checkpoint's mapping.
+  // Copies what it keeps: `matrix` may point into the loader's reused read buffer.
   virtual absl::StatusOr<std::unique_ptr<Weight>> Pack(const HostMatrix& matrix, WeightUse use) = 0;
   virtual absl::Status ToHost(const void* src, void* host, size_t bytes) = 0;
   virtual absl::Status FromHost(const void* host, void* dst, size_t bytes) = 0;

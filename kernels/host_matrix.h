@@ -1,11 +1,10 @@
 // A weight as the checkpoint loader hands it to a backend, before the backend packs it
 // into its own layout: [rows, cols] elements of `dtype` (the checkpoint's precision,
-// and the one the backend stores it in), given row by row. A row points straight into
-// the checkpoint's mapped file where the file holds it as is, so loading copies each
-// weight once (file to packed layout); rows that had to be gathered (a transposed
-// tensor), converted, or padded with zeros live in the matrix's own memory. The
-// pointers into the file stay valid only while the loader runs: a backend copies what
-// it keeps.
+// and the one the backend stores it in), given row by row. A row points into the
+// loader's read buffer where the file holds it as is (its bytes read once, then packed);
+// rows that had to be gathered (a transposed tensor), converted, or padded with zeros
+// live in the matrix's own memory. The loader reuses its buffer for the next weight: a
+// backend copies what it keeps.
 #pragma once
 
 #include <cstdint>

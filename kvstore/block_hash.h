@@ -6,13 +6,32 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
+
 namespace tessera::kvstore {
 
 using BlockHash = std::array<uint8_t, 32>;
+
+// SHA-256 over length-prefixed fields (each an 8-byte little-endian length, then its
+// bytes), so that fields can never run into each other. Block ids are made with it,
+// and so is the model identity that roots them (models::ModelIdentity).
+class FieldDigest {
+ public:
+  FieldDigest();
+  ~FieldDigest();
+  FieldDigest(FieldDigest&&) = default;
+  void Field(const void* data, uint64_t size);
+  void Field(std::string_view bytes) { Field(bytes.data(), bytes.size()); }
+  BlockHash Finish();
+
+ private:
+  std::unique_ptr<evp_md_ctx_st, void (*)(evp_md_ctx_st*)> ctx_;
+};
 
 inline constexpr int kBlockHashVersion = 1;
 

@@ -39,7 +39,6 @@ struct TensorView {
 // from memory. REQUIRES: offset + n <= view.nbytes.
 absl::Status ReadBytes(const TensorView& view, uint64_t offset, uint64_t n, void* dst);
 
-
 // Something that yields named tensors: a checkpoint on disk, or weights made in memory
 // (benchmarks).
 class TensorSource {

@@ -82,37 +82,14 @@ struct RowRange {
   int64_t begin, count;
 };
 
-// Loads a linear layer whose weight is the row concatenation of its parts, reading
-// only this rank's shard: the output rows in `rows` (all when empty) and the input
-// columns [col0, col0 + col_count) (all when col_count < 0). `part_rows` gives each
-// part's output rows; a single fused part holds their sum. Rows past the end of the
-// matrix (a padded vocabulary slice) are zero.
-absl::StatusOr<Linear> LoadLinear(LoadContext& ctx, const LinearNames& names,
-                                  std::vector<int64_t> part_rows, int64_t cols, std::vector<RowRange> rows = {},
-                                  int64_t col0 = 0, int64_t col_count = -1,
-                                  kernels::WeightUse use = kernels::WeightUse::kLinear) {
-  int64_t total_rows = 0;
-  for (int64_t r : part_rows) total_rows += r;
-  if (names.weights.size() == 1 && part_rows.size() > 1) part_rows = {total_rows};
-  if (rows.empty()) rows = {{0, total_rows}};
-  if (col_count < 0) col_count = cols;
-  int64_t out_rows = 0;
-  for (const RowRange& r : rows) out_rows += r.count;
-
-  std::vector<const TensorView*> views;
-  for (size_t i = 0; i < names.weights.size(); ++i) {
-    const auto& ref = names.weights[i];
-    const int64_t r = part_rows[i];
-    ASSIGN_OR_RETURN(const TensorView* view,
-                     Require(ctx.source, ref.name, ref.transposed ? std::vector<int64_t>{cols, r}
-                                                              : std::vector<int64_t>{r, cols}));
-    RETURN_IF_ERROR(CheckFloatTensor(ref.name, *view));
-    views.push_back(view);
-  }
-  // Where each output row lies: for the plain case (every part stored [out, in] in
-  // the same dtype), in the staging buffer that each part's needed rows are read into
-  // with one read; otherwise gathered (transposed parts, another dtype) into the
-  // matrix's own memory. Padding rows are zero.
+// The rows LoadLinear asks for, as a HostMatrix. In the plain case (every part stored
+// [out, in] in the same dtype) each part's needed rows are read with one read into
+// the staging buffer and the matrix points at them; otherwise (transposed parts,
+// another dtype) they are gathered into the matrix's own memory. Padding rows are zero.
+absl::StatusOr<kernels::HostMatrix> ReadMatrix(LoadContext& ctx, const LinearNames& names,
+                                               const std::vector<const TensorView*>& views,
+                                               const std::vector<int64_t>& part_rows, int64_t total_rows, int64_t cols,
+                                               const std::vector<RowRange>& rows, int64_t col0, int64_t col_count) {
   const DType dtype = WeightDTypeOf(*views[0]);
   const size_t elem = DTypeSize(dtype);
   bool direct = true;
@@ -139,8 +116,6 @@ absl::StatusOr<Linear> LoadLinear(LoadContext& ctx, const LinearNames& names,
       hi[part] = std::max(hi[part], local + 1);
     }
   }
-  std::vector<const uint8_t*> row_data;
-  kernels::HostMatrix gathered = direct ? kernels::HostMatrix() : kernels::HostMatrix(out_rows, col_count, dtype);
   if (direct) {
     const size_t row_bytes = static_cast<size_t>(cols) * elem;
     std::vector<size_t> part_offset(views.size(), 0);
@@ -154,24 +129,55 @@ absl::StatusOr<Linear> LoadLinear(LoadContext& ctx, const LinearNames& names,
       if (hi[i] <= lo[i]) continue;
       RETURN_IF_ERROR(ReadBytes(*views[i], lo[i] * row_bytes, (hi[i] - lo[i]) * row_bytes, staging + part_offset[i]));
     }
+    std::vector<const uint8_t*> row_data;
     for (const Local& l : locals) {
       row_data.push_back(l.row < 0 ? nullptr
                                    : staging + part_offset[l.part] + (l.row - lo[l.part]) * row_bytes + col0 * elem);
     }
-  } else {
-    for (size_t out = 0; out < locals.size(); ++out) {
-      const Local& l = locals[out];
-      if (l.row >= 0 && names.weights[l.part].transposed) {  // stored [in, out]: a strided column
-        for (int64_t c = 0; c < col_count; ++c) {
-          ReadRun(*views[l.part], (col0 + c) * part_rows[l.part] + l.row, 1, dtype, gathered.mutable_row(out) + c * elem);
-        }
-      } else if (l.row >= 0) {
-        ReadRun(*views[l.part], l.row * cols + col0, col_count, dtype, gathered.mutable_row(out));
+    return kernels::HostMatrix(col_count, dtype, std::move(row_data));
+  }
+  kernels::HostMatrix gathered(static_cast<int64_t>(locals.size()), col_count, dtype);
+  for (size_t out = 0; out < locals.size(); ++out) {
+    const Local& l = locals[out];
+    if (l.row < 0) continue;  // padding
+    if (names.weights[l.part].transposed) {  // stored [in, out]: a strided column
+      for (int64_t c = 0; c < col_count; ++c) {
+        ReadRun(*views[l.part], (col0 + c) * part_rows[l.part] + l.row, 1, dtype, gathered.mutable_row(out) + c * elem);
       }
+    } else {
+      ReadRun(*views[l.part], l.row * cols + col0, col_count, dtype, gathered.mutable_row(out));
     }
   }
-  const kernels::HostMatrix matrix = direct ? kernels::HostMatrix(col_count, dtype, std::move(row_data))
-                                            : std::move(gathered);
+  return gathered;
+}
+
+// Loads a linear layer whose weight is the row concatenation of its parts, reading
+// only this rank's shard: the output rows in `rows` (all when empty) and the input
+// columns [col0, col0 + col_count) (all when col_count < 0). `part_rows` gives each
+// part's output rows; a single fused part holds their sum. Rows past the end of the
+// matrix (a padded vocabulary slice) are zero.
+absl::StatusOr<Linear> LoadLinear(LoadContext& ctx, const LinearNames& names,
+                                  std::vector<int64_t> part_rows, int64_t cols, std::vector<RowRange> rows = {},
+                                  int64_t col0 = 0, int64_t col_count = -1,
+                                  kernels::WeightUse use = kernels::WeightUse::kLinear) {
+  int64_t total_rows = 0;
+  for (int64_t r : part_rows) total_rows += r;
+  if (names.weights.size() == 1 && part_rows.size() > 1) part_rows = {total_rows};
+  if (rows.empty()) rows = {{0, total_rows}};
+  if (col_count < 0) col_count = cols;
+
+  std::vector<const TensorView*> views;
+  for (size_t i = 0; i < names.weights.size(); ++i) {
+    const auto& ref = names.weights[i];
+    const int64_t r = part_rows[i];
+    ASSIGN_OR_RETURN(const TensorView* view,
+                     Require(ctx.source, ref.name, ref.transposed ? std::vector<int64_t>{cols, r}
+                                                              : std::vector<int64_t>{r, cols}));
+    RETURN_IF_ERROR(CheckFloatTensor(ref.name, *view));
+    views.push_back(view);
+  }
+  ASSIGN_OR_RETURN(const kernels::HostMatrix matrix,
+                   ReadMatrix(ctx, names, views, part_rows, total_rows, cols, rows, col0, col_count));
   Linear linear;
   ASSIGN_OR_RETURN(linear.weight, ctx.backend.Pack(matrix, use));
   ctx.Loaded(views);
@@ -192,13 +198,13 @@ absl::StatusOr<Linear> LoadLinear(LoadContext& ctx, const LinearNames& names,
   return linear;
 }
 
-// Calls `fn` with every weight tensor of a layer that this rank loads (the experts it
-// holds); absent ones are skipped (LoadLinear names them).
-void ForEachLayerTensor(const TensorSource& source, const internal::LayerNames& ln, const ShardLayout& shard,
-                        const std::function<void(const TensorView&)>& fn) {
+// Checkpoint bytes of a layer's weight tensors that this rank loads (the experts it
+// holds; absent tensors count nothing, LoadLinear names them).
+int64_t LayerBytes(const TensorSource& source, const internal::LayerNames& ln, const ShardLayout& shard) {
+  int64_t bytes = 0;
   auto linear = [&](const LinearNames& names) {
     for (const auto& ref : names.weights) {
-      if (const TensorView* view = source.Find(ref.name)) fn(*view);
+      if (const TensorView* view = source.Find(ref.name)) bytes += static_cast<int64_t>(view->nbytes);
     }
   };
   for (const LinearNames* names : {&ln.qkv, &ln.o, &ln.gate_up, &ln.down, &ln.router}) linear(*names);
@@ -207,6 +213,7 @@ void ForEachLayerTensor(const TensorSource& source, const internal::LayerNames& 
     linear(ln.expert_gate_up[e]);
     linear(ln.expert_down[e]);
   }
+  return bytes;
 }
 
 size_t LinearBytes(const Linear& l) { return l.weight ? l.bytes() : 0; }
@@ -250,9 +257,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
     add(names.token_embedding);
     if (names.lm_head.weights.empty()) add(names.token_embedding);
     for (const auto& ref : names.lm_head.weights) add(ref.name);
-    for (const internal::LayerNames& ln : names.layers) {
-      ForEachLayerTensor(source, ln, shard, [&](const TensorView& view) { ctx.total += static_cast<int64_t>(view.nbytes); });
-    }
+    for (const internal::LayerNames& ln : names.layers) ctx.total += LayerBytes(source, ln, shard);
   }
   ModelWeights w;
   {

@@ -67,7 +67,7 @@ class CudaBackend final : public Backend {
     const bool bf16 = m.dtype() == DType::kBF16 && use != WeightUse::kLinearExact;
     DeviceMemory memory;
     const bool as_stored = bf16 || m.dtype() == DType::kF32;
-    if (as_stored && Contiguous(m)) {  // straight from the checkpoint's mapping
+    if (as_stored && Contiguous(m)) {  // straight from the loader's read buffer
       RETURN_IF_ERROR(memory.Upload(m.row(0), m.rows() * m.row_bytes()));
       return std::make_unique<DeviceWeight>(m.rows(), m.cols(), bf16, std::move(memory));
     }
