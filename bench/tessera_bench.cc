@@ -1,8 +1,8 @@
 // tessera-bench: load generation against a running server, in the spirit of
 // `vllm bench serve`, and a synthetic checkpoint maker.
 //
-//   tessera-bench serve (--address HOST:PORT | --http http://HOST:PORT [--model NAME]
-//                       [--vocab-size N]) [--num-prompts 64] [--concurrency 8 |
+//   tessera-bench serve (--address HOST:PORT [--tls-ca FILE] | --http http://HOST:PORT
+//                       [--model NAME] [--vocab-size N]) [--num-prompts 64] [--concurrency 8 |
 //                       --request-rate R] [--input-len 128] [--output-len 64]
 //                       [--range-ratio 0.0] [--prefix-len 0] [--seed 0]
 //                       [--wait-ready SECONDS]
@@ -51,13 +51,13 @@ struct Sample {
   int output_tokens = 0;
 };
 
-Sample RunOne(v1::Tessera::Stub& stub, const v1::GenerateRequest& request) {
+Sample RunOne(const cli::ServerConnection& server, const v1::GenerateRequest& request) {
   Sample s;
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(30));
+  server.Prepare(&ctx, std::chrono::minutes(30));
   const auto start = Clock::now();
   auto last = start;
-  auto reader = stub.Generate(&ctx, request);
+  auto reader = server.stub().Generate(&ctx, request);
   v1::GenerateResponse msg;
   while (reader->Read(&msg)) {
     if (msg.token_ids_size() == 0) continue;
@@ -159,7 +159,7 @@ int Fail(const std::string& m) {
 
 int Serve(const cli::Args& args) {
   std::string error;
-  if (!cli::CheckFlags(args, {"address", "http", "model", "vocab-size", "num-prompts", "concurrency", "request-rate",
+  if (!cli::CheckFlags(args, {"address", "tls-ca", "http", "model", "vocab-size", "num-prompts", "concurrency", "request-rate",
                               "input-len", "output-len", "range-ratio", "prefix-len", "seed", "wait-ready"},
                        &error)) {
     return Fail(error);
@@ -182,9 +182,9 @@ int Serve(const cli::Args& args) {
   std::string host;
   int port = 0;
   if (http && !ParseHttpUrl(args.flags.at("http"), &host, &port)) return Fail("--http must be http://HOST:PORT");
-  const std::string address = args.Has("address") ? args.flags.at("address") : "127.0.0.1:50051";
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  auto stub = v1::Tessera::NewStub(channel);
+  absl::StatusOr<cli::ServerConnection> server = cli::ServerConnection::FromArgs(args);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  const std::string& address = server->address();
 
   // The model: asked over gRPC; over HTTP its name is --model or /v1/models' first.
   v1::ModelInfo info;
@@ -201,14 +201,15 @@ int Serve(const cli::Args& args) {
     info.set_vocab_size(vocab_size);
   } else {
     // A cluster that is still starting (a Kubernetes Job next to a fresh release).
-    cli::WaitForReadyGroup(*stub, std::chrono::seconds(wait_ready));
+    cli::WaitForReadyGroup(*server, std::chrono::seconds(wait_ready));
     grpc::ClientContext info_ctx;
-    if (grpc::Status s = stub->GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info); !s.ok()) {
+    server->Prepare(&info_ctx);
+    if (grpc::Status s = server->stub().GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info); !s.ok()) {
       return Fail("cannot reach " + address + ": " + s.error_message());
     }
   }
   auto run_one = [&](const v1::GenerateRequest& r) {
-    return http ? RunOneHttp(host, port, info.name(), r) : RunOne(*stub, r);
+    return http ? RunOneHttp(host, port, info.name(), r) : RunOne(*server, r);
   };
   std::mt19937 rng(seed);
   auto length = [&](int base) {
@@ -323,7 +324,7 @@ int main(int argc, char** argv) {
   tessera::cli::Args args;
   std::string error;
   if (!tessera::cli::ParseArgs(argc, argv, {"help"}, &args, &error) || args.Has("help")) {
-    std::fprintf(stderr, "usage: tessera-bench serve (--address HOST:PORT | --http http://HOST:PORT [--model NAME] "
+    std::fprintf(stderr, "usage: tessera-bench serve (--address HOST:PORT [--tls-ca FILE] | --http http://HOST:PORT [--model NAME] "
                          "[--vocab-size N]) [--num-prompts N] [--concurrency C | "
                          "--request-rate R] [--input-len L] [--output-len O] [--range-ratio X] [--prefix-len P] [--seed S] [--wait-ready SECONDS]\n"
                          "       tessera-bench make-model --out DIR\n");

@@ -1,6 +1,7 @@
-// tessera client [--address HOST:PORT] (--prompt TEXT | --ids 1,2,3) [--max-tokens N]
-//                [--temperature T] [--seed S] [--wait-ready SECONDS]
-// tessera info [--address HOST:PORT]
+// tessera client [--address HOST:PORT] [--tls-ca FILE] (--prompt TEXT | --ids 1,2,3)
+//                [--max-tokens N] [--temperature T] [--seed S] [--wait-ready SECONDS]
+// tessera info [--address HOST:PORT] [--tls-ca FILE]
+// (the API key, when the server wants one, comes from TESSERA_API_KEY)
 //
 // client: one streamed generation: prints text as it arrives (or, for --ids, the
 // generated ids comma-separated), then a usage line on stderr.
@@ -23,17 +24,23 @@ int Fail(const std::string& m) {
   std::cerr << "tessera: " << m << "\n";
   return kUsageExit;
 }
+
+// The connection flags and `own`.
+std::set<std::string> WithConnectionFlags(std::set<std::string> own) {
+  own.insert(ServerConnection::Flags().begin(), ServerConnection::Flags().end());
+  return own;
+}
 }  // namespace
 
 int RunInfo(const Args& args) {
   std::string error;
-  if (!CheckFlags(args, {"address"}, &error)) return Fail(error);
-  const std::string address = args.Has("address") ? args.flags.at("address") : "127.0.0.1:50051";
-  auto stub = v1::Tessera::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  if (!CheckFlags(args, WithConnectionFlags({}), &error)) return Fail(error);
+  absl::StatusOr<ServerConnection> server = ServerConnection::FromArgs(args);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Prepare(&ctx, std::chrono::seconds(5));
   v1::ServerInfo info;
-  const grpc::Status status = stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
+  const grpc::Status status = server->stub().GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
   if (!status.ok()) {
     std::cerr << "tessera: " << status.error_message() << " (gRPC code " << status.error_code() << ")\n";
     return 1;
@@ -49,7 +56,8 @@ int RunInfo(const Args& args) {
 
 int RunClient(const Args& args) {
   std::string error;
-  if (!CheckFlags(args, {"address", "prompt", "ids", "max-tokens", "temperature", "seed", "wait-ready"}, &error)) {
+  if (!CheckFlags(args, WithConnectionFlags({"prompt", "ids", "max-tokens", "temperature", "seed", "wait-ready"}),
+                  &error)) {
     return Fail(error);
   }
   if (args.Has("prompt") == args.Has("ids")) return Fail("'client' needs exactly one of --prompt and --ids");
@@ -59,12 +67,12 @@ int RunClient(const Args& args) {
   if (!IntFlag(args, "max-tokens", 64, 1, &max_tokens, &error) || !IntFlag(args, "wait-ready", 0, 0, &wait_ready, &error)) {
     return Fail(error);
   }
-  const std::string address = args.Has("address") ? args.flags.at("address") : "127.0.0.1:50051";
-  auto stub = v1::Tessera::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  absl::StatusOr<ServerConnection> server = ServerConnection::FromArgs(args);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
 
   // A server that just started loads first: wait for it (then send anyway, and let
   // the server say why it cannot serve).
-  WaitForReadyGroup(*stub, std::chrono::seconds(wait_ready));
+  WaitForReadyGroup(*server, std::chrono::seconds(wait_ready));
 
   v1::GenerateRequest req;
   if (ids.empty()) {
@@ -85,7 +93,8 @@ int RunClient(const Args& args) {
     req.mutable_sampling()->set_seed(seed);
   }
   grpc::ClientContext ctx;
-  auto reader = stub->Generate(&ctx, req);
+  server->Prepare(&ctx);
+  auto reader = server->stub().Generate(&ctx, req);
   v1::GenerateResponse msg;
   v1::GenerateResponse last;
   std::vector<int32_t> generated;

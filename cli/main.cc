@@ -67,13 +67,15 @@ commands:
               every tp x ep workers form one replica group. gRPC on --listen
               (127.0.0.1:50051), the OpenAI-compatible HTTP API on --http-listen
               (127.0.0.1:8000; docs/http-api.md).
-  client      [--address HOST:PORT] (--prompt TEXT | --ids 1,2,3) [--max-tokens N]
-              [--temperature T] [--seed S] [--wait-ready SECONDS]
+  client      [--address HOST:PORT] [--tls-ca FILE] (--prompt TEXT | --ids 1,2,3)
+              [--max-tokens N] [--temperature T] [--seed S] [--wait-ready SECONDS]
               One streamed generation against a running server (text, or
               the generated ids for --ids).
-  info        [--address HOST:PORT]
+  info        [--address HOST:PORT] [--tls-ca FILE]
               The server's state as JSON: replica groups, their queues, KV
               pools and cache counters, and the cluster-wide KV block index.
+              client and info: --tls-ca verifies a TLS server's certificate;
+              the API key, if the server wants one, is read from TESSERA_API_KEY.
 
 DIR is a HuggingFace model folder (config.json, *.safetensors, tokenizer.json);
 tokenize and detokenize need only tokenizer.json.

@@ -6,13 +6,13 @@
 
 namespace tessera::cli {
 
-bool WaitForReadyGroup(v1::Tessera::Stub& stub, std::chrono::seconds timeout) {
+bool WaitForReadyGroup(const ServerConnection& server, std::chrono::seconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (true) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server.Prepare(&ctx, std::chrono::seconds(2));
     v1::ServerInfo info;
-    if (stub.GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok()) {
+    if (server.stub().GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok()) {
       for (const auto& g : info.groups()) {
         if (g.state() == "READY") return true;
       }

@@ -4,12 +4,12 @@
 
 #include <chrono>
 
-#include "tessera/v1/tessera.grpc.pb.h"
+#include "cli/server_connection.h"
 
 namespace tessera::cli {
 
 // Polls GetServerInfo until some replica group is READY or `timeout` passes; whether
 // one is.
-bool WaitForReadyGroup(v1::Tessera::Stub& stub, std::chrono::seconds timeout);
+bool WaitForReadyGroup(const ServerConnection& server, std::chrono::seconds timeout);
 
 }  // namespace tessera::cli

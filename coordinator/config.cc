@@ -44,6 +44,13 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
   t.String("api-key-file", &c->api_key_file, "FILE",
            "client API keys, one \"KEY [TENANT]\" per line: HTTP Authorization: Bearer KEY, gRPC authorization "
            "metadata; a tenant's requests get their own prefix cache (docs/http-api.md)");
+  t.String("admin-key-file", &c->admin_key_file, "FILE",
+           "admin API keys (the Admin service: Drain), one \"KEY [NAME]\" per line; with --api-key-file and "
+           "without this, the admin API is closed (docs/security.md)");
+  t.String("tls-cert", &c->client_tls.cert, "FILE",
+           "TLS on the client API and the HTTP API: this certificate chain (PEM; docs/security.md)");
+  t.String("tls-key", &c->client_tls.key, "FILE", "the private key of --tls-cert (PEM)");
+  tls::AddInternalFlags(t, &c->internal_tls);
   t.Choice("log-format", &c->log_format, {"text", "json"}, "log lines as text or as JSON objects (for log collectors)");
   t.Int("log-stats-interval-s", &c->log_stats_interval_s, "N",
         "log throughput, queues, KV usage and prefix hits this often while busy (0: never)", 0);

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "common/tls.h"
 #include "coordinator/cluster.h"
 #include "coordinator/frontend.h"
 #include "coordinator/http_server.h"
@@ -22,6 +23,9 @@ struct CoordinatorConfig {
   HttpServerOptions http;                // the OpenAI-compatible API; listen "" = off
   std::string http_port_file;            // where to write its bound port ("" none)
   std::string api_key_file;             // "" : the client APIs are open
+  std::string admin_key_file;           // "" : no admin keys (the admin API is open only without api keys)
+  tls::Files client_tls;                 // the client API's and HTTP API's certificate ("" : plaintext)
+  tls::Files internal_tls;               // mutual TLS on the internal plane ("" : plaintext)
   std::string log_format = "text";     // text or json lines
   int log_stats_interval_s = 10;        // a stats line this often while busy (0: none)
   ClusterOptions cluster;

@@ -308,9 +308,4 @@ v1::ServerInfo Frontend::Info() const {
   return info;
 }
 
-grpc::Status Frontend::Drain(grpc::ServerContext* context, const v1::DrainRequest* r, v1::DrainResponse*) {
-  if (absl::StatusOr<std::string> tenant = Caller(*context); !tenant.ok()) return ToGrpc(tenant.status());
-  return ToGrpc(cluster_->Drain(r->worker_id()));
-}
-
 }  // namespace tessera::coordinator

@@ -56,7 +56,6 @@ class Frontend final : public v1::Tessera::Service {
   grpc::Status GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
   grpc::Status GetServerInfo(grpc::ServerContext*, const v1::GetServerInfoRequest*, v1::ServerInfo* response) override;
-  grpc::Status Drain(grpc::ServerContext*, const v1::DrainRequest* request, v1::DrainResponse*) override;
 
   // The path every front end (gRPC above, HTTP in openai_api.h) shares.
   //

@@ -3,6 +3,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include <sys/socket.h>
 
@@ -12,6 +13,7 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -29,6 +31,7 @@ struct HttpServer::State {
   HttpHandler handler;
   HttpErrorBody error_body;
   std::optional<net::io_context> io;
+  std::optional<net::ssl::context> ssl;  // with options.tls
   std::optional<tcp::acceptor> acceptor;
   std::optional<net::steady_timer> retry;  // accepting again after an error (out of descriptors)
   std::vector<std::thread> threads;
@@ -49,15 +52,32 @@ bool IsMalformed(beast::error_code ec) {
          ec != http::error::end_of_stream && ec != http::error::partial_message;
 }
 
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
 // One connection: reads a request, hands it to the handler, writes the answer, and
 // reads the next (keep-alive). Everything below runs on the connection's strand.
-class Session final : public HttpReply, public std::enable_shared_from_this<Session> {
+// `Stream` is a plain TCP stream, or TLS over one.
+template <class Stream>
+class Session final : public HttpReply, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+
  public:
   Session(tcp::socket socket, std::shared_ptr<HttpServer::State> state)
-      : stream_(std::move(socket)), state_(std::move(state)) {}
+      : stream_(MakeStream(std::move(socket), *state)), state_(std::move(state)) {}
 
   void Start() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadRequest(); });
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if constexpr (kTls) {
+        self->Tcp().expires_after(self->state_->options.idle_timeout);
+        self->stream_.async_handshake(net::ssl::stream_base::server, [self](beast::error_code ec) {
+          if (ec) return self->Close();  // not TLS, or a certificate the client refused
+          self->ReadRequest();
+        });
+      } else {
+        self->ReadRequest();
+      }
+    });
   }
 
   void Send(int status, const std::string& content_type, std::string body) override {
@@ -128,17 +148,26 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
   }
 
  private:
+  static Stream MakeStream(tcp::socket socket, HttpServer::State& state) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *state.ssl);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+  beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
+
   void ReadRequest() {
     parser_.emplace();
     parser_->body_limit(state_->options.max_body_bytes);
     parser_->header_limit(kMaxHeaderBytes);
-    stream_.expires_after(state_->options.idle_timeout);
+    Tcp().expires_after(state_->options.idle_timeout);
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRequest(ec); });
   }
 
   void OnRequest(beast::error_code ec) {
-    stream_.expires_never();
+    Tcp().expires_never();
     if (ec == http::error::body_limit) {
       return Refuse(413, absl::StrCat("request body over ", state_->options.max_body_bytes, " bytes"));
     }
@@ -171,7 +200,7 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
   // early (pipelining) ends the watch; that request waits in the socket.
   void Watch() {
     watching_ = true;
-    stream_.socket().async_wait(tcp::socket::wait_read,
+    Tcp().socket().async_wait(tcp::socket::wait_read,
                                 [self = shared_from_this()](beast::error_code ec) { self->OnReadable(ec); });
   }
 
@@ -185,7 +214,7 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
     // A wakeup is not proof of data (the reactor may report an edge already consumed):
     // peek. 0 bytes is the client's FIN; nothing yet, keep watching.
     char byte;
-    const ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    const ssize_t n = ::recv(Tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return Watch();
     if (n <= 0) return Close();
     if (answer_ended_ && !writing_) AfterAnswer();
@@ -210,7 +239,7 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
     if (!out_.empty()) return WriteNext();
     if (!answer_ended_) return;
     if (watching_) {
-      stream_.socket().cancel();  // OnReadable goes on to AfterAnswer
+      Tcp().socket().cancel();  // OnReadable goes on to AfterAnswer
     } else {
       AfterAnswer();
     }
@@ -218,10 +247,14 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
 
   void AfterAnswer() {
     if (!keep_alive_) {
-      beast::error_code ignored;
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-      stream_.expires_after(kLingerTime);
-      return Linger();
+      Tcp().expires_after(kLingerTime);
+      if constexpr (kTls) {  // close_notify, then the client's
+        return stream_.async_shutdown([self = shared_from_this()](beast::error_code) { self->Close(); });
+      } else {
+        beast::error_code ignored;
+        Tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+        return Linger();
+      }
     }
     ReadRequest();
   }
@@ -230,7 +263,7 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
   // sending: read and drop what comes until it stops, so it reads the answer instead of
   // a reset (a "lingering close", as nginx does).
   void Linger() {
-    stream_.async_read_some(net::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t) {
+    Tcp().async_read_some(net::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return self->Close();
       self->Linger();
     });
@@ -240,7 +273,7 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
     if (closed_) return;
     closed_ = true;  // out_ stays: a write in flight still points into it
     beast::error_code ignored;
-    stream_.socket().close(ignored);
+    Tcp().socket().close(ignored);
     if (on_close_ && !answer_ended_) {
       std::function<void()> on_close = std::move(on_close_);
       on_close_ = nullptr;
@@ -249,7 +282,7 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
     on_close_ = nullptr;
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   const std::shared_ptr<HttpServer::State> state_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -274,7 +307,11 @@ void Accept(const std::shared_ptr<HttpServer::State>& state) {
       });
       return;
     }
-    std::make_shared<Session>(std::move(socket), state)->Start();
+    if (state->ssl) {
+      std::make_shared<Session<TlsStream>>(std::move(socket), state)->Start();
+    } else {
+      std::make_shared<Session<beast::tcp_stream>>(std::move(socket), state)->Start();
+    }
     Accept(state);
   });
 }
@@ -290,6 +327,15 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   state->handler = std::move(handler);
   state->error_body = std::move(error_body);
   state->io.emplace(options.io_threads);
+  if (options.tls) {
+    net::ssl::context& ssl = state->ssl.emplace(net::ssl::context::tls_server);
+    ssl.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                    net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1);
+    beast::error_code tls_ec;
+    ssl.use_certificate_chain(net::buffer(options.tls->cert), tls_ec);
+    if (!tls_ec) ssl.use_private_key(net::buffer(options.tls->key), net::ssl::context::pem, tls_ec);
+    if (tls_ec) return absl::InvalidArgumentError(absl::StrCat("HTTP TLS certificate: ", tls_ec.message()));
+  }
 
   const size_t colon = options.listen.rfind(':');
   int port = -1;

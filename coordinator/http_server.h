@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 
 namespace tessera::coordinator {
 
@@ -48,6 +49,7 @@ using HttpErrorBody = std::function<std::string(int status, const std::string& m
 struct HttpServerOptions {
   std::string listen;  // HOST:PORT; port 0 picks one
   int io_threads = 2;
+  std::shared_ptr<const tls::Material> tls;  // HTTPS with this certificate; null: plain HTTP
   size_t max_body_bytes = 8 << 20;  // larger request bodies get 413
   // A kept-alive connection waiting for its next request is closed after this.
   std::chrono::seconds idle_timeout{120};

@@ -14,6 +14,8 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/signals.h"
+#include "common/tls.h"
+#include "coordinator/admin_service.h"
 #include "coordinator/cluster.h"
 #include "coordinator/config.h"
 #include "coordinator/frontend.h"
@@ -68,6 +70,24 @@ int Main(int argc, char** argv) {
     if (!keys.ok()) return Fail(std::string(keys.status().message()));
     config.frontend.api_keys = std::move(*keys);
   }
+  ApiKeys admin_keys;
+  if (!config.admin_key_file.empty()) {
+    absl::StatusOr<ApiKeys> keys = ApiKeys::Load(config.admin_key_file);
+    if (!keys.ok()) return Fail(std::string(keys.status().message()));
+    admin_keys = std::move(*keys);
+  }
+  absl::StatusOr<std::shared_ptr<const tls::Material>> client_tls =
+      tls::Load(config.client_tls, tls::Role::kServer, "client");
+  if (!client_tls.ok()) return Fail(std::string(client_tls.status().message()));
+  absl::StatusOr<std::shared_ptr<const tls::Material>> internal_tls =
+      tls::Load(config.internal_tls, tls::Role::kMutual, "internal");
+  if (!internal_tls.ok()) return Fail(std::string(internal_tls.status().message()));
+  if (*internal_tls && config.internal_listen.empty()) {
+    // Clients have no internal certificate: the planes must be apart for one to be mutual.
+    return Fail("--internal-tls-* needs --internal-listen (the workers' API on its own port)");
+  }
+  config.http.tls = *client_tls;
+  config.cluster.group.internal_tls = *internal_tls;
   const std::string& model_dir = config.model_dir;
   const int tp = config.cluster.group.tp, ep = config.cluster.group.ep;
   auto spec = models::LoadModelSpec(model_dir);
@@ -114,24 +134,27 @@ int Main(int argc, char** argv) {
   if (separate_planes) {
     int internal_port = 0;
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(config.internal_listen, grpc::InsecureServerCredentials(), &internal_port);
+    builder.AddListeningPort(config.internal_listen, tls::ServerCredentials(internal_tls->get(), /*mutual=*/true),
+                             &internal_port);
     serve_internal(builder);
     internal = builder.BuildAndStart();
     if (!internal || internal_port == 0) return Fail(absl::StrCat("cannot listen on ", config.internal_listen));
     WritePortFile(config.internal_port_file, internal_port);
-    log::Info() << "workers' API on port " << internal_port;
+    log::Info() << "workers' API on port " << internal_port << (*internal_tls ? " (mutual TLS)" : "");
   }
   const std::string& listen = config.listen;
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, tls::ServerCredentials(client_tls->get(), /*mutual=*/false), &port);
   builder.RegisterService(&frontend);
+  AdminService admin(&cluster, std::move(admin_keys), &config.frontend.api_keys);
+  builder.RegisterService(&admin);
   builder.SetMaxReceiveMessageSize(kClientMaxMessageBytes);
   if (!separate_planes) serve_internal(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
   WritePortFile(config.port_file, port);
-  log::Info() << "serving " << config.frontend.model_name << " on port " << port;
+  log::Info() << "serving " << config.frontend.model_name << " on port " << port << (*client_tls ? " (TLS)" : "");
 
   // gRPC health: the process ("") serves from the start (liveness); the client API's
   // service is SERVING only while some replica group is ready (readiness), as /ready.
@@ -168,7 +191,7 @@ int Main(int argc, char** argv) {
     if (!started.ok()) return Fail(std::string(started.status().message()));
     http = std::move(*started);
     WritePortFile(config.http_port_file, http->port());
-    log::Info() << "OpenAI-compatible HTTP API on port " << http->port();
+    log::Info() << "OpenAI-compatible HTTP API on port " << http->port() << (*client_tls ? " (HTTPS)" : "");
   }
 
   int sig;

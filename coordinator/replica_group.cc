@@ -116,7 +116,7 @@ bool ReplicaGroup::Load() {
   std::vector<std::thread> loaders;
   for (size_t i = 0; i < n; ++i) {
     loaders.emplace_back([&, i] {
-      auto stub = v1::internal::Worker::NewStub(grpc::CreateChannel(ranks_[i].address, grpc::InsecureChannelCredentials()));
+      auto stub = v1::internal::Worker::NewStub(tls::Dial(ranks_[i].address, options_.internal_tls.get()));
       v1::internal::LoadModelRequest req;
       req.set_model_dir(options_.model_dir);
       req.set_block_size(options_.block_size);
@@ -198,7 +198,7 @@ void ReplicaGroup::Loop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const Rank& r : ranks_) {
-      stubs.push_back(v1::internal::Worker::NewStub(grpc::CreateChannel(r.address, grpc::InsecureChannelCredentials())));
+      stubs.push_back(v1::internal::Worker::NewStub(tls::Dial(r.address, options_.internal_tls.get())));
       stream_contexts_.push_back(std::make_unique<grpc::ClientContext>());
       streams.push_back(stubs.back()->Steps(stream_contexts_.back().get()));
     }

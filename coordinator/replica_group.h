@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "common/tls.h"
 #include "coordinator/router.h"
 #include "coordinator/scheduler.h"
 #include "kvstore/kv_layout.h"
@@ -42,6 +43,8 @@ struct GroupOptions {
   int32_t num_host_kv_blocks = 0;  // the host tier per worker (0: none)
   // The cluster-wide block index remote prefixes are fetched through (null: none).
   const kvstore::BlockIndex* block_index = nullptr;
+  // Mutual TLS toward the workers (common/tls.h); null: plaintext.
+  std::shared_ptr<const tls::Material> internal_tls;
 };
 
 class ReplicaGroup {

@@ -1,8 +1,5 @@
 #include "kvstore/block_fetcher.h"
 
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <thread>
 
@@ -15,7 +12,7 @@ namespace {
 
 // One request on an open connection; `answered` tells whether the peer replied at all
 // (a pooled connection the peer has closed meanwhile does not).
-absl::Status Request(int fd, const BlockPeer& peer, std::span<const BlockHash> hashes, const KvLayout& layout,
+absl::Status Request(wire::Conn& conn, const BlockPeer& peer, std::span<const BlockHash> hashes, const KvLayout& layout,
                      HeadRange range, int local_first, std::span<float* const> blocks, bool* answered) {
   const wire::RequestHeader header{wire::kMagic,
                              static_cast<uint32_t>(layout.num_layers),
@@ -27,8 +24,8 @@ absl::Status Request(int fd, const BlockPeer& peer, std::span<const BlockHash> h
   const auto closed = [&] { return absl::UnavailableError(absl::StrCat("block peer ", peer.address, " closed the connection")); };
   uint32_t status = 0;
   *answered = false;
-  if (!wire::WriteAll(fd, &header, sizeof(header), MSG_MORE) || !wire::WriteAll(fd, hashes.data(), hashes.size_bytes()) ||
-      !wire::ReadAll(fd, &status, sizeof(status))) {
+  if (!conn.WriteAll(&header, sizeof(header), /*more=*/true) || !conn.WriteAll(hashes.data(), hashes.size_bytes()) ||
+      !conn.ReadAll(&status, sizeof(status))) {
     return closed();
   }
   *answered = true;
@@ -41,11 +38,11 @@ absl::Status Request(int fd, const BlockPeer& peer, std::span<const BlockHash> h
   const size_t slice_bytes = static_cast<size_t>(SliceElems(layout, range.size())) * sizeof(float);
   for (size_t i = 0; i < hashes.size(); ++i) {
     uint8_t found = 0;
-    if (!wire::ReadAll(fd, &found, 1)) return closed();
+    if (!conn.ReadAll(&found, 1)) return closed();
     if (found == 0) {
       return absl::NotFoundError(absl::StrCat("block peer ", peer.address, " no longer holds block ", ToHex(hashes[i])));
     }
-    if (!wire::ReadAll(fd, whole ? blocks[i] : slice.data(), slice_bytes)) return closed();
+    if (!conn.ReadAll(whole ? blocks[i] : slice.data(), slice_bytes)) return closed();
     if (!whole) CopySliceIn(layout, slice.data(), local_first, range.size(), blocks[i]);
   }
   return absl::OkStatus();
@@ -67,29 +64,23 @@ absl::StatusOr<std::vector<FetchRun>> PlanFetchRuns(std::span<const BlockPeer> p
   return runs;
 }
 
-BlockFetcher::~BlockFetcher() {
-  for (auto& [address, fds] : idle_) {
-    for (int fd : fds) ::close(fd);
-  }
-}
+BlockFetcher::BlockFetcher(std::shared_ptr<const tls::SocketTls> tls) : tls_(std::move(tls)) {}
 
-int BlockFetcher::TakeIdle(const std::string& address) {
+BlockFetcher::~BlockFetcher() = default;
+
+std::unique_ptr<wire::Conn> BlockFetcher::TakeIdle(const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& idle = idle_[address];
-  if (idle.empty()) return -1;
-  const int fd = idle.back();
+  if (idle.empty()) return nullptr;
+  std::unique_ptr<wire::Conn> conn = std::move(idle.back());
   idle.pop_back();
-  return fd;
+  return conn;
 }
 
-void BlockFetcher::PutIdle(const std::string& address, int fd) {
+void BlockFetcher::PutIdle(const std::string& address, std::unique_ptr<wire::Conn> conn) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& idle = idle_[address];
-  if (idle.size() >= kMaxIdlePerPeer) {
-    ::close(fd);
-  } else {
-    idle.push_back(fd);
-  }
+  if (idle.size() < kMaxIdlePerPeer) idle.push_back(std::move(conn));
 }
 
 // Reuses an idle connection when there is one (once more on a new one if the peer had
@@ -99,21 +90,21 @@ absl::Status BlockFetcher::FetchOnOneConnection(const FetchRun& run, std::span<c
                                                 std::span<float* const> blocks, std::chrono::milliseconds timeout) {
   const BlockPeer& peer = *run.peer;
   for (bool first_try = true;; first_try = false) {
-    int fd = first_try ? TakeIdle(peer.address) : -1;
-    const bool pooled = fd >= 0;
+    std::unique_ptr<wire::Conn> conn = first_try ? TakeIdle(peer.address) : nullptr;
+    const bool pooled = conn != nullptr;
     if (!pooled) {
-      absl::StatusOr<int> connected = wire::Connect(peer.address, timeout);
+      absl::StatusOr<std::unique_ptr<wire::Conn>> connected = wire::Conn::Connect(peer.address, timeout, tls_.get());
       if (!connected.ok()) return connected.status();
-      fd = *connected;
+      conn = std::move(*connected);
     }
-    wire::SetTimeouts(fd, timeout);
+    conn->SetTimeouts(timeout);
     bool answered = false;
-    const absl::Status result = Request(fd, peer, hashes, layout, run.range, local_first, blocks, &answered);
+    const absl::Status result = Request(*conn, peer, hashes, layout, run.range, local_first, blocks, &answered);
     if (result.ok()) {
-      PutIdle(peer.address, fd);
+      PutIdle(peer.address, std::move(conn));
       return result;
     }
-    ::close(fd);  // mid-response or broken: never reused
+    // Mid-response or broken: never reused (closed here).
     if (!(pooled && !answered)) return result;
   }
 }

@@ -2,12 +2,14 @@
 // the BlockServers (block_server.h) that hold them, every KV head from some peer that
 // holds it, over several connections at once. Connections stay open between fetches
 // in the fetcher's own pool (a warm connection skips the handshake and TCP slow start,
-// which dominate small fetches over long links).
+// which dominate small fetches over long links, and the TLS handshake when the plane
+// has TLS).
 //
 // Thread-safety: Fetch may be called from several threads at once.
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <string>
@@ -16,11 +18,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 #include "kvstore/block_hash.h"
 #include "kvstore/head_slice.h"
 #include "kvstore/kv_layout.h"
 
 namespace tessera::kvstore {
+namespace wire {
+class Conn;
+}
 
 // A peer and the heads it holds.
 struct BlockPeer {
@@ -45,7 +51,8 @@ struct FetchOptions {
 
 class BlockFetcher {
  public:
-  BlockFetcher() = default;
+  // With `tls`, connects with mutual TLS only to peers whose certificate its CA signed.
+  explicit BlockFetcher(std::shared_ptr<const tls::SocketTls> tls = nullptr);
   ~BlockFetcher();  // closes the idle connections
   BlockFetcher(const BlockFetcher&) = delete;
   BlockFetcher& operator=(const BlockFetcher&) = delete;
@@ -62,12 +69,13 @@ class BlockFetcher {
   absl::Status FetchOnOneConnection(const FetchRun& run, std::span<const BlockHash> hashes, const KvLayout& layout,
                                     int local_first, std::span<float* const> blocks,
                                     std::chrono::milliseconds timeout);
-  int TakeIdle(const std::string& address);  // an idle connection to `address`, or -1
-  void PutIdle(const std::string& address, int fd);
+  std::unique_ptr<wire::Conn> TakeIdle(const std::string& address);  // an idle connection, or null
+  void PutIdle(const std::string& address, std::unique_ptr<wire::Conn> conn);
 
   static constexpr size_t kMaxIdlePerPeer = 16;
+  const std::shared_ptr<const tls::SocketTls> tls_;  // null: plain TCP
   std::mutex mu_;
-  std::unordered_map<std::string, std::vector<int>> idle_;  // guarded by mu_
+  std::unordered_map<std::string, std::vector<std::unique_ptr<wire::Conn>>> idle_;  // guarded by mu_
 };
 
 }  // namespace tessera::kvstore

@@ -17,7 +17,8 @@
 namespace tessera::kvstore {
 
 absl::StatusOr<std::unique_ptr<BlockServer>> BlockServer::Start(const std::string& host, int port,
-                                                                const BlockSource* source) {
+                                                                const BlockSource* source,
+                                                                std::shared_ptr<const tls::SocketTls> tls) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -42,11 +43,11 @@ absl::StatusOr<std::unique_ptr<BlockServer>> BlockServer::Start(const std::strin
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
   const int bound_port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  return std::unique_ptr<BlockServer>(new BlockServer(fd, bound_port, source));
+  return std::unique_ptr<BlockServer>(new BlockServer(fd, bound_port, source, std::move(tls)));
 }
 
-BlockServer::BlockServer(int listen_fd, int port, const BlockSource* source)
-    : listen_fd_(listen_fd), port_(port), source_(source), acceptor_([this] { AcceptLoop(); }) {}
+BlockServer::BlockServer(int listen_fd, int port, const BlockSource* source, std::shared_ptr<const tls::SocketTls> tls)
+    : listen_fd_(listen_fd), port_(port), source_(source), tls_(std::move(tls)), acceptor_([this] { AcceptLoop(); }) {}
 
 BlockServer::~BlockServer() {
   stop_ = true;
@@ -75,12 +76,26 @@ void BlockServer::AcceptLoop() {
 }
 
 void BlockServer::Serve(int fd) {
-  wire::SetTimeouts(fd, std::chrono::seconds(60));  // an idle pooled connection closes after this
+  // An idle pooled connection closes after the timeout; the TLS handshake runs here, off
+  // the acceptor's thread.
+  absl::StatusOr<std::unique_ptr<wire::Conn>> conn = wire::Conn::Accept(fd, std::chrono::seconds(60), tls_.get());
+  if (conn.ok()) {
+    ServeRequests(**conn);
+  } else {
+    ++peers_refused_;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  connections_.erase(std::find(connections_.begin(), connections_.end(), fd));
+  if (conn.ok()) conn->reset();  // closes the socket
+  idle_.notify_all();
+}
+
+void BlockServer::ServeRequests(wire::Conn& conn) {
   wire::RequestHeader header{};
   std::vector<BlockHash> hashes;
   std::vector<float> slice;
   // A connection may carry several requests, one after another.
-  while (!stop_ && wire::ReadAll(fd, &header, sizeof(header))) {
+  while (!stop_ && conn.ReadAll(&header, sizeof(header))) {
     const KvLayout layout = source_->layout();
     const HeadRange held = source_->heads();
     const HeadRange range{static_cast<int>(header.head_begin), static_cast<int>(header.head_end)};
@@ -95,27 +110,23 @@ void BlockServer::Serve(int fd) {
       status = wire::kHeadsNotHeld;
     }
     if (status != wire::kOk) {
-      wire::WriteAll(fd, &status, sizeof(status));
-      break;
+      conn.WriteAll(&status, sizeof(status));
+      return;
     }
     hashes.resize(header.count);
-    if (!wire::ReadAll(fd, hashes.data(), hashes.size() * sizeof(BlockHash))) break;
-    if (!wire::WriteAll(fd, &status, sizeof(status), MSG_MORE)) break;
+    if (!conn.ReadAll(hashes.data(), hashes.size() * sizeof(BlockHash))) return;
+    if (!conn.WriteAll(&status, sizeof(status), /*more=*/true)) return;
     slice.resize(static_cast<size_t>(SliceElems(layout, range.size())));
-    bool sent = true;
-    for (size_t i = 0; i < hashes.size() && sent; ++i) {
-      const uint8_t found = source_->ReadSlice(hashes[i], layout, range, slice.data()) ? 1 : 0;
+    for (const BlockHash& hash : hashes) {
+      const uint8_t found = source_->ReadSlice(hash, layout, range, slice.data()) ? 1 : 0;
       blocks_served_ += found;  // counted before the peer can see it
       if (found) bytes_served_ += static_cast<int64_t>(slice.size() * sizeof(float));
-      sent = wire::WriteAll(fd, &found, 1, found ? MSG_MORE : 0) &&
-             (!found || wire::WriteAll(fd, slice.data(), slice.size() * sizeof(float)));
+      if (!conn.WriteAll(&found, 1, /*more=*/found != 0) ||
+          (found && !conn.WriteAll(slice.data(), slice.size() * sizeof(float)))) {
+        return;
+      }
     }
-    if (!sent) break;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  connections_.erase(std::find(connections_.begin(), connections_.end(), fd));
-  ::close(fd);
-  idle_.notify_all();
 }
 
 }  // namespace tessera::kvstore

@@ -1,7 +1,8 @@
 // The KV store's bulk data plane, serving side: a worker serves the cached blocks of its
 // host tier to peers over plain TCP (no protobuf framing: a small header, then raw block
-// bytes; gRPC carries only the control messages around it). Wire format:
-// docs/kv-blocks.md. A peer asks for a head slice of each block (head_slice.h).
+// bytes; gRPC carries only the control messages around it), with mutual TLS when the
+// internal plane has it. Wire format: docs/kv-blocks.md. A peer asks for a head slice
+// of each block (head_slice.h).
 #pragma once
 
 #include <atomic>
@@ -13,11 +14,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 #include "kvstore/block_hash.h"
 #include "kvstore/head_slice.h"
 #include "kvstore/kv_layout.h"
 
 namespace tessera::kvstore {
+namespace wire {
+class Conn;
+}
 
 // What a BlockServer serves: blocks by content hash.
 class BlockSource {
@@ -34,26 +39,32 @@ class BlockSource {
 class BlockServer {
  public:
   // Listens on host:port (port 0: any free port) and serves `source` (which must
-  // outlive the server) until destroyed.
+  // outlive the server) until destroyed; with `tls`, only to peers whose certificate
+  // its CA signed.
   static absl::StatusOr<std::unique_ptr<BlockServer>> Start(const std::string& host, int port,
-                                                            const BlockSource* source);
+                                                            const BlockSource* source,
+                                                            std::shared_ptr<const tls::SocketTls> tls = nullptr);
   ~BlockServer();
 
   int port() const { return port_; }
   int64_t blocks_served() const { return blocks_served_; }
   int64_t bytes_served() const { return bytes_served_; }  // block bytes sent to peers
+  int64_t peers_refused() const { return peers_refused_; }  // failed TLS handshakes
 
  private:
-  BlockServer(int listen_fd, int port, const BlockSource* source);
+  BlockServer(int listen_fd, int port, const BlockSource* source, std::shared_ptr<const tls::SocketTls> tls);
   void AcceptLoop();
   void Serve(int fd);
+  void ServeRequests(wire::Conn& conn);
 
   const int listen_fd_;
   const int port_;
   const BlockSource* const source_;
+  const std::shared_ptr<const tls::SocketTls> tls_;  // null: plain TCP
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> blocks_served_{0};
   std::atomic<int64_t> bytes_served_{0};
+  std::atomic<int64_t> peers_refused_{0};
   std::mutex mu_;
   std::condition_variable idle_;
   // Open client sockets, each served by a detached thread; shut down on stop, and the

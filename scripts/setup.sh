@@ -12,7 +12,7 @@ PACKAGES=(
   libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev
   libgloo-dev libboost-dev prometheus-cpp-dev
   python3 python3-grpcio python3-protobuf python3-jinja2
-  iproute2 curl
+  iproute2 curl openssl
 )
 # Node.js and npm run the deployment tests' tools (helm, the Kubernetes schemas); a
 # machine that has them from elsewhere (NodeSource) keeps its own. Image builds, which

@@ -2,11 +2,13 @@
 // tensor-parallel layouts (bit-exact), and every failure a fetch can meet.
 #include <cstring>
 #include <map>
+#include <thread>
 
 #include <gtest/gtest.h>
 
 #include "kvstore/block_fetcher.h"
 #include "kvstore/block_server.h"
+#include "tests/test_certificates.h"
 
 namespace tessera::kvstore {
 namespace {
@@ -64,9 +66,9 @@ struct Served {
   BlockPeer peer() const { return {"127.0.0.1:" + std::to_string(server->port()), source->heads()}; }
 };
 
-Served Serve(HeadRange range, int n) {
+Served Serve(HeadRange range, int n, std::shared_ptr<const tls::SocketTls> tls = nullptr) {
   Served s{std::make_unique<MapSource>(range, n), nullptr};
-  auto server = BlockServer::Start("127.0.0.1", 0, s.source.get());
+  auto server = BlockServer::Start("127.0.0.1", 0, s.source.get(), std::move(tls));
   EXPECT_TRUE(server.ok()) << server.status();
   s.server = std::move(*server);
   return s;
@@ -195,6 +197,71 @@ TEST(BlockTransferTest, AGonePeerIsUnavailable) {
   Destination d(1, 4);
   const BlockPeer peers[] = {{"127.0.0.1:" + std::to_string(port), {0, 4}}};
   EXPECT_EQ(fetcher.Fetch(peers, Hashes(1), kFull, {0, 4}, d.pointers).code(), absl::StatusCode::kUnavailable);
+}
+
+// The data plane's mutual TLS: `cert` (node or rogue, from tests/tls/make_certs.sh)
+// presented, `ca` trusted.
+std::shared_ptr<const tls::SocketTls> DataPlaneTls(const std::string& cert, const std::string& ca,
+                                                   const std::string& name = "") {
+  const std::string& dir = testing::TestCertificates();
+  tls::Files files{dir + "/" + cert + ".pem", dir + "/" + cert + ".key", dir + "/" + ca + ".pem", name};
+  auto material = tls::Load(files, tls::Role::kMutual, "internal");
+  EXPECT_TRUE(material.ok()) << material.status();
+  auto made = tls::SocketTls::Create(**material);
+  EXPECT_TRUE(made.ok()) << made.status();
+  return *made;
+}
+
+// Peers holding certificates of the same CA fetch over TLS, bit-exact, on pooled
+// connections (the second fetch makes no new handshake the server could refuse).
+TEST(BlockTransferTest, MutualTlsFetchesBitExact) {
+  BlockFetcher fetcher(DataPlaneTls("node", "ca"));
+  Served a = Serve({0, 2}, 6, DataPlaneTls("node", "ca")), b = Serve({2, 4}, 6, DataPlaneTls("node", "ca"));
+  const BlockPeer peers[] = {a.peer(), b.peer()};
+  for (int round = 0; round < 2; ++round) {
+    Destination d(6, 4);
+    ASSERT_TRUE(fetcher.Fetch(peers, Hashes(6), kFull, {0, 4}, d.pointers, {.streams = 2}).ok());
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(d.blocks[i], FullBlock(i)) << i;
+  }
+  EXPECT_EQ(a.server->peers_refused(), 0);
+}
+
+// A peer whose certificate another CA signed, or that speaks no TLS, gets nothing; a
+// server with such a certificate is not trusted by the fetcher either.
+TEST(BlockTransferTest, PeersOutsideTheCaAreRefusedBothWays) {
+  Served a = Serve({0, 4}, 2, DataPlaneTls("node", "ca"));
+  const BlockPeer peers[] = {a.peer()};
+  Destination d(2, 4);
+  BlockFetcher rogue(DataPlaneTls("rogue", "ca"));
+  const FetchOptions one_stream{.streams = 1};
+  EXPECT_EQ(rogue.Fetch(peers, Hashes(2), kFull, {0, 4}, d.pointers, one_stream).code(),
+            absl::StatusCode::kUnavailable);
+  BlockFetcher plain;
+  EXPECT_FALSE(plain.Fetch(peers, Hashes(2), kFull, {0, 4}, d.pointers, one_stream).ok());
+  EXPECT_EQ(a.server->blocks_served(), 0);
+  for (int waited = 0; waited < 100 && a.server->peers_refused() < 2; ++waited) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(a.server->peers_refused(), 2);
+  EXPECT_EQ(d.blocks[0], std::vector<float>(kFull.block_elems(), -1.0f));  // nothing written
+
+  Served impostor = Serve({0, 4}, 2, DataPlaneTls("rogue", "rogue-ca"));
+  const BlockPeer impostors[] = {impostor.peer()};
+  BlockFetcher node(DataPlaneTls("node", "ca"));
+  const absl::Status refused = node.Fetch(impostors, Hashes(2), kFull, {0, 4}, d.pointers);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.message().find("TLS"), std::string::npos) << refused;
+}
+
+// The dialing side checks the peer's name: the dialed host, or --internal-tls-name.
+TEST(BlockTransferTest, TlsChecksThePeersName) {
+  Served a = Serve({0, 4}, 1, DataPlaneTls("node", "ca"));
+  const BlockPeer peers[] = {a.peer()};
+  Destination d(1, 4);
+  BlockFetcher named(DataPlaneTls("node", "ca", "tessera-internal"));
+  EXPECT_TRUE(named.Fetch(peers, Hashes(1), kFull, {0, 4}, d.pointers).ok());
+  BlockFetcher misnamed(DataPlaneTls("node", "ca", "some-other-name"));
+  EXPECT_EQ(misnamed.Fetch(peers, Hashes(1), kFull, {0, 4}, d.pointers).code(), absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

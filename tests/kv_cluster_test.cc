@@ -13,6 +13,7 @@
 #include "models/model.h"
 #include "tests/golden_fixture.h"
 #include "tests/local_cluster.h"
+#include "tests/test_certificates.h"
 #include "tests/serving_client.h"
 
 namespace tessera::testing {
@@ -71,8 +72,10 @@ Outcome ServeElsewhere(LocalCluster& cluster, const std::vector<int32_t>& first,
 
 const std::vector<std::string> kHostTier = {"--host-kv-blocks", "64", "--block-size", "16"};
 
-TEST(KvStoreTest, AGroupFetchesAPrefixAnotherGroupHolds) {
-  LocalCluster cluster({GoldenLlama(), 2, kHostTier, {"--step-delay-ms", "10"}});
+// Two groups; the second is served a prefix the first computed, fetched over the KV
+// data plane.
+void ExpectAPrefixFetchedFromAnotherGroup(LocalClusterOptions options) {
+  LocalCluster cluster(std::move(options));
   ASSERT_TRUE(cluster.WaitForReadyGroups(2));
   auto model = models::Model::Load(GoldenLlama());
   const std::vector<int32_t> second = WithPrefix({5, 6});
@@ -94,6 +97,22 @@ TEST(KvStoreTest, AGroupFetchesAPrefixAnotherGroupHolds) {
   EXPECT_GT(bytes.kv_bytes_fetched(), 0);
   EXPECT_EQ(bytes.kv_bytes_fetched(), bytes.kv_bytes_sent());
   EXPECT_EQ(bytes.kv_bytes_fetched() % 4, 0);
+}
+
+TEST(KvStoreTest, AGroupFetchesAPrefixAnotherGroupHolds) {
+  ExpectAPrefixFetchedFromAnotherGroup({GoldenLlama(), 2, kHostTier, {"--step-delay-ms", "10"}});
+}
+
+// The same with the internal plane on mutual TLS: the data plane's connections too.
+TEST(KvStoreTest, AGroupFetchesAPrefixOverMutualTls) {
+  const std::string& certs = testing::TestCertificates();
+  const std::vector<std::string> tls = {"--internal-tls-ca",  certs + "/ca.pem",   "--internal-tls-cert",
+                                        certs + "/node.pem", "--internal-tls-key", certs + "/node.key"};
+  LocalClusterOptions options{GoldenLlama(), 2, kHostTier, {"--step-delay-ms", "10"}};
+  options.internal_port = true;
+  options.coordinator_flags.insert(options.coordinator_flags.end(), tls.begin(), tls.end());
+  options.worker_flags.insert(options.worker_flags.end(), tls.begin(), tls.end());
+  ExpectAPrefixFetchedFromAnotherGroup(std::move(options));
 }
 
 TEST(KvStoreTest, CacheWrittenAtTp2IsReadAtTp1) {

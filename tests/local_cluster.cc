@@ -54,11 +54,23 @@ void LocalCluster::StartCoordinator(const std::string& listen) {
   std::vector<std::string> argv = {BinaryPath("tessera-coordinator"), "--model", options_.model_dir, "--listen",
                                    listen, "--port-file", port_file, "--heartbeat-ms", "100",
                                    "--heartbeat-timeout-ms", "1500", "--kv-memory-mb", "64"};
+  const std::string internal_port_file = dir_ + "/internal-port";
+  if (options_.internal_port) {
+    std::filesystem::remove(internal_port_file);
+    const std::string port = internal_address_.empty() ? "0" : internal_address_.substr(internal_address_.rfind(':') + 1);
+    argv.insert(argv.end(), {"--internal-listen", "127.0.0.1:" + port, "--internal-port-file", internal_port_file});
+  }
   argv.insert(argv.end(), options_.coordinator_flags.begin(), options_.coordinator_flags.end());
   coordinator_ = SpawnProcess(argv, dir_ + "/coordinator.log");
   const std::string port = WaitForPortFile(port_file);
   if (port.empty()) throw std::runtime_error("coordinator did not start; see " + dir_);
   address_ = "127.0.0.1:" + port;
+  internal_address_ = address_;
+  if (options_.internal_port) {
+    const std::string internal = WaitForPortFile(internal_port_file);
+    if (internal.empty()) throw std::runtime_error("coordinator's internal port did not open; see " + dir_);
+    internal_address_ = "127.0.0.1:" + internal;
+  }
 }
 
 void LocalCluster::RestartCoordinator() {
@@ -75,12 +87,18 @@ LocalCluster::~LocalCluster() {
   if (std::getenv("TESSERA_KEEP_TEST_LOGS") == nullptr) std::filesystem::remove_all(dir_);
 }
 
-std::unique_ptr<v1::Tessera::Stub> LocalCluster::Stub() const {
-  return v1::Tessera::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+std::shared_ptr<grpc::Channel> LocalCluster::Channel() const {
+  if (options_.client_ca.empty()) return grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  std::ifstream in(options_.client_ca);
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return grpc::CreateChannel(address_, grpc::SslCredentials(tls));
 }
 
+std::unique_ptr<v1::Tessera::Stub> LocalCluster::Stub() const { return v1::Tessera::NewStub(Channel()); }
+
 pid_t LocalCluster::AddWorker(const std::vector<std::string>& extra_flags) {
-  std::vector<std::string> argv = {BinaryPath("tessera-worker"), "--coordinator", address_, "--threads", "1"};
+  std::vector<std::string> argv = {BinaryPath("tessera-worker"), "--coordinator", internal_address_, "--threads", "1"};
   argv.insert(argv.end(), options_.worker_flags.begin(), options_.worker_flags.end());
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   const pid_t pid = SpawnProcess(argv, dir_ + "/workers.log");
@@ -115,6 +133,7 @@ int LocalCluster::WaitForAnyWorkerExit(std::chrono::seconds timeout) {
 v1::ServerInfo LocalCluster::Info() const {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  if (!options_.api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + options_.api_key);
   v1::ServerInfo info;
   Stub()->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
   return info;

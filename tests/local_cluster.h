@@ -11,6 +11,10 @@
 
 #include "tessera/v1/tessera.grpc.pb.h"
 
+namespace grpc {
+class Channel;
+}
+
 namespace tessera::testing {
 
 // Starts `argv` (argv[0] a path) as a child that dies with the test, its stderr
@@ -26,6 +30,12 @@ struct LocalClusterOptions {
   int workers = 1;
   std::vector<std::string> coordinator_flags;  // extra flags, e.g. {"--max-queue", "2"}
   std::vector<std::string> worker_flags;       // extra flags, e.g. {"--step-delay-ms", "20"}
+  // The workers' API on a port of its own (--internal-listen); the workers dial it.
+  bool internal_port = false;
+  // TLS to the client API, verifying its certificate against this CA file ("" : plaintext).
+  std::string client_ca;
+  // The key Info() and the Wait* helpers send ("" : none).
+  std::string api_key;
 };
 
 class LocalCluster {
@@ -37,6 +47,10 @@ class LocalCluster {
   pid_t coordinator_pid() const { return coordinator_; }
   // Where the processes' logs are (coordinator.log, ...).
   const std::string& log_dir() const { return dir_; }
+  // The workers' API: the client port, or the internal one with `internal_port`.
+  const std::string& internal_address() const { return internal_address_; }
+  // A channel to the client port (TLS with `client_ca`).
+  std::shared_ptr<grpc::Channel> Channel() const;
   std::unique_ptr<v1::Tessera::Stub> Stub() const;
 
   // Starts a worker with the options' worker flags and `extra_flags`.
@@ -61,6 +75,7 @@ class LocalCluster {
   LocalClusterOptions options_;
   std::string dir_;
   std::string address_;
+  std::string internal_address_;
   pid_t coordinator_ = -1;
   std::vector<pid_t> workers_;
 };

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_join.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tessera/v1/admin.grpc.pb.h"
 #include "models/generate.h"
 #include "models/model.h"
 #include "tests/golden_fixture.h"
@@ -623,11 +624,12 @@ TEST(ServingTest, RouterPrefersTheGroupHoldingThePrefix) {
 TEST(ServingTest, DrainRpcReleasesTheWorker) {
   LocalCluster cluster({GoldenLlama(), 2});
   ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  auto admin = v1::Admin::NewStub(cluster.Channel());
   grpc::ClientContext ctx;
   v1::DrainRequest drain;
   drain.set_worker_id("worker-1");
   v1::DrainResponse drained;
-  ASSERT_TRUE(cluster.Stub()->Drain(&ctx, drain, &drained).ok());
+  ASSERT_TRUE(admin->Drain(&ctx, drain, &drained).ok());
   EXPECT_EQ(cluster.WaitForAnyWorkerExit(std::chrono::seconds(30)), 0);
   EXPECT_EQ(cluster.Info().groups_size(), 1);
   auto model = models::Model::Load(GoldenLlama());
@@ -636,7 +638,7 @@ TEST(ServingTest, DrainRpcReleasesTheWorker) {
   EXPECT_EQ(o.tokens, Reference(**model, {1, 2, 3}, 8));
   grpc::ClientContext ctx2;
   drain.set_worker_id("no-such-worker");
-  EXPECT_EQ(cluster.Stub()->Drain(&ctx2, drain, &drained).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(admin->Drain(&ctx2, drain, &drained).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST(ServingTest, HealthServiceAnswers) {

@@ -20,6 +20,7 @@ struct WorkerConfig {
   std::string gpu_collectives = "nccl";
   std::string cpu_isa = "auto";
   std::string log_format = "text";  // text or json lines
+  tls::Files internal_tls;         // mutual TLS on the internal plane ("" : plaintext)
   WorkerOptions options;           // threads, busy_poll, step_delay_ms; cuda_device and
                                    // gloo_on_gpu from --device and --gpu-collectives
 };

@@ -6,9 +6,8 @@
 
 namespace tessera::worker {
 
-CoordinatorStore::CoordinatorStore(const std::string& coordinator_address)
-    : stub_(v1::internal::Rendezvous::NewStub(
-          grpc::CreateChannel(coordinator_address, grpc::InsecureChannelCredentials()))) {}
+CoordinatorStore::CoordinatorStore(const std::string& coordinator_address, const tls::Material* tls)
+    : stub_(v1::internal::Rendezvous::NewStub(tls::Dial(coordinator_address, tls))) {}
 
 absl::Status CoordinatorStore::Set(const std::string& key, const std::vector<char>& value) {
   v1::internal::StoreSetRequest req;

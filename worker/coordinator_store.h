@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "common/tls.h"
 #include "parallel/rendezvous_store.h"
 #include "tessera/v1/worker.grpc.pb.h"
 
@@ -13,7 +14,8 @@ namespace tessera::worker {
 
 class CoordinatorStore : public parallel::RendezvousStore {
  public:
-  explicit CoordinatorStore(const std::string& coordinator_address);
+  // `tls`: mutual TLS toward the coordinator's internal port (null: plaintext).
+  CoordinatorStore(const std::string& coordinator_address, const tls::Material* tls);
   absl::Status Set(const std::string& key, const std::vector<char>& value) override;
   absl::StatusOr<std::vector<char>> Get(const std::string& key, std::chrono::milliseconds timeout) override;
 

@@ -26,6 +26,7 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/signals.h"
+#include "common/tls.h"
 #include "kernels/cpu_isa.h"
 #include "kvstore/block_server.h"
 #include "tessera/v1/worker.grpc.pb.h"
@@ -96,11 +97,20 @@ int Main(int argc, char** argv) {
 
   WorkerOptions options = config.options;
   options.host = host;
+  absl::StatusOr<std::shared_ptr<const tls::Material>> internal_tls =
+      tls::Load(config.internal_tls, tls::Role::kMutual, "internal");
+  if (!internal_tls.ok()) return Fail(std::string(internal_tls.status().message()));
+  if (*internal_tls) {
+    absl::StatusOr<std::shared_ptr<const tls::SocketTls>> data_plane = tls::SocketTls::Create(**internal_tls);
+    if (!data_plane.ok()) return Fail(std::string(data_plane.status().message()));
+    options.internal_tls = *internal_tls;
+    options.data_plane_tls = *data_plane;
+  }
   WorkerService service(options);
   grpc::EnableDefaultHealthCheckService(true);  // probes (Kubernetes gRPC probes need no shell)
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, tls::ServerCredentials(options.internal_tls.get(), /*mutual=*/true), &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(64 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -113,15 +123,15 @@ int Main(int argc, char** argv) {
   if (kv_colon == std::string::npos || !absl::SimpleAtoi(kv_listen.substr(kv_colon + 1), &kv_port)) {
     return Fail(absl::StrCat("--kv-listen needs HOST:PORT, got '", kv_listen, "'"));
   }
-  auto block_server = kvstore::BlockServer::Start(kv_listen.substr(0, kv_colon), kv_port, &service.host_tier());
+  auto block_server = kvstore::BlockServer::Start(kv_listen.substr(0, kv_colon), kv_port, &service.host_tier(),
+                                                  options.data_plane_tls);
   if (!block_server.ok()) return Fail(std::string(block_server.status().message()));
   const std::string kv_address = absl::StrCat(host, ":", (*block_server)->port());
 
   std::thread signals(WaitForSignals, set);
   signals.detach();
 
-  auto coordinator = v1::internal::Coordinator::NewStub(
-      grpc::CreateChannel(config.coordinator, grpc::InsecureChannelCredentials()));
+  auto coordinator = v1::internal::Coordinator::NewStub(tls::Dial(config.coordinator, options.internal_tls.get()));
   SessionOptions session_options;
   session_options.address = address;
   session_options.kv_address = kv_address;

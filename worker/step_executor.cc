@@ -23,8 +23,12 @@ kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& p) {
   return c;
 }
 
-StepExecutor::StepExecutor(std::unique_ptr<Engine> engine, kvstore::HostTier* host, std::atomic<int64_t>* kv_bytes_fetched)
-    : engine_(std::move(engine)), host_(host), kv_bytes_fetched_(kv_bytes_fetched) {}
+StepExecutor::StepExecutor(std::unique_ptr<Engine> engine, kvstore::HostTier* host,
+                           std::atomic<int64_t>* kv_bytes_fetched, std::shared_ptr<const tls::SocketTls> data_plane_tls)
+    : engine_(std::move(engine)),
+      host_(host),
+      kv_bytes_fetched_(kv_bytes_fetched),
+      fetcher_(std::move(data_plane_tls)) {}
 
 void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response) {
   const kvstore::KvLayout& layout = engine_->kv_layout();

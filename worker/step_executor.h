@@ -30,8 +30,10 @@ namespace tessera::worker {
 class StepExecutor {
  public:
   // `host` (the host tier, sized by the caller) and `kv_bytes_fetched` (counts the
-  // block bytes fetched from peers) must outlive the executor.
-  StepExecutor(std::unique_ptr<Engine> engine, kvstore::HostTier* host, std::atomic<int64_t>* kv_bytes_fetched);
+  // block bytes fetched from peers) must outlive the executor; `data_plane_tls` (null:
+  // plain TCP) secures the fetches from peers.
+  StepExecutor(std::unique_ptr<Engine> engine, kvstore::HostTier* host, std::atomic<int64_t>* kv_bytes_fetched,
+               std::shared_ptr<const tls::SocketTls> data_plane_tls = nullptr);
 
   int32_t num_blocks() const { return engine_->num_blocks(); }
   size_t num_sequences() const { return sequences_.size(); }

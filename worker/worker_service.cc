@@ -67,7 +67,7 @@ absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::inte
   if (tp * ep > 1) {
     // Meet the other ranks of the group through the coordinator's store: NCCL between
     // GPUs, Gloo over TCP between CPU workers (or GPUs asked to use it).
-    CoordinatorStore store(options_.coordinator_address);
+    CoordinatorStore store(options_.coordinator_address, options_.internal_tls.get());
     const std::chrono::milliseconds timeout = request.collective_timeout_ms() > 0
                                                   ? std::chrono::milliseconds(request.collective_timeout_ms())
                                                   : parallel::GlooOptions{}.timeout;
@@ -146,7 +146,7 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
     kept->set_block(block);
     kept->set_hash(hash.data(), hash.size());
   }
-  executor_ = std::make_unique<StepExecutor>(std::move(*engine), &host_tier_, &kv_bytes_fetched_);
+  executor_ = std::make_unique<StepExecutor>(std::move(*engine), &host_tier_, &kv_bytes_fetched_, options_.data_plane_tls);
   response->set_num_kv_blocks(executor_->num_blocks());
   response->set_num_host_blocks(host_tier_.num_blocks());
   return grpc::Status::OK;

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "common/progress.h"
+#include "common/tls.h"
 #include "parallel/communicator.h"
 #include "tessera/v1/worker.grpc.pb.h"
 #include "kvstore/host_tier.h"
@@ -37,6 +38,10 @@ struct WorkerOptions {
   // When set, LoadModel takes only model folders inside this directory (symbolic
   // links resolved): whoever reaches the worker cannot make it read other files.
   std::string model_root;
+  // Mutual TLS on the internal plane (common/tls.h): the channel to the coordinator's
+  // rendezvous store, and the connections to peers' block servers. Null: plaintext.
+  std::shared_ptr<const tls::Material> internal_tls;
+  std::shared_ptr<const tls::SocketTls> data_plane_tls;
 };
 
 // OK when `model_dir` (after resolving symbolic links and "..") lies inside `root`, or

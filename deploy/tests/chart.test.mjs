@@ -184,3 +184,32 @@ test("the throughput test Job runs tessera-bench against the coordinator Service
   assert.ok(c.args.includes("--address=rel-tessera-coordinator:50051"));
   assert.ok(c.args.includes("--concurrency=32"));
 });
+
+test("TLS and keys from Secrets: each pod mounts only what it needs, and probes follow", () => {
+  const objects = render("tls.clientSecret=client-tls", "tls.internalSecret=internal-tls", "apiKeys.secret=keys",
+                         "benchmark.enabled=true");
+  validateAll(objects);
+  const config = objects.find((o) => o.kind === "ConfigMap").data;
+  assert.equal(config.TESSERA_TLS_CERT, "/etc/tessera/tls/client/tls.crt");
+  assert.equal(config.TESSERA_INTERNAL_TLS_CA, "/etc/tessera/tls/internal/ca.crt");
+  assert.equal(config.TESSERA_INTERNAL_TLS_NAME, "tessera-internal");
+  assert.equal(config.TESSERA_API_KEY_FILE, "/etc/tessera/keys/api-keys");
+  assert.equal(config.TESSERA_ADMIN_KEY_FILE, "/etc/tessera/keys/admin-keys");
+  const secretsOf = (o) => (o.spec.template.spec.volumes ?? []).filter((v) => v.secret).map((v) => v.secret.secretName);
+  const coordinator = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "rel-tessera-coordinator");
+  assert.deepEqual(secretsOf(coordinator), ["client-tls", "internal-tls", "keys"]);
+  assert.equal(container(coordinator).readinessProbe.httpGet.scheme, "HTTPS");
+  assert.equal(container(coordinator).livenessProbe.httpGet.path, "/health");
+  const worker = workerSets(objects)[0];
+  assert.deepEqual(secretsOf(worker), ["internal-tls"], "a worker never holds the client plane's key or the API keys");
+  assert.ok(container(worker).readinessProbe.tcpSocket, "a kubelet cannot pass mutual TLS");
+  const job = objects.find((o) => o.kind === "Job");
+  const clientCa = job.spec.template.spec.volumes.find((v) => v.name === "tls-client").secret;
+  assert.deepEqual(clientCa.items, [{ key: "ca.crt", path: "ca.crt" }], "the Job gets the CA, not the server's key");
+  assert.ok(container(job).args.includes("--tls-ca=/etc/tessera/tls/client/ca.crt"));
+  assert.equal(container(job).env[0].valueFrom.secretKeyRef.key, "bench-key");
+  // Off by default: nothing mounted, gRPC probes.
+  const plain = render();
+  assert.equal(plain.find((o) => o.kind === "ConfigMap").data.TESSERA_TLS_CERT, undefined);
+  assert.ok(container(workerSets(plain)[0]).readinessProbe.grpc);
+});

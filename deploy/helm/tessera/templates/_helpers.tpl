@@ -53,3 +53,55 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{/*
+A pod's volumes and mounts: the model's (first), then the Secrets its component needs:
+coordinator: client TLS, internal TLS, API keys; worker: internal TLS; bench: the
+client plane's CA only (never the server's key). Called with (dict "root" $ "component" NAME).
+*/}}
+{{- define "tessera.volumes" -}}
+{{- $v := .root.Values }}
+{{- include "tessera.modelVolume" .root }}
+{{- if and $v.tls.clientSecret (eq .component "coordinator") }}
+- name: tls-client
+  secret:
+    secretName: {{ $v.tls.clientSecret }}
+{{- else if and $v.tls.clientSecret (eq .component "bench") }}
+- name: tls-client
+  secret:
+    secretName: {{ $v.tls.clientSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- if and $v.tls.internalSecret (has .component (list "coordinator" "worker")) }}
+- name: tls-internal
+  secret:
+    secretName: {{ $v.tls.internalSecret }}
+{{- end }}
+{{- if and $v.apiKeys.secret (eq .component "coordinator") }}
+- name: api-keys
+  secret:
+    secretName: {{ $v.apiKeys.secret }}
+{{- end }}
+{{- end -}}
+
+{{- define "tessera.mounts" -}}
+{{- $v := .root.Values }}
+{{- include "tessera.modelMount" .root }}
+{{- if and $v.tls.clientSecret (has .component (list "coordinator" "bench")) }}
+- name: tls-client
+  mountPath: /etc/tessera/tls/client
+  readOnly: true
+{{- end }}
+{{- if and $v.tls.internalSecret (has .component (list "coordinator" "worker")) }}
+- name: tls-internal
+  mountPath: /etc/tessera/tls/internal
+  readOnly: true
+{{- end }}
+{{- if and $v.apiKeys.secret (eq .component "coordinator") }}
+- name: api-keys
+  mountPath: /etc/tessera/keys
+  readOnly: true
+{{- end }}
+{{- end -}}
