@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace tessera::coordinator {
@@ -27,14 +28,20 @@ absl::StatusOr<ApiKeys> ApiKeys::Load(const std::string& path) {
   for (std::string line; std::getline(in, line);) {
     ++line_number;
     std::istringstream fields(line);
-    std::string key, tenant, extra;
+    std::string key, tenant, weight_text, extra;
     if (!(fields >> key) || key[0] == '#') continue;
-    fields >> tenant;
+    fields >> tenant >> weight_text;
+    double weight = 1;
     if (fields >> extra) {
       return absl::FailedPreconditionError(
-          absl::StrCat(path, ":", line_number, ": expected \"KEY\" or \"KEY TENANT\", found more"));
+          absl::StrCat(path, ":", line_number, ": expected \"KEY [TENANT [WEIGHT]]\", found more"));
+    }
+    if (!weight_text.empty() && (!absl::SimpleAtod(weight_text, &weight) || !(weight > 0) || weight > 1e6)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ":", line_number, ": the weight must be a number in (0, 1e6], not ", weight_text));
     }
     if (tenant.empty()) tenant = absl::StrCat("key-", line_number);
+    if (!weight_text.empty()) keys.weights_[tenant] = std::max(keys.weights_[tenant], weight);
     keys.keys_.push_back({Sha256(key), tenant});
   }
   if (keys.keys_.empty()) return absl::FailedPreconditionError(absl::StrCat("the API key file ", path, " has no key"));
@@ -54,6 +61,11 @@ absl::StatusOr<std::string> ApiKeys::Authenticate(std::string_view authorization
   }
   if (tenant == nullptr) return absl::UnauthenticatedError("the API key is not valid");
   return *tenant;
+}
+
+double ApiKeys::WeightOf(const std::string& tenant) const {
+  const auto it = weights_.find(tenant);
+  return it == weights_.end() ? 1.0 : it->second;
 }
 
 }  // namespace tessera::coordinator

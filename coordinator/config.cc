@@ -42,8 +42,9 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
   t.String("http-port-file", &c->http_port_file, "FILE", "write the HTTP port actually bound to FILE");
   t.Int("http-max-body-mb", &s->http_max_body_mb, "N", "larger HTTP request bodies get 413", 1, 1024);
   t.String("api-key-file", &c->api_key_file, "FILE",
-           "client API keys, one \"KEY [TENANT]\" per line: HTTP Authorization: Bearer KEY, gRPC authorization "
-           "metadata; a tenant's requests get their own prefix cache (docs/http-api.md)");
+           "client API keys, one \"KEY [TENANT [WEIGHT]]\" per line (WEIGHT: the tenant's fair share of a busy "
+           "group, default 1): HTTP Authorization: Bearer KEY, gRPC authorization metadata; a tenant's requests get "
+           "their own prefix cache (docs/http-api.md)");
   t.String("admin-key-file", &c->admin_key_file, "FILE",
            "admin API keys (the Admin service: Drain), one \"KEY [NAME]\" per line; with --api-key-file and "
            "without this, the admin API is closed (docs/security.md)");

@@ -162,6 +162,8 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   // A tenant's prefixes are its own: its name roots every block hash of its requests.
   request->set_cache_salt(tenant.empty() ? r.cache_salt() : absl::StrCat(tenant, "\n", r.cache_salt()));
   request->set_tenant(tenant);
+  request->set_share_weight(options_.api_keys.WeightOf(tenant));
+  request->set_priority(r.priority());
   streams->fetch_add(1);
   request->Hold(std::shared_ptr<void>(nullptr, [streams](void*) { streams->fetch_sub(1); }));
   active_[ActiveKey(tenant, id)] = request;

@@ -176,6 +176,8 @@ absl::Status CommonFields(const Body& body, CompletionRequest* r) {
       r->include_usage = usage->get<bool>();
     }
   }
+  ASSIGN_OR_RETURN(const auto priority, body.Int("priority", INT32_MIN, INT32_MAX));
+  if (priority) r->priority = static_cast<int32_t>(*priority);
   std::string user;  // accepted for compatibility; the API has no use for it here
   return body.String("user", &user);
 }
@@ -210,6 +212,7 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& text
     p.set_add_special_tokens(add_special_tokens);
     p.set_model(r.model);
     *p.mutable_sampling() = sampling;
+    p.set_priority(r.priority);
   }
   r.prompts = std::move(prompts);
   return r;
@@ -256,6 +259,7 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& text) {
   prompt.set_model(c.model);
   prompt.set_add_special_tokens(false);  // the template writes the special tokens
   *prompt.mutable_sampling() = sampling;
+  prompt.set_priority(c.priority);
   c.prompts.push_back(std::move(prompt));
   return r;
 }

@@ -27,6 +27,7 @@ struct CompletionRequest {
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;           // the prompt's text before each choice's
   int logprobs = -1;           // -1: none; else how many top logprobs per token
+  int32_t priority = 0;        // vLLM's extension: lower goes sooner
 };
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& body);

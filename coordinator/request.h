@@ -110,6 +110,12 @@ class Request {
   // The API key's tenant that started the request ("" without keys).
   const std::string& tenant() const { return tenant_; }
   void set_tenant(std::string tenant) { tenant_ = std::move(tenant); }
+  // Its tenant's weight in the fair share of a group (waiting_queue.h; --api-key-file).
+  double share_weight() const { return share_weight_; }
+  void set_share_weight(double weight) { share_weight_ = weight; }
+  // Lower goes sooner, and may take a running lower-priority request's place.
+  int32_t priority() const { return priority_; }
+  void set_priority(int32_t priority) { priority_ = priority; }
   // Something released when the request is destroyed (its tenant's stream count).
   void Hold(std::shared_ptr<void> held) { held_ = std::move(held); }
   // Called at every admission into a batch; the first one's prefix-cache hit is the
@@ -198,6 +204,8 @@ class Request {
   std::atomic<int32_t> cached_tokens_{-1};
   std::string cache_salt_;
   std::string tenant_;
+  double share_weight_ = 1;
+  int32_t priority_ = 0;
   std::shared_ptr<void> held_;
   // Set by the router before the request is queued; read by the scheduler after.
   std::vector<kvstore::BlockHash> prefix_hashes_;

@@ -1,6 +1,9 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <map>
+#include <optional>
+#include <string>
 
 #include "common/log.h"
 
@@ -11,7 +14,7 @@ Scheduler::Scheduler(const SchedulerOptions& options) : options_(options), cache
 void Scheduler::Enqueue(std::shared_ptr<Request> request) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    waiting_.push_back(std::move(request));
+    waiting_.Push(std::move(request));
   }
   cv_.notify_all();
 }
@@ -32,7 +35,7 @@ int Scheduler::num_running() const { return running_count_; }
 int64_t Scheduler::outstanding_work() const {
   std::lock_guard<std::mutex> lock(mu_);
   int64_t work = running_work_;
-  for (const auto& r : waiting_) work += r->remaining_work();
+  waiting_.ForEach([&work](const std::shared_ptr<Request>& r) { work += r->remaining_work(); });
   return work;
 }
 
@@ -84,7 +87,7 @@ void Scheduler::Preempt(size_t index) {
   Release(seq);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    waiting_.push_front(seq.request);  // recomputed first, before newer arrivals
+    waiting_.PushFront(seq.request);  // recomputed first among its tenant's
   }
   running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));
 }
@@ -108,6 +111,57 @@ bool Scheduler::Reserve(size_t index, int64_t tokens) {
   return true;
 }
 
+bool Scheduler::MakeRoomFor(const Request& request) {
+  // A running request of a higher priority value gives way: the newest of the worst.
+  std::optional<size_t> victim;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    const int32_t p = running_[i].request->priority();
+    if (p > request.priority() && (!victim || p >= running_[*victim].request->priority())) victim = i;
+  }
+  if (!victim) {
+    // Equal priorities: the tenants with work here (running or waiting) share the batch's
+    // slots by weight. Under its share, `request` takes the slot of the newest sequence
+    // of the tenant furthest over its own.
+    std::map<std::string, int> running;
+    std::map<std::string, double> weight;
+    for (const Sequence& seq : running_) {
+      ++running[seq.request->tenant()];
+      weight[seq.request->tenant()] = seq.request->share_weight();
+    }
+    std::vector<std::string> waiting_tenants;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      waiting_tenants = waiting_.Tenants();
+    }
+    weight[request.tenant()] = request.share_weight();
+    for (const std::string& t : waiting_tenants) weight.try_emplace(t, 1.0);
+    double total = 0;
+    for (const auto& [t, w] : weight) total += w;
+    const auto share = [&](const std::string& t) { return options_.max_running * weight[t] / total; };
+    if (running[request.tenant()] + 1 > std::max(1.0, share(request.tenant()))) return false;
+    std::string over;
+    double most = 0;
+    for (const auto& [t, n] : running) {
+      const double excess = n / weight[t];
+      if (t != request.tenant() && n > share(t) && excess > most) {
+        over = t;
+        most = excess;
+      }
+    }
+    if (most == 0) return false;
+    for (size_t i = running_.size(); i-- > 0;) {
+      const Request& r = *running_[i].request;
+      if (r.tenant() == over && r.priority() == request.priority()) {
+        victim = i;
+        break;
+      }
+    }
+  }
+  if (!victim) return false;
+  Preempt(*victim);
+  return true;
+}
+
 bool Scheduler::BuildStep(StepPlan* plan) {
   *plan = StepPlan();
   int budget = options_.max_step_tokens;
@@ -124,14 +178,10 @@ bool Scheduler::BuildStep(StepPlan* plan) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = waiting_.begin(); it != waiting_.end();) {
-      if ((*it)->leaving()) {
-        (*it)->Leave();
-        it = waiting_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    waiting_.RemoveIf([](const std::shared_ptr<Request>& r) {
+      if (r->leaving()) r->Leave();
+      return r->leaving();
+    });
   }
 
   // Running sequences: a decode token, or the next prefill chunk.
@@ -150,14 +200,16 @@ bool Scheduler::BuildStep(StepPlan* plan) {
     ++i;
   }
 
-  // Admissions, first come first served, while the whole sequence fits.
-  while (budget > 0 && static_cast<int>(running_.size()) < options_.max_running) {
+  // Admissions in the waiting queue's order (priority, then tenants' fair share), while
+  // the whole sequence fits.
+  while (budget > 0) {
     std::shared_ptr<Request> request;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (waiting_.empty()) break;
-      request = waiting_.front();
+      request = waiting_.Next();
     }
+    if (request == nullptr) break;
+    if (static_cast<int>(running_.size()) >= options_.max_running && !MakeRoomFor(*request)) break;
     Sequence seq;
     seq.request = request;
     seq.tokens = request->prompt();
@@ -171,7 +223,7 @@ bool Scheduler::BuildStep(StepPlan* plan) {
       // again here, and must not block the queue.
       request->FinishOutOfCache();
       std::lock_guard<std::mutex> lock(mu_);
-      waiting_.pop_front();
+      waiting_.PopNext();
       continue;
     }
     // Hashed once by the router, unless the request has grown since (a preemption).
@@ -180,14 +232,14 @@ bool Scheduler::BuildStep(StepPlan* plan) {
                                                        : cache_.PrefixHashes(seq.tokens, seq.kv.salt);
     seq.cached = cache_.TakeCachedPrefix(seq.kv, prefix);
     if (!cache_.EnsureCapacity(seq.kv, static_cast<int64_t>(seq.tokens.size()) + 1).ok()) {
-      cache_.Free(seq.kv);  // not enough free blocks yet: FCFS, later requests wait too
+      cache_.Free(seq.kv);  // not enough free blocks yet: in order, later requests wait too
       break;
     }
     {
       // Its work moves from the queue to the running count at once, so routing (which
       // reads both under mu_) never sees it in neither.
       std::lock_guard<std::mutex> lock(mu_);
-      waiting_.pop_front();
+      waiting_.PopNext();
       running_work_ += request->remaining_work();
     }
     seq.computed = seq.cached;
@@ -257,8 +309,8 @@ std::vector<std::shared_ptr<Request>> Scheduler::TakeAll() {
   finished_.clear();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    all.insert(all.end(), waiting_.begin(), waiting_.end());
-    waiting_.clear();
+    std::vector<std::shared_ptr<Request>> waiting = waiting_.TakeAll();
+    all.insert(all.end(), waiting.begin(), waiting.end());
   }
   PublishCounters();
   return all;

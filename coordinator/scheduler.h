@@ -1,10 +1,12 @@
 // Scheduler: continuous batching for one replica group.
 //
-// Owns the group's waiting queue (FCFS) and its running sequences; the group's KV cache
+// Owns the group's waiting queue (priority, then fair share between tenants:
+// waiting_queue.h) and its running sequences; the group's KV cache
 // (blocks, prefix cache, host tier, fetches) is a kvstore::KvCacheManager it asks. Each
 // step it plans a batch under a token budget: running sequences first (one decode
-// token each, or their next prefill chunk), then new requests admitted in arrival
-// order while their whole prompt fits in free blocks (chunked prefill when a prompt
+// token each, or their next prefill chunk), then new requests admitted in the queue's
+// order while their whole prompt fits in free blocks (a full batch gives a slot to a
+// better-priority request, or to a tenant under its fair share: MakeRoomFor) (chunked prefill when a prompt
 // exceeds the budget). A new sequence first takes every cached block of its prefix
 // (prefix caching): from the device pool, else the host tier, else (with a
 // cluster-wide block index) fetched from other workers' host tiers in one step before
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "coordinator/request.h"
+#include "coordinator/waiting_queue.h"
 #include "coordinator/step_plan.h"
 #include "kvstore/block_hash.h"
 #include "kvstore/kv_cache_manager.h"
@@ -105,6 +108,11 @@ class Scheduler {
   // `seq` itself had to go.
   bool Reserve(size_t index, int64_t tokens);
   void Preempt(size_t index);
+  // With every batch slot taken, frees one for `request` when it may have one: a
+  // running request of a higher priority value, or else, if `request`'s tenant is
+  // under its fair share of the slots, one of the tenant furthest over its share, is
+  // preempted. False when `request` must wait.
+  bool MakeRoomFor(const Request& request);
   // Updates the counters other threads read (routing, GetServerInfo).
   void PublishCounters();
 
@@ -112,7 +120,7 @@ class Scheduler {
   kvstore::KvCacheManager cache_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<Request>> waiting_;  // guarded by mu_
+  WaitingQueue waiting_;                          // guarded by mu_
   std::vector<Sequence> running_;                 // admission order; group thread only
   std::vector<uint64_t> finished_;                // ids to send with the next step
   uint64_t next_seq_id_ = 1;
