@@ -201,7 +201,7 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
   void Watch() {
     watching_ = true;
     Tcp().socket().async_wait(tcp::socket::wait_read,
-                                [self = shared_from_this()](beast::error_code ec) { self->OnReadable(ec); });
+                              [self = shared_from_this()](beast::error_code ec) { self->OnReadable(ec); });
   }
 
   void OnReadable(beast::error_code ec) {
@@ -212,7 +212,9 @@ class Session final : public HttpReply, public std::enable_shared_from_this<Sess
     }
     if (ec) return Close();
     // A wakeup is not proof of data (the reactor may report an edge already consumed):
-    // peek. 0 bytes is the client's FIN; nothing yet, keep watching.
+    // peek. 0 bytes is the client's FIN; nothing yet, keep watching. Under TLS a closing
+    // client's close_notify arrives as data before its FIN: the watch ends there, and
+    // the departure is noticed at the next write that fails (the next streamed token).
     char byte;
     const ssize_t n = ::recv(Tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return Watch();
