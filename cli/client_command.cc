@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "cli/commands.h"
 #include "cli/wait_ready.h"
 #include "tessera/v1/tessera.grpc.pb.h"
@@ -110,7 +111,7 @@ int RunClient(const Args& args) {
     std::cerr << "tessera: " << status.error_message() << " (gRPC code " << status.error_code() << ")\n";
     return 1;
   }
-  std::cerr << "[" << v1::FinishReason_Name(last.finish_reason()) << ", " << last.usage().prompt_tokens()
+  std::cerr << "[" << absl::StripPrefix(v1::FinishReason_Name(last.finish_reason()), "FINISH_REASON_") << ", " << last.usage().prompt_tokens()
             << " prompt + " << last.usage().completion_tokens() << " completion tokens]\n";
   return 0;
 }

@@ -18,7 +18,7 @@ absl::StatusOr<ServerConnection> ServerConnection::FromArgs(const Args& args) {
   if (args.Has("tls-ca")) files.ca = args.flags.at("tls-ca");
   absl::StatusOr<std::shared_ptr<const tls::Material>> material = tls::Load(files, tls::Role::kClient, "client");
   if (!material.ok()) return material.status();
-  c.stub_ = v1::Tessera::NewStub(tls::Dial(c.address_, material->get()));
+  c.stub_ = v1::TesseraService::NewStub(tls::Dial(c.address_, material->get()));
   if (const char* key = std::getenv("TESSERA_API_KEY"); key != nullptr) c.api_key_ = key;
   return c;
 }

@@ -27,14 +27,14 @@ class ServerConnection {
   static absl::StatusOr<ServerConnection> FromArgs(const Args& args);
 
   const std::string& address() const { return address_; }
-  v1::Tessera::Stub& stub() const { return *stub_; }
+  v1::TesseraService::Stub& stub() const { return *stub_; }
   // Puts the key (when there is one) and a deadline (when `timeout` is not zero) on `ctx`.
   void Prepare(grpc::ClientContext* ctx, std::chrono::milliseconds timeout = {}) const;
 
  private:
   std::string address_;
   std::string api_key_;
-  std::shared_ptr<v1::Tessera::Stub> stub_;
+  std::shared_ptr<v1::TesseraService::Stub> stub_;
 };
 
 }  // namespace tessera::cli

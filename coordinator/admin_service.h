@@ -11,7 +11,7 @@
 
 namespace tessera::coordinator {
 
-class AdminService final : public v1::Admin::Service {
+class AdminService final : public v1::AdminService::Service {
  public:
   // `admin_keys` (--admin-key-file) may call; `client_keys` (--api-key-file) only tell a
   // client's key apart from a wrong one. With neither, the API is open (a loopback

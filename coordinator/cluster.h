@@ -22,7 +22,7 @@
 
 #include "coordinator/replica_group.h"
 #include "coordinator/router.h"
-#include "tessera/v1/worker.grpc.pb.h"
+#include "tessera/v1/internal/worker.grpc.pb.h"
 
 namespace tessera::coordinator {
 

@@ -1,4 +1,4 @@
-// Frontend: the public tessera.v1.Tessera service. Validates and tokenizes requests,
+// Frontend: the public tessera.v1.TesseraService service. Validates and tokenizes requests,
 // routes them through the cluster, and streams their events back; maps every error
 // to its gRPC status code (see proto/tessera/v1/tessera.proto).
 //
@@ -40,7 +40,7 @@ struct FrontendOptions {
 // request log name requests by them).
 std::string RandomRequestId(std::string_view prefix);
 
-class Frontend final : public v1::Tessera::Service {
+class Frontend final : public v1::TesseraService::Service {
  public:
   // `observer` (may be null) is told of every request's milestones (ServingMetrics).
   Frontend(FrontendOptions options, models::ModelSpec spec, std::unique_ptr<tokenizer::Tokenizer> tokenizer,

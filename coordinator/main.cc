@@ -3,6 +3,7 @@
 //   tessera-coordinator --model DIR [--listen HOST:PORT] [--port-file FILE] ...
 //
 // Every flag is in coordinator/config.cc (see --help). SIGTERM or SIGINT stops it.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 
@@ -38,7 +39,7 @@ int Fail(const std::string& m) {
   return kUsageExit;
 }
 
-constexpr char kClientService[] = "tessera.v1.Tessera";
+constexpr char kClientService[] = "tessera.v1.TesseraService";
 // Message size limits: a client request (a prompt of a model's whole context is well
 // under a megabyte), and the workers' messages (see serve_internal below).
 constexpr int kClientMaxMessageBytes = 16 << 20;
@@ -120,6 +121,10 @@ int Main(int argc, char** argv) {
       request_log.StartStats(std::chrono::seconds(config.log_stats_interval_s), [&frontend] { return frontend.Info(); });
 
   grpc::EnableDefaultHealthCheckService(true);
+  // Server reflection (grpc.reflection.v1alpha): grpcurl and other generic clients list
+  // and call the API without the .proto files. It describes the schema only, which is
+  // public; every call still needs its key.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // The workers' API: on its own port with --internal-listen, else beside the client's.
   RendezvousService rendezvous;
   const bool separate_planes = !config.internal_listen.empty();

@@ -10,7 +10,7 @@
 #include <mutex>
 #include <string>
 
-#include "tessera/v1/worker.grpc.pb.h"
+#include "tessera/v1/internal/worker.grpc.pb.h"
 
 namespace tessera::coordinator {
 

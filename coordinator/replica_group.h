@@ -23,7 +23,7 @@
 #include "coordinator/scheduler.h"
 #include "kvstore/kv_layout.h"
 #include "tessera/v1/tessera.pb.h"
-#include "tessera/v1/worker.grpc.pb.h"
+#include "tessera/v1/internal/worker.grpc.pb.h"
 
 namespace tessera::coordinator {
 

@@ -32,9 +32,9 @@ Request::Request(std::string id, std::vector<int32_t> prompt, const v1::Sampling
 
 std::string FinishReasonName(v1::FinishReason reason) {
   switch (reason) {
-    case v1::LENGTH:
+    case v1::FINISH_REASON_LENGTH:
       return "length";
-    case v1::ABORT:
+    case v1::FINISH_REASON_ABORT:
       return "abort";
     default:
       return "stop";
@@ -82,12 +82,12 @@ bool Request::OnToken(int32_t token, const v1::TokenLogprob* logprob) {
   const bool may_stop = n >= sampling_.min_tokens();
   v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
   if (may_stop && !sampling_.ignore_eos() && Contains(stop_.eos_token_ids, token)) {
-    reason = v1::EOS;
+    reason = v1::FINISH_REASON_EOS;
   } else if (may_stop && std::find(sampling_.stop_token_ids().begin(), sampling_.stop_token_ids().end(), token) !=
                              sampling_.stop_token_ids().end()) {
-    reason = v1::STOP;
+    reason = v1::FINISH_REASON_STOP;
   } else if (n >= max_tokens_ || static_cast<int32_t>(prompt_.size()) + n >= stop_.max_context) {
-    reason = v1::LENGTH;
+    reason = v1::FINISH_REASON_LENGTH;
   }
   if (reason != v1::FINISH_REASON_UNSPECIFIED) {
     Finish(reason, &event);
@@ -128,17 +128,17 @@ void Request::Leave() {
   if (stop_found_) {
     // The consumer has delivered the text up to the stop string and its finish reason.
     finished_ = true;
-    ReportFinished(v1::STOP_STRING);
+    ReportFinished(v1::FINISH_REASON_STOP_STRING);
     return;
   }
   RequestEvent event;
-  Finish(v1::ABORT, &event);
+  Finish(v1::FINISH_REASON_ABORT, &event);
 }
 
 void Request::FinishOutOfCache() {
   if (finished_) return;
   RequestEvent event;
-  Finish(v1::LENGTH, &event);
+  Finish(v1::FINISH_REASON_LENGTH, &event);
 }
 
 bool Request::Push(RequestEvent event, int32_t completion_tokens) {
@@ -191,7 +191,7 @@ void Request::AddText(RequestEvent* event) {
     if (first != std::string::npos) {
       event->text = pending_text_.substr(0, first);
       pending_text_.clear();
-      event->finish = v1::STOP_STRING;
+      event->finish = v1::FINISH_REASON_STOP_STRING;
       StopAt(consumed_tokens_);
       return;
     }

@@ -35,7 +35,7 @@
 #include "kvstore/block_hash.h"
 #include "kvstore/kv_cache_manager.h"
 #include "kvstore/kv_layout.h"
-#include "tessera/v1/worker.pb.h"
+#include "tessera/v1/internal/worker.pb.h"
 
 namespace tessera::coordinator {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "coordinator/step_plan.h"
-#include "tessera/v1/worker.pb.h"
+#include "tessera/v1/internal/worker.pb.h"
 
 namespace tessera::coordinator {
 

@@ -20,7 +20,7 @@
 
 #include "kvstore/block_hash.h"
 #include "kvstore/block_fetcher.h"
-#include "tessera/v1/worker.pb.h"
+#include "tessera/v1/internal/worker.pb.h"
 
 namespace tessera::kvstore {
 

@@ -24,7 +24,7 @@
 
 #include "kvstore/block_server.h"
 #include "kvstore/cpu_kv_storage.h"
-#include "tessera/v1/worker.pb.h"
+#include "tessera/v1/internal/worker.pb.h"
 
 namespace tessera::kvstore {
 

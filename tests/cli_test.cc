@@ -20,7 +20,7 @@
 #include "tests/golden_fixture.h"
 #include "common/http_client.h"
 #include "tests/safetensors_writer.h"
-#include "tessera/v1/worker.grpc.pb.h"
+#include "tessera/v1/internal/worker.grpc.pb.h"
 
 namespace tessera {
 namespace {

@@ -99,7 +99,7 @@ TEST(HttpApiTest, ReadyOnlyOnceAGroupIsReadyAndHealthAlways) {
   HttpCluster c(0);
   EXPECT_EQ(HttpFetch(c.port, "GET", "/health").status, 200);
   EXPECT_EQ(GrpcHealth(*c.cluster, ""), Status::SERVING);
-  EXPECT_EQ(GrpcHealth(*c.cluster, "tessera.v1.Tessera"), Status::NOT_SERVING);
+  EXPECT_EQ(GrpcHealth(*c.cluster, "tessera.v1.TesseraService"), Status::NOT_SERVING);
   const HttpResult not_ready = HttpFetch(c.port, "GET", "/ready");
   EXPECT_EQ(not_ready.status, 503);
   EXPECT_EQ(not_ready.Json()["error"]["code"], 503);
@@ -111,7 +111,7 @@ TEST(HttpApiTest, ReadyOnlyOnceAGroupIsReadyAndHealthAlways) {
   Status::ServingStatus client_api = Status::UNKNOWN;
   for (int i = 0; i < 100 && client_api != Status::SERVING; ++i) {  // polled every 100 ms
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    client_api = GrpcHealth(*c.cluster, "tessera.v1.Tessera");
+    client_api = GrpcHealth(*c.cluster, "tessera.v1.TesseraService");
   }
   EXPECT_EQ(client_api, Status::SERVING);
 }
@@ -486,7 +486,7 @@ struct LongStream {
   grpc::ClientContext ctx;
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
 };
-std::unique_ptr<LongStream> StartLongStream(v1::Tessera::Stub& stub, const std::string& key, const std::string& id) {
+std::unique_ptr<LongStream> StartLongStream(v1::TesseraService::Stub& stub, const std::string& key, const std::string& id) {
   auto stream = std::make_unique<LongStream>();
   stream->ctx.AddMetadata("authorization", "Bearer " + key);
   v1::GenerateRequest request = testing::GreedyIds({1, 2, 3}, 500);
@@ -550,7 +550,7 @@ TEST(HttpApiTest, ApiKeysGuardTheClientApisAndSeparateTenants) {
   v1::GenerateResponse msg;
   v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
   while (reader->Read(&msg)) reason = msg.finish_reason() ? msg.finish_reason() : reason;
-  EXPECT_EQ(reason, v1::ABORT);
+  EXPECT_EQ(reason, v1::FINISH_REASON_ABORT);
   EXPECT_TRUE(reader->Finish().ok());
 }
 

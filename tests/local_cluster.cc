@@ -95,7 +95,7 @@ std::shared_ptr<grpc::Channel> LocalCluster::Channel() const {
   return grpc::CreateChannel(address_, grpc::SslCredentials(tls));
 }
 
-std::unique_ptr<v1::Tessera::Stub> LocalCluster::Stub() const { return v1::Tessera::NewStub(Channel()); }
+std::unique_ptr<v1::TesseraService::Stub> LocalCluster::Stub() const { return v1::TesseraService::NewStub(Channel()); }
 
 pid_t LocalCluster::AddWorker(const std::vector<std::string>& extra_flags) {
   std::vector<std::string> argv = {BinaryPath("tessera-worker"), "--coordinator", internal_address_, "--threads", "1"};

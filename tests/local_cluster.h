@@ -51,7 +51,7 @@ class LocalCluster {
   const std::string& internal_address() const { return internal_address_; }
   // A channel to the client port (TLS with `client_ca`).
   std::shared_ptr<grpc::Channel> Channel() const;
-  std::unique_ptr<v1::Tessera::Stub> Stub() const;
+  std::unique_ptr<v1::TesseraService::Stub> Stub() const;
 
   // Starts a worker with the options' worker flags and `extra_flags`.
   pid_t AddWorker(const std::vector<std::string>& extra_flags = {});

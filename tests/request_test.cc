@@ -83,9 +83,9 @@ TEST_F(RequestTest, TheConsumerDetokenizes) {
   text += Take(*r, &finish, &tokens);
   EXPECT_EQ(text, kText);
   EXPECT_EQ(tokens, static_cast<int>(ids_.size()));
-  EXPECT_EQ(finish, v1::LENGTH);
+  EXPECT_EQ(finish, v1::FINISH_REASON_LENGTH);
   ASSERT_EQ(recorder_.finished.size(), 1u);
-  EXPECT_EQ(recorder_.finished[0].reason, v1::LENGTH);
+  EXPECT_EQ(recorder_.finished[0].reason, v1::FINISH_REASON_LENGTH);
 }
 
 // The producer ran ahead of the consumer: the tokens after the stop string are dropped,
@@ -99,7 +99,7 @@ TEST_F(RequestTest, AStopStringFoundByTheConsumerEndsTheSequence) {
   int tokens = 0;
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   EXPECT_EQ(Take(*r, &finish, &tokens), "In the beginning");
-  EXPECT_EQ(finish, v1::STOP_STRING);
+  EXPECT_EQ(finish, v1::FINISH_REASON_STOP_STRING);
   EXPECT_LT(tokens, static_cast<int>(ids_.size()));
   EXPECT_EQ(r->usage().completion_tokens(), tokens);
   EXPECT_TRUE(r->leaving());
@@ -109,7 +109,7 @@ TEST_F(RequestTest, AStopStringFoundByTheConsumerEndsTheSequence) {
   EXPECT_TRUE(r->finished());
   EXPECT_TRUE(r->WaitEvents(std::chrono::milliseconds(0)).empty());
   ASSERT_EQ(recorder_.finished.size(), 1u);
-  EXPECT_EQ(recorder_.finished[0].reason, v1::STOP_STRING);
+  EXPECT_EQ(recorder_.finished[0].reason, v1::FINISH_REASON_STOP_STRING);
   EXPECT_EQ(recorder_.finished[0].completion_tokens, tokens);
 }
 
@@ -127,13 +127,13 @@ TEST_F(RequestTest, ALeavingRequestEndsWithoutAnotherEvent) {
     text += Take(*r, &finish, &tokens);
   }
   EXPECT_EQ(text, "In the ");
-  ASSERT_EQ(finish, v1::STOP_STRING);
+  ASSERT_EQ(finish, v1::FINISH_REASON_STOP_STRING);
   ASSERT_TRUE(r->leaving());
   r->Leave();
   EXPECT_TRUE(r->finished());
   EXPECT_TRUE(r->WaitEvents(std::chrono::milliseconds(0)).empty());
   ASSERT_EQ(recorder_.finished.size(), 1u);
-  EXPECT_EQ(recorder_.finished[0].reason, v1::STOP_STRING);
+  EXPECT_EQ(recorder_.finished[0].reason, v1::FINISH_REASON_STOP_STRING);
 }
 
 TEST_F(RequestTest, AbortFlushesHeldBackTextAndEndsTheStream) {
@@ -147,7 +147,7 @@ TEST_F(RequestTest, AbortFlushesHeldBackTextAndEndsTheStream) {
   int tokens = 0;
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   const std::string text = Take(*r, &finish, &tokens);
-  EXPECT_EQ(finish, v1::ABORT);
+  EXPECT_EQ(finish, v1::FINISH_REASON_ABORT);
   EXPECT_EQ(text, *tokenizer_->Decode(std::vector<int32_t>(ids_.begin(), ids_.begin() + 5), true));
   EXPECT_TRUE(r->OnToken(ids_[5], nullptr)) << "no token after the end";
 }

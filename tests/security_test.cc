@@ -73,7 +73,7 @@ TEST(SecurityTest, EveryPlaneHasTlsAndOnlyTheCasWorkersJoin) {
   ASSERT_TRUE(o.status.ok()) << o.status.error_message();
   EXPECT_EQ(o.tokens.size(), 4u);
   // Plaintext to the TLS port gets nowhere.
-  auto plain = v1::Tessera::NewStub(grpc::CreateChannel(cluster.address(), grpc::InsecureChannelCredentials()));
+  auto plain = v1::TesseraService::NewStub(grpc::CreateChannel(cluster.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
   v1::ModelInfo info;
@@ -142,7 +142,7 @@ TEST(SecurityTest, BadTlsFlagsStopTheServerWithTheReason) {
 }
 
 grpc::StatusCode DrainAs(LocalCluster& cluster, const std::string& key, const std::string& worker) {
-  auto admin = v1::Admin::NewStub(cluster.Channel());
+  auto admin = v1::AdminService::NewStub(cluster.Channel());
   grpc::ClientContext ctx;
   if (!key.empty()) ctx.AddMetadata("authorization", "Bearer " + key);
   v1::DrainRequest request;

@@ -4,7 +4,7 @@
 
 namespace tessera::testing {
 
-Outcome Generate(v1::Tessera::Stub& stub, const v1::GenerateRequest& request, grpc::ClientContext* ctx) {
+Outcome Generate(v1::TesseraService::Stub& stub, const v1::GenerateRequest& request, grpc::ClientContext* ctx) {
   grpc::ClientContext local;
   if (ctx == nullptr) ctx = &local;
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));

@@ -8,7 +8,7 @@
 
 #include "common/tls.h"
 #include "parallel/rendezvous_store.h"
-#include "tessera/v1/worker.grpc.pb.h"
+#include "tessera/v1/internal/worker.grpc.pb.h"
 
 namespace tessera::worker {
 

@@ -29,7 +29,7 @@
 #include "common/tls.h"
 #include "kernels/cpu_isa.h"
 #include "kvstore/block_server.h"
-#include "tessera/v1/worker.grpc.pb.h"
+#include "tessera/v1/internal/worker.grpc.pb.h"
 #include "worker/config.h"
 #include "worker/coordinator_session.h"
 #include "worker/worker_service.h"

@@ -20,7 +20,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/sampling.h"
 #include "models/model.h"
-#include "tessera/v1/worker.pb.h"
+#include "tessera/v1/internal/worker.pb.h"
 #include "kvstore/block_fetcher.h"
 #include "kvstore/host_tier.h"
 #include "worker/engine.h"

@@ -12,7 +12,7 @@
 #include "common/progress.h"
 #include "common/tls.h"
 #include "parallel/communicator.h"
-#include "tessera/v1/worker.grpc.pb.h"
+#include "tessera/v1/internal/worker.grpc.pb.h"
 #include "kvstore/host_tier.h"
 #include "worker/step_executor.h"
 

@@ -6,15 +6,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 tools="$root/build/http-test-tools"
-command -v node >/dev/null && command -v npm >/dev/null || { echo "node/npm not installed: skipping"; exit 77; }
-mkdir -p "$tools"
-exec 9>"$tools/.lock"
-flock 9
-if ! cmp -s "$root/tests/http/package-lock.json" "$tools/package-lock.json" || [ ! -d "$tools/node_modules/openai" ]; then
-  cp "$root/tests/http/package.json" "$root/tests/http/package-lock.json" "$tools/"
-  (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error) || { echo "npm registry unreachable: skipping"; exit 77; }
-fi
-flock -u 9
+source "$root/tests/npm_tools.sh"
+npm_tools "$root/tests/http" "$tools"
 
 source "$root/tests/http/serve_bundled.sh" "$1"
 # The test file imports "openai" from the tools' node_modules.
