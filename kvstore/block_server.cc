@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "kvstore/block_socket.h"
@@ -98,9 +99,12 @@ void BlockServer::ServeRequests(wire::Conn& conn) {
   while (!stop_ && conn.ReadAll(&header, sizeof(header))) {
     const KvLayout layout = source_->layout();
     const HeadRange held = source_->heads();
+    // Head numbers are checked as sent (unsigned) before they become ints.
+    const bool heads_sane = header.head_begin < header.head_end &&
+                            header.head_end <= static_cast<uint32_t>(std::numeric_limits<int>::max());
     const HeadRange range{static_cast<int>(header.head_begin), static_cast<int>(header.head_end)};
     uint32_t status = wire::kOk;
-    if (header.magic != wire::kMagic || header.count > wire::kMaxBlocksPerRequest || range.size() <= 0) {
+    if (header.magic != wire::kMagic || header.count > wire::kMaxBlocksPerRequest || !heads_sane) {
       status = wire::kBadRequest;
     } else if (header.num_layers != static_cast<uint32_t>(layout.num_layers) ||
                header.block_size != static_cast<uint32_t>(layout.block_size) ||

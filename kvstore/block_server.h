@@ -51,11 +51,14 @@ class BlockServer {
   int64_t bytes_served() const { return bytes_served_; }  // block bytes sent to peers
   int64_t peers_refused() const { return peers_refused_; }  // failed TLS handshakes
 
+  // Answers one connection's requests until it closes or sends a bad one. The accept
+  // loop runs it for each peer; the data plane's fuzzer (fuzz/) feeds it its own socket.
+  void ServeRequests(wire::Conn& conn);
+
  private:
   BlockServer(int listen_fd, int port, const BlockSource* source, std::shared_ptr<const tls::SocketTls> tls);
   void AcceptLoop();
   void Serve(int fd);
-  void ServeRequests(wire::Conn& conn);
 
   const int listen_fd_;
   const int port_;

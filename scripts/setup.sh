@@ -18,8 +18,9 @@ PACKAGES=(
 # machine that has them from elsewhere (NodeSource) keeps its own. Image builds, which
 # run no tests, skip them (TESSERA_SETUP_NO_TEST_TOOLS=1).
 if [[ -z "${TESSERA_SETUP_NO_TEST_TOOLS:-}" ]] && ! command -v npm >/dev/null; then PACKAGES+=(nodejs npm); fi
-# qemu-user runs the kernel tests as CPUs without AVX-512 (tests/other_cpus_test.sh).
-if [[ -z "${TESSERA_SETUP_NO_TEST_TOOLS:-}" ]]; then PACKAGES+=(qemu-user); fi
+# qemu-user runs the kernel tests as CPUs without AVX-512 (tests/other_cpus_test.sh);
+# clang and its libFuzzer runtime build the fuzzers (scripts/fuzz.sh).
+if [[ -z "${TESSERA_SETUP_NO_TEST_TOOLS:-}" ]]; then PACKAGES+=(qemu-user clang-14 libclang-rt-14-dev); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -8,6 +8,7 @@
 
 #include "kvstore/block_fetcher.h"
 #include "kvstore/block_server.h"
+#include "kvstore/block_socket.h"
 #include "tests/test_certificates.h"
 
 namespace tessera::kvstore {
@@ -168,6 +169,33 @@ TEST(BlockTransferTest, ALayoutMismatchIsRefused) {
   for (size_t i = 0; i < d.blocks.size(); ++i) d.pointers[i] = d.blocks[i].data();
   const BlockPeer peers[] = {a.peer()};
   EXPECT_EQ(fetcher.Fetch(peers, Hashes(2), other, {0, 4}, d.pointers).code(), absl::StatusCode::kDataLoss);
+}
+
+// Header fields a hostile peer chooses (found by fuzz/block_wire_fuzzer.cc: head
+// numbers past INT_MAX overflowed the head count): each is a bad request, answered
+// with a status, and the server goes on serving.
+TEST(BlockTransferTest, HostileHeadersAreBadRequests) {
+  Served a = Serve({0, 4}, 1);
+  const wire::RequestHeader bad[] = {
+      {wire::kMagic, 3, 4, 8, 0x80000200u, 0x20000u, 1},   // the fuzzer's: begin past INT_MAX
+      {wire::kMagic, 3, 4, 8, 0u, 0xFFFFFFFFu, 1},         // end past INT_MAX
+      {wire::kMagic, 3, 4, 8, 2u, 2u, 1},                  // no heads
+      {wire::kMagic, 3, 4, 8, 0u, 4u, wire::kMaxBlocksPerRequest + 1},
+      {0x12345678u, 3, 4, 8, 0u, 4u, 1},
+  };
+  for (const wire::RequestHeader& header : bad) {
+    auto conn = wire::Conn::Connect(a.peer().address, std::chrono::seconds(5), nullptr);
+    ASSERT_TRUE(conn.ok()) << conn.status();
+    ASSERT_TRUE((*conn)->WriteAll(&header, sizeof(header)));
+    uint32_t status = wire::kOk;
+    ASSERT_TRUE((*conn)->ReadAll(&status, sizeof(status)));
+    EXPECT_EQ(status, wire::kBadRequest) << header.head_begin << ".." << header.head_end;
+  }
+  BlockFetcher fetcher;
+  Destination d(1, 4);
+  const BlockPeer peers[] = {a.peer()};
+  ASSERT_TRUE(fetcher.Fetch(peers, Hashes(1), kFull, {0, 4}, d.pointers).ok());
+  EXPECT_EQ(d.blocks[0], FullBlock(0));
 }
 
 // Connections are kept between fetches; one the peer closed meanwhile (a restart) is

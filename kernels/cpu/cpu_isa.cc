@@ -1,5 +1,7 @@
 #include "kernels/cpu_isa.h"
 
+#include <cpuid.h>
+
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
@@ -10,13 +12,19 @@
 namespace tessera::kernels {
 namespace {
 
-// GCC's cpuid reading also checks that the OS saves the AVX / AVX-512 registers.
+// F16C from cpuid leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no "f16c".
+bool CpuHasF16c() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
+// The compiler's cpuid reading also checks that the OS saves the AVX / AVX-512 registers.
 bool CpuHas(CpuIsa isa) {
   __builtin_cpu_init();
   switch (isa) {
     case CpuIsa::kPortable: return true;
     case CpuIsa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && CpuHasF16c();
     case CpuIsa::kAvx512: return CpuHas(CpuIsa::kAvx2) && __builtin_cpu_supports("avx512f");
     case CpuIsa::kAvx512Bf16: return CpuHas(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512bf16");
   }
