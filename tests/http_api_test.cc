@@ -30,13 +30,10 @@ struct HttpCluster {
   explicit HttpCluster(int workers, std::vector<std::string> coordinator_flags = {},
                        std::vector<std::string> worker_flags = {})
       : dir(testing::MakeTempDir("http_api")) {
-    coordinator_flags.insert(coordinator_flags.end(),
-                             {"--http-listen", "127.0.0.1:0", "--http-port-file", dir + "/http.port"});
-    cluster = std::make_unique<testing::LocalCluster>(
-        testing::LocalClusterOptions{Bundled(), workers, coordinator_flags, worker_flags});
-    const std::string port_text = testing::WaitForPortFile(dir + "/http.port");
-    if (port_text.empty()) throw std::runtime_error("the HTTP API did not start");
-    port = std::stoi(port_text);
+    testing::LocalClusterOptions options{Bundled(), workers, coordinator_flags, worker_flags};
+    options.http = true;
+    cluster = std::make_unique<testing::LocalCluster>(options);
+    port = cluster->http_port();
     if (workers > 0 && !cluster->WaitForReadyGroups(1)) throw std::runtime_error("no group became ready");
   }
   std::string dir;

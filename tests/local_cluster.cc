@@ -60,6 +60,12 @@ void LocalCluster::StartCoordinator(const std::string& listen) {
     const std::string port = internal_address_.empty() ? "0" : internal_address_.substr(internal_address_.rfind(':') + 1);
     argv.insert(argv.end(), {"--internal-listen", "127.0.0.1:" + port, "--internal-port-file", internal_port_file});
   }
+  const std::string http_port_file = dir_ + "/http-port";
+  if (options_.http) {
+    std::filesystem::remove(http_port_file);
+    const std::string port = http_port_ ? std::to_string(http_port_) : "0";
+    argv.insert(argv.end(), {"--http-listen", "127.0.0.1:" + port, "--http-port-file", http_port_file});
+  }
   argv.insert(argv.end(), options_.coordinator_flags.begin(), options_.coordinator_flags.end());
   coordinator_ = SpawnProcess(argv, dir_ + "/coordinator.log");
   const std::string port = WaitForPortFile(port_file);
@@ -70,6 +76,11 @@ void LocalCluster::StartCoordinator(const std::string& listen) {
     const std::string internal = WaitForPortFile(internal_port_file);
     if (internal.empty()) throw std::runtime_error("coordinator's internal port did not open; see " + dir_);
     internal_address_ = "127.0.0.1:" + internal;
+  }
+  if (options_.http) {
+    const std::string http = WaitForPortFile(http_port_file);
+    if (http.empty()) throw std::runtime_error("coordinator's HTTP API did not start; see " + dir_);
+    http_port_ = std::stoi(http);
   }
 }
 

@@ -36,6 +36,8 @@ struct LocalClusterOptions {
   std::string client_ca;
   // The key Info() and the Wait* helpers send ("" : none).
   std::string api_key;
+  // The OpenAI-compatible HTTP API too, on a port of its own (http_port()).
+  bool http = false;
 };
 
 class LocalCluster {
@@ -44,6 +46,7 @@ class LocalCluster {
   ~LocalCluster();
 
   const std::string& address() const { return address_; }
+  int http_port() const { return http_port_; }  // with options.http
   pid_t coordinator_pid() const { return coordinator_; }
   // Where the processes' logs are (coordinator.log, ...).
   const std::string& log_dir() const { return dir_; }
@@ -76,6 +79,7 @@ class LocalCluster {
   std::string dir_;
   std::string address_;
   std::string internal_address_;
+  int http_port_ = 0;
   pid_t coordinator_ = -1;
   std::vector<pid_t> workers_;
 };

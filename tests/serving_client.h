@@ -21,7 +21,7 @@ struct Outcome {
   int messages = 0;
 };
 
-// Runs one Generate stream to its end (deadline: 120 s).
+// Runs one Generate stream to its end (deadline: the context's, else 120 s).
 Outcome Generate(v1::TesseraService::Stub& stub, const v1::GenerateRequest& request, grpc::ClientContext* ctx = nullptr);
 // A greedy request for `max_tokens` tokens after `prompt` (token ids), EOS ignored.
 v1::GenerateRequest GreedyIds(const std::vector<int32_t>& prompt, int max_tokens);
