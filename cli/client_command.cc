@@ -111,8 +111,9 @@ int RunClient(const Args& args) {
     std::cerr << "tessera: " << status.error_message() << " (gRPC code " << status.error_code() << ")\n";
     return 1;
   }
-  std::cerr << "[" << absl::StripPrefix(v1::FinishReason_Name(last.finish_reason()), "FINISH_REASON_") << ", " << last.usage().prompt_tokens()
-            << " prompt + " << last.usage().completion_tokens() << " completion tokens]\n";
+  std::cerr << "[" << absl::StripPrefix(v1::FinishReason_Name(last.finish_reason()), "FINISH_REASON_") << ", "
+            << last.usage().prompt_tokens() << " prompt + " << last.usage().completion_tokens()
+            << " completion tokens]\n";
   return 0;
 }
 
