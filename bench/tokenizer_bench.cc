@@ -6,12 +6,12 @@
 //
 //   build/bin/tokenizer_bench [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
-#include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "common/gzip_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tessera::bench {
@@ -24,17 +24,6 @@ std::string ReadFile(const fs::path& p) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-std::string Gunzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  std::string out;
-  if (f == nullptr) return out;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
-  gzclose(f);
-  return out;
 }
 
 // Appends files' text until `budget` bytes are reached.
@@ -91,8 +80,12 @@ const std::string& MixedCorpus() {
 }
 
 void BM_Encode(benchmark::State& state, const std::string& name, bool english_only) {
-  auto tok = tokenizer::Tokenizer::FromJson(Gunzip(std::string(TESSERA_SOURCE_DIR) + "/tests/data/tokenizers/" + name +
-                                                   "/tokenizer.json.gz"));
+  auto json = ReadGzipFile(std::string(TESSERA_SOURCE_DIR) + "/tests/data/tokenizers/" + name + "/tokenizer.json.gz");
+  if (!json.ok()) {
+    state.SkipWithError(std::string(json.status().message()).c_str());
+    return;
+  }
+  auto tok = tokenizer::Tokenizer::FromJson(*json);
   if (!tok.ok()) {
     state.SkipWithError(std::string(tok.status().message()).c_str());
     return;

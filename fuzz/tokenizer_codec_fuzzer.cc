@@ -10,8 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <zlib.h>
-
+#include "common/gzip_file.h"
 #include "fuzz/fuzz_input.h"
 #include "tokenizer/incremental_decoder.h"
 #include "tokenizer/tokenizer.h"
@@ -21,21 +20,13 @@ namespace {
 
 using tessera::tokenizer::Tokenizer;
 
-std::string Gunzip(const std::string& path) {
-  std::string out;
-  if (gzFile f = gzopen(path.c_str(), "rb")) {
-    char buffer[1 << 16];
-    for (int n; (n = gzread(f, buffer, sizeof(buffer))) > 0;) out.append(buffer, n);
-    gzclose(f);
-  }
-  return out;
-}
-
 std::vector<std::unique_ptr<Tokenizer>> LoadAll() {
   const std::string root = TESSERA_SOURCE_DIR;
   std::vector<absl::StatusOr<std::unique_ptr<Tokenizer>>> loaded;
   loaded.push_back(Tokenizer::Load(root + "/assets/models/tessera-tiny-llama"));
-  loaded.push_back(Tokenizer::FromJson(Gunzip(root + "/tests/data/tokenizers/gpt2/tokenizer.json.gz")));
+  const auto gpt2 = tessera::ReadGzipFile(root + "/tests/data/tokenizers/gpt2/tokenizer.json.gz");
+  if (!gpt2.ok()) std::abort();
+  loaded.push_back(Tokenizer::FromJson(*gpt2));
   std::vector<std::unique_ptr<Tokenizer>> all;
   for (auto& t : loaded) {
     if (!t.ok()) std::abort();  // the fixtures are part of the source tree

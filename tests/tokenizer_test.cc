@@ -1,7 +1,6 @@
 // The tokenizer against the reference ids of five real vocabularies
 // (tests/data/tokenizers, see its README), streaming detokenization as a property
 // over the same cases, and clear errors for what is unsupported.
-#include <zlib.h>
 
 #include <fstream>
 #include <iterator>
@@ -9,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/gzip_file.h"
 #include "nlohmann/json.hpp"
 #include "tests/golden_fixture.h"
 #include "tokenizer/incremental_decoder.h"
@@ -18,19 +18,11 @@
 namespace tessera::tokenizer {
 namespace {
 
-std::string Gunzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) return "";
-  std::string out;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
-  gzclose(f);
-  return out;
-}
-
 std::unique_ptr<Tokenizer> LoadFixture(const std::string& name) {
-  auto t = Tokenizer::FromJson(Gunzip(testing::TestDataDir() + "/tokenizers/" + name + "/tokenizer.json.gz"));
+  auto json = ReadGzipFile(testing::TestDataDir() + "/tokenizers/" + name + "/tokenizer.json.gz");
+  EXPECT_TRUE(json.ok()) << json.status();
+  if (!json.ok()) return nullptr;
+  auto t = Tokenizer::FromJson(*json);
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? std::move(*t) : nullptr;
 }
