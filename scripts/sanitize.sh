@@ -25,7 +25,7 @@ case "$mode" in
   thread)
     dir=build-tsan
     flags="-fsanitize=thread"
-    tests=(-R "^(SchedulerTest|FairShareTest|RouterTest|RequestTest|BlockIndexTest|KvCacheManagerTest|BlockTransferTest|ServingTest|KvStoreTest|HttpApiTest|SecurityTest|BadInputTest)\\.")
+    tests=(-R "^(SchedulerTest|FairShareTest|RouterTest|RequestTest|BlockIndexTest|KvCacheManagerTest|BlockTransferTest|ServingTest|KvStoreTest|HttpApiTest|SecurityTest|BadInputTest|ChaosTest)\\.")
     export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp"
     ;;
   *)

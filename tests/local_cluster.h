@@ -18,7 +18,8 @@ class Channel;
 namespace tessera::testing {
 
 // Starts `argv` (argv[0] a path) as a child that dies with the test, its stderr
-// appended to `log`.
+// appended to `log`. It dies with the thread that started it (PR_SET_PDEATHSIG), so
+// start processes (AddWorker, RestartCoordinator) from the test's own thread.
 pid_t SpawnProcess(const std::vector<std::string>& argv, const std::string& log);
 // A tessera binary of this build.
 std::string BinaryPath(const std::string& name);
