@@ -99,6 +99,7 @@ int Main(int argc, char** argv) {
   absl::StatusOr<std::string> identity = models::ModelIdentity(model_dir);
   if (!identity.ok()) return Fail(std::string(identity.status().message()));
   config.cluster.group.model_identity = *identity;
+  config.cluster.group.kv_window = spec->kv_window();
   log::Info() << "model " << model_dir << " is " << *identity;
   // A folder without tokenizer.json is served with token ids only.
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;

@@ -150,6 +150,7 @@ bool ReplicaGroup::Load() {
   so.cache.num_blocks = blocks;  // every rank must hold every block
   so.max_step_tokens = options_.max_step_tokens;
   so.max_running = options_.max_running;
+  so.kv_window = options_.kv_window;
   if (options_.prefix_caching) so.cache.model_identity = options_.model_identity;
   so.cache.num_host_blocks = options_.prefix_caching ? host_blocks : 0;  // the host tier holds cached blocks
   if (options_.prefix_caching) so.cache.block_index = options_.block_index;

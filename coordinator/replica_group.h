@@ -38,6 +38,7 @@ struct GroupOptions {
   int64_t kv_memory_bytes = kvstore::kDefaultKvMemoryBytes;
   int max_step_tokens = 512;
   int max_running = 256;
+  int kv_window = 0;           // the model's (models::ModelSpec::kv_window)
   bool prefix_caching = true;  // reuse cached KV blocks of equal prefixes
   bool batch_invariant = false;  // workers compute every row independently of the batch
   int32_t num_host_kv_blocks = 0;  // the host tier per worker (0: none)

@@ -33,6 +33,7 @@ Request::Request(std::string id, std::vector<int32_t> prompt, const v1::Sampling
 std::string FinishReasonName(v1::FinishReason reason) {
   switch (reason) {
     case v1::FINISH_REASON_LENGTH:
+    case v1::FINISH_REASON_KV_CACHE_FULL:  // OpenAI's clients know no other word for it
       return "length";
     case v1::FINISH_REASON_ABORT:
       return "abort";
@@ -138,7 +139,7 @@ void Request::Leave() {
 void Request::FinishOutOfCache() {
   if (finished_) return;
   RequestEvent event;
-  Finish(v1::FINISH_REASON_LENGTH, &event);
+  Finish(v1::FINISH_REASON_KV_CACHE_FULL, &event);
 }
 
 bool Request::Push(RequestEvent event, int32_t completion_tokens) {

@@ -38,7 +38,7 @@ struct RequestEvent {
 };
 
 // OpenAI's name for how a request ended: "stop" (EOS, a stop token or string),
-// "length", "abort".
+// "length" (max tokens, the context, or a full KV cache), "abort".
 std::string FinishReasonName(v1::FinishReason reason);
 
 // How a request ended, for metrics and the request log.

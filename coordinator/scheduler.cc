@@ -76,6 +76,19 @@ void Scheduler::PublishCounters() {
   running_count_ = static_cast<int>(running_.size());
 }
 
+int64_t Scheduler::FirstNeeded(int64_t computed) const {
+  return options_.kv_window > 0 ? std::max<int64_t>(0, computed - options_.kv_window + 1) : 0;
+}
+
+int64_t Scheduler::ChunkLimit(int64_t computed, int64_t remaining, int64_t budget) const {
+  const int64_t chunk = std::min(remaining, budget);
+  if (options_.kv_window == 0) return chunk;
+  // The blocks from the window's first one on: the pool's worth of them.
+  const int64_t bs = cache_.block_size();
+  const int64_t end = (FirstNeeded(computed) / bs + cache_.num_blocks()) * bs;
+  return std::min(chunk, end - computed);
+}
+
 void Scheduler::Release(Sequence& seq) {
   cache_.Free(seq.kv);
   if (seq.worker_knows) finished_.push_back(seq.id);
@@ -188,7 +201,7 @@ bool Scheduler::BuildStep(StepPlan* plan) {
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence& seq = running_[i];
     const int64_t remaining = static_cast<int64_t>(seq.tokens.size()) - seq.computed;
-    const int64_t chunk = std::min<int64_t>(remaining, budget);
+    const int64_t chunk = ChunkLimit(seq.computed, remaining, budget);
     seq.planned = 0;
     if (chunk <= 0) {
       ++i;
@@ -218,7 +231,11 @@ bool Scheduler::BuildStep(StepPlan* plan) {
     seq.kv.salt = request->cache_salt();
     const int bs = cache_.block_size();
     const int64_t blocks_needed = (static_cast<int64_t>(seq.tokens.size()) + bs) / bs;
-    if (blocks_needed > cache_.num_blocks()) {
+    const bool windowed = options_.kv_window > 0;
+    // With a window the pool must hold the window's blocks and one token more (then
+    // ChunkLimit is never 0); without one, the whole sequence.
+    const int64_t window_blocks = (options_.kv_window - 1 + bs - 1) / bs + 1;
+    if (windowed ? window_blocks > cache_.num_blocks() : blocks_needed > cache_.num_blocks()) {
       // Grown past the whole pool while it ran (then was preempted): it can never run
       // again here, and must not block the queue.
       request->FinishOutOfCache();
@@ -231,7 +248,12 @@ bool Scheduler::BuildStep(StepPlan* plan) {
                                                        ? request->prefix_hashes()
                                                        : cache_.PrefixHashes(seq.tokens, seq.kv.salt);
     seq.cached = cache_.TakeCachedPrefix(seq.kv, prefix);
-    if (!cache_.EnsureCapacity(seq.kv, static_cast<int64_t>(seq.tokens.size()) + 1).ok()) {
+    // The whole sequence and its next token; with a window, what its first chunk reads.
+    cache_.ReleaseBefore(seq.kv, FirstNeeded(seq.cached));
+    const int64_t first_chunk =
+        ChunkLimit(seq.cached, static_cast<int64_t>(seq.tokens.size()) - seq.cached, budget);
+    const int64_t hold = windowed ? seq.cached + first_chunk : static_cast<int64_t>(seq.tokens.size()) + 1;
+    if (!cache_.EnsureCapacity(seq.kv, hold).ok()) {
       cache_.Free(seq.kv);  // not enough free blocks yet: in order, later requests wait too
       break;
     }
@@ -244,14 +266,14 @@ bool Scheduler::BuildStep(StepPlan* plan) {
     }
     seq.computed = seq.cached;
     seq.id = next_seq_id_++;
-    FetchRemotePrefix(seq, std::span(prefix).subspan(seq.kv.hashes.size()), plan);
+    // Fetched blocks land in the sequence's next blocks, which a window does not hold
+    // ahead: windowed sequences compute what they miss.
+    if (!windowed) FetchRemotePrefix(seq, std::span(prefix).subspan(seq.kv.hashes.size()), plan);
     if (seq.kv.fetching.empty()) {
       request->set_cached_tokens(static_cast<int32_t>(std::min<int64_t>(seq.cached, seq.prompt_len)));
     }
     // A sequence whose prefix is being fetched is computed from the next step on.
-    seq.planned = seq.kv.fetching.empty()
-                      ? std::min<int64_t>(static_cast<int64_t>(seq.tokens.size()) - seq.computed, budget)
-                      : 0;
+    seq.planned = seq.kv.fetching.empty() ? first_chunk : 0;
     budget -= static_cast<int>(seq.planned);
     running_.push_back(std::move(seq));
   }
@@ -285,6 +307,7 @@ void Scheduler::ApplyStep(std::span<const v1::internal::StepResponse> responses)
     seq.computed += seq.planned;
     seq.planned = 0;
     cache_.RegisterFullBlocks(seq.kv, seq.tokens, seq.computed);
+    cache_.ReleaseBefore(seq.kv, FirstNeeded(seq.computed));
   }
   for (const auto& sampled : responses[0].sampled()) {
     auto it = std::find_if(running_.begin(), running_.end(), [&](const Sequence& s) { return s.id == sampled.seq_id(); });

@@ -13,7 +13,9 @@
 // it is computed; only the rest is computed. When a running sequence needs a block
 // and none is free,
 // the newest sequence is preempted: its blocks are freed and it is recomputed later
-// from its prompt and the tokens generated so far. The step is a plain plan
+// from its prompt and the tokens generated so far. With a sliding window over every
+// layer (Mistral), blocks the window has passed are released as the sequence runs.
+// The step is a plain plan
 // (step_plan.h; step_codec.h encodes it) and a diff: new sequences in full once,
 // running ones as deltas, finished ids.
 //
@@ -43,6 +45,11 @@ struct SchedulerOptions {
   kvstore::KvCacheOptions cache;  // the group's KV cache
   int max_step_tokens = 512;      // tokens computed per step, over all sequences
   int max_running = 256;          // sequences in the batch
+  // The keys every layer reads back (models::ModelSpec::KvWindow; 0: some layer reads
+  // the whole sequence). With a window, blocks it has passed are released while the
+  // sequence runs and a step's chunk is kept to what the pool holds, so a sequence
+  // longer than the pool runs to its end.
+  int kv_window = 0;
 };
 
 class Scheduler {
@@ -102,6 +109,12 @@ class Scheduler {
   // Takes the ranks' fetch results for `seq`.
   void FinishFetch(Sequence& seq, std::span<const v1::internal::StepResponse> responses);
 
+  // The first token that tokens from `computed` on still read (0 without a window).
+  int64_t FirstNeeded(int64_t computed) const;
+  // Tokens from `computed` on that one step may compute with `remaining` left and
+  // `budget` to spend: with a window, no more than the pool holds from the window's
+  // first block on (at least one once admission has checked the pool holds a window).
+  int64_t ChunkLimit(int64_t computed, int64_t remaining, int64_t budget) const;
   // Frees the sequence's blocks, tells the worker to drop it.
   void Release(Sequence& seq);
   // Makes room for `seq` to hold `tokens` tokens, preempting newer sequences; false if

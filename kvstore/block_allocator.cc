@@ -1,5 +1,7 @@
 #include "kvstore/block_allocator.h"
 
+#include <algorithm>
+
 #include "common/check.h"
 #include "absl/strings/str_cat.h"
 
@@ -87,9 +89,16 @@ absl::Status BlockTable::EnsureCapacity(int64_t num_tokens, int block_size,
   return absl::OkStatus();
 }
 
+void BlockTable::ReleaseFront(int64_t count, BlockAllocator& allocator) {
+  for (; released_ < std::min<int64_t>(count, static_cast<int64_t>(blocks_.size())); ++released_) {
+    allocator.Release(blocks_[released_]);
+  }
+}
+
 void BlockTable::Free(BlockAllocator& allocator) {
-  for (int32_t b : blocks_) allocator.Release(b);
+  ReleaseFront(static_cast<int64_t>(blocks_.size()), allocator);
   blocks_.clear();
+  released_ = 0;
 }
 
 }  // namespace tessera::kvstore

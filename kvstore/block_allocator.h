@@ -83,13 +83,20 @@ class BlockTable {
                                             BlockAllocator& allocator);
   // Appends a block the caller already holds a reference to (a cached prefix block).
   void Append(int32_t block) { blocks_.push_back(block); }
-  // Releases every block.
+  // Releases the table's first `count` blocks (those still held), for a sequence that
+  // will never read them again (a sliding window has passed them). Their entries stay,
+  // so positions keep their blocks, but name blocks others may now hold.
+  void ReleaseFront(int64_t count, BlockAllocator& allocator);
+  // Releases every block still held.
   void Free(BlockAllocator& allocator);
 
   const std::vector<int32_t>& blocks() const { return blocks_; }
+  // Blocks still held: the entries after the released front.
+  int64_t num_held() const { return static_cast<int64_t>(blocks_.size()) - released_; }
 
  private:
   std::vector<int32_t> blocks_;
+  int64_t released_ = 0;  // entries at the front already released
 };
 
 }  // namespace tessera::kvstore

@@ -105,6 +105,11 @@ void KvCacheManager::RegisterFullBlocks(SequenceBlocks& seq, std::span<const int
   }
 }
 
+void KvCacheManager::ReleaseBefore(SequenceBlocks& seq, int64_t first_needed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  seq.table.ReleaseFront(first_needed / options_.block_size, allocator_);
+}
+
 void KvCacheManager::Free(SequenceBlocks& seq) {
   std::lock_guard<std::mutex> lock(mu_);
   seq.table.Free(allocator_);

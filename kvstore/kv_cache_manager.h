@@ -92,6 +92,9 @@ class KvCacheManager {
   // Registers the blocks filled up to `computed` tokens of `tokens` under their hashes,
   // and writes them through to the host tier.
   void RegisterFullBlocks(SequenceBlocks& seq, std::span<const int32_t> tokens, int64_t computed);
+  // Releases the sequence's blocks that hold only tokens before `first_needed` (a
+  // sliding window passed them): full registered ones stay cached, others are free.
+  void ReleaseBefore(SequenceBlocks& seq, int64_t first_needed);
   void Free(SequenceBlocks& seq);
   // Host-tier blocks the workers kept through a coordinator restart: cached again.
   void AdoptHostBlocks(std::span<const std::pair<int32_t, BlockHash>> blocks);

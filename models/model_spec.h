@@ -5,6 +5,7 @@
 // family registered under its `architectures` string (see families.cc).
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,17 @@ struct ModelSpec {
   int bos_token_id = -1;
 
   bool is_moe() const { return num_experts > 0; }
+  // The keys every layer reads back (the widest window) when every layer is windowed;
+  // 0 when some layer attends to the whole sequence. KV blocks older than this are
+  // never read again.
+  int kv_window() const {
+    int widest = 0;
+    for (int w : sliding_window) {
+      if (w == 0) return 0;
+      widest = std::max(widest, w);
+    }
+    return widest;
+  }
   int q_size() const { return num_heads * head_dim; }
   int kv_size() const { return num_kv_heads * head_dim; }
 };

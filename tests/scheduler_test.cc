@@ -1,6 +1,8 @@
 // The scheduler's plans, step by step, with the worker's answers simulated: chunked
 // prefill under the token budget, FCFS admission by free blocks, decode deltas,
 // preemption and recompute, and finishing.
+#include <map>
+
 #include <gtest/gtest.h>
 
 #include "coordinator/scheduler.h"
@@ -312,6 +314,123 @@ TEST(SchedulerTest, TakeAllReturnsEverythingForRecompute) {
   EXPECT_EQ(s.TakeAll().size(), 2u);
   EXPECT_EQ(s.num_free_blocks(), 16);
   EXPECT_FALSE(Build(s, &step));
+}
+
+// A one-rank worker, simulated: each sequence's block table and tokens as the steps
+// send them, and what every KV slot holds (the position and token written there).
+// Running a step writes each computed token's slot and checks that every slot its
+// attention reads (the window before it) still holds that sequence's token: a block
+// released too early and reused by another sequence shows as a wrong slot.
+class SimulatedWorker {
+ public:
+  SimulatedWorker(int block_size, int window) : block_size_(block_size), window_(window) {}
+
+  std::vector<v1::internal::StepResponse> Run(const v1::internal::StepRequest& step) {
+    v1::internal::StepResponse r;
+    for (uint64_t id : step.finished()) sequences_.erase(id);
+    for (const auto& n : step.new_sequences()) {
+      Sequence& s = sequences_[n.seq_id()];
+      s.table.assign(n.block_table().begin(), n.block_table().end());
+      s.tokens.assign(n.prefix_tokens().begin(), n.prefix_tokens().end());
+      Compute(n.seq_id(), s, n.tokens(), n.sample(), r);
+    }
+    for (const auto& c : step.continued()) {
+      Sequence& s = sequences_[c.seq_id()];
+      s.table.insert(s.table.end(), c.new_blocks().begin(), c.new_blocks().end());
+      Compute(c.seq_id(), s, c.tokens(), c.sample(), r);
+    }
+    return {r};
+  }
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> table, tokens;
+  };
+  using Slot = std::pair<int32_t, int64_t>;  // block, offset
+
+  Slot SlotOf(const Sequence& s, int64_t pos) const {
+    return {s.table.at(static_cast<size_t>(pos / block_size_)), pos % block_size_};
+  }
+
+  void Compute(uint64_t id, Sequence& s, const google::protobuf::RepeatedField<int32_t>& tokens, bool sample,
+               v1::internal::StepResponse& r) {
+    for (int32_t t : tokens) {
+      const int64_t pos = static_cast<int64_t>(s.tokens.size());
+      s.tokens.push_back(t);
+      slots_[SlotOf(s, pos)] = {pos, t};
+      for (int64_t q = std::max<int64_t>(0, pos - window_ + 1); q <= pos; ++q) {
+        const std::pair<int64_t, int32_t> want{q, s.tokens[static_cast<size_t>(q)]};
+        EXPECT_EQ(slots_[SlotOf(s, q)], want) << "sequence " << id << " reading position " << q << " at " << pos;
+      }
+    }
+    if (sample) {
+      auto* t = r.add_sampled();
+      t->set_seq_id(id);
+      t->set_token_id(static_cast<int32_t>(1000 * id + s.tokens.size()));  // its own tokens, unlike others'
+    }
+  }
+
+  const int block_size_, window_;
+  std::map<uint64_t, Sequence> sequences_;
+  std::map<Slot, std::pair<int64_t, int32_t>> slots_;
+};
+
+// Runs the scheduler against the simulated worker until nothing is left.
+void RunToTheEnd(Scheduler& s, SimulatedWorker& worker) {
+  v1::internal::StepRequest step;
+  for (int i = 0; i < 10000 && Build(s, &step); ++i) s.ApplyStep(worker.Run(step));
+}
+
+// Mistral-like: every layer windowed. Sequences 4x longer than the whole pool run to
+// their end, several at once, because the blocks the window has passed are released.
+TEST(SchedulerTest, ASlidingWindowReleasesPassedBlocksSoSequencesOutrunThePool) {
+  for (const bool prefix_caching : {false, true}) {
+    SCOPED_TRACE(prefix_caching ? "with prefix caching" : "without prefix caching");
+    SchedulerOptions options = Options(/*block_size=*/4, /*num_blocks=*/6, /*max_step_tokens=*/16, 8);
+    options.kv_window = 6;
+    if (prefix_caching) options.cache.model_identity = "test-model";
+    Scheduler s(options);
+    SimulatedWorker worker(4, options.kv_window);
+    std::vector<std::shared_ptr<Request>> requests;
+    for (int r = 0; r < 3; ++r) {
+      std::vector<int32_t> prompt(18);
+      for (int i = 0; i < 18; ++i) prompt[i] = prefix_caching ? i : 100 * r + i;  // shared prefixes, or none
+      requests.push_back(MakeRequest(std::to_string(r), prompt, /*max_tokens=*/80));
+      s.Enqueue(requests.back());
+    }
+    RunToTheEnd(s, worker);
+    for (const auto& r : requests) {
+      EXPECT_TRUE(r->finished());
+      EXPECT_EQ(r->generated().size(), 80u);  // 98 tokens: 4x the pool's 24
+    }
+    EXPECT_EQ(s.num_free_blocks(), 6);
+  }
+}
+
+// Without a window the same pool ends such a sequence early (out of cache).
+TEST(SchedulerTest, WithoutAWindowASequenceEndsWhenThePoolIsFull) {
+  Scheduler s(Options(4, 6, 16, 8));
+  SimulatedWorker worker(4, /*window=*/1 << 20);
+  auto r = MakeRequest("a", 18, 80);
+  s.Enqueue(r);
+  RunToTheEnd(s, worker);
+  EXPECT_TRUE(r->finished());
+  EXPECT_LE(r->generated().size(), 7u);  // 24 slots, 18 of them the prompt
+  EXPECT_EQ(s.num_free_blocks(), 6);
+}
+
+// A window the pool cannot hold (with one more token) is refused at admission.
+TEST(SchedulerTest, APoolSmallerThanTheWindowEndsTheRequest) {
+  SchedulerOptions options = Options(4, 2, 16, 8);
+  options.kv_window = 6;  // needs 3 blocks of 4
+  Scheduler s(options);
+  SimulatedWorker worker(4, options.kv_window);
+  auto r = MakeRequest("a", 3, 10);
+  s.Enqueue(r);
+  RunToTheEnd(s, worker);
+  EXPECT_TRUE(r->finished());
+  EXPECT_TRUE(r->generated().empty());
+  EXPECT_EQ(s.num_free_blocks(), 2);
 }
 
 }  // namespace

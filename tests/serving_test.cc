@@ -348,6 +348,51 @@ TEST(ServingTest, PreemptionUnderKvPressureKeepsOutputsExact) {
   ExpectExact(outcomes, prompts, 40, **model);
 }
 
+// Mistral's sliding window (8 keys) bounds memory too: with a pool of two 16-token
+// blocks, four sequences of 128 tokens (4x the pool) run at once to their end,
+// exact, and the pool is whole afterwards.
+TEST(ServingTest, SlidingWindowSequencesOutrunThePool) {
+  const std::string mistral = testing::GoldenModelDir("mistral");
+  LocalCluster cluster({mistral, 1, {"--kv-blocks", "2", "--block-size", "16"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto model = models::Model::Load(mistral);
+  ASSERT_EQ((*model)->spec().kv_window(), 8);
+  const auto prompts = Prompts(4, 9);
+  std::vector<v1::GenerateRequest> requests;
+  std::vector<int> lengths;
+  for (const auto& p : prompts) {
+    lengths.push_back(128 - static_cast<int>(p.size()));  // to the model's 128-token context
+    requests.push_back(GreedyIds(p, lengths.back()));
+  }
+  const auto outcomes = RunConcurrently(cluster, requests);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].reason, v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(outcomes[i].tokens, Reference(**model, prompts[i], lengths[i])) << "request " << i;
+  }
+  const v1::ServerInfo info = cluster.Info();
+  ASSERT_EQ(info.groups_size(), 1);
+  EXPECT_EQ(info.groups(0).total_kv_blocks(), 2);
+  EXPECT_EQ(info.groups(0).free_kv_blocks(), 2);
+}
+
+// Without a window, a sequence that outgrows the whole pool ends with what it has,
+// and says why.
+TEST(ServingTest, ASequenceLongerThanThePoolEndsWithKvCacheFull) {
+  LocalCluster cluster({GoldenLlama(), 1, {"--kv-blocks", "2", "--block-size", "16"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  auto model = models::Model::Load(GoldenLlama());
+  const std::vector<int32_t> prompt = Prompts(1, 10)[0];
+  const Outcome o = Generate(*cluster.Stub(), GreedyIds(prompt, 100));
+  ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  EXPECT_EQ(o.reason, v1::FINISH_REASON_KV_CACHE_FULL);
+  ASSERT_LT(o.tokens.size(), 32u);
+  std::vector<int32_t> reference = Reference(**model, prompt, 100);
+  reference.resize(o.tokens.size());
+  EXPECT_EQ(o.tokens, reference);
+  EXPECT_EQ(cluster.Info().groups(0).free_kv_blocks(), 2);
+}
+
 // A replica group of two tensor-parallel workers: every request exact, and each
 // worker holds about half the weights.
 TEST(ServingTest, TensorParallelGroupIsExact) {
