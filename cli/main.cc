@@ -1,6 +1,7 @@
 // tessera: the command-line entry point.
 //
 //   tessera logits     --model DIR --ids 1,2,3 --out FILE
+//   tessera perplexity --model DIR --text FILE [--context N] [--stride N]
 //   tessera generate   --model DIR (--ids 1,2,3 | --prompt TEXT) --max-new-tokens N
 //   tessera tokenize   --model DIR [--add-special-tokens] --text TEXT
 //   tessera detokenize --model DIR --ids 1,2,3
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -29,6 +31,7 @@
 #include "kvstore/kv_layout.h"
 #include "models/generate.h"
 #include "models/model.h"
+#include "nlohmann/json.hpp"
 #include "parallel/communicator.h"
 #include "parallel/replica.h"
 #include "tokenizer/incremental_decoder.h"
@@ -44,6 +47,13 @@ commands:
   logits      --model DIR --ids 1,2,3 --out FILE [--tp N]
               Writes the logits of every position as float32 little-endian,
               row-major [n_ids, vocab], to FILE.
+  perplexity  --model DIR --text FILE [--context N] [--stride N] [--tp N]
+              The model's perplexity on FILE's text (tokenized with the special
+              tokens, e.g. BOS), by sliding windows of N tokens (default: the
+              model's context) that start --stride tokens apart (default: half
+              the context), each scoring the tokens the ones before it did not.
+              Prints one JSON line: perplexity, nll_per_token, tokens, windows,
+              context, stride, seconds.
   generate    --model DIR --ids 1,2,3 --max-new-tokens N
               Greedy decoding; prints the N new ids comma-separated on one line.
   generate    --model DIR --prompt TEXT --max-new-tokens N
@@ -83,14 +93,14 @@ tokenize and detokenize need only tokenizer.json.
 common flags:
   --threads N      kernel threads (default: every core this process may use)
   --block-size N   tokens per KV cache block (default 16)
-  --tp N           logits/generate: tensor parallelism over N local processes
+  --tp N           logits/generate/perplexity: tensor parallelism over N local processes
                    (Gloo collectives; default 1)
-  --ep M           logits/generate, MoE models: expert parallelism; runs N x M
+  --ep M           the same, MoE models: expert parallelism; runs N x M
                    processes (default 1)
-  --cpu-isa LEVEL  logits/generate/serve: the CPU kernels' instruction set: auto
+  --cpu-isa LEVEL  logits/generate/perplexity/serve: the CPU kernels' instruction set: auto
                    (default, the best this CPU runs), avx512-bf16, avx512, avx2,
                    portable
-  --quiet          logits/generate/serve: nothing about loading the weights (else
+  --quiet          logits/generate/perplexity/serve: nothing about loading the weights (else
                    a progress bar on a terminal, lines otherwise, and a closing
                    line with the size, time and rate)
   --help           this text
@@ -123,16 +133,30 @@ bool IdsFlag(const Args& args, std::vector<int32_t>* ids, std::string* error) {
   return true;
 }
 
-// A parsed logits / generate invocation.
+// A parsed logits / generate / perplexity invocation.
 struct ModelJob {
-  bool logits = false;                     // else generate
+  enum class Kind { kLogits, kGenerate, kPerplexity } kind = Kind::kGenerate;
   std::string model_dir;
   std::vector<int32_t> ids;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // set when generating from --prompt
   int threads = 0, block_size = kvstore::kDefaultBlockSize, max_new = 0, tp = 1, ep = 1;
   std::string out;
+  models::PerplexityOptions perplexity;
   bool quiet = false;  // no loading progress
 };
+
+// Prints perplexity's JSON line.
+void PrintPerplexity(const models::PerplexityResult& r, double seconds) {
+  std::cout << nlohmann::json{{"perplexity", r.perplexity()},
+                              {"nll_per_token", r.nll / static_cast<double>(r.tokens)},
+                              {"tokens", r.tokens},
+                              {"windows", r.windows},
+                              {"context", r.context},
+                              {"stride", r.stride},
+                              {"seconds", seconds}}
+                   .dump()
+            << "\n";
+}
 
 // Loads the model (this rank's shard) and runs the job. Only the primary rank prints
 // or writes anything; every rank runs the same steps so the collectives match.
@@ -146,12 +170,24 @@ int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary)
       return fail(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", spec->vocab_size, ")"));
     }
   }
+  if (job.kind == ModelJob::Kind::kPerplexity) {
+    if (auto options = models::ResolvePerplexityOptions(*spec, job.ids, job.perplexity); !options.ok()) {
+      return fail(options.status());
+    }
+  }
   ByteProgress progress("loading weights", job.quiet || !primary ? ByteProgress::Style::kQuiet : ByteProgress::Style::kAuto);
   options.on_load_progress = [&](int64_t done, int64_t total) { progress.Update(done, total); };
   auto model = models::Model::Load(job.model_dir, options);
   if (!model.ok()) return fail(model.status());
   progress.Finish();
-  if (job.logits) {
+  if (job.kind == ModelJob::Kind::kPerplexity) {
+    const auto start = std::chrono::steady_clock::now();
+    auto result = models::Perplexity(**model, job.ids, job.perplexity);
+    if (!result.ok()) return fail(result.status());
+    if (primary) PrintPerplexity(*result, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return 0;
+  }
+  if (job.kind == ModelJob::Kind::kLogits) {
     auto logits = models::PromptLogits(**model, job.ids, job.block_size);
     if (!logits.ok()) return fail(logits.status());
     if (!primary) return 0;
@@ -241,15 +277,16 @@ int RunParallel(const ModelJob& job) {
 
 int RunModelCommand(const Args& args) {
   ModelJob job;
-  job.logits = args.command == "logits";
+  job.kind = args.command == "logits"       ? ModelJob::Kind::kLogits
+             : args.command == "perplexity" ? ModelJob::Kind::kPerplexity
+                                            : ModelJob::Kind::kGenerate;
+  const std::set<std::string> common = {"model", "threads", "block-size", "tp", "ep", "cpu-isa", "quiet"};
+  std::set<std::string> allowed = job.kind == ModelJob::Kind::kLogits       ? std::set<std::string>{"ids", "out"}
+                                  : job.kind == ModelJob::Kind::kPerplexity ? std::set<std::string>{"text", "context", "stride"}
+                                                                            : std::set<std::string>{"ids", "prompt", "max-new-tokens"};
+  allowed.insert(common.begin(), common.end());
   std::string error;
-  if (!CheckFlags(args, job.logits ? std::set<std::string>{"model", "ids", "out", "threads", "block-size", "tp", "ep", "cpu-isa",
-                                                           "quiet"}
-                                   : std::set<std::string>{"model", "ids", "prompt", "max-new-tokens", "threads",
-                                                           "block-size", "tp", "ep", "cpu-isa", "quiet"},
-                  &error)) {
-    return Fail(error);
-  }
+  if (!CheckFlags(args, allowed, &error)) return Fail(error);
   if (absl::Status isa = SelectCpuKernels(args, /*announce=*/false); !isa.ok()) return Fail(isa);
   if (!Require(args, {"model"}, &error) || !IntFlag(args, "threads", 0, 0, &job.threads, &error) ||
       !IntFlag(args, "block-size", kvstore::kDefaultBlockSize, 1, &job.block_size, &error) ||
@@ -258,25 +295,45 @@ int RunModelCommand(const Args& args) {
   }
   job.model_dir = args.flags.at("model");
   job.quiet = args.Has("quiet");
-  const bool from_text = !job.logits && args.Has("prompt");
-  if (from_text == args.Has("ids")) {
-    return Fail(job.logits ? "'logits' needs --ids" : "'generate' needs exactly one of --ids and --prompt");
-  }
-  if (!from_text && !IdsFlag(args, &job.ids, &error)) return Fail(error);
-  if (job.logits) {
-    if (!Require(args, {"out"}, &error)) return Fail(error);
-    job.out = args.flags.at("out");
-  } else if (!Require(args, {"max-new-tokens"}, &error) || !IntFlag(args, "max-new-tokens", 0, 0, &job.max_new, &error)) {
-    return Fail(error);
-  }
-  if (from_text) {
-    auto loaded = tokenizer::Tokenizer::Load(job.model_dir);
-    if (!loaded.ok()) return Fail(loaded.status());
-    job.tokenizer = std::move(*loaded);
-    auto encoded = job.tokenizer->Encode(args.flags.at("prompt"), /*add_special_tokens=*/true);
-    if (!encoded.ok()) return Fail(encoded.status());
-    job.ids = std::move(*encoded);
-    if (job.ids.empty()) return Fail("--prompt encodes to no tokens");
+  job.perplexity.block_size = job.block_size;
+  switch (job.kind) {
+    case ModelJob::Kind::kLogits:
+      if (!Require(args, {"ids"}, &error) || !IdsFlag(args, &job.ids, &error) || !Require(args, {"out"}, &error)) {
+        return Fail(error);
+      }
+      job.out = args.flags.at("out");
+      break;
+    case ModelJob::Kind::kGenerate:
+      if (args.Has("prompt") == args.Has("ids")) return Fail("'generate' needs exactly one of --ids and --prompt");
+      if ((args.Has("ids") && !IdsFlag(args, &job.ids, &error)) || !Require(args, {"max-new-tokens"}, &error) ||
+          !IntFlag(args, "max-new-tokens", 0, 0, &job.max_new, &error)) {
+        return Fail(error);
+      }
+      if (args.Has("prompt")) {
+        auto loaded = tokenizer::Tokenizer::Load(job.model_dir);
+        if (!loaded.ok()) return Fail(loaded.status());
+        job.tokenizer = std::move(*loaded);
+        auto encoded = job.tokenizer->Encode(args.flags.at("prompt"), /*add_special_tokens=*/true);
+        if (!encoded.ok()) return Fail(encoded.status());
+        job.ids = std::move(*encoded);
+        if (job.ids.empty()) return Fail("--prompt encodes to no tokens");
+      }
+      break;
+    case ModelJob::Kind::kPerplexity: {
+      if (!Require(args, {"text"}, &error) || !IntFlag(args, "context", 0, 2, &job.perplexity.context, &error) ||
+          !IntFlag(args, "stride", 0, 1, &job.perplexity.stride, &error)) {
+        return Fail(error);
+      }
+      std::ifstream file(args.flags.at("text"), std::ios::binary);
+      if (!file) return Fail("cannot read " + args.flags.at("text"));
+      const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      auto tok = tokenizer::Tokenizer::Load(job.model_dir);
+      if (!tok.ok()) return Fail(tok.status());
+      auto encoded = (*tok)->Encode(text, /*add_special_tokens=*/true);
+      if (!encoded.ok()) return Fail(encoded.status());
+      job.ids = std::move(*encoded);
+      break;
+    }
   }
   if (job.tp * job.ep > 1) {
     // Check the split before starting processes, so the message comes once.
@@ -357,7 +414,9 @@ int Main(int argc, char** argv) {
     std::cout << kUsage;
     return 0;
   }
-  if (args.command == "logits" || args.command == "generate") return RunModelCommand(args);
+  if (args.command == "logits" || args.command == "generate" || args.command == "perplexity") {
+    return RunModelCommand(args);
+  }
   if (args.command == "tokenize" || args.command == "detokenize") return RunTokenizerCommand(args);
   if (args.command == "chat-template") return RunChatTemplate(args);
   if (args.command == "serve") return RunServe(args, argv[0]);

@@ -1,5 +1,8 @@
 #include "models/generate.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "kvstore/block_allocator.h"
@@ -40,6 +43,56 @@ absl::StatusOr<std::vector<float>> PromptLogits(Model& model, std::span<const in
   std::vector<float> logits;
   RETURN_IF_ERROR(model.Forward({&seq, 1}, kv, &logits));
   return logits;
+}
+
+double PerplexityResult::perplexity() const { return std::exp(nll / static_cast<double>(tokens)); }
+
+absl::StatusOr<PerplexityOptions> ResolvePerplexityOptions(const ModelSpec& spec, std::span<const int32_t> tokens,
+                                                           PerplexityOptions options) {
+  const int max_context = spec.max_position_embeddings;
+  if (options.context == 0) options.context = max_context;
+  if (options.stride == 0) options.stride = std::max(1, options.context / 2);
+  if (options.context < 2 || options.context > max_context) {
+    return absl::InvalidArgumentError(absl::StrCat("the context must be 2..", max_context, " tokens (the model's)"));
+  }
+  if (options.stride < 1 || options.stride > options.context) {
+    return absl::InvalidArgumentError("the stride must be 1..context tokens");
+  }
+  if (tokens.size() < 2) return absl::InvalidArgumentError("perplexity needs at least 2 tokens");
+  for (int32_t t : tokens) {
+    if (t < 0 || t >= spec.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", t, " is outside the vocabulary"));
+    }
+  }
+  return options;
+}
+
+absl::StatusOr<PerplexityResult> Perplexity(Model& model, std::span<const int32_t> tokens,
+                                            const PerplexityOptions& requested) {
+  ASSIGN_OR_RETURN(const PerplexityOptions options, ResolvePerplexityOptions(model.spec(), tokens, requested));
+  PerplexityResult result;
+  result.context = options.context;
+  result.stride = options.stride;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t vocab = model.spec().vocab_size;
+  int64_t scored_to = 1;  // tokens before this one are scored (the first never is)
+  for (int64_t begin = 0; scored_to < n; begin += result.stride) {
+    const int64_t end = std::min(begin + result.context, n);
+    ASSIGN_OR_RETURN(const std::vector<float> logits,
+                     PromptLogits(model, tokens.subspan(begin, end - begin), options.block_size));
+    for (int64_t t = std::max(scored_to, begin + 1); t < end; ++t) {
+      // -log softmax(row)[token], the row being the logits at the position before t.
+      const float* row = logits.data() + (t - begin - 1) * vocab;
+      const float top = row[ArgMax(row, vocab)];
+      double sum = 0;
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - top);
+      result.nll += std::log(sum) - (static_cast<double>(row[tokens[t]]) - top);
+      ++result.tokens;
+    }
+    scored_to = end;
+    ++result.windows;
+  }
+  return result;
 }
 
 absl::StatusOr<std::vector<int32_t>> GenerateGreedy(Model& model, std::span<const int32_t> prompt,

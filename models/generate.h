@@ -34,6 +34,33 @@ struct GreedyOptions {
 absl::StatusOr<std::vector<int32_t>> GenerateGreedy(Model& model, std::span<const int32_t> prompt,
                                                     const GreedyOptions& options);
 
+struct PerplexityOptions {
+  int context = 0;  // tokens per window (0: the model's max_position_embeddings)
+  int stride = 0;   // tokens between window starts (0: half the context)
+  int block_size = kvstore::kDefaultBlockSize;
+};
+
+struct PerplexityResult {
+  double nll = 0;      // summed negative log-likelihood of the scored tokens, nats
+  int64_t tokens = 0;  // tokens scored: every one but the first
+  int64_t windows = 0;
+  int context = 0, stride = 0;  // as used
+  double perplexity() const;    // exp(nll / tokens)
+};
+
+// The options with their defaults filled in for `spec`, checked against it and against
+// `tokens` (INVALID_ARGUMENT naming what is wrong): callers check before loading weights.
+absl::StatusOr<PerplexityOptions> ResolvePerplexityOptions(const ModelSpec& spec, std::span<const int32_t> tokens,
+                                                           PerplexityOptions options);
+
+// Sliding-window perplexity of `tokens`, the method of HuggingFace transformers'
+// perplexity guide: windows of `context` tokens start `stride` apart; each scores the
+// tokens the windows before it did not reach, predicted from the window's tokens
+// before them (so each token but the first is scored once, with at least
+// context - stride tokens of context once the first window is passed).
+absl::StatusOr<PerplexityResult> Perplexity(Model& model, std::span<const int32_t> tokens,
+                                            const PerplexityOptions& options);
+
 // Index of the largest value (the first on ties, like torch.argmax).
 int32_t ArgMax(const float* values, int64_t n);
 

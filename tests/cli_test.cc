@@ -17,6 +17,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cli/args.h"
+#include "models/generate.h"
+#include "models/model.h"
+#include "nlohmann/json.hpp"
 #include "tests/golden_fixture.h"
 #include "common/http_client.h"
 #include "tests/safetensors_writer.h"
@@ -32,6 +35,8 @@ struct Result {
 };
 
 std::string Bundled() { return testing::TestDataDir() + "/../../assets/models/tessera-tiny-llama"; }
+
+std::string Readme() { return testing::TestDataDir() + "/../../README.md"; }
 
 Result RunCli(const std::string& args) {
   const std::string dir = testing::MakeTempDir("cli");
@@ -112,6 +117,11 @@ TEST(CliTest, BadInvocationsExitTwoWithOneMessage) {
       {"generate --model /nonexistent --ids 1 --max-new-tokens 2", "/nonexistent"},
       {"logits --model " + llama + " --ids 1,2", "needs --out"},
       {"logits --model " + llama + " --ids 1 --out", "needs a value"},
+      {"perplexity --model " + Bundled(), "needs --text"},
+      {"perplexity --model " + Bundled() + " --text /nonexistent", "cannot read /nonexistent"},
+      {"perplexity --model " + Bundled() + " --text " + Readme() + " --context 513", "context must be 2..512"},
+      {"perplexity --model " + Bundled() + " --text " + Readme() + " --stride 0", "--stride must be"},
+      {"perplexity --model " + Bundled() + " --text " + Readme() + " --ids 1", "unknown flag --ids"},
   };
   for (const auto& [args, message] : cases) {
     Result r = RunCli(args);
@@ -145,6 +155,39 @@ TEST(CliTest, TokenizeDetokenizeAndGenerateFromText) {
   Result by_prompt = RunCli("generate --model " + Bundled() + " --prompt 'In the beginning' --max-new-tokens 24");
   ASSERT_EQ(by_prompt.exit_code, 0) << by_prompt.stderr_text;
   EXPECT_EQ(by_prompt.stdout_text, expected.stdout_text);
+}
+
+// perplexity prints one JSON line with what models::Perplexity computes for the
+// text's tokens (as `tessera tokenize` gives them, BOS first), also over --tp 2.
+TEST(CliTest, PerplexityPrintsTheLibrarysFigures) {
+  const std::string text = "And God said, Let there be light: and there was light. And God saw the light, "
+                           "that it was good: and God divided the light from the darkness.";
+  const std::string dir = testing::MakeTempDir("perplexity");
+  std::ofstream(dir + "/text.txt") << text;
+  Result ids = RunCli("tokenize --model " + Bundled() + " --add-special-tokens --text '" + text + "'");
+  ASSERT_EQ(ids.exit_code, 0) << ids.stderr_text;
+  std::vector<int32_t> tokens;
+  for (absl::string_view part : absl::StrSplit(absl::StripTrailingAsciiWhitespace(ids.stdout_text), ',')) {
+    ASSERT_TRUE(absl::SimpleAtoi(part, &tokens.emplace_back()));
+  }
+  auto model = models::Model::Load(Bundled());
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto expected = models::Perplexity(**model, tokens, {.context = 16, .stride = 8});
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  for (const std::string tp : {"1", "2"}) {
+    Result r = RunCli("perplexity --model " + Bundled() + " --text " + dir + "/text.txt --context 16 --stride 8 --quiet --tp " + tp);
+    ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+    const nlohmann::json got = nlohmann::json::parse(r.stdout_text);
+    EXPECT_EQ(got["tokens"], static_cast<int64_t>(tokens.size()) - 1);
+    EXPECT_EQ(got["windows"], expected->windows);
+    EXPECT_EQ(got["context"], 16);
+    EXPECT_EQ(got["stride"], 8);
+    // bf16 weights: a tensor-parallel split sums in another order.
+    EXPECT_NEAR(got["perplexity"].get<double>(), expected->perplexity(), (tp == "1" ? 1e-9 : 1e-3) * expected->perplexity());
+    EXPECT_GT(got["seconds"].get<double>(), 0);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // Reproducers from fuzzing: model folders that aborted the CLI get one message and 2.
