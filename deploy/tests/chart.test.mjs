@@ -26,7 +26,11 @@ const MODELS = {
 };
 
 function render(...sets) {
-  const args = ["template", "rel", CHART];
+  return renderAs("rel", ...sets);
+}
+
+function renderAs(release, ...sets) {
+  const args = ["template", release, CHART];
   for (const s of sets) args.push("--set", s);
   const out = execFileSync(HELM, args, { encoding: "utf8" });
   return parseAllDocuments(out).map((d) => d.toJSON()).filter((o) => o !== null);
@@ -40,6 +44,7 @@ function validateAll(objects) {
   }
 }
 
+const podTemplates = (objects) => objects.filter((o) => o.spec?.template?.spec).map((o) => [o, o.spec.template.spec]);
 const workerSets = (objects) => objects.filter((o) => o.metadata?.labels?.["app.kubernetes.io/component"] === "worker" && o.kind !== "Service");
 const container = (o) => o.spec.template.spec.containers[0];
 
@@ -212,4 +217,69 @@ test("TLS and keys from Secrets: each pod mounts only what it needs, and probes 
   const plain = render();
   assert.equal(plain.find((o) => o.kind === "ConfigMap").data.TESSERA_TLS_CERT, undefined);
   assert.ok(container(workerSets(plain)[0]).readinessProbe.grpc);
+});
+
+test("names stay within Kubernetes' limits for the longest release names Helm allows", () => {
+  const long = "a".repeat(23) + "-release-name-of-53-characters";  // helm's limit is 53
+  assert.equal(long.length, 53);
+  const other = "a".repeat(23) + "-release-name-of-53-characterz";
+  const objects = renderAs(long, "workers.groups=12", "benchmark.enabled=true");
+  validateAll(objects);
+  for (const o of objects) {
+    // A StatefulSet's pods carry a controller-revision-hash label of its name and 11
+    // more characters; every other name must be a DNS label (63).
+    const limit = o.kind === "StatefulSet" ? 52 : 63;
+    assert.ok(o.metadata.name.length <= limit, `${o.kind} ${o.metadata.name} (${o.metadata.name.length})`);
+    assert.match(o.metadata.name, /^[a-z]([-a-z0-9]*[a-z0-9])?$/);
+  }
+  // Cut names keep a digest of the whole, so two long releases never share names.
+  const names = (objs) => objs.map((o) => o.metadata.name);
+  const clash = names(objects).filter((n) => names(renderAs(other)).includes(n));
+  assert.deepEqual(clash, []);
+  // Short names are kept as they are; the overrides replace them.
+  assert.ok(render().some((o) => o.metadata.name === "rel-tessera-coordinator"));
+  assert.ok(render("fullnameOverride=llm").some((o) => o.metadata.name === "llm-coordinator"));
+  const renamed = render("nameOverride=serve");
+  assert.ok(renamed.some((o) => o.metadata.name === "rel-serve-coordinator"));
+  assert.equal(renamed[0].metadata.labels["app.kubernetes.io/name"], "serve");
+});
+
+test("every pod passes Pod Security 'restricted', with a read-only root and /tmp writable", () => {
+  for (const objects of [render("benchmark.enabled=true"), render("podmanKubePlay=true", "workers.groups=2"),
+                         render("model.volume=pvc", "workers.gpusPerWorker=1", "workers.device=cuda:0")]) {
+    validateAll(objects);
+    const pods = podTemplates(objects);
+    assert.ok(pods.length >= 2);
+    for (const [o, pod] of pods) {
+      const what = `${o.kind} ${o.metadata.name}`;
+      assert.equal(pod.securityContext.runAsNonRoot, true, what);
+      assert.ok(pod.securityContext.runAsUser > 0, what);
+      assert.equal(pod.securityContext.seccompProfile.type, "RuntimeDefault", what);
+      assert.ok(!pod.volumes.some((v) => v.hostPath), `${what}: no hostPath under 'restricted'`);
+      const tmp = pod.volumes.find((v) => v.name === "tmp");
+      assert.ok(tmp.emptyDir, what);
+      for (const c of pod.containers) {
+        assert.equal(c.securityContext.allowPrivilegeEscalation, false, what);
+        assert.deepEqual(c.securityContext.capabilities.drop, ["ALL"], what);
+        assert.equal(c.securityContext.readOnlyRootFilesystem, true, what);
+        assert.ok(!c.securityContext.capabilities.add, what);
+        assert.ok(c.volumeMounts.some((m) => m.name === "tmp" && m.mountPath === "/tmp"), what);
+      }
+    }
+  }
+});
+
+test("workers get a startup probe as long as loading may take, then liveness", () => {
+  const worker = container(workerSets(render("workers.startupSeconds=900"))[0]);
+  assert.equal(worker.startupProbe.periodSeconds * worker.startupProbe.failureThreshold, 900);
+  assert.deepEqual(worker.startupProbe.grpc, worker.livenessProbe.grpc);
+});
+
+test("values.schema.json refuses bad values before anything renders", () => {
+  for (const [set, message] of [["workers.groups=-1", /workers.groups/], ["workers.tp=two", /workers.tp: Invalid type/],
+                                ["image.pullPolicy=Sometimes", /image.pullPolicy must be one of/],
+                                ["workers.device=gpu", /workers.device/], ["workers.typo=1", /Additional property typo/],
+                                ["coordinator.port=70000", /coordinator.port/], ["serving.kvMemoryMb=0", /serving.kvMemoryMb/]]) {
+    assert.throws(() => render(set), message, set);
+  }
 });

@@ -1,14 +1,22 @@
-{{/* The release's base name: the release name, suffixed with the chart's unless it has it. */}}
+{{/*
+The release's base name: fullnameOverride, or the release name suffixed with the
+chart's (nameOverride) unless it has it. At most 39 characters (cut names end in 8 of
+their SHA-256, so two long releases never meet): the longest name made from it, a
+group's StatefulSet "-workers-gNNN" with the 11 characters of its controller-revision
+suffix, stays within Kubernetes' 63.
+*/}}
 {{- define "tessera.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
-{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- $chart := .Values.nameOverride | default .Chart.Name -}}
+{{- $name := .Values.fullnameOverride | default (ternary .Release.Name (printf "%s-%s" .Release.Name $chart) (contains $chart .Release.Name)) -}}
+{{- if gt (len $name) 39 -}}
+{{- printf "%s-%s" ($name | trunc 30 | trimSuffix "-") ($name | sha256sum | trunc 8) -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- $name -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "tessera.labels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ .Values.nameOverride | default .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -41,8 +49,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   hostPath:
     path: {{ required "model.hostPath is required with model.volume=hostPath" .Values.model.hostPath }}
     type: Directory
-{{- else if ne .Values.model.volume "none" }}
-{{- fail "model.volume must be none, pvc or hostPath" }}
 {{- end }}
 {{- end -}}
 
@@ -55,13 +61,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/*
-A pod's volumes and mounts: the model's (first), then the Secrets its component needs:
+A pod's volumes and mounts: the model's (first), /tmp, then the Secrets its component needs:
 coordinator: client TLS, internal TLS, API keys; worker: internal TLS; bench: the
 client plane's CA only (never the server's key). Called with (dict "root" $ "component" NAME).
 */}}
 {{- define "tessera.volumes" -}}
 {{- $v := .root.Values }}
 {{- include "tessera.modelVolume" .root }}
+- name: tmp  # the root filesystem is read-only
+  emptyDir:
+    sizeLimit: 64Mi
 {{- if and $v.tls.clientSecret (eq .component "coordinator") }}
 - name: tls-client
   secret:
@@ -89,6 +98,8 @@ client plane's CA only (never the server's key). Called with (dict "root" $ "com
 {{- define "tessera.mounts" -}}
 {{- $v := .root.Values }}
 {{- include "tessera.modelMount" .root }}
+- name: tmp
+  mountPath: /tmp
 {{- if and $v.tls.clientSecret (has .component (list "coordinator" "bench")) }}
 - name: tls-client
   mountPath: /etc/tessera/tls/client
@@ -104,4 +115,19 @@ client plane's CA only (never the server's key). Called with (dict "root" $ "com
   mountPath: /etc/tessera/keys
   readOnly: true
 {{- end }}
+{{- end -}}
+
+{{/* A pod's and a container's security contexts (Pod Security "restricted" by default). */}}
+{{- define "tessera.podSecurityContext" -}}
+{{- with .Values.podSecurityContext -}}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{- define "tessera.securityContext" -}}
+{{- with .Values.securityContext -}}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
 {{- end -}}
