@@ -44,8 +44,11 @@ function validateAll(objects) {
   }
 }
 
+const configOf = (objects, component) =>
+  objects.find((o) => o.kind === "ConfigMap" && o.metadata.labels["app.kubernetes.io/component"] === component).data;
 const podTemplates = (objects) => objects.filter((o) => o.spec?.template?.spec).map((o) => [o, o.spec.template.spec]);
-const workerSets = (objects) => objects.filter((o) => o.metadata?.labels?.["app.kubernetes.io/component"] === "worker" && o.kind !== "Service");
+const workerSets = (objects) => objects.filter((o) => o.metadata?.labels?.["app.kubernetes.io/component"] === "worker" &&
+                                                     (o.kind === "StatefulSet" || o.kind === "Deployment"));
 const container = (o) => o.spec.template.spec.containers[0];
 
 test("helm lint --strict passes", () => {
@@ -97,12 +100,12 @@ test("scaled values: one set per group of tp x ep pods, each naming its group, w
     assert.ok(c.args.includes(`--group=${s.metadata.name}`));
     assert.equal(c.resources.limits["nvidia.com/gpu"], 1);
   }
-  const config = objects.find((o) => o.kind === "ConfigMap");
-  assert.equal(config.data.TESSERA_TP, "2");
-  assert.equal(config.data.TESSERA_DEVICE, "cuda:0");
-  assert.equal(config.data.TESSERA_GPU_COLLECTIVES, "nccl");
-  assert.equal(config.data.TESSERA_HOST_KV_BLOCKS, "512");
-  assert.equal(config.data.TESSERA_COORDINATOR, "rel-tessera-coordinator-internal:50052");
+  const workers = configOf(objects, "worker");
+  assert.equal(workers.TESSERA_TP, "2");
+  assert.equal(workers.TESSERA_DEVICE, "cuda:0");
+  assert.equal(workers.TESSERA_GPU_COLLECTIVES, "nccl");
+  assert.equal(workers.TESSERA_COORDINATOR, "rel-tessera-coordinator-internal:50052");
+  assert.equal(configOf(objects, "coordinator").TESSERA_HOST_KV_BLOCKS, "512");
 });
 
 test("two planes: clients reach the client ports, only the release's pods the internal port and the workers", () => {
@@ -115,7 +118,7 @@ test("two planes: clients reach the client ports, only the release's pods the in
   const internal = objects.find((o) => o.kind === "Service" && o.metadata.name === "rel-tessera-coordinator-internal");
   assert.deepEqual(internal.spec.ports.map((p) => [p.port, p.targetPort]), [[50052, "internal"]]);
   assert.equal(internal.spec.publishNotReadyAddresses, true, "workers register before any group is ready");
-  assert.equal(objects.find((o) => o.kind === "ConfigMap").data.TESSERA_COORDINATOR,
+  assert.equal(configOf(objects, "worker").TESSERA_COORDINATOR,
                "rel-tessera-coordinator-internal:50052");
   const policies = objects.filter((o) => o.kind === "NetworkPolicy");
   const release = { "app.kubernetes.io/instance": "rel" };
@@ -130,20 +133,34 @@ test("two planes: clients reach the client ports, only the release's pods the in
   assert.equal(render("networkPolicy.enabled=false").filter((o) => o.kind === "NetworkPolicy").length, 0);
 });
 
-test("values reach the processes as flags through the ConfigMap", () => {
+test("values reach the processes as flags through each component's ConfigMap", () => {
   const objects = render("serving.kvMemoryMb=4096", "coordinatorAddress=tessera.example:7000");
-  const config = objects.find((o) => o.kind === "ConfigMap");
-  assert.equal(config.data.TESSERA_KV_MEMORY_MB, "4096");
-  assert.equal(config.data.TESSERA_COORDINATOR, "tessera.example:7000");
+  const maps = objects.filter((o) => o.kind === "ConfigMap");
+  assert.deepEqual(maps.map((m) => m.metadata.name), ["rel-tessera-coordinator-config", "rel-tessera-workers-config"]);
+  assert.equal(configOf(objects, "coordinator").TESSERA_KV_MEMORY_MB, "4096");
+  assert.equal(configOf(objects, "worker").TESSERA_COORDINATOR, "tessera.example:7000");
+  assert.equal(configOf(objects, "worker").TESSERA_KV_MEMORY_MB, undefined, "a worker has no such flag");
   // The binaries read TESSERA_<FLAG> for every flag not on their command line.
   const coordinator = objects.find((o) => o.kind === "Deployment");
-  assert.equal(container(coordinator).envFrom[0].configMapRef.name, config.metadata.name);
+  assert.equal(container(coordinator).envFrom[0].configMapRef.name, "rel-tessera-coordinator-config");
   assert.ok(!container(coordinator).args.some((a) => a.startsWith("--kv-memory-mb")));
   const worker = container(workerSets(objects)[0]);
-  assert.equal(worker.envFrom[0].configMapRef.name, config.metadata.name);
+  assert.equal(worker.envFrom[0].configMapRef.name, "rel-tessera-workers-config");
   const advertise = worker.env.find((e) => e.name === "TESSERA_ADVERTISE");
   assert.equal(advertise.valueFrom.fieldRef.fieldPath, "status.podIP");
-  for (const key of Object.keys(config.data)) assert.match(key, /^TESSERA_[A-Z_]+$/);
+  for (const m of maps) for (const key of Object.keys(m.data)) assert.match(key, /^TESSERA_[A-Z_]+$/);
+});
+
+test("a coordinator-only change restarts the coordinator, not the workers", () => {
+  const checksums = (objects) => podTemplates(objects).map(([o, _]) => [o.metadata.name, o.spec.template.metadata.annotations["checksum/config"]]);
+  const before = Object.fromEntries(checksums(render()));
+  for (const set of ["serving.maxQueue=7", "serving.kvMemoryMb=512", "apiKeys.secret=keys"]) {
+    const after = Object.fromEntries(checksums(render(set)));
+    assert.notEqual(after["rel-tessera-coordinator"], before["rel-tessera-coordinator"], set);
+    assert.equal(after["rel-tessera-workers-g0"], before["rel-tessera-workers-g0"], set);
+  }
+  const after = Object.fromEntries(checksums(render("workers.threads=4")));
+  assert.notEqual(after["rel-tessera-workers-g0"], before["rel-tessera-workers-g0"], "a worker flag rolls the workers");
 });
 
 test("the model volume: a claim made here, an existing claim, or a host path", () => {
@@ -194,10 +211,12 @@ test("TLS and keys from Secrets: each pod mounts only what it needs, and probes 
   const objects = render("tls.clientSecret=client-tls", "tls.internalSecret=internal-tls", "apiKeys.secret=keys",
                          "benchmark.enabled=true");
   validateAll(objects);
-  const config = objects.find((o) => o.kind === "ConfigMap").data;
+  const config = configOf(objects, "coordinator");
   assert.equal(config.TESSERA_TLS_CERT, "/etc/tessera/tls/client/tls.crt");
   assert.equal(config.TESSERA_INTERNAL_TLS_CA, "/etc/tessera/tls/internal/ca.crt");
   assert.equal(config.TESSERA_INTERNAL_TLS_NAME, "tessera-internal");
+  assert.equal(configOf(objects, "worker").TESSERA_INTERNAL_TLS_CA, "/etc/tessera/tls/internal/ca.crt");
+  assert.equal(configOf(objects, "worker").TESSERA_TLS_CERT, undefined, "a worker never sees the client plane's key");
   assert.equal(config.TESSERA_API_KEY_FILE, "/etc/tessera/keys/api-keys");
   assert.equal(config.TESSERA_ADMIN_KEY_FILE, "/etc/tessera/keys/admin-keys");
   const secretsOf = (o) => (o.spec.template.spec.volumes ?? []).filter((v) => v.secret).map((v) => v.secret.secretName);
@@ -215,7 +234,7 @@ test("TLS and keys from Secrets: each pod mounts only what it needs, and probes 
   assert.equal(container(job).env[0].valueFrom.secretKeyRef.key, "bench-key");
   // Off by default: nothing mounted, gRPC probes.
   const plain = render();
-  assert.equal(plain.find((o) => o.kind === "ConfigMap").data.TESSERA_TLS_CERT, undefined);
+  assert.equal(configOf(plain, "coordinator").TESSERA_TLS_CERT, undefined);
   assert.ok(container(workerSets(plain)[0]).readinessProbe.grpc);
 });
 

@@ -131,3 +131,47 @@ securityContext:
   {{- toYaml . | nindent 2 }}
 {{- end -}}
 {{- end -}}
+
+{{/* The coordinator's flags (configmap.yaml); its pods carry this text's checksum. */}}
+{{- define "tessera.coordinatorConfig" -}}
+TESSERA_MODEL: {{ .Values.model.dir | quote }}
+TESSERA_TP: {{ .Values.workers.tp | quote }}
+TESSERA_EP: {{ .Values.workers.ep | quote }}
+TESSERA_BLOCK_SIZE: {{ .Values.serving.blockSize | quote }}
+TESSERA_KV_MEMORY_MB: {{ .Values.serving.kvMemoryMb | quote }}
+TESSERA_HOST_KV_BLOCKS: {{ .Values.serving.hostKvBlocks | quote }}
+TESSERA_PREFIX_CACHING: {{ ternary "1" "0" .Values.serving.prefixCaching | quote }}
+TESSERA_MAX_QUEUE: {{ .Values.serving.maxQueue | quote }}
+TESSERA_HEARTBEAT_MS: {{ .Values.serving.heartbeatMs | quote }}
+TESSERA_HEARTBEAT_TIMEOUT_MS: {{ .Values.serving.heartbeatTimeoutMs | quote }}
+TESSERA_COLLECTIVE_TIMEOUT_MS: {{ .Values.serving.collectiveTimeoutMs | quote }}
+{{- if .Values.tls.clientSecret }}
+TESSERA_TLS_CERT: /etc/tessera/tls/client/tls.crt
+TESSERA_TLS_KEY: /etc/tessera/tls/client/tls.key
+{{- end }}
+{{- include "tessera.internalTlsConfig" . }}
+{{- if .Values.apiKeys.secret }}
+TESSERA_API_KEY_FILE: /etc/tessera/keys/api-keys
+TESSERA_ADMIN_KEY_FILE: /etc/tessera/keys/admin-keys
+{{- end }}
+{{- end -}}
+
+{{/* The workers' flags (configmap.yaml); their pods carry this text's checksum. */}}
+{{- define "tessera.workersConfig" -}}
+TESSERA_COORDINATOR: {{ include "tessera.coordinatorAddress" . | quote }}
+TESSERA_TP: {{ .Values.workers.tp | quote }}
+TESSERA_DEVICE: {{ .Values.workers.device | quote }}
+TESSERA_GPU_COLLECTIVES: {{ .Values.workers.gpuCollectives | quote }}
+TESSERA_THREADS: {{ .Values.workers.threads | quote }}
+{{- include "tessera.internalTlsConfig" . }}
+{{- end -}}
+
+{{/* Mutual TLS on the internal plane: both components' flags. */}}
+{{- define "tessera.internalTlsConfig" -}}
+{{- if .Values.tls.internalSecret }}
+TESSERA_INTERNAL_TLS_CA: /etc/tessera/tls/internal/ca.crt
+TESSERA_INTERNAL_TLS_CERT: /etc/tessera/tls/internal/tls.crt
+TESSERA_INTERNAL_TLS_KEY: /etc/tessera/tls/internal/tls.key
+TESSERA_INTERNAL_TLS_NAME: {{ .Values.tls.internalServerName | quote }}
+{{- end }}
+{{- end -}}
