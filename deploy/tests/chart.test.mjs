@@ -196,11 +196,14 @@ test("the podman kube play rendering: Deployments, no headless Service, no pod I
   assert.throws(() => render("workers.kind=DaemonSet"), /workers.kind must be/);
 });
 
-test("the throughput test Job runs tessera-bench against the coordinator Service", () => {
+test("the throughput test is a Helm test Job running tessera-bench against the coordinator Service", () => {
   assert.ok(!render().some((o) => o.kind === "Job"));
   const objects = render("benchmark.enabled=true", "benchmark.concurrency=32");
   validateAll(objects);
   const job = objects.find((o) => o.kind === "Job");
+  // A hook, not a release object: upgrades never patch its immutable template.
+  assert.equal(job.metadata.annotations["helm.sh/hook"], "test");
+  assert.equal(job.metadata.annotations["helm.sh/hook-delete-policy"], "before-hook-creation");
   const c = container(job);
   assert.deepEqual(c.command, ["/opt/tessera/bin/tessera-bench"]);
   assert.ok(c.args.includes("--address=rel-tessera-coordinator:50051"));
