@@ -68,23 +68,41 @@ TEST(WorkerConfigTest, DeviceAndCollectivesBecomeOptions) {
 }
 
 // The chart configures the binaries through TESSERA_* variables only; a renamed flag
-// would silently drop a setting, so each variable must appear in one binary's --help.
-TEST(ServerConfigTest, EveryChartVariableIsAFlag) {
-  const std::string help = coordinator::CoordinatorHelp() + worker::WorkerHelp();
+// would silently drop a setting, so each variable must be a flag of the binary whose
+// ConfigMap or pod template sets it.
+std::string ChartFile(const std::string& name) {
+  std::ifstream in(std::string(TESSERA_SOURCE_DIR) + "/deploy/helm/tessera/templates/" + name);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The body of a named template in _helpers.tpl, up to the next definition.
+std::string HelperBlock(const std::string& name) {
+  const std::string helpers = ChartFile("_helpers.tpl");
+  const size_t begin = helpers.find("define \"" + name + "\"");
+  if (begin == std::string::npos) return "";
+  return helpers.substr(begin, helpers.find("{{- define", begin + 1) - begin);
+}
+
+int CheckVariables(const std::string& text, const std::string& help, const std::string& where) {
   int checked = 0;
-  for (const char* file : {"configmap.yaml", "workers.yaml", "coordinator.yaml"}) {
-    std::ifstream in(std::string(TESSERA_SOURCE_DIR) + "/deploy/helm/tessera/templates/" + file);
-    ASSERT_TRUE(in) << file;
-    std::stringstream text;
-    text << in.rdbuf();
-    const std::string yaml = text.str();
-    const std::regex variable("(TESSERA_[A-Z0-9_]+)");
-    for (auto it = std::sregex_iterator(yaml.begin(), yaml.end(), variable); it != std::sregex_iterator(); ++it) {
-      EXPECT_NE(help.find("Env:" + (*it)[1].str()), std::string::npos) << (*it)[1] << " in " << file;
-      ++checked;
-    }
+  const std::regex variable("(TESSERA_[A-Z0-9_]+)");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), variable); it != std::sregex_iterator(); ++it) {
+    EXPECT_NE(help.find("Env:" + (*it)[1].str()), std::string::npos) << (*it)[1] << " in " << where;
+    ++checked;
   }
-  EXPECT_GT(checked, 10);
+  return checked;
+}
+
+TEST(ServerConfigTest, EveryChartVariableIsAFlagOfItsBinary) {
+  const std::string coordinator = coordinator::CoordinatorHelp(), worker = worker::WorkerHelp();
+  const std::string tls = HelperBlock("tessera.internalTlsConfig");
+  EXPECT_GE(CheckVariables(HelperBlock("tessera.coordinatorConfig") + tls, coordinator, "the coordinator's ConfigMap"),
+            10);
+  EXPECT_GE(CheckVariables(HelperBlock("tessera.workersConfig") + tls, worker, "the workers' ConfigMap"), 5);
+  CheckVariables(ChartFile("coordinator.yaml"), coordinator, "coordinator.yaml");
+  EXPECT_GE(CheckVariables(ChartFile("workers.yaml"), worker, "workers.yaml"), 1);
 }
 
 }  // namespace
