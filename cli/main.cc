@@ -17,7 +17,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +26,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/cpu_kernels_flag.h"
+#include "common/cpu_limit.h"
 #include "common/progress.h"
 #include "kvstore/kv_layout.h"
 #include "models/generate.h"
@@ -91,7 +91,8 @@ DIR is a HuggingFace model folder (config.json, *.safetensors, tokenizer.json);
 tokenize and detokenize need only tokenizer.json.
 
 common flags:
-  --threads N      kernel threads (default: every core this process may use)
+  --threads N      kernel threads (default: every core this process may use,
+                   within its cgroup's CPU limit, e.g. a container's)
   --block-size N   tokens per KV cache block (default 16)
   --tp N           logits/generate/perplexity: tensor parallelism over N local processes
                    (Gloo collectives; default 1)
@@ -243,7 +244,7 @@ int RunParallel(const ModelJob& job) {
       parallel::FileRendezvousStore store(dir);
       const int tp_rank = rank % job.tp, ep_rank = rank / job.tp;
       // Spin on small all-reduces when every rank has a core of its own.
-      const bool busy_poll = world <= static_cast<int>(std::thread::hardware_concurrency());
+      const bool busy_poll = world <= UsableCpus();
       models::ModelOptions options;
       options.num_threads = job.threads;
       options.tp = {tp_rank, job.tp};
@@ -341,7 +342,7 @@ int RunModelCommand(const Args& args) {
     if (!spec.ok()) return Fail(spec.status());
     if (auto shard = models::ShardLayout::For(*spec, {0, job.tp}, {0, job.ep}); !shard.ok()) return Fail(shard.status());
     if (job.threads == 0) {
-      job.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / (job.tp * job.ep));
+      job.threads = std::max(1, UsableCpus() / (job.tp * job.ep));
     }
     return RunParallel(job);
   }

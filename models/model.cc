@@ -2,23 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_limit.h"
 #include "common/status.h"
 #include "kernels/cpu_backend.h"
 #include "kernels/cuda_backend.h"
 
 namespace tessera::models {
-namespace {
-
-int DefaultThreads() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
                                                    const ModelOptions& options) {
@@ -42,7 +33,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, cons
     return absl::InvalidArgumentError("expert parallelism needs a communicator over all tp x ep ranks");
   }
   ASSIGN_OR_RETURN(ShardLayout shard, ShardLayout::For(spec, options.tp, options.ep));
-  const int threads = options.num_threads > 0 ? options.num_threads : DefaultThreads();
+  const int threads = options.num_threads > 0 ? options.num_threads : UsableCpus();
   std::unique_ptr<kernels::Backend> backend;
   if (options.cuda_device >= 0) {
     ASSIGN_OR_RETURN(backend, kernels::MakeCudaBackend(options.cuda_device));

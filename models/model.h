@@ -36,7 +36,8 @@ namespace tessera::models {
 struct ModelOptions {
   // The device: CUDA device `cuda_device`, or the CPU when negative.
   int cuda_device = -1;
-  // CPU threads for kernels, the caller included. 0: every core this process may use.
+  // CPU threads for kernels, the caller included. 0: every core this process may use
+  // (common/cpu_limit.h: its affinity mask, capped by its cgroup's CPU limit).
   int num_threads = 0;
   // Tensor parallelism: this process holds shard `tp.rank` of `tp.size`, and
   // `communicator` (size tp.size, not owned, must outlive the model) joins the shards.

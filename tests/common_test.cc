@@ -1,6 +1,11 @@
+#include <sched.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <optional>
 #include <string>
@@ -11,12 +16,62 @@
 
 #include "common/aligned_buffer.h"
 #include "common/bf16.h"
+#include "common/cpu_limit.h"
 #include "common/flags.h"
 #include "common/progress.h"
 #include "common/thread_pool.h"
 
 namespace tessera {
 namespace {
+
+// A cgroup tree under a temporary folder, as /sys/fs/cgroup shows one.
+class FakeCgroups {
+ public:
+  FakeCgroups() : root_(std::filesystem::temp_directory_path() / ("cgroups-" + std::to_string(getpid()))) {}
+  ~FakeCgroups() { std::filesystem::remove_all(root_); }
+  void Write(const std::string& file, const std::string& text) {
+    const std::filesystem::path path = root_ / file;
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path) << text;
+  }
+  std::string root() const { return root_.string(); }
+
+ private:
+  std::filesystem::path root_;
+};
+
+TEST(CpuLimitTest, CgroupV2QuotasTheTightestOnTheWay) {
+  FakeCgroups fs;
+  const std::string self = "0::/kubepods/pod1/ctr\n";
+  EXPECT_EQ(CgroupCpuLimit(self, fs.root()), std::nullopt);  // no files: no limit
+  fs.Write("kubepods/pod1/ctr/cpu.max", "max 100000\n");
+  EXPECT_EQ(CgroupCpuLimit(self, fs.root()), std::nullopt);
+  fs.Write("kubepods/pod1/cpu.max", "250000 100000\n");  // the pod's limit: 2.5 CPUs
+  EXPECT_EQ(CgroupCpuLimit(self, fs.root()), 2.5);
+  fs.Write("kubepods/cpu.max", "400000 100000\n");
+  fs.Write("kubepods/pod1/ctr/cpu.max", "150000 100000\n");
+  EXPECT_EQ(CgroupCpuLimit(self, fs.root()), 1.5);
+  fs.Write("cpu.max", "50000 100000\n");  // a namespace's root with a limit of its own
+  EXPECT_EQ(CgroupCpuLimit("0::/\n", fs.root()), 0.5);
+}
+
+TEST(CpuLimitTest, CgroupV1CfsQuota) {
+  FakeCgroups fs;
+  const std::string self = "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n";
+  fs.Write("cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "-1\n");
+  fs.Write("cpu,cpuacct/docker/abc/cpu.cfs_period_us", "100000\n");
+  EXPECT_EQ(CgroupCpuLimit(self, fs.root()), std::nullopt);
+  fs.Write("cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "300000\n");
+  EXPECT_EQ(CgroupCpuLimit(self, fs.root()), 3.0);
+  EXPECT_EQ(CgroupCpuLimit("not a cgroup line\n", fs.root()), std::nullopt);
+}
+
+TEST(CpuLimitTest, UsableCpusIsPositiveAndWithinTheAffinityMask) {
+  cpu_set_t set;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  EXPECT_GE(UsableCpus(), 1);
+  EXPECT_LE(UsableCpus(), CPU_COUNT(&set));
+}
 
 TEST(ThreadPoolTest, RunsEveryTaskExactlyOnce) {
   ThreadPool pool(3);

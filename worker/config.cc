@@ -28,7 +28,7 @@ void AddFlags(FlagTable& t, WorkerConfig* c) {
   t.Int("tp", &c->tp, "N", "join a tensor-parallel group of N workers (0: the coordinator's --tp)", 0, 4096);
   t.String("group", &c->group, "NAME",
            "form groups only with workers naming the same group (one StatefulSet's pods, one node's devices)");
-  t.Int("threads", &c->options.threads, "N", "kernel threads (0: every core this process may use)", 0, 4096);
+  t.Int("threads", &c->options.threads, "N", "kernel threads (0: every core this process may use, within its cgroup's CPU limit)", 0, 4096);
   t.String("device", &c->device, "cpu|cuda:N", "where the model runs");
   t.Choice("gpu-collectives", &c->gpu_collectives, {"nccl", "gloo"},
            "how a GPU worker's tensor/expert-parallel group communicates: NCCL, or Gloo over TCP staged "
