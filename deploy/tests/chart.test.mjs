@@ -12,6 +12,7 @@ import { ConfigMap, PersistentVolumeClaim, Service } from "kubernetes-models/v1"
 import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { Job } from "kubernetes-models/batch/v1";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
+import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 
 const HELM = process.env.HELM;
 const CHART = process.env.CHART;
@@ -23,6 +24,7 @@ const MODELS = {
   "apps/v1/StatefulSet": StatefulSet,
   "batch/v1/Job": Job,
   "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy,
+  "policy/v1/PodDisruptionBudget": PodDisruptionBudget,
 };
 
 function render(...sets) {
@@ -304,4 +306,38 @@ test("values.schema.json refuses bad values before anything renders", () => {
                                 ["coordinator.port=70000", /coordinator.port/], ["serving.kvMemoryMb=0", /serving.kvMemoryMb/]]) {
     assert.throws(() => render(set), message, set);
   }
+});
+
+test("one disruption budget over every worker: a node drain takes one group down at a time", () => {
+  const objects = render("workers.groups=3", "workers.tp=2");
+  validateAll(objects);
+  const budgets = objects.filter((o) => o.kind === "PodDisruptionBudget");
+  assert.equal(budgets.length, 1);
+  assert.equal(budgets[0].spec.maxUnavailable, 1);
+  const selector = budgets[0].spec.selector.matchLabels;
+  for (const s of workerSets(objects)) {
+    const labels = s.spec.template.metadata.labels;
+    for (const [k, v] of Object.entries(selector)) assert.equal(labels[k], v, `${s.metadata.name} is covered`);
+  }
+  const coordinator = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "rel-tessera-coordinator");
+  assert.notEqual(coordinator.spec.template.metadata.labels["app.kubernetes.io/component"], selector["app.kubernetes.io/component"]);
+});
+
+test("GPU groups: shared memory for NCCL, its environment, and a group's ranks preferred on one node", () => {
+  const objects = render("workers.groups=2", "workers.tp=2", "workers.gpusPerWorker=1", "workers.device=cuda:0");
+  validateAll(objects);
+  for (const s of workerSets(objects)) {
+    const pod = s.spec.template.spec;
+    const shm = pod.volumes.find((v) => v.name === "dshm");
+    assert.equal(shm.emptyDir.medium, "Memory");
+    assert.ok(container(s).volumeMounts.some((m) => m.name === "dshm" && m.mountPath === "/dev/shm"));
+    assert.ok(container(s).env.some((e) => e.name === "NCCL_DEBUG"));
+    const term = pod.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm;
+    assert.equal(term.topologyKey, "kubernetes.io/hostname");
+    assert.equal(term.labelSelector.matchLabels["tessera.dev/group"], s.metadata.name);
+  }
+  // CPU workers get none of it.
+  const cpu = workerSets(render())[0];
+  assert.ok(!cpu.spec.template.spec.volumes.some((v) => v.name === "dshm"));
+  assert.equal(cpu.spec.template.spec.affinity, undefined);
 });
