@@ -11,4 +11,10 @@ sigset_t BlockTerminationSignals() {
   return set;
 }
 
+void IgnoreBrokenPipes() {
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ignore, nullptr);
+}
+
 }  // namespace tessera

@@ -8,13 +8,13 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include <csignal>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/flags.h"
+#include "common/signals.h"
 
 namespace tessera::tls {
 namespace {
@@ -174,9 +174,8 @@ std::shared_ptr<grpc::Channel> Dial(const std::string& address, const Material* 
 }
 
 absl::StatusOr<std::shared_ptr<const SocketTls>> SocketTls::Create(const Material& m) {
-  // OpenSSL writes to the socket with write(2), which cannot be told MSG_NOSIGNAL: a
-  // peer that closed mid-write must fail the write, not kill the process.
-  std::signal(SIGPIPE, SIG_IGN);
+  // A peer that closed mid-write must fail OpenSSL's write, not kill the process.
+  IgnoreBrokenPipes();
   std::shared_ptr<SocketTls> tls(new SocketTls());
   tls->server_ = SSL_CTX_new(TLS_server_method());
   if (absl::Status s = Configure(tls->server_, m, /*server=*/true); !s.ok()) return s;

@@ -15,6 +15,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/signals.h"
 #include "parallel/communicator.h"
 
 namespace tessera::parallel {
@@ -158,6 +159,9 @@ class GlooCommunicator : public Communicator {
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(int rank, int size, RendezvousStore& store,
                                                                      const GlooOptions& options) {
   if (size < 1 || rank < 0 || rank >= size) return absl::InvalidArgumentError("bad rank or group size");
+  // A peer that dies must fail the collective (Gloo's writev to its socket), not kill
+  // this process with SIGPIPE: the survivors leave their group and serve again.
+  IgnoreBrokenPipes();
   std::shared_ptr<gloo::rendezvous::Context> context, fast;
   absl::Status s = Guard("rendezvous", [&] {
     gloo::transport::tcp::attr attr;
