@@ -40,6 +40,7 @@ function renderAs(release, ...sets) {
 
 function validateAll(objects) {
   for (const o of objects) {
+    if (o.kind === "ServiceMonitor") continue;  // a CRD: its own test checks its fields
     const Model = MODELS[`${o.apiVersion}/${o.kind}`];
     assert.ok(Model, `the chart renders a ${o.apiVersion} ${o.kind} this test does not know`);
     new Model(o).validate(); // throws with the schema path on any violation
@@ -340,4 +341,25 @@ test("GPU groups: shared memory for NCCL, its environment, and a group's ranks p
   const cpu = workerSets(render())[0];
   assert.ok(!cpu.spec.template.spec.volumes.some((v) => v.name === "dshm"));
   assert.equal(cpu.spec.template.spec.affinity, undefined);
+});
+
+test("a ServiceMonitor behind a value scrapes the client Service's /metrics, over HTTPS with TLS", () => {
+  assert.ok(!render().some((o) => o.kind === "ServiceMonitor"));
+  let objects = render("serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom");
+  // The Prometheus Operator's CRD is not in kubernetes-models: the fields it reads are checked here.
+  let monitor = objects.find((o) => o.kind === "ServiceMonitor");
+  assert.equal(monitor.apiVersion, "monitoring.coreos.com/v1");
+  assert.equal(monitor.metadata.labels.release, "prom");
+  const services = objects.filter((o) => o.kind === "Service" &&
+    Object.entries(monitor.spec.selector.matchLabels).every(([k, v]) => o.metadata.labels[k] === v));
+  assert.deepEqual(services.map((s) => s.metadata.name), ["rel-tessera-coordinator"], "the client Service only");
+  const endpoint = monitor.spec.endpoints[0];
+  assert.ok(services[0].spec.ports.some((p) => p.name === endpoint.port));
+  assert.equal(endpoint.path, "/metrics");
+  assert.match(endpoint.interval, /^[0-9]+(ms|s|m|h)$/);
+  assert.equal(endpoint.scheme, undefined);
+  objects = render("serviceMonitor.enabled=true", "tls.clientSecret=client-tls");
+  monitor = objects.find((o) => o.kind === "ServiceMonitor");
+  assert.equal(monitor.spec.endpoints[0].scheme, "https");
+  assert.deepEqual(monitor.spec.endpoints[0].tlsConfig.ca.secret, { name: "client-tls", key: "ca.crt" });
 });
