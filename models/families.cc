@@ -42,6 +42,8 @@ absl::Status ParseRopeScaling(const json& config, ModelSpec* spec) {
     rope.scaling = RopeScaling::kLinear;
   } else if (type == "dynamic") {
     rope.scaling = RopeScaling::kDynamic;
+  } else if (type == "ntk") {
+    rope.scaling = RopeScaling::kNtk;
   } else if (type == "llama3") {
     rope.scaling = RopeScaling::kLlama3;
     ASSIGN_OR_RETURN(rope.low_freq_factor, ReadKey<double>(rs, "low_freq_factor"));
@@ -59,7 +61,7 @@ absl::Status ParseRopeScaling(const json& config, ModelSpec* spec) {
     ASSIGN_OR_RETURN(rope.attention_factor, ReadKeyOr<double>(rs, "attention_factor", default_attention));
   } else {
     return absl::InvalidArgumentError(absl::StrCat("config.json: unsupported rope_scaling type '", type,
-                                                   "' (supported: linear, dynamic, llama3, yarn)"));
+                                                   "' (supported: linear, dynamic, ntk, llama3, yarn)"));
   }
   return absl::OkStatus();
 }

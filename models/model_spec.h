@@ -17,7 +17,10 @@ namespace tessera::models {
 
 using NormKind = kernels::NormKind;
 enum class PositionKind { kLearned, kRope };
-enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3, kYarn };
+// kNtk: static NTK-aware scaling (base x factor^(d/(d-2)) at every length; "ntk" in
+// rope_scaling), next to transformers' dynamic NTK (kDynamic), which grows the base
+// only past the trained length.
+enum class RopeScaling { kNone, kLinear, kDynamic, kNtk, kLlama3, kYarn };
 
 struct RopeSpec {
   double theta = 10000.0;

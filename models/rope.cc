@@ -14,6 +14,11 @@ RotaryEmbedding::RotaryEmbedding(const ModelSpec& spec)
     case RopeScaling::kNone:
     case RopeScaling::kDynamic:
       break;
+    case RopeScaling::kNtk: {  // "NTK-aware scaled RoPE" (bloc97, 2023), static
+      const double d = head_dim_;
+      f = Frequencies(rope_.theta * std::pow(rope_.factor, d / (d - 2)));
+      break;
+    }
     case RopeScaling::kLinear:
       for (float& v : f) v = static_cast<float>(v / rope_.factor);
       break;

@@ -1,5 +1,6 @@
 // Rotary position embedding frequencies with HF's scaling variants
-// (none, linear, dynamic NTK, llama3, YaRN), computed in float32 like transformers.
+// (none, linear, dynamic NTK, static NTK, llama3, YaRN), computed in float32 like
+// transformers.
 #pragma once
 
 #include <cstdint>

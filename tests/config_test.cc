@@ -1,11 +1,14 @@
 // config.json -> ModelSpec for every family, and clear errors for what is unsupported.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <vector>
 
 #include "models/model_spec.h"
+#include "models/rope.h"
 #include "nlohmann/json.hpp"
 #include "tests/golden_fixture.h"
 
@@ -129,10 +132,35 @@ TEST(ConfigTest, RopeScalingVariants) {
   auto yarn = ParseModelSpec(c.dump());
   ASSERT_TRUE(yarn.ok());
   EXPECT_NEAR(yarn->rope.attention_factor, 0.1 * std::log(4.0) + 1.0, 1e-12);
+  c["rope_scaling"] = {{"type", "ntk"}, {"factor", 4.0}};
+  EXPECT_EQ(ParseModelSpec(c.dump())->rope.scaling, models::RopeScaling::kNtk);
   c["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}};
   EXPECT_NE(Error(c).find("unsupported rope_scaling type 'longrope'"), std::string::npos);
   c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
   EXPECT_NE(Error(c).find("low_freq_factor"), std::string::npos);
+}
+
+// Static NTK-aware scaling (base x a^(d/(d-2))) keeps the fastest rotation and slows
+// the slowest by exactly the factor: it extrapolates high frequencies and interpolates
+// low ones, the point of the method.
+TEST(RopeTest, StaticNtkScalesTheBaseAndInterpolatesTheLowestFrequency) {
+  models::ModelSpec spec = *ParseModelSpec(LlamaConfig().dump());
+  spec.head_dim = 64;
+  const models::RotaryEmbedding plain(spec);
+  spec.rope.scaling = models::RopeScaling::kNtk;
+  spec.rope.factor = 4.0;
+  const models::RotaryEmbedding ntk(spec);
+  std::vector<float> scratch;
+  const std::vector<float>& f = ntk.InverseFrequencies(1, &scratch);
+  const std::vector<float> original = plain.InverseFrequencies(1, &scratch);
+  ASSERT_EQ(f.size(), 32u);
+  const double base = spec.rope.theta * std::pow(4.0, 64.0 / 62.0);
+  for (int j = 0; j < 32; ++j) EXPECT_NEAR(f[j], std::pow(base, -2.0 * j / 64), 1e-6 * f[j]) << j;
+  EXPECT_EQ(f[0], original[0]);
+  EXPECT_NEAR(f[31], original[31] / 4.0, 1e-5 * f[31]);
+  // The same at every length (unlike dynamic NTK).
+  EXPECT_EQ(ntk.InverseFrequencies(1 << 20, &scratch), f);
+  EXPECT_EQ(ntk.attention_scale(), 1.0f);
 }
 
 TEST(ConfigTest, MistralWindowAppliesToEveryLayer) {

@@ -149,11 +149,11 @@ TEST_F(CudaTest, ActivationsMatchCpu) {
   }
 }
 
-// Every HF scaling variant, through the frequencies models/rope.h computes.
+// Every scaling variant, through the frequencies models/rope.h computes.
 TEST_F(CudaTest, RotaryMatchesCpuForEveryScalingVariant) {
   for (models::RopeScaling scaling : {models::RopeScaling::kNone, models::RopeScaling::kLinear,
-                                      models::RopeScaling::kDynamic, models::RopeScaling::kLlama3,
-                                      models::RopeScaling::kYarn}) {
+                                      models::RopeScaling::kDynamic, models::RopeScaling::kNtk,
+                                      models::RopeScaling::kLlama3, models::RopeScaling::kYarn}) {
     models::ModelSpec spec;
     spec.head_dim = 64;
     spec.max_position_embeddings = 256;
