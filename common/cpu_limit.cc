@@ -20,6 +20,11 @@ std::optional<double> Ratio(double quota, double period) {
   return quota / period;
 }
 
+// Keeps in `best` the tighter of it and `limit` (no limit is the loosest).
+void TakeTighter(std::optional<double>& best, std::optional<double> limit) {
+  if (limit && (!best || *limit < *best)) best = limit;
+}
+
 // cgroup v2: "max 100000" or "150000 100000".
 std::optional<double> ReadV2(const fs::path& dir) {
   std::ifstream in(dir / "cpu.max");
@@ -43,7 +48,7 @@ std::optional<double> Tightest(const fs::path& top, const fs::path& below,
   fs::path dir = below.empty() ? top : top / below;
   std::optional<double> best;
   for (;;) {
-    if (std::optional<double> limit = read(dir); limit && (!best || *limit < *best)) best = limit;
+    TakeTighter(best, read(dir));
     if (dir == top || !dir.has_parent_path() || dir.parent_path() == dir) return best;
     dir = dir.parent_path();
   }
@@ -54,9 +59,6 @@ std::optional<double> Tightest(const fs::path& top, const fs::path& below,
 std::optional<double> CgroupCpuLimit(const std::string& proc_cgroup, const std::string& cgroup_root) {
   std::istringstream lines(proc_cgroup);
   std::optional<double> best;
-  auto take = [&best](std::optional<double> limit) {
-    if (limit && (!best || *limit < *best)) best = limit;
-  };
   for (std::string line; std::getline(lines, line);) {
     // hierarchy-id:controllers:path
     const size_t a = line.find(':'), b = line.find(':', a + 1);
@@ -65,7 +67,7 @@ std::optional<double> CgroupCpuLimit(const std::string& proc_cgroup, const std::
     const fs::path path = fs::path(line.substr(b + 1)).relative_path();
     if (line.compare(0, a, "0") == 0 && controllers.empty()) {
       const fs::path top(cgroup_root);
-      take(Tightest(top, path, ReadV2));
+      TakeTighter(best, Tightest(top, path, ReadV2));
       continue;
     }
     std::istringstream names(controllers);
@@ -73,7 +75,7 @@ std::optional<double> CgroupCpuLimit(const std::string& proc_cgroup, const std::
       if (name != "cpu") continue;
       for (const char* mount : {"cpu", "cpu,cpuacct", "cpuacct,cpu"}) {
         const fs::path top = fs::path(cgroup_root) / mount;
-        if (fs::exists(top)) take(Tightest(top, path, ReadV1));
+        if (fs::exists(top)) TakeTighter(best, Tightest(top, path, ReadV1));
       }
     }
   }

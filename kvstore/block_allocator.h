@@ -91,8 +91,6 @@ class BlockTable {
   void Free(BlockAllocator& allocator);
 
   const std::vector<int32_t>& blocks() const { return blocks_; }
-  // Blocks still held: the entries after the released front.
-  int64_t num_held() const { return static_cast<int64_t>(blocks_.size()) - released_; }
 
  private:
   std::vector<int32_t> blocks_;
