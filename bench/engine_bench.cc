@@ -104,7 +104,7 @@ double ForwardFlops(const models::ModelSpec& s, int64_t tokens, int64_t context)
 // Batch-1 decode tok/s after a short prompt, on a fresh KV cache.
 double DecodeTokensPerSecond(models::Model& model, int prompt_len, int steps) {
   const int block = 16;
-  kvstore::CpuKvStorage kv(model.KvLayoutFor(block), (prompt_len + steps) / block + 2);
+  kvstore::CpuKvStorage kv(model.KvLayoutFor(block, KvDtype::kF32), (prompt_len + steps) / block + 2);
   kvstore::BlockAllocator allocator(kv.num_blocks());
   kvstore::BlockTable table;
   (void)table.EnsureCapacity(prompt_len + steps + 1, block, allocator);
@@ -199,7 +199,7 @@ int Main(int argc, char** argv) {
 
   const int block = 16;
   const int64_t max_tokens = flags.prompt + flags.decode_steps + 16;
-  kvstore::CpuKvStorage kv(model->KvLayoutFor(block),
+  kvstore::CpuKvStorage kv(model->KvLayoutFor(block, KvDtype::kF32),
                            static_cast<int32_t>((max_tokens / block + 1) * std::max(flags.batch, 1) + 64));
   kvstore::BlockAllocator allocator(kv.num_blocks());
   std::vector<float> logits;

@@ -172,7 +172,8 @@ double PagedAttentionTime(const Shape& sh, int64_t seqs, int64_t context, int64_
           *dsingle = upload(plan.single_rows);
   kernels::AttentionShape shape{static_cast<int>(sh.heads), static_cast<int>(sh.kv_heads),
                                 static_cast<int>(sh.head_dim), 0, 0.125f};
-  kernels::PagedKvView kv{k, v, block_stride, head_stride, block_size, static_cast<int>(sh.head_dim)};
+  kernels::PagedKvView kv{reinterpret_cast<std::byte*>(k), reinterpret_cast<std::byte*>(v), block_stride * 4,
+                          head_stride * 4, block_size, static_cast<int>(sh.head_dim)};  // f32: strides in bytes
   const kernels::cuda::DeviceRows drows{dp, doff, dt, rows};
   const kernels::cuda::DevicePlan dplan{dtiles, plan.num_tiles(), dsingle,
                                         static_cast<int64_t>(plan.single_rows.size())};
@@ -221,7 +222,7 @@ void WholeModel(int device, double copy_gbps) {
     return;
   }
   const int block_size = 16, prompt = 512, steps = 32;
-  auto kv = kvstore::CudaKvPool::Create((*model)->KvLayoutFor(block_size), 64);
+  auto kv = kvstore::CudaKvPool::Create((*model)->KvLayoutFor(block_size, KvDtype::kF32), 64);
   if (!kv.ok()) return;
   kvstore::BlockAllocator allocator(64);
   kvstore::BlockTable table;

@@ -46,37 +46,37 @@ std::vector<kvstore::BlockHash> Hashes(int n) {
 }
 
 // A device pool of n blocks with distinct contents.
-std::vector<float> DevicePool(int n) {
-  std::vector<float> pool(static_cast<size_t>(kLayout.block_elems()) * n);
-  for (size_t i = 0; i < pool.size(); ++i) pool[i] = static_cast<float>(i % 9973);
+std::vector<std::byte> DevicePool(int n) {
+  std::vector<std::byte> pool(static_cast<size_t>(kLayout.block_bytes()) * n);
+  for (size_t i = 0; i < pool.size(); ++i) pool[i] = static_cast<std::byte>(i % 251);
   return pool;
 }
 
 // The copies of a CPU worker's swaps, device pool <-> host tier: blocks [0, n) in one
 // batch each way, as a step's swaps go.
-absl::Status StoreAll(kvstore::HostTier& tier, int n, const std::vector<float>& pool) {
+absl::Status StoreAll(kvstore::HostTier& tier, int n, const std::vector<std::byte>& pool) {
   std::vector<kvstore::HostTier::Stored> stored;
   for (int i = 0; i < n; ++i) stored.push_back({i, HashOf(i)});
-  return tier.Store(stored, [&](std::span<float* const> hosts) {
+  return tier.Store(stored, [&](std::span<std::byte* const> hosts) {
     for (int i = 0; i < n; ++i) {
-      std::memcpy(hosts[i], pool.data() + i * kLayout.block_elems(), kLayout.block_elems() * sizeof(float));
+      std::memcpy(hosts[i], pool.data() + i * kLayout.block_bytes(), kLayout.block_bytes());
     }
     return absl::OkStatus();
   });
 }
 
-absl::Status LoadAll(const kvstore::HostTier& tier, int n, std::vector<float>& pool) {
+absl::Status LoadAll(const kvstore::HostTier& tier, int n, std::vector<std::byte>& pool) {
   std::vector<int32_t> blocks(n);
   std::iota(blocks.begin(), blocks.end(), 0);
-  return tier.Load(blocks, [&](std::span<const float* const> hosts) {
+  return tier.Load(blocks, [&](std::span<const std::byte* const> hosts) {
     for (int i = 0; i < n; ++i) {
-      std::memcpy(pool.data() + i * kLayout.block_elems(), hosts[i], kLayout.block_elems() * sizeof(float));
+      std::memcpy(pool.data() + i * kLayout.block_bytes(), hosts[i], kLayout.block_bytes());
     }
     return absl::OkStatus();
   });
 }
 
-void Fill(kvstore::HostTier& tier, const std::vector<float>& pool, int n) {
+void Fill(kvstore::HostTier& tier, const std::vector<std::byte>& pool, int n) {
   tier.Reset(kLayout, kHeads, kHeads.end, n);
   (void)StoreAll(tier, n, pool);
 }
@@ -109,10 +109,10 @@ int Fetch(const cli::Args& args, int blocks, int repeat) {
   if (!args.Has("peer")) return Fail("fetch needs --peer HOST:PORT");
   const kvstore::BlockPeer peers[] = {{args.flags.at("peer"), kHeads}};
   const std::vector<kvstore::BlockHash> hashes = Hashes(blocks);
-  std::vector<float> pool = DevicePool(blocks);
-  std::vector<float*> dst;
-  for (int i = 0; i < blocks; ++i) dst.push_back(pool.data() + i * kLayout.block_elems());
-  const double bytes = static_cast<double>(kLayout.block_elems()) * sizeof(float) * blocks;
+  std::vector<std::byte> pool = DevicePool(blocks);
+  std::vector<std::byte*> dst;
+  for (int i = 0; i < blocks; ++i) dst.push_back(pool.data() + i * kLayout.block_bytes());
+  const double bytes = static_cast<double>(kLayout.block_bytes()) * blocks;
   double best = 0, total = 0;
   kvstore::BlockFetcher fetcher;  // connections kept between repeats
   for (int r = 0; r < repeat; ++r) {
@@ -129,10 +129,10 @@ int Fetch(const cli::Args& args, int blocks, int repeat) {
 }
 
 int Swap(int blocks, int repeat) {
-  std::vector<float> pool = DevicePool(blocks);
+  std::vector<std::byte> pool = DevicePool(blocks);
   kvstore::HostTier tier;
   Fill(tier, pool, blocks);  // first touch of the host pages, outside the timing
-  const double bytes = static_cast<double>(kLayout.block_elems()) * sizeof(float) * blocks;
+  const double bytes = static_cast<double>(kLayout.block_bytes()) * blocks;
   double out = 0, in = 0;
   for (int r = 0; r < repeat; ++r) {
     auto start = Clock::now();

@@ -53,7 +53,7 @@ commands:
               model's context) that start --stride tokens apart (default: half
               the context), each scoring the tokens the ones before it did not.
               Prints one JSON line: perplexity, nll_per_token, tokens, windows,
-              context, stride, seconds.
+              context, stride, kv_cache_dtype, seconds.
   generate    --model DIR --ids 1,2,3 --max-new-tokens N
               Greedy decoding; prints the N new ids comma-separated on one line.
   generate    --model DIR --prompt TEXT --max-new-tokens N
@@ -72,7 +72,7 @@ commands:
 
   serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
               [--http-listen HOST:PORT|off] [--tp N] [--ep M] [--cpu-isa LEVEL]
-              [--batch-invariant] [--quiet]
+              [--kv-memory-mb N] [--kv-cache-dtype D] [--batch-invariant] [--quiet]
               Runs a coordinator and N workers (child processes) until Ctrl-C;
               every tp x ep workers form one replica group. gRPC on --listen
               (127.0.0.1:50051), the OpenAI-compatible HTTP API on --http-listen
@@ -94,6 +94,9 @@ common flags:
   --threads N      kernel threads (default: every core this process may use,
                    within its cgroup's CPU limit, e.g. a container's)
   --block-size N   tokens per KV cache block (default 16)
+  --kv-cache-dtype D  logits/generate/perplexity/serve: the KV cache's element
+                   type: auto (the model's dtype), f32, bf16, f16, int8 (a scale
+                   per token), fp8_e4m3 (a scale per block; docs/kv-blocks.md)
   --tp N           logits/generate/perplexity: tensor parallelism over N local processes
                    (Gloo collectives; default 1)
   --ep M           the same, MoE models: expert parallelism; runs N x M
@@ -141,19 +144,21 @@ struct ModelJob {
   std::vector<int32_t> ids;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // set when generating from --prompt
   int threads = 0, block_size = kvstore::kDefaultBlockSize, max_new = 0, tp = 1, ep = 1;
+  std::string kv_cache_dtype = "auto";  // resolved against the model's config
   std::string out;
   models::PerplexityOptions perplexity;
   bool quiet = false;  // no loading progress
 };
 
 // Prints perplexity's JSON line.
-void PrintPerplexity(const models::PerplexityResult& r, double seconds) {
+void PrintPerplexity(const models::PerplexityResult& r, KvDtype kv_dtype, double seconds) {
   std::cout << nlohmann::json{{"perplexity", r.perplexity()},
                               {"nll_per_token", r.nll / static_cast<double>(r.tokens)},
                               {"tokens", r.tokens},
                               {"windows", r.windows},
                               {"context", r.context},
                               {"stride", r.stride},
+                              {"kv_cache_dtype", KvDtypeName(kv_dtype)},
                               {"seconds", seconds}}
                    .dump()
             << "\n";
@@ -171,8 +176,12 @@ int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary)
       return fail(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", spec->vocab_size, ")"));
     }
   }
+  const absl::StatusOr<KvDtype> kv_dtype = models::ResolveKvDtype(job.kv_cache_dtype, *spec);
+  if (!kv_dtype.ok()) return fail(kv_dtype.status());
+  models::PerplexityOptions perplexity = job.perplexity;
+  perplexity.kv_dtype = *kv_dtype;
   if (job.kind == ModelJob::Kind::kPerplexity) {
-    if (auto options = models::ResolvePerplexityOptions(*spec, job.ids, job.perplexity); !options.ok()) {
+    if (auto options = models::ResolvePerplexityOptions(*spec, job.ids, perplexity); !options.ok()) {
       return fail(options.status());
     }
   }
@@ -183,13 +192,13 @@ int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary)
   progress.Finish();
   if (job.kind == ModelJob::Kind::kPerplexity) {
     const auto start = std::chrono::steady_clock::now();
-    auto result = models::Perplexity(**model, job.ids, job.perplexity);
+    auto result = models::Perplexity(**model, job.ids, perplexity);
     if (!result.ok()) return fail(result.status());
-    if (primary) PrintPerplexity(*result, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (primary) PrintPerplexity(*result, *kv_dtype, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return 0;
   }
   if (job.kind == ModelJob::Kind::kLogits) {
-    auto logits = models::PromptLogits(**model, job.ids, job.block_size);
+    auto logits = models::PromptLogits(**model, job.ids, job.block_size, *kv_dtype);
     if (!logits.ok()) return fail(logits.status());
     if (!primary) return 0;
     std::ofstream out(job.out, std::ios::binary);
@@ -200,6 +209,7 @@ int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary)
   models::GreedyOptions greedy;
   greedy.max_new_tokens = job.max_new;
   greedy.block_size = job.block_size;
+  greedy.kv_dtype = *kv_dtype;
   if (!job.tokenizer) {
     auto tokens = models::GenerateGreedy(**model, job.ids, greedy);
     if (!tokens.ok()) return fail(tokens.status());
@@ -281,7 +291,7 @@ int RunModelCommand(const Args& args) {
   job.kind = args.command == "logits"       ? ModelJob::Kind::kLogits
              : args.command == "perplexity" ? ModelJob::Kind::kPerplexity
                                             : ModelJob::Kind::kGenerate;
-  const std::set<std::string> common = {"model", "threads", "block-size", "tp", "ep", "cpu-isa", "quiet"};
+  const std::set<std::string> common = {"model", "threads", "block-size", "kv-cache-dtype", "tp", "ep", "cpu-isa", "quiet"};
   std::set<std::string> allowed = job.kind == ModelJob::Kind::kLogits       ? std::set<std::string>{"ids", "out"}
                                   : job.kind == ModelJob::Kind::kPerplexity ? std::set<std::string>{"text", "context", "stride"}
                                                                             : std::set<std::string>{"ids", "prompt", "max-new-tokens"};
@@ -296,6 +306,7 @@ int RunModelCommand(const Args& args) {
   }
   job.model_dir = args.flags.at("model");
   job.quiet = args.Has("quiet");
+  if (args.Has("kv-cache-dtype")) job.kv_cache_dtype = args.flags.at("kv-cache-dtype");
   job.perplexity.block_size = job.block_size;
   switch (job.kind) {
     case ModelJob::Kind::kLogits:

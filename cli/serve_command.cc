@@ -1,5 +1,6 @@
 // tessera serve --model DIR [--workers N] [--listen HOST:PORT] [--http-listen HOST:PORT|off]
-//               [--threads-per-worker N] [--tp N] [--ep M] [--cpu-isa LEVEL] [--batch-invariant] [--quiet]
+//               [--threads-per-worker N] [--kv-memory-mb N] [--kv-cache-dtype D] [--tp N] [--ep M]
+//               [--cpu-isa LEVEL] [--batch-invariant] [--quiet]
 //
 // Starts tessera-coordinator and N tessera-worker processes (from the directory of
 // this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
@@ -56,8 +57,8 @@ int Fail(const std::string& m) {
 
 int RunServe(const Args& args, const char* argv0) {
   std::string error;
-  if (!CheckFlags(args, {"model", "workers", "listen", "http-listen", "threads-per-worker", "kv-memory-mb", "tp", "ep",
-                         "cpu-isa", "batch-invariant", "quiet"},
+  if (!CheckFlags(args, {"model", "workers", "listen", "http-listen", "threads-per-worker", "kv-memory-mb",
+                         "kv-cache-dtype", "tp", "ep", "cpu-isa", "batch-invariant", "quiet"},
                   &error)) {
     return Fail(error);
   }
@@ -104,6 +105,7 @@ int RunServe(const Args& args, const char* argv0) {
       port_file, "--internal-listen", internal_listen, "--internal-port-file", internal_port_file,
       "--kv-memory-mb", std::to_string(kv_mb), "--tp", std::to_string(tp), "--ep", std::to_string(ep),
       "--batch-invariant", args.Has("batch-invariant") ? "1" : "0"};
+  if (args.Has("kv-cache-dtype")) coordinator_args.insert(coordinator_args.end(), {"--kv-cache-dtype", args.flags.at("kv-cache-dtype")});
   if (http) coordinator_args.insert(coordinator_args.end(), {"--http-listen", http_listen, "--http-port-file", http_port_file});
   const pid_t coordinator = Spawn(coordinator_args);
   // The coordinator writes each port once it listens; HOST:PORT for clients.

@@ -103,6 +103,8 @@ v1::GroupInfo ReplicaGroup::Info() const {
     info.set_load_seconds(load_seconds_);
     info.set_weight_load_seconds(weight_load_seconds_);
     info.set_load_bytes(load_bytes_);
+    info.set_kv_cache_dtype(KvDtypeName(options_.kv_cache_dtype));
+    info.set_kv_block_bytes(kv_block_bytes_);
   }
   return info;
 }
@@ -122,6 +124,7 @@ bool ReplicaGroup::Load() {
       req.set_block_size(options_.block_size);
       req.set_num_kv_blocks(options_.num_kv_blocks);
       req.set_kv_memory_bytes(options_.kv_memory_bytes);
+      req.set_kv_cache_dtype(KvDtypeName(options_.kv_cache_dtype));
       req.set_tp_size(options_.tp);
       req.set_tp_rank(static_cast<int>(i) % options_.tp);
       req.set_ep_size(options_.ep);
@@ -152,6 +155,7 @@ bool ReplicaGroup::Load() {
   so.max_running = options_.max_running;
   so.kv_window = options_.kv_window;
   if (options_.prefix_caching) so.cache.model_identity = options_.model_identity;
+  so.cache.kv_dtype = KvDtypeName(options_.kv_cache_dtype);
   so.cache.num_host_blocks = options_.prefix_caching ? host_blocks : 0;  // the host tier holds cached blocks
   if (options_.prefix_caching) so.cache.block_index = options_.block_index;
   scheduler_ = std::make_unique<Scheduler>(so);
@@ -169,6 +173,7 @@ bool ReplicaGroup::Load() {
   }
   scheduler_->AdoptHostBlocks(kept);
   weight_bytes_ = responses[0].weight_bytes();
+  kv_block_bytes_ = responses[0].kv_block_bytes();
   for (const auto& r : responses) {
     worker_kernels_.push_back(r.kernels());
     weight_load_seconds_ = std::max(weight_load_seconds_, r.load_seconds());

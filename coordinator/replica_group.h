@@ -36,6 +36,7 @@ struct GroupOptions {
   int block_size = kvstore::kDefaultBlockSize;
   int32_t num_kv_blocks = 0;      // 0: from kv_memory_bytes
   int64_t kv_memory_bytes = kvstore::kDefaultKvMemoryBytes;
+  KvDtype kv_cache_dtype = KvDtype::kF32;
   int max_step_tokens = 512;
   int max_running = 256;
   int kv_window = 0;           // the model's (models::ModelSpec::kv_window)
@@ -95,6 +96,7 @@ class ReplicaGroup {
   std::atomic<State> state_{State::kLoading};
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> weight_bytes_{0};
+  std::atomic<int64_t> kv_block_bytes_{0};  // per rank
   std::atomic<int64_t> steps_{0}, step_nanoseconds_{0};  // written by the step loop, read by Info()
   std::vector<std::string> worker_kernels_;  // per rank; written by Load before publishing
   // The load (GroupInfo's load_seconds, weight_load_seconds, load_bytes); written by

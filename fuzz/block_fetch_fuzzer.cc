@@ -21,7 +21,8 @@ namespace {
 
 using namespace tessera::kvstore;
 
-constexpr KvLayout kLayout{.num_layers = 2, .num_kv_heads = 2, .head_dim = 4, .block_size = 2};
+constexpr KvLayout kLayout{.num_layers = 2, .num_kv_heads = 2, .head_dim = 4, .block_size = 2, .dtype = tessera::KvDtype::kInt8};
+constexpr std::byte kGuard{0xEE};  // what no reply may write past a destination block
 
 // A loopback listener, opened once, for one peer: each peer has its own, so that no
 // fetch reuses a connection of another peer from the fetcher's idle pool (the replies
@@ -83,9 +84,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<BlockHash> hashes(count);
   for (size_t i = 0; i < count; ++i) hashes[i].fill(static_cast<uint8_t>(i));
   // Each destination with a guard block after it: anything written past a block shows.
-  const size_t block = static_cast<size_t>(kLayout.block_elems());
-  std::vector<float> memory(count * 2 * block, -1.0f);
-  std::vector<float*> blocks(count);
+  const size_t block = static_cast<size_t>(kLayout.block_bytes());
+  std::vector<std::byte> memory(count * 2 * block, kGuard);
+  std::vector<std::byte*> blocks(count);
   for (size_t i = 0; i < count; ++i) blocks[i] = memory.data() + 2 * i * block;
 
   std::vector<std::thread> servers;
@@ -99,7 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (auto& t : servers) t.join();
   for (size_t i = 0; i < count; ++i) {
     for (size_t e = 0; e < block; ++e) {
-      if (memory[(2 * i + 1) * block + e] != -1.0f) std::abort();  // written past block i
+      if (memory[(2 * i + 1) * block + e] != kGuard) std::abort();  // written past block i
     }
   }
   return 0;

@@ -25,9 +25,9 @@ class EvenBlocks final : public BlockSource {
  public:
   KvLayout layout() const override { return {.num_layers = 2, .num_kv_heads = 2, .head_dim = 4, .block_size = 2}; }
   HeadRange heads() const override { return {0, 2}; }
-  bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange range, float* slice) const override {
+  bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange range, std::byte* slice) const override {
     if (hash[0] % 2) return false;
-    std::fill_n(slice, SliceElems(layout, range.size()), static_cast<float>(hash[1]));
+    std::fill_n(slice, SliceBytes(layout, range.size()), static_cast<std::byte>(hash[1]));
     return true;
   }
 };

@@ -1,10 +1,11 @@
 // Causal attention over a paged KV cache, for a flattened batch of sequences.
 //
 // The cache holds fixed-size blocks; a sequence's block table lists its blocks in
-// token order. Within one layer, the K (and V) of kv-head h, token t of block b is at
-//   base + b * block_stride + h * head_stride + (t % block_size) * head_dim
-// (DESIGN.md's [layer][K|V][kv_head][token][head_dim] layout, with the layer and K/V
-// folded into the base pointers).
+// token order. Within one layer, the K (and V) of kv-head h, token t of block b is
+// slot t % block_size of the head record at
+//   base + b * block_stride + h * head_stride        (bytes)
+// (kvstore/kv_layout.h's [layer][K|V][kv_head][head record] layout, with the layer and
+// K/V folded into the base pointers; common/kv_dtype.h gives a record's bytes).
 #pragma once
 
 #include <cstdint>
@@ -24,14 +25,15 @@ struct AttentionSequence {
   int64_t table_len = 0;                 // entries in block_table
 };
 
-// Copies the new tokens' K and V ([rows, num_kv_heads * head_dim], row stride in
-// elements) into their cache slots.
+// Stores the new tokens' K and V ([rows, num_kv_heads * head_dim], row stride in
+// elements) into their cache slots, in the cache's dtype.
 void WriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& kv,
              int num_kv_heads, std::span<const AttentionSequence> seqs);
 
 // out[row, h, :] = softmax(q·Kᵀ · scale) V over the keys each new token may see
 // (its own and earlier positions, within the window), with an online softmax that
-// walks the block table. q: [rows, num_heads * head_dim]; out likewise.
+// walks the block table and reads the cache in its dtype. q: [rows, num_heads *
+// head_dim]; out likewise.
 void PagedAttention(const float* q, int64_t q_stride, const PagedKvView& kv,
                     const AttentionShape& shape, std::span<const AttentionSequence> seqs,
                     float* out, int64_t out_stride, ThreadPool* pool);

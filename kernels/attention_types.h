@@ -2,17 +2,22 @@
 // kernels (kernels/attention.h describes the layout).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+
+#include "common/kv_dtype.h"
 
 namespace tessera::kernels {
 
 struct PagedKvView {
-  float* k_base = nullptr;     // K of this layer in block 0
-  float* v_base = nullptr;     // V of this layer in block 0
-  int64_t block_stride = 0;    // elements between consecutive blocks
-  int64_t head_stride = 0;     // elements between kv-heads within a block
-  int block_size = 16;         // tokens per block
+  std::byte* k_base = nullptr;  // K of this layer in block 0
+  std::byte* v_base = nullptr;  // V of this layer in block 0
+  int64_t block_stride = 0;     // bytes between consecutive blocks
+  int64_t head_stride = 0;      // bytes between kv-heads within a block: one head record
+  int block_size = 16;          // tokens per block
   int head_dim = 0;
+  KvDtype dtype = KvDtype::kF32;  // of the values; common/kv_dtype.h gives the record
+  int64_t scales_offset = 0;      // bytes from a record's start to its scales (int8, fp8)
 };
 
 struct AttentionShape {

@@ -13,11 +13,12 @@ namespace {
 // One request on an open connection; `answered` tells whether the peer replied at all
 // (a pooled connection the peer has closed meanwhile does not).
 absl::Status Request(wire::Conn& conn, const BlockPeer& peer, std::span<const BlockHash> hashes, const KvLayout& layout,
-                     HeadRange range, int local_first, std::span<float* const> blocks, bool* answered) {
+                     HeadRange range, int local_first, std::span<std::byte* const> blocks, bool* answered) {
   const wire::RequestHeader header{wire::kMagic,
                              static_cast<uint32_t>(layout.num_layers),
                              static_cast<uint32_t>(layout.block_size),
                              static_cast<uint32_t>(layout.head_dim),
+                             static_cast<uint32_t>(layout.dtype),
                              static_cast<uint32_t>(range.begin),
                              static_cast<uint32_t>(range.end),
                              static_cast<uint32_t>(hashes.size())};
@@ -29,13 +30,18 @@ absl::Status Request(wire::Conn& conn, const BlockPeer& peer, std::span<const Bl
     return closed();
   }
   *answered = true;
+  if (status == wire::kLayoutMismatch) {
+    return absl::DataLossError(absl::StrCat("block peer ", peer.address, " holds blocks of another layout (its layers, ",
+                                            "block size, head size or KV dtype differ from ours: ",
+                                            KvDtypeName(layout.dtype), ")"));
+  }
   if (status != wire::kOk) {
     return absl::DataLossError(absl::StrCat("block peer ", peer.address, " refused the request (status ", status, ")"));
   }
   // A slice of every head is the block itself: received in place.
   const bool whole = local_first == 0 && range.size() == layout.num_kv_heads;
-  std::vector<float> slice(whole ? 0 : static_cast<size_t>(SliceElems(layout, range.size())));
-  const size_t slice_bytes = static_cast<size_t>(SliceElems(layout, range.size())) * sizeof(float);
+  const size_t slice_bytes = static_cast<size_t>(SliceBytes(layout, range.size()));
+  std::vector<std::byte> slice(whole ? 0 : slice_bytes);
   for (size_t i = 0; i < hashes.size(); ++i) {
     uint8_t found = 0;
     if (!conn.ReadAll(&found, 1)) return closed();
@@ -87,7 +93,7 @@ void BlockFetcher::PutIdle(const std::string& address, std::unique_ptr<wire::Con
 // closed it meanwhile).
 absl::Status BlockFetcher::FetchOnOneConnection(const FetchRun& run, std::span<const BlockHash> hashes,
                                                 const KvLayout& layout, int local_first,
-                                                std::span<float* const> blocks, std::chrono::milliseconds timeout) {
+                                                std::span<std::byte* const> blocks, std::chrono::milliseconds timeout) {
   const BlockPeer& peer = *run.peer;
   for (bool first_try = true;; first_try = false) {
     std::unique_ptr<wire::Conn> conn = first_try ? TakeIdle(peer.address) : nullptr;
@@ -110,7 +116,7 @@ absl::Status BlockFetcher::FetchOnOneConnection(const FetchRun& run, std::span<c
 }
 
 absl::Status BlockFetcher::Fetch(std::span<const BlockPeer> peers, std::span<const BlockHash> hashes,
-                                 const KvLayout& layout, HeadRange want, std::span<float* const> blocks,
+                                 const KvLayout& layout, HeadRange want, std::span<std::byte* const> blocks,
                                  const FetchOptions& options) {
   if (hashes.size() != blocks.size()) return absl::InvalidArgumentError("one destination block per hash");
   if (want.size() != layout.num_kv_heads) return absl::InvalidArgumentError("the wanted heads must fill the blocks");

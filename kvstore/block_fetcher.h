@@ -62,12 +62,12 @@ class BlockFetcher {
   // longer holds a block, UNAVAILABLE when one cannot be reached, FAILED_PRECONDITION
   // when the peers do not cover `want`, DATA_LOSS on a protocol mismatch.
   absl::Status Fetch(std::span<const BlockPeer> peers, std::span<const BlockHash> hashes, const KvLayout& layout,
-                     HeadRange want, std::span<float* const> blocks, const FetchOptions& options = {});
+                     HeadRange want, std::span<std::byte* const> blocks, const FetchOptions& options = {});
 
  private:
   // One connection's share: `hashes` from one run, written at local head `local_first`.
   absl::Status FetchOnOneConnection(const FetchRun& run, std::span<const BlockHash> hashes, const KvLayout& layout,
-                                    int local_first, std::span<float* const> blocks,
+                                    int local_first, std::span<std::byte* const> blocks,
                                     std::chrono::milliseconds timeout);
   std::unique_ptr<wire::Conn> TakeIdle(const std::string& address);  // an idle connection, or null
   void PutIdle(const std::string& address, std::unique_ptr<wire::Conn> conn);

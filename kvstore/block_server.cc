@@ -94,7 +94,7 @@ void BlockServer::Serve(int fd) {
 void BlockServer::ServeRequests(wire::Conn& conn) {
   wire::RequestHeader header{};
   std::vector<BlockHash> hashes;
-  std::vector<float> slice;
+  std::vector<std::byte> slice;
   // A connection may carry several requests, one after another.
   while (!stop_ && conn.ReadAll(&header, sizeof(header))) {
     const KvLayout layout = source_->layout();
@@ -108,7 +108,8 @@ void BlockServer::ServeRequests(wire::Conn& conn) {
       status = wire::kBadRequest;
     } else if (header.num_layers != static_cast<uint32_t>(layout.num_layers) ||
                header.block_size != static_cast<uint32_t>(layout.block_size) ||
-               header.head_dim != static_cast<uint32_t>(layout.head_dim)) {
+               header.head_dim != static_cast<uint32_t>(layout.head_dim) ||
+               header.kv_dtype != static_cast<uint32_t>(layout.dtype)) {
       status = wire::kLayoutMismatch;
     } else if (!held.Contains(range)) {
       status = wire::kHeadsNotHeld;
@@ -120,13 +121,13 @@ void BlockServer::ServeRequests(wire::Conn& conn) {
     hashes.resize(header.count);
     if (!conn.ReadAll(hashes.data(), hashes.size() * sizeof(BlockHash))) return;
     if (!conn.WriteAll(&status, sizeof(status), /*more=*/true)) return;
-    slice.resize(static_cast<size_t>(SliceElems(layout, range.size())));
+    slice.resize(static_cast<size_t>(SliceBytes(layout, range.size())));
     for (const BlockHash& hash : hashes) {
       const uint8_t found = source_->ReadSlice(hash, layout, range, slice.data()) ? 1 : 0;
       blocks_served_ += found;  // counted before the peer can see it
-      if (found) bytes_served_ += static_cast<int64_t>(slice.size() * sizeof(float));
+      if (found) bytes_served_ += static_cast<int64_t>(slice.size());
       if (!conn.WriteAll(&found, 1, /*more=*/found != 0) ||
-          (found && !conn.WriteAll(slice.data(), slice.size() * sizeof(float)))) {
+          (found && !conn.WriteAll(slice.data(), slice.size()))) {
         return;
       }
     }

@@ -33,7 +33,7 @@ class BlockSource {
   virtual HeadRange heads() const = 0;
   // Writes heads `range` of the block holding `hash` to `slice`, sized for `layout`;
   // false if no block holds it, or the blocks held are no longer of `layout`.
-  virtual bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange range, float* slice) const = 0;
+  virtual bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange range, std::byte* slice) const = 0;
 };
 
 class BlockServer {

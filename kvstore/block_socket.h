@@ -20,13 +20,14 @@ namespace tessera::kvstore::wire {
 
 static_assert(std::endian::native == std::endian::little, "the wire format is little-endian");
 
-constexpr uint32_t kMagic = 0x31564B54;  // "TKV1"
+constexpr uint32_t kMagic = 0x32564B54;  // "TKV2": version 2 added kv_dtype
 constexpr uint32_t kMaxBlocksPerRequest = 1 << 16;
 
 // The request header; hashes follow.
 struct RequestHeader {
   uint32_t magic;
   uint32_t num_layers, block_size, head_dim;
+  uint32_t kv_dtype;  // KvDtype
   uint32_t head_begin, head_end;
   uint32_t count;
 };

@@ -7,8 +7,8 @@
 namespace tessera::kvstore {
 
 absl::StatusOr<std::unique_ptr<CudaKvPool>> CudaKvPool::Create(const KvLayout& layout, int32_t num_blocks) {
-  float* data = nullptr;
-  const size_t bytes = static_cast<size_t>(layout.block_elems()) * num_blocks * sizeof(float);
+  std::byte* data = nullptr;
+  const size_t bytes = static_cast<size_t>(layout.block_bytes()) * num_blocks;
   RETURN_IF_CUDA(cudaMalloc(&data, bytes));
   if (const cudaError_t e = cudaMemset(data, 0, bytes); e != cudaSuccess) {
     cudaFree(data);

@@ -11,7 +11,7 @@ namespace tessera::kvstore {
 
 class CudaKvPool final : public KvPool {
  public:
-  // num_blocks blocks of `layout`, float32, zeroed.
+  // num_blocks blocks of `layout`, zeroed.
   static absl::StatusOr<std::unique_ptr<CudaKvPool>> Create(const KvLayout& layout, int32_t num_blocks);
   ~CudaKvPool() override;
   CudaKvPool(const CudaKvPool&) = delete;
@@ -19,15 +19,15 @@ class CudaKvPool final : public KvPool {
 
   const KvLayout& layout() const override { return layout_; }
   int32_t num_blocks() const override { return num_blocks_; }
-  float* data() override { return data_; }  // device memory
+  std::byte* data() override { return data_; }  // device memory
   bool host_memory() const override { return false; }
 
  private:
-  CudaKvPool(const KvLayout& layout, int32_t num_blocks, float* data)
+  CudaKvPool(const KvLayout& layout, int32_t num_blocks, std::byte* data)
       : layout_(layout), num_blocks_(num_blocks), data_(data) {}
   KvLayout layout_;
   int32_t num_blocks_;
-  float* data_;
+  std::byte* data_;
 };
 
 }  // namespace tessera::kvstore

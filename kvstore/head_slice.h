@@ -2,6 +2,7 @@
 // tensor-parallel degrees (a group takes exactly the KV heads it holds).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kvstore/kv_layout.h"
@@ -15,11 +16,11 @@ struct HeadRange {
   bool Contains(HeadRange r) const { return begin <= r.begin && r.end <= end; }
 };
 
-// Elements of a slice of `heads` of one block: [layer][K|V][head][token][head_dim].
-int64_t SliceElems(const KvLayout& layout, int heads);
+// Bytes of a slice of `heads` of one block: [layer][K|V][head][head record].
+int64_t SliceBytes(const KvLayout& layout, int heads);
 // Copies heads [first, first + count) (local numbering) of a block out into a slice,
 // and back in.
-void CopySliceOut(const KvLayout& layout, const float* block, int first, int count, float* slice);
-void CopySliceIn(const KvLayout& layout, const float* slice, int first, int count, float* block);
+void CopySliceOut(const KvLayout& layout, const std::byte* block, int first, int count, std::byte* slice);
+void CopySliceIn(const KvLayout& layout, const std::byte* slice, int first, int count, std::byte* block);
 
 }  // namespace tessera::kvstore

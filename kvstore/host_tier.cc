@@ -32,10 +32,10 @@ std::vector<std::pair<int32_t, BlockHash>> HostTier::Contents() const {
 }
 
 absl::Status HostTier::Store(std::span<const Stored> blocks,
-                             const std::function<absl::Status(std::span<float* const> host_blocks)>& write) {
+                             const std::function<absl::Status(std::span<std::byte* const> host_blocks)>& write) {
   std::unique_lock lock(mu_);
-  std::vector<float*> hosts;
-  for (const Stored& s : blocks) hosts.push_back(storage_->data() + s.block * storage_->layout().block_elems());
+  std::vector<std::byte*> hosts;
+  for (const Stored& s : blocks) hosts.push_back(storage_->block(s.block));
   const absl::Status written = write(hosts);
   for (const Stored& s : blocks) {
     if (written.ok() && hash_of_[s.block] == s.hash) continue;
@@ -59,17 +59,17 @@ absl::Status HostTier::Store(std::span<const Stored> blocks,
 }
 
 absl::Status HostTier::Load(std::span<const int32_t> blocks,
-                            const std::function<absl::Status(std::span<const float* const> host_blocks)>& read) const {
+                            const std::function<absl::Status(std::span<const std::byte* const> host_blocks)>& read) const {
   std::shared_lock lock(mu_);
-  std::vector<const float*> hosts;
-  for (int32_t b : blocks) hosts.push_back(storage_->data() + b * storage_->layout().block_elems());
+  std::vector<const std::byte*> hosts;
+  for (int32_t b : blocks) hosts.push_back(storage_->block(b));
   return read(hosts);
 }
 
-std::span<float> HostTier::memory() const {
+std::span<std::byte> HostTier::memory() const {
   std::shared_lock lock(mu_);
   if (!storage_) return {};
-  return {storage_->data(), static_cast<size_t>(storage_->layout().block_elems()) * storage_->num_blocks()};
+  return {storage_->data(), static_cast<size_t>(storage_->layout().block_bytes()) * storage_->num_blocks()};
 }
 
 KvLayout HostTier::layout() const {
@@ -83,12 +83,11 @@ HeadRange HostTier::heads() const {
 }
 
 bool HostTier::ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange range,
-                         float* slice) const {
+                         std::byte* slice) const {
   std::shared_lock lock(mu_);
   auto it = by_hash_.find(hash);
   if (it == by_hash_.end() || !(storage_->layout() == layout) || !heads_.Contains(range)) return false;
-  CopySliceOut(layout, storage_->data() + it->second * layout.block_elems(), range.begin - heads_.begin,
-                        range.size(), slice);
+  CopySliceOut(layout, storage_->block(it->second), range.begin - heads_.begin, range.size(), slice);
   return true;
 }
 

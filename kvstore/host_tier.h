@@ -48,18 +48,18 @@ class HostTier final : public BlockSource {
   // of the device pool, done when it returns) and records that they now hold their
   // hashes; on an error none of them holds anything.
   absl::Status Store(std::span<const Stored> blocks,
-                     const std::function<absl::Status(std::span<float* const> host_blocks)>& write);
+                     const std::function<absl::Status(std::span<std::byte* const> host_blocks)>& write);
   // Hands host blocks `blocks` (their addresses, in order) to `read`: copies into the
   // device pool.
   absl::Status Load(std::span<const int32_t> blocks,
-                    const std::function<absl::Status(std::span<const float* const> host_blocks)>& read) const;
+                    const std::function<absl::Status(std::span<const std::byte* const> host_blocks)>& read) const;
   // The tier's memory, for a GPU engine to pin (valid until the next Reset).
-  std::span<float> memory() const;
+  std::span<std::byte> memory() const;
 
   KvLayout layout() const override;
   HeadRange heads() const override;
   bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange range,
-                 float* slice) const override;
+                 std::byte* slice) const override;
 
   // The events the coordinator has not acknowledged (or a snapshot, when it asked for
   // one), with where peers fetch blocks from.

@@ -32,10 +32,10 @@ int32_t ArgMax(const float* values, int64_t n) {
 }
 
 absl::StatusOr<std::vector<float>> PromptLogits(Model& model, std::span<const int32_t> prompt,
-                                                int block_size) {
+                                                int block_size, KvDtype kv_dtype) {
   RETURN_IF_ERROR(CheckPrompt(prompt, block_size));
   const int64_t n = static_cast<int64_t>(prompt.size());
-  kvstore::CpuKvStorage kv(model.KvLayoutFor(block_size), BlocksFor(n, block_size));
+  kvstore::CpuKvStorage kv(model.KvLayoutFor(block_size, kv_dtype), BlocksFor(n, block_size));
   kvstore::BlockAllocator allocator(kv.num_blocks());
   kvstore::BlockTable table;
   RETURN_IF_ERROR(table.EnsureCapacity(n, block_size, allocator));
@@ -79,7 +79,7 @@ absl::StatusOr<PerplexityResult> Perplexity(Model& model, std::span<const int32_
   for (int64_t begin = 0; scored_to < n; begin += result.stride) {
     const int64_t end = std::min(begin + result.context, n);
     ASSIGN_OR_RETURN(const std::vector<float> logits,
-                     PromptLogits(model, tokens.subspan(begin, end - begin), options.block_size));
+                     PromptLogits(model, tokens.subspan(begin, end - begin), options.block_size, options.kv_dtype));
     for (int64_t t = std::max(scored_to, begin + 1); t < end; ++t) {
       // -log softmax(row)[token], the row being the logits at the position before t.
       const float* row = logits.data() + (t - begin - 1) * vocab;
@@ -103,7 +103,7 @@ absl::StatusOr<std::vector<int32_t>> GenerateGreedy(Model& model, std::span<cons
   if (max_new_tokens < 0) return absl::InvalidArgumentError("max_new_tokens must be >= 0");
   const int64_t vocab = model.spec().vocab_size;
   const int64_t total = static_cast<int64_t>(prompt.size()) + max_new_tokens;
-  kvstore::CpuKvStorage kv(model.KvLayoutFor(block_size), BlocksFor(total, block_size));
+  kvstore::CpuKvStorage kv(model.KvLayoutFor(block_size, options.kv_dtype), BlocksFor(total, block_size));
   kvstore::BlockAllocator allocator(kv.num_blocks());
   kvstore::BlockTable table;
   RETURN_IF_ERROR(table.EnsureCapacity(total, block_size, allocator));

@@ -16,11 +16,13 @@ namespace tessera::models {
 
 // Logits of every prompt position, [prompt.size(), vocab] row-major.
 absl::StatusOr<std::vector<float>> PromptLogits(Model& model, std::span<const int32_t> prompt,
-                                                int block_size = kvstore::kDefaultBlockSize);
+                                                int block_size = kvstore::kDefaultBlockSize,
+                                                KvDtype kv_dtype = KvDtype::kF32);
 
 struct GreedyOptions {
   int max_new_tokens = 16;
   int block_size = kvstore::kDefaultBlockSize;  // KV cache tokens per block
+  KvDtype kv_dtype = KvDtype::kF32;             // and its element type
   // When set, receives the logits of every step ([steps, vocab]: the prefill's last
   // position, then each decode step).
   std::vector<float>* step_logits = nullptr;
@@ -38,6 +40,7 @@ struct PerplexityOptions {
   int context = 0;  // tokens per window (0: the model's max_position_embeddings)
   int stride = 0;   // tokens between window starts (0: half the context)
   int block_size = kvstore::kDefaultBlockSize;
+  KvDtype kv_dtype = KvDtype::kF32;
 };
 
 struct PerplexityResult {

@@ -82,8 +82,9 @@ size_t Model::decode_bytes_per_token() const {
   return bytes;
 }
 
-kvstore::KvLayout Model::KvLayoutFor(int block_size) const {
+kvstore::KvLayout Model::KvLayoutFor(int block_size, KvDtype dtype) const {
   kvstore::KvLayout layout;
+  layout.dtype = dtype;
   layout.num_layers = spec_.num_layers;
   layout.num_kv_heads = shard_.kv_heads;
   layout.head_dim = spec_.head_dim;
@@ -91,12 +92,14 @@ kvstore::KvLayout Model::KvLayoutFor(int block_size) const {
   return layout;
 }
 
-kernels::PagedKvView LayerKvView(const kvstore::KvLayout& layout, float* pool, int layer) {
+kernels::PagedKvView LayerKvView(const kvstore::KvLayout& layout, std::byte* pool, int layer) {
   kernels::PagedKvView view;
   view.k_base = pool + layout.k_offset(layer);
   view.v_base = pool + layout.v_offset(layer);
-  view.block_stride = layout.block_elems();
-  view.head_stride = layout.head_elems();
+  view.block_stride = layout.block_bytes();
+  view.head_stride = layout.head_bytes();
+  view.dtype = layout.dtype;
+  view.scales_offset = KvValuesBytes(layout.dtype, layout.block_size, layout.head_dim);
   view.block_size = layout.block_size;
   view.head_dim = layout.head_dim;
   return view;
@@ -229,7 +232,7 @@ absl::StatusOr<float*> Model::ForwardOnDevice(std::span<const SequenceInput> bat
   if (kv.host_memory() != backend_->host_memory()) {
     return absl::InvalidArgumentError("the KV pool is on another device than the model");
   }
-  RETURN_IF_ERROR(ValidateBatch(spec_, KvLayoutFor(kv.layout().block_size), kv.layout(), kv.num_blocks(), batch));
+  RETURN_IF_ERROR(ValidateBatch(spec_, KvLayoutFor(kv.layout().block_size, kv.layout().dtype), kv.layout(), kv.num_blocks(), batch));
   RETURN_IF_ERROR(BeginStep(batch));
   const int64_t rows = static_cast<int64_t>(host_tokens_.size());
   const int64_t out_rows = static_cast<int64_t>(host_keep_.size());

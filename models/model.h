@@ -73,7 +73,7 @@ absl::Status ValidateBatch(const ModelSpec& spec, const kvstore::KvLayout& model
 
 // The paged view of layer `layer`'s K and V in a pool of blocks laid out as `layout`
 // starting at `pool` (host or device memory).
-kernels::PagedKvView LayerKvView(const kvstore::KvLayout& layout, float* pool, int layer);
+kernels::PagedKvView LayerKvView(const kvstore::KvLayout& layout, std::byte* pool, int layer);
 
 class Model {
  public:
@@ -96,8 +96,8 @@ class Model {
   size_t decode_bytes_per_token() const;
   int num_threads() const { return num_threads_; }  // CPU kernel threads
 
-  // The KV block layout this model needs at a given block size.
-  kvstore::KvLayout KvLayoutFor(int block_size) const;
+  // The KV block layout this model needs at a given block size and cache dtype.
+  kvstore::KvLayout KvLayoutFor(int block_size, KvDtype dtype) const;
 
   // Runs one step. Writes the new tokens' K/V into `kv` (a pool on the model's device),
   // and logits into `logits` on the host: rows in sequence order, each sequence

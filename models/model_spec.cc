@@ -64,6 +64,14 @@ absl::Status ParseSpecialTokens(const nlohmann::json& c, ModelSpec* spec) {
   return absl::OkStatus();
 }
 
+// transformers writes torch_dtype (newer versions: dtype).
+absl::Status ParseDtype(const nlohmann::json& c, ModelSpec* spec) {
+  ASSIGN_OR_RETURN(const std::string dtype,
+                   internal::ReadKeyOr<std::string>(c, c.contains("dtype") ? "dtype" : "torch_dtype", "float32"));
+  spec->dtype = dtype == "bfloat16" ? KvDtype::kBf16 : dtype == "float16" ? KvDtype::kF16 : KvDtype::kF32;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ModelSpec> ParseModelSpec(const std::string& config_json) {
@@ -83,8 +91,19 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const std::string& config_json) {
   spec.family = std::string(family->name);
   RETURN_IF_ERROR(family->parse_config(c, &spec));
   RETURN_IF_ERROR(ParseSpecialTokens(c, &spec));
+  RETURN_IF_ERROR(ParseDtype(c, &spec));
   RETURN_IF_ERROR(Validate(spec));
   return spec;
+}
+
+absl::StatusOr<KvDtype> ResolveKvDtype(const std::string& flag, const ModelSpec& spec) {
+  if (flag == "auto") return spec.dtype;
+  KvDtype dtype;
+  if (!ParseKvDtype(flag, &dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown KV cache dtype '", flag, "' (choose auto, f32, bf16, f16, int8 or fp8_e4m3)"));
+  }
+  return dtype;
 }
 
 absl::StatusOr<ModelSpec> LoadModelSpec(const std::string& model_dir) {

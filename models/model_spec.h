@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/kv_dtype.h"
 #include "kernels/norm_kind.h"
 #include "kernels/ops.h"
 
@@ -68,6 +69,9 @@ struct ModelSpec {
   int experts_per_token = 0;    // top-k; the k weights are renormalised to sum to 1
 
   bool tie_word_embeddings = false;
+  // The checkpoint's dtype (config.json's torch_dtype) as a KV cache dtype: what
+  // --kv-cache-dtype auto picks (f32 for anything but bfloat16 and float16).
+  KvDtype dtype = KvDtype::kF32;
   std::vector<int> eos_token_ids;
   int bos_token_id = -1;
 
@@ -90,6 +94,10 @@ struct ModelSpec {
 // Parses config.json text. Unknown architectures and missing or invalid keys give
 // INVALID_ARGUMENT naming the key.
 absl::StatusOr<ModelSpec> ParseModelSpec(const std::string& config_json);
+
+// The KV cache dtype a flag value names: "auto" (the model's dtype) or a KvDtype name;
+// INVALID_ARGUMENT listing the choices otherwise.
+absl::StatusOr<KvDtype> ResolveKvDtype(const std::string& flag, const ModelSpec& spec);
 
 // Reads and parses DIR/config.json.
 absl::StatusOr<ModelSpec> LoadModelSpec(const std::string& model_dir);

@@ -1,5 +1,6 @@
 // The KV data plane over real loopback sockets: whole blocks, head slices across
-// tensor-parallel layouts (bit-exact), and every failure a fetch can meet.
+// tensor-parallel layouts (bit-exact), and every failure a fetch can meet. The blocks
+// are of an int8 cache (each head record carries its scales), moved as bytes.
 #include <cstring>
 #include <map>
 #include <thread>
@@ -14,7 +15,8 @@
 namespace tessera::kvstore {
 namespace {
 
-constexpr KvLayout kFull{/*num_layers=*/3, /*num_kv_heads=*/4, /*head_dim=*/8, /*block_size=*/4};
+constexpr KvLayout kFull{/*num_layers=*/3, /*num_kv_heads=*/4, /*head_dim=*/8, /*block_size=*/4, KvDtype::kInt8};
+constexpr std::byte kUnwritten{0xEE};  // what destination blocks hold before a fetch
 
 KvLayout WithHeads(int heads) {
   KvLayout l = kFull;
@@ -30,9 +32,9 @@ BlockHash HashOf(int i) {
 }
 
 // Blocks of the full layout with distinct contents, by index.
-std::vector<float> FullBlock(int i) {
-  std::vector<float> b(kFull.block_elems());
-  for (size_t e = 0; e < b.size(); ++e) b[e] = static_cast<float>(i * 100000 + e) * 0.25f;
+std::vector<std::byte> FullBlock(int i) {
+  std::vector<std::byte> b(kFull.block_bytes());
+  for (size_t e = 0; e < b.size(); ++e) b[e] = static_cast<std::byte>((i * 131 + e * 7) % 251);
   return b;
 }
 
@@ -41,14 +43,14 @@ class MapSource : public BlockSource {
  public:
   MapSource(HeadRange range, int n) : layout_(WithHeads(range.size())), range_(range) {
     for (int i = 0; i < n; ++i) {
-      std::vector<float> full = FullBlock(i), mine(layout_.block_elems());
+      std::vector<std::byte> full = FullBlock(i), mine(layout_.block_bytes());
       CopySliceOut(kFull, full.data(), range.begin, range.size(), mine.data());
       blocks_[HashOf(i)] = std::move(mine);
     }
   }
   KvLayout layout() const override { return layout_; }
   HeadRange heads() const override { return range_; }
-  bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange r, float* slice) const override {
+  bool ReadSlice(const BlockHash& hash, const KvLayout& layout, HeadRange r, std::byte* slice) const override {
     auto it = blocks_.find(hash);
     if (it == blocks_.end() || !(layout == layout_)) return false;
     CopySliceOut(layout_, it->second.data(), r.begin - range_.begin, r.size(), slice);
@@ -58,7 +60,7 @@ class MapSource : public BlockSource {
  private:
   KvLayout layout_;
   HeadRange range_;
-  std::map<BlockHash, std::vector<float>> blocks_;
+  std::map<BlockHash, std::vector<std::byte>> blocks_;
 };
 
 struct Served {
@@ -77,9 +79,9 @@ Served Serve(HeadRange range, int n, std::shared_ptr<const tls::SocketTls> tls =
 
 // Destination blocks for `heads` heads, pre-filled with a value no fetch writes.
 struct Destination {
-  std::vector<std::vector<float>> blocks;
-  std::vector<float*> pointers;
-  Destination(int n, int heads) : blocks(n, std::vector<float>(WithHeads(heads).block_elems(), -1.0f)) {
+  std::vector<std::vector<std::byte>> blocks;
+  std::vector<std::byte*> pointers;
+  Destination(int n, int heads) : blocks(n, std::vector<std::byte>(WithHeads(heads).block_bytes(), kUnwritten)) {
     for (auto& b : blocks) pointers.push_back(b.data());
   }
 };
@@ -124,8 +126,7 @@ TEST(BlockTransferTest, CacheWrittenAtTp2IsReadBitExactAtTp1) {
   const BlockPeer peers[] = {rank0.peer(), rank1.peer()};
   ASSERT_TRUE(fetcher.Fetch(peers, Hashes(5), kFull, {0, 4}, d.pointers).ok());
   for (int i = 0; i < 5; ++i) {
-    const std::vector<float> want = FullBlock(i);
-    EXPECT_EQ(std::memcmp(d.blocks[i].data(), want.data(), want.size() * sizeof(float)), 0) << i;
+    EXPECT_EQ(d.blocks[i], FullBlock(i)) << i;
   }
 }
 
@@ -136,7 +137,7 @@ TEST(BlockTransferTest, ATp4RankTakesOnlyItsHeadsFromATp1Peer) {
   const BlockPeer peers[] = {whole.peer()};
   ASSERT_TRUE(fetcher.Fetch(peers, Hashes(3), WithHeads(1), {2, 3}, d.pointers).ok());
   for (int i = 0; i < 3; ++i) {
-    std::vector<float> want(WithHeads(1).block_elems());
+    std::vector<std::byte> want(WithHeads(1).block_bytes());
     CopySliceOut(kFull, FullBlock(i).data(), 2, 1, want.data());
     EXPECT_EQ(d.blocks[i], want);
   }
@@ -165,10 +166,26 @@ TEST(BlockTransferTest, ALayoutMismatchIsRefused) {
   KvLayout other = kFull;
   other.head_dim = 16;
   Destination d(2, 4);
-  for (auto& b : d.blocks) b.resize(other.block_elems());
+  for (auto& b : d.blocks) b.resize(other.block_bytes());
   for (size_t i = 0; i < d.blocks.size(); ++i) d.pointers[i] = d.blocks[i].data();
   const BlockPeer peers[] = {a.peer()};
   EXPECT_EQ(fetcher.Fetch(peers, Hashes(2), other, {0, 4}, d.pointers).code(), absl::StatusCode::kDataLoss);
+}
+
+// Blocks of another cache dtype are never mixed in: the same shape in f32 is refused,
+// with the reason.
+TEST(BlockTransferTest, AKvDtypeMismatchIsRefused) {
+  BlockFetcher fetcher;
+  Served a = Serve({0, 4}, 2);
+  KvLayout f32 = kFull;
+  f32.dtype = KvDtype::kF32;
+  std::vector<std::vector<std::byte>> blocks(2, std::vector<std::byte>(f32.block_bytes(), kUnwritten));
+  std::vector<std::byte*> pointers = {blocks[0].data(), blocks[1].data()};
+  const BlockPeer peers[] = {a.peer()};
+  const absl::Status refused = fetcher.Fetch(peers, Hashes(2), f32, {0, 4}, pointers);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(refused.message().find("KV dtype"), std::string::npos) << refused;
+  EXPECT_EQ(blocks[0], std::vector<std::byte>(f32.block_bytes(), kUnwritten));
 }
 
 // Header fields a hostile peer chooses (found by fuzz/block_wire_fuzzer.cc: head
@@ -176,12 +193,13 @@ TEST(BlockTransferTest, ALayoutMismatchIsRefused) {
 // with a status, and the server goes on serving.
 TEST(BlockTransferTest, HostileHeadersAreBadRequests) {
   Served a = Serve({0, 4}, 1);
+  constexpr uint32_t kInt8 = static_cast<uint32_t>(KvDtype::kInt8);
   const wire::RequestHeader bad[] = {
-      {wire::kMagic, 3, 4, 8, 0x80000200u, 0x20000u, 1},   // the fuzzer's: begin past INT_MAX
-      {wire::kMagic, 3, 4, 8, 0u, 0xFFFFFFFFu, 1},         // end past INT_MAX
-      {wire::kMagic, 3, 4, 8, 2u, 2u, 1},                  // no heads
-      {wire::kMagic, 3, 4, 8, 0u, 4u, wire::kMaxBlocksPerRequest + 1},
-      {0x12345678u, 3, 4, 8, 0u, 4u, 1},
+      {wire::kMagic, 3, 4, 8, kInt8, 0x80000200u, 0x20000u, 1},  // the fuzzer's: begin past INT_MAX
+      {wire::kMagic, 3, 4, 8, kInt8, 0u, 0xFFFFFFFFu, 1},        // end past INT_MAX
+      {wire::kMagic, 3, 4, 8, kInt8, 2u, 2u, 1},                 // no heads
+      {wire::kMagic, 3, 4, 8, kInt8, 0u, 4u, wire::kMaxBlocksPerRequest + 1},
+      {0x31564B54u, 3, 4, 8, kInt8, 0u, 4u, 1},                  // version 1's magic
   };
   for (const wire::RequestHeader& header : bad) {
     auto conn = wire::Conn::Connect(a.peer().address, std::chrono::seconds(5), nullptr);
@@ -271,7 +289,7 @@ TEST(BlockTransferTest, PeersOutsideTheCaAreRefusedBothWays) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(a.server->peers_refused(), 2);
-  EXPECT_EQ(d.blocks[0], std::vector<float>(kFull.block_elems(), -1.0f));  // nothing written
+  EXPECT_EQ(d.blocks[0], std::vector<std::byte>(kFull.block_bytes(), kUnwritten));  // nothing written
 
   Served impostor = Serve({0, 4}, 2, DataPlaneTls("rogue", "rogue-ca"));
   const BlockPeer impostors[] = {impostor.peer()};

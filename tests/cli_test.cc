@@ -172,7 +172,8 @@ TEST(CliTest, PerplexityPrintsTheLibrarysFigures) {
   }
   auto model = models::Model::Load(Bundled());
   ASSERT_TRUE(model.ok()) << model.status();
-  auto expected = models::Perplexity(**model, tokens, {.context = 16, .stride = 8});
+  // The CLI's cache keeps the model's dtype (--kv-cache-dtype auto: bf16 here).
+  auto expected = models::Perplexity(**model, tokens, {.context = 16, .stride = 8, .kv_dtype = (*model)->spec().dtype});
   ASSERT_TRUE(expected.ok()) << expected.status();
 
   for (const std::string tp : {"1", "2"}) {
@@ -183,6 +184,7 @@ TEST(CliTest, PerplexityPrintsTheLibrarysFigures) {
     EXPECT_EQ(got["windows"], expected->windows);
     EXPECT_EQ(got["context"], 16);
     EXPECT_EQ(got["stride"], 8);
+    EXPECT_EQ(got["kv_cache_dtype"], "bf16");
     // bf16 weights: a tensor-parallel split sums in another order.
     EXPECT_NEAR(got["perplexity"].get<double>(), expected->perplexity(), (tp == "1" ? 1e-9 : 1e-3) * expected->perplexity());
     EXPECT_GT(got["seconds"].get<double>(), 0);

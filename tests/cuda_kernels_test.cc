@@ -243,7 +243,10 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
                              v = Random(rows * kv_row, 13);
     AttentionShape shape{c.heads, c.kv_heads, c.head_dim, c.window, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
 
-    PagedKvView host_kv{k_cache.data(), v_cache.data(), block_stride, head_stride, block_size, c.head_dim};
+    // An f32 cache, the one the CUDA kernels read: strides in bytes.
+    const auto bytes = [](float* p) { return reinterpret_cast<std::byte*>(p); };
+    PagedKvView host_kv{bytes(k_cache.data()), bytes(v_cache.data()), block_stride * 4, head_stride * 4, block_size,
+                        c.head_dim};
     WriteKv(k.data(), v.data(), kv_row, host_kv, c.kv_heads, seqs);
     std::vector<float> want(rows * q_stride);
     PagedAttention(q.data(), q_stride, host_kv, shape, seqs, want.data(), q_stride, &pool_);
@@ -252,7 +255,8 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
     DeviceBuffer<float> dq(q), dk(k), dv(v);
     DeviceBuffer<int32_t> dtables(tables), dpos(positions), doff(offsets);
     DeviceBuffer<float> workspace(std::max<int64_t>(1, cuda::PagedAttentionWorkspace(rows, shape, max_keys)));
-    PagedKvView dev_kv{dk_cache.get(), dv_cache.get(), block_stride, head_stride, block_size, c.head_dim};
+    PagedKvView dev_kv{bytes(dk_cache.get()), bytes(dv_cache.get()), block_stride * 4, head_stride * 4, block_size,
+                       c.head_dim};
     const cuda::DeviceRows drows{dpos.get(), doff.get(), dtables.get(), rows};
     ASSERT_EQ(cuda::LaunchWriteKv(dk.get(), dv.get(), kv_row, dev_kv, c.kv_heads, drows, nullptr), 0);
     ExpectNear(dk_cache.Host(), k_cache, 0.0f);  // the writes land in the same slots

@@ -61,7 +61,7 @@ class CudaModelTest : public ::testing::TestWithParam<std::string> {
     auto model = models::Model::Load(testing::GoldenModelDir(GetParam()), options);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
-    auto kv = kvstore::CudaKvPool::Create(model_->KvLayoutFor(kBlockSize), 256);
+    auto kv = kvstore::CudaKvPool::Create(model_->KvLayoutFor(kBlockSize, KvDtype::kF32), 256);
     ASSERT_TRUE(kv.ok()) << kv.status();
     kv_ = std::move(*kv);
   }
@@ -193,7 +193,7 @@ void ExpectShardedMatchesOneRank(const std::string& name, const Run& reference, 
       options.cuda_device = device;
       auto model = models::Model::Load(testing::GoldenModelDir(name), options);
       if (!model.ok()) return void(runs[rank] = model.status());
-      auto kv = kvstore::CudaKvPool::Create((*model)->KvLayoutFor(kBlockSize), 64);
+      auto kv = kvstore::CudaKvPool::Create((*model)->KvLayoutFor(kBlockSize, KvDtype::kF32), 64);
       if (!kv.ok()) return void(runs[rank] = kv.status());
       runs[rank] = Greedy(**model, **kv, prompt, steps);
     });

@@ -284,32 +284,43 @@ TEST(OpsTest, Activations) {
 }
 
 // Paged attention against dense causal attention over the same K/V, with shuffled
-// block tables, GQA, several block sizes and windows.
+// block tables, GQA, several block sizes and windows, for every cache dtype: the
+// reference reads the K/V the cache holds (decoded), so the kernels must read each
+// dtype exactly.
 struct AttentionCase {
   int block_size, window;
 };
 
-class PagedAttentionTest : public ::testing::TestWithParam<std::tuple<CpuIsa, AttentionCase>> {};
+class PagedAttentionTest : public ::testing::TestWithParam<std::tuple<CpuIsa, AttentionCase, KvDtype>> {};
 
 TEST_P(PagedAttentionTest, MatchesDenseAttention) {
-  const auto [isa, attention_case] = GetParam();
+  const auto [isa, attention_case, dtype] = GetParam();
   SELECT_ISA_OR_SKIP(isa);
   const auto [bs, window] = attention_case;
   const int heads = 4, kv_heads = 2, hd = 20, len = 37, group = heads / kv_heads;
   const int blocks = (len + bs - 1) / bs;
   std::vector<float> q = Random(len * heads * hd, 10), k = Random(len * kv_heads * hd, 11),
                      v = Random(len * kv_heads * hd, 12);
-  // Blocks laid out [block][kv_head][token][hd] (one layer), in reverse order.
-  std::vector<float> cache(static_cast<size_t>(2 * blocks) * kv_heads * bs * hd);
+  // Blocks laid out [block][kv_head][head record] (one layer), in reverse order.
+  const int64_t record = KvRecordBytes(dtype, bs, hd);
+  std::vector<std::byte> cache(static_cast<size_t>(2 * blocks) * kv_heads * record);
   std::vector<int32_t> table(blocks);
   for (int b = 0; b < blocks; ++b) table[b] = blocks - 1 - b;
   PagedKvView view;
   view.k_base = cache.data();
-  view.v_base = cache.data() + static_cast<size_t>(blocks) * kv_heads * bs * hd;
-  view.block_stride = static_cast<int64_t>(kv_heads) * bs * hd;
-  view.head_stride = static_cast<int64_t>(bs) * hd;
+  view.v_base = cache.data() + static_cast<size_t>(blocks) * kv_heads * record;
+  view.block_stride = kv_heads * record;
+  view.head_stride = record;
   view.block_size = bs;
   view.head_dim = hd;
+  view.dtype = dtype;
+  view.scales_offset = KvValuesBytes(dtype, bs, hd);
+  // Token j of kv head h as the cache holds it.
+  auto cached = [&](std::byte* base, int j, int h) {
+    std::vector<float> x(hd);
+    DecodeKvToken(dtype, base + table[j / bs] * view.block_stride + h * view.head_stride, hd, bs, j % bs, x.data());
+    return x;
+  };
   // Two steps: a prefill of 30 tokens, then 7 more, so attention spans both writes.
   std::vector<float> out(len * heads * hd);
   AttentionShape shape{heads, kv_heads, hd, window, 1.0f / std::sqrt(static_cast<float>(hd))};
@@ -321,39 +332,64 @@ TEST_P(PagedAttentionTest, MatchesDenseAttention) {
     WriteKv(kk.data(), vv.data(), kv_heads * hd, view, kv_heads, {&s, 1});
     PagedAttention(q.data() + start * heads * hd, heads * hd, view, shape, {&s, 1}, out.data() + start * heads * hd,
                    heads * hd, &pool);
+    for (int t = start; t < start + count; ++t) {
+      for (int h = 0; h < heads; ++h) {
+        const int kvh = h / group;
+        const int lo = window > 0 ? std::max(0, t - window + 1) : 0;
+        std::vector<double> p;
+        double mx = -1e30;
+        for (int j = lo; j <= t; ++j) {
+          const std::vector<float> key = cached(view.k_base, j, kvh);
+          double dot = 0;
+          for (int d = 0; d < hd; ++d) dot += q[(t * heads + h) * hd + d] * key[d];
+          p.push_back(dot * shape.scale);
+          mx = std::max(mx, p.back());
+        }
+        double sum = 0;
+        for (double& e : p) sum += (e = std::exp(e - mx));
+        std::vector<double> o(hd, 0.0);
+        for (int j = lo; j <= t; ++j) {
+          const std::vector<float> value = cached(view.v_base, j, kvh);
+          for (int d = 0; d < hd; ++d) o[d] += p[j - lo] / sum * value[d];
+        }
+        for (int d = 0; d < hd; ++d) {
+          ASSERT_NEAR(out[(t * heads + h) * hd + d], o[d], 1e-5) << "token " << t << " head " << h;
+        }
+      }
+    }
   }
-  for (int t = 0; t < len; ++t) {
-    for (int h = 0; h < heads; ++h) {
-      const int kvh = h / group;
-      const int lo = window > 0 ? std::max(0, t - window + 1) : 0;
-      std::vector<double> p;
-      double mx = -1e30;
-      for (int j = lo; j <= t; ++j) {
-        double s = 0;
-        for (int d = 0; d < hd; ++d) s += q[(t * heads + h) * hd + d] * k[(j * kv_heads + kvh) * hd + d];
-        p.push_back(s * shape.scale);
-        mx = std::max(mx, p.back());
-      }
-      double sum = 0;
-      for (double& e : p) sum += (e = std::exp(e - mx));
-      for (int d = 0; d < hd; ++d) {
-        double o = 0;
-        for (int j = lo; j <= t; ++j) o += p[j - lo] / sum * v[(j * kv_heads + kvh) * hd + d];
-        ASSERT_NEAR(out[(t * heads + h) * hd + d], o, 1e-5) << "token " << t << " head " << h;
-      }
+  // The cache holds the keys to the dtype's precision: half a unit in the last place
+  // (bf16 8 bits, f16 11, fp8 4), half an int8 step (amax / 127, amax < 5 here).
+  auto close = [dtype](float got, float want) {
+    const float err = std::fabs(got - want), mag = std::fabs(want);
+    switch (dtype) {
+      case KvDtype::kF32: return err == 0.0f;
+      case KvDtype::kBf16: return err <= 0x1p-8f * mag;
+      case KvDtype::kF16: return err <= 0x1p-11f * mag + 1e-7f;
+      case KvDtype::kInt8: return err <= 0.02f;
+      case KvDtype::kFp8E4m3: return err <= 0x1p-4f * mag + 1e-3f;
+    }
+    return false;
+  };
+  for (int j = 0; j < len; ++j) {
+    const std::vector<float> key = cached(view.k_base, j, 1);
+    for (int d = 0; d < hd; ++d) {
+      ASSERT_TRUE(close(key[d], k[(j * kv_heads + 1) * hd + d])) << j << " " << key[d] << " " << k[(j * kv_heads + 1) * hd + d];
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    BlockSizesAndWindows, PagedAttentionTest,
+    BlockSizesWindowsAndDtypes, PagedAttentionTest,
     ::testing::Combine(::testing::ValuesIn(AllCpuIsas()),
                        ::testing::Values(AttentionCase{1, 0}, AttentionCase{16, 0}, AttentionCase{32, 0},
-                                         AttentionCase{5, 8}, AttentionCase{16, 8}, AttentionCase{1, 3})),
+                                         AttentionCase{5, 8}, AttentionCase{16, 8}, AttentionCase{1, 3}),
+                       ::testing::Values(KvDtype::kF32, KvDtype::kBf16, KvDtype::kF16, KvDtype::kInt8,
+                                         KvDtype::kFp8E4m3)),
     [](const auto& info) {
       const AttentionCase c = std::get<1>(info.param);
       return IsaParamName(std::get<0>(info.param)) + "_block" + std::to_string(c.block_size) + "_window" +
-             std::to_string(c.window);
+             std::to_string(c.window) + "_" + KvDtypeName(std::get<2>(info.param));
     });
 
 }  // namespace

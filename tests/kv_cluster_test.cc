@@ -136,6 +136,37 @@ TEST(KvStoreTest, CacheWrittenAtTp2IsReadAtTp1) {
   EXPECT_EQ(tp1->remote_fetched_blocks(), 4);  // every head, from the two TP=2 ranks
 }
 
+// An int8 cache: its blocks (values and per-token scales together) written by a TP=2
+// group are fetched by a TP=1 group, which continues from them as a single process
+// with an int8 cache does; both groups report the dtype and their block bytes.
+TEST(KvStoreTest, Int8BlocksMoveBetweenTp2AndTp1Groups) {
+  std::vector<std::string> flags = kHostTier;
+  flags.insert(flags.end(), {"--kv-cache-dtype", "int8"});
+  LocalCluster cluster({GoldenLlama(), 0, flags, {"--step-delay-ms", "10"}});
+  cluster.AddWorker({"--tp", "2"});
+  cluster.AddWorker({"--tp", "2"});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  cluster.AddWorker();
+  ASSERT_TRUE(cluster.WaitForReadyGroups(2));
+  auto model = models::Model::Load(GoldenLlama());
+  const std::vector<int32_t> second = WithPrefix({11, 12});
+  const Outcome o = ServeElsewhere(cluster, WithPrefix({3}), second, 2);
+  ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  EXPECT_EQ(o.usage.cached_tokens(), 64);
+  EXPECT_EQ(o.tokens, Reference(**model, second, 16, KvDtype::kInt8));
+  const v1::ServerInfo info = cluster.Info();
+  const v1::GroupInfo* tp1 = GroupWith(info, "worker-3");
+  const v1::GroupInfo* tp2 = GroupWith(info, "worker-1");
+  ASSERT_NE(tp1, nullptr);
+  ASSERT_NE(tp2, nullptr);
+  EXPECT_EQ(tp1->remote_fetched_blocks(), 4);
+  const kvstore::KvLayout whole = (*model)->KvLayoutFor(16, KvDtype::kInt8);
+  EXPECT_EQ(tp1->kv_cache_dtype(), "int8");
+  EXPECT_EQ(tp1->kv_block_bytes(), whole.block_bytes());
+  EXPECT_EQ(tp2->kv_cache_dtype(), "int8");
+  EXPECT_EQ(tp2->kv_block_bytes(), whole.block_bytes() / 2);  // each rank holds half the heads
+}
+
 TEST(KvStoreTest, AKilledWorkersBlocksLeaveTheIndexAndRequestsComplete) {
   LocalCluster cluster({GoldenLlama(), 2, kHostTier});
   ASSERT_TRUE(cluster.WaitForReadyGroups(2));

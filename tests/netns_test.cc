@@ -73,7 +73,7 @@ TEST_F(NetnsTest, RemotePrefixFetchCrossesNodes) {
   for (const auto& g : info["groups"]) fetched += JsonInt(g.value("remoteFetchedBlocks", nlohmann::json()));
   EXPECT_EQ(fetched, 4) << info.dump();
   auto model = models::Model::Load(GoldenModelDir("llama"));
-  const int64_t block_bytes = (*model)->KvLayoutFor(16).block_elems() * 4;
+  const int64_t block_bytes = (*model)->KvLayoutFor(16, KvDtype::kF32).block_bytes();
   EXPECT_GT(rx, 4 * block_bytes);  // the blocks came over the link
 }
 

@@ -35,9 +35,10 @@ v1::GenerateRequest GreedyIds(const std::vector<int32_t>& prompt, int max_tokens
   return r;
 }
 
-std::vector<int32_t> Reference(models::Model& model, const std::vector<int32_t>& prompt, int n) {
+std::vector<int32_t> Reference(models::Model& model, const std::vector<int32_t>& prompt, int n, KvDtype kv_dtype) {
   models::GreedyOptions options;
   options.max_new_tokens = n;
+  options.kv_dtype = kv_dtype;
   return *models::GenerateGreedy(model, prompt, options);
 }
 

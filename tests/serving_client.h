@@ -26,6 +26,7 @@ Outcome Generate(v1::TesseraService::Stub& stub, const v1::GenerateRequest& requ
 // A greedy request for `max_tokens` tokens after `prompt` (token ids), EOS ignored.
 v1::GenerateRequest GreedyIds(const std::vector<int32_t>& prompt, int max_tokens);
 // The single-process greedy continuation: what a served greedy request must return.
-std::vector<int32_t> Reference(models::Model& model, const std::vector<int32_t>& prompt, int n);
+std::vector<int32_t> Reference(models::Model& model, const std::vector<int32_t>& prompt, int n,
+                               KvDtype kv_dtype = KvDtype::kF32);
 
 }  // namespace tessera::testing

@@ -57,7 +57,9 @@ TEST_P(TensorParallelTest, ShardedLogitsAndGreedyMatchOneRank) {
   const auto& c = golden.cases[1];
   auto model = models::Model::Load(dir);
   ASSERT_TRUE(model.ok());
-  const std::vector<float> reference = *models::PromptLogits(**model, c.input_ids);
+  // The CLI keeps the model's dtype in its cache (--kv-cache-dtype auto): bf16 for llama_bf16.
+  const KvDtype kv_dtype = (*model)->spec().dtype;
+  const std::vector<float> reference = *models::PromptLogits(**model, c.input_ids, kvstore::kDefaultBlockSize, kv_dtype);
 
   const std::string tmp = testing::MakeTempDir("tp_logits");
   const std::string ids = absl::StrJoin(c.input_ids, ",");
@@ -75,6 +77,7 @@ TEST_P(TensorParallelTest, ShardedLogitsAndGreedyMatchOneRank) {
 
   models::GreedyOptions greedy;
   greedy.max_new_tokens = 16;
+  greedy.kv_dtype = kv_dtype;
   const std::vector<int32_t> expected = *models::GenerateGreedy(**model, c.input_ids, greedy);
   ASSERT_EQ(RunCommand(std::string(TESSERA_CLI_PATH) + " generate --quiet --model " + dir + " --ids " + ids +
                            " --max-new-tokens 16" + parallel,

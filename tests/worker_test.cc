@@ -32,21 +32,21 @@ kvstore::BlockHash HashOf(int i) {
 // ---- the host tier
 
 TEST(HostTierTest, StoresLoadsAndNumbersItsEvents) {
-  const kvstore::KvLayout layout{2, 2, 4, 4};
+  const kvstore::KvLayout layout{2, 2, 4, 4, KvDtype::kFp8E4m3};  // records with their scales
   kvstore::HostTier tier;
   tier.Reset(layout, {0, 2}, 2, /*num_blocks=*/4);
-  const int64_t elems = layout.block_elems();
-  std::vector<float> source(2 * elems);
-  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<float>(i);
+  const int64_t bytes = layout.block_bytes();
+  std::vector<std::byte> source(2 * bytes);
+  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<std::byte>(i * 37);
   const kvstore::HostTier::Stored stored[] = {{1, HashOf(7)}, {3, HashOf(8)}};
-  ASSERT_TRUE(tier.Store(stored, [&](std::span<float* const> hosts) {
-                    for (size_t i = 0; i < hosts.size(); ++i) std::memcpy(hosts[i], &source[i * elems], elems * 4);
+  ASSERT_TRUE(tier.Store(stored, [&](std::span<std::byte* const> hosts) {
+                    for (size_t i = 0; i < hosts.size(); ++i) std::memcpy(hosts[i], &source[i * bytes], bytes);
                     return absl::OkStatus();
                   }).ok());
-  std::vector<float> back(2 * elems);
+  std::vector<std::byte> back(2 * bytes);
   const int32_t blocks[] = {1, 3};
-  ASSERT_TRUE(tier.Load(blocks, [&](std::span<const float* const> hosts) {
-                    for (size_t i = 0; i < hosts.size(); ++i) std::memcpy(&back[i * elems], hosts[i], elems * 4);
+  ASSERT_TRUE(tier.Load(blocks, [&](std::span<const std::byte* const> hosts) {
+                    for (size_t i = 0; i < hosts.size(); ++i) std::memcpy(&back[i * bytes], hosts[i], bytes);
                     return absl::OkStatus();
                   }).ok());
   EXPECT_EQ(back, source);
@@ -68,7 +68,7 @@ TEST(HostTierTest, StoresLoadsAndNumbersItsEvents) {
 
   // A failed write leaves the block holding nothing.
   const kvstore::HostTier::Stored overwrite[] = {{1, HashOf(9)}};
-  EXPECT_FALSE(tier.Store(overwrite, [](std::span<float* const>) { return absl::InternalError("copy failed"); }).ok());
+  EXPECT_FALSE(tier.Store(overwrite, [](std::span<std::byte* const>) { return absl::InternalError("copy failed"); }).ok());
   EXPECT_EQ(tier.Contents().size(), 1u);
   // The same layout keeps the blocks (a model reload); another drops them.
   tier.Reset(layout, {0, 2}, 2, 4);
@@ -87,10 +87,10 @@ class StepExecutorTest : public ::testing::Test {
     reference_ = std::move(*model);
     auto engine_model = models::Model::Load(testing::GoldenModelDir("llama"));
     ASSERT_TRUE(engine_model.ok());
-    executor_ = std::make_unique<StepExecutor>(MakeCpuEngine(std::move(*engine_model), kBlockSize, 16), &host_,
+    executor_ = std::make_unique<StepExecutor>(MakeCpuEngine(std::move(*engine_model), reference_->KvLayoutFor(kBlockSize, KvDtype::kF32), 16), &host_,
                                                &fetched_);
     const int kv_heads = reference_->spec().num_kv_heads;
-    host_.Reset(reference_->KvLayoutFor(kBlockSize), {0, kv_heads}, kv_heads, /*num_blocks=*/8);
+    host_.Reset(reference_->KvLayoutFor(kBlockSize, KvDtype::kF32), {0, kv_heads}, kv_heads, /*num_blocks=*/8);
   }
 
   v1::internal::NewSequence* AddNew(v1::internal::StepRequest* step, uint64_t id, std::span<const int32_t> tokens,

@@ -10,8 +10,8 @@ namespace {
 
 class CpuEngine final : public Engine {
  public:
-  CpuEngine(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks)
-      : model_(std::move(model)), kv_(model_->KvLayoutFor(block_size), num_blocks) {}
+  CpuEngine(std::unique_ptr<models::Model> model, const kvstore::KvLayout& layout, int32_t num_blocks)
+      : model_(std::move(model)), kv_(layout, num_blocks) {}
 
   const models::ModelSpec& spec() const override { return model_->spec(); }
   const kvstore::KvLayout& kv_layout() const override { return kv_.layout(); }
@@ -33,17 +33,16 @@ class CpuEngine final : public Engine {
     return absl::OkStatus();
   }
   absl::Status ReadBlocks(std::span<const BlockOut> copies) override {
-    for (const BlockOut& c : copies) std::memcpy(c.host, Block(c.device_block), BlockBytes());
+    for (const BlockOut& c : copies) std::memcpy(c.host, kv_.block(c.device_block), BlockBytes());
     return absl::OkStatus();
   }
   absl::Status WriteBlocks(std::span<const BlockIn> copies) override {
-    for (const BlockIn& c : copies) std::memcpy(Block(c.device_block), c.host, BlockBytes());
+    for (const BlockIn& c : copies) std::memcpy(kv_.block(c.device_block), c.host, BlockBytes());
     return absl::OkStatus();
   }
 
  private:
-  float* Block(int32_t block) { return kv_.data() + block * kv_.layout().block_elems(); }
-  size_t BlockBytes() const { return static_cast<size_t>(kv_.layout().block_elems()) * sizeof(float); }
+  size_t BlockBytes() const { return static_cast<size_t>(kv_.layout().block_bytes()); }
 
   std::unique_ptr<models::Model> model_;
   kvstore::CpuKvStorage kv_;  // on a CPU worker, the device pool
@@ -52,8 +51,9 @@ class CpuEngine final : public Engine {
 
 }  // namespace
 
-std::unique_ptr<Engine> MakeCpuEngine(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks) {
-  return std::make_unique<CpuEngine>(std::move(model), block_size, num_blocks);
+std::unique_ptr<Engine> MakeCpuEngine(std::unique_ptr<models::Model> model, const kvstore::KvLayout& layout,
+                                      int32_t num_blocks) {
+  return std::make_unique<CpuEngine>(std::move(model), layout, num_blocks);
 }
 
 }  // namespace tessera::worker

@@ -112,7 +112,7 @@ class CudaEngine final : public Engine {
     RETURN_IF_ERROR(copier_->CopyIn(in));
     return copier_->Synchronize();
   }
-  absl::Status PinHostMemory(std::span<float> memory) override {
+  absl::Status PinHostMemory(std::span<std::byte> memory) override {
     pinned_.reset();
     if (memory.empty()) return absl::OkStatus();
     ASSIGN_OR_RETURN(pinned_, kvstore::PinnedRegion::Create(memory.data(), memory.size_bytes()));
@@ -120,7 +120,7 @@ class CudaEngine final : public Engine {
   }
 
  private:
-  float* Block(int32_t block) const { return kv_->data() + block * kv_->layout().block_elems(); }
+  std::byte* Block(int32_t block) const { return kv_->block(block); }
 
   int device_;
   std::unique_ptr<models::Model> model_;
@@ -136,18 +136,19 @@ class CudaEngine final : public Engine {
 
 absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device,
                                                        const models::ModelOptions& options, int block_size,
-                                                       int32_t num_blocks, int64_t kv_memory_bytes) {
+                                                       KvDtype kv_dtype, int32_t num_blocks, int64_t kv_memory_bytes) {
+  if (kv_dtype != KvDtype::kF32) {
+    return absl::FailedPreconditionError(absl::StrCat("the CUDA backend keeps its KV cache in f32; --kv-cache-dtype ",
+                                                      KvDtypeName(kv_dtype), " runs on the CPU backend only"));
+  }
   models::ModelOptions on_gpu = options;
   on_gpu.cuda_device = device;
   ASSIGN_OR_RETURN(std::unique_ptr<models::Model> model, models::Model::Load(model_dir, on_gpu));
-  const kvstore::KvLayout layout = model->KvLayoutFor(block_size);
-  if (num_blocks <= 0) {
-    const int64_t block_bytes = layout.block_elems() * static_cast<int64_t>(sizeof(float));
-    num_blocks = static_cast<int32_t>(std::max<int64_t>(1, kv_memory_bytes / block_bytes));
-  }
+  const kvstore::KvLayout layout = model->KvLayoutFor(block_size, kv_dtype);
+  if (num_blocks <= 0) num_blocks = static_cast<int32_t>(std::max<int64_t>(1, kv_memory_bytes / layout.block_bytes()));
   ASSIGN_OR_RETURN(std::unique_ptr<kvstore::CudaKvPool> kv, kvstore::CudaKvPool::Create(layout, num_blocks));
   ASSIGN_OR_RETURN(std::unique_ptr<kvstore::BlockCopier> copier,
-                   kvstore::BlockCopier::Create(layout.block_elems() * static_cast<int64_t>(sizeof(float)), device));
+                   kvstore::BlockCopier::Create(layout.block_bytes(), device));
   return std::unique_ptr<Engine>(new CudaEngine(device, std::move(model), std::move(kv), std::move(copier)));
 }
 

@@ -3,7 +3,7 @@
 
 namespace tessera::worker {
 
-absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string&, int, const models::ModelOptions&, int, int32_t,
+absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string&, int, const models::ModelOptions&, int, KvDtype, int32_t,
                                                        int64_t) {
   return absl::FailedPreconditionError("this build has no CUDA: --device cuda needs TESSERA_CUDA and nvcc");
 }

@@ -44,33 +44,35 @@ class Engine {
   // log-probabilities, whose rows are sampled on the host.
   virtual absl::Status Step(std::span<const models::SequenceInput> batch, std::span<const SampleSpec> samples,
                             std::vector<kernels::SampledToken>* out) = 0;
-  // Block bytes between the device pool and host memory (kv_layout().block_elems()
-  // floats a block), a step's worth at a time; done when they return. The host tier's
+  // Block bytes between the device pool and host memory (kv_layout().block_bytes() a
+  // block), a step's worth at a time; done when they return. The host tier's
   // swaps and the data plane's fetches go through these.
   struct BlockOut {
     int32_t device_block;
-    float* host;
+    std::byte* host;
   };
   struct BlockIn {
-    const float* host;
+    const std::byte* host;
     int32_t device_block;
   };
   virtual absl::Status ReadBlocks(std::span<const BlockOut> copies) = 0;
   virtual absl::Status WriteBlocks(std::span<const BlockIn> copies) = 0;
   // Host memory most moves use (the host tier): a GPU engine pins it in place, while
   // the engine lives, so that its copies run asynchronously at full bandwidth.
-  virtual absl::Status PinHostMemory(std::span<float> memory) { return absl::OkStatus(); }
+  virtual absl::Status PinHostMemory(std::span<std::byte> memory) { return absl::OkStatus(); }
 };
 
-// The CPU device: `model` with a pool of `num_blocks` blocks.
-std::unique_ptr<Engine> MakeCpuEngine(std::unique_ptr<models::Model> model, int block_size, int32_t num_blocks);
+// The CPU device: `model` with a pool of `num_blocks` blocks of `layout`
+// (model->KvLayoutFor of some block size and cache dtype).
+std::unique_ptr<Engine> MakeCpuEngine(std::unique_ptr<models::Model> model, const kvstore::KvLayout& layout,
+                                      int32_t num_blocks);
 
 // CUDA device `device`: the shard `options` names (tensor/expert parallel rank and
 // communicators, as models::Model takes them), a pool of `num_blocks` blocks, or as
 // many as `kv_memory_bytes` holds when num_blocks is 0. FAILED_PRECONDITION in a build
-// without CUDA.
+// without CUDA, and for a cache dtype other than f32 (the CUDA kernels read f32 only).
 absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device,
                                                        const models::ModelOptions& options, int block_size,
-                                                       int32_t num_blocks, int64_t kv_memory_bytes);
+                                                       KvDtype kv_dtype, int32_t num_blocks, int64_t kv_memory_bytes);
 
 }  // namespace tessera::worker

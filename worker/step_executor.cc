@@ -32,20 +32,20 @@ StepExecutor::StepExecutor(std::unique_ptr<Engine> engine, kvstore::HostTier* ho
 
 void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response) {
   const kvstore::KvLayout& layout = engine_->kv_layout();
-  std::vector<float> staging;  // the blocks arrive in host memory, then go to the device pool
+  std::vector<std::byte> staging;  // the blocks arrive in host memory, then go to the device pool
   for (const auto& f : step.fetches()) {
     std::vector<kvstore::BlockHash> hashes(f.hashes_size());
-    staging.resize(static_cast<size_t>(f.hashes_size() * layout.block_elems()));
-    std::vector<float*> blocks;
+    staging.resize(static_cast<size_t>(f.hashes_size() * layout.block_bytes()));
+    std::vector<std::byte*> blocks;
     for (int i = 0; i < f.hashes_size(); ++i) {
       std::memcpy(hashes[i].data(), f.hashes(i).data(), hashes[i].size());
-      blocks.push_back(staging.data() + i * layout.block_elems());
+      blocks.push_back(staging.data() + i * layout.block_bytes());
     }
     std::vector<kvstore::BlockPeer> peers;
     for (const auto& p : f.peers()) peers.push_back({p.address(), {p.head_begin(), p.head_end()}});
     absl::Status s = fetcher_.Fetch(peers, hashes, layout, engine_->kv_heads(), blocks);
     if (s.ok()) {
-      *kv_bytes_fetched_ += static_cast<int64_t>(staging.size() * sizeof(float));
+      *kv_bytes_fetched_ += static_cast<int64_t>(staging.size());
       std::vector<Engine::BlockIn> copies;
       for (int i = 0; i < f.hashes_size(); ++i) copies.push_back({blocks[i], f.blocks(i)});
       s = engine_->WriteBlocks(copies);
@@ -113,14 +113,14 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     to_device.push_back(c.to());
   }
   if (!stored.empty()) {
-    RETURN_IF_ERROR(host_->Store(stored, [&](std::span<float* const> hosts) {
+    RETURN_IF_ERROR(host_->Store(stored, [&](std::span<std::byte* const> hosts) {
       std::vector<Engine::BlockOut> copies;
       for (size_t i = 0; i < hosts.size(); ++i) copies.push_back({from_device[i], hosts[i]});
       return engine_->ReadBlocks(copies);
     }));
   }
   if (!from_host.empty()) {
-    RETURN_IF_ERROR(host_->Load(from_host, [&](std::span<const float* const> hosts) {
+    RETURN_IF_ERROR(host_->Load(from_host, [&](std::span<const std::byte* const> hosts) {
       std::vector<Engine::BlockIn> copies;
       for (size_t i = 0; i < hosts.size(); ++i) copies.push_back({hosts[i], to_device[i]});
       return engine_->WriteBlocks(copies);

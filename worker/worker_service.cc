@@ -54,6 +54,9 @@ absl::Status CheckModelRoot(const std::string& root, const std::string& model_di
 absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::internal::LoadModelRequest& request,
                                                                   ByteProgress* progress) {
   RETURN_IF_ERROR(CheckModelRoot(options_.model_root, request.model_dir()));
+  ASSIGN_OR_RETURN(const models::ModelSpec spec, models::LoadModelSpec(request.model_dir()));
+  ASSIGN_OR_RETURN(const KvDtype kv_dtype,
+                   models::ResolveKvDtype(request.kv_cache_dtype().empty() ? "auto" : request.kv_cache_dtype(), spec));
   const int tp = std::max(1, request.tp_size()), ep = std::max(1, request.ep_size());
   const bool gpu = options_.cuda_device >= 0;
   if (gpu && request.batch_invariant()) {
@@ -98,16 +101,14 @@ absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::inte
     options.moe_communicator = all_comm_.get();
   }
   if (gpu) {
-    return MakeCudaEngine(request.model_dir(), options_.cuda_device, options, request.block_size(),
+    return MakeCudaEngine(request.model_dir(), options_.cuda_device, options, request.block_size(), kv_dtype,
                           request.num_kv_blocks(), request.kv_memory_bytes());
   }
   ASSIGN_OR_RETURN(std::unique_ptr<models::Model> model, models::Model::Load(request.model_dir(), options));
+  const kvstore::KvLayout layout = model->KvLayoutFor(request.block_size(), kv_dtype);
   int32_t blocks = request.num_kv_blocks();
-  if (blocks <= 0) {
-    const int64_t block_bytes = model->KvLayoutFor(request.block_size()).block_elems() * sizeof(float);
-    blocks = static_cast<int32_t>(std::max<int64_t>(1, request.kv_memory_bytes() / block_bytes));
-  }
-  return MakeCpuEngine(std::move(model), request.block_size(), blocks);
+  if (blocks <= 0) blocks = static_cast<int32_t>(std::max<int64_t>(1, request.kv_memory_bytes() / layout.block_bytes()));
+  return MakeCpuEngine(std::move(model), layout, blocks);
 }
 
 grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::LoadModelRequest* request,
@@ -138,6 +139,8 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
   }
   Engine& e = **engine;
   response->set_weight_bytes(static_cast<int64_t>(e.weight_bytes()));
+  response->set_kv_cache_dtype(KvDtypeName(e.kv_layout().dtype));
+  response->set_kv_block_bytes(e.kv_layout().block_bytes());
   response->set_kernels(options_.cuda_device >= 0 ? "cuda" : absl::StrCat("cpu/", kernels::CpuIsaName(kernels::ActiveCpuIsa())));
   host_tier_.Reset(e.kv_layout(), e.kv_heads(), e.spec().num_kv_heads, std::max(0, request->num_host_blocks()));
   if (absl::Status pinned = e.PinHostMemory(host_tier_.memory()); !pinned.ok()) return ToGrpc(pinned);

@@ -1,7 +1,6 @@
 #include "kernels/attention.h"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/internal/isa_kernels.h"
@@ -15,15 +14,17 @@ constexpr int kQueryTile = 16;  // new tokens per task
 
 void WriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& kv,
              int num_kv_heads, std::span<const AttentionSequence> seqs) {
-  const size_t bytes = sizeof(float) * kv.head_dim;
   for (const AttentionSequence& s : seqs) {
     for (int64_t i = 0; i < s.num_new; ++i) {
       const int64_t pos = s.context_len + i;
+      const int slot = static_cast<int>(pos % kv.block_size);
       const float* kr = k + (s.first_row + i) * stride;
       const float* vr = v + (s.first_row + i) * stride;
       for (int h = 0; h < num_kv_heads; ++h) {
-        std::memcpy(const_cast<float*>(internal::KvSlot(kv.k_base, kv, s, h, pos)), kr + h * kv.head_dim, bytes);
-        std::memcpy(const_cast<float*>(internal::KvSlot(kv.v_base, kv, s, h, pos)), vr + h * kv.head_dim, bytes);
+        EncodeKvToken(kv.dtype, kr + h * kv.head_dim, kv.head_dim, kv.block_size, slot,
+                      internal::KvRecord(kv.k_base, kv, s, h, pos));
+        EncodeKvToken(kv.dtype, vr + h * kv.head_dim, kv.head_dim, kv.block_size, slot,
+                      internal::KvRecord(kv.v_base, kv, s, h, pos));
       }
     }
   }

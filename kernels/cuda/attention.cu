@@ -17,10 +17,13 @@ int Splits(int64_t max_keys) {
   return static_cast<int>(std::clamp<int64_t>((max_keys + kKeysPerSplit - 1) / kKeysPerSplit, 1, kMaxSplits));
 }
 
-__device__ const float* KeyOrValue(const float* base, const PagedKvView& kv, const int32_t* table, int kv_head,
+// The cache is f32 here (the backend refuses other dtypes): a head record is
+// block_size rows of head_dim floats.
+__device__ const float* KeyOrValue(const std::byte* base, const PagedKvView& kv, const int32_t* table, int kv_head,
                                    int64_t pos) {
   const int64_t block = table[pos / kv.block_size];
-  return base + block * kv.block_stride + kv_head * kv.head_stride + (pos % kv.block_size) * kv.head_dim;
+  const std::byte* record = base + block * kv.block_stride + kv_head * kv.head_stride;
+  return reinterpret_cast<const float*>(record) + (pos % kv.block_size) * kv.head_dim;
 }
 
 __global__ void WriteKvKernel(const float* __restrict__ k, const float* __restrict__ v, int64_t stride,

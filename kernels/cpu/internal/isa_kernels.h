@@ -5,6 +5,7 @@
 // function, and it could be an AVX-512 one called on the portable path.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/attention.h"
@@ -15,11 +16,12 @@ constexpr int kPanel = 16;  // output columns per packed weight panel (kernels/m
 
 enum class WeightFormat { kF32, kF16, kBf16 };
 
-// Where token `pos` of kv head `head` of a sequence lies in a layer's K or V (`base`).
-static inline const float* KvSlot(const float* base, const PagedKvView& kv, const AttentionSequence& seq, int head,
+// The head record holding token `pos` of kv head `head` of a sequence, in a layer's K
+// or V (`base`); the token is its slot pos % block_size.
+static inline std::byte* KvRecord(std::byte* base, const PagedKvView& kv, const AttentionSequence& seq, int head,
                                   int64_t pos) {
   const int32_t block = seq.block_table[pos / kv.block_size];
-  return base + block * kv.block_stride + head * kv.head_stride + (pos % kv.block_size) * kv.head_dim;
+  return base + block * kv.block_stride + head * kv.head_stride;
 }
 
 // One matmul task's inputs: y[rows, n] (+)= x[rows, k] · Wᵀ (+ bias), over a range of

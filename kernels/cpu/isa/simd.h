@@ -52,6 +52,24 @@ static inline void WidenBf16Pairs(const uint16_t* p, Vec* even, Vec* odd) {
 static inline Vec WidenF16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p)));
 }
+// The KV cache's element types (common/kv_dtype.h), kLanes of them, unaligned, widened
+// exactly. E4M3 comes out as its value · 2^-8: its bits shifted into an IEEE half.
+static inline Vec LoadBf16(const uint16_t* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+static inline Vec LoadF16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+static inline Vec LoadI8(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+static inline Vec LoadE4m3Scaled(const uint8_t* p) {
+  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256i magnitude = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7);
+  const __m256i sign = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8);
+  return _mm512_cvtph_ps(_mm256_or_si256(magnitude, sign));
+}
 
 #elif defined(__AVX2__)
 
@@ -91,6 +109,20 @@ static inline void WidenBf16Pairs(const uint16_t* p, Vec* even, Vec* odd) {
 static inline Vec WidenF16(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(p)));
 }
+static inline Vec LoadBf16(const uint16_t* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+static inline Vec LoadF16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+static inline Vec LoadI8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+static inline Vec LoadE4m3Scaled(const uint8_t* p) {
+  const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  const __m128i magnitude = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7);
+  const __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
+  return _mm256_cvtph_ps(_mm_or_si128(magnitude, sign));
+}
 
 #else  // the portable floor: GCC vector extensions, SSE2 code on x86-64
 
@@ -124,6 +156,19 @@ static inline void WidenBf16Pairs(const uint16_t* p, Vec* even, Vec* odd) {
 static inline Vec WidenF16(const uint16_t* p) {
   return Vec{F16ToFloat(p[0]), F16ToFloat(p[1]), F16ToFloat(p[2]), F16ToFloat(p[3])};
 }
+static inline Vec LoadBf16(const uint16_t* p) {
+  return Vec{Bf16ToFloat(p[0]), Bf16ToFloat(p[1]), Bf16ToFloat(p[2]), Bf16ToFloat(p[3])};
+}
+static inline Vec LoadF16(const uint16_t* p) { return WidenF16(p); }
+static inline Vec LoadI8(const int8_t* p) {
+  return Vec{static_cast<float>(p[0]), static_cast<float>(p[1]), static_cast<float>(p[2]), static_cast<float>(p[3])};
+}
+static inline float E4m3Scaled(uint8_t b) {
+  return F16ToFloat(static_cast<uint16_t>(((b & 0x7f) << 7) | ((b & 0x80) << 8)));
+}
+static inline Vec LoadE4m3Scaled(const uint8_t* p) {
+  return Vec{E4m3Scaled(p[0]), E4m3Scaled(p[1]), E4m3Scaled(p[2]), E4m3Scaled(p[3])};
+}
 
 #endif
 
@@ -134,14 +179,6 @@ static inline float Dot(const float* a, const float* b, int n) {
   for (; i + kLanes <= n; i += kLanes) acc = Fma(LoadN(a + i, kLanes), LoadN(b + i, kLanes), acc);
   if (i < n) acc = Fma(LoadN(a + i, n - i), LoadN(b + i, n - i), acc);
   return ReduceAdd(acc);
-}
-
-// y = y·scale + a·x
-static inline void ScaleAxpy(float scale, float a, const float* x, float* y, int n) {
-  const Vec vs = Set1(scale), va = Set1(a);
-  int i = 0;
-  for (; i + kLanes <= n; i += kLanes) StoreN(y + i, Fma(va, LoadN(x + i, kLanes), Mul(vs, LoadN(y + i, kLanes))), kLanes);
-  if (i < n) StoreN(y + i, Fma(va, LoadN(x + i, n - i), Mul(vs, LoadN(y + i, n - i))), n - i);
 }
 
 }  // namespace tessera::kernels::simd

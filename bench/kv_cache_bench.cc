@@ -1,0 +1,161 @@
+// The KV cache's dtypes (common/kv_dtype.h) on a synthetic TinyLlama-1.1B-shaped model
+// (random bf16 weights): for each dtype, the blocks and the sequences of a given length
+// a fixed pool holds, and batch-1 decode tok/s at long contexts, next to the memory
+// read bandwidth measured in the same run and the bytes a decoded token reads
+// (weights + the K and V it attends to).
+//
+// The context's K and V are written as random values through the cache's encoder (the
+// write path WriteKv takes) instead of a prefill of thousands of tokens: decode speed
+// does not depend on the values, only on how many there are and their dtype.
+//
+//   build/bin/kv_cache_bench [--threads N] [--contexts 2048,8192] [--steps 16] [--pool-mb 1024]
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "bench/machine_limits.h"
+#include "bench/synthetic_model.h"
+#include "common/thread_pool.h"
+#include "kvstore/block_allocator.h"
+#include "kvstore/cpu_kv_storage.h"
+#include "models/generate.h"
+#include "models/model.h"
+
+namespace tessera::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kBlock = 16;
+constexpr KvDtype kDtypes[] = {KvDtype::kF32, KvDtype::kBf16, KvDtype::kF16, KvDtype::kInt8, KvDtype::kFp8E4m3};
+
+struct Flags {
+  int threads = 0;
+  std::vector<int> contexts = {2048, 8192};
+  int steps = 16;
+  int pool_mb = 1024;
+};
+
+bool ParseFlags(int argc, char** argv, Flags* f) {
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string name = argv[i], value = argv[i + 1];
+    bool ok = true;
+    if (name == "--threads") {
+      ok = absl::SimpleAtoi(value, &f->threads);
+    } else if (name == "--steps") {
+      ok = absl::SimpleAtoi(value, &f->steps) && f->steps > 0;
+    } else if (name == "--pool-mb") {
+      ok = absl::SimpleAtoi(value, &f->pool_mb) && f->pool_mb > 0;
+    } else if (name == "--contexts") {
+      f->contexts.clear();
+      for (absl::string_view c : absl::StrSplit(value, ',')) {
+        int n = 0;
+        ok = ok && absl::SimpleAtoi(c, &n) && n > 0;
+        f->contexts.push_back(n);
+      }
+    } else {
+      ok = false;
+    }
+    if (!ok) {
+      std::fprintf(stderr, "kv_cache_bench: bad flag %s %s\n", name.c_str(), value.c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+// Fills the first `tokens` positions of `table`'s blocks, every layer and kv head, with
+// random values encoded in the pool's dtype.
+void FillContext(kvstore::CpuKvStorage& kv, std::span<const int32_t> table, int64_t tokens) {
+  const kvstore::KvLayout& l = kv.layout();
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(l.head_dim);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::byte* block = kv.block(table[t / kBlock]);
+    for (int part = 0; part < 2 * l.num_layers; ++part) {
+      for (int h = 0; h < l.num_kv_heads; ++h) {
+        for (float& v : x) v = dist(rng);
+        EncodeKvToken(l.dtype, x.data(), l.head_dim, kBlock, static_cast<int>(t % kBlock),
+                      block + part * l.kv_bytes() + h * l.head_bytes());
+      }
+    }
+  }
+}
+
+// Batch-1 decode tok/s with `context` tokens already cached.
+double DecodeAt(models::Model& model, KvDtype dtype, int context, int steps) {
+  kvstore::CpuKvStorage kv(model.KvLayoutFor(kBlock, dtype), (context + steps) / kBlock + 2);
+  kvstore::BlockAllocator allocator(kv.num_blocks());
+  kvstore::BlockTable table;
+  if (!table.EnsureCapacity(context + steps, kBlock, allocator).ok()) return 0;
+  FillContext(kv, table.blocks(), context);
+  std::vector<float> logits;
+  int32_t token = 1;
+  const int warmup = 2;
+  Clock::time_point t0;
+  for (int step = 0; step < warmup + steps; ++step) {
+    if (step == warmup) t0 = Clock::now();
+    models::SequenceInput s{{&token, 1}, context + step, table.blocks(), false};
+    if (!model.Forward({&s, 1}, kv, &logits).ok()) return 0;
+    token = models::ArgMax(logits.data(), model.spec().vocab_size);
+  }
+  return steps / std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+int Main(int argc, char** argv) {
+  Flags flags;
+  if (!ParseFlags(argc, argv, &flags)) return 2;
+  const models::ModelSpec spec = TinyLlamaSpec();
+  std::printf("building synthetic TinyLlama-1.1B (bf16, random weights)...\n");
+  models::ModelOptions options;
+  options.num_threads = flags.threads;
+  std::unique_ptr<models::Model> model;
+  {
+    SyntheticLlama source(spec, 1, DType::kBF16);
+    model = *models::Model::Create(spec, source, options);
+  }
+  ThreadPool pool(model->num_threads());
+  const double bandwidth = MemoryReadBandwidth(pool);
+  const double weights = static_cast<double>(model->decode_bytes_per_token());
+  std::printf("threads %d, weights read per decoded token %.2f GB\n", model->num_threads(), weights / 1e9);
+  std::printf("memory read bandwidth (this run)   %8.1f GB/s\n\n", bandwidth);
+
+  const int64_t pool_bytes = static_cast<int64_t>(flags.pool_mb) << 20;
+  const int seq_tokens = flags.contexts.front();
+  std::printf("capacity of a %d MiB pool (block %d tokens):\n", flags.pool_mb, kBlock);
+  const std::string seqs_header = "seqs of " + std::to_string(seq_tokens);
+  std::printf("%-9s %12s %10s %14s %10s\n", "dtype", "block bytes", "blocks", seqs_header.c_str(), "vs f32");
+  int64_t f32_blocks = 0;
+  for (KvDtype d : kDtypes) {
+    const int64_t block_bytes = model->KvLayoutFor(kBlock, d).block_bytes();
+    const int64_t blocks = pool_bytes / block_bytes;
+    if (d == KvDtype::kF32) f32_blocks = blocks;
+    std::printf("%-9s %12lld %10lld %14lld %9.2fx\n", KvDtypeName(d), static_cast<long long>(block_bytes),
+                static_cast<long long>(blocks), static_cast<long long>(blocks / ((seq_tokens + kBlock - 1) / kBlock)),
+                static_cast<double>(blocks) / f32_blocks);
+  }
+
+  std::printf("\nbatch-1 decode (%d steps after 2 warm-up steps):\n", flags.steps);
+  std::printf("%-9s %8s %14s %10s %9s %12s\n", "dtype", "context", "KV read/token", "tok/s", "vs f32", "GB/s (frac)");
+  for (int context : flags.contexts) {
+    double f32_tps = 0;
+    for (KvDtype d : kDtypes) {
+      const double kv_bytes = static_cast<double>(model->KvLayoutFor(kBlock, d).block_bytes()) * context / kBlock;
+      const double tps = DecodeAt(*model, d, context, flags.steps);
+      if (d == KvDtype::kF32) f32_tps = tps;
+      const double gbs = tps * (weights + kv_bytes) / 1e9;
+      std::printf("%-9s %8d %11.0f MB %10.2f %8.2fx %6.1f (%.2f)\n", KvDtypeName(d), context, kv_bytes / 1e6, tps,
+                  tps / f32_tps, gbs, gbs / bandwidth);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera::bench
+
+int main(int argc, char** argv) { return tessera::bench::Main(argc, argv); }

@@ -1,0 +1,131 @@
+#include "common/kv_dtype.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/bf16.h"
+
+namespace tessera {
+namespace {
+
+constexpr float kInt8Max = 127.0f;
+
+float* Scales(KvDtype dtype, std::byte* record, int head_dim, int block_size) {
+  return reinterpret_cast<float*>(record + KvValuesBytes(dtype, block_size, head_dim));
+}
+
+// The smallest power of two s with amax / s <= 448: a power of two so that raising it
+// moves the encoded values by whole binades, which re-encodes them exactly.
+float Fp8ScaleFor(float amax) {
+  if (!(amax > 0.0f)) return 0.0f;
+  int e;
+  const float m = std::frexp(amax / kE4m3Max, &e);  // amax / 448 = m · 2^e, m in [0.5, 1)
+  return std::ldexp(1.0f, m == 0.5f ? e - 1 : e);
+}
+
+float MaxAbs(const float* x, int n) {
+  float m = 0.0f;
+  for (int i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+}  // namespace
+
+const char* KvDtypeName(KvDtype dtype) {
+  switch (dtype) {
+    case KvDtype::kF32: return "f32";
+    case KvDtype::kBf16: return "bf16";
+    case KvDtype::kF16: return "f16";
+    case KvDtype::kInt8: return "int8";
+    case KvDtype::kFp8E4m3: return "fp8_e4m3";
+  }
+  return "?";
+}
+
+bool ParseKvDtype(std::string_view name, KvDtype* dtype) {
+  for (KvDtype d : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kF16, KvDtype::kInt8, KvDtype::kFp8E4m3}) {
+    if (name == KvDtypeName(d)) {
+      *dtype = d;
+      return true;
+    }
+  }
+  return false;
+}
+
+float E4m3ToFloat(uint8_t q) {
+  const int e = (q >> 3) & 15, m = q & 7;
+  if (e == 15 && m == 7) return std::nanf("");
+  const float mag = e == 0 ? std::ldexp(static_cast<float>(m), -9) : std::ldexp(1.0f + m / 8.0f, e - 7);
+  return (q & 0x80) ? -mag : mag;
+}
+
+uint8_t FloatToE4m3(float x) {
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0;
+  const float a = std::fabs(x);
+  if (std::isnan(a)) return sign | 0x7f;
+  if (a >= kE4m3Max) return sign | 0x7e;
+  if (a < 0x1p-6f) {  // the subnormal grid, steps of 2^-9; 8 steps is the smallest normal
+    return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
+  }
+  uint32_t bits;
+  std::memcpy(&bits, &a, sizeof(bits));
+  bits += 0x7ffffu + ((bits >> 20) & 1u);  // round the mantissa to 3 bits, to nearest even
+  const int e = static_cast<int>(bits >> 23) - 127 + 7, m = (bits >> 20) & 7;
+  if (e > 15 || (e == 15 && m == 7)) return sign | 0x7e;
+  return sign | static_cast<uint8_t>((e << 3) | m);
+}
+
+void EncodeKvToken(KvDtype dtype, const float* x, int head_dim, int block_size, int slot, std::byte* record) {
+  const int64_t first = static_cast<int64_t>(slot) * head_dim;
+  switch (dtype) {
+    case KvDtype::kF32:
+      std::memcpy(reinterpret_cast<float*>(record) + first, x, sizeof(float) * head_dim);
+      return;
+    case KvDtype::kBf16:
+      for (int i = 0; i < head_dim; ++i) reinterpret_cast<uint16_t*>(record)[first + i] = FloatToBf16(x[i]);
+      return;
+    case KvDtype::kF16:
+      for (int i = 0; i < head_dim; ++i) reinterpret_cast<uint16_t*>(record)[first + i] = FloatToF16(x[i]);
+      return;
+    case KvDtype::kInt8: {
+      const float amax = MaxAbs(x, head_dim);
+      const float inv = amax > 0.0f ? kInt8Max / amax : 0.0f;
+      auto* q = reinterpret_cast<int8_t*>(record) + first;
+      for (int i = 0; i < head_dim; ++i) q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -kInt8Max, kInt8Max));
+      Scales(dtype, record, head_dim, block_size)[slot] = amax / kInt8Max;
+      return;
+    }
+    case KvDtype::kFp8E4m3: {
+      float& scale = Scales(dtype, record, head_dim, block_size)[0];
+      auto* q = reinterpret_cast<uint8_t*>(record);
+      const float amax = MaxAbs(x, head_dim);
+      if (slot == 0) {
+        scale = Fp8ScaleFor(amax);
+      } else if (amax > scale * kE4m3Max) {  // re-encode the tokens before at the new scale
+        const float raised = Fp8ScaleFor(amax), ratio = scale / raised;
+        for (int64_t i = 0; i < first; ++i) q[i] = FloatToE4m3(E4m3ToFloat(q[i]) * ratio);
+        scale = raised;
+      }
+      const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+      for (int i = 0; i < head_dim; ++i) q[first + i] = FloatToE4m3(x[i] * inv);
+      return;
+    }
+  }
+}
+
+void DecodeKvToken(KvDtype dtype, const std::byte* record, int head_dim, int block_size, int slot, float* out) {
+  const int64_t first = static_cast<int64_t>(slot) * head_dim;
+  const float* scales = Scales(dtype, const_cast<std::byte*>(record), head_dim, block_size);
+  for (int i = 0; i < head_dim; ++i) {
+    switch (dtype) {
+      case KvDtype::kF32: out[i] = reinterpret_cast<const float*>(record)[first + i]; break;
+      case KvDtype::kBf16: out[i] = Bf16ToFloat(reinterpret_cast<const uint16_t*>(record)[first + i]); break;
+      case KvDtype::kF16: out[i] = F16ToFloat(reinterpret_cast<const uint16_t*>(record)[first + i]); break;
+      case KvDtype::kInt8: out[i] = reinterpret_cast<const int8_t*>(record)[first + i] * scales[slot]; break;
+      case KvDtype::kFp8E4m3: out[i] = E4m3ToFloat(reinterpret_cast<const uint8_t*>(record)[first + i]) * scales[0]; break;
+    }
+  }
+}
+
+}  // namespace tessera
