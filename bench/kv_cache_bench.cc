@@ -86,21 +86,28 @@ void FillContext(kvstore::CpuKvStorage& kv, std::span<const int32_t> table, int6
   }
 }
 
-// Batch-1 decode tok/s with `context` tokens already cached.
+// Batch-1 decode tok/s with `context` tokens already cached (0 and a message on error).
 double DecodeAt(models::Model& model, KvDtype dtype, int context, int steps) {
-  kvstore::CpuKvStorage kv(model.KvLayoutFor(kBlock, dtype), (context + steps) / kBlock + 2);
+  constexpr int kWarmup = 2;
+  const int total = context + kWarmup + steps;
+  kvstore::CpuKvStorage kv(model.KvLayoutFor(kBlock, dtype), total / kBlock + 1);
   kvstore::BlockAllocator allocator(kv.num_blocks());
   kvstore::BlockTable table;
-  if (!table.EnsureCapacity(context + steps, kBlock, allocator).ok()) return 0;
+  if (absl::Status s = table.EnsureCapacity(total, kBlock, allocator); !s.ok()) {
+    std::fprintf(stderr, "kv_cache_bench: %s\n", std::string(s.message()).c_str());
+    return 0;
+  }
   FillContext(kv, table.blocks(), context);
   std::vector<float> logits;
   int32_t token = 1;
-  const int warmup = 2;
   Clock::time_point t0;
-  for (int step = 0; step < warmup + steps; ++step) {
-    if (step == warmup) t0 = Clock::now();
+  for (int step = 0; step < kWarmup + steps; ++step) {
+    if (step == kWarmup) t0 = Clock::now();
     models::SequenceInput s{{&token, 1}, context + step, table.blocks(), false};
-    if (!model.Forward({&s, 1}, kv, &logits).ok()) return 0;
+    if (absl::Status f = model.Forward({&s, 1}, kv, &logits); !f.ok()) {
+      std::fprintf(stderr, "kv_cache_bench: %s\n", std::string(f.message()).c_str());
+      return 0;
+    }
     token = models::ArgMax(logits.data(), model.spec().vocab_size);
   }
   return steps / std::chrono::duration<double>(Clock::now() - t0).count();

@@ -55,13 +55,14 @@ void PagedAttention(const float* q, int64_t q_stride, const PagedKvView& kv,
   pool->Run(static_cast<int>(tasks.size()), [&](int ti) {
     const Task& task = all[ti];
     const AttentionSequence& s = seqs[task.seq];
-    thread_local std::vector<float> scores;
+    thread_local std::vector<float> scores, rows;
     scores.resize(static_cast<size_t>(group) * kv.block_size);
+    if (kv.dtype != KvDtype::kF32) rows.resize(static_cast<size_t>(2) * kv.block_size * kv.head_dim);
     for (int64_t i = task.first; i < task.last; ++i) {
       const int64_t row = s.first_row + i;
       const int head0 = task.kvh * group;
       attend_one(q + row * q_stride + head0 * shape.head_dim, s.context_len + i, task.kvh, group,
-                kv, shape, s, out + row * out_stride + head0 * shape.head_dim, scores.data());
+                kv, shape, s, out + row * out_stride + head0 * shape.head_dim, scores.data(), rows.data());
     }
   });
 }

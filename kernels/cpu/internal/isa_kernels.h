@@ -47,10 +47,11 @@ using MatmulTaskFn = void (*)(const MatmulTask& task, int64_t row_begin, int64_t
                               int num_panels);
 
 // Attention of one new token (at position `pos`) for the `group` query heads that share
-// kv head `kvh`; `scores` holds group x block_size floats of scratch.
+// kv head `kvh`. Scratch: `scores` group x block_size floats, `rows` 2 x block_size x
+// head_dim floats (a block's K and V widened from a cache dtype other than f32).
 using AttendOneFn = void (*)(const float* q, int64_t pos, int kvh, int group, const PagedKvView& kv,
                              const AttentionShape& shape, const AttentionSequence& seq, float* out,
-                             float* scores);
+                             float* scores, float* rows);
 
 struct IsaKernels {
   MatmulTaskFn matmul_task;

@@ -1,7 +1,8 @@
 // The paged-attention inner loop (one new token, one group of query heads), compiled
 // once per ISA level (simd.h says how); kernels/cpu/attention.cc splits the work. The
-// cache is read in its dtype (common/kv_dtype.h) and widened in registers; a token's
-// dequantization scale multiplies its score and its weight, never the values.
+// cache is read in its dtype (common/kv_dtype.h): an f32 block in place, any other
+// widened (times its scales) once per block into float rows that every query head of
+// the group then reads.
 #include <math.h>
 
 #include <cstring>
@@ -18,13 +19,8 @@ constexpr int kMaxGroup = 64;  // query heads per kv head we support on the stac
 
 inline float Max(float a, float b) { return a < b ? b : a; }
 
-// The rows of a head record of each dtype: the element type, kLanes of them widened,
-// and the factor that turns a widened token into its value.
-struct F32Rows {
-  using T = float;
-  static simd::Vec Load(const T* p) { return simd::LoadN(p, simd::kLanes); }
-  static float Factor(const std::byte*, const PagedKvView&, int) { return 1.0f; }
-};
+// The rows of a head record of each dtype other than f32: the element type, kLanes of
+// them widened, and the factor that turns a widened token into its value.
 struct Bf16Rows {
   using T = uint16_t;
   static simd::Vec Load(const T* p) { return simd::LoadBf16(p); }
@@ -50,41 +46,53 @@ struct E4m3Rows {  // a scale per record; Load gives value · 2^-8
   }
 };
 
-// The last n < kLanes elements at p, zero-padded, widened.
+// Tokens [slot0, slot0 + n) of a record as float rows of head_dim in `out`.
 template <class Rows>
-simd::Vec LoadTail(const typename Rows::T* p, int n) {
-  typename Rows::T padded[simd::kLanes] = {};
-  std::memcpy(padded, p, sizeof(padded[0]) * n);
-  return Rows::Load(padded);
-}
-
-// Σ a[i]·b[i]
-template <class Rows>
-float Dot(const float* a, const typename Rows::T* b, int n) {
-  simd::Vec acc = simd::Zero();
-  int i = 0;
-  for (; i + simd::kLanes <= n; i += simd::kLanes) acc = simd::Fma(simd::LoadN(a + i, simd::kLanes), Rows::Load(b + i), acc);
-  if (i < n) acc = simd::Fma(simd::LoadN(a + i, n - i), LoadTail<Rows>(b + i, n - i), acc);
-  return simd::ReduceAdd(acc);
-}
-
-// y = y·scale + a·x
-template <class Rows>
-void ScaleAxpy(float scale, float a, const typename Rows::T* x, float* y, int n) {
-  const simd::Vec vs = simd::Set1(scale), va = simd::Set1(a);
-  int i = 0;
-  for (; i + simd::kLanes <= n; i += simd::kLanes) {
-    simd::StoreN(y + i, simd::Fma(va, Rows::Load(x + i), simd::Mul(vs, simd::LoadN(y + i, simd::kLanes))), simd::kLanes);
-  }
-  if (i < n) {
-    simd::StoreN(y + i, simd::Fma(va, LoadTail<Rows>(x + i, n - i), simd::Mul(vs, simd::LoadN(y + i, n - i))), n - i);
-  }
-}
-
-template <class Rows>
-void Attend(const float* q, int64_t pos, int kvh, int group, const PagedKvView& kv, const AttentionShape& shape,
-            const AttentionSequence& s, float* out, float* scores) {
+void Widen(const std::byte* record, const PagedKvView& kv, int slot0, int n, float* out) {
   using T = typename Rows::T;
+  const int hd = kv.head_dim;
+  for (int t = 0; t < n; ++t) {
+    const T* row = reinterpret_cast<const T*>(record) + static_cast<int64_t>(slot0 + t) * hd;
+    const simd::Vec factor = simd::Set1(Rows::Factor(record, kv, slot0 + t));
+    float* o = out + static_cast<int64_t>(t) * hd;
+    int i = 0;
+    for (; i + simd::kLanes <= hd; i += simd::kLanes) simd::StoreN(o + i, simd::Mul(factor, Rows::Load(row + i)), simd::kLanes);
+    if (i < hd) {
+      T padded[simd::kLanes] = {};
+      std::memcpy(padded, row + i, sizeof(T) * (hd - i));
+      simd::StoreN(o + i, simd::Mul(factor, Rows::Load(padded)), hd - i);
+    }
+  }
+}
+
+// The chunk's K or V rows as float32: in place for an f32 cache, else widened into `out`.
+const float* ChunkRows(const std::byte* record, const PagedKvView& kv, int slot0, int n, float* out) {
+  switch (kv.dtype) {
+    case KvDtype::kF32: return reinterpret_cast<const float*>(record) + static_cast<int64_t>(slot0) * kv.head_dim;
+    case KvDtype::kBf16: Widen<Bf16Rows>(record, kv, slot0, n, out); break;
+    case KvDtype::kF16: Widen<F16Rows>(record, kv, slot0, n, out); break;
+    case KvDtype::kInt8: Widen<Int8Rows>(record, kv, slot0, n, out); break;
+    case KvDtype::kFp8E4m3: Widen<E4m3Rows>(record, kv, slot0, n, out); break;
+  }
+  return out;
+}
+
+// o = o·correction + Σ_t p[t]·v[t], each column of o held in a register over the chunk's
+// n rows of v (row stride v_stride): one load and one FMA per value.
+void Accumulate(float correction, const float* p, const float* v, int n, int64_t v_stride, float* o, int hd) {
+  const simd::Vec c = simd::Set1(correction);
+  for (int i = 0; i < hd; i += simd::kLanes) {
+    const int lanes = hd - i < simd::kLanes ? hd - i : simd::kLanes;
+    simd::Vec acc = simd::Mul(c, simd::LoadN(o + i, lanes));
+    for (int t = 0; t < n; ++t) acc = simd::Fma(simd::Set1(p[t]), simd::LoadN(v + t * v_stride + i, lanes), acc);
+    simd::StoreN(o + i, acc, lanes);
+  }
+}
+
+}  // namespace
+
+void AttendOne(const float* q, int64_t pos, int kvh, int group, const PagedKvView& kv, const AttentionShape& shape,
+               const AttentionSequence& s, float* out, float* scores, float* rows) {
   const int hd = shape.head_dim;
   const int64_t lo = shape.window > 0 && pos - shape.window + 1 > 0 ? pos - shape.window + 1 : 0;
   float running_max[kMaxGroup], running_sum[kMaxGroup];
@@ -98,26 +106,24 @@ void Attend(const float* q, int64_t pos, int kvh, int group, const PagedKvView& 
     const int64_t block_end = (start / kv.block_size + 1) * kv.block_size;
     const int64_t end = pos + 1 < block_end ? pos + 1 : block_end;
     const int n = static_cast<int>(end - start), slot0 = static_cast<int>(start % kv.block_size);
-    const std::byte* k_record = internal::KvRecord(kv.k_base, kv, s, kvh, start);
-    const std::byte* v_record = internal::KvRecord(kv.v_base, kv, s, kvh, start);
-    const T* k0 = reinterpret_cast<const T*>(k_record) + static_cast<int64_t>(slot0) * hd;
-    const T* v0 = reinterpret_cast<const T*>(v_record) + static_cast<int64_t>(slot0) * hd;
+    const float* k0 = ChunkRows(internal::KvRecord(kv.k_base, kv, s, kvh, start), kv, slot0, n, rows);
+    const float* v0 =
+        ChunkRows(internal::KvRecord(kv.v_base, kv, s, kvh, start), kv, slot0, n, rows + kv.block_size * hd);
     for (int g = 0; g < group; ++g) {
       float* sc = scores + g * kv.block_size;
       float chunk_max = -__builtin_inff();
       for (int t = 0; t < n; ++t) {
-        sc[t] = Dot<Rows>(q + g * hd, k0 + t * hd, hd) * (shape.scale * Rows::Factor(k_record, kv, slot0 + t));
+        sc[t] = simd::Dot(q + g * hd, k0 + t * hd, hd) * shape.scale;
         chunk_max = Max(chunk_max, sc[t]);
       }
       const float new_max = Max(running_max[g], chunk_max);
       const float correction = expf(running_max[g] - new_max);
       running_sum[g] *= correction;
-      float* o = out + g * hd;
       for (int t = 0; t < n; ++t) {
-        const float p = expf(sc[t] - new_max);
-        running_sum[g] += p;
-        ScaleAxpy<Rows>(t == 0 ? correction : 1.0f, p * Rows::Factor(v_record, kv, slot0 + t), v0 + t * hd, o, hd);
+        sc[t] = expf(sc[t] - new_max);  // the score becomes its softmax weight
+        running_sum[g] += sc[t];
       }
+      Accumulate(correction, sc, v0, n, hd, out + g * hd, hd);
       running_max[g] = new_max;
     }
     start = end;
@@ -125,19 +131,6 @@ void Attend(const float* q, int64_t pos, int kvh, int group, const PagedKvView& 
   for (int g = 0; g < group; ++g) {
     const float inv = 1.0f / running_sum[g];
     for (int i = 0; i < hd; ++i) out[g * hd + i] *= inv;
-  }
-}
-
-}  // namespace
-
-void AttendOne(const float* q, int64_t pos, int kvh, int group, const PagedKvView& kv, const AttentionShape& shape,
-               const AttentionSequence& s, float* out, float* scores) {
-  switch (kv.dtype) {
-    case KvDtype::kF32: return Attend<F32Rows>(q, pos, kvh, group, kv, shape, s, out, scores);
-    case KvDtype::kBf16: return Attend<Bf16Rows>(q, pos, kvh, group, kv, shape, s, out, scores);
-    case KvDtype::kF16: return Attend<F16Rows>(q, pos, kvh, group, kv, shape, s, out, scores);
-    case KvDtype::kInt8: return Attend<Int8Rows>(q, pos, kvh, group, kv, shape, s, out, scores);
-    case KvDtype::kFp8E4m3: return Attend<E4m3Rows>(q, pos, kvh, group, kv, shape, s, out, scores);
   }
 }
 

@@ -16,6 +16,6 @@ void RunMatmulTask(const internal::MatmulTask& task, int64_t row_begin, int64_t 
                    int num_panels);
 
 void AttendOne(const float* q, int64_t pos, int kvh, int group, const PagedKvView& kv, const AttentionShape& shape,
-               const AttentionSequence& seq, float* out, float* scores);
+               const AttentionSequence& seq, float* out, float* scores, float* rows);
 
 }  // namespace tessera::kernels::TESSERA_ISA_NS
