@@ -140,6 +140,9 @@ std::string ServingMetrics::Scrape(const v1::ServerInfo& info) const {
             g.free_kv_blocks(), group);
     now.Add("tessera:group_kv_blocks", "KV blocks of the replica group (per worker).", MetricType::Gauge,
             g.total_kv_blocks(), group);
+    now.Add("tessera:group_kv_block_bytes",
+            "Bytes of one KV block on each worker of the replica group, by the cache's element type.",
+            MetricType::Gauge, g.kv_block_bytes(), {{"group", g.id()}, {"dtype", g.kv_cache_dtype()}});
     now.Add("tessera:group_steps_total", "Steps the replica group ran.", MetricType::Counter, g.steps(), group);
     now.Add("tessera:group_step_seconds_total",
             "Time of the replica group's steps, sent to answered (rate over group_steps_total: the mean step time).",

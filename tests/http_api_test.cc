@@ -389,6 +389,8 @@ TEST(HttpApiTest, MetricsCountAKnownWorkload) {
   EXPECT_EQ(Sample(m, "tessera:workers_registered" + model + "}"), 1);
   EXPECT_EQ(Sample(m, "tessera:group_ready" + model + ",group=\"group-1\"}"), 1);
   EXPECT_EQ(Sample(m, "tessera:kv_cache_usage_perc" + model + "}"), 0);
+  // The bundled model is bf16, so is its cache by default (--kv-cache-dtype auto).
+  EXPECT_GT(Sample(m, "tessera:group_kv_block_bytes" + model + ",group=\"group-1\",dtype=\"bf16\"}"), 0) << m;
   EXPECT_EQ(Sample(m, "tessera:num_preemptions_total" + model + "}"), 0);
   EXPECT_GE(Sample(m, "tessera:group_steps_total" + model + ",group=\"group-1\"}"), kRequests * kMaxTokens);
   EXPECT_GT(Sample(m, "tessera:group_step_seconds_total" + model + ",group=\"group-1\"}"), 0);
