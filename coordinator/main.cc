@@ -100,10 +100,8 @@ int Main(int argc, char** argv) {
   if (!identity.ok()) return Fail(std::string(identity.status().message()));
   config.cluster.group.model_identity = *identity;
   config.cluster.group.kv_window = spec->kv_window();
-  absl::StatusOr<KvDtype> kv_dtype = models::ResolveKvDtype(config.kv_cache_dtype, *spec);
-  if (!kv_dtype.ok()) return Fail(std::string(kv_dtype.status().message()));
-  config.cluster.group.kv_cache_dtype = *kv_dtype;
-  log::Info() << "model " << model_dir << " is " << *identity << ", KV cache " << KvDtypeName(*kv_dtype);
+  config.cluster.group.kv_cache_dtype = config.kv_cache_dtype;
+  log::Info() << "model " << model_dir << " is " << *identity;
   // A folder without tokenizer.json is served with token ids only.
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   if (std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json")) {

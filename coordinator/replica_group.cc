@@ -103,7 +103,7 @@ v1::GroupInfo ReplicaGroup::Info() const {
     info.set_load_seconds(load_seconds_);
     info.set_weight_load_seconds(weight_load_seconds_);
     info.set_load_bytes(load_bytes_);
-    info.set_kv_cache_dtype(KvDtypeName(options_.kv_cache_dtype));
+    info.set_kv_cache_dtype(kv_cache_dtype_);
     info.set_kv_block_bytes(kv_block_bytes_);
   }
   return info;
@@ -124,7 +124,7 @@ bool ReplicaGroup::Load() {
       req.set_block_size(options_.block_size);
       req.set_num_kv_blocks(options_.num_kv_blocks);
       req.set_kv_memory_bytes(options_.kv_memory_bytes);
-      req.set_kv_cache_dtype(KvDtypeName(options_.kv_cache_dtype));
+      req.set_kv_cache_dtype(options_.kv_cache_dtype);
       req.set_tp_size(options_.tp);
       req.set_tp_rank(static_cast<int>(i) % options_.tp);
       req.set_ep_size(options_.ep);
@@ -147,7 +147,13 @@ bool ReplicaGroup::Load() {
     }
     blocks = i == 0 ? responses[i].num_kv_blocks() : std::min(blocks, responses[i].num_kv_blocks());
     host_blocks = i == 0 ? responses[i].num_host_blocks() : std::min(host_blocks, responses[i].num_host_blocks());
+    if (responses[i].kv_cache_dtype() != responses[0].kv_cache_dtype()) {  // a GPU and a CPU rank under auto
+      log::Info() << id_ << " cannot serve: its ranks keep KV caches of " << responses[0].kv_cache_dtype() << " and "
+                  << responses[i].kv_cache_dtype() << " (set --kv-cache-dtype)";
+      return false;
+    }
   }
+  kv_cache_dtype_ = responses[0].kv_cache_dtype();
   SchedulerOptions so;
   so.cache.block_size = options_.block_size;
   so.cache.num_blocks = blocks;  // every rank must hold every block
@@ -155,7 +161,7 @@ bool ReplicaGroup::Load() {
   so.max_running = options_.max_running;
   so.kv_window = options_.kv_window;
   if (options_.prefix_caching) so.cache.model_identity = options_.model_identity;
-  so.cache.kv_dtype = KvDtypeName(options_.kv_cache_dtype);
+  so.cache.kv_dtype = kv_cache_dtype_;  // the hash root: blocks of two dtypes never mix
   so.cache.num_host_blocks = options_.prefix_caching ? host_blocks : 0;  // the host tier holds cached blocks
   if (options_.prefix_caching) so.cache.block_index = options_.block_index;
   scheduler_ = std::make_unique<Scheduler>(so);
@@ -181,7 +187,8 @@ bool ReplicaGroup::Load() {
   }
   load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log::Info() << id_ << " loaded in " << absl::StrFormat("%.2f", load_seconds_) << " s (weights "
-              << absl::StrFormat("%.2f s, %.2f GB", weight_load_seconds_, static_cast<double>(load_bytes_) / 1e9) << ")";
+              << absl::StrFormat("%.2f s, %.2f GB", weight_load_seconds_, static_cast<double>(load_bytes_) / 1e9)
+              << "), KV cache " << kv_cache_dtype_ << ", " << blocks << " blocks";
   published_scheduler_.store(scheduler_.get(), std::memory_order_release);
   return true;
 }

@@ -36,7 +36,7 @@ struct GroupOptions {
   int block_size = kvstore::kDefaultBlockSize;
   int32_t num_kv_blocks = 0;      // 0: from kv_memory_bytes
   int64_t kv_memory_bytes = kvstore::kDefaultKvMemoryBytes;
-  KvDtype kv_cache_dtype = KvDtype::kF32;
+  std::string kv_cache_dtype = "auto";  // as the workers resolve it (--kv-cache-dtype)
   int max_step_tokens = 512;
   int max_running = 256;
   int kv_window = 0;           // the model's (models::ModelSpec::kv_window)
@@ -103,6 +103,7 @@ class ReplicaGroup {
   // Load before publishing.
   double load_seconds_ = 0, weight_load_seconds_ = 0;
   int64_t load_bytes_ = 0;
+  std::string kv_cache_dtype_;  // the ranks' (written by Load before publishing)
   std::unique_ptr<Scheduler> scheduler_;  // set once loaded, by the group thread
   // scheduler_ as other threads may see it: null until it is fully built.
   std::atomic<Scheduler*> published_scheduler_{nullptr};

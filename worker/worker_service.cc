@@ -54,11 +54,13 @@ absl::Status CheckModelRoot(const std::string& root, const std::string& model_di
 absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::internal::LoadModelRequest& request,
                                                                   ByteProgress* progress) {
   RETURN_IF_ERROR(CheckModelRoot(options_.model_root, request.model_dir()));
-  ASSIGN_OR_RETURN(const models::ModelSpec spec, models::LoadModelSpec(request.model_dir()));
-  ASSIGN_OR_RETURN(const KvDtype kv_dtype,
-                   models::ResolveKvDtype(request.kv_cache_dtype().empty() ? "auto" : request.kv_cache_dtype(), spec));
   const int tp = std::max(1, request.tp_size()), ep = std::max(1, request.ep_size());
   const bool gpu = options_.cuda_device >= 0;
+  // auto: the model's dtype, except on a GPU, whose kernels read an f32 cache.
+  const std::string dtype_flag = request.kv_cache_dtype().empty() ? "auto" : request.kv_cache_dtype();
+  ASSIGN_OR_RETURN(const models::ModelSpec spec, models::LoadModelSpec(request.model_dir()));
+  ASSIGN_OR_RETURN(const KvDtype kv_dtype,
+                   gpu && dtype_flag == "auto" ? KvDtype::kF32 : models::ResolveKvDtype(dtype_flag, spec));
   if (gpu && request.batch_invariant()) {
     return absl::FailedPreconditionError(
         "batch-invariant serving is CPU-only so far: cuBLAS picks its GEMM algorithm by batch size");
