@@ -189,7 +189,8 @@ TEST_F(CudaTest, RotaryMatchesCpuForEveryScalingVariant) {
 }
 
 // Prefill and decode rows of several sequences, with GQA, sliding windows and
-// contexts long enough to be split (flash-decoding), against the CPU kernel.
+// contexts long enough to be split (flash-decoding), against the CPU kernel, for each
+// cache dtype the CUDA kernels keep (f32, bf16, f16: the same rounding as the CPU's).
 TEST_F(CudaTest, PagedAttentionMatchesCpu) {
   struct Case {
     int heads, kv_heads, head_dim, window;
@@ -205,7 +206,14 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
       {2, 2, 256, 0, {{0, 40}}},                       // the tile's staging beyond 48 KB
       {4, 4, 80, 0, {{17, 33}}},                       // head_dim not a multiple of 32
   };
-  for (const Case& c : cases) {
+  for (const auto& [c, dtype] : [&] {
+         std::vector<std::pair<Case, KvDtype>> all;
+         for (const Case& c : cases) {
+           for (KvDtype d : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kF16}) all.push_back({c, d});
+         }
+         return all;
+       }()) {
+    SCOPED_TRACE(KvDtypeName(dtype));
     const int block_size = 16;
     int64_t rows = 0, blocks = 0, max_keys = 0;
     for (auto [ctx, n] : c.seqs) {
@@ -236,30 +244,33 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
       seqs[s].block_table = tables.data() + off;
       off += (seqs[s].context_len + seqs[s].num_new + block_size - 1) / block_size;
     }
-    const int64_t head_stride = block_size * c.head_dim, block_stride = head_stride * c.kv_heads;
-    std::vector<float> k_cache = Random(blocks * block_stride, 9), v_cache = Random(blocks * block_stride, 10);
+    // Strides in bytes; the pools start as the same garbage on both sides.
+    const int64_t head_stride = KvRecordBytes(dtype, block_size, c.head_dim), block_stride = head_stride * c.kv_heads;
+    std::vector<std::byte> k_cache(blocks * block_stride), v_cache(blocks * block_stride);
+    for (size_t i = 0; i < k_cache.size(); ++i) {
+      k_cache[i] = static_cast<std::byte>(i * 7);
+      v_cache[i] = static_cast<std::byte>(i * 13);
+    }
+    const std::vector<std::byte> k_garbage = k_cache, v_garbage = v_cache;
     const int64_t q_stride = c.heads * c.head_dim, kv_row = c.kv_heads * c.head_dim;
     const std::vector<float> q = Random(rows * q_stride, 11), k = Random(rows * kv_row, 12),
                              v = Random(rows * kv_row, 13);
     AttentionShape shape{c.heads, c.kv_heads, c.head_dim, c.window, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
 
-    // An f32 cache, the one the CUDA kernels read: strides in bytes.
-    const auto bytes = [](float* p) { return reinterpret_cast<std::byte*>(p); };
-    PagedKvView host_kv{bytes(k_cache.data()), bytes(v_cache.data()), block_stride * 4, head_stride * 4, block_size,
-                        c.head_dim};
+    const PagedKvView host_kv{k_cache.data(), v_cache.data(), block_stride, head_stride, block_size, c.head_dim, dtype};
     WriteKv(k.data(), v.data(), kv_row, host_kv, c.kv_heads, seqs);
     std::vector<float> want(rows * q_stride);
     PagedAttention(q.data(), q_stride, host_kv, shape, seqs, want.data(), q_stride, &pool_);
 
-    DeviceBuffer<float> dk_cache(Random(blocks * block_stride, 9)), dv_cache(Random(blocks * block_stride, 10));
+    DeviceBuffer<std::byte> dk_cache(k_garbage), dv_cache(v_garbage);
     DeviceBuffer<float> dq(q), dk(k), dv(v);
     DeviceBuffer<int32_t> dtables(tables), dpos(positions), doff(offsets);
     DeviceBuffer<float> workspace(std::max<int64_t>(1, cuda::PagedAttentionWorkspace(rows, shape, max_keys)));
-    PagedKvView dev_kv{bytes(dk_cache.get()), bytes(dv_cache.get()), block_stride * 4, head_stride * 4, block_size,
-                       c.head_dim};
+    const PagedKvView dev_kv{dk_cache.get(), dv_cache.get(), block_stride, head_stride, block_size, c.head_dim, dtype};
     const cuda::DeviceRows drows{dpos.get(), doff.get(), dtables.get(), rows};
     ASSERT_EQ(cuda::LaunchWriteKv(dk.get(), dv.get(), kv_row, dev_kv, c.kv_heads, drows, nullptr), 0);
-    ExpectNear(dk_cache.Host(), k_cache, 0.0f);  // the writes land in the same slots
+    EXPECT_EQ(dk_cache.Host(), k_cache);  // the same bytes in the same slots
+    EXPECT_EQ(dv_cache.Host(), v_cache);
     // As planned (prefill tiles where a sequence has enough rows), then every row
     // through the decode kernel: both equal the CPU.
     std::vector<int64_t> new_tokens;

@@ -70,7 +70,7 @@ std::unique_ptr<Engine> MakeCpuEngine(std::unique_ptr<models::Model> model, cons
 // CUDA device `device`: the shard `options` names (tensor/expert parallel rank and
 // communicators, as models::Model takes them), a pool of `num_blocks` blocks, or as
 // many as `kv_memory_bytes` holds when num_blocks is 0. FAILED_PRECONDITION in a build
-// without CUDA, and for a cache dtype other than f32 (the CUDA kernels read f32 only).
+// without CUDA, and for the scaled cache dtypes (int8, fp8: CPU only).
 absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device,
                                                        const models::ModelOptions& options, int block_size,
                                                        KvDtype kv_dtype, int32_t num_blocks, int64_t kv_memory_bytes);

@@ -1,3 +1,5 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,13 +19,36 @@ int Splits(int64_t max_keys) {
   return static_cast<int>(std::clamp<int64_t>((max_keys + kKeysPerSplit - 1) / kKeysPerSplit, 1, kMaxSplits));
 }
 
-// The cache is f32 here (the backend refuses other dtypes): a head record is
-// block_size rows of head_dim floats.
-__device__ const float* KeyOrValue(const std::byte* base, const PagedKvView& kv, const int32_t* table, int kv_head,
-                                   int64_t pos) {
-  const int64_t block = table[pos / kv.block_size];
-  const std::byte* record = base + block * kv.block_stride + kv_head * kv.head_stride;
-  return reinterpret_cast<const float*>(record) + (pos % kv.block_size) * kv.head_dim;
+// Element d of token `pos`'s K or V row: a head record is block_size rows of head_dim
+// values, f32, bf16 or f16 here (the backend refuses the scaled dtypes). The dtype is
+// the same for the whole launch, so the switch never diverges.
+__device__ int64_t KvIndex(const PagedKvView& kv, const int32_t* table, int kv_head, int64_t pos, int d,
+                           int64_t* record) {
+  *record = table[pos / kv.block_size] * kv.block_stride + kv_head * kv.head_stride;
+  return (pos % kv.block_size) * kv.head_dim + d;
+}
+
+__device__ float LoadKv(const std::byte* base, const PagedKvView& kv, const int32_t* table, int kv_head, int64_t pos,
+                        int d) {
+  int64_t record;
+  const int64_t i = KvIndex(kv, table, kv_head, pos, d, &record);
+  switch (kv.dtype) {
+    case KvDtype::kBf16: return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(base + record)[i]);
+    case KvDtype::kF16: return __half2float(reinterpret_cast<const __half*>(base + record)[i]);
+    default: return reinterpret_cast<const float*>(base + record)[i];
+  }
+}
+
+// Rounds to nearest even, as the CPU's encoder (common/kv_dtype.h) does.
+__device__ void StoreKv(std::byte* base, const PagedKvView& kv, const int32_t* table, int kv_head, int64_t pos, int d,
+                        float x) {
+  int64_t record;
+  const int64_t i = KvIndex(kv, table, kv_head, pos, d, &record);
+  switch (kv.dtype) {
+    case KvDtype::kBf16: reinterpret_cast<__nv_bfloat16*>(base + record)[i] = __float2bfloat16_rn(x); break;
+    case KvDtype::kF16: reinterpret_cast<__half*>(base + record)[i] = __float2half_rn(x); break;
+    default: reinterpret_cast<float*>(base + record)[i] = x;
+  }
 }
 
 __global__ void WriteKvKernel(const float* __restrict__ k, const float* __restrict__ v, int64_t stride,
@@ -33,8 +58,8 @@ __global__ void WriteKvKernel(const float* __restrict__ k, const float* __restri
   const int64_t pos = rows.positions[r];
   for (int i = threadIdx.x; i < num_kv_heads * kv.head_dim; i += blockDim.x) {
     const int h = i / kv.head_dim, d = i % kv.head_dim;
-    const_cast<float*>(KeyOrValue(kv.k_base, kv, table, h, pos))[d] = k[r * stride + i];
-    const_cast<float*>(KeyOrValue(kv.v_base, kv, table, h, pos))[d] = v[r * stride + i];
+    StoreKv(kv.k_base, kv, table, h, pos, d, k[r * stride + i]);
+    StoreKv(kv.v_base, kv, table, h, pos, d, v[r * stride + i]);
   }
 }
 
@@ -64,18 +89,16 @@ __global__ void AttentionKernel(const float* __restrict__ q, int64_t q_stride, P
   }
   float m = -FLT_MAX, l = 0.0f;
   for (int64_t t = begin + warp; t < end; t += kWarps) {
-    const float* key = KeyOrValue(kv.k_base, kv, table, kv_head, t);
     float s = 0.0f;
     for (int i = 0; i < per_lane; ++i) {
       const int d = lane + 32 * i;
-      if (d < dim) s += qv[i] * key[d];
+      if (d < dim) s += qv[i] * LoadKv(kv.k_base, kv, table, kv_head, t, d);
     }
     for (int offset = 16; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset);
     const float m_new = fmaxf(m, s), correction = expf(m - m_new), p = expf(s - m_new);
-    const float* value = KeyOrValue(kv.v_base, kv, table, kv_head, t);
     for (int i = 0; i < per_lane; ++i) {
       const int d = lane + 32 * i;
-      acc[i] = acc[i] * correction + (d < dim ? p * value[d] : 0.0f);
+      acc[i] = acc[i] * correction + (d < dim ? p * LoadKv(kv.v_base, kv, table, kv_head, t, d) : 0.0f);
     }
     l = l * correction + p;
     m = m_new;
@@ -190,8 +213,8 @@ __global__ void __launch_bounds__(kTileWarps * 32)
       const int j = i / dim, d = i % dim;
       const int64_t t = t0 + j;
       const bool present = t <= last;
-      k_tile[j * pitch + d] = present ? KeyOrValue(kv.k_base, kv, table, kv_head, t)[d] : 0.0f;
-      v_tile[j * dim + d] = present ? KeyOrValue(kv.v_base, kv, table, kv_head, t)[d] : 0.0f;
+      k_tile[j * pitch + d] = present ? LoadKv(kv.k_base, kv, table, kv_head, t, d) : 0.0f;
+      v_tile[j * dim + d] = present ? LoadKv(kv.v_base, kv, table, kv_head, t, d) : 0.0f;
     }
     __syncthreads();
     const int64_t t = t0 + lane;  // this lane's key

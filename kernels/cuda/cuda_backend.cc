@@ -21,12 +21,12 @@ namespace {
 
 using cuda::DeviceMemory;
 
-// The CUDA attention kernels read and write an f32 cache only (MakeCudaEngine refuses
-// other dtypes before any step).
-absl::Status CheckF32Cache(const PagedKvView& kv) {
-  if (kv.dtype == KvDtype::kF32) return absl::OkStatus();
+// The CUDA attention kernels read and write f32, bf16 and f16 caches, not the scaled
+// dtypes (MakeCudaEngine refuses those before any step).
+absl::Status CheckCudaCache(const PagedKvView& kv) {
+  if (kv.dtype == KvDtype::kF32 || kv.dtype == KvDtype::kBf16 || kv.dtype == KvDtype::kF16) return absl::OkStatus();
   return absl::FailedPreconditionError(
-      absl::StrCat("the CUDA attention kernels read an f32 KV cache, not ", KvDtypeName(kv.dtype)));
+      absl::StrCat("the CUDA attention kernels read an f32, bf16 or f16 KV cache, not ", KvDtypeName(kv.dtype)));
 }
 
 class DeviceBuffer final : public Buffer {
@@ -200,13 +200,13 @@ class CudaBackend final : public Backend {
   }
   absl::Status WriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& kv,
                        int kv_heads) override {
-    RETURN_IF_ERROR(CheckF32Cache(kv));
+    RETURN_IF_ERROR(CheckCudaCache(kv));
     RETURN_IF_CUDA(cuda::LaunchWriteKv(k, v, stride, kv, kv_heads, DeviceRows(), nullptr));
     return absl::OkStatus();
   }
   absl::Status PagedAttention(const float* q, int64_t q_stride, const PagedKvView& kv, const AttentionShape& shape,
                               float* out, int64_t out_stride) override {
-    RETURN_IF_ERROR(CheckF32Cache(kv));
+    RETURN_IF_ERROR(CheckCudaCache(kv));
     const int64_t floats = cuda::PagedAttentionWorkspace(plan_.num_single, shape, max_keys_);
     RETURN_IF_ERROR(workspace_.Reserve(std::max<int64_t>(1, floats) * sizeof(float)));
     RETURN_IF_CUDA(cuda::LaunchPagedAttention(q, q_stride, kv, shape, DeviceRows(), plan_, max_keys_,
