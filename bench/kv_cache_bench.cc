@@ -20,6 +20,7 @@
 #include "bench/machine_limits.h"
 #include "bench/synthetic_model.h"
 #include "common/thread_pool.h"
+#include "kernels/attention.h"
 #include "kvstore/block_allocator.h"
 #include "kvstore/cpu_kv_storage.h"
 #include "models/generate.h"
@@ -67,22 +68,19 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
   return true;
 }
 
-// Fills the first `tokens` positions of `table`'s blocks, every layer and kv head, with
-// random values encoded in the pool's dtype.
-void FillContext(kvstore::CpuKvStorage& kv, std::span<const int32_t> table, int64_t tokens) {
+// Writes random K and V for the first `tokens` positions of `table` into every layer,
+// through the kernels' own write path (kernels::WriteKv, encoding in the pool's dtype).
+void FillContext(kvstore::CpuKvStorage& kv, const kvstore::BlockTable& table, int64_t tokens) {
   const kvstore::KvLayout& l = kv.layout();
+  const int64_t row = static_cast<int64_t>(l.num_kv_heads) * l.head_dim;
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> x(l.head_dim);
-  for (int64_t t = 0; t < tokens; ++t) {
-    std::byte* block = kv.block(table[t / kBlock]);
-    for (int part = 0; part < 2 * l.num_layers; ++part) {
-      for (int h = 0; h < l.num_kv_heads; ++h) {
-        for (float& v : x) v = dist(rng);
-        EncodeKvToken(l.dtype, x.data(), l.head_dim, kBlock, static_cast<int>(t % kBlock),
-                      block + part * l.kv_bytes() + h * l.head_bytes());
-      }
-    }
+  std::vector<float> k(tokens * row), v(tokens * row);
+  const kernels::AttentionSequence seq{0, tokens, 0, table.blocks().data(), static_cast<int64_t>(table.blocks().size())};
+  for (int layer = 0; layer < l.num_layers; ++layer) {
+    for (float& x : k) x = dist(rng);
+    for (float& x : v) x = dist(rng);
+    kernels::WriteKv(k.data(), v.data(), row, models::LayerKvView(l, kv.data(), layer), l.num_kv_heads, {&seq, 1});
   }
 }
 
@@ -97,7 +95,7 @@ double DecodeAt(models::Model& model, KvDtype dtype, int context, int steps) {
     std::fprintf(stderr, "kv_cache_bench: %s\n", std::string(s.message()).c_str());
     return 0;
   }
-  FillContext(kv, table.blocks(), context);
+  FillContext(kv, table, context);
   std::vector<float> logits;
   int32_t token = 1;
   Clock::time_point t0;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "common/bf16.h"
 
@@ -11,8 +12,11 @@ namespace {
 
 constexpr float kInt8Max = 127.0f;
 
-float* Scales(KvDtype dtype, std::byte* record, int head_dim, int block_size) {
-  return reinterpret_cast<float*>(record + KvValuesBytes(dtype, block_size, head_dim));
+// The scales after a record's values (std::byte or const std::byte).
+template <typename Byte>
+auto* Scales(KvDtype dtype, Byte* record, int head_dim, int block_size) {
+  using Float = std::conditional_t<std::is_const_v<Byte>, const float, float>;
+  return reinterpret_cast<Float*>(record + KvValuesBytes(dtype, block_size, head_dim));
 }
 
 // The smallest power of two s with amax / s <= 448: a power of two so that raising it
@@ -116,7 +120,7 @@ void EncodeKvToken(KvDtype dtype, const float* x, int head_dim, int block_size, 
 
 void DecodeKvToken(KvDtype dtype, const std::byte* record, int head_dim, int block_size, int slot, float* out) {
   const int64_t first = static_cast<int64_t>(slot) * head_dim;
-  const float* scales = Scales(dtype, const_cast<std::byte*>(record), head_dim, block_size);
+  const float* scales = Scales(dtype, record, head_dim, block_size);
   for (int i = 0; i < head_dim; ++i) {
     switch (dtype) {
       case KvDtype::kF32: out[i] = reinterpret_cast<const float*>(record)[first + i]; break;

@@ -57,7 +57,7 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
         "log throughput, queues, KV usage and prefix hits this often while busy (0: never)", 0);
   t.Int("block-size", &g.block_size, "N", "KV cache tokens per block", 1, 1 << 16);
   t.Int("kv-memory-mb", &s->kv_memory_mb, "N", "KV cache per worker, MiB", 1);
-  t.Choice("kv-cache-dtype", &c->kv_cache_dtype, {"auto", "f32", "bf16", "f16", "int8", "fp8_e4m3"},
+  t.Choice("kv-cache-dtype", &g.kv_cache_dtype, {"auto", "f32", "bf16", "f16", "int8", "fp8_e4m3"},
            "the KV cache's element type: auto (the model's dtype, config.json torch_dtype, on CPU workers; f32 on "
            "GPU workers), f32, bf16, f16, or on CPU workers int8 (a scale per token) and fp8_e4m3 (a scale per "
            "block) for 4x the blocks of f32 (docs/kv-blocks.md)");

@@ -27,7 +27,6 @@ struct CoordinatorConfig {
   tls::Files client_tls;                 // the client API's and HTTP API's certificate ("" : plaintext)
   tls::Files internal_tls;               // mutual TLS on the internal plane ("" : plaintext)
   std::string log_format = "text";     // text or json lines
-  std::string kv_cache_dtype = "auto";  // each worker resolves it (auto: the model's dtype on a CPU)
   int log_stats_interval_s = 10;        // a stats line this often while busy (0: none)
   ClusterOptions cluster;
   FrontendOptions frontend;  // model_name defaults to the model folder's name

@@ -100,7 +100,6 @@ int Main(int argc, char** argv) {
   if (!identity.ok()) return Fail(std::string(identity.status().message()));
   config.cluster.group.model_identity = *identity;
   config.cluster.group.kv_window = spec->kv_window();
-  config.cluster.group.kv_cache_dtype = config.kv_cache_dtype;
   log::Info() << "model " << model_dir << " is " << *identity;
   // A folder without tokenizer.json is served with token ids only.
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;

@@ -36,7 +36,7 @@ struct GroupOptions {
   int block_size = kvstore::kDefaultBlockSize;
   int32_t num_kv_blocks = 0;      // 0: from kv_memory_bytes
   int64_t kv_memory_bytes = kvstore::kDefaultKvMemoryBytes;
-  std::string kv_cache_dtype = "auto";  // as the workers resolve it (--kv-cache-dtype)
+  std::string kv_cache_dtype = "auto";  // --kv-cache-dtype, which each worker resolves
   int max_step_tokens = 512;
   int max_running = 256;
   int kv_window = 0;           // the model's (models::ModelSpec::kv_window)

@@ -17,7 +17,9 @@ struct PagedKvView {
   int block_size = 16;          // tokens per block
   int head_dim = 0;
   KvDtype dtype = KvDtype::kF32;  // of the values; common/kv_dtype.h gives the record
-  int64_t scales_offset = 0;      // bytes from a record's start to its scales (int8, fp8)
+  // Bytes from a record's start to its scales (int8, fp8): KvValuesBytes, computed by
+  // whoever makes the view, as the per-ISA kernels call no shared inline function.
+  int64_t scales_offset = 0;
 };
 
 struct AttentionShape {
