@@ -175,8 +175,9 @@ TEST(HttpApiTest, ThirtyTwoConcurrentStreamsEqualTheirGrpcAnswers) {
   }
 }
 
+// Batch-invariant: choice 1 of the batch is compared with the same seed run alone.
 TEST(HttpApiTest, BatchesChoicesLogprobsStopEchoAndCachedTokens) {
-  HttpCluster c(1);
+  HttpCluster c(1, {"--batch-invariant", "1"});
   // Two prompts (text and ids) x n = 2; choice j samples with seed + j.
   const json batch = {{"prompt", json::array({"In the beginning", json::array({2046, 448, 340})})},
                       {"n", 2}, {"seed", 5}, {"max_tokens", 6}, {"ignore_eos", true}, {"logprobs", 3}};
