@@ -54,6 +54,10 @@ commands:
               the context), each scoring the tokens the ones before it did not.
               Prints one JSON line: perplexity, nll_per_token, tokens, windows,
               context, stride, kv_cache_dtype, seconds.
+  embed       --model DIR (--prompt TEXT | --ids 1,2,3) [--pooling last|mean]
+              The embedding the server's Embed answers: the final hidden
+              states pooled (default: the last token's) and L2-normalised.
+              Prints one JSON line: embedding, tokens, pooling.
   generate    --model DIR --ids 1,2,3 --max-new-tokens N
               Greedy decoding; prints the N new ids comma-separated on one line.
   generate    --model DIR --prompt TEXT --max-new-tokens N
@@ -72,7 +76,8 @@ commands:
 
   serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
               [--http-listen HOST:PORT|off] [--tp N] [--ep M] [--cpu-isa LEVEL]
-              [--kv-memory-mb N] [--kv-cache-dtype D] [--batch-invariant] [--quiet]
+              [--kv-memory-mb N] [--kv-cache-dtype D] [--batch-invariant]
+              [--embedding-pooling last|mean] [--quiet]
               Runs a coordinator and N workers (child processes) until Ctrl-C;
               every tp x ep workers form one replica group. gRPC on --listen
               (127.0.0.1:50051), the OpenAI-compatible HTTP API on --http-listen
@@ -94,17 +99,17 @@ common flags:
   --threads N      kernel threads (default: every core this process may use,
                    within its cgroup's CPU limit, e.g. a container's)
   --block-size N   tokens per KV cache block (default 16)
-  --kv-cache-dtype D  logits/generate/perplexity/serve: the KV cache's element
+  --kv-cache-dtype D  logits/generate/perplexity/embed/serve: the KV cache's element
                    type: auto (the model's dtype), f32, bf16, f16, int8 (a scale
                    per token), fp8_e4m3 (a scale per block; docs/kv-blocks.md)
-  --tp N           logits/generate/perplexity: tensor parallelism over N local processes
+  --tp N           logits/generate/perplexity/embed: tensor parallelism over N local processes
                    (Gloo collectives; default 1)
   --ep M           the same, MoE models: expert parallelism; runs N x M
                    processes (default 1)
-  --cpu-isa LEVEL  logits/generate/perplexity/serve: the CPU kernels' instruction set: auto
+  --cpu-isa LEVEL  logits/generate/perplexity/embed/serve: the CPU kernels' instruction set: auto
                    (default, the best this CPU runs), avx512-bf16, avx512, avx2,
                    portable
-  --quiet          logits/generate/perplexity/serve: nothing about loading the weights (else
+  --quiet          logits/generate/perplexity/embed/serve: nothing about loading the weights (else
                    a progress bar on a terminal, lines otherwise, and a closing
                    line with the size, time and rate)
   --help           this text
@@ -139,7 +144,7 @@ bool IdsFlag(const Args& args, std::vector<int32_t>* ids, std::string* error) {
 
 // A parsed logits / generate / perplexity invocation.
 struct ModelJob {
-  enum class Kind { kLogits, kGenerate, kPerplexity } kind = Kind::kGenerate;
+  enum class Kind { kLogits, kGenerate, kPerplexity, kEmbed } kind = Kind::kGenerate;
   std::string model_dir;
   std::vector<int32_t> ids;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // set when generating from --prompt
@@ -147,6 +152,7 @@ struct ModelJob {
   std::string kv_cache_dtype = "auto";  // resolved against the model's config
   std::string out;
   models::PerplexityOptions perplexity;
+  models::Pooling pooling = models::Pooling::kLast;  // embed
   bool quiet = false;  // no loading progress
 };
 
@@ -195,6 +201,18 @@ int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary)
     auto result = models::Perplexity(**model, job.ids, perplexity);
     if (!result.ok()) return fail(result.status());
     if (primary) PrintPerplexity(*result, *kv_dtype, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return 0;
+  }
+  if (job.kind == ModelJob::Kind::kEmbed) {
+    auto embedding = models::Embed(**model, job.ids, job.pooling, job.block_size, *kv_dtype);
+    if (!embedding.ok()) return fail(embedding.status());
+    if (primary) {
+      std::cout << nlohmann::json{{"embedding", *embedding},
+                                  {"tokens", job.ids.size()},
+                                  {"pooling", models::PoolingName(job.pooling)}}
+                       .dump()
+                << "\n";
+    }
     return 0;
   }
   if (job.kind == ModelJob::Kind::kLogits) {
@@ -290,10 +308,12 @@ int RunModelCommand(const Args& args) {
   ModelJob job;
   job.kind = args.command == "logits"       ? ModelJob::Kind::kLogits
              : args.command == "perplexity" ? ModelJob::Kind::kPerplexity
+             : args.command == "embed"      ? ModelJob::Kind::kEmbed
                                             : ModelJob::Kind::kGenerate;
   const std::set<std::string> common = {"model", "threads", "block-size", "kv-cache-dtype", "tp", "ep", "cpu-isa", "quiet"};
   std::set<std::string> allowed = job.kind == ModelJob::Kind::kLogits       ? std::set<std::string>{"ids", "out"}
                                   : job.kind == ModelJob::Kind::kPerplexity ? std::set<std::string>{"text", "context", "stride"}
+                                  : job.kind == ModelJob::Kind::kEmbed      ? std::set<std::string>{"ids", "prompt", "pooling"}
                                                                             : std::set<std::string>{"ids", "prompt", "max-new-tokens"};
   allowed.insert(common.begin(), common.end());
   std::string error;
@@ -315,10 +335,20 @@ int RunModelCommand(const Args& args) {
       }
       job.out = args.flags.at("out");
       break;
+    case ModelJob::Kind::kEmbed:
     case ModelJob::Kind::kGenerate:
-      if (args.Has("prompt") == args.Has("ids")) return Fail("'generate' needs exactly one of --ids and --prompt");
-      if ((args.Has("ids") && !IdsFlag(args, &job.ids, &error)) || !Require(args, {"max-new-tokens"}, &error) ||
-          !IntFlag(args, "max-new-tokens", 0, 0, &job.max_new, &error)) {
+      if (args.Has("prompt") == args.Has("ids")) {
+        return Fail(absl::StrCat("'", args.command, "' needs exactly one of --ids and --prompt"));
+      }
+      if (args.Has("ids") && !IdsFlag(args, &job.ids, &error)) return Fail(error);
+      if (job.kind == ModelJob::Kind::kEmbed) {
+        if (args.Has("pooling")) {
+          auto pooling = models::ParsePooling(args.flags.at("pooling"));
+          if (!pooling.ok()) return Fail(pooling.status());
+          job.pooling = *pooling;
+        }
+      } else if (!Require(args, {"max-new-tokens"}, &error) ||
+                 !IntFlag(args, "max-new-tokens", 0, 0, &job.max_new, &error)) {
         return Fail(error);
       }
       if (args.Has("prompt")) {
@@ -426,7 +456,8 @@ int Main(int argc, char** argv) {
     std::cout << kUsage;
     return 0;
   }
-  if (args.command == "logits" || args.command == "generate" || args.command == "perplexity") {
+  if (args.command == "logits" || args.command == "generate" || args.command == "perplexity" ||
+      args.command == "embed") {
     return RunModelCommand(args);
   }
   if (args.command == "tokenize" || args.command == "detokenize") return RunTokenizerCommand(args);

@@ -14,11 +14,13 @@ struct Scratch {
       : kv_memory_mb(static_cast<int>(c.cluster.group.kv_memory_bytes >> 20)),
         heartbeat_ms(static_cast<int>(c.cluster.heartbeat_interval.count())),
         heartbeat_timeout_ms(static_cast<int>(c.cluster.heartbeat_timeout.count())),
-        http_max_body_mb(static_cast<int>(c.http.max_body_bytes >> 20)) {}
+        http_max_body_mb(static_cast<int>(c.http.max_body_bytes >> 20)),
+        embedding_pooling(models::PoolingName(c.frontend.embedding_pooling)) {}
   int kv_memory_mb;
   int heartbeat_ms;
   int heartbeat_timeout_ms;
   int http_max_body_mb;
+  std::string embedding_pooling;
 };
 
 constexpr char kProgram[] = "tessera-coordinator";
@@ -78,6 +80,9 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
   t.Bool("batch-invariant", &g.batch_invariant,
            "every request's tokens independent of the batch it runs in: exact fp32-activation matmuls "
            "for every batch size");
+  t.Choice("embedding-pooling", &s->embedding_pooling, {"last", "mean"},
+           "how Embed and POST /v1/embeddings read an embedding off the final hidden states: the last token's "
+           "(decoder embedding models such as e5-mistral or gte-Qwen2) or the mean over the tokens");
   t.Int("host-kv-blocks", &g.num_host_kv_blocks, "N",
         "host tier per worker: full blocks are written through to it, so evicted prefixes survive and other "
         "groups (other nodes) can fetch them over the KV data plane (0: none)",
@@ -106,6 +111,7 @@ std::optional<int> ParseCoordinatorConfig(int argc, const char* const* argv, Coo
   config->frontend.tensor_parallel = group.tp;
   config->frontend.expert_parallel = group.ep;
   config->frontend.batch_invariant = group.batch_invariant;
+  config->frontend.embedding_pooling = *models::ParsePooling(scratch.embedding_pooling);  // one of Choice's
   return std::nullopt;
 }
 

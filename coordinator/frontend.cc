@@ -40,6 +40,16 @@ std::string ErrorField(const absl::Status& status) {
   return field ? std::string(*field) : std::string();
 }
 
+absl::Status EmbeddingOutcome(const RequestEvent& last) {
+  if (!last.error.ok()) return last.error;
+  switch (last.finish) {
+    case v1::FINISH_REASON_ABORT: return absl::CancelledError("the embedding request was cancelled");
+    case v1::FINISH_REASON_KV_CACHE_FULL:
+      return FieldError("input", "the input is longer than a replica group's KV cache holds");
+    default: return absl::OkStatus();
+  }
+}
+
 Frontend::Frontend(FrontendOptions options, models::ModelSpec spec, std::unique_ptr<tokenizer::Tokenizer> tokenizer,
                    Cluster* cluster, RequestObserver* observer)
     : options_(std::move(options)),
@@ -113,7 +123,8 @@ absl::StatusOr<std::string> Frontend::Caller(const grpc::ServerContext& context)
   return Authenticate(it == metadata.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size()));
 }
 
-absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateRequest& r, const std::string& tenant) {
+absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateRequest& r, const std::string& tenant,
+                                                         models::Pooling pooling) {
   std::vector<int32_t> prompt;
   if (r.has_text()) {
     if (absl::Status s = NeedTokenizer(); !s.ok()) return s;
@@ -164,6 +175,7 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   request->set_tenant(tenant);
   request->set_share_weight(options_.api_keys.WeightOf(tenant));
   request->set_priority(r.priority());
+  request->set_pooling(pooling);
   streams->fetch_add(1);
   request->Hold(std::shared_ptr<void>(nullptr, [streams](void*) { streams->fetch_sub(1); }));
   active_[ActiveKey(tenant, id)] = request;
@@ -184,6 +196,65 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Start(const v1::GenerateReque
 void Frontend::Forget(const Request& request) {
   std::lock_guard<std::mutex> lock(mu_);
   active_.erase(ActiveKey(request.tenant(), request.id()));
+}
+
+absl::StatusOr<std::vector<std::shared_ptr<Request>>> Frontend::StartEmbeddings(const v1::EmbedRequest& r,
+                                                                                const std::string& tenant) {
+  if (absl::Status s = CheckModel(r.model()); !s.ok()) return s;
+  if (r.inputs().empty()) return FieldError("input", "no input to embed");
+  if (r.inputs_size() > options_.max_queue) {
+    return FieldError("input", absl::StrCat("at most ", options_.max_queue, " inputs (--max-queue)"));
+  }
+  std::vector<std::shared_ptr<Request>> started;
+  const auto fail = [&](size_t input, const absl::Status& status) {
+    for (const std::shared_ptr<Request>& request : started) {
+      request->Abort();
+      Forget(*request);
+    }
+    // The input's errors concern the API's `input`, whichever part of it they name.
+    absl::Status named(status.code(), absl::StrCat("input[", input, "]: ", status.message()));
+    if (!ErrorField(status).empty()) named.SetPayload(kFieldPayload, absl::Cord("input"));
+    return named;
+  };
+  for (int i = 0; i < r.inputs_size(); ++i) {
+    const v1::EmbedInput& input = r.inputs(i);
+    v1::GenerateRequest g;
+    if (input.has_text()) g.set_text(input.text());
+    if (input.has_token_ids()) *g.mutable_token_ids() = input.token_ids();
+    g.set_priority(r.priority());
+    g.mutable_sampling()->set_max_tokens(1);  // routing's estimate of its work: its prompt
+    absl::StatusOr<std::shared_ptr<Request>> request = Admit(g, tenant, options_.embedding_pooling);
+    if (!request.ok()) return fail(i, request.status());
+    started.push_back(*request);
+    if (absl::Status s = cluster_->Route(*request); !s.ok()) return fail(i, s);
+  }
+  return started;
+}
+
+grpc::Status Frontend::Embed(grpc::ServerContext* context, const v1::EmbedRequest* r, v1::EmbedResponse* response) {
+  absl::StatusOr<std::string> tenant = Caller(*context);
+  if (!tenant.ok()) return ToGrpc(tenant.status());
+  absl::StatusOr<std::vector<std::shared_ptr<Request>>> started = StartEmbeddings(*r, *tenant);
+  if (!started.ok()) return ToGrpc(started.status());
+  grpc::Status result = grpc::Status::OK;
+  for (const std::shared_ptr<Request>& request : *started) {
+    v1::Embedding* embedding = response->add_embeddings();
+    bool done = !result.ok();  // after a failure the rest are only aborted
+    while (!done) {
+      if (context->IsCancelled()) request->Abort();
+      for (RequestEvent& e : request->WaitEvents(std::chrono::milliseconds(50))) {
+        done = !e.error.ok() || e.finish != v1::FINISH_REASON_UNSPECIFIED;
+        if (!done) continue;
+        if (absl::Status s = EmbeddingOutcome(e); !s.ok()) result = ToGrpc(s);
+        embedding->mutable_values()->Add(e.embedding.begin(), e.embedding.end());
+      }
+    }
+    embedding->set_prompt_tokens(static_cast<int32_t>(request->prompt().size()));
+    response->set_prompt_tokens(response->prompt_tokens() + embedding->prompt_tokens());
+    if (!result.ok()) request->Abort();
+    Forget(*request);
+  }
+  return result;
 }
 
 grpc::Status Frontend::Generate(grpc::ServerContext* context, const v1::GenerateRequest* r,

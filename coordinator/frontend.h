@@ -14,6 +14,7 @@
 #include "coordinator/api_keys.h"
 #include "coordinator/cluster.h"
 #include "models/model_spec.h"
+#include "models/pooling.h"
 #include "tessera/v1/tessera.grpc.pb.h"
 #include "tokenizer/tokenizer.h"
 
@@ -24,6 +25,11 @@ namespace tessera::coordinator {
 absl::Status FieldError(const std::string& field, const std::string& message);
 std::string ErrorField(const absl::Status& status);
 
+// An embedding request's last event (Frontend::StartEmbeddings): OK when it carries
+// the embedding, else why it does not (its error; CANCELLED when it was aborted;
+// INVALID_ARGUMENT when the input is longer than a replica group's KV cache).
+absl::Status EmbeddingOutcome(const RequestEvent& last);
+
 struct FrontendOptions {
   std::string model_name;
   int max_queue = 1024;  // requests waiting in all groups before RESOURCE_EXHAUSTED
@@ -33,6 +39,8 @@ struct FrontendOptions {
   int tensor_parallel = 1;  // the groups' layout, reported by GetModelInfo
   int expert_parallel = 1;
   bool batch_invariant = false;  // reported by GetServerInfo
+  // How Embed reads an embedding off the final hidden states (--embedding-pooling).
+  models::Pooling embedding_pooling = models::Pooling::kLast;
   ApiKeys api_keys;              // none: the client APIs are open
 };
 
@@ -48,6 +56,8 @@ class Frontend final : public v1::TesseraService::Service {
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status Embed(grpc::ServerContext* context, const v1::EmbedRequest* request,
+                     v1::EmbedResponse* response) override;
   grpc::Status Abort(grpc::ServerContext* context, const v1::AbortRequest* request, v1::AbortResponse*) override;
   grpc::Status Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
                         v1::TokenizeResponse* response) override;
@@ -65,6 +75,11 @@ class Frontend final : public v1::TesseraService::Service {
   // `tenant` is the caller's (Authenticate): it salts the request's prefix cache.
   absl::StatusOr<std::shared_ptr<Request>> Start(const v1::GenerateRequest& request, const std::string& tenant);
   void Forget(const Request& request);
+  // The same for an embedding call: one request per input, in order, each ending with
+  // an event that carries its embedding. On an error none is left running; errors
+  // name the input ("input[2]: ...").
+  absl::StatusOr<std::vector<std::shared_ptr<Request>>> StartEmbeddings(const v1::EmbedRequest& request,
+                                                                        const std::string& tenant);
   // The tenant of an "Authorization: Bearer KEY" value; UNAUTHENTICATED when keys are
   // on and it names none.
   absl::StatusOr<std::string> Authenticate(std::string_view authorization) const {
@@ -87,7 +102,8 @@ class Frontend final : public v1::TesseraService::Service {
  private:
   absl::Status NeedTokenizer() const;
   absl::Status ValidateSampling(const v1::SamplingParams& p) const;
-  absl::StatusOr<std::shared_ptr<Request>> Admit(const v1::GenerateRequest& request, const std::string& tenant);
+  absl::StatusOr<std::shared_ptr<Request>> Admit(const v1::GenerateRequest& request, const std::string& tenant,
+                                                 models::Pooling pooling = models::Pooling::kNone);
   // The gRPC caller's tenant, from its `authorization` metadata.
   absl::StatusOr<std::string> Caller(const grpc::ServerContext& context) const;
 

@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "coordinator/openai_completion.h"
+#include "coordinator/openai_embeddings.h"
 #include "coordinator/openai_request.h"
 #include "nlohmann/json.hpp"
 
@@ -99,6 +100,7 @@ void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
       {"GET", "/v1/models", &OpenAiApi::Models, true},
       {"POST", "/v1/completions", &OpenAiApi::Completions, true},
       {"POST", "/v1/chat/completions", &OpenAiApi::ChatCompletions, true},
+      {"POST", "/v1/embeddings", &OpenAiApi::Embeddings, true},
       {"POST", "/tokenize", &OpenAiApi::Tokenize, true},
       {"POST", "/detokenize", &OpenAiApi::Detokenize, true},
   };
@@ -186,6 +188,13 @@ void OpenAiApi::Completions(const HttpRequest& request, const std::string& tenan
   if (!r.ok()) return SendError(*reply, r.status());
   if (absl::Status s = frontend_->CheckModel(r->model); !s.ok()) return SendError(*reply, s);
   RunCompletion(frontend_, std::move(*r), tenant, reply, std::time(nullptr));
+}
+
+void OpenAiApi::Embeddings(const HttpRequest& request, const std::string& tenant,
+                           const std::shared_ptr<HttpReply>& reply) const {
+  absl::StatusOr<EmbeddingsRequest> r = ParseEmbeddingsRequest(request.body);
+  if (!r.ok()) return SendError(*reply, r.status());
+  RunEmbeddings(frontend_, std::move(*r), tenant, reply);
 }
 
 }  // namespace tessera::coordinator

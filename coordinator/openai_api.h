@@ -7,6 +7,7 @@
 //   GET  /v1/models           the served model
 //   POST /v1/completions      text completions, whole or streamed (Server-Sent Events)
 //   POST /v1/chat/completions chat, the messages rendered by the model's chat template
+//   POST /v1/embeddings       embeddings of one input or a batch (Frontend::StartEmbeddings)
 //   POST /tokenize, /detokenize  as vLLM has them
 //   GET  /metrics             Prometheus text format (ServingMetrics)
 //
@@ -57,6 +58,8 @@ class OpenAiApi {
   void Metrics(const HttpRequest& request, const std::string& tenant,
                  const std::shared_ptr<HttpReply>& reply) const;
   void ChatCompletions(const HttpRequest& request, const std::string& tenant,
+                 const std::shared_ptr<HttpReply>& reply) const;
+  void Embeddings(const HttpRequest& request, const std::string& tenant,
                  const std::shared_ptr<HttpReply>& reply) const;
 
   Frontend* const frontend_;

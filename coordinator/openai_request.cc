@@ -14,7 +14,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kMaxPrompts = 64;  // a batch in one request
+constexpr size_t kMaxPrompts = 64;             // a batch in one completions request
+constexpr size_t kMaxEmbeddingInputs = 2048;    // OpenAI's limit for one embeddings request
 
 // A request body: a JSON object whose fields are read with their type checked. A
 // field that is absent or null is left as it was (the API's default).
@@ -80,16 +81,18 @@ absl::StatusOr<std::vector<int32_t>> TokenIds(const json& list, const char* fiel
   return ids;
 }
 
-// "prompt": a string, a list of token ids, or a list of either (a batch).
-absl::StatusOr<std::vector<v1::GenerateRequest>> Prompts(const Body& body) {
-  const json* prompt = body.Find("prompt");
+// `key` ("prompt", or "input" for embeddings): a string, a list of token ids, or a
+// list of up to `most` of either (a batch).
+absl::StatusOr<std::vector<v1::GenerateRequest>> Prompts(const Body& body, const char* key = "prompt",
+                                                         size_t most = kMaxPrompts) {
+  const json* prompt = body.Find(key);
   const absl::Status shape =
-      FieldError("prompt", "prompt must be a string, a list of token ids, or a list of strings or of id lists");
-  if (prompt == nullptr) return FieldError("prompt", "prompt is required");
+      FieldError(key, absl::StrCat(key, " must be a string, a list of token ids, or a list of strings or of id lists"));
+  if (prompt == nullptr) return FieldError(key, absl::StrCat(key, " is required"));
   std::vector<v1::GenerateRequest> out;
   auto add_text = [&](const json& text) { out.emplace_back().set_text(text.get<std::string>()); };
   auto add_ids = [&](const json& list) -> absl::Status {
-    ASSIGN_OR_RETURN(const std::vector<int32_t> ids, TokenIds(list, "prompt"));
+    ASSIGN_OR_RETURN(const std::vector<int32_t> ids, TokenIds(list, key));
     out.emplace_back().mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
     return absl::OkStatus();
   };
@@ -100,7 +103,7 @@ absl::StatusOr<std::vector<v1::GenerateRequest>> Prompts(const Body& body) {
   } else if ((*prompt)[0].is_number()) {
     RETURN_IF_ERROR(add_ids(*prompt));
   } else {
-    if (prompt->size() > kMaxPrompts) return FieldError("prompt", absl::StrCat("at most ", kMaxPrompts, " prompts"));
+    if (prompt->size() > most) return FieldError(key, absl::StrCat("at most ", most, " ", key, "s"));
     for (const json& p : *prompt) {
       if (p.is_string()) {
         add_text(p);
@@ -261,6 +264,32 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& text) {
   *prompt.mutable_sampling() = sampling;
   prompt.set_priority(c.priority);
   c.prompts.push_back(std::move(prompt));
+  return r;
+}
+
+absl::StatusOr<EmbeddingsRequest> ParseEmbeddingsRequest(const std::string& text) {
+  ASSIGN_OR_RETURN(const Body body, Body::Parse(text));
+  EmbeddingsRequest r;
+  std::string model;
+  RETURN_IF_ERROR(body.String("model", &model));
+  r.embed.set_model(model);
+  ASSIGN_OR_RETURN(const std::vector<v1::GenerateRequest> inputs, Prompts(body, "input", kMaxEmbeddingInputs));
+  for (const v1::GenerateRequest& input : inputs) {
+    v1::EmbedInput* in = r.embed.add_inputs();
+    if (input.has_text()) in->set_text(input.text());
+    if (input.has_token_ids()) *in->mutable_token_ids() = input.token_ids();
+  }
+  std::string format = "float";
+  RETURN_IF_ERROR(body.String("encoding_format", &format));
+  if (format != "float" && format != "base64") {
+    return FieldError("encoding_format", "encoding_format must be \"float\" or \"base64\"");
+  }
+  r.base64 = format == "base64";
+  if (body.Find("dimensions") != nullptr) {
+    return FieldError("dimensions", "dimensions is not supported: embeddings have the model's hidden size");
+  }
+  ASSIGN_OR_RETURN(const auto priority, body.Int("priority", INT32_MIN, INT32_MAX));
+  if (priority) r.embed.set_priority(static_cast<int32_t>(*priority));
   return r;
 }
 

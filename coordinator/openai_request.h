@@ -41,6 +41,14 @@ struct ChatRequest {
 };
 absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body);
 
+// POST /v1/embeddings: "input" as the completions' "prompt" (a string, ids, or a batch
+// of either), "encoding_format" float or base64, "priority" (vLLM's extension).
+struct EmbeddingsRequest {
+  v1::EmbedRequest embed;  // the model and inputs, as gRPC's Embed takes them
+  bool base64 = false;     // each embedding as base64 of its little-endian float32s
+};
+absl::StatusOr<EmbeddingsRequest> ParseEmbeddingsRequest(const std::string& body);
+
 // POST /tokenize: {"prompt": "...", "add_special_tokens": true}.
 struct TokenizeRequest {
   std::string model;

@@ -118,6 +118,13 @@ void Request::ReportFinished(v1::FinishReason reason) {
                          std::max(0, cached_tokens_.load()), time_to_first_token_, Seconds(Clock::now() - created_)});
 }
 
+void Request::OnEmbedding(std::vector<float> embedding) {
+  if (finished_) return;
+  RequestEvent event;
+  event.embedding = std::move(embedding);
+  Finish(v1::FINISH_REASON_STOP, &event);
+}
+
 void Request::Fail(const absl::Status& status) {
   RequestEvent event;
   event.error = status;

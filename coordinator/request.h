@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "kvstore/block_hash.h"
+#include "models/pooling.h"
 #include "tessera/v1/tessera.pb.h"
 #include "tokenizer/incremental_decoder.h"
 
@@ -34,6 +35,7 @@ struct RequestEvent {
   std::string text;
   std::vector<v1::TokenLogprob> logprobs;
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;  // set on the last event
+  std::vector<float> embedding;                              // an embedding request's, on its last event
   absl::Status error;                                        // set instead, on failure
 };
 
@@ -113,6 +115,10 @@ class Request {
   // Its tenant's weight in the fair share of a group (waiting_queue.h; --api-key-file).
   double share_weight() const { return share_weight_; }
   void set_share_weight(double weight) { share_weight_ = weight; }
+  // An embedding request (Frontend::StartEmbeddings) computes its prompt and pools
+  // its final hidden states instead of generating; kNone for a generation.
+  models::Pooling pooling() const { return pooling_; }
+  void set_pooling(models::Pooling pooling) { pooling_ = pooling; }
   // Lower goes sooner, and may take a running lower-priority request's place.
   int32_t priority() const { return priority_; }
   void set_priority(int32_t priority) { priority_ = priority; }
@@ -139,6 +145,8 @@ class Request {
   // Producer: one sampled token. Returns true when the request is done: finished with
   // this token, or the consumer found a stop string (the token is dropped then).
   bool OnToken(int32_t token, const v1::TokenLogprob* logprob);
+  // Producer: an embedding request's result; ends it (FINISH_REASON_STOP).
+  void OnEmbedding(std::vector<float> embedding);
   // Producer: ends the request with an error (e.g. UNAVAILABLE).
   void Fail(const absl::Status& status);
   // Producer: the KV pool cannot hold this sequence any longer.
@@ -206,6 +214,7 @@ class Request {
   std::string tenant_;
   double share_weight_ = 1;
   int32_t priority_ = 0;
+  models::Pooling pooling_ = models::Pooling::kNone;
   std::shared_ptr<void> held_;
   // Set by the router before the request is queued; read by the scheduler after.
   std::vector<kvstore::BlockHash> prefix_hashes_;

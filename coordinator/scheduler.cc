@@ -244,9 +244,11 @@ bool Scheduler::BuildStep(StepPlan* plan) {
       continue;
     }
     // Hashed once by the router, unless the request has grown since (a preemption).
-    const std::vector<kvstore::BlockHash> prefix = request->prefix_hashes_tokens() == seq.tokens.size()
-                                                       ? request->prefix_hashes()
-                                                       : cache_.PrefixHashes(seq.tokens, seq.kv.salt);
+    // A mean-pooled embedding computes every token (it sums their states): no prefix.
+    const std::vector<kvstore::BlockHash> prefix =
+        request->pooling() == models::Pooling::kMean ? std::vector<kvstore::BlockHash>()
+        : request->prefix_hashes_tokens() == seq.tokens.size() ? request->prefix_hashes()
+                                                                : cache_.PrefixHashes(seq.tokens, seq.kv.salt);
     seq.cached = cache_.TakeCachedPrefix(seq.kv, prefix);
     // The whole sequence and its next token; with a window, what its first chunk reads.
     cache_.ReleaseBefore(seq.kv, FirstNeeded(seq.cached));
@@ -289,7 +291,7 @@ bool Scheduler::BuildStep(StepPlan* plan) {
     if (!seq.worker_knows) {
       plan->new_sequences.push_back({seq.id, tokens.subspan(seq.computed, seq.planned), blocks,
                                      tokens.first(seq.computed), &seq.request->sampling(), seq.prompt_len,
-                                     seq.request->seed(), sample});
+                                     seq.request->seed(), sample, seq.request->pooling()});
       seq.worker_knows = true;
     } else {
       plan->continued.push_back({seq.id, tokens.subspan(seq.computed, seq.planned), blocks.subspan(seq.blocks_sent),
@@ -309,8 +311,11 @@ void Scheduler::ApplyStep(std::span<const v1::internal::StepResponse> responses)
     cache_.RegisterFullBlocks(seq.kv, seq.tokens, seq.computed);
     cache_.ReleaseBefore(seq.kv, FirstNeeded(seq.computed));
   }
+  const auto running = [&](uint64_t id) {
+    return std::find_if(running_.begin(), running_.end(), [&](const Sequence& s) { return s.id == id; });
+  };
   for (const auto& sampled : responses[0].sampled()) {
-    auto it = std::find_if(running_.begin(), running_.end(), [&](const Sequence& s) { return s.id == sampled.seq_id(); });
+    auto it = running(sampled.seq_id());
     if (it == running_.end()) continue;
     it->tokens.push_back(sampled.token_id());
     const bool done = it->request->OnToken(sampled.token_id(), sampled.has_logprob() ? &sampled.logprob() : nullptr);
@@ -318,6 +323,14 @@ void Scheduler::ApplyStep(std::span<const v1::internal::StepResponse> responses)
       Release(*it);
       running_.erase(it);
     }
+  }
+  // An embedding ends its request: its blocks stay in the prefix cache like any other's.
+  for (const auto& embedded : responses[0].embeddings()) {
+    auto it = running(embedded.seq_id());
+    if (it == running_.end()) continue;
+    it->request->OnEmbedding({embedded.values().begin(), embedded.values().end()});
+    Release(*it);
+    running_.erase(it);
   }
   PublishCounters();
 }

@@ -15,6 +15,8 @@
 // the newest sequence is preempted: its blocks are freed and it is recomputed later
 // from its prompt and the tokens generated so far. With a sliding window over every
 // layer (Mistral), blocks the window has passed are released as the sequence runs.
+// An embedding request runs as a sequence whose last prefill chunk returns its
+// embedding instead of a token (mean pooling computes every token: no cached prefix).
 // The step is a plain plan
 // (step_plan.h; step_codec.h encodes it) and a diff: new sequences in full once,
 // running ones as deltas, finished ids.
@@ -65,7 +67,7 @@ class Scheduler {
   // Spans in `plan` point into the scheduler's sequences (valid until the next call).
   bool BuildStep(StepPlan* plan);
   // Takes the workers' answers (one per rank) to the step BuildStep planned; rank 0's
-  // sampled tokens are used, a fetch counts only if every rank completed it.
+  // sampled tokens and embeddings are used, a fetch counts only if every rank completed it.
   void ApplyStep(std::span<const v1::internal::StepResponse> responses);
   // Host-tier blocks the workers kept through a coordinator restart: cached again.
   void AdoptHostBlocks(std::span<const std::pair<int32_t, kvstore::BlockHash>> blocks);

@@ -2,6 +2,19 @@
 
 namespace tessera::coordinator {
 
+namespace {
+
+v1::internal::Pooling ToProto(models::Pooling pooling) {
+  switch (pooling) {
+    case models::Pooling::kLast: return v1::internal::POOLING_LAST;
+    case models::Pooling::kMean: return v1::internal::POOLING_MEAN;
+    case models::Pooling::kNone: break;
+  }
+  return v1::internal::POOLING_UNSPECIFIED;
+}
+
+}  // namespace
+
 void EncodeStep(const StepPlan& plan, uint64_t step_id, v1::internal::StepRequest* out) {
   out->Clear();
   out->set_step_id(step_id);
@@ -40,6 +53,7 @@ void EncodeStep(const StepPlan& plan, uint64_t step_id, v1::internal::StepReques
     s->set_prompt_len(n.prompt_len);
     s->set_seed(n.seed);
     s->set_sample(n.sample);
+    s->set_pooling(ToProto(n.pooling));
     s->set_context_len(static_cast<int64_t>(n.prefix_tokens.size()));
     s->mutable_prefix_tokens()->Add(n.prefix_tokens.begin(), n.prefix_tokens.end());
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kvstore/kv_cache_manager.h"
+#include "models/pooling.h"
 #include "tessera/v1/tessera.pb.h"
 
 namespace tessera::coordinator {
@@ -24,7 +25,8 @@ struct StepPlan {
     const v1::SamplingParams* sampling = nullptr;
     int32_t prompt_len = 0;
     uint64_t seed = 0;
-    bool sample = false;  // its last token's logits are sampled this step
+    bool sample = false;  // its last token's logits are sampled (or it is pooled) this step
+    models::Pooling pooling = models::Pooling::kNone;  // an embedding sequence's
   };
   // A running sequence's delta: its next tokens and the blocks added to its table.
   struct Continued {

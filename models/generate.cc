@@ -45,6 +45,35 @@ absl::StatusOr<std::vector<float>> PromptLogits(Model& model, std::span<const in
   return logits;
 }
 
+std::vector<float> FinishEmbedding(std::vector<float> pooled, int64_t tokens, Pooling pooling) {
+  if (pooling == Pooling::kMean && tokens > 0) {
+    for (float& v : pooled) v /= static_cast<float>(tokens);
+  }
+  double norm = 0;
+  for (float v : pooled) norm += static_cast<double>(v) * v;
+  norm = std::sqrt(norm);
+  if (norm > 0) {
+    for (float& v : pooled) v = static_cast<float>(v / norm);
+  }
+  return pooled;
+}
+
+absl::StatusOr<std::vector<float>> Embed(Model& model, std::span<const int32_t> tokens, Pooling pooling,
+                                         int block_size, KvDtype kv_dtype) {
+  RETURN_IF_ERROR(CheckPrompt(tokens, block_size));
+  if (pooling == Pooling::kNone) return absl::InvalidArgumentError("an embedding needs a pooling");
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  kvstore::CpuKvStorage kv(model.KvLayoutFor(block_size, kv_dtype), BlocksFor(n, block_size));
+  kvstore::BlockAllocator allocator(kv.num_blocks());
+  kvstore::BlockTable table;
+  RETURN_IF_ERROR(table.EnsureCapacity(n, block_size, allocator));
+  SequenceInput seq{tokens, 0, table.blocks()};
+  seq.pooling = pooling;
+  std::vector<float> logits, pooled;
+  RETURN_IF_ERROR(model.Forward({&seq, 1}, kv, &logits, &pooled));
+  return FinishEmbedding(std::move(pooled), n, pooling);
+}
+
 double PerplexityResult::perplexity() const { return std::exp(nll / static_cast<double>(tokens)); }
 
 absl::StatusOr<PerplexityOptions> ResolvePerplexityOptions(const ModelSpec& spec, std::span<const int32_t> tokens,

@@ -64,6 +64,18 @@ absl::StatusOr<PerplexityOptions> ResolvePerplexityOptions(const ModelSpec& spec
 absl::StatusOr<PerplexityResult> Perplexity(Model& model, std::span<const int32_t> tokens,
                                             const PerplexityOptions& options);
 
+// A sequence's embedding from its pooled state (Model::Forward's `pooled` row; for
+// kMean the sum over all its `tokens` tokens, however many chunks computed them): the
+// mean for kMean, then L2-normalised. The serving path (worker/step_executor.cc) and
+// Embed below both end here.
+std::vector<float> FinishEmbedding(std::vector<float> pooled, int64_t tokens, Pooling pooling);
+
+// The embedding of `tokens` computed in one forward pass (the CLI's `tessera embed`,
+// and the reference in tests).
+absl::StatusOr<std::vector<float>> Embed(Model& model, std::span<const int32_t> tokens, Pooling pooling,
+                                         int block_size = kvstore::kDefaultBlockSize,
+                                         KvDtype kv_dtype = KvDtype::kF32);
+
 // Index of the largest value (the first on ties, like torch.argmax).
 int32_t ArgMax(const float* values, int64_t n);
 

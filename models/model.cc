@@ -148,7 +148,9 @@ absl::Status Model::BeginStep(std::span<const SequenceInput> batch) {
   host_tokens_.clear();
   host_positions_.clear();
   host_keep_.clear();
+  pooled_rows_.clear();
   inv_freq_.clear();
+  std::vector<int32_t> pooled;  // rows whose states are pooled, after the logits rows
   for (const SequenceInput& s : batch) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     kernels::AttentionSequence a;
@@ -165,10 +167,18 @@ absl::Status Model::BeginStep(std::span<const SequenceInput> batch) {
       host_tokens_.push_back(s.tokens[i]);
       host_positions_.push_back(static_cast<int32_t>(s.context_len + i));
       if (dynamic) inv_freq_.insert(inv_freq_.end(), inv_freq->begin(), inv_freq->end());
-      if (s.all_logits || i == n - 1) host_keep_.push_back(static_cast<int32_t>(host_tokens_.size() - 1));
+      const auto row = static_cast<int32_t>(host_tokens_.size() - 1);
+      if (s.pooling == Pooling::kNone) {
+        if (s.all_logits || i == n - 1) host_keep_.push_back(row);
+      } else if (s.pooling == Pooling::kMean || i == n - 1) {
+        pooled.push_back(row);
+      }
     }
+    if (s.pooling != Pooling::kNone) pooled_rows_.push_back(s.pooling == Pooling::kMean ? n : 1);
     if (rope && !dynamic && inv_freq_.empty()) inv_freq_ = *inv_freq;
   }
+  logit_rows_ = static_cast<int64_t>(host_keep_.size());
+  host_keep_.insert(host_keep_.end(), pooled.begin(), pooled.end());
   kernels::StepRows rows;
   rows.sequences = sequences_;
   rows.positions = host_positions_;
@@ -228,9 +238,14 @@ absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
   return w.down.AddInto(x_->as<float>(), act, rows, ctx_, scratch_);
 }
 
-absl::StatusOr<float*> Model::ForwardOnDevice(std::span<const SequenceInput> batch, kvstore::KvPool& kv) {
+absl::StatusOr<float*> Model::ForwardOnDevice(std::span<const SequenceInput> batch, kvstore::KvPool& kv,
+                                              std::vector<float>* pooled) {
   if (kv.host_memory() != backend_->host_memory()) {
     return absl::InvalidArgumentError("the KV pool is on another device than the model");
+  }
+  if (pooled == nullptr &&
+      std::any_of(batch.begin(), batch.end(), [](const SequenceInput& s) { return s.pooling != Pooling::kNone; })) {
+    return absl::InvalidArgumentError("a pooling sequence needs somewhere to put its state");
   }
   RETURN_IF_ERROR(ValidateBatch(spec_, KvLayoutFor(kv.layout().block_size, kv.layout().dtype), kv.layout(), kv.num_blocks(), batch));
   RETURN_IF_ERROR(BeginStep(batch));
@@ -256,16 +271,37 @@ absl::StatusOr<float*> Model::ForwardOnDevice(std::span<const SequenceInput> bat
     RETURN_IF_ERROR(spec_.is_moe() ? w.moe.AddInto(x, h, rows, hidden, ctx_, scratch_) : DenseMlp(w, rows));
   }
 
-  // The rows that need logits: gathered, normalised, projected.
+  // The rows that need logits or are pooled: gathered, normalised; then the pooled
+  // ones go to the host and the others through the LM head.
   ASSIGN_OR_RETURN(float* selected, selected_->ReserveFor<float>(out_rows * hidden));
   RETURN_IF_ERROR(backend_->GatherRows(x, keep_->as<int32_t>(), out_rows, hidden, selected));
   RETURN_IF_ERROR(backend_->NormResidual(NormOf(weights_.final_norm), selected, nullptr, h, out_rows, hidden));
-  return weights_.lm_head.Forward(h, out_rows, ctx_, scratch_);
+  if (pooled != nullptr) RETURN_IF_ERROR(PoolStates(h + logit_rows_ * hidden, pooled));
+  if (logit_rows_ == 0) return nullptr;
+  return weights_.lm_head.Forward(h, logit_rows_, ctx_, scratch_);
 }
 
-absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::KvPool& kv, std::vector<float>* logits) {
-  ASSIGN_OR_RETURN(const float* device_logits, ForwardOnDevice(batch, kv));
-  logits->resize(host_keep_.size() * static_cast<size_t>(spec_.vocab_size));
+absl::Status Model::PoolStates(const float* states, std::vector<float>* pooled) {
+  const int64_t hidden = spec_.hidden_size;
+  const int64_t rows = static_cast<int64_t>(host_keep_.size()) - logit_rows_;
+  pooled_states_.resize(static_cast<size_t>(rows * hidden));
+  RETURN_IF_ERROR(backend_->ToHost(states, pooled_states_.data(), pooled_states_.size() * sizeof(float)));
+  pooled->assign(pooled_rows_.size() * static_cast<size_t>(hidden), 0.0f);
+  const float* row = pooled_states_.data();
+  for (size_t s = 0; s < pooled_rows_.size(); ++s) {
+    float* out = pooled->data() + s * hidden;
+    for (int64_t r = 0; r < pooled_rows_[s]; ++r, row += hidden) {
+      for (int64_t j = 0; j < hidden; ++j) out[j] += row[j];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Model::Forward(std::span<const SequenceInput> batch, kvstore::KvPool& kv, std::vector<float>* logits,
+                            std::vector<float>* pooled) {
+  ASSIGN_OR_RETURN(const float* device_logits, ForwardOnDevice(batch, kv, pooled));
+  logits->resize(static_cast<size_t>(logit_rows_) * static_cast<size_t>(spec_.vocab_size));
+  if (logits->empty()) return absl::OkStatus();
   return backend_->ToHost(device_logits, logits->data(), logits->size() * sizeof(float));
 }
 

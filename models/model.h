@@ -26,6 +26,7 @@
 #include "kernels/matmul.h"
 #include "kvstore/kv_pool.h"
 #include "models/model_spec.h"
+#include "models/pooling.h"
 #include "models/rope.h"
 #include "models/sharding.h"
 #include "models/weights.h"
@@ -61,6 +62,10 @@ struct SequenceInput {
   int64_t context_len = 0;               // tokens already in the cache
   std::span<const int32_t> block_table;  // covers context_len + tokens.size() tokens
   bool all_logits = false;               // logits of every new token, else only the last
+  // kLast / kMean: no logits, but a pooled final hidden state: the last new token's,
+  // or the sum over the new tokens (a caller pooling over several chunks adds the sums
+  // and divides by the tokens: FinishEmbedding in models/generate.h).
+  Pooling pooling = Pooling::kNone;
 };
 
 // Checks a forward step before anything is written: the KV pool (`kv_layout`,
@@ -101,16 +106,20 @@ class Model {
 
   // Runs one step. Writes the new tokens' K/V into `kv` (a pool on the model's device),
   // and logits into `logits` on the host: rows in sequence order, each sequence
-  // contributing all its new tokens or only the last (per all_logits), [rows, vocab]
-  // float32.
+  // without pooling contributing all its new tokens or only the last (per all_logits),
+  // [rows, vocab] float32. Sequences with pooling put one row each into `pooled` on
+  // the host instead, in sequence order, [rows, hidden] float32 (Pooling says which);
+  // `pooled` may be null when no sequence pools.
   // Errors (INVALID_ARGUMENT): empty sequence, token id outside the vocabulary, block
   // table too short or naming a block outside the pool, KV layout of another model or
   // a pool on another device, learned-position model past its maximum length. Nothing
   // is written on error.
-  absl::Status Forward(std::span<const SequenceInput> batch, kvstore::KvPool& kv, std::vector<float>* logits);
+  absl::Status Forward(std::span<const SequenceInput> batch, kvstore::KvPool& kv, std::vector<float>* logits,
+                       std::vector<float>* pooled = nullptr);
   // The same, leaving the logits on the model's device: [rows, vocab] float32, valid
-  // until the next call (a GPU sampler reads them there).
-  absl::StatusOr<float*> ForwardOnDevice(std::span<const SequenceInput> batch, kvstore::KvPool& kv);
+  // until the next call (a GPU sampler reads them there); null when no row has logits.
+  absl::StatusOr<float*> ForwardOnDevice(std::span<const SequenceInput> batch, kvstore::KvPool& kv,
+                                         std::vector<float>* pooled = nullptr);
 
  private:
   Model(ModelSpec spec, ShardLayout shard, std::unique_ptr<kernels::Backend> backend, ModelWeights weights,
@@ -122,6 +131,9 @@ class Model {
   absl::Status Attention(int layer, kvstore::KvPool& kv, int64_t rows);
   absl::Status DenseMlp(const LayerWeights& layer, int64_t rows);
   kernels::NormParams NormOf(const Norm& norm) const;
+  // The pooled rows' normalised states (on the device) into one row per pooling
+  // sequence of the step, on the host.
+  absl::Status PoolStates(const float* states, std::vector<float>* pooled);
 
   ModelSpec spec_;
   ShardLayout shard_;
@@ -140,12 +152,15 @@ class Model {
   std::unique_ptr<kernels::Buffer> mlp_;       // [T, 2 * inner] gate|up (or fc) output
   std::unique_ptr<kernels::Buffer> act_;       // [T, inner]
   std::unique_ptr<kernels::Buffer> pos_;       // [T, hidden] learned position embeddings
-  std::unique_ptr<kernels::Buffer> selected_;  // [rows with logits, hidden]
+  std::unique_ptr<kernels::Buffer> selected_;  // [rows with logits, then rows pooled; hidden]
   std::unique_ptr<kernels::Buffer> tokens_, positions_, keep_;  // the step's rows
   // The step's rows on the host.
   std::vector<kernels::AttentionSequence> sequences_;
-  std::vector<int32_t> host_tokens_, host_positions_, host_keep_;
+  std::vector<int32_t> host_tokens_, host_positions_, host_keep_;  // keep: logits rows, then pooled rows
+  int64_t logit_rows_ = 0;                 // of host_keep_
+  std::vector<int64_t> pooled_rows_;       // per pooling sequence: its rows in host_keep_
   std::vector<float> inv_freq_, freq_scratch_;
+  std::vector<float> pooled_states_;  // the pooled rows' states, on the host
 };
 
 }  // namespace tessera::models

@@ -122,6 +122,10 @@ TEST(CliTest, BadInvocationsExitTwoWithOneMessage) {
       {"perplexity --model " + Bundled() + " --text " + Readme() + " --context 513", "context must be 2..512"},
       {"perplexity --model " + Bundled() + " --text " + Readme() + " --stride 0", "--stride must be"},
       {"perplexity --model " + Bundled() + " --text " + Readme() + " --ids 1", "unknown flag --ids"},
+      {"embed --model " + llama, "exactly one of --ids and --prompt"},
+      {"embed --model " + llama + " --ids 1,2 --pooling max", "unknown pooling 'max' (last or mean)"},
+      {"embed --model " + llama + " --ids 1,320", "outside the vocabulary"},
+      {"embed --model " + llama + " --ids 1 --max-new-tokens 2", "unknown flag --max-new-tokens"},
   };
   for (const auto& [args, message] : cases) {
     Result r = RunCli(args);

@@ -10,6 +10,7 @@
 #include "kvstore/cpu_kv_storage.h"
 #include "models/generate.h"
 #include "models/model.h"
+#include "models/safetensors.h"
 #include "tests/golden_fixture.h"
 
 namespace tessera {
@@ -94,6 +95,73 @@ TEST_P(GoldenTest, GreedyDecodingMatchesTransformers) {
       EXPECT_LE(MaxAbsDiff(steps.data(), c.step_logits.data(), steps.size()), tolerance()) << c.name;
     }
   }
+}
+
+// An embedding pools the final hidden states the LM head reads: the last position's
+// state times the LM head's weight is that position's logits, and a mean pooled over
+// two chunks is the mean of every prefix's last state.
+TEST_P(GoldenTest, PooledStatesAreTheStatesTheLmHeadReads) {
+  // Chunks and prefixes legitimately differ from a whole prompt there (MixedParams).
+  if (GetParam().model == "llama_rope_dynamic" || golden_.bf16) GTEST_SKIP() << "not batch-invariant";
+  const std::vector<int32_t>& ids = golden_.cases.back().input_ids;
+  const int64_t n = static_cast<int64_t>(ids.size()), hidden = model_->spec().hidden_size;
+  const int bs = GetParam().block_size;
+  // The raw pooled state of `tokens` computed in two chunks split at `split`.
+  auto pooled = [&](std::span<const int32_t> tokens, models::Pooling pooling, size_t split) {
+    kvstore::CpuKvStorage kv(model_->KvLayoutFor(bs, GetParam().kv_dtype), 256);
+    kvstore::BlockAllocator allocator(kv.num_blocks());
+    kvstore::BlockTable table;
+    EXPECT_TRUE(table.EnsureCapacity(static_cast<int64_t>(tokens.size()), bs, allocator).ok());
+    std::vector<float> state(hidden, 0.0f), logits, out;
+    for (auto [begin, end] : {std::pair<size_t, size_t>{0, split}, {split, tokens.size()}}) {
+      if (begin == end) continue;
+      models::SequenceInput seq{tokens.subspan(begin, end - begin), static_cast<int64_t>(begin), table.blocks()};
+      seq.pooling = pooling;
+      EXPECT_TRUE(model_->Forward({&seq, 1}, kv, &logits, &out).ok());
+      EXPECT_TRUE(logits.empty());
+      for (int64_t j = 0; j < hidden; ++j) state[j] = pooling == models::Pooling::kMean ? state[j] + out[j] : out[j];
+    }
+    return state;
+  };
+
+  auto checkpoint = models::Checkpoint::Open(testing::GoldenModelDir(GetParam().model));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const models::TensorView* head = nullptr;
+  std::string head_name;
+  for (const char* name : {"lm_head.weight", "model.embed_tokens.weight", "transformer.wte.weight", "wte.weight"}) {
+    if ((head = (*checkpoint)->Find(name)) != nullptr) {
+      head_name = name;
+      break;
+    }
+  }
+  ASSERT_NE(head, nullptr);
+  std::vector<float> w(head->numel());
+  ASSERT_TRUE(models::ReadAsFloat(head_name, *head, w.data()).ok());
+  const std::vector<float> last = pooled(ids, models::Pooling::kLast, ids.size() / 2);
+  const std::vector<float> logits = *models::PromptLogits(*model_, ids, bs, GetParam().kv_dtype);
+  std::vector<float> projected(golden_.vocab);
+  for (int v = 0; v < golden_.vocab; ++v) {
+    double dot = 0;
+    for (int64_t j = 0; j < hidden; ++j) dot += static_cast<double>(w[v * hidden + j]) * last[j];
+    projected[v] = static_cast<float>(dot);
+  }
+  EXPECT_LE(MaxAbsDiff(projected.data(), logits.data() + (n - 1) * golden_.vocab, golden_.vocab), kLogitTolerance);
+
+  const std::vector<float> mean = pooled(ids, models::Pooling::kMean, ids.size() / 2);
+  std::vector<float> prefixes(hidden, 0.0f);
+  for (int64_t i = 1; i <= n; ++i) {
+    const std::vector<float> s = pooled(std::span(ids).first(i), models::Pooling::kLast, i);
+    for (int64_t j = 0; j < hidden; ++j) prefixes[j] += s[j];
+  }
+  EXPECT_LE(MaxAbsDiff(mean.data(), prefixes.data(), hidden), 1e-4f * n);
+
+  // The embedding: that mean, of unit length.
+  const std::vector<float> embedding = *models::Embed(*model_, ids, models::Pooling::kMean, bs, GetParam().kv_dtype);
+  double norm = 0;
+  for (float v : mean) norm += static_cast<double>(v) * v;
+  std::vector<float> unit(hidden);
+  for (int64_t j = 0; j < hidden; ++j) unit[j] = static_cast<float>(mean[j] / std::sqrt(norm));
+  EXPECT_LE(MaxAbsDiff(embedding.data(), unit.data(), hidden), 1e-5f);
 }
 
 // The batch case's rows (different lengths) prefilled together in one step, then

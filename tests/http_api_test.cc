@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_join.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/golden_fixture.h"
 #include "common/http_client.h"
@@ -25,12 +27,12 @@ using nlohmann::json;
 
 std::string Bundled() { return testing::TestDataDir() + "/../../assets/models/tessera-tiny-llama"; }
 
-// A cluster of the bundled model whose coordinator also serves HTTP.
+// A cluster of the bundled model (or `model`) whose coordinator also serves HTTP.
 struct HttpCluster {
   explicit HttpCluster(int workers, std::vector<std::string> coordinator_flags = {},
-                       std::vector<std::string> worker_flags = {})
+                       std::vector<std::string> worker_flags = {}, const std::string& model = Bundled())
       : dir(testing::MakeTempDir("http_api")) {
-    testing::LocalClusterOptions options{Bundled(), workers, coordinator_flags, worker_flags};
+    testing::LocalClusterOptions options{model, workers, coordinator_flags, worker_flags};
     options.http = true;
     cluster = std::make_unique<testing::LocalCluster>(options);
     port = cluster->http_port();
@@ -657,6 +659,108 @@ TEST(HttpApiTest, ChoicesShareThePromptsKvBlocks) {
   EXPECT_EQ(r["usage"]["prompt_tokens"], 64);
   EXPECT_EQ(r["usage"]["completion_tokens"], 12);
   EXPECT_EQ(r["usage"]["prompt_tokens_details"]["cached_tokens"], 48);  // 3 of its 4 blocks: the last is recomputed
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// `tessera embed`'s embedding (the CLI computes the whole input in one forward pass).
+std::vector<float> CliEmbedding(const std::string& model, const std::vector<int>& ids, const std::string& pooling) {
+  const std::string list = absl::StrJoin(ids, ",");
+  const std::string out = testing::MakeTempDir("embed") + "/out.json";
+  const std::string cmd = std::string(TESSERA_CLI_PATH) + " embed --quiet --model " + model + " --ids " + list +
+                          " --pooling " + pooling + " > " + out;
+  if (std::system(cmd.c_str()) != 0) return {};
+  std::ifstream in(out);
+  return json::parse(in)["embedding"].get<std::vector<float>>();
+}
+
+float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  float most = 0;
+  for (size_t i = 0; i < a.size(); ++i) most = std::max(most, std::abs(a[i] - b[i]));
+  return most;
+}
+
+// Mean pooling on a TP=2 group, over prefill chunks of 8 tokens batched with each
+// other: each input's embedding is the CLI's for it alone, in input order.
+TEST(HttpApiTest, EmbeddingsEqualTheClisOnATp2GroupInChunks) {
+  const std::string model = testing::GoldenModelDir("llama");
+  HttpCluster c(2, {"--tp", "2", "--embedding-pooling", "mean", "--max-step-tokens", "8"}, {}, model);
+  const std::vector<std::vector<int>> inputs = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19},
+                                                {40, 41},
+                                                {7, 300, 12, 99, 5, 6, 8, 250, 3, 3, 3}};
+  const HttpResult r = HttpPost(c.port, "/v1/embeddings", {{"input", inputs}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json answer = r.Json();
+  EXPECT_EQ(answer["object"], "list");
+  EXPECT_EQ(answer["usage"]["prompt_tokens"], 19 + 2 + 11);
+  ASSERT_EQ(answer["data"].size(), inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    EXPECT_EQ(answer["data"][i]["index"], i);
+    const std::vector<float> cli = CliEmbedding(model, inputs[i], "mean");
+    ASSERT_FALSE(cli.empty());
+    EXPECT_LE(MaxAbsDiff(answer["data"][i]["embedding"].get<std::vector<float>>(), cli), 1e-5f) << i;
+  }
+  // base64: the same floats' little-endian bytes.
+  const json encoded =
+      HttpPost(c.port, "/v1/embeddings", {{"input", inputs[1]}, {"encoding_format", "base64"}}).Json();
+  std::string bytes;
+  ASSERT_TRUE(absl::Base64Unescape(encoded["data"][0]["embedding"].get<std::string>(), &bytes));
+  std::vector<float> decoded(bytes.size() / sizeof(float));
+  std::memcpy(decoded.data(), bytes.data(), bytes.size());
+  EXPECT_EQ(decoded, answer["data"][1]["embedding"].get<std::vector<float>>());
+}
+
+// Last-token pooling on the bundled model, over gRPC and HTTP alike; bad inputs get
+// their status, nothing else is lost, and every block comes back.
+TEST(HttpApiTest, EmbedOverGrpcAndHttpAndBadInputs) {
+  HttpCluster c(1, {"--batch-invariant", "1"});
+  const std::vector<std::string> texts = {"In the beginning", "And God said, Let there be light"};
+  v1::EmbedRequest request;
+  for (const std::string& t : texts) request.add_inputs()->set_text(t);
+  v1::EmbedResponse grpc_answer;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(c.cluster->Stub()->Embed(&ctx, request, &grpc_answer).ok());
+  }
+  ASSERT_EQ(grpc_answer.embeddings_size(), 2);
+  const json http = HttpPost(c.port, "/v1/embeddings", {{"input", texts}}).Json();
+  for (int i = 0; i < 2; ++i) {
+    const auto& values = grpc_answer.embeddings(i).values();
+    EXPECT_EQ(std::vector<float>(values.begin(), values.end()), http["data"][i]["embedding"].get<std::vector<float>>());
+    double norm = 0;
+    for (float v : values) norm += static_cast<double>(v) * v;
+    EXPECT_NEAR(norm, 1.0, 1e-5);
+    EXPECT_EQ(values.size(), 256);
+  }
+  EXPECT_EQ(grpc_answer.prompt_tokens(), http["usage"]["prompt_tokens"]);
+
+  for (const auto& [body, param] : std::vector<std::pair<json, std::string>>{
+           {{{"input", json::array()}}, "input"},
+           {{{"input", {{1, 2}, {3, 999999}}}}, "input"},
+           {{{"input", "x"}, {"dimensions", 8}}, "dimensions"},
+           {{{"input", "x"}, {"encoding_format", "int8"}}, "encoding_format"},
+           {{{"model", "other"}, {"input", "x"}}, ""}}) {
+    const HttpResult bad = HttpPost(c.port, "/v1/embeddings", body);
+    EXPECT_EQ(bad.status, param.empty() ? 404 : 400) << body.dump();
+    if (!param.empty()) {
+      EXPECT_EQ(bad.Json()["error"]["param"], param) << bad.body;
+    }
+  }
+  grpc::ClientContext ctx;
+  v1::EmbedRequest empty;
+  v1::EmbedResponse none;
+  EXPECT_EQ(c.cluster->Stub()->Embed(&ctx, empty, &none).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Still serving, and every block is free or cached again.
+  EXPECT_EQ(HttpPost(c.port, "/v1/embeddings", {{"input", texts[0]}}).Json()["data"][0]["embedding"],
+            http["data"][0]["embedding"]);
+  const v1::ServerInfo info = c.cluster->Info();
+  EXPECT_EQ(FreeBlocks(info), info.groups(0).total_kv_blocks());
 }
 
 }  // namespace

@@ -200,6 +200,55 @@ TEST(SchedulerTest, PrefixCacheServesRepeatedPrefixes) {
   EXPECT_TRUE(admitted);
 }
 
+// An embedding request's last chunk asks for its embedding, which ends it; a
+// last-token one reuses a cached prefix, a mean-pooled one computes every token.
+TEST(SchedulerTest, EmbeddingRequestsEndWithTheirEmbedding) {
+  SchedulerOptions options = Options(16, 64, 40, 8);
+  options.cache.model_identity = "test-model";
+  Scheduler s(options);
+  std::vector<int32_t> prompt(64);
+  for (int i = 0; i < 64; ++i) prompt[i] = 100 + i;
+  v1::internal::StepRequest step;
+  auto embed = [&](models::Pooling pooling) {
+    auto r = MakeRequest("e", prompt, 1);
+    r->set_pooling(pooling);
+    s.Enqueue(r);
+    int computed = 0, steps = 0;
+    for (; !r->finished() && steps < 8; ++steps) {
+      EXPECT_TRUE(Build(s, &step));
+      std::vector<v1::internal::StepResponse> answer = Answer(step);
+      answer[0].clear_sampled();
+      for (const auto& n : step.new_sequences()) {
+        EXPECT_EQ(n.pooling(), pooling == models::Pooling::kMean ? v1::internal::POOLING_MEAN
+                                                                 : v1::internal::POOLING_LAST);
+        computed += n.tokens_size();
+      }
+      for (const auto& c : step.continued()) computed += c.tokens_size();
+      const bool last = (step.new_sequences_size() > 0 && step.new_sequences(0).sample()) ||
+                        (step.continued_size() > 0 && step.continued(0).sample());
+      if (last) {
+        auto* e = answer[0].add_embeddings();
+        e->set_seq_id(step.new_sequences_size() > 0 ? step.new_sequences(0).seq_id() : step.continued(0).seq_id());
+        e->add_values(0.6f);
+        e->add_values(0.8f);
+      }
+      s.ApplyStep(answer);
+    }
+    std::vector<RequestEvent> events = r->WaitEvents(std::chrono::milliseconds(0));
+    EXPECT_FALSE(events.empty());
+    if (!events.empty()) {
+      EXPECT_EQ(events.back().embedding, std::vector<float>({0.6f, 0.8f}));
+      EXPECT_EQ(events.back().finish, v1::FINISH_REASON_STOP);
+    }
+    EXPECT_EQ(s.num_running(), 0);
+    return computed;
+  };
+  EXPECT_EQ(embed(models::Pooling::kLast), 64);  // over two steps (a budget of 40)
+  EXPECT_EQ(embed(models::Pooling::kLast), 16);  // the cached prefix but its last block
+  EXPECT_EQ(embed(models::Pooling::kMean), 64);  // every token, though they are cached
+  EXPECT_EQ(s.num_free_blocks(), 64);            // every block free or cached (evictable)
+}
+
 // With a host tier every full block is written through to it, so a device pool too
 // small to keep a prefix cached loses nothing: the prefix comes back up (swap in).
 TEST(SchedulerTest, HostTierKeepsEvictedPrefixes) {

@@ -23,8 +23,8 @@ class CpuEngine final : public Engine {
   size_t weight_bytes() const override { return model_->weight_bytes(); }
 
   absl::Status Step(std::span<const models::SequenceInput> batch, std::span<const SampleSpec> samples,
-                    std::vector<kernels::SampledToken>* out) override {
-    RETURN_IF_ERROR(model_->Forward(batch, kv_, &logits_));
+                    std::vector<kernels::SampledToken>* out, std::vector<float>* pooled) override {
+    RETURN_IF_ERROR(model_->Forward(batch, kv_, &logits_, pooled));
     const int32_t vocab = spec().vocab_size;
     out->clear();
     for (const SampleSpec& s : samples) {

@@ -37,8 +37,8 @@ class CudaEngine final : public Engine {
   size_t weight_bytes() const override { return model_->weight_bytes(); }
 
   absl::Status Step(std::span<const models::SequenceInput> batch, std::span<const SampleSpec> samples,
-                    std::vector<kernels::SampledToken>* out) override {
-    ASSIGN_OR_RETURN(float* logits, model_->ForwardOnDevice(batch, *kv_));
+                    std::vector<kernels::SampledToken>* out, std::vector<float>* pooled) override {
+    ASSIGN_OR_RETURN(float* logits, model_->ForwardOnDevice(batch, *kv_, pooled));
     const int32_t vocab = spec().vocab_size;
     out->assign(samples.size(), {});
     std::vector<size_t> on_device;

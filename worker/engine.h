@@ -41,9 +41,10 @@ class Engine {
   // last token's logits of each sequence), then a token for each of `samples` into
   // `out` (same order), with the CPU sampler's semantics wherever it runs: a GPU
   // samples on the device and sends back only tokens, except for requests that want
-  // log-probabilities, whose rows are sampled on the host.
+  // log-probabilities, whose rows are sampled on the host. Sequences that pool put
+  // their states into `pooled` on the host (Model::Forward's; may be null without).
   virtual absl::Status Step(std::span<const models::SequenceInput> batch, std::span<const SampleSpec> samples,
-                            std::vector<kernels::SampledToken>* out) = 0;
+                            std::vector<kernels::SampledToken>* out, std::vector<float>* pooled) = 0;
   // Block bytes between the device pool and host memory (kv_layout().block_bytes() a
   // block), a step's worth at a time; done when they return. The host tier's
   // swaps and the data plane's fetches go through these.

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "models/generate.h"
 
 namespace tessera::worker {
 
@@ -57,6 +58,33 @@ void StepExecutor::Fetch(const v1::internal::StepRequest& step, v1::internal::St
   }
 }
 
+models::Pooling ToPooling(v1::internal::Pooling pooling) {
+  switch (pooling) {
+    case v1::internal::POOLING_LAST: return models::Pooling::kLast;
+    case v1::internal::POOLING_MEAN: return models::Pooling::kMean;
+    default: return models::Pooling::kNone;
+  }
+}
+
+void StepExecutor::PoolEmbeddings(std::span<const Item> items, v1::internal::StepResponse* response) {
+  const int64_t hidden = engine_->spec().hidden_size;
+  const float* row = pooled_.data();  // one per pooling sequence, in batch order
+  for (const Item& it : items) {
+    Sequence& seq = sequences_[it.id];
+    if (seq.pooling == models::Pooling::kNone) continue;
+    seq.pooled.resize(static_cast<size_t>(hidden), 0.0f);
+    for (int64_t j = 0; j < hidden; ++j) {
+      seq.pooled[j] = seq.pooling == models::Pooling::kMean ? seq.pooled[j] + row[j] : row[j];
+    }
+    row += hidden;
+    if (!it.sample) continue;
+    auto* out = response->add_embeddings();
+    out->set_seq_id(it.id);
+    const std::vector<float> embedding = models::FinishEmbedding(seq.pooled, seq.computed, seq.pooling);
+    out->mutable_values()->Add(embedding.begin(), embedding.end());
+  }
+}
+
 absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal::StepRequest& step) {
   // Check the whole diff before changing anything.
   for (const auto& s : step.new_sequences()) {
@@ -66,6 +94,9 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     if (s.tokens().empty()) return absl::InvalidArgumentError("new sequence without tokens");
     if (s.context_len() != s.prefix_tokens_size()) {
       return absl::InvalidArgumentError("a cached prefix must list its tokens");
+    }
+    if (s.pooling() == v1::internal::POOLING_MEAN && s.context_len() != 0) {
+      return absl::InvalidArgumentError("a mean-pooled sequence computes every token: no cached prefix");
     }
   }
   for (const auto& c : step.continued()) {
@@ -138,6 +169,7 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     seq.Computed({s.prefix_tokens().data(), static_cast<size_t>(s.prefix_tokens_size())});
     seq.seed = s.seed();
     seq.sampling = ToSamplingConfig(s.sampling());
+    seq.pooling = ToPooling(s.pooling());
     sequences_.emplace(s.seq_id(), std::move(seq));
   }
   for (const auto& c : step.continued()) {
@@ -146,11 +178,6 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
   }
 
   // The flattened batch, in message order: new sequences, then continued ones.
-  struct Item {
-    uint64_t id;
-    const google::protobuf::RepeatedField<int32_t>* tokens;
-    bool sample;
-  };
   std::vector<Item> items;
   for (const auto& s : step.new_sequences()) items.push_back({s.seq_id(), &s.tokens(), s.sample()});
   for (const auto& c : step.continued()) items.push_back({c.seq_id(), &c.tokens(), c.sample()});
@@ -158,7 +185,7 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
   for (const Item& it : items) {
     Sequence& seq = sequences_[it.id];
     batch.push_back({std::span<const int32_t>(it.tokens->data(), it.tokens->size()), seq.computed,
-                     seq.block_table, /*all_logits=*/false});
+                     seq.block_table, /*all_logits=*/false, seq.pooling});
   }
   if (batch.empty()) return response;
 
@@ -168,13 +195,14 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
   for (size_t i = 0; i < items.size(); ++i) {
     Sequence& seq = sequences_[items[i].id];
     seq.Computed({items[i].tokens->data(), static_cast<size_t>(items[i].tokens->size())});
-    if (!items[i].sample) continue;
+    if (!items[i].sample || seq.pooling != models::Pooling::kNone) continue;
     // The draw depends on (seed, index of the token being generated) only.
     const uint64_t index = static_cast<uint64_t>(seq.computed - seq.prompt_len);
     samples.push_back({i, &seq.sampling, &seq.history, kernels::CounterUniform(seq.seed, index)});
     sampled_ids.push_back(items[i].id);
   }
-  RETURN_IF_ERROR(engine_->Step(batch, samples, &sampled_));
+  RETURN_IF_ERROR(engine_->Step(batch, samples, &sampled_, &pooled_));
+  PoolEmbeddings(items, &response);
 
   for (size_t i = 0; i < samples.size(); ++i) {
     const kernels::SampledToken& s = sampled_[i];

@@ -1,7 +1,8 @@
 // StepExecutor: the worker's half of a step. Applies the coordinator's diff (new
 // sequences, continued ones, finished ids) to its per-sequence state, runs one forward
 // pass over the flattened batch against its KV block storage, and samples a token for
-// every sequence that asked for one.
+// every sequence that asked for one, or, for an embedding sequence, pools its final
+// hidden states and sends its embedding after its last chunk.
 //
 // The coordinator owns block allocation; a worker only stores bytes in the blocks it
 // is told to use, moves them between its device pool and its host tier, and fetches
@@ -52,6 +53,8 @@ class StepExecutor {
     uint64_t seed = 0;
     kernels::SamplingConfig sampling;
     kernels::TokenHistory history;
+    models::Pooling pooling = models::Pooling::kNone;  // an embedding sequence's
+    std::vector<float> pooled;                          // its chunks' pooled states so far
 
     // Counts tokens whose K/V are now cached, in order, into the penalties' history
     // (prompt tokens first, then generated ones).
@@ -66,6 +69,16 @@ class StepExecutor {
     }
   };
 
+  // A sequence of the step's flattened batch, as the diff named it.
+  struct Item {
+    uint64_t id;
+    const google::protobuf::RepeatedField<int32_t>* tokens;
+    bool sample;  // its last chunk: sample a token, or send its embedding
+  };
+
+  // Adds the step's pooled states (pooled_) to their sequences, and sends the
+  // embeddings of those whose last chunk this was.
+  void PoolEmbeddings(std::span<const Item> items, v1::internal::StepResponse* response);
   // Runs the step's fetches from peers; one result per fetch.
   void Fetch(const v1::internal::StepRequest& step, v1::internal::StepResponse* response);
 
@@ -75,10 +88,13 @@ class StepExecutor {
   kvstore::BlockFetcher fetcher_;  // connections to peers' block servers, kept between fetches
   absl::flat_hash_map<uint64_t, Sequence> sequences_;
   std::vector<kernels::SampledToken> sampled_;
+  std::vector<float> pooled_;  // the step's pooled states
 };
 
 // The sampling knobs of a request, as the coordinator resolved them (its frontend fills
 // every default in before the request is queued).
 kernels::SamplingConfig ToSamplingConfig(const v1::SamplingParams& params);
+// The pooling an embedding sequence asks for (kNone: a generating one).
+models::Pooling ToPooling(v1::internal::Pooling pooling);
 
 }  // namespace tessera::worker

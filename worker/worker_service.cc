@@ -32,9 +32,9 @@ absl::Status WarmUp(Engine& engine) {
   const SampleSpec sample{0, &greedy, &history, 0.0};
   std::vector<kernels::SampledToken> out;
   models::SequenceInput prefill{prompt, 0, table};
-  RETURN_IF_ERROR(engine.Step({&prefill, 1}, {&sample, 1}, &out));
+  RETURN_IF_ERROR(engine.Step({&prefill, 1}, {&sample, 1}, &out, nullptr));
   models::SequenceInput decode{next, tokens, table};
-  return engine.Step({&decode, 1}, {&sample, 1}, &out);
+  return engine.Step({&decode, 1}, {&sample, 1}, &out, nullptr);
 }
 
 }  // namespace

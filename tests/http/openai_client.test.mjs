@@ -69,3 +69,21 @@ test("errors come back as the client's APIError with status and param", async ()
   });
   await assert.rejects(client.completions.create({ model: "gpt-4", prompt: "x" }), (e) => e.status === 404);
 });
+
+test("embeddings: one input and a batch, unit vectors, the same with float and base64 encodings", async () => {
+  // The client asks for base64 unless told otherwise, and decodes it to floats.
+  const batch = await client.embeddings.create({ model, input: ["In the beginning", "And God said"] });
+  assert.equal(batch.object, "list");
+  assert.deepEqual(batch.data.map((d) => d.index), [0, 1]);
+  for (const d of batch.data) {
+    assert.equal(d.embedding.length, 256);
+    assert.ok(Math.abs(Math.hypot(...d.embedding) - 1) < 1e-5);
+  }
+  assert.equal(batch.usage.prompt_tokens, batch.usage.total_tokens);
+  // Alone, so that both run in the same batch shape (the server is not batch-invariant).
+  const request = { model, input: "In the beginning" };
+  const floats = await client.embeddings.create({ ...request, encoding_format: "float" });
+  const decoded = await client.embeddings.create(request);
+  assert.deepEqual(decoded.data[0].embedding, floats.data[0].embedding);
+  await assert.rejects(client.embeddings.create({ model, input: [] }), (e) => e.status === 400 && e.param === "input");
+});
