@@ -69,9 +69,10 @@ commands:
   detokenize  --model DIR --ids 1,2,3
               Prints the text of the ids (special tokens included).
 
-  chat-template --model DIR --messages FILE [--no-generation-prompt]
+  chat-template --model DIR --messages FILE [--tools FILE] [--no-generation-prompt]
               Prints the model's chat template applied to FILE (OpenAI's
-              messages JSON array; - reads stdin), exactly; DIR needs only
+              messages JSON array; - reads stdin), exactly, with FILE's
+              tools (OpenAI's list) as its `tools`; DIR needs only
               tokenizer_config.json.
 
   serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
@@ -421,7 +422,7 @@ int RunTokenizerCommand(const Args& args) {
 // exactly (no newline added), so it can be compared with transformers' rendering.
 int RunChatTemplate(const Args& args) {
   std::string error;
-  if (!CheckFlags(args, {"model", "messages", "no-generation-prompt"}, &error) ||
+  if (!CheckFlags(args, {"model", "messages", "tools", "no-generation-prompt"}, &error) ||
       !Require(args, {"model", "messages"}, &error)) {
     return Fail(error);
   }
@@ -433,9 +434,16 @@ int RunChatTemplate(const Args& args) {
   }
   const nlohmann::ordered_json messages = nlohmann::ordered_json::parse(path == "-" ? std::cin : file, nullptr, false);
   if (messages.is_discarded()) return Fail(path + " is not JSON");
+  nlohmann::ordered_json variables = nlohmann::ordered_json::object();
+  if (args.Has("tools")) {
+    std::ifstream tools_file(args.flags.at("tools"));
+    if (!tools_file) return Fail("cannot read " + args.flags.at("tools"));
+    variables["tools"] = nlohmann::ordered_json::parse(tools_file, nullptr, false);
+    if (variables["tools"].is_discarded()) return Fail(args.flags.at("tools") + " is not JSON");
+  }
   auto chat = tokenizer::ChatTemplate::Load(args.flags.at("model"));
   if (!chat.ok()) return Fail(chat.status());
-  auto prompt = chat->Apply(messages, /*add_generation_prompt=*/!args.Has("no-generation-prompt"));
+  auto prompt = chat->Apply(messages, /*add_generation_prompt=*/!args.Has("no-generation-prompt"), variables);
   if (!prompt.ok()) return Fail(prompt.status());
   std::cout << *prompt;
   return 0;

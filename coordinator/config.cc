@@ -21,6 +21,7 @@ struct Scratch {
   int heartbeat_timeout_ms;
   int http_max_body_mb;
   std::string embedding_pooling;
+  std::string tool_call_parser = "none";
 };
 
 constexpr char kProgram[] = "tessera-coordinator";
@@ -80,6 +81,10 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
   t.Bool("batch-invariant", &g.batch_invariant,
            "every request's tokens independent of the batch it runs in: exact fp32-activation matmuls "
            "for every batch size");
+  t.Choice("tool-call-parser", &s->tool_call_parser, {"none", "hermes", "llama3_json"},
+           "how the model writes tool calls, for chat requests with tools (docs/http-api.md): hermes "
+           "(<tool_call>{json}</tool_call>: Qwen2/2.5/3, Hermes), llama3_json (a JSON object, Llama 3.1/3.2), or none "
+           "(requests with tools are refused)");
   t.Choice("embedding-pooling", &s->embedding_pooling, {"last", "mean"},
            "how Embed and POST /v1/embeddings read an embedding off the final hidden states: the last token's "
            "(decoder embedding models such as e5-mistral or gte-Qwen2) or the mean over the tokens");
@@ -112,6 +117,7 @@ std::optional<int> ParseCoordinatorConfig(int argc, const char* const* argv, Coo
   config->frontend.expert_parallel = group.ep;
   config->frontend.batch_invariant = group.batch_invariant;
   config->frontend.embedding_pooling = *models::ParsePooling(scratch.embedding_pooling);  // one of Choice's
+  config->tool_calls = *ParseToolCallFormat(scratch.tool_call_parser);
   return std::nullopt;
 }
 

@@ -1,6 +1,7 @@
 #include "coordinator/openai_completion.h"
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,7 +17,6 @@ using nlohmann::json;
 
 std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// 128 random bits: ids that cannot be guessed from one another.
 struct Choice {
   std::shared_ptr<Request> request;
   size_t prompt = 0;          // its prompt in the batch
@@ -24,7 +24,16 @@ struct Choice {
   json logprobs;              // whole answers: the logprobs so far (null when not asked for)
   size_t text_bytes = 0;      // text produced so far, for text_offset
   std::string finish_reason;  // empty while it runs
+  std::optional<ToolCallStream> tools;  // chat with tools: reads the text for calls
+  json tool_calls = json::array();      // the calls read so far, in OpenAI's form
 };
+
+// A call in OpenAI's form, with an id the client answers it by.
+json ToolCallJson(const ToolCall& call) {
+  return {{"id", RandomRequestId("call_")},
+          {"type", "function"},
+          {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+}
 
 class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
  public:
@@ -45,6 +54,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
     for (size_t p = 0; p < request_.prompts.size(); ++p) {
       for (int j = 0; j < request_.n; ++j) {
         choices_.push_back({nullptr, p, "", request_.logprobs >= 0 ? EmptyLogprobs() : json(nullptr)});
+        if (request_.tool_calls != ToolCallFormat::kNone) choices_.back().tools.emplace(request_.tool_calls);
       }
     }
     for (size_t c = 0; c < choices_.size(); c += static_cast<size_t>(request_.n)) {
@@ -173,15 +183,43 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
     if (!logprobs.is_null()) {
       for (const v1::TokenLogprob& lp : event.logprobs) AddLogprob(lp, choice, &logprobs);
     }
-    if (event.finish != v1::FINISH_REASON_UNSPECIFIED) choice.finish_reason = FinishReasonName(event.finish);
+    const bool last = event.finish != v1::FINISH_REASON_UNSPECIFIED;
+    std::string text = event.text;
+    const size_t first_call = choice.tool_calls.size();
+    if (choice.tools) {
+      ToolCallStream::Output read = choice.tools->Add(event.text);
+      if (last) {
+        ToolCallStream::Output rest = choice.tools->Finish();
+        read.content += rest.content;
+        for (ToolCall& call : rest.calls) read.calls.push_back(std::move(call));
+      }
+      text = std::move(read.content);
+      for (const ToolCall& call : read.calls) choice.tool_calls.push_back(ToolCallJson(call));
+    }
+    if (last) {
+      choice.finish_reason = FinishReasonName(event.finish);
+      if (!choice.tool_calls.empty() && choice.finish_reason == "stop") choice.finish_reason = "tool_calls";
+    }
     if (request_.stream) {
       // A chunk per token, its text empty when held back (an unfinished UTF-8 sequence,
-      // a possible stop string) or when the model has no tokenizer: clients time tokens.
+      // a possible stop string, a possible tool call) or when the model has no
+      // tokenizer: clients time tokens. Tool calls come whole, each in a chunk of its own
+      // before the one that finishes the choice.
+      const bool calls = choice.tool_calls.size() > first_call;
       if (!event.token_ids.empty() || !choice.finish_reason.empty()) {
-        WriteEvent(Chunk(c, event.text, std::move(logprobs), choice.finish_reason));
+        WriteEvent(Chunk(c, text, std::move(logprobs), calls ? "" : choice.finish_reason));
       }
+      for (size_t k = first_call; k < choice.tool_calls.size(); ++k) {
+        json delta = choice.tool_calls[k];
+        delta["index"] = k;
+        WriteEvent(Envelope(json::array({{{"index", c},
+                                          {"delta", {{"tool_calls", json::array({std::move(delta)})}}},
+                                          {"logprobs", nullptr},
+                                          {"finish_reason", nullptr}}})));
+      }
+      if (calls && last) WriteEvent(Chunk(c, "", nullptr, choice.finish_reason));
     } else {
-      choice.text += event.text;
+      choice.text += text;
       if (!logprobs.is_null()) {
         for (auto it = logprobs.begin(); it != logprobs.end(); ++it) {
           for (json& v : it.value()) choice.logprobs[it.key()].push_back(std::move(v));
@@ -255,6 +293,13 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
       json choice = {{"index", c}};
       if (request_.chat) {
         choice["message"] = {{"role", "assistant"}, {"content", choices_[c].text}};
+        if (!choices_[c].tool_calls.empty()) {
+          // OpenAI's shape: no content beside the calls but what the model wrote before them.
+          if (choices_[c].text.find_first_not_of(" \t\r\n") == std::string::npos) {
+            choice["message"]["content"] = nullptr;
+          }
+          choice["message"]["tool_calls"] = choices_[c].tool_calls;
+        }
       } else {
         choice["text"] = choices_[c].text;
       }

@@ -133,6 +133,36 @@ absl::Status StopStrings(const Body& body, v1::SamplingParams* sampling) {
   return absl::OkStatus();
 }
 
+// Chat's "tools" (OpenAI's function tools), "tool_choice" and "parallel_tool_calls".
+// Sets call_tools; the tools themselves are taken in the caller's member order.
+absl::Status Tools(const Body& body, ChatRequest* r) {
+  const json* tools = body.Find("tools");
+  const json* choice = body.Find("tool_choice");
+  bool parallel = true;
+  RETURN_IF_ERROR(body.Bool("parallel_tool_calls", &parallel));  // accepted: calls are read as written
+  if (tools == nullptr) {
+    if (choice != nullptr && *choice != "none") return FieldError("tool_choice", "tool_choice needs tools");
+    return absl::OkStatus();
+  }
+  const absl::Status shape = FieldError(
+      "tools", "tools must be a non-empty list of {\"type\": \"function\", \"function\": {\"name\": ...}}");
+  if (!tools->is_array() || tools->empty()) return shape;
+  for (const json& t : *tools) {
+    if (!t.is_object() || t.value("type", "") != "function" || !t.contains("function") ||
+        !t["function"].is_object() || !t["function"].contains("name") || !t["function"]["name"].is_string()) {
+      return shape;
+    }
+  }
+  if (choice == nullptr || *choice == "auto") {
+    r->call_tools = true;
+  } else if (*choice != "none") {
+    // "required" and a named function need constrained decoding to force a call.
+    return FieldError("tool_choice", "tool_choice must be \"auto\" or \"none\": forcing a call (\"required\", a "
+                                     "named function) is not supported");
+  }
+  return absl::OkStatus();
+}
+
 // The sampling fields the completions and chat APIs share (OpenAI's and vLLM's).
 absl::StatusOr<v1::SamplingParams> Sampling(const Body& body) {
   v1::SamplingParams p;
@@ -256,8 +286,11 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& text) {
       return FieldError("messages", "a message's content must be a string or a list of text parts");
     }
   }
+  RETURN_IF_ERROR(Tools(body, &r));
   // Again in the caller's member order: a template's tojson prints dicts in it.
-  r.messages = nlohmann::ordered_json::parse(text)["messages"];
+  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(text);
+  r.messages = ordered["messages"];
+  if (body.Find("tools") != nullptr) r.tools = ordered["tools"];
   v1::GenerateRequest prompt;
   prompt.set_model(c.model);
   prompt.set_add_special_tokens(false);  // the template writes the special tokens

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "coordinator/tool_calls.h"
 #include "nlohmann/json.hpp"
 #include "tessera/v1/tessera.pb.h"
 
@@ -28,6 +29,8 @@ struct CompletionRequest {
   bool echo = false;           // the prompt's text before each choice's
   int logprobs = -1;           // -1: none; else how many top logprobs per token
   int32_t priority = 0;        // vLLM's extension: lower goes sooner
+  // Chat with tools: how each choice's text is read for tool calls (kNone: not read).
+  ToolCallFormat tool_calls = ToolCallFormat::kNone;
 };
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& body);
@@ -38,6 +41,11 @@ struct ChatRequest {
   CompletionRequest completion;
   nlohmann::ordered_json messages;
   bool add_generation_prompt = true;
+  // OpenAI's function tools (null: none), for the template's `tools` variable, and
+  // whether the answer is read for calls (tool_choice "auto", the default with tools;
+  // "none" renders the tools but reads no calls).
+  nlohmann::ordered_json tools;
+  bool call_tools = false;
 };
 absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body);
 

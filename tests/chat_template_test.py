@@ -41,7 +41,16 @@ MESSAGES = {
     "assistant_last": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                        {"role": "assistant", "content": "<think>\nplan\n</think>\n\nHello! \"Quoted\" ünïcode ✓"}],
     "tool": [{"role": "user", "content": "Weather?"}, {"role": "tool", "content": {"temp": 21.5, "unit": "C"}}],
+    # A call as OpenAI clients send it back: null content, arguments as JSON text.
+    "tool_calls": [{"role": "user", "content": "Weather in Paris?"},
+                   {"role": "assistant", "content": None, "tool_calls": [
+                       {"id": "call_1", "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "21 C"}],
 }
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                                           "parameters": {"type": "object",
+                                                          "properties": {"city": {"type": "string"}}}}}]
 
 
 class TemplateError(Exception):
@@ -56,15 +65,28 @@ def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
-def reference(source, messages, generation_prompt, bos, eos):
+def as_templates_see_it(message):
+    """Text parts joined, null content as "", call arguments as objects: as tessera (and vLLM) do."""
+    m = dict(message)
+    if isinstance(m.get("content"), list):
+        m["content"] = "\n".join(p["text"] for p in m["content"])
+    if "content" in m and m["content"] is None:
+        m["content"] = ""
+    if m.get("tool_calls"):
+        m["tool_calls"] = [dict(c, function=dict(c["function"], arguments=json.loads(c["function"]["arguments"])))
+                           for c in m["tool_calls"]]
+    return m
+
+
+def reference(source, messages, generation_prompt, bos, eos, tools):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    flat = [dict(m, content="\n".join(p["text"] for p in m["content"])) if isinstance(m.get("content"), list) else m
-            for m in messages]  # text parts joined, as tessera (and vLLM) do
-    return env.from_string(source).render(messages=flat, add_generation_prompt=generation_prompt,
-                                          bos_token=bos, eos_token=eos)
+    variables = {"tools": tools} if tools else {}
+    return env.from_string(source).render(messages=[as_templates_see_it(m) for m in messages],
+                                          add_generation_prompt=generation_prompt, bos_token=bos, eos_token=eos,
+                                          **variables)
 
 
 def main():
@@ -79,18 +101,24 @@ def main():
             os.makedirs(model)
             with open(os.path.join(model, "tokenizer_config.json"), "w", encoding="utf-8") as f:
                 json.dump({"chat_template": source, "bos_token": bos, "eos_token": eos}, f, ensure_ascii=False)
-            for set_name, messages in MESSAGES.items():
+            tools_path = os.path.join(work, "tools.json")
+            with open(tools_path, "w", encoding="utf-8") as f:
+                json.dump(TOOLS, f)
+            for (set_name, messages), tools in [(item, None) for item in MESSAGES.items()] + \
+                    [(("tool_calls", MESSAGES["tool_calls"]), TOOLS)]:
                 path = os.path.join(work, set_name + ".json")
                 with open(path, "w", encoding="utf-8") as f:
                     json.dump(messages, f, ensure_ascii=False)
                 for generation_prompt in (True, False):
-                    case = f"{name}/{set_name}/{'prompt' if generation_prompt else 'no-prompt'}"
+                    case = f"{name}/{set_name}{'+tools' if tools else ''}/{'prompt' if generation_prompt else 'no-prompt'}"
                     checked += 1
                     try:
-                        want, want_error = reference(source, messages, generation_prompt, bos, eos), None
-                    except TemplateError as e:
+                        want, want_error = reference(source, messages, generation_prompt, bos, eos, tools), None
+                    except (TemplateError, TypeError) as e:
                         want, want_error = None, str(e)
                     args = [tessera, "chat-template", "--model", model, "--messages", path]
+                    if tools:
+                        args += ["--tools", tools_path]
                     if not generation_prompt:
                         args.append("--no-generation-prompt")
                     got = subprocess.run(args, capture_output=True)

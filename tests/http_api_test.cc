@@ -765,3 +765,161 @@ TEST(HttpApiTest, EmbedOverGrpcAndHttpAndBadInputs) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// A model that always answers with one tool call, so the server's tool calling is
+// tested on what a model computes: the bundled tokenizer plus three added tokens,
+// "<tool_call>", the call's JSON and "</tool_call>", and a one-layer llama whose
+// attention and MLP weights are zero, so that each next token depends only on the
+// current one: any token -> <tool_call> -> the JSON -> </tool_call> -> <|eos|>. Its
+// chat template is Qwen's (tests/data/chat_templates/qwen.jinja), which renders tools.
+std::string MakeToolCallingModel() {
+  const std::string dir = testing::MakeTempDir("tool_model");
+  constexpr int kOpen = 2048, kCall = 2049, kClose = 2050, kEos = 2047, kVocab = 2051, kHidden = 8;
+  json tokenizer = json::parse(std::ifstream(Bundled() + "/tokenizer.json"));
+  for (const auto& [id, text] : std::vector<std::pair<int, std::string>>{
+           {kOpen, "<tool_call>"},
+           {kCall, R"({"name": "get_weather", "arguments": {"city": "Paris"}})"},
+           {kClose, "</tool_call>"}}) {
+    tokenizer["added_tokens"].push_back({{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false},
+                                         {"rstrip", false}, {"normalized", false}, {"special", false}});
+  }
+  std::ofstream(dir + "/tokenizer.json") << tokenizer.dump();
+  std::ifstream qwen(testing::TestDataDir() + "/chat_templates/qwen.jinja");
+  const std::string chat_template((std::istreambuf_iterator<char>(qwen)), std::istreambuf_iterator<char>());
+  std::ofstream(dir + "/tokenizer_config.json")
+      << json{{"chat_template", chat_template}, {"bos_token", "<|bos|>"}, {"eos_token", "<|eos|>"}}.dump();
+  std::ofstream(dir + "/config.json") << json{{"architectures", {"LlamaForCausalLM"}},
+                                              {"model_type", "llama"},
+                                              {"hidden_size", kHidden},
+                                              {"intermediate_size", kHidden},
+                                              {"num_hidden_layers", 1},
+                                              {"num_attention_heads", 2},
+                                              {"num_key_value_heads", 2},
+                                              {"max_position_embeddings", 512},
+                                              {"rms_norm_eps", 1e-5},
+                                              {"vocab_size", kVocab},
+                                              {"bos_token_id", 2046},
+                                              {"eos_token_id", kEos},
+                                              {"tie_word_embeddings", false},
+                                              {"torch_dtype", "float32"}}
+                                                 .dump();
+  // Token t's state is the unit vector e[state(t)]; the LM head's row of the token to
+  // come next reads that component (scaled: a certain choice at any temperature).
+  auto state = [](int token) { return token == kOpen ? 1 : token == kCall ? 2 : token == kClose ? 3 : 0; };
+  std::vector<float> embed(kVocab * kHidden, 0.0f), head(kVocab * kHidden, 0.0f);
+  for (int t = 0; t < kVocab; ++t) embed[t * kHidden + state(t)] = 1.0f;
+  for (const auto& [next, from] : std::vector<std::pair<int, int>>{{kOpen, 0}, {kCall, 1}, {kClose, 2}, {kEos, 3}}) {
+    head[next * kHidden + from] = 100.0f;
+  }
+  auto tensor = [](const std::string& name, std::vector<int64_t> shape, const std::vector<float>& values) {
+    std::vector<uint8_t> bytes(values.size() * sizeof(float));
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    return testing::TensorBytes{name, "F32", std::move(shape), std::move(bytes)};
+  };
+  const std::vector<float> ones(kHidden, 1.0f), zeros(kHidden * kHidden, 0.0f);
+  std::vector<testing::TensorBytes> tensors = {tensor("model.embed_tokens.weight", {kVocab, kHidden}, embed),
+                                               tensor("lm_head.weight", {kVocab, kHidden}, head),
+                                               tensor("model.norm.weight", {kHidden}, ones),
+                                               tensor("model.layers.0.input_layernorm.weight", {kHidden}, ones),
+                                               tensor("model.layers.0.post_attention_layernorm.weight", {kHidden}, ones)};
+  for (const char* w : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                        "mlp.up_proj", "mlp.down_proj"}) {
+    tensors.push_back(tensor(std::string("model.layers.0.") + w + ".weight", {kHidden, kHidden}, zeros));
+  }
+  testing::WriteSafetensors(dir + "/model.safetensors", tensors);
+  return dir;
+}
+
+const json kWeatherTool = {
+    {"type", "function"},
+    {"function",
+     {{"name", "get_weather"},
+      {"description", "The weather in a city"},
+      {"parameters", {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}, {"required", {"city"}}}}}}};
+
+// A chat request with tools gets the model's call as OpenAI's tool_calls, whole and
+// streamed; tool_choice "none" gets the text as written; the call and its result go
+// back into the conversation.
+TEST(HttpApiTest, ToolCallsComeBackAsOpenAiToolCalls) {
+  HttpCluster c(1, {"--tool-call-parser", "hermes"}, {}, MakeToolCallingModel());
+  const json messages = json::array({{{"role", "user"}, {"content", "What is the weather in Paris?"}}});
+  const json request = {{"messages", messages}, {"tools", {kWeatherTool}}, {"max_tokens", 8}};
+  const HttpResult r = HttpPost(c.port, "/v1/chat/completions", request);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json choice = r.Json()["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_TRUE(choice["message"]["content"].is_null()) << choice.dump();
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u) << choice.dump();
+  const json call = choice["message"]["tool_calls"][0];
+  EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u);
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(call["function"]["arguments"].get<std::string>()), json({{"city", "Paris"}}));
+
+  json streamed_request = request;
+  streamed_request["stream"] = true;
+  SseStream stream(c.port, "/v1/chat/completions", streamed_request);
+  std::string content, finish;
+  json calls = json::array();
+  while (std::optional<std::string> data = stream.Next()) {
+    if (*data == "[DONE]") break;
+    const json chunk = json::parse(*data)["choices"][0];
+    if (chunk["delta"].contains("content")) content += chunk["delta"]["content"].get<std::string>();
+    if (chunk["delta"].contains("tool_calls")) {
+      for (const json& d : chunk["delta"]["tool_calls"]) calls.push_back(d);
+    }
+    if (!chunk["finish_reason"].is_null()) finish = chunk["finish_reason"];
+  }
+  EXPECT_EQ(content, "");  // the markup never shows
+  EXPECT_EQ(finish, "tool_calls");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["index"], 0);
+  EXPECT_EQ(calls[0]["function"], call["function"]);
+
+  json none = request;
+  none["tool_choice"] = "none";
+  const json plain = HttpPost(c.port, "/v1/chat/completions", none).Json()["choices"][0];
+  EXPECT_EQ(plain["message"]["content"],
+            R"(<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>)");
+  EXPECT_FALSE(plain["message"].contains("tool_calls"));
+  EXPECT_EQ(plain["finish_reason"], "stop");
+
+  // The call and the tool's answer go back into the conversation.
+  json turn = request;
+  turn["messages"].push_back({{"role", "assistant"}, {"content", nullptr}, {"tool_calls", {call}}});
+  turn["messages"].push_back({{"role", "tool"}, {"tool_call_id", call["id"]}, {"content", "21 C, sunny"}});
+  const HttpResult second = HttpPost(c.port, "/v1/chat/completions", turn);
+  EXPECT_EQ(second.status, 200) << second.body;
+  EXPECT_GT(second.Json()["usage"]["prompt_tokens"].get<int>(), r.Json()["usage"]["prompt_tokens"].get<int>());
+
+  for (const auto& [field, value] : std::vector<std::pair<std::string, json>>{
+           {"tool_choice", "required"},
+           {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}},
+           {"tools", json::array({{{"type", "function"}}})},
+           {"tools", "get_weather"}}) {
+    json bad = request;
+    bad[field] = value;
+    const HttpResult refused = HttpPost(c.port, "/v1/chat/completions", bad);
+    EXPECT_EQ(refused.status, 400) << field << " " << value.dump();
+    EXPECT_EQ(refused.Json()["error"]["param"], field) << refused.body;
+  }
+}
+
+// Without --tool-call-parser, a request that would need its calls read is refused.
+TEST(HttpApiTest, ToolsNeedAToolCallParser) {
+  HttpCluster c(1, {}, {}, MakeToolCallingModel());
+  const json request = {{"messages", json::array({{{"role", "user"}, {"content", "Weather?"}}})},
+                        {"tools", {kWeatherTool}}};
+  const HttpResult refused = HttpPost(c.port, "/v1/chat/completions", request);
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_EQ(refused.Json()["error"]["param"], "tools");
+  json none = request;
+  none["tool_choice"] = "none";
+  EXPECT_EQ(HttpPost(c.port, "/v1/chat/completions", none).status, 200);
+}
+
+}  // namespace
+}  // namespace tessera

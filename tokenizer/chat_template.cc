@@ -69,6 +69,19 @@ absl::StatusOr<std::string> ChatTemplate::Apply(const ordered_json& messages, bo
       }
       message["content"] = absl::StrJoin(texts, "\n");
     }
+    // An assistant turn that only called tools has null content: templates read it as
+    // a string. Its calls' arguments are JSON text in OpenAI's form; templates that
+    // print them with tojson want the object. (vLLM hands templates the same.)
+    if (m.contains("content") && m["content"].is_null()) message["content"] = "";
+    if (message.contains("tool_calls") && message["tool_calls"].is_array()) {
+      for (ordered_json& call : message["tool_calls"]) {
+        if (!call.is_object() || !call.contains("function") || !call["function"].is_object()) continue;
+        ordered_json& arguments = call["function"]["arguments"];
+        if (!arguments.is_string()) continue;
+        ordered_json parsed = ordered_json::parse(arguments.get<std::string>(), nullptr, /*allow_exceptions=*/false);
+        if (parsed.is_object()) arguments = std::move(parsed);
+      }
+    }
     flat.push_back(std::move(message));
   }
   ordered_json context = extra.is_object() ? extra : ordered_json::object();

@@ -22,8 +22,9 @@ class ChatTemplate {
                                                  std::string eos_token);
 
   // `messages`: OpenAI's list of {"role", "content"}, content a string or a list of
-  // {"type": "text", "text"} parts (joined with "\n", as vLLM does). `extra` members
-  // are passed to the template as variables too.
+  // {"type": "text", "text"} parts (joined with "\n", as vLLM does), or null (""); an
+  // assistant's tool_calls have their JSON-text arguments parsed into objects. `extra`
+  // members are passed to the template as variables too (e.g. `tools`).
   absl::StatusOr<std::string> Apply(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                                     const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
 

@@ -42,7 +42,9 @@ bool Truthy(const Value& v) {
   if (v.is_boolean()) return v.get<bool>();
   if (v.is_number_float()) return v.get<double>() != 0;
   if (v.is_number()) return v.get<int64_t>() != 0;
-  if (v.is_string() || v.is_array() || v.is_object()) return !v.empty();
+  // (nlohmann's empty() is false for every string, "" included.)
+  if (v.is_string()) return !v.get_ref<const std::string&>().empty();
+  if (v.is_array() || v.is_object()) return !v.empty();
   return true;
 }
 
