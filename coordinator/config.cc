@@ -22,6 +22,7 @@ struct Scratch {
   int http_max_body_mb;
   std::string embedding_pooling;
   std::string tool_call_parser = "none";
+  std::string chat_context_overflow = "error";
 };
 
 constexpr char kProgram[] = "tessera-coordinator";
@@ -85,6 +86,10 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
            "how the model writes tool calls, for chat requests with tools (docs/http-api.md): hermes "
            "(<tool_call>{json}</tool_call>: Qwen2/2.5/3, Hermes), llama3_json (a JSON object, Llama 3.1/3.2), or none "
            "(requests with tools are refused)");
+  t.Choice("chat-context-overflow", &s->chat_context_overflow, {"error", "truncate", "summarize"},
+           "a chat conversation too long for the context beside max_tokens: refused (error), its oldest turns "
+           "dropped (truncate), or summarised by the model (summarize); the system prompt is kept; requests may "
+           "choose with context_overflow (docs/http-api.md)");
   t.Choice("embedding-pooling", &s->embedding_pooling, {"last", "mean"},
            "how Embed and POST /v1/embeddings read an embedding off the final hidden states: the last token's "
            "(decoder embedding models such as e5-mistral or gte-Qwen2) or the mean over the tokens");
@@ -118,6 +123,7 @@ std::optional<int> ParseCoordinatorConfig(int argc, const char* const* argv, Coo
   config->frontend.batch_invariant = group.batch_invariant;
   config->frontend.embedding_pooling = *models::ParsePooling(scratch.embedding_pooling);  // one of Choice's
   config->tool_calls = *ParseToolCallFormat(scratch.tool_call_parser);
+  config->chat_overflow = *ParseContextOverflow(scratch.chat_context_overflow);
   return std::nullopt;
 }
 

@@ -9,6 +9,7 @@
 #include "coordinator/cluster.h"
 #include "coordinator/frontend.h"
 #include "coordinator/http_server.h"
+#include "coordinator/chat_context.h"
 #include "coordinator/tool_calls.h"
 
 namespace tessera::coordinator {
@@ -29,6 +30,7 @@ struct CoordinatorConfig {
   tls::Files internal_tls;               // mutual TLS on the internal plane ("" : plaintext)
   std::string log_format = "text";     // text or json lines
   ToolCallFormat tool_calls = ToolCallFormat::kNone;  // how chat answers write tool calls
+  ContextOverflow chat_overflow = ContextOverflow::kError;  // a conversation that outgrows the context
   int log_stats_interval_s = 10;        // a stats line this often while busy (0: none)
   ClusterOptions cluster;
   FrontendOptions frontend;  // model_name defaults to the model folder's name

@@ -185,7 +185,7 @@ int Main(int argc, char** argv) {
   } else if (!absl::IsNotFound(loaded.status())) {
     return Fail(std::string(loaded.status().message()));
   }
-  OpenAiApi openai(&frontend, &metrics, chat.get(), config.tool_calls);
+  OpenAiApi openai(&frontend, &metrics, {chat.get(), config.tool_calls, config.chat_overflow});
   std::unique_ptr<HttpServer> http;
   if (!config.http.listen.empty()) {
     RaiseDescriptorLimit();

@@ -81,9 +81,8 @@ void SendError(HttpReply& reply, const absl::Status& error) {
   reply.Send(status, kJson, ErrorJson(status, std::string(error.message()), ErrorField(error)));
 }
 
-OpenAiApi::OpenAiApi(Frontend* frontend, const ServingMetrics* metrics, const tokenizer::ChatTemplate* chat,
-                     ToolCallFormat tool_calls)
-    : frontend_(frontend), metrics_(metrics), chat_(chat), tool_calls_(tool_calls), created_(std::time(nullptr)) {}
+OpenAiApi::OpenAiApi(Frontend* frontend, const ServingMetrics* metrics, const ChatSettings& chat)
+    : frontend_(frontend), metrics_(metrics), chat_(chat), created_(std::time(nullptr)) {}
 
 void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpReply> reply) {
   // Handlers get the caller's tenant ("" on open routes and without keys).
@@ -173,24 +172,7 @@ void OpenAiApi::ChatCompletions(const HttpRequest& request, const std::string& t
   absl::StatusOr<ChatRequest> r = ParseChatRequest(request.body);
   if (!r.ok()) return SendError(*reply, r.status());
   if (absl::Status s = frontend_->CheckModel(r->completion.model); !s.ok()) return SendError(*reply, s);
-  if (chat_ == nullptr) {
-    return SendError(*reply, FieldError("messages", "this model has no chat template (tokenizer_config.json's "
-                                                    "chat_template): use /v1/completions"));
-  }
-  nlohmann::ordered_json variables = nlohmann::ordered_json::object();
-  if (!r->tools.is_null()) {
-    if (tool_calls_ == ToolCallFormat::kNone && r->call_tools) {
-      return SendError(*reply, FieldError("tools", "this server reads no tool calls: start it with "
-                                                   "--tool-call-parser (hermes or llama3_json), or send tool_choice "
-                                                   "\"none\""));
-    }
-    variables["tools"] = r->tools;
-    if (r->call_tools) r->completion.tool_calls = tool_calls_;
-  }
-  absl::StatusOr<std::string> prompt = chat_->Apply(r->messages, r->add_generation_prompt, variables);
-  if (!prompt.ok()) return SendError(*reply, FieldError("messages", std::string(prompt.status().message())));
-  r->completion.prompts[0].set_text(*prompt);
-  RunCompletion(frontend_, std::move(r->completion), tenant, reply, std::time(nullptr));
+  RunChat(frontend_, chat_, std::move(*r), tenant, reply, std::time(nullptr));
 }
 
 void OpenAiApi::Completions(const HttpRequest& request, const std::string& tenant,

@@ -21,7 +21,7 @@
 #include "coordinator/frontend.h"
 #include "coordinator/http_server.h"
 #include "coordinator/metrics.h"
-#include "coordinator/tool_calls.h"
+#include "coordinator/openai_chat.h"
 #include "tokenizer/chat_template.h"
 
 namespace tessera::coordinator {
@@ -36,11 +36,8 @@ void SendError(HttpReply& reply, const absl::Status& error);
 
 class OpenAiApi {
  public:
-  // `chat` (may be null: the model has no chat template) renders chat requests;
-  // `tool_calls` is how the model writes tool calls (kNone: requests with tools are
-  // refused).
-  OpenAiApi(Frontend* frontend, const ServingMetrics* metrics, const tokenizer::ChatTemplate* chat,
-            ToolCallFormat tool_calls = ToolCallFormat::kNone);
+  // `chat` says how chat requests are rendered and answered (openai_chat.h).
+  OpenAiApi(Frontend* frontend, const ServingMetrics* metrics, const ChatSettings& chat);
 
   // The HttpServer handler.
   void Handle(HttpRequest request, std::shared_ptr<HttpReply> reply);
@@ -68,8 +65,7 @@ class OpenAiApi {
 
   Frontend* const frontend_;
   const ServingMetrics* const metrics_;
-  const tokenizer::ChatTemplate* const chat_;
-  const ToolCallFormat tool_calls_;
+  const ChatSettings chat_;
   const int64_t created_;  // when the server started (unix seconds), for /v1/models
 };
 

@@ -233,11 +233,13 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
 
   // A streamed answer's event around `choices` (and usage).
   json Envelope(json choices) const {
-    return {{"id", id_},
-            {"object", request_.chat ? "chat.completion.chunk" : "text_completion"},
-            {"created", created_},
-            {"model", frontend_->model_name()},
-            {"choices", std::move(choices)}};
+    json envelope = {{"id", id_},
+                     {"object", request_.chat ? "chat.completion.chunk" : "text_completion"},
+                     {"created", created_},
+                     {"model", frontend_->model_name()},
+                     {"choices", std::move(choices)}};
+    if (!request_.context_overflow.is_null()) envelope["context_overflow"] = request_.context_overflow;
+    return envelope;
   }
 
   json Chunk(size_t c, const std::string& text, json logprobs, const std::string& finish_reason) const {
@@ -307,12 +309,13 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
       choice["finish_reason"] = choices_[c].finish_reason;
       choices.push_back(std::move(choice));
     }
-    const json body = {{"id", id_},
-                       {"object", request_.chat ? "chat.completion" : "text_completion"},
-                       {"created", created_},
-                       {"model", frontend_->model_name()},
-                       {"choices", std::move(choices)},
-                       {"usage", Usage()}};
+    json body = {{"id", id_},
+                 {"object", request_.chat ? "chat.completion" : "text_completion"},
+                 {"created", created_},
+                 {"model", frontend_->model_name()},
+                 {"choices", std::move(choices)},
+                 {"usage", Usage()}};
+    if (!request_.context_overflow.is_null()) body["context_overflow"] = request_.context_overflow;
     reply_->Send(200, "application/json", Dump(body));
   }
 

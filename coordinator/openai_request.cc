@@ -287,6 +287,13 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& text) {
     }
   }
   RETURN_IF_ERROR(Tools(body, &r));
+  std::string overflow;
+  RETURN_IF_ERROR(body.String("context_overflow", &overflow));
+  if (!overflow.empty()) {
+    absl::StatusOr<ContextOverflow> policy = ParseContextOverflow(overflow);
+    if (!policy.ok()) return FieldError("context_overflow", std::string(policy.status().message()));
+    r.context_overflow = *policy;
+  }
   // Again in the caller's member order: a template's tojson prints dicts in it.
   const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(text);
   r.messages = ordered["messages"];

@@ -4,10 +4,12 @@
 // the error (FieldError) as the API's `param`; ranges are the frontend's.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "coordinator/chat_context.h"
 #include "coordinator/tool_calls.h"
 #include "nlohmann/json.hpp"
 #include "tessera/v1/tessera.pb.h"
@@ -31,6 +33,9 @@ struct CompletionRequest {
   int32_t priority = 0;        // vLLM's extension: lower goes sooner
   // Chat with tools: how each choice's text is read for tool calls (kNone: not read).
   ToolCallFormat tool_calls = ToolCallFormat::kNone;
+  // Chat whose conversation was shortened to fit the context: how (the answer's
+  // `context_overflow`); null when it fitted as it was.
+  nlohmann::json context_overflow;
 };
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& body);
@@ -46,6 +51,9 @@ struct ChatRequest {
   // "none" renders the tools but reads no calls).
   nlohmann::ordered_json tools;
   bool call_tools = false;
+  // Tessera's "context_overflow": what happens when the conversation does not fit the
+  // context (chat_context.h); unset: the server's --chat-context-overflow.
+  std::optional<ContextOverflow> context_overflow;
 };
 absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body);
 

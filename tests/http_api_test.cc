@@ -923,3 +923,98 @@ TEST(HttpApiTest, ToolsNeedAToolCallParser) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// The bundled model's chat template applied to `messages` by `tessera chat-template`.
+std::string RenderChat(const json& messages) {
+  const std::string dir = testing::MakeTempDir("render");
+  std::ofstream(dir + "/messages.json") << messages.dump();
+  const std::string cmd = std::string(TESSERA_CLI_PATH) + " chat-template --model " + Bundled() + " --messages " +
+                          dir + "/messages.json > " + dir + "/out";
+  if (std::system(cmd.c_str()) != 0) return "";
+  std::ifstream in(dir + "/out");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+int PromptTokens(int port, const json& messages) {
+  return HttpPost(port, "/tokenize", {{"prompt", RenderChat(messages)}, {"add_special_tokens", false}})
+      .Json()["count"]
+      .get<int>();
+}
+
+// A conversation too long for the bundled model's 512 tokens: a system prompt, twelve
+// exchanges, a last question.
+json LongConversation() {
+  const std::string verse =
+      "And God said, Let there be light: and there was light, and the evening and the morning were the first day.";
+  json messages = json::array({{{"role", "system"}, {"content", "The book of Genesis."}}});
+  for (int i = 0; i < 12; ++i) {
+    messages.push_back({{"role", "user"}, {"content", "Turn " + std::to_string(i) + ". " + verse}});
+    messages.push_back({{"role", "assistant"}, {"content", verse}});
+  }
+  messages.push_back({{"role", "user"}, {"content", "And the LORD said"}});
+  return messages;
+}
+
+// The conversation without its first `turns` exchanges, `summary` added to the system
+// prompt as the server adds it.
+json Shortened(const json& messages, int turns, const std::string& summary = "") {
+  json kept = json::array({messages[0]});
+  if (!summary.empty()) {
+    kept[0]["content"] = kept[0]["content"].get<std::string>() + "\n\nSummary of the earlier conversation: " + summary;
+  }
+  for (size_t i = 1 + 2 * turns; i < messages.size(); ++i) kept.push_back(messages[i]);
+  return kept;
+}
+
+// truncate drops the fewest oldest turns that make room, summarize puts the model's
+// summary of them in the system prompt; the answer says which; error refuses.
+TEST(HttpApiTest, ConversationsThatOutgrowTheContextAreTruncatedOrSummarized) {
+  HttpCluster c(1, {"--chat-context-overflow", "truncate"});
+  const json messages = LongConversation();
+  constexpr int kMaxTokens = 32, kContext = 512;
+  ASSERT_GT(PromptTokens(c.port, messages), kContext);
+
+  const HttpResult truncated = HttpPost(c.port, "/v1/chat/completions", {{"messages", messages}, {"max_tokens", kMaxTokens}});
+  ASSERT_EQ(truncated.status, 200) << truncated.body;
+  const json note = truncated.Json()["context_overflow"];
+  EXPECT_EQ(note["policy"], "truncate");
+  const int removed = note["turns_removed"].get<int>();
+  ASSERT_GT(removed, 0);
+  const int prompt_tokens = truncated.Json()["usage"]["prompt_tokens"].get<int>();
+  EXPECT_EQ(prompt_tokens, PromptTokens(c.port, Shortened(messages, removed)));
+  EXPECT_LE(prompt_tokens + kMaxTokens, kContext);
+  EXPECT_GT(PromptTokens(c.port, Shortened(messages, removed - 1)) + kMaxTokens, kContext);  // the fewest
+
+  const HttpResult summarized = HttpPost(
+      c.port, "/v1/chat/completions",
+      {{"messages", messages}, {"max_tokens", kMaxTokens}, {"context_overflow", "summarize"}, {"temperature", 0}});
+  ASSERT_EQ(summarized.status, 200) << summarized.body;
+  const json summary = summarized.Json()["context_overflow"];
+  EXPECT_EQ(summary["policy"], "summarize");
+  EXPECT_FALSE(summary["summary"].get<std::string>().empty());
+  const json fitted = Shortened(messages, summary["turns_removed"].get<int>(), summary["summary"].get<std::string>());
+  EXPECT_EQ(summarized.Json()["usage"]["prompt_tokens"].get<int>(), PromptTokens(c.port, fitted));
+
+  json streamed = {{"messages", messages}, {"max_tokens", kMaxTokens}, {"stream", true}};
+  SseStream stream(c.port, "/v1/chat/completions", streamed);
+  std::optional<std::string> first = stream.Next();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(json::parse(*first)["context_overflow"], note);
+
+  const HttpResult refused =
+      HttpPost(c.port, "/v1/chat/completions", {{"messages", messages}, {"context_overflow", "error"}});
+  EXPECT_EQ(refused.status, 400);
+  const HttpResult bad =
+      HttpPost(c.port, "/v1/chat/completions", {{"messages", messages}, {"context_overflow", "forget"}});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.Json()["error"]["param"], "context_overflow");
+  // A conversation that fits is left alone and says nothing.
+  const json short_chat = HttpPost(c.port, "/v1/chat/completions", {{"messages", Shortened(messages, 11)}}).Json();
+  EXPECT_FALSE(short_chat.contains("context_overflow"));
+}
+
+}  // namespace
+}  // namespace tessera
