@@ -158,9 +158,12 @@ class Backend {
   virtual absl::Status AddResidual(float* residual, const float* partial, const float* bias, int64_t rows,
                                    int64_t dim) = 0;
   // MoE routing as HF, per row of [rows, experts] logits (which may be overwritten):
-  // softmax, the k best (ties: the lower expert), renormalised. ids, weights: [rows, k].
-  virtual absl::Status RouteTopK(float* logits, int64_t rows, int experts, int k, int32_t* ids,
-                                 float* weights) = 0;
+  // softmax, the k best (ties: the lower expert), renormalised to sum to 1 when
+  // `renormalize` (Mixtral; norm_topk_prob). ids, weights: [rows, k].
+  virtual absl::Status RouteTopK(float* logits, int64_t rows, int experts, int k, int32_t* ids, float* weights,
+                                 bool renormalize) = 0;
+  // x[i] *= alpha for i < n (DeepNorm's residual scale).
+  virtual absl::Status Scale(float* x, int64_t n, float alpha) = 0;
 };
 
 }  // namespace tessera::kernels

@@ -40,6 +40,6 @@ void Softmax(float* x, int n);
 // MoE routing as HF: softmax over one row's expert logits (in place), then the k
 // largest probabilities (ties: the lower expert), renormalised to sum to 1.
 // ids, weights: [k], best first.
-void RouteTopK(float* logits, int experts, int k, int32_t* ids, float* weights);
+void RouteTopK(float* logits, int experts, int k, int32_t* ids, float* weights, bool renormalize = true);
 
 }  // namespace tessera::kernels

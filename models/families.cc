@@ -135,6 +135,53 @@ absl::Status ParseMixtral(const json& c, ModelSpec* spec) {
   return absl::OkStatus();
 }
 
+// Tessera's own family: LLaMA's keys and tensor names, with every switch the design
+// brief describes stated in config.json (docs/models.md, "TesseraForCausalLM").
+absl::Status ParseTessera(const json& c, ModelSpec* spec) {
+  RETURN_IF_ERROR(ParseLlamaLike(c, spec));
+  ASSIGN_OR_RETURN(double eps, ReadKeyOr<double>(c, "norm_eps", 1e-5));
+  spec->norm_eps = static_cast<float>(eps);
+  ASSIGN_OR_RETURN(std::string norm, ReadKeyOr<std::string>(c, "norm_type", "rms_norm"));
+  if (norm == "rms_norm") {
+    spec->norm = NormKind::kRmsNorm;
+  } else if (norm == "layer_norm") {
+    spec->norm = NormKind::kLayerNorm;
+  } else if (norm == "scale_norm") {
+    spec->norm = NormKind::kRmsNorm;  // g/sqrt(d) * x / sqrt(mean(x^2) + eps^2/d)
+    spec->scale_norm = true;
+    spec->norm_eps = static_cast<float>(eps * eps / spec->hidden_size);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: norm_type '", norm, "' (rms_norm, layer_norm or scale_norm)"));
+  }
+  ASSIGN_OR_RETURN(std::string position, ReadKeyOr<std::string>(c, "norm_position", "pre"));
+  if (position != "pre" && position != "post") {
+    return absl::InvalidArgumentError("config.json: norm_position must be \"pre\" or \"post\"");
+  }
+  spec->norm_position = position == "pre" ? NormPosition::kPre : NormPosition::kPost;
+  spec->final_norm = spec->norm_position == NormPosition::kPre;  // post-norm layers end normalised
+  ASSIGN_OR_RETURN(double alpha, ReadKeyOr<double>(c, "deepnorm_alpha", 1.0));
+  if (!(alpha > 0) || (alpha != 1.0 && spec->norm_position != NormPosition::kPost)) {
+    return absl::InvalidArgumentError("config.json: deepnorm_alpha must be > 0, and needs norm_position \"post\"");
+  }
+  spec->residual_scale = static_cast<float>(alpha);
+  ASSIGN_OR_RETURN(std::string mlp, ReadKeyOr<std::string>(c, "mlp_type", "gated"));
+  if (mlp != "gated" && mlp != "plain") {
+    return absl::InvalidArgumentError("config.json: mlp_type must be \"gated\" or \"plain\"");
+  }
+  spec->gated_mlp = mlp == "gated";
+  ASSIGN_OR_RETURN(bool attention_bias, ReadKeyOr<bool>(c, "attention_bias", false));
+  spec->qkv_bias = spec->o_bias = attention_bias;
+  ASSIGN_OR_RETURN(spec->mlp_bias, ReadKeyOr<bool>(c, "mlp_bias", false));
+  RETURN_IF_ERROR(ParseWindowAllLayers(c, spec));
+  ASSIGN_OR_RETURN(int experts, ReadKeyOr<int>(c, "num_local_experts", 0));
+  if (experts > 0) {
+    RETURN_IF_ERROR(ParseMixtral(c, spec));  // the MoE keys, as Mixtral has them
+    ASSIGN_OR_RETURN(spec->moe_renormalize, ReadKeyOr<bool>(c, "norm_topk_prob", true));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseGpt2(const json& c, ModelSpec* spec) {
   ASSIGN_OR_RETURN(spec->vocab_size, ReadSize(c, "vocab_size", kMaxVocabSize));
   ASSIGN_OR_RETURN(spec->hidden_size, ReadSize(c, "n_embd", kMaxHiddenSize));
@@ -167,7 +214,10 @@ LinearNames Linear(std::vector<std::string> weights, std::vector<std::string> bi
 CheckpointNames LlamaNames(const ModelSpec& spec, const HasTensor&) {
   CheckpointNames n;
   n.token_embedding = "model.embed_tokens.weight";
-  n.final_norm.weight = "model.norm.weight";
+  if (spec.final_norm) n.final_norm.weight = "model.norm.weight";
+  // LayerNorm has a bias (TesseraForCausalLM; the HF families use RMSNorm).
+  const bool norm_bias = spec.norm == NormKind::kLayerNorm;
+  if (norm_bias && spec.final_norm) n.final_norm.bias = "model.norm.bias";
   if (!spec.tie_word_embeddings) n.lm_head = Linear({"lm_head.weight"});
   for (int l = 0; l < spec.num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
@@ -175,6 +225,10 @@ CheckpointNames LlamaNames(const ModelSpec& spec, const HasTensor&) {
     LayerNames layer;
     layer.attn_norm.weight = p + "input_layernorm.weight";
     layer.mlp_norm.weight = p + "post_attention_layernorm.weight";
+    if (norm_bias) {
+      layer.attn_norm.bias = p + "input_layernorm.bias";
+      layer.mlp_norm.bias = p + "post_attention_layernorm.bias";
+    }
     layer.qkv = Linear({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"});
     if (spec.qkv_bias) layer.qkv.biases = {a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"};
     layer.o = Linear({a + "o_proj.weight"});
@@ -189,12 +243,15 @@ CheckpointNames LlamaNames(const ModelSpec& spec, const HasTensor&) {
       }
     } else {
       const std::string m = p + "mlp.";
-      layer.gate_up = Linear({m + "gate_proj.weight", m + "up_proj.weight"});
-      layer.down = Linear({m + "down_proj.weight"});
-      if (spec.mlp_bias) {
-        layer.gate_up.biases = {m + "gate_proj.bias", m + "up_proj.bias"};
-        layer.down.biases = {m + "down_proj.bias"};
+      // Gated: [gate | up]; plain (TesseraForCausalLM's mlp_type): up alone.
+      const std::vector<std::string> in = spec.gated_mlp ? std::vector<std::string>{"gate_proj", "up_proj"}
+                                                         : std::vector<std::string>{"up_proj"};
+      for (const std::string& part : in) {
+        layer.gate_up.weights.push_back({m + part + ".weight", false});
+        if (spec.mlp_bias) layer.gate_up.biases.push_back(m + part + ".bias");
       }
+      layer.down = Linear({m + "down_proj.weight"});
+      if (spec.mlp_bias) layer.down.biases = {m + "down_proj.bias"};
     }
     n.layers.push_back(std::move(layer));
   }
@@ -228,12 +285,13 @@ CheckpointNames Gpt2Names(const ModelSpec& spec, const HasTensor& has) {
   return n;
 }
 
-constexpr std::array<Family, 5> kFamilies = {{
+constexpr std::array<Family, 6> kFamilies = {{
     {"GPT2LMHeadModel", "gpt2", ParseGpt2, Gpt2Names},
     {"LlamaForCausalLM", "llama", ParseLlama, LlamaNames},
     {"MistralForCausalLM", "mistral", ParseMistral, LlamaNames},
     {"Qwen2ForCausalLM", "qwen2", ParseQwen2, LlamaNames},
     {"MixtralForCausalLM", "mixtral", ParseMixtral, LlamaNames},
+    {"TesseraForCausalLM", "tessera", ParseTessera, LlamaNames},
 }};
 
 }  // namespace

@@ -223,6 +223,22 @@ absl::Status Model::Attention(int layer, kvstore::KvPool& kv, int64_t rows) {
   return w.o.AddInto(x_->as<float>(), attn, rows, ctx_, scratch_);
 }
 
+absl::Status Model::CopyRows(float* dst, const float* src, int64_t rows) {
+  const size_t row_bytes = static_cast<size_t>(spec_.hidden_size) * sizeof(float);
+  return backend_->Copy2D(dst, row_bytes, src, row_bytes, row_bytes, rows);
+}
+
+absl::Status Model::PostNorm(const Norm& norm, int64_t rows, const std::function<absl::Status()>& sublayer) {
+  float* x = x_->as<float>();
+  float* h = h_->as<float>();
+  if (spec_.residual_scale != 1.0f) {
+    RETURN_IF_ERROR(backend_->Scale(x, rows * spec_.hidden_size, spec_.residual_scale));
+  }
+  RETURN_IF_ERROR(sublayer());  // x += f(h)
+  RETURN_IF_ERROR(backend_->NormResidual(NormOf(norm), x, nullptr, h, rows, spec_.hidden_size));
+  return CopyRows(x, h, rows);
+}
+
 absl::Status Model::DenseMlp(const LayerWeights& w, int64_t rows) {
   const int64_t inner = shard_.inner;
   const int64_t width = w.gate_up.out_features();  // 2*inner gated, inner otherwise
@@ -262,20 +278,38 @@ absl::StatusOr<float*> Model::ForwardOnDevice(std::span<const SequenceInput> bat
     RETURN_IF_ERROR(backend_->Embedding(*weights_.position_embedding, 0, positions_->as<int32_t>(), rows, pos));
     delta = pos;
   }
-  for (int l = 0; l < spec_.num_layers; ++l) {
-    const LayerWeights& w = weights_.layers[l];
-    RETURN_IF_ERROR(backend_->NormResidual(NormOf(w.attn_norm), x, delta, h, rows, hidden));
-    delta = nullptr;
-    RETURN_IF_ERROR(Attention(l, kv, rows));
-    RETURN_IF_ERROR(backend_->NormResidual(NormOf(w.mlp_norm), x, nullptr, h, rows, hidden));
-    RETURN_IF_ERROR(spec_.is_moe() ? w.moe.AddInto(x, h, rows, hidden, ctx_, scratch_) : DenseMlp(w, rows));
+  if (spec_.norm_position == NormPosition::kPre) {
+    for (int l = 0; l < spec_.num_layers; ++l) {
+      const LayerWeights& w = weights_.layers[l];
+      RETURN_IF_ERROR(backend_->NormResidual(NormOf(w.attn_norm), x, delta, h, rows, hidden));
+      delta = nullptr;
+      RETURN_IF_ERROR(Attention(l, kv, rows));
+      RETURN_IF_ERROR(backend_->NormResidual(NormOf(w.mlp_norm), x, nullptr, h, rows, hidden));
+      RETURN_IF_ERROR(spec_.is_moe() ? w.moe.AddInto(x, h, rows, hidden, ctx_, scratch_) : DenseMlp(w, rows));
+    }
+  } else {
+    // Post-norm: each sub-layer reads the residual stream itself (h, a copy of x) and
+    // x = Norm(alpha * x + f(h)) follows it.
+    if (delta != nullptr) RETURN_IF_ERROR(backend_->AddResidual(x, delta, nullptr, rows, hidden));
+    RETURN_IF_ERROR(CopyRows(h, x, rows));
+    for (int l = 0; l < spec_.num_layers; ++l) {
+      const LayerWeights& w = weights_.layers[l];
+      RETURN_IF_ERROR(PostNorm(w.attn_norm, rows, [&] { return Attention(l, kv, rows); }));
+      RETURN_IF_ERROR(PostNorm(w.mlp_norm, rows, [&] {
+        return spec_.is_moe() ? w.moe.AddInto(x, h, rows, hidden, ctx_, scratch_) : DenseMlp(w, rows);
+      }));
+    }
   }
 
-  // The rows that need logits or are pooled: gathered, normalised; then the pooled
-  // ones go to the host and the others through the LM head.
-  ASSIGN_OR_RETURN(float* selected, selected_->ReserveFor<float>(out_rows * hidden));
-  RETURN_IF_ERROR(backend_->GatherRows(x, keep_->as<int32_t>(), out_rows, hidden, selected));
-  RETURN_IF_ERROR(backend_->NormResidual(NormOf(weights_.final_norm), selected, nullptr, h, out_rows, hidden));
+  // The rows that need logits or are pooled: gathered, normalised (pre-norm models);
+  // then the pooled ones go to the host and the others through the LM head.
+  if (weights_.final_norm.weight) {
+    ASSIGN_OR_RETURN(float* selected, selected_->ReserveFor<float>(out_rows * hidden));
+    RETURN_IF_ERROR(backend_->GatherRows(x, keep_->as<int32_t>(), out_rows, hidden, selected));
+    RETURN_IF_ERROR(backend_->NormResidual(NormOf(weights_.final_norm), selected, nullptr, h, out_rows, hidden));
+  } else {
+    RETURN_IF_ERROR(backend_->GatherRows(x, keep_->as<int32_t>(), out_rows, hidden, h));
+  }
   if (pooled != nullptr) RETURN_IF_ERROR(PoolStates(h + logit_rows_ * hidden, pooled));
   if (logit_rows_ == 0) return nullptr;
   return weights_.lm_head.Forward(h, logit_rows_, ctx_, scratch_);

@@ -130,6 +130,10 @@ class Model {
   absl::Status BeginStep(std::span<const SequenceInput> batch);
   absl::Status Attention(int layer, kvstore::KvPool& kv, int64_t rows);
   absl::Status DenseMlp(const LayerWeights& layer, int64_t rows);
+  // A post-norm sub-layer: x = Norm(residual_scale * x + sublayer's f(h)), and h = x.
+  absl::Status PostNorm(const Norm& norm, int64_t rows, const std::function<absl::Status()>& sublayer);
+  // rows rows of hidden floats, between the device buffers.
+  absl::Status CopyRows(float* dst, const float* src, int64_t rows);
   kernels::NormParams NormOf(const Norm& norm) const;
   // The pooled rows' normalised states (on the device) into one row per pooling
   // sequence of the step, on the host.

@@ -18,6 +18,10 @@ namespace tessera::models {
 
 using NormKind = kernels::NormKind;
 enum class PositionKind { kLearned, kRope };
+// Where a layer's norms sit: before each sub-layer, whose output joins the residual
+// (x + f(Norm(x)): GPT-2, LLaMA), or after the residual add (Norm(x + f(x)): the
+// original Transformer; with residual_scale, DeepNorm's Norm(alpha*x + f(x))).
+enum class NormPosition { kPre, kPost };
 // kNtk: static NTK-aware scaling (base x factor^(d/(d-2)) at every length; "ntk" in
 // rope_scaling), next to transformers' dynamic NTK (kDynamic), which grows the base
 // only past the trained length.
@@ -52,6 +56,13 @@ struct ModelSpec {
 
   NormKind norm = NormKind::kRmsNorm;
   float norm_eps = 1e-6f;
+  NormPosition norm_position = NormPosition::kPre;
+  float residual_scale = 1.0f;  // DeepNorm's alpha (post-norm only)
+  // ScaleNorm (g * x / ||x||, one learned scalar g per norm): the checkpoint holds each
+  // norm as one value; it is loaded as an RMSNorm of weight g/sqrt(d) with norm_eps
+  // already eps^2/d, i.e. g * x / sqrt(||x||^2 + eps^2).
+  bool scale_norm = false;
+  bool final_norm = true;  // a norm before the LM head (pre-norm models)
   kernels::Activation activation = kernels::Activation::kSilu;
   bool gated_mlp = true;  // act(gate) * up (SwiGLU) vs act(fc) (GPT-2)
 
@@ -66,7 +77,8 @@ struct ModelSpec {
   std::vector<int> sliding_window;
 
   int num_experts = 0;          // > 0: MoE MLP (Mixtral)
-  int experts_per_token = 0;    // top-k; the k weights are renormalised to sum to 1
+  int experts_per_token = 0;    // top-k
+  bool moe_renormalize = true;  // the k weights renormalised to sum to 1 (norm_topk_prob)
 
   bool tie_word_embeddings = false;
   // The checkpoint's dtype (config.json's torch_dtype) as a KV cache dtype: what

@@ -103,7 +103,7 @@ absl::Status ExpertParallelMoe::AddInto(float* residual, const float* h, int64_t
   ASSIGN_OR_RETURN(int32_t* ids, scratch.route_ids->ReserveFor<int32_t>(rows * k));
   ASSIGN_OR_RETURN(float* weights, scratch.route_weights->ReserveFor<float>(rows * k));
   RETURN_IF_ERROR(b.Linear(router.ref(), h, rows, logits, false));
-  RETURN_IF_ERROR(b.RouteTopK(logits, rows, experts, k, ids, weights));
+  RETURN_IF_ERROR(b.RouteTopK(logits, rows, experts, k, ids, weights, renormalize));
   scratch.host_ids.resize(rows * k);
   scratch.host_weights.resize(rows * k);
   RETURN_IF_ERROR(b.ToHost(ids, scratch.host_ids.data(), rows * k * sizeof(int32_t)));

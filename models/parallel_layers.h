@@ -103,6 +103,7 @@ class ExpertParallelMoe {
   std::vector<Linear> down;
   std::vector<bool> held;        // which experts this rank runs
   int experts_per_token = 2;
+  bool renormalize = true;  // the top-k weights sum to 1 (ModelSpec::moe_renormalize)
   int64_t inner = 0;             // this rank's slice of the intermediate size
   kernels::Activation activation = kernels::Activation::kSilu;
   absl::Status AddInto(float* residual, const float* h, int64_t rows, int64_t hidden, const LayerContext& ctx,

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 
 #include "absl/strings/str_cat.h"
@@ -64,10 +65,19 @@ absl::StatusOr<std::unique_ptr<kernels::Buffer>> ToDevice(kernels::Backend& back
   return buffer;
 }
 
-absl::StatusOr<Norm> LoadNorm(LoadContext& ctx, const NormNames& names, int64_t dim) {
+// A norm's weights; none when `names` has none (a post-norm model's final norm). A
+// ScaleNorm's one scalar g becomes the RMSNorm weight g/sqrt(dim) (ModelSpec::scale_norm).
+absl::StatusOr<Norm> LoadNorm(LoadContext& ctx, const NormNames& names, int64_t dim, bool scale_norm) {
   Norm n;
   n.dim = dim;
-  ASSIGN_OR_RETURN(std::vector<float> weight, ReadVector(ctx.source, names.weight, dim));
+  if (names.weight.empty()) return n;
+  std::vector<float> weight;
+  if (scale_norm) {
+    ASSIGN_OR_RETURN(const std::vector<float> g, ReadVector(ctx.source, names.weight, 1));
+    weight.assign(dim, g[0] / std::sqrt(static_cast<float>(dim)));
+  } else {
+    ASSIGN_OR_RETURN(weight, ReadVector(ctx.source, names.weight, dim));
+  }
   ASSIGN_OR_RETURN(n.weight, ToDevice(ctx.backend, weight));
   if (!names.bias.empty()) {
     ASSIGN_OR_RETURN(std::vector<float> bias, ReadVector(ctx.source, names.bias, dim));
@@ -220,7 +230,9 @@ size_t LinearBytes(const Linear& l) { return l.weight ? l.bytes() : 0; }
 
 }  // namespace
 
-size_t Norm::bytes() const { return static_cast<size_t>(dim) * sizeof(float) * (bias ? 2 : 1); }
+size_t Norm::bytes() const {
+  return weight ? static_cast<size_t>(dim) * sizeof(float) * (bias ? 2 : 1) : 0;
+}
 
 size_t ModelWeights::bytes() const {
   size_t total = embedding.bytes() + (position_embedding ? position_embedding->bytes() : 0) + final_norm.bytes() +
@@ -277,7 +289,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
     ReadRun(*pos, 0, pos->numel(), DType::kF32, table.mutable_row(0));
     ASSIGN_OR_RETURN(w.position_embedding, ctx.backend.Pack(table, kernels::WeightUse::kTable));
   }
-  ASSIGN_OR_RETURN(w.final_norm, LoadNorm(ctx, names.final_norm, hidden));
+  ASSIGN_OR_RETURN(w.final_norm, LoadNorm(ctx, names.final_norm, hidden, spec.scale_norm));
   w.lm_head.vocab = vocab;
   if (names.lm_head.weights.empty()) {  // tied: the embedding's vocabulary slice
     LinearNames embedding_names;
@@ -297,8 +309,8 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
           : std::vector<RowRange>{{shard.inner0, shard.inner}};
   for (const internal::LayerNames& ln : names.layers) {
     LayerWeights l;
-    ASSIGN_OR_RETURN(l.attn_norm, LoadNorm(ctx, ln.attn_norm, hidden));
-    ASSIGN_OR_RETURN(l.mlp_norm, LoadNorm(ctx, ln.mlp_norm, hidden));
+    ASSIGN_OR_RETURN(l.attn_norm, LoadNorm(ctx, ln.attn_norm, hidden, spec.scale_norm));
+    ASSIGN_OR_RETURN(l.mlp_norm, LoadNorm(ctx, ln.mlp_norm, hidden, spec.scale_norm));
     ASSIGN_OR_RETURN(l.qkv.linear, LoadLinear(ctx, ln.qkv, {q, kv, kv}, hidden, qkv_rows));
     l.qkv.q_size = shard.q_heads * hd;
     l.qkv.kv_size = shard.kv_heads * hd;
@@ -308,6 +320,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
       ASSIGN_OR_RETURN(moe.router, LoadLinear(ctx, ln.router, {spec.num_experts}, hidden, {}, 0, -1,
                                                kernels::WeightUse::kLinearExact));
       moe.experts_per_token = spec.experts_per_token;
+      moe.renormalize = spec.moe_renormalize;
       moe.inner = shard.inner;
       moe.activation = spec.activation;
       moe.gate_up.resize(spec.num_experts);

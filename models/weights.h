@@ -19,7 +19,7 @@
 namespace tessera::models {
 
 struct Norm {
-  std::unique_ptr<kernels::Buffer> weight;  // [hidden] floats
+  std::unique_ptr<kernels::Buffer> weight;  // [hidden] floats; null: no norm there
   std::unique_ptr<kernels::Buffer> bias;    // LayerNorm only; null otherwise
   int64_t dim = 0;
   size_t bytes() const;

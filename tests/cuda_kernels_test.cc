@@ -348,23 +348,35 @@ TEST_F(CudaTest, BiasGatherCombineAndResidualAddAreExact) {
   EXPECT_EQ(residual.Host(), want_residual);
 }
 
+// With and without renormalising the k weights (Mixtral / norm_topk_prob false).
 TEST_F(CudaTest, RouteTopKMatchesCpu) {
-  for (auto [experts, k] : {std::pair{8, 2}, {64, 6}, {256, 8}, {60, 4}}) {
-    const int64_t rows = 37;
-    std::vector<float> logits = Random(rows * experts, 14, 2.0f);
-    logits[3] = logits[5];  // a tie: the lower expert wins
-    DeviceBuffer<float> dl(logits);
-    DeviceBuffer<int32_t> dids(rows * k);
-    DeviceBuffer<float> dw(rows * k);
-    ASSERT_EQ(cuda::LaunchRouteTopK(dl.get(), rows, experts, k, dids.get(), dw.get(), nullptr), 0);
-    std::vector<int32_t> ids(rows * k);
-    std::vector<float> weights(rows * k);
-    for (int64_t r = 0; r < rows; ++r) {
-      RouteTopK(logits.data() + r * experts, experts, k, ids.data() + r * k, weights.data() + r * k);
+  for (bool renormalize : {true, false}) {
+    for (auto [experts, k] : {std::pair{8, 2}, {64, 6}, {256, 8}, {60, 4}}) {
+      const int64_t rows = 37;
+      std::vector<float> logits = Random(rows * experts, 14, 2.0f);
+      logits[3] = logits[5];  // a tie: the lower expert wins
+      DeviceBuffer<float> dl(logits);
+      DeviceBuffer<int32_t> dids(rows * k);
+      DeviceBuffer<float> dw(rows * k);
+      ASSERT_EQ(cuda::LaunchRouteTopK(dl.get(), rows, experts, k, dids.get(), dw.get(), renormalize, nullptr), 0);
+      std::vector<int32_t> ids(rows * k);
+      std::vector<float> weights(rows * k);
+      for (int64_t r = 0; r < rows; ++r) {
+        RouteTopK(logits.data() + r * experts, experts, k, ids.data() + r * k, weights.data() + r * k, renormalize);
+      }
+      EXPECT_EQ(dids.Host(), ids);
+      ExpectNear(dw.Host(), weights, 1e-5f);
     }
-    EXPECT_EQ(dids.Host(), ids);
-    ExpectNear(dw.Host(), weights, 1e-5f);
   }
+}
+
+TEST_F(CudaTest, ScaleMultipliesEveryElement) {
+  const std::vector<float> x = Random(1000, 15, 1.0f);
+  DeviceBuffer<float> dx(x);
+  ASSERT_EQ(cuda::LaunchScale(dx.get(), static_cast<int64_t>(x.size()), 0.375f, nullptr), 0);
+  std::vector<float> want = x;
+  for (float& v : want) v *= 0.375f;
+  EXPECT_EQ(dx.Host(), want);
 }
 
 // Sampling on the GPU picks the CPU sampler's token for the same uniform draw: greedy,

@@ -223,8 +223,15 @@ class CpuBackend final : public Backend {
     }
     return absl::OkStatus();
   }
-  absl::Status RouteTopK(float* logits, int64_t rows, int experts, int k, int32_t* ids, float* weights) override {
-    for (int64_t r = 0; r < rows; ++r) kernels::RouteTopK(logits + r * experts, experts, k, ids + r * k, weights + r * k);
+  absl::Status RouteTopK(float* logits, int64_t rows, int experts, int k, int32_t* ids, float* weights,
+                         bool renormalize) override {
+    for (int64_t r = 0; r < rows; ++r) {
+      kernels::RouteTopK(logits + r * experts, experts, k, ids + r * k, weights + r * k, renormalize);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Scale(float* x, int64_t n, float alpha) override {
+    for (int64_t i = 0; i < n; ++i) x[i] *= alpha;
     return absl::OkStatus();
   }
 

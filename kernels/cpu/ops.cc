@@ -106,7 +106,7 @@ void RotaryCosSin(const float* inv_freq, int half, int64_t pos, float scale, flo
   }
 }
 
-void RouteTopK(float* logits, int experts, int k, int32_t* ids, float* weights) {
+void RouteTopK(float* logits, int experts, int k, int32_t* ids, float* weights, bool renormalize) {
   Softmax(logits, experts);
   std::vector<int32_t> order(experts);
   std::iota(order.begin(), order.end(), 0);
@@ -117,7 +117,7 @@ void RouteTopK(float* logits, int experts, int k, int32_t* ids, float* weights) 
   for (int j = 0; j < k; ++j) sum += logits[order[j]];
   for (int j = 0; j < k; ++j) {
     ids[j] = order[j];
-    weights[j] = logits[order[j]] / sum;
+    weights[j] = renormalize ? logits[order[j]] / sum : logits[order[j]];
   }
 }
 

@@ -236,8 +236,13 @@ class CudaBackend final : public Backend {
     RETURN_IF_CUDA(cuda::LaunchAddResidual(residual, partial, bias, rows, dim, nullptr));
     return absl::OkStatus();
   }
-  absl::Status RouteTopK(float* logits, int64_t rows, int experts, int k, int32_t* ids, float* weights) override {
-    RETURN_IF_CUDA(cuda::LaunchRouteTopK(logits, rows, experts, k, ids, weights, nullptr));
+  absl::Status Scale(float* x, int64_t n, float alpha) override {
+    RETURN_IF_CUDA(cuda::LaunchScale(x, n, alpha, nullptr));
+    return absl::OkStatus();
+  }
+  absl::Status RouteTopK(float* logits, int64_t rows, int experts, int k, int32_t* ids, float* weights,
+                         bool renormalize) override {
+    RETURN_IF_CUDA(cuda::LaunchRouteTopK(logits, rows, experts, k, ids, weights, renormalize, nullptr));
     return absl::OkStatus();
   }
 

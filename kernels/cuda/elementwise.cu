@@ -90,6 +90,11 @@ __global__ void AddResidualKernel(float* __restrict__ residual, const float* __r
   if (i < n) residual[i] += partial[i] + (bias != nullptr ? bias[i % dim] : 0.0f);
 }
 
+__global__ void ScaleKernel(float* __restrict__ x, int64_t n, float alpha) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] *= alpha;
+}
+
 __global__ void CombineRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ slots,
                                   const float* __restrict__ weights, int k, int64_t dim, float* __restrict__ out) {
   const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -160,6 +165,12 @@ int LaunchAddResidual(float* residual, const float* partial, const float* bias, 
   if (rows * dim <= 0) return cudaSuccess;
   AddResidualKernel<<<Blocks(rows * dim), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(residual, partial, bias,
                                                                                              rows * dim, dim);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchScale(float* x, int64_t n, float alpha, void* stream) {
+  if (n <= 0) return cudaSuccess;
+  ScaleKernel<<<Blocks(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(x, n, alpha);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -46,6 +46,9 @@ int LaunchGatherRows(const float* src, const int32_t* rows, int64_t count, int64
 int LaunchAddResidual(float* residual, const float* partial, const float* bias, int64_t rows, int64_t dim,
                       void* stream);
 
+// x[i] *= alpha for i < n.
+int LaunchScale(float* x, int64_t n, float alpha, void* stream);
+
 // The MoE combine: out[r, :] = sum over j < k of weights[r*k + j] * src[slots[r*k + j], :],
 // summed in j order, skipping slots < 0 (experts another rank runs); deterministic,
 // no atomics. The caller orders each row's slots by expert, as the CPU sums them.

@@ -12,7 +12,7 @@ constexpr int kMaxExperts = 256, kMaxK = 8;
 // One warp per row: the softmax's max and sum by warp reductions, then k rounds of an
 // arg-max over the probabilities not chosen yet.
 __global__ void RouteKernel(const float* __restrict__ logits, int64_t rows, int experts, int k,
-                            int32_t* __restrict__ ids, float* __restrict__ weights) {
+                            int32_t* __restrict__ ids, float* __restrict__ weights, bool renormalize) {
   const int64_t r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= rows) return;
@@ -63,7 +63,7 @@ __global__ void RouteKernel(const float* __restrict__ logits, int64_t rows, int 
   if (lane == 0) {
     for (int j = 0; j < k; ++j) {
       ids[r * k + j] = chosen_id[j];
-      weights[r * k + j] = chosen[j] / chosen_sum;
+      weights[r * k + j] = renormalize ? chosen[j] / chosen_sum : chosen[j];
     }
   }
 }
@@ -71,12 +71,12 @@ __global__ void RouteKernel(const float* __restrict__ logits, int64_t rows, int 
 }  // namespace
 
 int LaunchRouteTopK(const float* logits, int64_t rows, int experts, int k, int32_t* ids, float* weights,
-                    void* stream) {
+                    bool renormalize, void* stream) {
   if (rows <= 0) return cudaSuccess;
   if (experts > kMaxExperts || k > kMaxK || k > experts) return static_cast<int>(cudaErrorInvalidValue);
   constexpr int kRowsPerBlock = 4;
   RouteKernel<<<static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * 32, 0,
-                static_cast<cudaStream_t>(stream)>>>(logits, rows, experts, k, ids, weights);
+                static_cast<cudaStream_t>(stream)>>>(logits, rows, experts, k, ids, weights, renormalize);
   return static_cast<int>(cudaGetLastError());
 }
 
