@@ -95,6 +95,10 @@ struct StepRows {
   std::span<const float> inv_freq;
   int64_t inv_freq_stride = 0;
   float rotary_scale = 1.0f;  // YaRN's attention factor; else 1
+  // XPos (Sun et al. 2022): after the rotation, pair j of a query head is scaled by
+  // xpos_zeta[j]^(pos / xpos_scale_base) and of a key head by its inverse. Empty: none.
+  std::span<const float> xpos_zeta;
+  float xpos_scale_base = 512.0f;
 };
 
 struct NormParams {
@@ -136,8 +140,9 @@ class Backend {
   // out[r] = table[ids[r] - id0] for ids inside the table's rows, zeros for the others.
   virtual absl::Status Embedding(const Weight& table, int64_t id0, const int32_t* ids, int64_t rows,
                                  float* out) = 0;
-  // Rotates `heads` heads of head_dim at the start of each of the step's rows (stride).
-  virtual absl::Status Rotary(float* x, int64_t stride, int heads, int head_dim) = 0;
+  // Rotates q_heads query heads then kv_heads key heads of head_dim at the start of
+  // each of the step's rows (stride); with XPos, scales them (StepRows::xpos_zeta).
+  virtual absl::Status Rotary(float* x, int64_t stride, int q_heads, int kv_heads, int head_dim) = 0;
   // The step's new K and V ([rows, kv_heads * head_dim], row stride) into their slots.
   virtual absl::Status WriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& kv,
                                int kv_heads) = 0;

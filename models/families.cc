@@ -165,6 +165,15 @@ absl::Status ParseTessera(const json& c, ModelSpec* spec) {
     return absl::InvalidArgumentError("config.json: deepnorm_alpha must be > 0, and needs norm_position \"post\"");
   }
   spec->residual_scale = static_cast<float>(alpha);
+  ASSIGN_OR_RETURN(std::string positions, ReadKeyOr<std::string>(c, "position_embedding", "rope"));
+  if (positions != "rope" && positions != "xpos") {
+    return absl::InvalidArgumentError("config.json: position_embedding must be \"rope\" or \"xpos\"");
+  }
+  if (positions == "xpos") {
+    ASSIGN_OR_RETURN(double base, ReadKeyOr<double>(c, "xpos_scale_base", 512.0));
+    if (!(base > 0)) return absl::InvalidArgumentError("config.json: xpos_scale_base must be > 0");
+    spec->xpos_scale_base = static_cast<float>(base);
+  }
   ASSIGN_OR_RETURN(std::string mlp, ReadKeyOr<std::string>(c, "mlp_type", "gated"));
   if (mlp != "gated" && mlp != "plain") {
     return absl::InvalidArgumentError("config.json: mlp_type must be \"gated\" or \"plain\"");

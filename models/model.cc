@@ -185,6 +185,10 @@ absl::Status Model::BeginStep(std::span<const SequenceInput> batch) {
   rows.inv_freq = inv_freq_;
   rows.inv_freq_stride = dynamic ? spec_.head_dim / 2 : 0;
   rows.rotary_scale = rotary_.attention_scale();
+  if (spec_.xpos_scale_base > 0) {
+    rows.xpos_zeta = rotary_.xpos_zeta();
+    rows.xpos_scale_base = spec_.xpos_scale_base;
+  }
   RETURN_IF_ERROR(backend_->BeginStep(rows));
   RETURN_IF_ERROR(tokens_->Upload(std::span<const int32_t>(host_tokens_)));
   RETURN_IF_ERROR(keep_->Upload(std::span<const int32_t>(host_keep_)));
@@ -208,7 +212,7 @@ absl::Status Model::Attention(int layer, kvstore::KvPool& kv, int64_t rows) {
   RETURN_IF_ERROR(w.qkv.Forward(h_->as<float>(), rows, qkv, ctx_));
   if (spec_.positions == PositionKind::kRope) {
     // q and k heads are adjacent
-    RETURN_IF_ERROR(backend_->Rotary(qkv, qkv_width, shard_.q_heads + shard_.kv_heads, hd));
+    RETURN_IF_ERROR(backend_->Rotary(qkv, qkv_width, shard_.q_heads, shard_.kv_heads, hd));
   }
   const kernels::PagedKvView view = LayerKvView(kv.layout(), kv.data(), layer);
   RETURN_IF_ERROR(backend_->WriteKv(qkv + q_size, qkv + q_size + kv_size, qkv_width, view, shard_.kv_heads));

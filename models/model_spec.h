@@ -68,6 +68,9 @@ struct ModelSpec {
 
   PositionKind positions = PositionKind::kRope;
   RopeSpec rope;
+  // XPos (Sun et al. 2022, "A Length-Extrapolatable Transformer"): > 0 scales rotated
+  // queries by zeta^(n / xpos_scale_base) and keys by its inverse (RotaryEmbedding).
+  float xpos_scale_base = 0;
 
   bool qkv_bias = false;
   bool o_bias = false;

@@ -8,6 +8,12 @@ namespace tessera::models {
 
 RotaryEmbedding::RotaryEmbedding(const ModelSpec& spec)
     : rope_(spec.rope), head_dim_(spec.head_dim), max_positions_(spec.max_position_embeddings) {
+  if (spec.xpos_scale_base > 0) {
+    constexpr double kGamma = 0.4;
+    for (int j = 0; j < head_dim_ / 2; ++j) {
+      xpos_zeta_.push_back(static_cast<float>((2.0 * j / head_dim_ + kGamma) / (1 + kGamma)));
+    }
+  }
   std::vector<float> f = Frequencies(rope_.theta);
   const int half = head_dim_ / 2;
   switch (rope_.scaling) {

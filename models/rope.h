@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "models/model_spec.h"
@@ -25,6 +26,10 @@ class RotaryEmbedding {
   // turns inverse frequencies and positions into the rotation.
   float attention_scale() const;
 
+  // XPos's per-pair decay bases, zeta_j = (2j/d + 0.4) / 1.4 ([head_dim/2]; Sun et al.
+  // 2022 with gamma = 0.4, as torchscale), when the spec has xpos_scale_base; else empty.
+  std::span<const float> xpos_zeta() const { return xpos_zeta_; }
+
  private:
   std::vector<float> Frequencies(double base) const;
 
@@ -32,6 +37,7 @@ class RotaryEmbedding {
   int head_dim_;
   int max_positions_;
   std::vector<float> static_inv_freq_;  // every variant but dynamic
+  std::vector<float> xpos_zeta_;
 };
 
 }  // namespace tessera::models

@@ -182,9 +182,34 @@ TEST_F(CudaTest, RotaryMatchesCpuForEveryScalingVariant) {
     }
     const float scale = scaling == models::RopeScaling::kYarn ? 1.1f : 1.0f;
     ASSERT_EQ(cuda::LaunchRotary(dx.get(), rows, heads * dim, heads, dim, dim, dpos.get(), dfreq.get(),
-                                 /*inv_freq_stride=*/0, scale, nullptr),
+                                 /*inv_freq_stride=*/0, scale, nullptr, 0, heads, nullptr),
               0);
     ExpectNear(dx.Host(), x, 1e-5f);
+
+    // XPos on the rotated rows: the first two heads (queries) times zeta^(pos/base),
+    // the third (a key) times its inverse.
+    spec.xpos_scale_base = 64;
+    const models::RotaryEmbedding xpos(spec);
+    DeviceBuffer<float> dzeta(std::vector<float>(xpos.xpos_zeta().begin(), xpos.xpos_zeta().end()));
+    DeviceBuffer<float> dy(std::vector<float>(rows * heads * dim, 1.0f));
+    ASSERT_EQ(cuda::LaunchRotary(dy.get(), rows, heads * dim, heads, dim, dim, dpos.get(), dfreq.get(), 0, 1.0f,
+                                 dzeta.get(), 64.0f, /*q_heads=*/2, nullptr),
+              0);
+    std::vector<float> want(rows * heads * dim, 1.0f);
+    for (int r = 0; r < rows; ++r) {
+      RotaryCosSin(inv_freq.data(), dim / 2, positions[r], 1.0f, cos.data(), sin.data());
+      for (int h = 0; h < heads; ++h) {
+        float* head = want.data() + (r * heads + h) * dim;
+        ApplyRotary(head, cos.data(), sin.data(), dim);
+        for (int j = 0; j < dim / 2; ++j) {
+          const double power = (h < 2 ? 1.0 : -1.0) * positions[r] / 64.0;
+          const float s = static_cast<float>(std::pow(static_cast<double>(xpos.xpos_zeta()[j]), power));
+          head[j] *= s;
+          head[j + dim / 2] *= s;
+        }
+      }
+    }
+    ExpectNear(dy.Host(), want, 1e-4f);
   }
 }
 

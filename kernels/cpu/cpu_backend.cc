@@ -113,6 +113,18 @@ class CpuBackend final : public Backend {
       RotaryCosSin(rows.inv_freq.data() + r * rows.inv_freq_stride, half_, rows.positions[r], rows.rotary_scale,
                    cos + r * half_, sin + r * half_);
     }
+    xpos_ = !rows.xpos_zeta.empty();
+    if (xpos_) {
+      float* q = xpos_q_.ReserveFor<float>(n * half_);
+      float* k = xpos_k_.ReserveFor<float>(n * half_);
+      for (int64_t r = 0; r < n; ++r) {
+        const double power = rows.positions[r] / static_cast<double>(rows.xpos_scale_base);
+        for (int j = 0; j < half_; ++j) {
+          q[r * half_ + j] = static_cast<float>(std::pow(static_cast<double>(rows.xpos_zeta[j]), power));
+          k[r * half_ + j] = static_cast<float>(std::pow(static_cast<double>(rows.xpos_zeta[j]), -power));
+        }
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -165,11 +177,20 @@ class CpuBackend final : public Backend {
     }
     return absl::OkStatus();
   }
-  absl::Status Rotary(float* x, int64_t stride, int heads, int head_dim) override {
+  absl::Status Rotary(float* x, int64_t stride, int q_heads, int kv_heads, int head_dim) override {
     for (int64_t r = 0; r < rows_; ++r) {
       const float* cos = cos_.as<float>() + r * half_;
       const float* sin = sin_.as<float>() + r * half_;
-      for (int head = 0; head < heads; ++head) ApplyRotary(x + r * stride + head * head_dim, cos, sin, head_dim);
+      for (int head = 0; head < q_heads + kv_heads; ++head) {
+        float* h = x + r * stride + head * head_dim;
+        ApplyRotary(h, cos, sin, head_dim);
+        if (!xpos_) continue;
+        const float* scale = (head < q_heads ? xpos_q_ : xpos_k_).as<float>() + r * half_;
+        for (int j = 0; j < half_; ++j) {
+          h[j] *= scale[j];
+          h[j + half_] *= scale[j];
+        }
+      }
     }
     return absl::OkStatus();
   }
@@ -242,6 +263,8 @@ class CpuBackend final : public Backend {
   int64_t rows_ = 0;                          // the step's tokens
   int half_ = 0;                              // rotary cos/sin per row
   AlignedBuffer cos_, sin_;                   // [rows, half]
+  bool xpos_ = false;                         // the step's rows are XPos-scaled
+  AlignedBuffer xpos_q_, xpos_k_;             // [rows, half]: their query and key scales
 };
 
 }  // namespace

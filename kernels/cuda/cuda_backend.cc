@@ -127,6 +127,9 @@ class CudaBackend final : public Backend {
     if (!step.inv_freq.empty()) RETURN_IF_ERROR(freqs_.Upload(step.inv_freq.data(), step.inv_freq.size_bytes()));
     inv_freq_stride_ = step.inv_freq_stride;
     rotary_scale_ = step.rotary_scale;
+    xpos_ = !step.xpos_zeta.empty();
+    if (xpos_) RETURN_IF_ERROR(xpos_zeta_.Upload(step.xpos_zeta.data(), step.xpos_zeta.size_bytes()));
+    xpos_scale_base_ = step.xpos_scale_base;
     const cuda::AttentionPlan plan = cuda::PlanAttention(new_tokens.data(), static_cast<int64_t>(new_tokens.size()));
     RETURN_IF_ERROR(plan_tiles_.Upload(plan.tiles));
     RETURN_IF_ERROR(plan_single_.Upload(plan.single_rows));
@@ -193,9 +196,10 @@ class CudaBackend final : public Backend {
     RETURN_IF_CUDA(cuda::LaunchEmbedding(t.data(), t.bf16(), id0, t.rows(), ids, rows, t.cols(), out, nullptr));
     return absl::OkStatus();
   }
-  absl::Status Rotary(float* x, int64_t stride, int heads, int head_dim) override {
-    RETURN_IF_CUDA(cuda::LaunchRotary(x, rows_, stride, heads, head_dim, head_dim, positions_.as<int32_t>(),
-                                      freqs_.as<float>(), inv_freq_stride_, rotary_scale_, nullptr));
+  absl::Status Rotary(float* x, int64_t stride, int q_heads, int kv_heads, int head_dim) override {
+    RETURN_IF_CUDA(cuda::LaunchRotary(x, rows_, stride, q_heads + kv_heads, head_dim, head_dim,
+                                      positions_.as<int32_t>(), freqs_.as<float>(), inv_freq_stride_, rotary_scale_,
+                                      xpos_ ? xpos_zeta_.as<float>() : nullptr, xpos_scale_base_, q_heads, nullptr));
     return absl::OkStatus();
   }
   absl::Status WriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& kv,
@@ -276,7 +280,9 @@ class CudaBackend final : public Backend {
   // The step's rows (BeginStep).
   int64_t rows_ = 0, max_keys_ = 0, inv_freq_stride_ = 0;
   float rotary_scale_ = 1.0f;
-  DeviceMemory positions_, table_offsets_, tables_, freqs_, plan_tiles_, plan_single_;
+  bool xpos_ = false;
+  float xpos_scale_base_ = 512.0f;
+  DeviceMemory positions_, table_offsets_, tables_, freqs_, plan_tiles_, plan_single_, xpos_zeta_;
   cuda::DevicePlan plan_;
   DeviceMemory bf16_, workspace_;  // scratch
 };

@@ -57,7 +57,8 @@ __global__ void ActivationKernel(float* __restrict__ x, int64_t n, Activation ac
 // One block per row; thread j of a head rotates the pair (j, j + rot_dim/2).
 __global__ void RotaryKernel(float* __restrict__ x, int64_t stride, int heads, int head_dim, int rot_dim,
                              const int32_t* __restrict__ positions, const float* __restrict__ freqs,
-                             int64_t freq_stride, float scale) {
+                             int64_t freq_stride, float scale, const float* __restrict__ xpos_zeta,
+                             float xpos_scale_base, int q_heads) {
   const int half = rot_dim / 2;
   const float* inv_freq = freqs + blockIdx.x * freq_stride;
   const float pos = static_cast<float>(positions[blockIdx.x]);
@@ -68,8 +69,13 @@ __global__ void RotaryKernel(float* __restrict__ x, int64_t stride, int heads, i
     const float s = static_cast<float>(sin(static_cast<double>(angle))) * scale;
     float* head = x + blockIdx.x * stride + static_cast<int64_t>(h) * head_dim;
     const float a = head[j], b = head[j + half];
-    head[j] = a * c - b * s;
-    head[j + half] = b * c + a * s;
+    float xpos = 1.0f;
+    if (xpos_zeta != nullptr) {
+      const double power = static_cast<double>(positions[blockIdx.x]) / xpos_scale_base;
+      xpos = static_cast<float>(pow(static_cast<double>(xpos_zeta[j]), h < q_heads ? power : -power));
+    }
+    head[j] = (a * c - b * s) * xpos;
+    head[j + half] = (b * c + a * s) * xpos;
   }
 }
 
@@ -140,10 +146,11 @@ int LaunchActivation(float* x, int64_t rows, int64_t dim, Activation act, void* 
 
 int LaunchRotary(float* x, int64_t rows, int64_t stride, int heads, int head_dim, int rot_dim,
                  const int32_t* positions, const float* inv_freq, int64_t inv_freq_stride, float scale,
-                 void* stream) {
+                 const float* xpos_zeta, float xpos_scale_base, int q_heads, void* stream) {
   if (rows <= 0) return cudaSuccess;
   RotaryKernel<<<static_cast<unsigned>(rows), 128, 0, static_cast<cudaStream_t>(stream)>>>(
-      x, stride, heads, head_dim, rot_dim, positions, inv_freq, inv_freq_stride, scale);
+      x, stride, heads, head_dim, rot_dim, positions, inv_freq, inv_freq_stride, scale, xpos_zeta, xpos_scale_base,
+      q_heads);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -31,9 +31,11 @@ int LaunchActivation(float* x, int64_t rows, int64_t dim, Activation act, void* 
 // HF scaling variant differs only in inv_freq (models/rope.h computes it); row r uses
 // inv_freq + r * inv_freq_stride (0: one set for every row; dynamic NTK scaling gives
 // each sequence its own).
+// With `xpos_zeta` (device, [rot_dim/2]; null: none), XPos: the first `q_heads` heads'
+// pair j times zeta[j]^(pos / xpos_scale_base), the others' times its inverse.
 int LaunchRotary(float* x, int64_t rows, int64_t stride, int heads, int head_dim, int rot_dim,
                  const int32_t* positions, const float* inv_freq, int64_t inv_freq_stride, float scale,
-                 void* stream);
+                 const float* xpos_zeta, float xpos_scale_base, int q_heads, void* stream);
 
 // y[r, :] += bias for rows x n.
 int LaunchAddBias(float* y, const float* bias, int64_t rows, int64_t n, void* stream);

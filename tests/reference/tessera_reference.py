@@ -11,6 +11,8 @@ nothing shared with Tessera's C++ (docs/models.md names each equation):
                                                                eps inside the root, for zero vectors)
   RoPE                rotate_half, theta; static NTK scaling theta * factor^(d/(d-2))
                                                               (bloc97, "NTK-aware scaled RoPE")
+  XPos                rotated q * zeta^(n/B), k * zeta^(-n/B), zeta_j = (2j/d + 0.4)/1.4
+                                                              (Sun et al. 2022, section 3.2)
   MoE                 softmax, top-k, renormalised or not (norm_topk_prob)
 
 `python3 tests/reference/tessera_reference.py OUT_DIR` writes one fixture per switch
@@ -38,6 +40,7 @@ FIXTURES = {
     "tessera_scalenorm": {"norm_type": "scale_norm"},
     "tessera_moe_topk_unnormalized": {"num_local_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": False},
     "tessera_rope_ntk": {"rope_scaling": {"type": "ntk", "factor": 4.0}},
+    "tessera_xpos": {"position_embedding": "xpos", "xpos_scale_base": 64},
 }
 
 
@@ -135,6 +138,16 @@ def rope(config, x, positions):
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
 
 
+def xpos(config, x, positions, sign):
+    """XPos's scale on rotated queries (sign +1) or keys (-1); x as rope's."""
+    if config.get("position_embedding", "rope") != "xpos":
+        return x
+    hd = x.shape[-1]
+    zeta = (np.arange(0, hd, 2) / hd + 0.4) / 1.4
+    scale = zeta[None, :] ** (sign * positions[:, None] / config["xpos_scale_base"])
+    return x * np.concatenate([scale, scale], -1)[:, None, :]
+
+
 def linear_fwd(w, name, x):
     y = x @ w[name + ".weight"].T
     return y + w[name + ".bias"] if name + ".bias" in w else y
@@ -143,8 +156,8 @@ def linear_fwd(w, name, x):
 def attention(config, w, p, x):
     n, hd = x.shape[0], HIDDEN // HEADS
     pos = np.arange(n, dtype=np.float64)
-    q = rope(config, linear_fwd(w, p + "self_attn.q_proj", x).reshape(n, HEADS, hd), pos)
-    k = rope(config, linear_fwd(w, p + "self_attn.k_proj", x).reshape(n, KV_HEADS, hd), pos)
+    q = xpos(config, rope(config, linear_fwd(w, p + "self_attn.q_proj", x).reshape(n, HEADS, hd), pos), pos, 1)
+    k = xpos(config, rope(config, linear_fwd(w, p + "self_attn.k_proj", x).reshape(n, KV_HEADS, hd), pos), pos, -1)
     v = linear_fwd(w, p + "self_attn.v_proj", x).reshape(n, KV_HEADS, hd)
     window = config.get("sliding_window") or 0
     out = np.zeros((n, HEADS, hd))
