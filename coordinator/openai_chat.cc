@@ -4,6 +4,7 @@
 #include <chrono>
 #include <optional>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/openai_completion.h"
@@ -154,7 +155,7 @@ class ChatCall : public std::enable_shared_from_this<ChatCall> {
     frontend_->Forget(*summary_request_);
     summary_request_ = nullptr;
     if (!status.ok()) return SendError(*reply_, status);
-    const std::string summary(Trim(summary_));
+    const std::string summary(absl::StripAsciiWhitespace(summary_));
     // The summary took more than was set aside: more turns go.
     for (size_t drop = drop_; drop < conversation_.num_turns(); ++drop) {
       ordered_json messages = conversation_.Without(drop, summary);
@@ -165,12 +166,6 @@ class ChatCall : public std::enable_shared_from_this<ChatCall> {
       }
     }
     SendError(*reply_, FieldError("messages", "the conversation does not fit the model's context with its summary"));
-  }
-
-  static std::string_view Trim(std::string_view s) {
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-    return s;
   }
 
   // The completion of `messages`, telling the client how the conversation was fitted
