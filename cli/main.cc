@@ -78,11 +78,14 @@ commands:
   serve       --model DIR [--workers N] [--listen HOST:PORT] [--threads-per-worker N]
               [--http-listen HOST:PORT|off] [--tp N] [--ep M] [--cpu-isa LEVEL]
               [--kv-memory-mb N] [--kv-cache-dtype D] [--batch-invariant]
-              [--embedding-pooling last|mean] [--quiet]
+              [--embedding-pooling last|mean] [--tool-call-parser P]
+              [--chat-context-overflow error|truncate|summarize] [--quiet]
               Runs a coordinator and N workers (child processes) until Ctrl-C;
               every tp x ep workers form one replica group. gRPC on --listen
               (127.0.0.1:50051), the OpenAI-compatible HTTP API on --http-listen
-              (127.0.0.1:8000; docs/http-api.md).
+              (127.0.0.1:8000; docs/http-api.md). --embedding-pooling,
+              --tool-call-parser (none, hermes, llama3_json) and
+              --chat-context-overflow go to the coordinator (its --help).
   client      [--address HOST:PORT] [--tls-ca FILE] (--prompt TEXT | --ids 1,2,3)
               [--max-tokens N] [--temperature T] [--seed S] [--wait-ready SECONDS]
               One streamed generation against a running server (text, or

@@ -1,6 +1,8 @@
 // tessera serve --model DIR [--workers N] [--listen HOST:PORT] [--http-listen HOST:PORT|off]
 //               [--threads-per-worker N] [--kv-memory-mb N] [--kv-cache-dtype D] [--tp N] [--ep M]
-//               [--cpu-isa LEVEL] [--batch-invariant] [--embedding-pooling last|mean] [--quiet]
+//               [--cpu-isa LEVEL] [--batch-invariant] [--embedding-pooling last|mean]
+//               [--tool-call-parser none|hermes|llama3_json] [--chat-context-overflow error|truncate|summarize]
+//               [--quiet]
 //
 // Starts tessera-coordinator and N tessera-worker processes (from the directory of
 // this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
@@ -58,7 +60,8 @@ int Fail(const std::string& m) {
 int RunServe(const Args& args, const char* argv0) {
   std::string error;
   if (!CheckFlags(args, {"model", "workers", "listen", "http-listen", "threads-per-worker", "kv-memory-mb",
-                         "kv-cache-dtype", "embedding-pooling", "tp", "ep", "cpu-isa", "batch-invariant", "quiet"},
+                         "kv-cache-dtype", "embedding-pooling", "tool-call-parser", "chat-context-overflow", "tp",
+                         "ep", "cpu-isa", "batch-invariant", "quiet"},
                   &error)) {
     return Fail(error);
   }
@@ -105,7 +108,8 @@ int RunServe(const Args& args, const char* argv0) {
       port_file, "--internal-listen", internal_listen, "--internal-port-file", internal_port_file,
       "--kv-memory-mb", std::to_string(kv_mb), "--tp", std::to_string(tp), "--ep", std::to_string(ep),
       "--batch-invariant", args.Has("batch-invariant") ? "1" : "0"};
-  for (const char* flag : {"kv-cache-dtype", "embedding-pooling"}) {  // the coordinator checks their values
+  // The coordinator checks their values.
+  for (const char* flag : {"kv-cache-dtype", "embedding-pooling", "tool-call-parser", "chat-context-overflow"}) {
     if (args.Has(flag)) coordinator_args.insert(coordinator_args.end(), {absl::StrCat("--", flag), args.flags.at(flag)});
   }
   if (http) coordinator_args.insert(coordinator_args.end(), {"--http-listen", http_listen, "--http-port-file", http_port_file});

@@ -138,12 +138,15 @@ test("two planes: clients reach the client ports, only the release's pods the in
 
 test("values reach the processes as flags through each component's ConfigMap", () => {
   const objects = render("serving.kvMemoryMb=4096", "serving.kvCacheDtype=int8", "serving.embeddingPooling=mean",
+                         "serving.toolCallParser=hermes", "serving.chatContextOverflow=summarize",
                          "coordinatorAddress=tessera.example:7000");
   const maps = objects.filter((o) => o.kind === "ConfigMap");
   assert.deepEqual(maps.map((m) => m.metadata.name), ["rel-tessera-coordinator-config", "rel-tessera-workers-config"]);
   assert.equal(configOf(objects, "coordinator").TESSERA_KV_MEMORY_MB, "4096");
   assert.equal(configOf(objects, "coordinator").TESSERA_KV_CACHE_DTYPE, "int8");
   assert.equal(configOf(objects, "coordinator").TESSERA_EMBEDDING_POOLING, "mean");
+  assert.equal(configOf(objects, "coordinator").TESSERA_TOOL_CALL_PARSER, "hermes");
+  assert.equal(configOf(objects, "coordinator").TESSERA_CHAT_CONTEXT_OVERFLOW, "summarize");
   assert.equal(configOf(objects, "worker").TESSERA_COORDINATOR, "tessera.example:7000");
   assert.equal(configOf(objects, "worker").TESSERA_KV_MEMORY_MB, undefined, "a worker has no such flag");
   // The binaries read TESSERA_<FLAG> for every flag not on their command line.
@@ -309,7 +312,8 @@ test("values.schema.json refuses bad values before anything renders", () => {
                                 ["workers.device=gpu", /workers.device/], ["workers.typo=1", /Additional property typo/],
                                 ["coordinator.port=70000", /coordinator.port/], ["serving.kvMemoryMb=0", /serving.kvMemoryMb/],
                                 ["serving.kvCacheDtype=int4", /serving.kvCacheDtype/],
-                                ["serving.embeddingPooling=max", /serving.embeddingPooling/]]) {
+                                ["serving.embeddingPooling=max", /serving.embeddingPooling/],
+                                ["serving.toolCallParser=mistral", /serving.toolCallParser/]]) {
     assert.throws(() => render(set), message, set);
   }
 });

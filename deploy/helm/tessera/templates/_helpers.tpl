@@ -141,6 +141,8 @@ TESSERA_BLOCK_SIZE: {{ .Values.serving.blockSize | quote }}
 TESSERA_KV_MEMORY_MB: {{ .Values.serving.kvMemoryMb | quote }}
 TESSERA_KV_CACHE_DTYPE: {{ .Values.serving.kvCacheDtype | quote }}
 TESSERA_EMBEDDING_POOLING: {{ .Values.serving.embeddingPooling | quote }}
+TESSERA_TOOL_CALL_PARSER: {{ .Values.serving.toolCallParser | quote }}
+TESSERA_CHAT_CONTEXT_OVERFLOW: {{ .Values.serving.chatContextOverflow | quote }}
 TESSERA_HOST_KV_BLOCKS: {{ .Values.serving.hostKvBlocks | quote }}
 TESSERA_PREFIX_CACHING: {{ ternary "1" "0" .Values.serving.prefixCaching | quote }}
 TESSERA_MAX_QUEUE: {{ .Values.serving.maxQueue | quote }}
