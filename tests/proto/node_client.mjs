@@ -46,6 +46,16 @@ await assert.rejects(generate("not-a-key"), (e) => e.code === grpc.status.UNAUTH
 await assert.rejects(generate(""), (e) => e.code === grpc.status.UNAUTHENTICATED);
 console.log("wrong or no key: UNAUTHENTICATED");
 
+// Embed: the same ids, one unit-length vector back.
+const embedded = await new Promise((resolve, reject) =>
+  client.Embed({ inputs: [{ token_ids: { ids } }] }, withKey(env("TESSERA_API_KEY")), (e, r) => (e ? reject(e) : resolve(r))),
+);
+assert.equal(embedded.embeddings.length, 1);
+assert.equal(embedded.prompt_tokens, ids.length);
+const norm = Math.hypot(...embedded.embeddings[0].values);
+assert.ok(Math.abs(norm - 1) < 1e-4, `norm ${norm}`);
+console.log(`embed ${embedded.embeddings[0].values.length} values of norm ${norm.toFixed(4)}`);
+
 // Server reflection, as grpcurl uses it: list the services, fetch the file that defines
 // TesseraService, and call the API through the descriptors the server sent.
 const reflectionDef = protoLoader.loadSync(env("REFLECTION_PROTO"), options);
