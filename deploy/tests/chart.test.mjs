@@ -300,6 +300,19 @@ test("every pod passes Pod Security 'restricted', with a read-only root and /tmp
   }
 });
 
+test("the coordinator and workers request and limit CPU and memory by default; GPUs are added to the limits", () => {
+  const objects = render("workers.groups=2");
+  const coordinator = container(objects.find((o) => o.kind === "Deployment" && o.metadata.name.endsWith("coordinator")));
+  for (const c of [coordinator, ...workerSets(objects).map(container)]) {
+    for (const kind of ["requests", "limits"]) {
+      assert.ok(c.resources[kind].cpu && c.resources[kind].memory, `${c.name}: ${kind} ${JSON.stringify(c.resources)}`);
+    }
+  }
+  const gpu = container(workerSets(render("workers.gpusPerWorker=2", "workers.device=cuda:0"))[0]);
+  assert.equal(gpu.resources.limits["nvidia.com/gpu"], 2);
+  assert.equal(gpu.resources.limits.memory, "8Gi");
+});
+
 test("workers get a startup probe as long as loading may take, then liveness", () => {
   const worker = container(workerSets(render("workers.startupSeconds=900"))[0]);
   assert.equal(worker.startupProbe.periodSeconds * worker.startupProbe.failureThreshold, 900);
