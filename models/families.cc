@@ -122,9 +122,8 @@ absl::Status ParseQwen2(const json& c, ModelSpec* spec) {
   return absl::OkStatus();
 }
 
-absl::Status ParseMixtral(const json& c, ModelSpec* spec) {
-  RETURN_IF_ERROR(ParseLlamaLike(c, spec));
-  RETURN_IF_ERROR(ParseWindowAllLayers(c, spec));
+// Mixtral's MoE keys (TesseraForCausalLM's too).
+absl::Status ParseMoe(const json& c, ModelSpec* spec) {
   ASSIGN_OR_RETURN(spec->num_experts, ReadSize(c, "num_local_experts", kMaxExperts));
   ASSIGN_OR_RETURN(spec->experts_per_token, ReadSize(c, "num_experts_per_tok", kMaxExperts));
   if (spec->num_experts <= 0 || spec->experts_per_token <= 0 ||
@@ -133,6 +132,12 @@ absl::Status ParseMixtral(const json& c, ModelSpec* spec) {
         "config.json: need 0 < num_experts_per_tok <= num_local_experts");
   }
   return absl::OkStatus();
+}
+
+absl::Status ParseMixtral(const json& c, ModelSpec* spec) {
+  RETURN_IF_ERROR(ParseLlamaLike(c, spec));
+  RETURN_IF_ERROR(ParseWindowAllLayers(c, spec));
+  return ParseMoe(c, spec);
 }
 
 // Tessera's own family: LLaMA's keys and tensor names, with every switch the design
@@ -185,7 +190,7 @@ absl::Status ParseTessera(const json& c, ModelSpec* spec) {
   RETURN_IF_ERROR(ParseWindowAllLayers(c, spec));
   ASSIGN_OR_RETURN(int experts, ReadKeyOr<int>(c, "num_local_experts", 0));
   if (experts > 0) {
-    RETURN_IF_ERROR(ParseMixtral(c, spec));  // the MoE keys, as Mixtral has them
+    RETURN_IF_ERROR(ParseMoe(c, spec));
     ASSIGN_OR_RETURN(spec->moe_renormalize, ReadKeyOr<bool>(c, "norm_topk_prob", true));
   }
   return absl::OkStatus();

@@ -320,6 +320,8 @@ absl::StatusOr<float*> Model::ForwardOnDevice(std::span<const SequenceInput> bat
 }
 
 absl::Status Model::PoolStates(const float* states, std::vector<float>* pooled) {
+  pooled->clear();
+  if (pooled_rows_.empty()) return absl::OkStatus();  // no copy (a GPU sync) on steps that pool nothing
   const int64_t hidden = spec_.hidden_size;
   const int64_t rows = static_cast<int64_t>(host_keep_.size()) - logit_rows_;
   pooled_states_.resize(static_cast<size_t>(rows * hidden));

@@ -198,6 +198,37 @@ TEST(ConfigTest, MixtralExperts) {
   EXPECT_NE(Error(c).find("num_experts_per_tok"), std::string::npos);
 }
 
+// Every switch of TesseraForCausalLM lands in the spec, MoE keys beside the others
+// (they must not reset what the family set: norm kind, eps, window).
+TEST(ConfigTest, TesseraSwitches) {
+  json c = LlamaConfig();
+  c["architectures"] = {"TesseraForCausalLM"};
+  c["norm_type"] = "layer_norm";
+  c["norm_eps"] = 1e-3;
+  c["norm_position"] = "post";
+  c["deepnorm_alpha"] = 2.0;
+  c["mlp_type"] = "plain";
+  c["sliding_window"] = 32;
+  c["num_local_experts"] = 4;
+  c["num_experts_per_tok"] = 2;
+  c["norm_topk_prob"] = false;
+  auto spec = ParseModelSpec(c.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->family, "tessera");
+  EXPECT_EQ(spec->norm, models::NormKind::kLayerNorm);
+  EXPECT_FLOAT_EQ(spec->norm_eps, 1e-3f);
+  EXPECT_EQ(spec->norm_position, models::NormPosition::kPost);
+  EXPECT_FALSE(spec->final_norm);
+  EXPECT_FLOAT_EQ(spec->residual_scale, 2.0f);
+  EXPECT_FALSE(spec->gated_mlp);
+  EXPECT_EQ(spec->sliding_window, (std::vector<int>{32, 32}));
+  EXPECT_EQ(spec->num_experts, 4);
+  EXPECT_FALSE(spec->moe_renormalize);
+
+  c["norm_position"] = "pre";  // DeepNorm is a post-norm
+  EXPECT_NE(Error(c).find("deepnorm_alpha"), std::string::npos);
+}
+
 TEST(ConfigTest, Gpt2) {
   json c = {{"architectures", {"GPT2LMHeadModel"}}, {"vocab_size", 50}, {"n_embd", 32}, {"n_layer", 1},
             {"n_head", 4}, {"n_positions", 64}, {"n_inner", nullptr}, {"eos_token_id", {7, 8}}};

@@ -67,6 +67,7 @@ models::Pooling ToPooling(v1::internal::Pooling pooling) {
 }
 
 void StepExecutor::PoolEmbeddings(std::span<const Item> items, v1::internal::StepResponse* response) {
+  if (pooled_.empty()) return;  // no sequence of the step pools
   const int64_t hidden = engine_->spec().hidden_size;
   const float* row = pooled_.data();  // one per pooling sequence, in batch order
   for (const Item& it : items) {
