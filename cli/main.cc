@@ -52,14 +52,19 @@ commands:
               tokens, e.g. BOS), by sliding windows of N tokens (default: the
               model's context) that start --stride tokens apart (default: half
               the context), each scoring the tokens the ones before it did not.
+              With --kv-policy window or sink-window instead: streaming, the
+              text as one sequence that keeps only its window (and sinks), every
+              token scored from that cache, however long the text.
               Prints one JSON line: perplexity, nll_per_token, tokens, windows,
-              context, stride, kv_cache_dtype, seconds.
+              context, stride, kv_cache_dtype, kv_policy, seconds.
   embed       --model DIR (--prompt TEXT | --ids 1,2,3) [--pooling last|mean]
               The embedding the server's Embed answers: the final hidden
               states pooled (default: the last token's) and L2-normalised.
               Prints one JSON line: embedding, tokens, pooling.
   generate    --model DIR --ids 1,2,3 --max-new-tokens N
               Greedy decoding; prints the N new ids comma-separated on one line.
+              With --kv-policy window or sink-window: past the model's context,
+              in the blocks of the window (and sinks).
   generate    --model DIR --prompt TEXT --max-new-tokens N
               Tokenizes TEXT (with the tokenizer's special tokens, e.g. BOS),
               decodes greedily and streams the new text to stdout; stops at the
@@ -79,13 +84,15 @@ commands:
               [--http-listen HOST:PORT|off] [--tp N] [--ep M] [--cpu-isa LEVEL]
               [--kv-memory-mb N] [--kv-cache-dtype D] [--batch-invariant]
               [--embedding-pooling last|mean] [--tool-call-parser P]
-              [--chat-context-overflow error|truncate|summarize] [--quiet]
+              [--chat-context-overflow error|truncate|summarize]
+              [--kv-policy full|window|sink-window --sink-tokens S --window W] [--quiet]
               Runs a coordinator and N workers (child processes) until Ctrl-C;
               every tp x ep workers form one replica group. gRPC on --listen
               (127.0.0.1:50051), the OpenAI-compatible HTTP API on --http-listen
               (127.0.0.1:8000; docs/http-api.md). --embedding-pooling,
-              --tool-call-parser (none, hermes, llama3_json) and
-              --chat-context-overflow go to the coordinator (its --help).
+              --tool-call-parser (none, hermes, llama3_json),
+              --chat-context-overflow and the KV policy (the server's default;
+              requests may name their own) go to the coordinator (its --help).
   client      [--address HOST:PORT] [--tls-ca FILE] (--prompt TEXT | --ids 1,2,3)
               [--max-tokens N] [--temperature T] [--seed S] [--wait-ready SECONDS]
               One streamed generation against a running server (text, or
@@ -106,6 +113,11 @@ common flags:
   --kv-cache-dtype D  logits/generate/perplexity/embed/serve: the KV cache's element
                    type: auto (the model's dtype), f32, bf16, f16, int8 (a scale
                    per token), fp8_e4m3 (a scale per block; docs/kv-blocks.md)
+  --kv-policy P    generate/perplexity: what the sequence keeps of its KV cache:
+                   full (default), window (the last --window W tokens) or
+                   sink-window (those and the first --sink-tokens S, default 4:
+                   StreamingLLM's attention sinks); rotary-position models
+                   (docs/serving.md, "Bounded long context")
   --tp N           logits/generate/perplexity/embed: tensor parallelism over N local processes
                    (Gloo collectives; default 1)
   --ep M           the same, MoE models: expert parallelism; runs N x M
@@ -157,11 +169,13 @@ struct ModelJob {
   std::string out;
   models::PerplexityOptions perplexity;
   models::Pooling pooling = models::Pooling::kLast;  // embed
+  models::KvRetention retention;                     // generate, perplexity
   bool quiet = false;  // no loading progress
 };
 
 // Prints perplexity's JSON line.
-void PrintPerplexity(const models::PerplexityResult& r, KvDtype kv_dtype, double seconds) {
+void PrintPerplexity(const models::PerplexityResult& r, KvDtype kv_dtype, const models::KvRetention& retention,
+                     double seconds) {
   std::cout << nlohmann::json{{"perplexity", r.perplexity()},
                               {"nll_per_token", r.nll / static_cast<double>(r.tokens)},
                               {"tokens", r.tokens},
@@ -169,6 +183,9 @@ void PrintPerplexity(const models::PerplexityResult& r, KvDtype kv_dtype, double
                               {"context", r.context},
                               {"stride", r.stride},
                               {"kv_cache_dtype", KvDtypeName(kv_dtype)},
+                              {"kv_policy", models::KvPolicyName(retention)},
+                              {"sink_tokens", retention.sink_tokens},
+                              {"window", retention.window},
                               {"seconds", seconds}}
                    .dump()
             << "\n";
@@ -204,7 +221,7 @@ int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary)
     const auto start = std::chrono::steady_clock::now();
     auto result = models::Perplexity(**model, job.ids, perplexity);
     if (!result.ok()) return fail(result.status());
-    if (primary) PrintPerplexity(*result, *kv_dtype, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (primary) PrintPerplexity(*result, *kv_dtype, job.retention, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return 0;
   }
   if (job.kind == ModelJob::Kind::kEmbed) {
@@ -232,6 +249,7 @@ int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary)
   greedy.max_new_tokens = job.max_new;
   greedy.block_size = job.block_size;
   greedy.kv_dtype = *kv_dtype;
+  greedy.retention = job.retention;
   if (!job.tokenizer) {
     auto tokens = models::GenerateGreedy(**model, job.ids, greedy);
     if (!tokens.ok()) return fail(tokens.status());
@@ -316,9 +334,9 @@ int RunModelCommand(const Args& args) {
                                             : ModelJob::Kind::kGenerate;
   const std::set<std::string> common = {"model", "threads", "block-size", "kv-cache-dtype", "tp", "ep", "cpu-isa", "quiet"};
   std::set<std::string> allowed = job.kind == ModelJob::Kind::kLogits       ? std::set<std::string>{"ids", "out"}
-                                  : job.kind == ModelJob::Kind::kPerplexity ? std::set<std::string>{"text", "context", "stride"}
+                                  : job.kind == ModelJob::Kind::kPerplexity ? std::set<std::string>{"text", "context", "stride", "kv-policy", "sink-tokens", "window"}
                                   : job.kind == ModelJob::Kind::kEmbed      ? std::set<std::string>{"ids", "prompt", "pooling"}
-                                                                            : std::set<std::string>{"ids", "prompt", "max-new-tokens"};
+                                                                            : std::set<std::string>{"ids", "prompt", "max-new-tokens", "kv-policy", "sink-tokens", "window"};
   allowed.insert(common.begin(), common.end());
   std::string error;
   if (!CheckFlags(args, allowed, &error)) return Fail(error);
@@ -332,6 +350,17 @@ int RunModelCommand(const Args& args) {
   job.quiet = args.Has("quiet");
   if (args.Has("kv-cache-dtype")) job.kv_cache_dtype = args.flags.at("kv-cache-dtype");
   job.perplexity.block_size = job.block_size;
+  if (args.Has("kv-policy") || args.Has("sink-tokens") || args.Has("window")) {
+    const std::string policy = args.Has("kv-policy") ? args.flags.at("kv-policy") : "full";
+    int sinks = 0, window = 0;
+    if (!IntFlag(args, "sink-tokens", policy == "sink-window" ? models::kDefaultSinkTokens : 0, 0, &sinks, &error) ||
+        !IntFlag(args, "window", 0, 0, &window, &error)) {
+      return Fail(error);
+    }
+    auto retention = models::ParseKvPolicy(policy, sinks, window);
+    if (!retention.ok()) return Fail(retention.status());
+    job.retention = job.perplexity.retention = *retention;
+  }
   switch (job.kind) {
     case ModelJob::Kind::kLogits:
       if (!Require(args, {"ids"}, &error) || !IdsFlag(args, &job.ids, &error) || !Require(args, {"out"}, &error)) {

@@ -2,7 +2,7 @@
 //               [--threads-per-worker N] [--kv-memory-mb N] [--kv-cache-dtype D] [--tp N] [--ep M]
 //               [--cpu-isa LEVEL] [--batch-invariant] [--embedding-pooling last|mean]
 //               [--tool-call-parser none|hermes|llama3_json] [--chat-context-overflow error|truncate|summarize]
-//               [--quiet]
+//               [--kv-policy full|window|sink-window] [--sink-tokens S] [--window W] [--quiet]
 //
 // Starts tessera-coordinator and N tessera-worker processes (from the directory of
 // this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
@@ -60,8 +60,8 @@ int Fail(const std::string& m) {
 int RunServe(const Args& args, const char* argv0) {
   std::string error;
   if (!CheckFlags(args, {"model", "workers", "listen", "http-listen", "threads-per-worker", "kv-memory-mb",
-                         "kv-cache-dtype", "embedding-pooling", "tool-call-parser", "chat-context-overflow", "tp",
-                         "ep", "cpu-isa", "batch-invariant", "quiet"},
+                         "kv-cache-dtype", "embedding-pooling", "tool-call-parser", "chat-context-overflow", "kv-policy",
+                         "sink-tokens", "window", "tp", "ep", "cpu-isa", "batch-invariant", "quiet"},
                   &error)) {
     return Fail(error);
   }
@@ -109,7 +109,8 @@ int RunServe(const Args& args, const char* argv0) {
       "--kv-memory-mb", std::to_string(kv_mb), "--tp", std::to_string(tp), "--ep", std::to_string(ep),
       "--batch-invariant", args.Has("batch-invariant") ? "1" : "0"};
   // The coordinator checks their values.
-  for (const char* flag : {"kv-cache-dtype", "embedding-pooling", "tool-call-parser", "chat-context-overflow"}) {
+  for (const char* flag : {"kv-cache-dtype", "embedding-pooling", "tool-call-parser", "chat-context-overflow",
+                           "kv-policy", "sink-tokens", "window"}) {
     if (args.Has(flag)) coordinator_args.insert(coordinator_args.end(), {absl::StrCat("--", flag), args.flags.at(flag)});
   }
   if (http) coordinator_args.insert(coordinator_args.end(), {"--http-listen", http_listen, "--http-port-file", http_port_file});

@@ -191,11 +191,18 @@ absl::Status Cluster::Route(std::shared_ptr<Request> request) {
     if (g->state() == ReplicaGroup::State::kReady) ready.push_back(g.get());
   }
   if (ready.empty()) return absl::UnavailableError("no replica group is ready to serve");
+  if (request->kv_retention().bounded()) {
+    std::erase_if(ready, [](ReplicaGroup* g) { return !g->RunsKvPolicies(); });
+    if (ready.empty()) {
+      return absl::FailedPreconditionError(
+          "a window or sink-window KV policy runs on CPU workers only, and this server's groups run on GPUs");
+    }
+  }
   // The request's prefix hashes: the same for every group (one model, one block size),
   // computed once here and carried to the scheduler that admits it.
   request->set_prefix_hashes(ready.front()->PrefixHashes(*request));
   std::vector<GroupLoad> loads;
-  for (ReplicaGroup* g : ready) loads.push_back(g->RoutingLoad(request->prefix_hashes()));
+  for (ReplicaGroup* g : ready) loads.push_back(g->RoutingLoad(*request));
   const int64_t tokens = static_cast<int64_t>(request->prompt().size() + request->generated().size());
   const std::optional<size_t> chosen = router_.Pick(loads, tokens);
   if (!chosen) return absl::InvalidArgumentError("prompt does not fit in the KV cache of any replica group");

@@ -1,6 +1,7 @@
 #include "coordinator/config.h"
 
 #include <filesystem>
+#include <iostream>
 
 #include "common/flags.h"
 
@@ -23,6 +24,9 @@ struct Scratch {
   std::string embedding_pooling;
   std::string tool_call_parser = "none";
   std::string chat_context_overflow = "error";
+  std::string kv_policy = "full";
+  int sink_tokens = models::kDefaultSinkTokens;
+  int window = 0;
 };
 
 constexpr char kProgram[] = "tessera-coordinator";
@@ -93,6 +97,13 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
   t.Choice("embedding-pooling", &s->embedding_pooling, {"last", "mean"},
            "how Embed and POST /v1/embeddings read an embedding off the final hidden states: the last token's "
            "(decoder embedding models such as e5-mistral or gte-Qwen2) or the mean over the tokens");
+  t.Choice("kv-policy", &s->kv_policy, {"full", "window", "sink-window"},
+           "what a request's sequence keeps of its KV cache unless it names its own (kv_policy): every token "
+           "(full), the last --window tokens (window), or those and its first --sink-tokens (sink-window: "
+           "StreamingLLM's attention sinks); a bounded policy runs past the model's context in fixed memory "
+           "(rotary-position models on CPU workers; docs/serving.md)");
+  t.Int("sink-tokens", &s->sink_tokens, "N", "sink-window: the first tokens kept as attention sinks", 1);
+  t.Int("window", &s->window, "N", "window and sink-window: the last tokens kept, a token's own included", 0);
   t.Int("host-kv-blocks", &g.num_host_kv_blocks, "N",
         "host tier per worker: full blocks are written through to it, so evicted prefixes survive and other "
         "groups (other nodes) can fetch them over the KV data plane (0: none)",
@@ -122,6 +133,13 @@ std::optional<int> ParseCoordinatorConfig(int argc, const char* const* argv, Coo
   config->frontend.expert_parallel = group.ep;
   config->frontend.batch_invariant = group.batch_invariant;
   config->frontend.embedding_pooling = *models::ParsePooling(scratch.embedding_pooling);  // one of Choice's
+  absl::StatusOr<models::KvRetention> retention = models::ParseKvPolicy(
+      scratch.kv_policy, scratch.kv_policy == "sink-window" ? scratch.sink_tokens : 0, scratch.window);
+  if (!retention.ok()) {
+    std::cerr << kProgram << ": --kv-policy: " << retention.status().message() << "\n";
+    return kUsageExit;
+  }
+  config->frontend.kv_retention = *retention;
   config->tool_calls = *ParseToolCallFormat(scratch.tool_call_parser);
   config->chat_overflow = *ParseContextOverflow(scratch.chat_context_overflow);
   return std::nullopt;

@@ -6,6 +6,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/status.h"
 
 namespace tessera::coordinator {
 namespace {
@@ -144,7 +145,9 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
     return FieldError("prompt", "request has neither text nor token_ids");
   }
   if (prompt.empty()) return FieldError("prompt", "prompt is empty");
-  if (static_cast<int64_t>(prompt.size()) >= spec_.max_position_embeddings) {
+  ASSIGN_OR_RETURN(const models::KvRetention retention, KvRetentionOf(r));
+  // A bounded KV policy runs past the context: only a full one has a length limit.
+  if (!retention.bounded() && static_cast<int64_t>(prompt.size()) >= spec_.max_position_embeddings) {
     return FieldError("prompt", absl::StrCat("prompt of ", prompt.size(), " tokens leaves no room in the model's ",
                                              spec_.max_position_embeddings, "-token context"));
   }
@@ -166,7 +169,7 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
                                                      " has ", options_.max_streams_per_tenant,
                                                      " requests running (--max-streams-per-tenant)"));
   }
-  StopContext stop{spec_.max_position_embeddings, spec_.eos_token_ids};
+  StopContext stop{retention.bounded() ? 0 : spec_.max_position_embeddings, spec_.eos_token_ids};
   auto request = std::make_shared<Request>(id, std::move(prompt), ResolveSamplingDefaults(r.sampling()), seed,
                                            r.has_skip_special_tokens() ? r.skip_special_tokens() : true, tokenizer_.get(),
                                            std::move(stop), observer_);
@@ -176,6 +179,7 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Admit(const v1::GenerateReque
   request->set_share_weight(options_.api_keys.WeightOf(tenant));
   request->set_priority(r.priority());
   request->set_pooling(pooling);
+  request->set_kv_retention(retention);
   streams->fetch_add(1);
   request->Hold(std::shared_ptr<void>(nullptr, [streams](void*) { streams->fetch_sub(1); }));
   active_[ActiveKey(tenant, id)] = request;
@@ -191,6 +195,24 @@ absl::StatusOr<std::shared_ptr<Request>> Frontend::Start(const v1::GenerateReque
     return s;
   }
   return request;
+}
+
+absl::StatusOr<models::KvRetention> Frontend::KvRetentionOf(const v1::GenerateRequest& r) const {
+  const models::KvRetention& server = options_.kv_retention;
+  if (!r.has_kv_policy()) return server;
+  const v1::KvPolicy& p = r.kv_policy();
+  const std::string policy = p.policy().empty() ? std::string(models::KvPolicyName(server)) : p.policy();
+  int sinks = p.sink_tokens();
+  if (sinks == 0 && policy == "sink-window") {
+    sinks = server.sink_tokens > 0 ? server.sink_tokens : models::kDefaultSinkTokens;
+  }
+  const int window = p.window() != 0 ? p.window() : policy == "full" ? 0 : server.window;
+  absl::StatusOr<models::KvRetention> retention = models::ParseKvPolicy(policy, sinks, window);
+  if (!retention.ok()) return FieldError("kv_policy", std::string(retention.status().message()));
+  if (retention->bounded() && spec_.positions != models::PositionKind::kRope) {
+    return FieldError("kv_policy", "a window or sink-window KV policy needs a rotary-position model");
+  }
+  return retention;
 }
 
 void Frontend::Forget(const Request& request) {
@@ -375,6 +397,10 @@ v1::ServerInfo Frontend::Info() const {
   info.set_registered_workers(cluster_->registered_workers());
   info.set_queued_requests(cluster_->total_waiting());
   info.set_batch_invariant(options_.batch_invariant);
+  v1::KvPolicy* policy = info.mutable_kv_policy();
+  policy->set_policy(std::string(models::KvPolicyName(options_.kv_retention)));
+  policy->set_sink_tokens(options_.kv_retention.sink_tokens);
+  policy->set_window(options_.kv_retention.window);
   const auto [fetched, sent] = cluster_->kv_data_plane_bytes();
   info.set_kv_bytes_fetched(fetched);
   info.set_kv_bytes_sent(sent);

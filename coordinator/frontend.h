@@ -13,6 +13,7 @@
 
 #include "coordinator/api_keys.h"
 #include "coordinator/cluster.h"
+#include "models/kv_retention.h"
 #include "models/model_spec.h"
 #include "models/pooling.h"
 #include "tessera/v1/tessera.grpc.pb.h"
@@ -41,6 +42,8 @@ struct FrontendOptions {
   bool batch_invariant = false;  // reported by GetServerInfo
   // How Embed reads an embedding off the final hidden states (--embedding-pooling).
   models::Pooling embedding_pooling = models::Pooling::kLast;
+  // The KV policy of requests that name none (--kv-policy, --sink-tokens, --window).
+  models::KvRetention kv_retention;
   ApiKeys api_keys;              // none: the client APIs are open
 };
 
@@ -75,6 +78,9 @@ class Frontend final : public v1::TesseraService::Service {
   // `tenant` is the caller's (Authenticate): it salts the request's prefix cache.
   absl::StatusOr<std::shared_ptr<Request>> Start(const v1::GenerateRequest& request, const std::string& tenant);
   void Forget(const Request& request);
+  // What a request's sequence keeps of its KV cache: its kv_policy, the server's
+  // defaults filling what it leaves unset (INVALID_ARGUMENT naming kv_policy).
+  absl::StatusOr<models::KvRetention> KvRetentionOf(const v1::GenerateRequest& request) const;
   // The same for an embedding call: one request per input, in order, each ending with
   // an event that carries its embedding. On an error none is left running; errors
   // name the input ("input[2]: ...").

@@ -54,8 +54,12 @@ class ChatCall : public std::enable_shared_from_this<ChatCall> {
 
     absl::StatusOr<int64_t> tokens = Tokens(request_.messages);
     if (!tokens.ok()) return SendError(*reply_, tokens.status());
-    // Under `error` the frontend refuses what leaves the answer no room, as always.
-    if (*tokens <= room_ || policy == ContextOverflow::kError) return Run(request_.messages, nullptr);
+    // Under `error` the frontend refuses what leaves the answer no room, as always; a
+    // bounded KV policy has no context to overflow.
+    const absl::StatusOr<models::KvRetention> kept = frontend_->KvRetentionOf(request_.completion.prompts[0]);
+    if (*tokens <= room_ || policy == ContextOverflow::kError || (kept.ok() && kept->bounded())) {
+      return Run(request_.messages, nullptr);
+    }
 
     const bool summarize = policy == ContextOverflow::kSummarize;
     summary_tokens_ = static_cast<int>(std::clamp<int64_t>(room_ / 4, 1, kMaxSummaryTokens));

@@ -211,6 +211,16 @@ absl::Status CommonFields(const Body& body, CompletionRequest* r) {
   }
   ASSIGN_OR_RETURN(const auto priority, body.Int("priority", INT32_MIN, INT32_MAX));
   if (priority) r->priority = static_cast<int32_t>(*priority);
+  std::string policy;
+  RETURN_IF_ERROR(body.String("kv_policy", &policy));
+  ASSIGN_OR_RETURN(const auto sink_tokens, body.Int("sink_tokens", 1, INT32_MAX));
+  ASSIGN_OR_RETURN(const auto window, body.Int("window", 1, INT32_MAX));
+  if (!policy.empty() || sink_tokens || window) {
+    r->kv_policy.emplace();
+    r->kv_policy->set_policy(policy);
+    if (sink_tokens) r->kv_policy->set_sink_tokens(static_cast<int32_t>(*sink_tokens));
+    if (window) r->kv_policy->set_window(static_cast<int32_t>(*window));
+  }
   std::string user;  // accepted for compatibility; the API has no use for it here
   return body.String("user", &user);
 }
@@ -246,6 +256,7 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(const std::string& text
     p.set_model(r.model);
     *p.mutable_sampling() = sampling;
     p.set_priority(r.priority);
+    if (r.kv_policy) *p.mutable_kv_policy() = *r.kv_policy;
   }
   r.prompts = std::move(prompts);
   return r;
@@ -303,6 +314,7 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& text) {
   prompt.set_add_special_tokens(false);  // the template writes the special tokens
   *prompt.mutable_sampling() = sampling;
   prompt.set_priority(c.priority);
+  if (c.kv_policy) *prompt.mutable_kv_policy() = *c.kv_policy;
   c.prompts.push_back(std::move(prompt));
   return r;
 }

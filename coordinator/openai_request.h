@@ -31,6 +31,8 @@ struct CompletionRequest {
   bool echo = false;           // the prompt's text before each choice's
   int logprobs = -1;           // -1: none; else how many top logprobs per token
   int32_t priority = 0;        // vLLM's extension: lower goes sooner
+  // Tessera's "kv_policy", "sink_tokens" and "window" (unset: the server's --kv-policy).
+  std::optional<v1::KvPolicy> kv_policy;
   // Chat with tools: how each choice's text is read for tool calls (kNone: not read).
   ToolCallFormat tool_calls = ToolCallFormat::kNone;
   // Chat whose conversation was shortened to fit the context: how (the answer's

@@ -70,10 +70,22 @@ std::vector<kvstore::BlockHash> ReplicaGroup::PrefixHashes(const Request& reques
   return s ? s->PrefixHashes(request) : std::vector<kvstore::BlockHash>{};
 }
 
-GroupLoad ReplicaGroup::RoutingLoad(std::span<const kvstore::BlockHash> hashes) const {
+GroupLoad ReplicaGroup::RoutingLoad(const Request& request) const {
   Scheduler* s = published_scheduler_.load(std::memory_order_acquire);
   if (s == nullptr) return {};
-  return {s->CachedTokens(hashes), s->outstanding_work(), static_cast<int64_t>(s->num_blocks()) * options_.block_size - 1};
+  GroupLoad load{s->CachedTokens(request.prefix_hashes()), s->outstanding_work(),
+                 static_cast<int64_t>(s->num_blocks()) * options_.block_size - 1};
+  const models::KvRetention kept = request.kv_retention().Within(options_.kv_window);
+  if (kept.bounded()) {
+    load.max_sequence_tokens = kept.MinBlocks(options_.block_size) <= s->num_blocks() ? INT64_MAX - 1 : 0;
+  }
+  return load;
+}
+
+bool ReplicaGroup::RunsKvPolicies() const {
+  if (published_scheduler_.load(std::memory_order_acquire) == nullptr) return false;
+  return std::all_of(worker_kernels_.begin(), worker_kernels_.end(),
+                     [](const std::string& k) { return k.starts_with("cpu/"); });
 }
 
 v1::GroupInfo ReplicaGroup::Info() const {

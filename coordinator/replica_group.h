@@ -79,9 +79,13 @@ class ReplicaGroup {
   // The request's prefix block hashes as this group's cache names them (empty until
   // loaded): see Scheduler::PrefixHashes.
   std::vector<kvstore::BlockHash> PrefixHashes(const Request& request) const;
-  // What the router reads (all 0 until loaded): how much of `hashes` this group holds,
-  // the work queued there, and the longest sequence its KV pool can hold.
-  GroupLoad RoutingLoad(std::span<const kvstore::BlockHash> hashes) const;
+  // What the router reads (all 0 until loaded): how much of the request's prefix
+  // (its prefix_hashes) this group holds, the work queued there, and the longest
+  // sequence of the request's KV policy its KV pool can hold (any length, for a bounded
+  // one whose sinks and window fit).
+  GroupLoad RoutingLoad(const Request& request) const;
+  // Whether its workers run per-request KV policies (CPU workers; once loaded).
+  bool RunsKvPolicies() const;
   v1::GroupInfo Info() const;
 
  private:

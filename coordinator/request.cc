@@ -87,7 +87,8 @@ bool Request::OnToken(int32_t token, const v1::TokenLogprob* logprob) {
   } else if (may_stop && std::find(sampling_.stop_token_ids().begin(), sampling_.stop_token_ids().end(), token) !=
                              sampling_.stop_token_ids().end()) {
     reason = v1::FINISH_REASON_STOP;
-  } else if (n >= max_tokens_ || static_cast<int32_t>(prompt_.size()) + n >= stop_.max_context) {
+  } else if (n >= max_tokens_ ||
+             (stop_.max_context > 0 && static_cast<int32_t>(prompt_.size()) + n >= stop_.max_context)) {
     reason = v1::FINISH_REASON_LENGTH;
   }
   if (reason != v1::FINISH_REASON_UNSPECIFIED) {

@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "kvstore/block_hash.h"
+#include "models/kv_retention.h"
 #include "models/pooling.h"
 #include "tessera/v1/tessera.pb.h"
 #include "tokenizer/incremental_decoder.h"
@@ -91,7 +92,7 @@ class RequestObservers final : public RequestObserver {
 
 // Model facts a request needs to decide when to stop.
 struct StopContext {
-  int32_t max_context = 0;
+  int32_t max_context = 0;  // 0: none (a bounded KV policy runs past the context)
   std::vector<int32_t> eos_token_ids;
 };
 
@@ -119,6 +120,9 @@ class Request {
   // its final hidden states instead of generating; kNone for a generation.
   models::Pooling pooling() const { return pooling_; }
   void set_pooling(models::Pooling pooling) { pooling_ = pooling; }
+  // What its sequence keeps of its KV cache (--kv-policy, or the request's own).
+  const models::KvRetention& kv_retention() const { return kv_retention_; }
+  void set_kv_retention(models::KvRetention retention) { kv_retention_ = retention; }
   // Lower goes sooner, and may take a running lower-priority request's place.
   int32_t priority() const { return priority_; }
   void set_priority(int32_t priority) { priority_ = priority; }
@@ -215,6 +219,7 @@ class Request {
   double share_weight_ = 1;
   int32_t priority_ = 0;
   models::Pooling pooling_ = models::Pooling::kNone;
+  models::KvRetention kv_retention_;
   std::shared_ptr<void> held_;
   // Set by the router before the request is queued; read by the scheduler after.
   std::vector<kvstore::BlockHash> prefix_hashes_;

@@ -76,17 +76,18 @@ void Scheduler::PublishCounters() {
   running_count_ = static_cast<int>(running_.size());
 }
 
-int64_t Scheduler::FirstNeeded(int64_t computed) const {
-  return options_.kv_window > 0 ? std::max<int64_t>(0, computed - options_.kv_window + 1) : 0;
+int64_t Scheduler::ChunkLimit(const Sequence& seq, int64_t budget) const {
+  const int64_t chunk = std::min(static_cast<int64_t>(seq.tokens.size()) - seq.computed, budget);
+  if (!seq.kept.bounded()) return chunk;
+  // The blocks from the window's first one on: the pool's worth of them, less the sinks'.
+  const int bs = cache_.block_size();
+  const int64_t blocks = cache_.num_blocks() - seq.kept.SinkBlocks(bs);
+  const int64_t end = (seq.kept.FirstWindowToken(seq.computed) / bs + blocks) * bs;
+  return std::min(chunk, end - seq.computed);
 }
 
-int64_t Scheduler::ChunkLimit(int64_t computed, int64_t remaining, int64_t budget) const {
-  const int64_t chunk = std::min(remaining, budget);
-  if (options_.kv_window == 0) return chunk;
-  // The blocks from the window's first one on: the pool's worth of them.
-  const int64_t bs = cache_.block_size();
-  const int64_t end = (FirstNeeded(computed) / bs + cache_.num_blocks()) * bs;
-  return std::min(chunk, end - computed);
+void Scheduler::ReleasePassed(Sequence& seq) {
+  cache_.ReleaseBefore(seq.kv, seq.kept.FirstWindowToken(seq.computed), seq.kept.sink_tokens);
 }
 
 void Scheduler::Release(Sequence& seq) {
@@ -200,8 +201,7 @@ bool Scheduler::BuildStep(StepPlan* plan) {
   // Running sequences: a decode token, or the next prefill chunk.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence& seq = running_[i];
-    const int64_t remaining = static_cast<int64_t>(seq.tokens.size()) - seq.computed;
-    const int64_t chunk = ChunkLimit(seq.computed, remaining, budget);
+    const int64_t chunk = ChunkLimit(seq, budget);
     seq.planned = 0;
     if (chunk <= 0) {
       ++i;
@@ -229,13 +229,13 @@ bool Scheduler::BuildStep(StepPlan* plan) {
     seq.tokens.insert(seq.tokens.end(), request->generated().begin(), request->generated().end());
     seq.prompt_len = static_cast<int32_t>(request->prompt().size());
     seq.kv.salt = request->cache_salt();
+    seq.kept = request->kv_retention().Within(options_.kv_window);
     const int bs = cache_.block_size();
     const int64_t blocks_needed = (static_cast<int64_t>(seq.tokens.size()) + bs) / bs;
-    const bool windowed = options_.kv_window > 0;
-    // With a window the pool must hold the window's blocks and one token more (then
-    // ChunkLimit is never 0); without one, the whole sequence.
-    const int64_t window_blocks = (options_.kv_window - 1 + bs - 1) / bs + 1;
-    if (windowed ? window_blocks > cache_.num_blocks() : blocks_needed > cache_.num_blocks()) {
+    const bool windowed = seq.kept.bounded();
+    // With a window the pool must hold the sinks', the window's blocks and one token
+    // more (then ChunkLimit is never 0); without one, the whole sequence.
+    if ((windowed ? seq.kept.MinBlocks(bs) : blocks_needed) > cache_.num_blocks()) {
       // Grown past the whole pool while it ran (then was preempted): it can never run
       // again here, and must not block the queue.
       request->FinishOutOfCache();
@@ -249,11 +249,10 @@ bool Scheduler::BuildStep(StepPlan* plan) {
         request->pooling() == models::Pooling::kMean ? std::vector<kvstore::BlockHash>()
         : request->prefix_hashes_tokens() == seq.tokens.size() ? request->prefix_hashes()
                                                                 : cache_.PrefixHashes(seq.tokens, seq.kv.salt);
-    seq.cached = cache_.TakeCachedPrefix(seq.kv, prefix);
+    seq.cached = seq.computed = cache_.TakeCachedPrefix(seq.kv, prefix);
     // The whole sequence and its next token; with a window, what its first chunk reads.
-    cache_.ReleaseBefore(seq.kv, FirstNeeded(seq.cached));
-    const int64_t first_chunk =
-        ChunkLimit(seq.cached, static_cast<int64_t>(seq.tokens.size()) - seq.cached, budget);
+    ReleasePassed(seq);
+    const int64_t first_chunk = ChunkLimit(seq, budget);
     const int64_t hold = windowed ? seq.cached + first_chunk : static_cast<int64_t>(seq.tokens.size()) + 1;
     if (!cache_.EnsureCapacity(seq.kv, hold).ok()) {
       cache_.Free(seq.kv);  // not enough free blocks yet: in order, later requests wait too
@@ -266,7 +265,6 @@ bool Scheduler::BuildStep(StepPlan* plan) {
       waiting_.PopNext();
       running_work_ += request->remaining_work();
     }
-    seq.computed = seq.cached;
     seq.id = next_seq_id_++;
     // Fetched blocks land in the sequence's next blocks, which a window does not hold
     // ahead: windowed sequences compute what they miss.
@@ -291,7 +289,8 @@ bool Scheduler::BuildStep(StepPlan* plan) {
     if (!seq.worker_knows) {
       plan->new_sequences.push_back({seq.id, tokens.subspan(seq.computed, seq.planned), blocks,
                                      tokens.first(seq.computed), &seq.request->sampling(), seq.prompt_len,
-                                     seq.request->seed(), sample, seq.request->pooling()});
+                                     seq.request->seed(), sample, seq.request->pooling(),
+                                     seq.request->kv_retention()});
       seq.worker_knows = true;
     } else {
       plan->continued.push_back({seq.id, tokens.subspan(seq.computed, seq.planned), blocks.subspan(seq.blocks_sent),
@@ -309,7 +308,7 @@ void Scheduler::ApplyStep(std::span<const v1::internal::StepResponse> responses)
     seq.computed += seq.planned;
     seq.planned = 0;
     cache_.RegisterFullBlocks(seq.kv, seq.tokens, seq.computed);
-    cache_.ReleaseBefore(seq.kv, FirstNeeded(seq.computed));
+    ReleasePassed(seq);
   }
   const auto running = [&](uint64_t id) {
     return std::find_if(running_.begin(), running_.end(), [&](const Sequence& s) { return s.id == id; });

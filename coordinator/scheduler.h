@@ -14,7 +14,9 @@
 // and none is free,
 // the newest sequence is preempted: its blocks are freed and it is recomputed later
 // from its prompt and the tokens generated so far. With a sliding window over every
-// layer (Mistral), blocks the window has passed are released as the sequence runs.
+// layer (Mistral), or a request's bounded KV policy (window, sink-window:
+// models/kv_retention.h), blocks the window has passed are released as the sequence
+// runs (but a sink-window's first blocks, which hold its sinks).
 // An embedding request runs as a sequence whose last prefill chunk returns its
 // embedding instead of a token (mean pooling computes every token: no cached prefix).
 // The step is a plain plan
@@ -103,6 +105,7 @@ class Scheduler {
     bool worker_knows = false;    // sent as NewSequence already
     int64_t planned = 0;          // tokens in the step in flight
     int64_t cached = 0;           // prefix tokens found in the cache at admission
+    models::KvRetention kept;     // its request's KV policy within the model's window
   };
 
   // Asks peers for the blocks of `rest` (the prefix after the cached part) that the
@@ -111,12 +114,12 @@ class Scheduler {
   // Takes the ranks' fetch results for `seq`.
   void FinishFetch(Sequence& seq, std::span<const v1::internal::StepResponse> responses);
 
-  // The first token that tokens from `computed` on still read (0 without a window).
-  int64_t FirstNeeded(int64_t computed) const;
-  // Tokens from `computed` on that one step may compute with `remaining` left and
-  // `budget` to spend: with a window, no more than the pool holds from the window's
-  // first block on (at least one once admission has checked the pool holds a window).
-  int64_t ChunkLimit(int64_t computed, int64_t remaining, int64_t budget) const;
+  // Tokens from `seq.computed` on that one step may compute with `budget` to spend:
+  // with a window, no more than the pool holds from the window's first block on
+  // besides the sinks' (at least one once admission has checked the pool holds them).
+  int64_t ChunkLimit(const Sequence& seq, int64_t budget) const;
+  // Releases the blocks of `seq` that its window has passed (not its sinks').
+  void ReleasePassed(Sequence& seq);
   // Frees the sequence's blocks, tells the worker to drop it.
   void Release(Sequence& seq);
   // Makes room for `seq` to hold `tokens` tokens, preempting newer sequences; false if

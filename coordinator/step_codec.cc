@@ -54,6 +54,8 @@ void EncodeStep(const StepPlan& plan, uint64_t step_id, v1::internal::StepReques
     s->set_seed(n.seed);
     s->set_sample(n.sample);
     s->set_pooling(ToProto(n.pooling));
+    s->set_kv_window(n.retention.window);
+    s->set_sink_tokens(n.retention.sink_tokens);
     s->set_context_len(static_cast<int64_t>(n.prefix_tokens.size()));
     s->mutable_prefix_tokens()->Add(n.prefix_tokens.begin(), n.prefix_tokens.end());
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kvstore/kv_cache_manager.h"
+#include "models/kv_retention.h"
 #include "models/pooling.h"
 #include "tessera/v1/tessera.pb.h"
 
@@ -27,6 +28,7 @@ struct StepPlan {
     uint64_t seed = 0;
     bool sample = false;  // its last token's logits are sampled (or it is pooled) this step
     models::Pooling pooling = models::Pooling::kNone;  // an embedding sequence's
+    models::KvRetention retention;                      // its request's KV policy
   };
   // A running sequence's delta: its next tokens and the blocks added to its table.
   struct Continued {

@@ -23,6 +23,18 @@ struct AttentionSequence {
   int64_t context_len = 0;    // tokens cached before this step (the new ones follow)
   const int32_t* block_table = nullptr;  // enough blocks for context_len + num_new
   int64_t table_len = 0;                 // entries in block_table
+  // What the sequence keeps (models/kv_retention.h): the last `window` keys (0: as the
+  // layer's shape says; else the narrower of the two) and, before them, its first
+  // `sink_tokens` keys, the attention sinks of StreamingLLM (Xiao et al. 2023). A
+  // query sees the sinks from the position it has in that cache (sinks, then window):
+  // moved back by the keys between them, with the sequence's rotary inverse
+  // frequencies ([head_dim / 2]) and XPos decay bases (null: none) below. Entries of
+  // the block table between the sink blocks and the window are never read.
+  int window = 0;
+  int sink_tokens = 0;
+  const float* inv_freq = nullptr;
+  const float* xpos_zeta = nullptr;
+  float xpos_scale_base = 0.0f;
 };
 
 // Stores the new tokens' K and V ([rows, num_kv_heads * head_dim], row stride in
@@ -31,7 +43,7 @@ void WriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& 
              int num_kv_heads, std::span<const AttentionSequence> seqs);
 
 // out[row, h, :] = softmax(q·Kᵀ · scale) V over the keys each new token may see
-// (its own and earlier positions, within the window), with an online softmax that
+// (its own and earlier positions, within the window, and the sequence's sinks), with an online softmax that
 // walks the block table and reads the cache in its dtype. q: [rows, num_heads *
 // head_dim]; out likewise.
 void PagedAttention(const float* q, int64_t q_stride, const PagedKvView& kv,

@@ -89,16 +89,17 @@ absl::Status BlockTable::EnsureCapacity(int64_t num_tokens, int block_size,
   return absl::OkStatus();
 }
 
-void BlockTable::ReleaseFront(int64_t count, BlockAllocator& allocator) {
-  for (; released_ < std::min<int64_t>(count, static_cast<int64_t>(blocks_.size())); ++released_) {
-    allocator.Release(blocks_[released_]);
-  }
+void BlockTable::ReleaseFront(int64_t count, BlockAllocator& allocator, int64_t keep) {
+  const int64_t size = static_cast<int64_t>(blocks_.size());
+  if (released_ == kept_) kept_ = released_ = std::max(released_, std::min(keep, size));  // none released yet
+  for (; released_ < std::min(count, size); ++released_) allocator.Release(blocks_[released_]);
 }
 
 void BlockTable::Free(BlockAllocator& allocator) {
-  ReleaseFront(static_cast<int64_t>(blocks_.size()), allocator);
+  for (int64_t b = 0; b < std::min<int64_t>(kept_, blocks_.size()); ++b) allocator.Release(blocks_[b]);
+  for (int64_t b = released_; b < static_cast<int64_t>(blocks_.size()); ++b) allocator.Release(blocks_[b]);
   blocks_.clear();
-  released_ = 0;
+  kept_ = released_ = 0;
 }
 
 }  // namespace tessera::kvstore

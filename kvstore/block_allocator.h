@@ -83,10 +83,11 @@ class BlockTable {
                                             BlockAllocator& allocator);
   // Appends a block the caller already holds a reference to (a cached prefix block).
   void Append(int32_t block) { blocks_.push_back(block); }
-  // Releases the table's first `count` blocks (those still held), for a sequence that
-  // will never read them again (a sliding window has passed them). Their entries stay,
-  // so positions keep their blocks, but name blocks others may now hold.
-  void ReleaseFront(int64_t count, BlockAllocator& allocator);
+  // Releases the table's first `count` blocks but the first `keep` (those still held),
+  // for a sequence that will never read them again (a sliding window has passed them;
+  // the kept ones hold its attention sinks). Their entries stay, so positions keep
+  // their blocks, but name blocks others may now hold. `keep` is the same every call.
+  void ReleaseFront(int64_t count, BlockAllocator& allocator, int64_t keep = 0);
   // Releases every block still held.
   void Free(BlockAllocator& allocator);
 
@@ -94,7 +95,8 @@ class BlockTable {
 
  private:
   std::vector<int32_t> blocks_;
-  int64_t released_ = 0;  // entries at the front already released
+  // Entries [kept_, released_) are released: those before the kept ones and after are held.
+  int64_t kept_ = 0, released_ = 0;
 };
 
 }  // namespace tessera::kvstore

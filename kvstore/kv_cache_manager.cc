@@ -105,9 +105,10 @@ void KvCacheManager::RegisterFullBlocks(SequenceBlocks& seq, std::span<const int
   }
 }
 
-void KvCacheManager::ReleaseBefore(SequenceBlocks& seq, int64_t first_needed) {
+void KvCacheManager::ReleaseBefore(SequenceBlocks& seq, int64_t first_needed, int sink_tokens) {
   std::lock_guard<std::mutex> lock(mu_);
-  seq.table.ReleaseFront(first_needed / options_.block_size, allocator_);
+  const int bs = options_.block_size;
+  seq.table.ReleaseFront(first_needed / bs, allocator_, (sink_tokens + bs - 1) / bs);
 }
 
 void KvCacheManager::Free(SequenceBlocks& seq) {

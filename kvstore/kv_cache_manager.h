@@ -93,8 +93,10 @@ class KvCacheManager {
   // and writes them through to the host tier.
   void RegisterFullBlocks(SequenceBlocks& seq, std::span<const int32_t> tokens, int64_t computed);
   // Releases the sequence's blocks that hold only tokens before `first_needed` (a
-  // sliding window passed them): full registered ones stay cached, others are free.
-  void ReleaseBefore(SequenceBlocks& seq, int64_t first_needed);
+  // sliding window passed them) but those of its first `sink_tokens` tokens (its
+  // attention sinks: the same every call): full registered ones stay cached, others
+  // are free.
+  void ReleaseBefore(SequenceBlocks& seq, int64_t first_needed, int sink_tokens = 0);
   void Free(SequenceBlocks& seq);
   // Host-tier blocks the workers kept through a coordinator restart: cached again.
   void AdoptHostBlocks(std::span<const std::pair<int32_t, BlockHash>> blocks);

@@ -21,6 +21,62 @@ int32_t BlocksFor(int64_t tokens, int block_size) {
   return static_cast<int32_t>((tokens + block_size - 1) / block_size);
 }
 
+// Tokens a bounded sequence computes per step: its prompt, or a streamed text.
+constexpr int64_t kBoundedChunk = 512;
+
+// One sequence on a private pool, for a sequence of at most `max_tokens` tokens
+// computed `max_chunk` at a time at most. Its blocks behind the retention's window go
+// back to the pool as it runs, so a bounded sequence needs only its sinks', its
+// window's and a chunk's, however long it runs.
+class PrivateSequence {
+ public:
+  PrivateSequence(Model& model, int block_size, KvDtype kv_dtype, int64_t max_tokens, int64_t max_chunk,
+                  KvRetention retention)
+      : model_(model),
+        block_size_(block_size),
+        retention_(retention),
+        kept_(retention.Within(model.spec().kv_window())),
+        kv_(model.KvLayoutFor(block_size, kv_dtype), PoolBlocks(max_tokens, max_chunk)),
+        allocator_(kv_.num_blocks()) {}
+
+  // Computes `tokens` after those before: logits of each (all_logits) or of the last.
+  absl::Status Forward(std::span<const int32_t> tokens, bool all_logits, std::vector<float>* logits) {
+    RETURN_IF_ERROR(table_.EnsureCapacity(context_ + static_cast<int64_t>(tokens.size()), block_size_, allocator_));
+    SequenceInput seq{tokens, context_, table_.blocks(), all_logits};
+    seq.retention = retention_;
+    RETURN_IF_ERROR(model_.Forward({&seq, 1}, kv_, logits));
+    context_ += static_cast<int64_t>(tokens.size());
+    table_.ReleaseFront(kept_.FirstWindowToken(context_) / block_size_, allocator_, kept_.SinkBlocks(block_size_));
+    return absl::OkStatus();
+  }
+
+ private:
+  int32_t PoolBlocks(int64_t max_tokens, int64_t max_chunk) const {
+    const int32_t whole = BlocksFor(max_tokens, block_size_);
+    if (!kept_.bounded()) return whole;
+    // The window's first token and the chunk's last may each sit anywhere in a block.
+    const int64_t bounded = kept_.SinkBlocks(block_size_) + (kept_.window - 1 + max_chunk) / block_size_ + 2;
+    return static_cast<int32_t>(std::min<int64_t>(whole, bounded));
+  }
+
+  Model& model_;
+  const int block_size_;
+  const KvRetention retention_;  // as asked (the model applies its own window too)
+  const KvRetention kept_;       // what is kept: within the model's window
+  kvstore::CpuKvStorage kv_;
+  kvstore::BlockAllocator allocator_;
+  kvstore::BlockTable table_;
+  int64_t context_ = 0;
+};
+
+// -log softmax(row)[token], in nats.
+double TokenNll(const float* row, int64_t vocab, int32_t token) {
+  const float top = row[ArgMax(row, vocab)];
+  double sum = 0;
+  for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - top);
+  return std::log(sum) - (static_cast<double>(row[token]) - top);
+}
+
 }  // namespace
 
 int32_t ArgMax(const float* values, int64_t n) {
@@ -79,13 +135,22 @@ double PerplexityResult::perplexity() const { return std::exp(nll / static_cast<
 absl::StatusOr<PerplexityOptions> ResolvePerplexityOptions(const ModelSpec& spec, std::span<const int32_t> tokens,
                                                            PerplexityOptions options) {
   const int max_context = spec.max_position_embeddings;
-  if (options.context == 0) options.context = max_context;
-  if (options.stride == 0) options.stride = std::max(1, options.context / 2);
-  if (options.context < 2 || options.context > max_context) {
-    return absl::InvalidArgumentError(absl::StrCat("the context must be 2..", max_context, " tokens (the model's)"));
-  }
-  if (options.stride < 1 || options.stride > options.context) {
-    return absl::InvalidArgumentError("the stride must be 1..context tokens");
+  if (options.retention.bounded()) {
+    if (options.context != 0 || options.stride != 0) {
+      return absl::InvalidArgumentError("streaming evaluation (a KV window) takes no context or stride");
+    }
+    if (spec.positions != PositionKind::kRope) {
+      return absl::InvalidArgumentError("a KV window or sinks need a rotary-position model");
+    }
+  } else {
+    if (options.context == 0) options.context = max_context;
+    if (options.stride == 0) options.stride = std::max(1, options.context / 2);
+    if (options.context < 2 || options.context > max_context) {
+      return absl::InvalidArgumentError(absl::StrCat("the context must be 2..", max_context, " tokens (the model's)"));
+    }
+    if (options.stride < 1 || options.stride > options.context) {
+      return absl::InvalidArgumentError("the stride must be 1..context tokens");
+    }
   }
   if (tokens.size() < 2) return absl::InvalidArgumentError("perplexity needs at least 2 tokens");
   for (int32_t t : tokens) {
@@ -104,18 +169,29 @@ absl::StatusOr<PerplexityResult> Perplexity(Model& model, std::span<const int32_
   result.stride = options.stride;
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t vocab = model.spec().vocab_size;
+  if (options.retention.bounded()) {
+    // Streaming: one sequence, chunk after chunk; each row predicts the token after it.
+    PrivateSequence seq(model, options.block_size, options.kv_dtype, n, kBoundedChunk, options.retention);
+    std::vector<float> logits;
+    for (int64_t begin = 0; begin < n - 1; begin += kBoundedChunk) {
+      const int64_t end = std::min(begin + kBoundedChunk, n - 1);
+      RETURN_IF_ERROR(seq.Forward(tokens.subspan(begin, end - begin), /*all_logits=*/true, &logits));
+      for (int64_t t = begin + 1; t <= end; ++t) {
+        result.nll += TokenNll(logits.data() + (t - begin - 1) * vocab, vocab, tokens[t]);
+        ++result.tokens;
+      }
+    }
+    result.windows = 1;
+    return result;
+  }
   int64_t scored_to = 1;  // tokens before this one are scored (the first never is)
   for (int64_t begin = 0; scored_to < n; begin += result.stride) {
     const int64_t end = std::min(begin + result.context, n);
     ASSIGN_OR_RETURN(const std::vector<float> logits,
                      PromptLogits(model, tokens.subspan(begin, end - begin), options.block_size, options.kv_dtype));
     for (int64_t t = std::max(scored_to, begin + 1); t < end; ++t) {
-      // -log softmax(row)[token], the row being the logits at the position before t.
-      const float* row = logits.data() + (t - begin - 1) * vocab;
-      const float top = row[ArgMax(row, vocab)];
-      double sum = 0;
-      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - top);
-      result.nll += std::log(sum) - (static_cast<double>(row[tokens[t]]) - top);
+      // The row of the position before t predicts it.
+      result.nll += TokenNll(logits.data() + (t - begin - 1) * vocab, vocab, tokens[t]);
       ++result.tokens;
     }
     scored_to = end;
@@ -132,22 +208,21 @@ absl::StatusOr<std::vector<int32_t>> GenerateGreedy(Model& model, std::span<cons
   if (max_new_tokens < 0) return absl::InvalidArgumentError("max_new_tokens must be >= 0");
   const int64_t vocab = model.spec().vocab_size;
   const int64_t total = static_cast<int64_t>(prompt.size()) + max_new_tokens;
-  kvstore::CpuKvStorage kv(model.KvLayoutFor(block_size, options.kv_dtype), BlocksFor(total, block_size));
-  kvstore::BlockAllocator allocator(kv.num_blocks());
-  kvstore::BlockTable table;
-  RETURN_IF_ERROR(table.EnsureCapacity(total, block_size, allocator));
+  // A bounded cache takes the prompt in chunks it holds; any other, at once.
+  const int64_t chunk = options.retention.bounded() ? kBoundedChunk : std::max<int64_t>(1, prompt.size());
+  PrivateSequence seq(model, block_size, options.kv_dtype, total, chunk, options.retention);
   if (step_logits) step_logits->clear();
 
   std::vector<int32_t> generated;
   std::vector<float> logits;
   std::span<const int32_t> input = prompt;
-  int64_t context = 0;
   int32_t last = 0;
   for (int step = 0; step < max_new_tokens; ++step) {
-    SequenceInput seq{input, context, table.blocks(), /*all_logits=*/false};
-    RETURN_IF_ERROR(model.Forward({&seq, 1}, kv, &logits));
+    for (; static_cast<int64_t>(input.size()) > chunk; input = input.subspan(chunk)) {
+      RETURN_IF_ERROR(seq.Forward(input.first(chunk), /*all_logits=*/false, &logits));
+    }
+    RETURN_IF_ERROR(seq.Forward(input, /*all_logits=*/false, &logits));
     if (step_logits) step_logits->insert(step_logits->end(), logits.begin(), logits.end());
-    context += static_cast<int64_t>(input.size());
     last = ArgMax(logits.data(), vocab);
     generated.push_back(last);
     if (options.on_token && !options.on_token(last)) break;

@@ -23,6 +23,9 @@ struct GreedyOptions {
   int max_new_tokens = 16;
   int block_size = kvstore::kDefaultBlockSize;  // KV cache tokens per block
   KvDtype kv_dtype = KvDtype::kF32;             // and its element type
+  // What the sequence keeps (models/kv_retention.h): bounded, the cache holds the
+  // sinks and the window (the prompt goes in chunks), however long the sequence runs.
+  KvRetention retention;
   // When set, receives the logits of every step ([steps, vocab]: the prefill's last
   // position, then each decode step).
   std::vector<float>* step_logits = nullptr;
@@ -41,6 +44,10 @@ struct PerplexityOptions {
   int stride = 0;   // tokens between window starts (0: half the context)
   int block_size = kvstore::kDefaultBlockSize;
   KvDtype kv_dtype = KvDtype::kF32;
+  // Bounded: streaming evaluation instead of windows (context and stride unset): the
+  // text is one sequence that keeps only what the retention says, fed in chunks, and
+  // every token is scored from what that cache holds (StreamingLLM's evaluation).
+  KvRetention retention;
 };
 
 struct PerplexityResult {
@@ -56,8 +63,8 @@ struct PerplexityResult {
 absl::StatusOr<PerplexityOptions> ResolvePerplexityOptions(const ModelSpec& spec, std::span<const int32_t> tokens,
                                                            PerplexityOptions options);
 
-// Sliding-window perplexity of `tokens`, the method of HuggingFace transformers'
-// perplexity guide: windows of `context` tokens start `stride` apart; each scores the
+// Sliding-window perplexity of `tokens` (or streaming, with a bounded retention), the
+// method of HuggingFace transformers' perplexity guide: windows of `context` tokens start `stride` apart; each scores the
 // tokens the windows before it did not reach, predicted from the window's tokens
 // before them (so each token but the first is scored once, with at least
 // context - stride tokens of context once the first window is passed).

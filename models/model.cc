@@ -122,6 +122,13 @@ absl::Status ValidateBatch(const ModelSpec& spec, const kvstore::KvLayout& model
             absl::StrCat("token id ", t, " is outside the vocabulary [0, ", spec.vocab_size, ")"));
       }
     }
+    const KvRetention& r = s.retention;
+    if (r.window < 0 || r.sink_tokens < 0 || (r.sink_tokens > 0 && r.window == 0)) {
+      return absl::InvalidArgumentError("a KV retention needs a window >= 1 and sink tokens >= 0");
+    }
+    if (r.bounded() && spec.positions != PositionKind::kRope) {
+      return absl::InvalidArgumentError("a KV window or sinks need a rotary-position model");
+    }
     const int64_t end = s.context_len + static_cast<int64_t>(s.tokens.size());
     if (spec.positions == PositionKind::kLearned && end > spec.max_position_embeddings) {
       return absl::InvalidArgumentError(absl::StrCat("sequence of ", end, " tokens exceeds the model's ",
@@ -159,6 +166,8 @@ absl::Status Model::BeginStep(std::span<const SequenceInput> batch) {
     a.context_len = s.context_len;
     a.block_table = s.block_table.data();
     a.table_len = static_cast<int64_t>(s.block_table.size());
+    a.window = s.retention.window;
+    a.sink_tokens = s.retention.sink_tokens;
     sequences_.push_back(a);
     // Only dynamic NTK scaling gives each sequence its own frequencies.
     const std::vector<float>* inv_freq =
@@ -176,6 +185,17 @@ absl::Status Model::BeginStep(std::span<const SequenceInput> batch) {
     }
     if (s.pooling != Pooling::kNone) pooled_rows_.push_back(s.pooling == Pooling::kMean ? n : 1);
     if (rope && !dynamic && inv_freq_.empty()) inv_freq_ = *inv_freq;
+  }
+  if (rope) {
+    // The sinks' view of a query rotates it with the sequence's frequencies (its first
+    // row's: every row of a sequence has the same), now that inv_freq_ has stopped growing.
+    for (kernels::AttentionSequence& a : sequences_) {
+      a.inv_freq = inv_freq_.data() + (dynamic ? a.first_row * (spec_.head_dim / 2) : 0);
+      if (spec_.xpos_scale_base > 0) {
+        a.xpos_zeta = rotary_.xpos_zeta().data();
+        a.xpos_scale_base = spec_.xpos_scale_base;
+      }
+    }
   }
   logit_rows_ = static_cast<int64_t>(host_keep_.size());
   host_keep_.insert(host_keep_.end(), pooled.begin(), pooled.end());

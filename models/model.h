@@ -26,6 +26,7 @@
 #include "kernels/matmul.h"
 #include "kvstore/kv_pool.h"
 #include "models/model_spec.h"
+#include "models/kv_retention.h"
 #include "models/pooling.h"
 #include "models/rope.h"
 #include "models/sharding.h"
@@ -66,12 +67,16 @@ struct SequenceInput {
   // or the sum over the new tokens (a caller pooling over several chunks adds the sums
   // and divides by the tokens: FinishEmbedding in models/generate.h).
   Pooling pooling = Pooling::kNone;
+  // What it keeps and reads of its cache (models/kv_retention.h; rotary models only):
+  // the caller releases the blocks between the sinks and the window, which its table
+  // still lists but attention never reads.
+  KvRetention retention;
 };
 
 // Checks a forward step before anything is written: the KV pool (`kv_layout`,
 // `num_blocks`) is laid out as the model needs (`model_layout`), every sequence has
 // new tokens inside the vocabulary and a block table long enough and inside the pool,
-// and learned positions are not exceeded. INVALID_ARGUMENT naming what is wrong.
+// learned positions are not exceeded, and a retention is a valid one on a rotary model. INVALID_ARGUMENT naming what is wrong.
 absl::Status ValidateBatch(const ModelSpec& spec, const kvstore::KvLayout& model_layout,
                            const kvstore::KvLayout& kv_layout, int32_t num_blocks,
                            std::span<const SequenceInput> batch);

@@ -392,6 +392,116 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(c.window) + "_" + KvDtypeName(std::get<2>(info.param));
     });
 
+// Attention sinks (StreamingLLM): the kernels read a sequence's first sink_tokens keys
+// and its window, the query moved back for the sinks, which must equal attention over
+// the cache [sinks, window] with RoPE (and XPos) applied at each key's and the query's
+// position in that cache, as the paper assigns them. A prefill and single-token steps.
+struct SinkCase {
+  int block_size, window, sinks;
+  bool xpos;
+};
+
+class SinkAttentionTest : public ::testing::TestWithParam<std::tuple<CpuIsa, SinkCase>> {};
+
+TEST_P(SinkAttentionTest, SeesTheSinksFromTheQuerysPlaceInTheCache) {
+  const auto [isa, c] = GetParam();
+  SELECT_ISA_OR_SKIP(isa);
+  const int heads = 4, kv_heads = 2, hd = 16, half = hd / 2, len = 60, group = heads / kv_heads;
+  const int bs = c.block_size, blocks = (len + bs - 1) / bs;
+  const float scale_base = 64.0f;
+  std::vector<float> inv_freq(half), zeta(half);
+  for (int j = 0; j < half; ++j) {
+    inv_freq[j] = static_cast<float>(std::pow(10000.0, -2.0 * j / hd));
+    zeta[j] = (2.0f * j / hd + 0.4f) / 1.4f;
+  }
+  // One head of raw (unrotated) x at position pos: rotate_half RoPE, then XPos's decay.
+  auto rotate = [&](const float* x, int64_t pos, bool query) {
+    std::vector<double> y(hd);
+    for (int j = 0; j < half; ++j) {
+      const double angle = static_cast<double>(pos) * inv_freq[j];
+      const double decay = c.xpos ? std::pow(static_cast<double>(zeta[j]), (query ? 1.0 : -1.0) * pos / scale_base) : 1;
+      y[j] = (x[j] * std::cos(angle) - x[j + half] * std::sin(angle)) * decay;
+      y[j + half] = (x[j + half] * std::cos(angle) + x[j] * std::sin(angle)) * decay;
+    }
+    return y;
+  };
+  const std::vector<float> q = Random(len * heads * hd, 20), k = Random(len * kv_heads * hd, 21),
+                           v = Random(len * kv_heads * hd, 22);
+  // What the model hands the kernels: q and k rotated at their sequence positions.
+  std::vector<float> q_rot(q.size()), k_rot(k.size());
+  for (int t = 0; t < len; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      const std::vector<double> y = rotate(&q[(t * heads + h) * hd], t, true);
+      std::copy(y.begin(), y.end(), &q_rot[(t * heads + h) * hd]);
+    }
+    for (int h = 0; h < kv_heads; ++h) {
+      const std::vector<double> y = rotate(&k[(t * kv_heads + h) * hd], t, false);
+      std::copy(y.begin(), y.end(), &k_rot[(t * kv_heads + h) * hd]);
+    }
+  }
+  const int64_t record = KvRecordBytes(KvDtype::kF32, bs, hd);
+  std::vector<std::byte> cache(static_cast<size_t>(2 * blocks) * kv_heads * record);
+  std::vector<int32_t> table(blocks);
+  for (int b = 0; b < blocks; ++b) table[b] = blocks - 1 - b;
+  PagedKvView view;
+  view.k_base = cache.data();
+  view.v_base = cache.data() + static_cast<size_t>(blocks) * kv_heads * record;
+  view.block_stride = kv_heads * record;
+  view.head_stride = record;
+  view.block_size = bs;
+  view.head_dim = hd;
+  const AttentionShape shape{heads, kv_heads, hd, /*window=*/0, 1.0f / std::sqrt(static_cast<float>(hd))};
+  ThreadPool pool(2);
+  std::vector<float> out(len * heads * hd);
+  std::vector<std::pair<int, int>> steps = {{0, 37}};
+  for (int t = 37; t < len; ++t) steps.emplace_back(t, 1);
+  for (auto [start, count] : steps) {
+    AttentionSequence s{0, count, start, table.data(), blocks, c.window, c.sinks, inv_freq.data(),
+                        c.xpos ? zeta.data() : nullptr, scale_base};
+    WriteKv(&k_rot[start * kv_heads * hd], &v[start * kv_heads * hd], kv_heads * hd, view, kv_heads, {&s, 1});
+    PagedAttention(&q_rot[start * heads * hd], heads * hd, view, shape, {&s, 1}, &out[start * heads * hd], heads * hd,
+                   &pool);
+  }
+  for (int t = 0; t < len; ++t) {
+    const int lo = std::max(0, t - c.window + 1), sinks = std::min(c.sinks, lo);
+    for (int h = 0; h < heads; ++h) {
+      const int kvh = h / group;
+      // The cache: keys [0, sinks) at their own positions, then the window's from `sinks` on.
+      std::vector<int> keys;
+      for (int j = 0; j < sinks; ++j) keys.push_back(j);
+      for (int j = lo; j <= t; ++j) keys.push_back(j);
+      const std::vector<double> query = rotate(&q[(t * heads + h) * hd], static_cast<int64_t>(keys.size()) - 1, true);
+      std::vector<double> p;
+      double mx = -1e30;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        const std::vector<double> key = rotate(&k[(keys[i] * kv_heads + kvh) * hd], static_cast<int64_t>(i), false);
+        double dot = 0;
+        for (int d = 0; d < hd; ++d) dot += query[d] * key[d];
+        p.push_back(dot * shape.scale);
+        mx = std::max(mx, p.back());
+      }
+      double sum = 0;
+      for (double& e : p) sum += (e = std::exp(e - mx));
+      for (int d = 0; d < hd; ++d) {
+        double o = 0;
+        for (size_t i = 0; i < keys.size(); ++i) o += p[i] / sum * v[(keys[i] * kv_heads + kvh) * hd + d];
+        ASSERT_NEAR(out[(t * heads + h) * hd + d], o, 2e-5) << "token " << t << " head " << h;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    BlockSizesWindowsSinks, SinkAttentionTest,
+    ::testing::Combine(::testing::ValuesIn(AllCpuIsas()),
+                       ::testing::Values(SinkCase{4, 8, 4, false}, SinkCase{16, 20, 4, true}, SinkCase{1, 5, 2, false},
+                                         SinkCase{5, 8, 7, true}, SinkCase{16, 8, 0, false})),
+    [](const auto& info) {
+      const SinkCase c = std::get<1>(info.param);
+      return IsaParamName(std::get<0>(info.param)) + "_block" + std::to_string(c.block_size) + "_window" +
+             std::to_string(c.window) + "_sinks" + std::to_string(c.sinks) + (c.xpos ? "_xpos" : "");
+    });
+
 }  // namespace
 }  // namespace tessera::kernels
 

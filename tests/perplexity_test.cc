@@ -1,5 +1,6 @@
 // models::Perplexity: one window against the definition, sliding windows against a
-// model that sees only a window anyway, the window arithmetic, and bad options.
+// model that sees only a window anyway, the window arithmetic, and bad options; the
+// streaming evaluation of bounded KV policies (models/kv_retention.h) likewise.
 #include <cmath>
 #include <random>
 
@@ -22,6 +23,21 @@ std::unique_ptr<Model> Load(const std::string& name) {
   auto model = Model::Load(testing::GoldenModelDir(name));
   EXPECT_TRUE(model.ok()) << model.status();
   return std::move(*model);
+}
+
+// exp of the mean of -log p(token | every token before it), from one forward pass.
+double FullAttentionPerplexity(Model& model, std::span<const int32_t> tokens) {
+  const int vocab = model.spec().vocab_size;
+  auto logits = PromptLogits(model, tokens);
+  EXPECT_TRUE(logits.ok()) << logits.status();
+  double nll = 0;
+  for (size_t t = 1; t < tokens.size(); ++t) {
+    const float* row = logits->data() + (t - 1) * vocab;
+    double z = 0;
+    for (int v = 0; v < vocab; ++v) z += std::exp(static_cast<double>(row[v]));
+    nll -= std::log(std::exp(static_cast<double>(row[tokens[t]])) / z);
+  }
+  return std::exp(nll / static_cast<double>(tokens.size() - 1));
 }
 
 // A window holding the whole text: exp of the mean of -log p(token | the ones before),
@@ -69,6 +85,58 @@ TEST(PerplexityTest, SlidingWindowsScoreEachTokenOnce) {
   EXPECT_EQ(defaults->stride, 64);
 }
 
+// Streaming with a window longer than the text is full attention, over several chunks
+// (the stream goes 512 tokens at a time) and past the model's 128 positions (RoPE).
+TEST(PerplexityTest, StreamingWithAWindowOverTheWholeTextIsFullAttention) {
+  auto model = Load("llama");
+  const std::vector<int32_t> tokens = RandomTokens(700, model->spec().vocab_size, 4);
+  for (const KvRetention retention : {KvRetention{1024, 0}, KvRetention{1024, 4}}) {
+    auto streamed = Perplexity(*model, tokens, {.retention = retention});
+    ASSERT_TRUE(streamed.ok()) << streamed.status();
+    EXPECT_EQ(streamed->tokens, 699);
+    const double full = FullAttentionPerplexity(*model, tokens);
+    EXPECT_NEAR(streamed->perplexity(), full, 1e-5 * full);
+  }
+}
+
+// Mistral reads 8 keys: a window policy of 8 (or wider: the model's own is narrower)
+// changes nothing, while its blocks are released as the stream runs; sinks do change
+// what tokens see, and a narrower window more so.
+TEST(PerplexityTest, StreamingKeepsWhatThePolicySays) {
+  auto model = Load("mistral");
+  const std::vector<int32_t> tokens = RandomTokens(600, model->spec().vocab_size, 5);
+  const double full = FullAttentionPerplexity(*model, tokens);
+  for (const int window : {8, 100}) {
+    auto streamed = Perplexity(*model, tokens, {.block_size = 4, .retention = {window, 0}});
+    ASSERT_TRUE(streamed.ok()) << streamed.status();
+    EXPECT_NEAR(streamed->perplexity(), full, 1e-5 * full) << window;
+  }
+  auto sinks = Perplexity(*model, tokens, {.block_size = 4, .retention = {8, 4}});
+  auto narrow = Perplexity(*model, tokens, {.block_size = 4, .retention = {4, 0}});
+  ASSERT_TRUE(sinks.ok() && narrow.ok());
+  EXPECT_GT(std::abs(sinks->perplexity() - full), 1e-3 * full);
+  EXPECT_GT(std::abs(narrow->perplexity() - full), 1e-3 * full);
+  // The block size does not change what a policy reads.
+  auto sinks16 = Perplexity(*model, tokens, {.retention = {8, 4}});
+  ASSERT_TRUE(sinks16.ok());
+  EXPECT_NEAR(sinks16->perplexity(), sinks->perplexity(), 1e-5 * sinks->perplexity());
+}
+
+// Greedy decoding under a sink-window far past the pool a full cache would need:
+// the same tokens with 1-token and 16-token blocks (the sinks span a block or part of
+// one), and a prompt longer than the window.
+TEST(PerplexityTest, GreedyDecodingRunsPastTheContextInTheWindowsBlocks) {
+  auto model = Load("llama");
+  const std::vector<int32_t> prompt = RandomTokens(40, model->spec().vocab_size, 6);
+  GreedyOptions options{.max_new_tokens = 300, .block_size = 1, .retention = {24, 4}};
+  auto small_blocks = GenerateGreedy(*model, prompt, options);
+  options.block_size = 16;
+  auto large_blocks = GenerateGreedy(*model, prompt, options);
+  ASSERT_TRUE(small_blocks.ok() && large_blocks.ok()) << small_blocks.status() << large_blocks.status();
+  EXPECT_EQ(*small_blocks, *large_blocks);
+  EXPECT_EQ(small_blocks->size(), 300u);  // 340 tokens, past the model's 128 positions
+}
+
 TEST(PerplexityTest, BadOptionsAreInvalidArguments) {
   auto model = Load("llama");
   const std::vector<int32_t> tokens = RandomTokens(10, model->spec().vocab_size, 3);
@@ -79,6 +147,13 @@ TEST(PerplexityTest, BadOptionsAreInvalidArguments) {
   }
   EXPECT_EQ(Perplexity(*model, std::vector<int32_t>{5}, {}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Perplexity(*model, std::vector<int32_t>{5, -1}, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  // Streaming takes no context or stride, and needs rotary positions.
+  EXPECT_EQ(Perplexity(*model, tokens, {.context = 8, .retention = {8, 4}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto gpt2 = Load("gpt2");
+  EXPECT_EQ(Perplexity(*gpt2, tokens, {.retention = {8, 4}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GenerateGreedy(*gpt2, tokens, {.max_new_tokens = 2, .retention = {8, 4}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -368,8 +368,9 @@ TEST(SchedulerTest, TakeAllReturnsEverythingForRecompute) {
 // A one-rank worker, simulated: each sequence's block table and tokens as the steps
 // send them, and what every KV slot holds (the position and token written there).
 // Running a step writes each computed token's slot and checks that every slot its
-// attention reads (the window before it) still holds that sequence's token: a block
-// released too early and reused by another sequence shows as a wrong slot.
+// attention reads (the window before it, and a sink-window's sinks) still holds that
+// sequence's token: a block released too early and reused by another sequence shows as
+// a wrong slot.
 class SimulatedWorker {
  public:
   SimulatedWorker(int block_size, int window) : block_size_(block_size), window_(window) {}
@@ -379,6 +380,7 @@ class SimulatedWorker {
     for (uint64_t id : step.finished()) sequences_.erase(id);
     for (const auto& n : step.new_sequences()) {
       Sequence& s = sequences_[n.seq_id()];
+      s.retention = {n.kv_window(), n.sink_tokens()};
       s.table.assign(n.block_table().begin(), n.block_table().end());
       s.tokens.assign(n.prefix_tokens().begin(), n.prefix_tokens().end());
       Compute(n.seq_id(), s, n.tokens(), n.sample(), r);
@@ -394,6 +396,7 @@ class SimulatedWorker {
  private:
   struct Sequence {
     std::vector<int32_t> table, tokens;
+    models::KvRetention retention;  // its request's KV policy
   };
   using Slot = std::pair<int32_t, int64_t>;  // block, offset
 
@@ -407,7 +410,9 @@ class SimulatedWorker {
       const int64_t pos = static_cast<int64_t>(s.tokens.size());
       s.tokens.push_back(t);
       slots_[SlotOf(s, pos)] = {pos, t};
-      for (int64_t q = std::max<int64_t>(0, pos - window_ + 1); q <= pos; ++q) {
+      const int64_t lo = s.retention.Within(window_).FirstWindowToken(pos);
+      for (int64_t q = 0; q <= pos; ++q) {
+        if (q >= s.retention.sink_tokens && q < lo) continue;  // neither a sink nor in the window
         const std::pair<int64_t, int32_t> want{q, s.tokens[static_cast<size_t>(q)]};
         EXPECT_EQ(slots_[SlotOf(s, q)], want) << "sequence " << id << " reading position " << q << " at " << pos;
       }
@@ -453,6 +458,42 @@ TEST(SchedulerTest, ASlidingWindowReleasesPassedBlocksSoSequencesOutrunThePool) 
       EXPECT_EQ(r->generated().size(), 80u);  // 98 tokens: 4x the pool's 24
     }
     EXPECT_EQ(s.num_free_blocks(), 6);
+  }
+}
+
+// A request's sink-window policy on a model without a window: sequences 3x longer than
+// the pool run to their end, the sinks' block kept (and read) all along; a plain window
+// policy likewise. One sequence never holds more than its sinks', its window's and a
+// step's blocks.
+TEST(SchedulerTest, RequestKvPoliciesReleaseTheMiddleAndKeepTheSinks) {
+  for (const models::KvRetention policy : {models::KvRetention{6, 3}, models::KvRetention{6, 0}}) {
+    SCOPED_TRACE(models::KvPolicyName(policy));
+    const int bs = 4, step_tokens = 4;
+    SchedulerOptions options = Options(bs, /*num_blocks=*/16, step_tokens, 8);
+    options.cache.model_identity = "test-model";
+    Scheduler s(options);
+    SimulatedWorker worker(bs, /*window=*/0);
+    auto alone = MakeRequest("alone", 18, 200);
+    alone->set_kv_retention(policy);
+    s.Enqueue(alone);
+    v1::internal::StepRequest step;
+    int32_t least_free = s.num_blocks();
+    for (int i = 0; i < 1000 && Build(s, &step); ++i) {
+      least_free = std::min(least_free, s.num_free_blocks());  // the step's blocks are held now
+      s.ApplyStep(worker.Run(step));
+    }
+    EXPECT_EQ(alone->generated().size(), 200u);  // 218 tokens: 3x the pool's 64
+    EXPECT_GE(least_free, s.num_blocks() - (policy.SinkBlocks(bs) + (policy.window - 1 + step_tokens) / bs + 2));
+    // Several at once, with shared prefixes.
+    std::vector<std::shared_ptr<Request>> requests;
+    for (int r = 0; r < 3; ++r) {
+      requests.push_back(MakeRequest(std::to_string(r), 18, /*max_tokens=*/200));
+      requests.back()->set_kv_retention(policy);
+      s.Enqueue(requests.back());
+    }
+    RunToTheEnd(s, worker);
+    for (const auto& r : requests) EXPECT_EQ(r->generated().size(), 200u);
+    EXPECT_EQ(s.num_free_blocks(), s.num_blocks());
   }
 }
 

@@ -171,6 +171,7 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
     seq.seed = s.seed();
     seq.sampling = ToSamplingConfig(s.sampling());
     seq.pooling = ToPooling(s.pooling());
+    seq.retention = {s.kv_window(), s.sink_tokens()};
     sequences_.emplace(s.seq_id(), std::move(seq));
   }
   for (const auto& c : step.continued()) {
@@ -186,7 +187,7 @@ absl::StatusOr<v1::internal::StepResponse> StepExecutor::Run(const v1::internal:
   for (const Item& it : items) {
     Sequence& seq = sequences_[it.id];
     batch.push_back({std::span<const int32_t>(it.tokens->data(), it.tokens->size()), seq.computed,
-                     seq.block_table, /*all_logits=*/false, seq.pooling});
+                     seq.block_table, /*all_logits=*/false, seq.pooling, seq.retention});
   }
   if (batch.empty()) return response;
 

@@ -55,6 +55,7 @@ class StepExecutor {
     kernels::TokenHistory history;
     models::Pooling pooling = models::Pooling::kNone;  // an embedding sequence's
     std::vector<float> pooled;                          // its chunks' pooled states so far
+    models::KvRetention retention;                      // what its tokens read of the cache
 
     // Counts tokens whose K/V are now cached, in order, into the penalties' history
     // (prompt tokens first, then generated ones).

@@ -1,6 +1,7 @@
 #include "kernels/attention.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "kernels/cpu/internal/isa_kernels.h"
@@ -9,6 +10,24 @@ namespace tessera::kernels {
 namespace {
 
 constexpr int kQueryTile = 16;  // new tokens per task
+
+// The `group` query heads at `q` as the sequence's sinks see them: rotated back by
+// `gap` positions (the keys between the sinks and the window; RoPE's rotate_half
+// pairs, XPos's decay undone by as much), into `out`.
+void MoveQueryBack(const float* q, int group, int head_dim, int64_t gap, const AttentionSequence& s, float* out) {
+  const int half = head_dim / 2;
+  for (int j = 0; j < half; ++j) {
+    const double angle = static_cast<double>(gap) * s.inv_freq[j];
+    const double decay =
+        s.xpos_zeta != nullptr ? std::pow(static_cast<double>(s.xpos_zeta[j]), -gap / static_cast<double>(s.xpos_scale_base)) : 1.0;
+    const auto c = static_cast<float>(std::cos(angle) * decay), sn = static_cast<float>(std::sin(angle) * decay);
+    for (int g = 0; g < group; ++g) {
+      const float a = q[g * head_dim + j], b = q[g * head_dim + j + half];
+      out[g * head_dim + j] = a * c + b * sn;
+      out[g * head_dim + j + half] = b * c - a * sn;
+    }
+  }
+}
 
 }  // namespace
 
@@ -55,14 +74,23 @@ void PagedAttention(const float* q, int64_t q_stride, const PagedKvView& kv,
   pool->Run(static_cast<int>(tasks.size()), [&](int ti) {
     const Task& task = all[ti];
     const AttentionSequence& s = seqs[task.seq];
-    thread_local std::vector<float> scores, rows;
+    thread_local std::vector<float> scores, rows, q_sink;
     scores.resize(static_cast<size_t>(group) * kv.block_size);
     if (kv.dtype != KvDtype::kF32) rows.resize(static_cast<size_t>(2) * kv.block_size * kv.head_dim);
     for (int64_t i = task.first; i < task.last; ++i) {
-      const int64_t row = s.first_row + i;
+      const int64_t row = s.first_row + i, pos = s.context_len + i;
       const int head0 = task.kvh * group;
-      attend_one(q + row * q_stride + head0 * shape.head_dim, s.context_len + i, task.kvh, group,
-                kv, shape, s, out + row * out_stride + head0 * shape.head_dim, scores.data(), rows.data());
+      const float* qr = q + row * q_stride + head0 * shape.head_dim;
+      // Past the sinks and the window's first keys, the sinks see the query moved back.
+      const int64_t gap = internal::FirstWindowKey(shape, s, pos) - s.sink_tokens;
+      const float* qs = qr;
+      if (s.sink_tokens > 0 && gap > 0 && s.inv_freq != nullptr) {
+        q_sink.resize(static_cast<size_t>(group) * shape.head_dim);
+        MoveQueryBack(qr, group, shape.head_dim, gap, s, q_sink.data());
+        qs = q_sink.data();
+      }
+      attend_one(qr, qs, pos, task.kvh, group, kv, shape, s, out + row * out_stride + head0 * shape.head_dim,
+                 scores.data(), rows.data());
     }
   });
 }

@@ -115,6 +115,9 @@ class CudaBackend final : public Backend {
     std::vector<int64_t> new_tokens;
     max_keys_ = 0;
     for (const AttentionSequence& s : step.sequences) {
+      if (s.window > 0 || s.sink_tokens > 0) {
+        return absl::UnimplementedError("per-sequence KV policies (window, sink-window) run on CPU workers only");
+      }
       new_tokens.push_back(s.num_new);
       table_offsets.insert(table_offsets.end(), s.num_new, static_cast<int32_t>(tables.size()));
       tables.insert(tables.end(), s.block_table, s.block_table + s.table_len);

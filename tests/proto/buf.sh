@@ -23,7 +23,7 @@ case "${1:-}" in
     work="$(mktemp -d)"
     trap 'rm -rf "$work"' EXIT
     cp -r . "$work/proto"
-    sed -i 's/int32 priority = 9;/int32 priority = 10;/' "$work/proto/tessera/v1/tessera.proto"
+    sed -i 's/int32 priority = 9;/int32 priority = 99;/' "$work/proto/tessera/v1/tessera.proto"
     if "$buf" breaking "$work/proto" --against . >"$work/out" 2>&1; then
       echo "FAIL: buf breaking accepted a renumbered field"
       exit 1

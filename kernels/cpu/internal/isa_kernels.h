@@ -24,6 +24,14 @@ static inline std::byte* KvRecord(std::byte* base, const PagedKvView& kv, const 
   return base + block * kv.block_stride + head * kv.head_stride;
 }
 
+// The first key of the window that the token at `pos` reads: the narrower of the
+// layer's and the sequence's windows (0: none, every key from 0).
+static inline int64_t FirstWindowKey(const AttentionShape& shape, const AttentionSequence& seq, int64_t pos) {
+  int window = shape.window;
+  if (seq.window > 0 && (window == 0 || seq.window < window)) window = seq.window;
+  return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+}
+
 // One matmul task's inputs: y[rows, n] (+)= x[rows, k] · Wᵀ (+ bias), over a range of
 // rows and of weight panels.
 struct MatmulTask {
@@ -47,9 +55,11 @@ using MatmulTaskFn = void (*)(const MatmulTask& task, int64_t row_begin, int64_t
                               int num_panels);
 
 // Attention of one new token (at position `pos`) for the `group` query heads that share
-// kv head `kvh`. Scratch: `scores` group x block_size floats, `rows` 2 x block_size x
-// head_dim floats (a block's K and V widened from a cache dtype other than f32).
-using AttendOneFn = void (*)(const float* q, int64_t pos, int kvh, int group, const PagedKvView& kv,
+// kv head `kvh`: the window's keys with `q`, the sequence's sink keys before the window
+// with `q_sink` (the same heads as the sinks see them; kernels/attention.h). Scratch:
+// `scores` group x block_size floats, `rows` 2 x block_size x head_dim floats (a
+// block's K and V widened from a cache dtype other than f32).
+using AttendOneFn = void (*)(const float* q, const float* q_sink, int64_t pos, int kvh, int group, const PagedKvView& kv,
                              const AttentionShape& shape, const AttentionSequence& seq, float* out,
                              float* scores, float* rows);
 

@@ -89,23 +89,16 @@ void Accumulate(float correction, const float* p, const float* v, int n, int64_t
   }
 }
 
-}  // namespace
-
-void AttendOne(const float* q, int64_t pos, int kvh, int group, const PagedKvView& kv, const AttentionShape& shape,
-               const AttentionSequence& s, float* out, float* scores, float* rows) {
+// Keys [begin, end) into the group's online softmax (running_max, running_sum, out),
+// block by block: scores for a chunk, then one rescale per chunk.
+void AttendKeys(const float* q, int64_t begin, int64_t end, int kvh, int group, const PagedKvView& kv,
+                const AttentionShape& shape, const AttentionSequence& s, float* out, float* scores, float* rows,
+                float* running_max, float* running_sum) {
   const int hd = shape.head_dim;
-  const int64_t lo = shape.window > 0 && pos - shape.window + 1 > 0 ? pos - shape.window + 1 : 0;
-  float running_max[kMaxGroup], running_sum[kMaxGroup];
-  for (int g = 0; g < group; ++g) {
-    running_max[g] = -__builtin_inff();
-    running_sum[g] = 0.0f;
-    std::memset(out + g * hd, 0, sizeof(float) * hd);
-  }
-  // Walk keys block by block: scores for a chunk, then one rescale per chunk.
-  for (int64_t start = lo; start <= pos;) {
+  for (int64_t start = begin; start < end;) {
     const int64_t block_end = (start / kv.block_size + 1) * kv.block_size;
-    const int64_t end = pos + 1 < block_end ? pos + 1 : block_end;
-    const int n = static_cast<int>(end - start), slot0 = static_cast<int>(start % kv.block_size);
+    const int64_t stop = end < block_end ? end : block_end;
+    const int n = static_cast<int>(stop - start), slot0 = static_cast<int>(start % kv.block_size);
     const float* k0 = ChunkRows(internal::KvRecord(kv.k_base, kv, s, kvh, start), kv, slot0, n, rows);
     const float* v0 =
         ChunkRows(internal::KvRecord(kv.v_base, kv, s, kvh, start), kv, slot0, n, rows + kv.block_size * hd);
@@ -126,8 +119,28 @@ void AttendOne(const float* q, int64_t pos, int kvh, int group, const PagedKvVie
       Accumulate(correction, sc, v0, n, hd, out + g * hd, hd);
       running_max[g] = new_max;
     }
-    start = end;
+    start = stop;
   }
+}
+
+}  // namespace
+
+void AttendOne(const float* q, const float* q_sink, int64_t pos, int kvh, int group, const PagedKvView& kv,
+               const AttentionShape& shape, const AttentionSequence& s, float* out, float* scores, float* rows) {
+  const int hd = shape.head_dim;
+  const int64_t lo = internal::FirstWindowKey(shape, s, pos);
+  const int64_t sinks = s.sink_tokens < lo ? s.sink_tokens : lo;  // sink keys before the window
+  float running_max[kMaxGroup], running_sum[kMaxGroup];
+  for (int g = 0; g < group; ++g) {
+    running_max[g] = -__builtin_inff();
+    running_sum[g] = 0.0f;
+    std::memset(out + g * hd, 0, sizeof(float) * hd);
+  }
+  if (sinks > 0) {
+    AttendKeys(q_sink != nullptr ? q_sink : q, 0, sinks, kvh, group, kv, shape, s, out, scores, rows, running_max,
+               running_sum);
+  }
+  AttendKeys(q, lo, pos + 1, kvh, group, kv, shape, s, out, scores, rows, running_max, running_sum);
   for (int g = 0; g < group; ++g) {
     const float inv = 1.0f / running_sum[g];
     for (int i = 0; i < hd; ++i) out[g * hd + i] *= inv;

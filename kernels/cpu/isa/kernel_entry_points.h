@@ -15,7 +15,7 @@ namespace tessera::kernels::TESSERA_ISA_NS {
 void RunMatmulTask(const internal::MatmulTask& task, int64_t row_begin, int64_t row_end, int64_t panel0,
                    int num_panels);
 
-void AttendOne(const float* q, int64_t pos, int kvh, int group, const PagedKvView& kv, const AttentionShape& shape,
+void AttendOne(const float* q, const float* q_sink, int64_t pos, int kvh, int group, const PagedKvView& kv, const AttentionShape& shape,
                const AttentionSequence& seq, float* out, float* scores, float* rows);
 
 }  // namespace tessera::kernels::TESSERA_ISA_NS
