@@ -1014,6 +1014,30 @@ TEST(HttpApiTest, ConversationsThatOutgrowTheContextAreTruncatedOrSummarized) {
   // A conversation that fits is left alone and says nothing.
   const json short_chat = HttpPost(c.port, "/v1/chat/completions", {{"messages", Shortened(messages, 11)}}).Json();
   EXPECT_FALSE(short_chat.contains("context_overflow"));
+
+  // Under a bounded KV policy nothing overflows: the whole conversation goes in, and
+  // a completion runs past the context (docs/serving.md, "Bounded long context").
+  const HttpResult streaming = HttpPost(
+      c.port, "/v1/chat/completions",
+      {{"messages", messages}, {"max_tokens", kMaxTokens}, {"kv_policy", "sink-window"}, {"window", 256}});
+  ASSERT_EQ(streaming.status, 200) << streaming.body;
+  EXPECT_FALSE(streaming.Json().contains("context_overflow"));
+  EXPECT_EQ(streaming.Json()["usage"]["prompt_tokens"].get<int>(), PromptTokens(c.port, messages));
+  const HttpResult past = HttpPost(c.port, "/v1/completions",
+                                   {{"prompt", "Once"}, {"max_tokens", 2 * kContext}, {"ignore_eos", true},
+                                    {"kv_policy", "window"}, {"window", 64}});
+  ASSERT_EQ(past.status, 200) << past.body;
+  EXPECT_EQ(past.Json()["usage"]["completion_tokens"], 2 * kContext);
+  EXPECT_EQ(past.Json()["choices"][0]["finish_reason"], "length");
+  for (const json& policy : {json{{"kv_policy", "sink-window"}}, json{{"kv_policy", "all"}, {"window", 8}},
+                             json{{"window", 0}}, json{{"sink_tokens", "four"}}}) {
+    json body = {{"prompt", "Once"}};
+    body.update(policy);
+    const HttpResult refused_policy = HttpPost(c.port, "/v1/completions", body);
+    EXPECT_EQ(refused_policy.status, 400) << policy.dump();
+    const std::string param = refused_policy.Json()["error"]["param"];
+    EXPECT_TRUE(param == "kv_policy" || param == "window" || param == "sink_tokens") << refused_policy.body;
+  }
 }
 
 }  // namespace

@@ -376,6 +376,62 @@ TEST(ServingTest, SlidingWindowSequencesOutrunThePool) {
   EXPECT_EQ(info.groups(0).free_kv_blocks(), 2);
 }
 
+// KV policies (docs/serving.md, "Bounded long context"): the server's sink-window (4
+// sinks, 24-token window) and a request's own (2 sinks, 40 tokens) on a model without
+// a window. In a pool of 16 blocks of 16, two sequences of 1034 tokens (4x the pool,
+// 8x the model's 128 positions) run at once to max_tokens, exact against the CLI's
+// bounded greedy decoding, while the pool never holds more than their sinks' and
+// windows' blocks (GetServerInfo, polled), and is whole afterwards.
+TEST(ServingTest, SinkWindowSequencesRunPastTheContextInFixedMemory) {
+  LocalCluster cluster({GoldenLlama(), 1,
+                        {"--kv-blocks", "16", "--block-size", "16", "--kv-policy", "sink-window", "--window", "24"}});
+  ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+  const v1::ServerInfo before = cluster.Info();
+  EXPECT_EQ(before.kv_policy().policy(), "sink-window");
+  EXPECT_EQ(before.kv_policy().sink_tokens(), 4);
+  EXPECT_EQ(before.kv_policy().window(), 24);
+  auto model = models::Model::Load(GoldenLlama());
+  const auto prompts = Prompts(2, 11);
+  const int n = 1024;
+  std::vector<v1::GenerateRequest> requests = {GreedyIds(prompts[0], n), GreedyIds(prompts[1], n)};
+  requests[1].mutable_kv_policy()->set_sink_tokens(2);
+  requests[1].mutable_kv_policy()->set_window(40);
+  const models::KvRetention policies[] = {{24, 4}, {40, 2}};
+
+  std::atomic<bool> done{false};
+  int32_t least_free = 16;
+  std::thread poll([&] {
+    while (!done) {
+      least_free = std::min(least_free, cluster.Info().groups(0).free_kv_blocks());
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  const auto outcomes = RunConcurrently(cluster, requests);
+  done = true;
+  poll.join();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].reason, v1::FINISH_REASON_LENGTH);
+    auto reference = models::GenerateGreedy(**model, prompts[i], {.max_new_tokens = n, .retention = policies[i]});
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    EXPECT_EQ(outcomes[i].tokens, *reference) << "request " << i;
+  }
+  // Decoding, a sequence holds its sinks' block and the blocks its window and next token
+  // touch: 1 + 3 and 1 + 4.
+  EXPECT_GE(least_free, 16 - 4 - 5);
+  EXPECT_EQ(cluster.Info().groups(0).free_kv_blocks(), 16);
+
+  // A policy that does not parse is the request's error, named.
+  for (const auto& [policy, window] : {std::pair{"bogus", 0}, std::pair{"full", 8}}) {
+    v1::GenerateRequest bad = GreedyIds(prompts[0], 4);
+    bad.mutable_kv_policy()->set_policy(policy);
+    bad.mutable_kv_policy()->set_window(window);
+    const Outcome o = Generate(*cluster.Stub(), bad);
+    EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << policy;
+    EXPECT_NE(o.status.error_message().find("policy"), std::string::npos) << o.status.error_message();
+  }
+}
+
 // Without a window, a sequence that outgrows the whole pool ends with what it has,
 // and says why.
 TEST(ServingTest, ASequenceLongerThanThePoolEndsWithKvCacheFull) {

@@ -139,6 +139,7 @@ test("two planes: clients reach the client ports, only the release's pods the in
 test("values reach the processes as flags through each component's ConfigMap", () => {
   const objects = render("serving.kvMemoryMb=4096", "serving.kvCacheDtype=int8", "serving.embeddingPooling=mean",
                          "serving.toolCallParser=hermes", "serving.chatContextOverflow=summarize",
+                         "serving.kvPolicy=sink-window", "serving.window=2048",
                          "coordinatorAddress=tessera.example:7000");
   const maps = objects.filter((o) => o.kind === "ConfigMap");
   assert.deepEqual(maps.map((m) => m.metadata.name), ["rel-tessera-coordinator-config", "rel-tessera-workers-config"]);
@@ -147,6 +148,9 @@ test("values reach the processes as flags through each component's ConfigMap", (
   assert.equal(configOf(objects, "coordinator").TESSERA_EMBEDDING_POOLING, "mean");
   assert.equal(configOf(objects, "coordinator").TESSERA_TOOL_CALL_PARSER, "hermes");
   assert.equal(configOf(objects, "coordinator").TESSERA_CHAT_CONTEXT_OVERFLOW, "summarize");
+  assert.equal(configOf(objects, "coordinator").TESSERA_KV_POLICY, "sink-window");
+  assert.equal(configOf(objects, "coordinator").TESSERA_SINK_TOKENS, "4");
+  assert.equal(configOf(objects, "coordinator").TESSERA_WINDOW, "2048");
   assert.equal(configOf(objects, "worker").TESSERA_COORDINATOR, "tessera.example:7000");
   assert.equal(configOf(objects, "worker").TESSERA_KV_MEMORY_MB, undefined, "a worker has no such flag");
   // The binaries read TESSERA_<FLAG> for every flag not on their command line.

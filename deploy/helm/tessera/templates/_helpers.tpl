@@ -143,6 +143,9 @@ TESSERA_KV_CACHE_DTYPE: {{ .Values.serving.kvCacheDtype | quote }}
 TESSERA_EMBEDDING_POOLING: {{ .Values.serving.embeddingPooling | quote }}
 TESSERA_TOOL_CALL_PARSER: {{ .Values.serving.toolCallParser | quote }}
 TESSERA_CHAT_CONTEXT_OVERFLOW: {{ .Values.serving.chatContextOverflow | quote }}
+TESSERA_KV_POLICY: {{ .Values.serving.kvPolicy | quote }}
+TESSERA_SINK_TOKENS: {{ .Values.serving.sinkTokens | quote }}
+TESSERA_WINDOW: {{ .Values.serving.window | quote }}
 TESSERA_HOST_KV_BLOCKS: {{ .Values.serving.hostKvBlocks | quote }}
 TESSERA_PREFIX_CACHING: {{ ternary "1" "0" .Values.serving.prefixCaching | quote }}
 TESSERA_MAX_QUEUE: {{ .Values.serving.maxQueue | quote }}
