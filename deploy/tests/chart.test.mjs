@@ -1,15 +1,19 @@
 // Tier 0 of the deployment tests (run by deploy/tests/tier0.sh): the Helm chart lints
 // strictly, renders with default and scaled values, and every object it renders is a
-// valid Kubernetes object (the API's OpenAPI schemas, through kubernetes-models).
-// Then what the chart promises: one worker set per replica group of tp x ep pods,
+// valid Kubernetes object (the API's OpenAPI schemas, through kubernetes-models and
+// @kubernetes-models/keda; the LeaderWorkerSet, whose CRD schema no registry package
+// carries, against its API reference here). Then what the chart promises: replica
+// groups of tp x ep pods (a LeaderWorkerSet, or one set per group),
 // gRPC probes (the image has no shell), a drain-length grace period, GPU requests,
 // the model volume, and values reaching the containers as flags.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { parseAllDocuments } from "yaml";
-import { ConfigMap, PersistentVolumeClaim, Service } from "kubernetes-models/v1";
+import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1";
+import { ConfigMap, PersistentVolumeClaim, PodTemplate, Service } from "kubernetes-models/v1";
 import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
+import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { Job } from "kubernetes-models/batch/v1";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
@@ -22,9 +26,11 @@ const MODELS = {
   "v1/Service": Service,
   "apps/v1/Deployment": Deployment,
   "apps/v1/StatefulSet": StatefulSet,
+  "autoscaling/v2/HorizontalPodAutoscaler": HorizontalPodAutoscaler,
   "batch/v1/Job": Job,
   "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy,
   "policy/v1/PodDisruptionBudget": PodDisruptionBudget,
+  "keda.sh/v1alpha1/ScaledObject": ScaledObject,
 };
 
 function render(...sets) {
@@ -38,9 +44,39 @@ function renderAs(release, ...sets) {
   return parseAllDocuments(out).map((d) => d.toJSON()).filter((o) => o !== null);
 }
 
+// LeaderWorkerSet v1 (leaderworkerset.x-k8s.io), from its API reference
+// (lws.sigs.k8s.io/docs/reference/leaderworkerset.v1): every field the chart may set,
+// with the values the API accepts. The pod template itself is a core PodTemplateSpec.
+const LWS_SPEC = {
+  replicas: (v) => Number.isInteger(v) && v >= 0,
+  startupPolicy: (v) => ["LeaderCreated", "LeaderReady"].includes(v),
+  rolloutStrategy: (v) => v.type === "RollingUpdate" &&
+    Object.keys(v).every((k) => ["type", "rollingUpdateConfiguration"].includes(k)) &&
+    Object.entries(v.rollingUpdateConfiguration).every(([k, x]) =>
+      ["maxUnavailable", "maxSurge", "partition"].includes(k) && (Number.isInteger(x) || /^[0-9]+%$/.test(x))),
+  leaderWorkerTemplate: (v) => Number.isInteger(v.size) && v.size >= 1 &&
+    ["RecreateGroupOnPodRestart", "None", undefined].includes(v.restartPolicy) &&
+    Object.keys(v).every((k) => ["leaderTemplate", "workerTemplate", "size", "restartPolicy", "subGroupPolicy"].includes(k)),
+};
+
+function validateLeaderWorkerSet(o) {
+  assert.equal(o.apiVersion, "leaderworkerset.x-k8s.io/v1");
+  assert.match(o.metadata.name, /^[a-z]([-a-z0-9]*[a-z0-9])?$/);
+  for (const [k, v] of Object.entries(o.spec)) {
+    assert.ok(LWS_SPEC[k], `LeaderWorkerSet spec.${k} is not in the API`);
+    assert.ok(LWS_SPEC[k](v), `LeaderWorkerSet spec.${k}: ${JSON.stringify(v)}`);
+  }
+  assert.ok(o.spec.leaderWorkerTemplate.workerTemplate, "a worker template");
+  new PodTemplate({ metadata: { name: o.metadata.name }, template: o.spec.leaderWorkerTemplate.workerTemplate }).validate();
+}
+
 function validateAll(objects) {
   for (const o of objects) {
     if (o.kind === "ServiceMonitor") continue;  // a CRD: its own test checks its fields
+    if (o.kind === "LeaderWorkerSet") {
+      validateLeaderWorkerSet(o);
+      continue;
+    }
     const Model = MODELS[`${o.apiVersion}/${o.kind}`];
     assert.ok(Model, `the chart renders a ${o.apiVersion} ${o.kind} this test does not know`);
     new Model(o).validate(); // throws with the schema path on any violation
@@ -49,10 +85,12 @@ function validateAll(objects) {
 
 const configOf = (objects, component) =>
   objects.find((o) => o.kind === "ConfigMap" && o.metadata.labels["app.kubernetes.io/component"] === component).data;
-const podTemplates = (objects) => objects.filter((o) => o.spec?.template?.spec).map((o) => [o, o.spec.template.spec]);
+// The pod template of a Deployment, StatefulSet, Job or LeaderWorkerSet.
+const podOf = (o) => o.spec?.template ?? o.spec?.leaderWorkerTemplate?.workerTemplate;
+const podTemplates = (objects) => objects.filter((o) => podOf(o)?.spec).map((o) => [o, podOf(o).spec]);
 const workerSets = (objects) => objects.filter((o) => o.metadata?.labels?.["app.kubernetes.io/component"] === "worker" &&
-                                                     (o.kind === "StatefulSet" || o.kind === "Deployment"));
-const container = (o) => o.spec.template.spec.containers[0];
+                                                     ["StatefulSet", "Deployment", "LeaderWorkerSet"].includes(o.kind));
+const container = (o) => podOf(o).spec.containers[0];
 
 test("helm lint --strict passes", () => {
   execFileSync(HELM, ["lint", "--strict", CHART], { encoding: "utf8" });
@@ -90,9 +128,9 @@ test("the default rendering is valid: a coordinator, its Service and one group o
   assert.ok(sets[0].spec.template.spec.terminationGracePeriodSeconds >= 60);
 });
 
-test("scaled values: one set per group of tp x ep pods, each naming its group, with GPUs", () => {
-  const objects = render("workers.groups=3", "workers.tp=2", "workers.ep=2", "workers.gpusPerWorker=1",
-                         "workers.device=cuda:0", "serving.hostKvBlocks=512");
+test("scaled values as StatefulSets: one set per group of tp x ep pods, each naming its group, with GPUs", () => {
+  const objects = render("workers.kind=StatefulSet", "workers.groups=3", "workers.tp=2", "workers.ep=2",
+                         "workers.gpusPerWorker=1", "workers.device=cuda:0", "serving.hostKvBlocks=512");
   validateAll(objects);
   const sets = workerSets(objects);
   assert.equal(sets.length, 3);
@@ -165,7 +203,7 @@ test("values reach the processes as flags through each component's ConfigMap", (
 });
 
 test("a coordinator-only change restarts the coordinator, not the workers", () => {
-  const checksums = (objects) => podTemplates(objects).map(([o, _]) => [o.metadata.name, o.spec.template.metadata.annotations["checksum/config"]]);
+  const checksums = (objects) => podTemplates(objects).map(([o, _]) => [o.metadata.name, podOf(o).metadata.annotations["checksum/config"]]);
   const before = Object.fromEntries(checksums(render()));
   for (const set of ["serving.maxQueue=7", "serving.kvMemoryMb=512", "apiKeys.secret=keys"]) {
     const after = Object.fromEntries(checksums(render(set)));
@@ -235,7 +273,7 @@ test("TLS and keys from Secrets: each pod mounts only what it needs, and probes 
   assert.equal(configOf(objects, "worker").TESSERA_TLS_CERT, undefined, "a worker never sees the client plane's key");
   assert.equal(config.TESSERA_API_KEY_FILE, "/etc/tessera/keys/api-keys");
   assert.equal(config.TESSERA_ADMIN_KEY_FILE, "/etc/tessera/keys/admin-keys");
-  const secretsOf = (o) => (o.spec.template.spec.volumes ?? []).filter((v) => v.secret).map((v) => v.secret.secretName);
+  const secretsOf = (o) => (podOf(o).spec.volumes ?? []).filter((v) => v.secret).map((v) => v.secret.secretName);
   const coordinator = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "rel-tessera-coordinator");
   assert.deepEqual(secretsOf(coordinator), ["client-tls", "internal-tls", "keys"]);
   assert.equal(container(coordinator).readinessProbe.httpGet.scheme, "HTTPS");
@@ -258,12 +296,14 @@ test("names stay within Kubernetes' limits for the longest release names Helm al
   const long = "a".repeat(23) + "-release-name-of-53-characters";  // helm's limit is 53
   assert.equal(long.length, 53);
   const other = "a".repeat(23) + "-release-name-of-53-characterz";
-  const objects = renderAs(long, "workers.groups=12", "benchmark.enabled=true");
+  const objects = [...renderAs(long, "workers.groups=12", "benchmark.enabled=true"),
+                   ...renderAs(long, "workers.tp=2", "autoscaling.enabled=true", "autoscaling.maxGroups=1000")];
   validateAll(objects);
   for (const o of objects) {
     // A StatefulSet's pods carry a controller-revision-hash label of its name and 11
-    // more characters; every other name must be a DNS label (63).
-    const limit = o.kind === "StatefulSet" ? 52 : 63;
+    // more characters; a LeaderWorkerSet makes a StatefulSet per group named after it
+    // and "-<group index>" (up to 999); every other name must be a DNS label (63).
+    const limit = { StatefulSet: 52, LeaderWorkerSet: 52 - "-999".length }[o.kind] ?? 63;
     assert.ok(o.metadata.name.length <= limit, `${o.kind} ${o.metadata.name} (${o.metadata.name.length})`);
     assert.match(o.metadata.name, /^[a-z]([-a-z0-9]*[a-z0-9])?$/);
   }
@@ -330,43 +370,127 @@ test("values.schema.json refuses bad values before anything renders", () => {
                                 ["coordinator.port=70000", /coordinator.port/], ["serving.kvMemoryMb=0", /serving.kvMemoryMb/],
                                 ["serving.kvCacheDtype=int4", /serving.kvCacheDtype/],
                                 ["serving.embeddingPooling=max", /serving.embeddingPooling/],
-                                ["serving.toolCallParser=mistral", /serving.toolCallParser/]]) {
+                                ["serving.toolCallParser=mistral", /serving.toolCallParser/],
+                                ["workers.kind=DaemonSet", /workers.kind/], ["autoscaling.kvUsage=2", /autoscaling.kvUsage/],
+                                ["autoscaling.maxGroups=5000", /autoscaling.maxGroups/]]) {
     assert.throws(() => render(set), message, set);
   }
 });
 
 test("one disruption budget over every worker: a node drain takes one group down at a time", () => {
-  const objects = render("workers.groups=3", "workers.tp=2");
-  validateAll(objects);
-  const budgets = objects.filter((o) => o.kind === "PodDisruptionBudget");
-  assert.equal(budgets.length, 1);
-  assert.equal(budgets[0].spec.maxUnavailable, 1);
-  const selector = budgets[0].spec.selector.matchLabels;
-  for (const s of workerSets(objects)) {
-    const labels = s.spec.template.metadata.labels;
-    for (const [k, v] of Object.entries(selector)) assert.equal(labels[k], v, `${s.metadata.name} is covered`);
+  for (const kind of ["LeaderWorkerSet", "StatefulSet"]) {
+    const objects = render(`workers.kind=${kind}`, "workers.groups=3", "workers.tp=2");
+    validateAll(objects);
+    assert.ok(workerSets(objects).every((s) => s.kind === kind));
+    const budgets = objects.filter((o) => o.kind === "PodDisruptionBudget");
+    assert.equal(budgets.length, 1);
+    assert.equal(budgets[0].spec.maxUnavailable, 1);
+    const selector = budgets[0].spec.selector.matchLabels;
+    for (const s of workerSets(objects)) {
+      const labels = podOf(s).metadata.labels;
+      for (const [k, v] of Object.entries(selector)) assert.equal(labels[k], v, `${s.metadata.name} is covered`);
+    }
+    const coordinator = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "rel-tessera-coordinator");
+    assert.notEqual(coordinator.spec.template.metadata.labels["app.kubernetes.io/component"], selector["app.kubernetes.io/component"]);
   }
-  const coordinator = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "rel-tessera-coordinator");
-  assert.notEqual(coordinator.spec.template.metadata.labels["app.kubernetes.io/component"], selector["app.kubernetes.io/component"]);
 });
 
-test("GPU groups: shared memory for NCCL, its environment, and a group's ranks preferred on one node", () => {
-  const objects = render("workers.groups=2", "workers.tp=2", "workers.gpusPerWorker=1", "workers.device=cuda:0");
-  validateAll(objects);
-  for (const s of workerSets(objects)) {
-    const pod = s.spec.template.spec;
-    const shm = pod.volumes.find((v) => v.name === "dshm");
-    assert.equal(shm.emptyDir.medium, "Memory");
-    assert.ok(container(s).volumeMounts.some((m) => m.name === "dshm" && m.mountPath === "/dev/shm"));
-    assert.ok(container(s).env.some((e) => e.name === "NCCL_DEBUG"));
-    const term = pod.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm;
-    assert.equal(term.topologyKey, "kubernetes.io/hostname");
-    assert.equal(term.labelSelector.matchLabels["tessera.dev/group"], s.metadata.name);
+test("GPU groups: shared memory for NCCL, its environment, and a group's ranks in one domain", () => {
+  const gpu = ["workers.groups=2", "workers.tp=2", "workers.gpusPerWorker=1", "workers.device=cuda:0"];
+  for (const kind of ["LeaderWorkerSet", "StatefulSet"]) {
+    const objects = render(`workers.kind=${kind}`, ...gpu);
+    validateAll(objects);
+    for (const s of workerSets(objects)) {
+      const pod = podOf(s).spec;
+      const shm = pod.volumes.find((v) => v.name === "dshm");
+      assert.equal(shm.emptyDir.medium, "Memory");
+      assert.ok(container(s).volumeMounts.some((m) => m.name === "dshm" && m.mountPath === "/dev/shm"));
+      assert.ok(container(s).env.some((e) => e.name === "NCCL_DEBUG"));
+      if (kind === "StatefulSet") {
+        const term = pod.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm;
+        assert.equal(term.topologyKey, "kubernetes.io/hostname");
+        assert.equal(term.labelSelector.matchLabels["tessera.dev/group"], s.metadata.name);
+      } else {
+        // LWS places each group in a domain of its own and keeps other groups out.
+        assert.equal(s.metadata.annotations["leaderworkerset.sigs.k8s.io/exclusive-topology"], "kubernetes.io/hostname");
+        assert.equal(pod.affinity, undefined);
+      }
+    }
   }
+  const racks = workerSets(render(...gpu, "workers.groupTopologyKey=example.com/nvlink-domain"))[0];
+  assert.equal(racks.metadata.annotations["leaderworkerset.sigs.k8s.io/exclusive-topology"], "example.com/nvlink-domain");
   // CPU workers get none of it.
-  const cpu = workerSets(render())[0];
-  assert.ok(!cpu.spec.template.spec.volumes.some((v) => v.name === "dshm"));
-  assert.equal(cpu.spec.template.spec.affinity, undefined);
+  for (const cpu of [workerSets(render())[0], workerSets(render("workers.tp=2"))[0]]) {
+    assert.ok(!podOf(cpu).spec.volumes.some((v) => v.name === "dshm"));
+    assert.equal(podOf(cpu).spec.affinity, undefined);
+    assert.equal(cpu.metadata.annotations, undefined);
+  }
+});
+
+test("groups of several ranks are one LeaderWorkerSet: scaled, restarted and rolled a group at a time", () => {
+  const objects = render("workers.groups=3", "workers.tp=2", "workers.ep=2");
+  validateAll(objects);
+  const sets = workerSets(objects);
+  assert.deepEqual(sets.map((s) => s.kind), ["LeaderWorkerSet"]);
+  const lws = sets[0];
+  assert.equal(lws.metadata.name, "rel-tessera-workers");
+  assert.equal(lws.spec.replicas, 3, "replicas are groups");
+  assert.equal(lws.spec.leaderWorkerTemplate.size, 4, "a group is tp x ep pods");
+  assert.equal(lws.spec.leaderWorkerTemplate.restartPolicy, "RecreateGroupOnPodRestart");
+  assert.equal(lws.spec.leaderWorkerTemplate.leaderTemplate, undefined, "the leader is a worker like the others");
+  assert.deepEqual(lws.spec.rolloutStrategy.rollingUpdateConfiguration, { maxUnavailable: 1, maxSurge: 0 });
+  // Each pod names its group from the group index LWS labels it with, so the
+  // coordinator pairs the ranks of one group.
+  const c = container(lws);
+  assert.ok(c.args.includes("--group=rel-tessera-workers-g$(LWS_GROUP_INDEX)"));
+  const index = c.env.find((e) => e.name === "LWS_GROUP_INDEX");
+  assert.equal(index.valueFrom.fieldRef.fieldPath, "metadata.labels['leaderworkerset.sigs.k8s.io/group-index']");
+  assert.ok(c.env.findIndex((e) => e.name === "LWS_GROUP_INDEX") < c.args.length, "defined before use");
+  assert.equal(configOf(objects, "worker").TESSERA_TP, "2");
+  // No headless Service of ours: LWS makes its own.
+  assert.ok(!objects.some((o) => o.kind === "Service" && o.metadata.name === "rel-tessera-workers"));
+  // Single-rank groups stay StatefulSets unless asked; clusters without the CRD opt out.
+  assert.equal(workerSets(render("workers.groups=2"))[0].kind, "StatefulSet");
+  assert.equal(workerSets(render("workers.groups=2", "workers.kind=LeaderWorkerSet"))[0].spec.leaderWorkerTemplate.size, 1);
+  assert.deepEqual(workerSets(render("workers.tp=2", "workers.groups=2", "workers.kind=StatefulSet")).map((s) => s.kind),
+                   ["StatefulSet", "StatefulSet"]);
+  assert.equal(workerSets(render("workers.tp=2", "podmanKubePlay=true"))[0].kind, "Deployment");
+});
+
+test("autoscaling: a KEDA ScaledObject or an HPA scales the LeaderWorkerSet on waiting requests and KV usage", () => {
+  for (const kind of ["keda", "hpa"]) {
+    const objects = render("autoscaling.enabled=true", `autoscaling.kind=${kind}`, "autoscaling.minGroups=2",
+                           "autoscaling.maxGroups=6", "workers.groups=5");
+    validateAll(objects);
+    const lws = workerSets(objects)[0];
+    assert.equal(lws.kind, "LeaderWorkerSet", "autoscaling picks a LeaderWorkerSet even for one-rank groups");
+    assert.equal(lws.spec.replicas, undefined, "the autoscaler owns replicas: an upgrade does not reset them");
+    const scaler = objects.find((o) => o.kind === (kind === "keda" ? "ScaledObject" : "HorizontalPodAutoscaler"));
+    assert.deepEqual(scaler.spec.scaleTargetRef,
+                     { apiVersion: "leaderworkerset.x-k8s.io/v1", kind: "LeaderWorkerSet", name: lws.metadata.name });
+    if (kind === "keda") {
+      assert.equal(scaler.spec.minReplicaCount, 2);
+      assert.equal(scaler.spec.maxReplicaCount, 6);
+      const [waiting, kv] = scaler.spec.triggers;
+      assert.equal(waiting.metricType, "AverageValue");
+      assert.match(waiting.metadata.query, /^sum\(tessera:num_requests_waiting\{namespace="default", service="rel-tessera-coordinator"\}\)$/);
+      assert.equal(waiting.metadata.threshold, "4");
+      assert.match(kv.metadata.query, /^max\(tessera:kv_cache_usage_perc\{/);
+      assert.equal(kv.metadata.threshold, "0.9");
+    } else {
+      assert.equal(scaler.spec.minReplicas, 2);
+      assert.equal(scaler.spec.maxReplicas, 6);
+      const [waiting, kv] = scaler.spec.metrics.map((m) => m.external);
+      assert.equal(waiting.metric.name, "tessera_num_requests_waiting");
+      assert.equal(waiting.target.averageValue, "4");
+      assert.equal(kv.target.value, "900m");
+      assert.equal(scaler.spec.behavior.scaleDown.policies[0].value, 1, "one group at a time");
+    }
+  }
+  assert.ok(!render().some((o) => ["ScaledObject", "HorizontalPodAutoscaler"].includes(o.kind)));
+  assert.throws(() => render("autoscaling.enabled=true", "workers.kind=StatefulSet"), /autoscaling scales one LeaderWorkerSet/);
+  assert.throws(() => render("autoscaling.enabled=true", "autoscaling.minGroups=5", "autoscaling.maxGroups=2"),
+                /minGroups must not exceed/);
 });
 
 test("a ServiceMonitor behind a value scrapes the client Service's /metrics, over HTTPS with TLS", () => {

@@ -23,6 +23,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{/* How the worker groups are laid out (workers.yaml). */}}
+{{- define "tessera.workersKind" -}}
+{{- $kind := .Values.workers.kind }}
+{{- if .Values.podmanKubePlay -}}
+Deployment
+{{- else if ne $kind "auto" -}}
+{{- if and .Values.autoscaling.enabled (ne $kind "LeaderWorkerSet") }}
+{{- fail "autoscaling scales one LeaderWorkerSet: set workers.kind to auto or LeaderWorkerSet" }}
+{{- end -}}
+{{ $kind }}
+{{- else if or (gt (mul .Values.workers.tp .Values.workers.ep) 1) .Values.autoscaling.enabled -}}
+LeaderWorkerSet
+{{- else -}}
+StatefulSet
+{{- end -}}
+{{- end -}}
+
 {{- define "tessera.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
