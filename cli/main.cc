@@ -5,6 +5,7 @@
 //   tessera generate   --model DIR (--ids 1,2,3 | --prompt TEXT) --max-new-tokens N
 //   tessera tokenize   --model DIR [--add-special-tokens] --text TEXT
 //   tessera detokenize --model DIR --ids 1,2,3
+//   tessera fetch-model --source SOURCE --dest DIR
 //
 // These shapes are stable (other tools and checks rely on them). Bad arguments, ids
 // outside the vocabulary or a bad model folder print one message on stderr and exit 2.
@@ -23,9 +24,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/cpu_kernels_flag.h"
+#include "cli/model_fetch.h"
 #include "common/cpu_limit.h"
 #include "common/progress.h"
 #include "kvstore/kv_layout.h"
@@ -102,6 +105,21 @@ commands:
               pools and cache counters, and the cluster-wide KV block index.
               client and info: --tls-ca verifies a TLS server's certificate;
               the API key, if the server wants one, is read from TESSERA_API_KEY.
+
+  fetch-model --source SOURCE --dest DIR [--hf-endpoint URL] [--s3-endpoint URL]
+              [--s3-region R] [--ca-file FILE] [--include GLOB,...] [--quiet]
+              Copies or downloads a model folder into DIR, every file checked
+              against its checksum before it takes its name there; files
+              already in DIR with the right checksum are kept. SOURCE:
+              hf://ORG/NAME[@REV] (a HuggingFace Hub or mirror: --hf-endpoint,
+              default $HF_ENDPOINT or https://huggingface.co; token from
+              $HF_TOKEN; checksums from the Hub; --include picks the files,
+              default *.json,*.safetensors,tokenizer.model,*.txt,*.jinja),
+              https://HOST/PATH/ or s3://BUCKET/PREFIX (--s3-endpoint; SigV4
+              with $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY) or a local DIR:
+              each lists its files and checksums in a SHA256SUMS file
+              (`sha256sum * > SHA256SUMS`). Exit 1 when a file cannot be
+              fetched or does not match (docs/deploy.md, "Getting weights in").
 
 DIR is a HuggingFace model folder (config.json, *.safetensors, tokenizer.json);
 tokenize and detokenize need only tokenizer.json.
@@ -452,6 +470,32 @@ int RunTokenizerCommand(const Args& args) {
 
 // tessera chat-template: the model's chat template applied to a messages file, printed
 // exactly (no newline added), so it can be compared with transformers' rendering.
+int RunFetchModel(const Args& args) {
+  std::string error;
+  if (!CheckFlags(args, {"source", "dest", "hf-endpoint", "s3-endpoint", "s3-region", "ca-file", "include", "quiet"},
+                  &error)) {
+    return Fail(error);
+  }
+  if (!args.Has("source") || !args.Has("dest")) return Fail("fetch-model needs --source and --dest");
+  FetchOptions options;
+  options.source = args.flags.at("source");
+  options.dest = args.flags.at("dest");
+  if (const char* endpoint = std::getenv("HF_ENDPOINT")) options.hf_endpoint = endpoint;
+  auto flag = [&](const std::string& name, std::string* out) {
+    if (args.Has(name)) *out = args.flags.at(name);
+  };
+  flag("hf-endpoint", &options.hf_endpoint);
+  flag("s3-endpoint", &options.s3_endpoint);
+  flag("s3-region", &options.s3_region);
+  flag("ca-file", &options.ca_file);
+  if (args.Has("include")) options.include = absl::StrSplit(args.flags.at("include"), ',', absl::SkipEmpty());
+  options.quiet = args.Has("quiet");
+  const absl::Status status = FetchModel(options);
+  if (status.ok()) return 0;
+  std::cerr << "tessera: fetch-model: " << status.message() << "\n";
+  return 1;
+}
+
 int RunChatTemplate(const Args& args) {
   std::string error;
   if (!CheckFlags(args, {"model", "messages", "tools", "no-generation-prompt"}, &error) ||
@@ -505,6 +549,7 @@ int Main(int argc, char** argv) {
   if (args.command == "serve") return RunServe(args, argv[0]);
   if (args.command == "client") return RunClient(args);
   if (args.command == "info") return RunInfo(args);
+  if (args.command == "fetch-model") return RunFetchModel(args);
   return Fail(absl::StrCat("unknown command '", args.command, "' (try --help)"));
 }
 

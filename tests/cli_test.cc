@@ -22,34 +22,19 @@
 #include "nlohmann/json.hpp"
 #include "tests/golden_fixture.h"
 #include "common/http_client.h"
+#include "tests/run_cli.h"
 #include "tests/safetensors_writer.h"
 #include "tessera/v1/internal/worker.grpc.pb.h"
 
 namespace tessera {
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string stdout_text;
-  std::string stderr_text;
-};
+using testing::RunCli;
+using Result = testing::CliResult;
 
 std::string Bundled() { return testing::TestDataDir() + "/../../assets/models/tessera-tiny-llama"; }
 
 std::string Readme() { return testing::TestDataDir() + "/../../README.md"; }
-
-Result RunCli(const std::string& args) {
-  const std::string dir = testing::MakeTempDir("cli");
-  const std::string cmd = std::string(TESSERA_CLI_PATH) + " " + args + " >" + dir + "/out 2>" + dir + "/err";
-  const int status = std::system(("bash -c \"" + cmd + "\"").c_str());
-  auto slurp = [](const std::string& p) {
-    std::ifstream in(p);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
-  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(dir + "/out"), slurp(dir + "/err")};
-  std::filesystem::remove_all(dir);
-  return r;
-}
 
 TEST(CliTest, GenerateMatchesGolden) {
   const testing::Golden golden = testing::LoadGolden("mixtral");
