@@ -3,7 +3,6 @@
 #include <curl/curl.h>
 #include <fnmatch.h>
 #include <openssl/evp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -94,7 +94,8 @@ class Fetcher {
   // `file` into `dest`, checked before it is renamed into place.
   absl::Status File(const ExpectedFile& file, const fs::path& dest) {
     const std::string url = remote_.base_url + file.path;
-    const fs::path partial = dest.string() + absl::StrCat(".partial.", getpid());
+    // Unique per process: pods sharing a PVC all run as PID 1 of their own namespace.
+    const fs::path partial = dest.string() + absl::StrCat(".partial.", std::random_device()());
     ByteProgress progress(absl::StrCat("fetching ", file.path),
                           options_.quiet ? ByteProgress::Style::kQuiet : ByteProgress::Style::kAuto);
     std::string hex;

@@ -230,6 +230,66 @@ test("the model volume: a claim made here, an existing claim, or a host path", (
   assert.throws(() => render("model.volume=nfs"), /model.volume must be/);
 });
 
+test("getting weights in: a fetch-model initContainer fills the model volume before each server starts", () => {
+  const hf = ["model.volume=emptyDir", "model.fetch.enabled=true", "model.fetch.source=hf://Qwen/Qwen2.5-7B-Instruct@main",
+              "model.dir=/models/qwen", "model.fetch.hfEndpoint=https://hf-mirror.internal",
+              "model.fetch.secretName=hub-token", "model.fetch.caConfigMap=mirror-ca", "model.fetch.include={*.json,*.safetensors}"];
+  let objects = render(...hf);
+  validateAll(objects);
+  const servers = podTemplates(objects).filter(([o]) => o.kind !== "Job");
+  assert.equal(servers.length, 2);  // the coordinator and the group's worker
+  for (const [o, pod] of servers) {
+    const what = `${o.kind} ${o.metadata.name}`;
+    assert.equal(pod.initContainers.length, 1, what);
+    const init = pod.initContainers[0];
+    assert.deepEqual(init.command, ["/opt/tessera/bin/tessera", "fetch-model"], what);
+    assert.deepEqual(init.args, ["--source=hf://Qwen/Qwen2.5-7B-Instruct@main", "--dest=/models/qwen",
+                                 "--hf-endpoint=https://hf-mirror.internal", "--include=*.json,*.safetensors",
+                                 "--ca-file=/etc/tessera/fetch-ca/ca.crt"], what);
+    assert.equal(init.envFrom[0].secretRef.name, "hub-token", what);
+    assert.ok(init.resources.limits.memory, what);
+    // It writes the model volume; the server only reads it.
+    const initModel = init.volumeMounts.find((m) => m.name === "model");
+    assert.equal(initModel.mountPath, "/models", what);
+    assert.ok(!initModel.readOnly, what);
+    assert.equal(pod.containers[0].volumeMounts.find((m) => m.name === "model").readOnly, true, what);
+    assert.ok(init.volumeMounts.some((m) => m.name === "fetch-ca" && m.mountPath === "/etc/tessera/fetch-ca"), what);
+    assert.equal(pod.volumes.find((v) => v.name === "model").emptyDir.sizeLimit, "64Gi", what);
+    assert.equal(pod.volumes.find((v) => v.name === "fetch-ca").configMap.name, "mirror-ca", what);
+  }
+  const bench = podTemplates(render(...hf, "benchmark.enabled=true")).find(([o]) => o.kind === "Job")[1];
+  assert.ok(!bench.initContainers && !bench.volumes.some((v) => v.name === "fetch-ca"), "the benchmark fetches nothing");
+
+  // A shared claim: written by the initContainers, so mounted writable (and not ReadOnlyMany).
+  objects = render("model.volume=pvc", "model.pvc.create=true", "model.pvc.accessMode=ReadWriteMany",
+                   "model.fetch.enabled=true", "model.fetch.source=s3://models/llama-3.1-8b",
+                   "model.fetch.s3Endpoint=https://minio.internal:9000", "model.dir=/models/llama");
+  validateAll(objects);
+  for (const [, pod] of podTemplates(objects)) {
+    assert.ok(!pod.volumes[0].persistentVolumeClaim.readOnly);
+    assert.deepEqual(pod.initContainers[0].args, ["--source=s3://models/llama-3.1-8b", "--dest=/models/llama",
+                                                  "--s3-endpoint=https://minio.internal:9000", "--s3-region=us-east-1"]);
+  }
+  // An OCI image: an image volume the initContainer copies from, checked by its SHA256SUMS.
+  objects = render("model.volume=emptyDir", "model.fetch.enabled=true", "model.fetch.source=oci://registry.internal/models/qwen:2.5",
+                   "model.fetch.ociPath=/qwen", "model.dir=/models/qwen");
+  validateAll(objects);
+  for (const [, pod] of podTemplates(objects)) {
+    assert.deepEqual(pod.volumes.find((v) => v.name === "model-source").image,
+                     { reference: "registry.internal/models/qwen:2.5", pullPolicy: "IfNotPresent" });
+    assert.equal(pod.initContainers[0].args[0], "--source=/model-source/qwen");
+    assert.ok(pod.initContainers[0].volumeMounts.some((m) => m.name === "model-source" && m.readOnly));
+  }
+  // Nothing to write into, a read-only claim, or a model folder outside the volume: refused.
+  assert.throws(() => render("model.fetch.enabled=true", "model.fetch.source=hf://a/b"), /needs a volume it can write/);
+  assert.throws(() => render("model.volume=pvc", "model.fetch.enabled=true", "model.fetch.source=hf://a/b", "model.dir=/models/b"),
+                /must not be ReadOnlyMany/);
+  assert.throws(() => render("model.volume=emptyDir", "model.fetch.enabled=true", "model.fetch.source=hf://a/b"),
+                /must be under model.mountPath/);
+  assert.throws(() => render("model.volume=emptyDir", "model.fetch.enabled=true", "model.dir=/models/b"),
+                /model.fetch.source is required/);
+});
+
 test("the podman kube play rendering: Deployments, no headless Service, no pod IP, no declared worker ports", () => {
   const objects = render("podmanKubePlay=true", "workers.groups=2", "coordinatorAddress=10.77.2.2:50051");
   validateAll(objects);
@@ -321,7 +381,9 @@ test("names stay within Kubernetes' limits for the longest release names Helm al
 
 test("every pod passes Pod Security 'restricted', with a read-only root and /tmp writable", () => {
   for (const objects of [render("benchmark.enabled=true"), render("podmanKubePlay=true", "workers.groups=2"),
-                         render("model.volume=pvc", "workers.gpusPerWorker=1", "workers.device=cuda:0")]) {
+                         render("model.volume=pvc", "workers.gpusPerWorker=1", "workers.device=cuda:0"),
+                         render("model.volume=emptyDir", "model.fetch.enabled=true", "model.fetch.source=hf://org/m",
+                                "model.dir=/models/m")]) {
     validateAll(objects);
     const pods = podTemplates(objects);
     assert.ok(pods.length >= 2);
@@ -333,7 +395,7 @@ test("every pod passes Pod Security 'restricted', with a read-only root and /tmp
       assert.ok(!pod.volumes.some((v) => v.hostPath), `${what}: no hostPath under 'restricted'`);
       const tmp = pod.volumes.find((v) => v.name === "tmp");
       assert.ok(tmp.emptyDir, what);
-      for (const c of pod.containers) {
+      for (const c of [...pod.containers, ...(pod.initContainers ?? [])]) {
         assert.equal(c.securityContext.allowPrivilegeEscalation, false, what);
         assert.deepEqual(c.securityContext.capabilities.drop, ["ALL"], what);
         assert.equal(c.securityContext.readOnlyRootFilesystem, true, what);
@@ -372,7 +434,9 @@ test("values.schema.json refuses bad values before anything renders", () => {
                                 ["serving.embeddingPooling=max", /serving.embeddingPooling/],
                                 ["serving.toolCallParser=mistral", /serving.toolCallParser/],
                                 ["workers.kind=DaemonSet", /workers.kind/], ["autoscaling.kvUsage=2", /autoscaling.kvUsage/],
-                                ["autoscaling.maxGroups=5000", /autoscaling.maxGroups/]]) {
+                                ["autoscaling.maxGroups=5000", /autoscaling.maxGroups/],
+                                ["model.fetch.source=ftp://host/m", /model.fetch.source/],
+                                ["model.fetch.source=hf://just-a-name", /model.fetch.source/]]) {
     assert.throws(() => render(set), message, set);
   }
 });

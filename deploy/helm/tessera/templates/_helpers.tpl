@@ -54,18 +54,94 @@ StatefulSet
 {{- printf "%s-coordinator:%v" (include "tessera.fullname" .) .Values.coordinator.port -}}
 {{- end -}}
 
-{{/* The model volume, mounted read-only on every pod (nothing when the image's model is used). */}}
+{{/*
+The model volume, mounted read-only by the servers (nothing when the image's model is
+used); with model.fetch, the fetch-model initContainer writes it first.
+*/}}
 {{- define "tessera.modelVolume" -}}
-{{- if eq .Values.model.volume "pvc" }}
+{{- $m := .Values.model }}
+{{- if eq $m.volume "pvc" }}
 - name: model
   persistentVolumeClaim:
-    claimName: {{ .Values.model.pvc.claimName | default (printf "%s-model" (include "tessera.fullname" .)) }}
+    claimName: {{ $m.pvc.claimName | default (printf "%s-model" (include "tessera.fullname" .)) }}
+    {{- if not $m.fetch.enabled }}
     readOnly: true
-{{- else if eq .Values.model.volume "hostPath" }}
+    {{- end }}
+{{- else if eq $m.volume "hostPath" }}
 - name: model
   hostPath:
-    path: {{ required "model.hostPath is required with model.volume=hostPath" .Values.model.hostPath }}
+    path: {{ required "model.hostPath is required with model.volume=hostPath" $m.hostPath }}
     type: Directory
+{{- else if eq $m.volume "emptyDir" }}
+- name: model  # per pod: filled by the fetch-model initContainer
+  emptyDir:
+    sizeLimit: {{ $m.emptyDir.sizeLimit }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The initContainer that fills the model volume with `tessera fetch-model` (every file
+checked against its checksum; files already there and matching are kept, so a
+restarted pod or a shared PVC fetches only what is missing).
+*/}}
+{{- define "tessera.fetchModelInitContainer" -}}
+{{- $m := .Values.model }}
+{{- if $m.fetch.enabled }}
+{{- if not (has $m.volume (list "pvc" "emptyDir")) }}
+{{- fail "model.fetch needs a volume it can write: model.volume=emptyDir or pvc" }}
+{{- end }}
+{{- if and (eq $m.volume "pvc") (eq $m.pvc.accessMode "ReadOnlyMany") }}
+{{- fail "model.fetch writes the PVC: model.pvc.accessMode must not be ReadOnlyMany" }}
+{{- end }}
+{{- if not (hasPrefix (printf "%s/" (trimSuffix "/" $m.mountPath)) $m.dir) }}
+{{- fail (printf "model.fetch writes model.dir, which must be under model.mountPath (%s)" $m.mountPath) }}
+{{- end }}
+initContainers:
+  - name: fetch-model
+    image: {{ include "tessera.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    {{- include "tessera.securityContext" . | nindent 4 }}
+    command: ["/opt/tessera/bin/tessera", "fetch-model"]
+    args:
+      - --source={{ ternary (printf "/model-source/%s" (trimPrefix "/" $m.fetch.ociPath)) (required "model.fetch.source is required with model.fetch.enabled" $m.fetch.source) (hasPrefix "oci://" $m.fetch.source) }}
+      - --dest={{ $m.dir }}
+      {{- with $m.fetch.hfEndpoint }}
+      - --hf-endpoint={{ . }}
+      {{- end }}
+      {{- with $m.fetch.s3Endpoint }}
+      - --s3-endpoint={{ . }}
+      - --s3-region={{ $m.fetch.s3Region }}
+      {{- end }}
+      {{- with $m.fetch.include }}
+      - --include={{ join "," . }}
+      {{- end }}
+      {{- if $m.fetch.caConfigMap }}
+      - --ca-file=/etc/tessera/fetch-ca/ca.crt
+      {{- end }}
+    {{- with $m.fetch.secretName }}
+    envFrom:  # HF_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+      - secretRef:
+          name: {{ . }}
+    {{- end }}
+    {{- with $m.fetch.resources }}
+    resources:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    volumeMounts:
+      - name: model
+        mountPath: {{ $m.mountPath }}
+      - name: tmp
+        mountPath: /tmp
+      {{- if hasPrefix "oci://" $m.fetch.source }}
+      - name: model-source
+        mountPath: /model-source
+        readOnly: true
+      {{- end }}
+      {{- if $m.fetch.caConfigMap }}
+      - name: fetch-ca
+        mountPath: /etc/tessera/fetch-ca
+        readOnly: true
+      {{- end }}
 {{- end }}
 {{- end -}}
 
@@ -78,13 +154,27 @@ StatefulSet
 {{- end -}}
 
 {{/*
-A pod's volumes and mounts: the model's (first), /tmp, then the Secrets its component needs:
+A pod's volumes and mounts: the model's (first; on the servers, the fetch-model
+initContainer's sources), /tmp, then the Secrets its component needs:
 coordinator: client TLS, internal TLS, API keys; worker: internal TLS; bench: the
 client plane's CA only (never the server's key). Called with (dict "root" $ "component" NAME).
 */}}
 {{- define "tessera.volumes" -}}
 {{- $v := .root.Values }}
 {{- include "tessera.modelVolume" .root }}
+{{- if and $v.model.fetch.enabled (has .component (list "coordinator" "worker")) }}
+{{- if hasPrefix "oci://" $v.model.fetch.source }}
+- name: model-source  # an image volume: the kubelet pulls the model image (Kubernetes >= 1.31, ImageVolume)
+  image:
+    reference: {{ trimPrefix "oci://" $v.model.fetch.source }}
+    pullPolicy: IfNotPresent
+{{- end }}
+{{- if $v.model.fetch.caConfigMap }}
+- name: fetch-ca
+  configMap:
+    name: {{ $v.model.fetch.caConfigMap }}
+{{- end }}
+{{- end }}
 - name: tmp  # the root filesystem is read-only
   emptyDir:
     sizeLimit: 64Mi
