@@ -180,8 +180,12 @@ class Fetcher {
     if (code == CURLE_OK && http_status < 400) return absl::OkStatus();
     const std::string what = code == CURLE_OK ? absl::StrCat("HTTP ", http_status)
                                               : absl::StrCat(curl_easy_strerror(code), *error ? ": " : "", error);
-    // 5xx, 429 and transport failures may pass; other answers will not change.
-    const bool transient = code != CURLE_OK || http_status >= 500 || http_status == 429;
+    // 5xx, 429 and broken connections may pass; other answers (a certificate that is
+    // not trusted, a 404) will not change.
+    const bool transient = http_status >= 500 || http_status == 429 || code == CURLE_COULDNT_CONNECT ||
+                           code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_OPERATION_TIMEDOUT ||
+                           code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR || code == CURLE_PARTIAL_FILE ||
+                           code == CURLE_GOT_NOTHING || code == CURLE_HTTP2 || code == CURLE_HTTP2_STREAM;
     const std::string message = absl::StrCat(url, ": ", what);
     if (http_status == 401 || http_status == 403) return absl::PermissionDeniedError(message);
     if (http_status == 404 || code == CURLE_FILE_COULDNT_READ_FILE) return absl::NotFoundError(message);

@@ -1,5 +1,5 @@
 // tessera fetch-model (the chart's weights initContainer) against sources on loopback:
-// a folder with SHA256SUMS over HTTP and as a local directory, and a HuggingFace Hub
+// a folder with SHA256SUMS over HTTP, HTTPS and as a local directory, and a HuggingFace Hub
 // mirror's layout (its API's file list, LFS SHA-256 and git blob SHA-1), each served
 // by Python's http.server. Checksums in the fixtures come from sha256sum and git, not
 // from the code under test. A fetched model answers like the original; a tampered
@@ -21,6 +21,7 @@
 #include "tests/local_cluster.h"
 #include "tests/run_cli.h"
 #include "tests/safetensors_writer.h"
+#include "tests/test_certificates.h"
 
 namespace tessera::testing {
 namespace {
@@ -70,21 +71,33 @@ class ModelFetchTest : public ::testing::Test {
     served_ = root_ + "/served";
     fs::create_directories(served_);
     // A static server on an ephemeral loopback port, written to a file once bound.
-    std::ofstream(root_ + "/serve.py") << "import functools, http.server, sys\n"
+    // With a certificate and key after them, over HTTPS.
+    std::ofstream(root_ + "/serve.py") << "import functools, http.server, os, ssl, sys\n"
                                           "handler = functools.partial(http.server.SimpleHTTPRequestHandler, "
                                           "directory=sys.argv[1])\n"
                                           "server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)\n"
+                                          "if len(sys.argv) > 3:\n"
+                                          "  tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+                                          "  tls.load_cert_chain(sys.argv[3], sys.argv[4])\n"
+                                          "  server.socket = tls.wrap_socket(server.socket, server_side=True)\n"
                                           "open(sys.argv[2] + '.tmp', 'w').write(str(server.server_address[1]))\n"
-                                          "__import__('os').rename(sys.argv[2] + '.tmp', sys.argv[2])\n"
+                                          "os.rename(sys.argv[2] + '.tmp', sys.argv[2])\n"
                                           "server.serve_forever()\n";
-    server_ = SpawnProcess({"/usr/bin/python3", root_ + "/serve.py", served_, root_ + "/port"}, root_ + "/server.log");
-    port_ = WaitForPortFile(root_ + "/port");
+    port_ = Serve({}, "port");
     ASSERT_FALSE(port_.empty()) << "python3's http.server did not start: " << Slurp(root_ + "/server.log");
   }
   void TearDown() override {
-    kill(server_, SIGKILL);
-    waitpid(server_, nullptr, 0);
+    for (pid_t p : servers_) kill(p, SIGKILL);
+    for (pid_t p : servers_) waitpid(p, nullptr, 0);
     if (!HasFailure()) fs::remove_all(root_);
+  }
+
+  // Starts a server of served_ (`tls`: its certificate and key); its port.
+  std::string Serve(const std::vector<std::string>& tls, const std::string& port_file) {
+    std::vector<std::string> argv = {"/usr/bin/python3", root_ + "/serve.py", served_, root_ + "/" + port_file};
+    argv.insert(argv.end(), tls.begin(), tls.end());
+    servers_.push_back(SpawnProcess(argv, root_ + "/server.log"));
+    return WaitForPortFile(root_ + "/" + port_file);
   }
 
   std::string Url(const std::string& path) const { return "http://127.0.0.1:" + port_ + "/" + path; }
@@ -99,7 +112,7 @@ class ModelFetchTest : public ::testing::Test {
   }
 
   std::string root_, served_, port_;
-  pid_t server_ = -1;
+  std::vector<pid_t> servers_;
 };
 
 TEST_F(ModelFetchTest, FetchesAFolderOverHttpAndTheModelAnswersTheSame) {
@@ -157,6 +170,24 @@ TEST_F(ModelFetchTest, MissingSourcesAndBadManifestsSayWhat) {
   ASSERT_TRUE(files.ok()) << files.status();
   EXPECT_EQ((*files)[0].path, "sub/model.safetensors");
   EXPECT_EQ((*files)[1].path, "config.json");
+}
+
+// A private mirror over HTTPS: its CA named with --ca-file; unknown to the system's CAs
+// otherwise, so refused without it.
+TEST_F(ModelFetchTest, AnHttpsMirrorIsTrustedThroughItsCaFile) {
+  ServeFolder("private");
+  const std::string certs = TestCertificates();
+  const std::string https = Serve({certs + "/server.pem", certs + "/server.key"}, "https_port");
+  ASSERT_FALSE(https.empty()) << Slurp(root_ + "/server.log");
+  const std::string source = "https://127.0.0.1:" + https + "/private/";
+  const CliResult trusted = RunCli("fetch-model --quiet --source " + source + " --ca-file " + certs + "/ca.pem --dest " +
+                                   root_ + "/dest");
+  ASSERT_EQ(trusted.exit_code, 0) << trusted.stderr_text;
+  EXPECT_EQ(Slurp(root_ + "/dest/model.safetensors"), Slurp(Bundled() / "model.safetensors"));
+  const CliResult unknown = RunCli("fetch-model --quiet --source " + source + " --dest " + root_ + "/dest2");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.stderr_text.find("certificate"), std::string::npos) << unknown.stderr_text;
+  EXPECT_FALSE(fs::exists(root_ + "/dest2/model.safetensors"));
 }
 
 TEST_F(ModelFetchTest, ALocalFolderIsCopiedAndVerified) {
