@@ -182,10 +182,12 @@ client plane's CA only (never the server's key). Called with (dict "root" $ "com
 - name: tls-client
   secret:
     secretName: {{ $v.tls.clientSecret }}
+    optional: false  # explicit: podman 4.3's kube play needs it
 {{- else if and $v.tls.clientSecret (eq .component "bench") }}
 - name: tls-client
   secret:
     secretName: {{ $v.tls.clientSecret }}
+    optional: false
     items:
       - key: ca.crt
         path: ca.crt
@@ -194,11 +196,13 @@ client plane's CA only (never the server's key). Called with (dict "root" $ "com
 - name: tls-internal
   secret:
     secretName: {{ $v.tls.internalSecret }}
+    optional: false
 {{- end }}
 {{- if and $v.apiKeys.secret (eq .component "coordinator") }}
 - name: api-keys
   secret:
     secretName: {{ $v.apiKeys.secret }}
+    optional: false
 {{- end }}
 {{- end -}}
 
