@@ -283,10 +283,18 @@ absl::StatusOr<std::vector<ExpectedFile>> ParseHubFiles(const std::string& json,
   if (!info.is_object() || !info.contains("siblings") || !info["siblings"].is_array()) {
     return absl::InvalidArgumentError("the Hub's answer has no file list (siblings)");
   }
+  // Fields of the wrong type read as absent (a mirror's answer is not trusted).
+  auto text = [](const nlohmann::json& o, const char* key) {
+    return o.contains(key) && o[key].is_string() ? o[key].get<std::string>() : std::string();
+  };
+  auto size = [](const nlohmann::json& o) {
+    return o.contains("size") && o["size"].is_number_integer() ? o["size"].get<int64_t>() : int64_t{-1};
+  };
   std::vector<ExpectedFile> files;
   for (const nlohmann::json& sibling : info["siblings"]) {
+    if (!sibling.is_object()) return absl::InvalidArgumentError("the Hub's file list holds a non-object");
     ExpectedFile file;
-    file.path = sibling.value("rfilename", "");
+    file.path = text(sibling, "rfilename");
     bool wanted = false;
     for (const std::string& pattern : include) wanted |= fnmatch(pattern.c_str(), file.path.c_str(), 0) == 0;
     if (!wanted) continue;
@@ -294,12 +302,12 @@ absl::StatusOr<std::vector<ExpectedFile>> ParseHubFiles(const std::string& json,
       return absl::InvalidArgumentError(absl::StrCat("the Hub lists '", file.path, "', which leaves the destination"));
     }
     if (sibling.contains("lfs") && sibling["lfs"].is_object()) {
-      file.hex = sibling["lfs"].value("sha256", "");
-      file.size = sibling["lfs"].value("size", int64_t{-1});
+      file.hex = text(sibling["lfs"], "sha256");
+      file.size = size(sibling["lfs"]);
     } else {
       file.digest = ExpectedFile::Digest::kGitBlobSha1;
-      file.hex = sibling.value("blobId", "");
-      file.size = sibling.value("size", int64_t{-1});
+      file.hex = text(sibling, "blobId");
+      file.size = size(sibling);
     }
     const bool sha256 = file.digest == ExpectedFile::Digest::kSha256;
     if (!IsHex(file.hex, sha256 ? 64 : 40) || (!sha256 && file.size < 0)) {
@@ -334,7 +342,8 @@ absl::Status FetchModel(const FetchOptions& options) {
                      hub.Text(absl::StrCat(endpoint, "api/models/", repo, "/revision/", revision, "?blobs=true")));
     ASSIGN_OR_RETURN(files, ParseHubFiles(answer, options.include));
     // Every file from the commit the revision named when listed, even if it moves on.
-    const std::string commit = nlohmann::json::parse(answer).value("sha", revision);
+    const nlohmann::json sha = nlohmann::json::parse(answer)["sha"];
+    const std::string commit = sha.is_string() && IsHex(sha.get<std::string>(), 40) ? sha.get<std::string>() : revision;
     log::Info() << "fetch-model: " << repo << " at " << commit << ", " << files.size() << " files";
     api.base_url = absl::StrCat(endpoint, repo, "/resolve/", commit, "/");
     fetcher = std::make_unique<Fetcher>(options, api);
