@@ -68,6 +68,17 @@ bool IsSafeRelativePath(const std::string& path) {
   return true;
 }
 
+// A relative path as a URL's path: each segment percent-encoded ("a b/c" -> "a%20b/c").
+std::string UrlPath(const std::string& path) {
+  std::string url;
+  for (const absl::string_view part : absl::StrSplit(path, '/')) {
+    char* escaped = curl_easy_escape(nullptr, part.data(), static_cast<int>(part.size()));
+    absl::StrAppend(&url, url.empty() ? "" : "/", escaped);
+    curl_free(escaped);
+  }
+  return url;
+}
+
 // Where the files are, and how to reach them.
 struct Remote {
   std::string base_url;   // ends with '/'; a file's URL is base_url + its path
@@ -93,7 +104,7 @@ class Fetcher {
 
   // `file` into `dest`, checked before it is renamed into place.
   absl::Status File(const ExpectedFile& file, const fs::path& dest) {
-    const std::string url = remote_.base_url + file.path;
+    const std::string url = remote_.base_url + UrlPath(file.path);
     // Unique per process: pods sharing a PVC all run as PID 1 of their own namespace.
     const fs::path partial = dest.string() + absl::StrCat(".partial.", std::random_device()());
     ByteProgress progress(absl::StrCat("fetching ", file.path),

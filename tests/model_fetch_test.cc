@@ -192,10 +192,15 @@ TEST_F(ModelFetchTest, AnHttpsMirrorIsTrustedThroughItsCaFile) {
 
 TEST_F(ModelFetchTest, ALocalFolderIsCopiedAndVerified) {
   const std::string folder = ServeFolder("local");
+  // A name a URL must escape, in a subfolder.
+  fs::create_directories(folder + "/sub dir");
+  std::ofstream(folder + "/sub dir/notes #1.txt") << "kept as is\n";
+  ASSERT_EQ(std::system(("cd " + folder + " && sha256sum 'sub dir/notes #1.txt' >> SHA256SUMS").c_str()), 0);
   const std::string dest = root_ + "/dest";
   const CliResult r = RunCli("fetch-model --quiet --source " + folder + " --dest " + dest);
   ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
   EXPECT_EQ(Slurp(dest + "/model.safetensors"), Slurp(folder + "/model.safetensors"));
+  EXPECT_EQ(Slurp(dest + "/sub dir/notes #1.txt"), "kept as is\n");
 }
 
 // A Hub mirror as http.server sees it: the API's answer as a file at its path (the

@@ -257,6 +257,10 @@ test("getting weights in: a fetch-model initContainer fills the model volume bef
     assert.equal(pod.volumes.find((v) => v.name === "model").emptyDir.sizeLimit, "64Gi", what);
     assert.equal(pod.volumes.find((v) => v.name === "fetch-ca").configMap.name, "mirror-ca", what);
   }
+  // A group of several ranks (a LeaderWorkerSet): every rank fetches before it starts.
+  const lws = render(...hf, "workers.tp=2").find((o) => o.kind === "LeaderWorkerSet");
+  validateLeaderWorkerSet(lws);
+  assert.equal(podOf(lws).spec.initContainers[0].name, "fetch-model");
   const bench = podTemplates(render(...hf, "benchmark.enabled=true")).find(([o]) => o.kind === "Job")[1];
   assert.ok(!bench.initContainers && !bench.volumes.some((v) => v.name === "fetch-ca"), "the benchmark fetches nothing");
 
