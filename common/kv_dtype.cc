@@ -10,22 +10,11 @@
 namespace tessera {
 namespace {
 
-constexpr float kInt8Max = 127.0f;
-
 // The scales after a record's values (std::byte or const std::byte).
 template <typename Byte>
 auto* Scales(KvDtype dtype, Byte* record, int head_dim, int block_size) {
   using Float = std::conditional_t<std::is_const_v<Byte>, const float, float>;
   return reinterpret_cast<Float*>(record + KvValuesBytes(dtype, block_size, head_dim));
-}
-
-// The smallest power of two s with amax / s <= 448: a power of two so that raising it
-// moves the encoded values by whole binades, which re-encodes them exactly.
-float Fp8ScaleFor(float amax) {
-  if (!(amax > 0.0f)) return 0.0f;
-  int e;
-  const float m = std::frexp(amax / kE4m3Max, &e);  // amax / 448 = m · 2^e, m in [0.5, 1)
-  return std::ldexp(1.0f, m == 0.5f ? e - 1 : e);
 }
 
 float MaxAbs(const float* x, int n) {
@@ -57,29 +46,6 @@ bool ParseKvDtype(std::string_view name, KvDtype* dtype) {
   return false;
 }
 
-float E4m3ToFloat(uint8_t q) {
-  const int e = (q >> 3) & 15, m = q & 7;
-  if (e == 15 && m == 7) return std::nanf("");
-  const float mag = e == 0 ? std::ldexp(static_cast<float>(m), -9) : std::ldexp(1.0f + m / 8.0f, e - 7);
-  return (q & 0x80) ? -mag : mag;
-}
-
-uint8_t FloatToE4m3(float x) {
-  const uint8_t sign = std::signbit(x) ? 0x80 : 0;
-  const float a = std::fabs(x);
-  if (std::isnan(a)) return sign | 0x7f;
-  if (a >= kE4m3Max) return sign | 0x7e;
-  if (a < 0x1p-6f) {  // the subnormal grid, steps of 2^-9; 8 steps is the smallest normal
-    return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
-  }
-  uint32_t bits;
-  std::memcpy(&bits, &a, sizeof(bits));
-  bits += 0x7ffffu + ((bits >> 20) & 1u);  // round the mantissa to 3 bits, to nearest even
-  const int e = static_cast<int>(bits >> 23) - 127 + 7, m = (bits >> 20) & 7;
-  if (e > 15 || (e == 15 && m == 7)) return sign | 0x7e;
-  return sign | static_cast<uint8_t>((e << 3) | m);
-}
-
 void EncodeKvToken(KvDtype dtype, const float* x, int head_dim, int block_size, int slot, std::byte* record) {
   const int64_t first = static_cast<int64_t>(slot) * head_dim;
   switch (dtype) {
@@ -96,7 +62,7 @@ void EncodeKvToken(KvDtype dtype, const float* x, int head_dim, int block_size, 
       const float amax = MaxAbs(x, head_dim);
       const float inv = amax > 0.0f ? kInt8Max / amax : 0.0f;
       auto* q = reinterpret_cast<int8_t*>(record) + first;
-      for (int i = 0; i < head_dim; ++i) q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -kInt8Max, kInt8Max));
+      for (int i = 0; i < head_dim; ++i) q[i] = Int8Encode(x[i], inv);
       Scales(dtype, record, head_dim, block_size)[slot] = amax / kInt8Max;
       return;
     }

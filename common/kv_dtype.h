@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "common/kv_encoding.h"  // E4m3ToFloat, FloatToE4m3, kE4m3Max
+
 namespace tessera {
 
 enum class KvDtype : uint8_t { kF32 = 0, kBf16 = 1, kF16 = 2, kInt8 = 3, kFp8E4m3 = 4 };
@@ -36,11 +38,6 @@ constexpr int64_t KvRecordBytes(KvDtype dtype, int block_size, int head_dim) {
   return KvValuesBytes(dtype, block_size, head_dim) + 4 * scales;
 }
 
-// Largest finite E4M3 magnitude (OCP FP8 "E4M3FN": no infinities, one NaN code).
-inline constexpr float kE4m3Max = 448.0f;
-// E4M3 <-> float: round to nearest even, saturating at ±448 (infinities too); NaN stays NaN.
-float E4m3ToFloat(uint8_t q);
-uint8_t FloatToE4m3(float x);
 
 // Writes token `slot` of a record from x[head_dim] (an fp8 record may re-encode its
 // earlier tokens, see above), and reads it back. Slots are written in order from 0.

@@ -67,8 +67,8 @@ void AddFlags(FlagTable& t, CoordinatorConfig* c, Scratch* s) {
   t.Int("kv-memory-mb", &s->kv_memory_mb, "N", "KV cache per worker, MiB", 1);
   t.Choice("kv-cache-dtype", &g.kv_cache_dtype, {"auto", "f32", "bf16", "f16", "int8", "fp8_e4m3"},
            "the KV cache's element type: auto (the model's dtype, config.json torch_dtype, on CPU workers; f32 on "
-           "GPU workers), f32, bf16, f16, or on CPU workers int8 (a scale per token) and fp8_e4m3 (a scale per "
-           "block) for 4x the blocks of f32 (docs/kv-blocks.md)");
+           "GPU workers), f32, bf16, f16, int8 (a scale per token) or fp8_e4m3 (a scale per block): 4x the blocks "
+           "of f32 (docs/kv-blocks.md)");
   t.Int("kv-blocks", &g.num_kv_blocks, "N", "KV cache blocks per worker (overrides --kv-memory-mb; 0: from it)", 0);
   t.Int("max-step-tokens", &g.max_step_tokens, "N", "tokens computed per step, the chunked prefill budget", 1);
   t.Int("max-running", &g.max_running, "N", "sequences per batch", 1);

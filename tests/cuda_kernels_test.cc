@@ -215,7 +215,8 @@ TEST_F(CudaTest, RotaryMatchesCpuForEveryScalingVariant) {
 
 // Prefill and decode rows of several sequences, with GQA, sliding windows and
 // contexts long enough to be split (flash-decoding), against the CPU kernel, for each
-// cache dtype the CUDA kernels keep (f32, bf16, f16: the same rounding as the CPU's).
+// cache dtype: the same bytes written (the same rounding, and for int8 and fp8 the
+// same scales, fp8's raised within a record as later tokens need), then attention.
 TEST_F(CudaTest, PagedAttentionMatchesCpu) {
   struct Case {
     int heads, kv_heads, head_dim, window;
@@ -234,7 +235,9 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
   for (const auto& [c, dtype] : [&] {
          std::vector<std::pair<Case, KvDtype>> all;
          for (const Case& c : cases) {
-           for (KvDtype d : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kF16}) all.push_back({c, d});
+           for (KvDtype d : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kF16, KvDtype::kInt8, KvDtype::kFp8E4m3}) {
+             all.push_back({c, d});
+           }
          }
          return all;
        }()) {
@@ -278,11 +281,21 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
     }
     const std::vector<std::byte> k_garbage = k_cache, v_garbage = v_cache;
     const int64_t q_stride = c.heads * c.head_dim, kv_row = c.kv_heads * c.head_dim;
-    const std::vector<float> q = Random(rows * q_stride, 11), k = Random(rows * kv_row, 12),
-                             v = Random(rows * kv_row, 13);
+    const std::vector<float> q = Random(rows * q_stride, 11);
+    std::vector<float> k = Random(rows * kv_row, 12), v = Random(rows * kv_row, 13);
+    // Magnitudes that grow over a record's first tokens: an fp8 record's scale is raised
+    // and its earlier tokens re-encoded.
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < kv_row; ++i) {
+        k[r * kv_row + i] *= 1 + r % 4;
+        v[r * kv_row + i] *= 1 + r % 4;
+      }
+    }
     AttentionShape shape{c.heads, c.kv_heads, c.head_dim, c.window, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
 
-    const PagedKvView host_kv{k_cache.data(), v_cache.data(), block_stride, head_stride, block_size, c.head_dim, dtype};
+    const int64_t scales_offset = KvValuesBytes(dtype, block_size, c.head_dim);
+    const PagedKvView host_kv{k_cache.data(), v_cache.data(), block_stride, head_stride, block_size, c.head_dim, dtype,
+                              scales_offset};
     WriteKv(k.data(), v.data(), kv_row, host_kv, c.kv_heads, seqs);
     std::vector<float> want(rows * q_stride);
     PagedAttention(q.data(), q_stride, host_kv, shape, seqs, want.data(), q_stride, &pool_);
@@ -291,7 +304,8 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
     DeviceBuffer<float> dq(q), dk(k), dv(v);
     DeviceBuffer<int32_t> dtables(tables), dpos(positions), doff(offsets);
     DeviceBuffer<float> workspace(std::max<int64_t>(1, cuda::PagedAttentionWorkspace(rows, shape, max_keys)));
-    const PagedKvView dev_kv{dk_cache.get(), dv_cache.get(), block_stride, head_stride, block_size, c.head_dim, dtype};
+    const PagedKvView dev_kv{dk_cache.get(), dv_cache.get(), block_stride, head_stride, block_size, c.head_dim, dtype,
+                             scales_offset};
     const cuda::DeviceRows drows{dpos.get(), doff.get(), dtables.get(), rows};
     ASSERT_EQ(cuda::LaunchWriteKv(dk.get(), dv.get(), kv_row, dev_kv, c.kv_heads, drows, nullptr), 0);
     EXPECT_EQ(dk_cache.Host(), k_cache);  // the same bytes in the same slots

@@ -137,11 +137,6 @@ class CudaEngine final : public Engine {
 absl::StatusOr<std::unique_ptr<Engine>> MakeCudaEngine(const std::string& model_dir, int device,
                                                        const models::ModelOptions& options, int block_size,
                                                        KvDtype kv_dtype, int32_t num_blocks, int64_t kv_memory_bytes) {
-  if (kv_dtype == KvDtype::kInt8 || kv_dtype == KvDtype::kFp8E4m3) {
-    return absl::FailedPreconditionError(absl::StrCat("the CUDA backend keeps its KV cache in f32, bf16 or f16; "
-                                                      "--kv-cache-dtype ", KvDtypeName(kv_dtype),
-                                                      " runs on the CPU backend only"));
-  }
   models::ModelOptions on_gpu = options;
   on_gpu.cuda_device = device;
   ASSIGN_OR_RETURN(std::unique_ptr<models::Model> model, models::Model::Load(model_dir, on_gpu));

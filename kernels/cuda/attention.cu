@@ -20,8 +20,8 @@ int Splits(int64_t max_keys) {
 }
 
 // Element d of token `pos`'s K or V row: a head record is block_size rows of head_dim
-// values, f32, bf16 or f16 here (the backend refuses the scaled dtypes). The dtype is
-// the same for the whole launch, so the switch never diverges.
+// values, then (int8, fp8) their float scales (common/kv_dtype.h). The dtype is the
+// same for the whole launch, so the switch never diverges.
 __device__ int64_t KvIndex(const PagedKvView& kv, const int32_t* table, int kv_head, int64_t pos, int d,
                            int64_t* record) {
   *record = table[pos / kv.block_size] * kv.block_stride + kv_head * kv.head_stride;
@@ -32,14 +32,18 @@ __device__ float LoadKv(const std::byte* base, const PagedKvView& kv, const int3
                         int d) {
   int64_t record;
   const int64_t i = KvIndex(kv, table, kv_head, pos, d, &record);
+  const float* scales = reinterpret_cast<const float*>(base + record + kv.scales_offset);
   switch (kv.dtype) {
     case KvDtype::kBf16: return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(base + record)[i]);
     case KvDtype::kF16: return __half2float(reinterpret_cast<const __half*>(base + record)[i]);
+    case KvDtype::kInt8: return reinterpret_cast<const int8_t*>(base + record)[i] * scales[pos % kv.block_size];
+    case KvDtype::kFp8E4m3: return E4m3ToFloat(reinterpret_cast<const uint8_t*>(base + record)[i]) * scales[0];
     default: return reinterpret_cast<const float*>(base + record)[i];
   }
 }
 
-// Rounds to nearest even, as the CPU's encoder (common/kv_dtype.h) does.
+// Unscaled dtypes, element by element; rounds to nearest even, as the CPU's encoder
+// (common/kv_dtype.h) does.
 __device__ void StoreKv(std::byte* base, const PagedKvView& kv, const int32_t* table, int kv_head, int64_t pos, int d,
                         float x) {
   int64_t record;
@@ -60,6 +64,49 @@ __global__ void WriteKvKernel(const float* __restrict__ k, const float* __restri
     const int h = i / kv.head_dim, d = i % kv.head_dim;
     StoreKv(kv.k_base, kv, table, h, pos, d, k[r * stride + i]);
     StoreKv(kv.v_base, kv, table, h, pos, d, v[r * stride + i]);
+  }
+}
+
+// The scaled dtypes: one warp per (kv head, K or V) encodes the rows in order, as the
+// CPU does, because an fp8 record's scale depends on the tokens written before it
+// (raised, and those tokens re-encoded, when a later one would not fit); int8 takes
+// the same path. Bit for bit the CPU's encoding (common/kv_encoding.h).
+__global__ void WriteScaledKvKernel(const float* __restrict__ k, const float* __restrict__ v, int64_t stride,
+                                    PagedKvView kv, DeviceRows rows) {
+  const int h = blockIdx.x, lane = threadIdx.x, dim = kv.head_dim;
+  const float* src = blockIdx.y == 0 ? k : v;
+  std::byte* base = blockIdx.y == 0 ? kv.k_base : kv.v_base;
+  for (int64_t r = 0; r < rows.count; ++r) {
+    const int32_t* table = rows.block_tables + rows.table_offsets[r];
+    const int64_t pos = rows.positions[r];
+    const int slot = static_cast<int>(pos % kv.block_size);
+    std::byte* record = base + table[pos / kv.block_size] * kv.block_stride + h * kv.head_stride;
+    float* scales = reinterpret_cast<float*>(record + kv.scales_offset);
+    const float* x = src + r * stride + static_cast<int64_t>(h) * dim;
+    float amax = 0.0f;
+    for (int d = lane; d < dim; d += 32) amax = fmaxf(amax, fabsf(x[d]));
+    for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+    if (kv.dtype == KvDtype::kInt8) {
+      const float inv = amax > 0.0f ? kInt8Max / amax : 0.0f;
+      int8_t* q = reinterpret_cast<int8_t*>(record) + static_cast<int64_t>(slot) * dim;
+      for (int d = lane; d < dim; d += 32) q[d] = Int8Encode(x[d], inv);
+      if (lane == 0) scales[slot] = amax / kInt8Max;
+      continue;
+    }
+    uint8_t* q = reinterpret_cast<uint8_t*>(record);
+    float scale = scales[0];
+    if (slot == 0) {
+      scale = Fp8ScaleFor(amax);
+    } else if (amax > scale * kE4m3Max) {
+      const float raised = Fp8ScaleFor(amax), ratio = scale / raised;
+      for (int64_t i = lane; i < static_cast<int64_t>(slot) * dim; i += 32) q[i] = FloatToE4m3(E4m3ToFloat(q[i]) * ratio);
+      scale = raised;
+    }
+    const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+    for (int d = lane; d < dim; d += 32) q[static_cast<int64_t>(slot) * dim + d] = FloatToE4m3(x[d] * inv);
+    __syncwarp();  // every lane has read the old scale
+    if (lane == 0) scales[0] = scale;
+    __syncwarp();  // and sees the new one for the next row
   }
 }
 
@@ -290,8 +337,13 @@ AttentionPlan PlanAttention(const int64_t* new_tokens, int64_t sequences) {
 int LaunchWriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& kv, int num_kv_heads,
                   const DeviceRows& rows, void* stream) {
   if (rows.count <= 0) return cudaSuccess;
-  WriteKvKernel<<<static_cast<unsigned>(rows.count), 128, 0, static_cast<cudaStream_t>(stream)>>>(k, v, stride, kv,
-                                                                                                 num_kv_heads, rows);
+  if (kv.dtype == KvDtype::kInt8 || kv.dtype == KvDtype::kFp8E4m3) {
+    WriteScaledKvKernel<<<dim3(static_cast<unsigned>(num_kv_heads), 2), 32, 0, static_cast<cudaStream_t>(stream)>>>(
+        k, v, stride, kv, rows);
+  } else {
+    WriteKvKernel<<<static_cast<unsigned>(rows.count), 128, 0, static_cast<cudaStream_t>(stream)>>>(k, v, stride, kv,
+                                                                                                   num_kv_heads, rows);
+  }
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -21,14 +21,6 @@ namespace {
 
 using cuda::DeviceMemory;
 
-// The CUDA attention kernels read and write f32, bf16 and f16 caches, not the scaled
-// dtypes (MakeCudaEngine refuses those before any step).
-absl::Status CheckCudaCache(const PagedKvView& kv) {
-  if (kv.dtype == KvDtype::kF32 || kv.dtype == KvDtype::kBf16 || kv.dtype == KvDtype::kF16) return absl::OkStatus();
-  return absl::FailedPreconditionError(
-      absl::StrCat("the CUDA attention kernels read an f32, bf16 or f16 KV cache, not ", KvDtypeName(kv.dtype)));
-}
-
 class DeviceBuffer final : public Buffer {
  public:
   absl::Status Reserve(size_t bytes) override { return memory_.Reserve(std::max<size_t>(bytes, 1)); }
@@ -207,13 +199,11 @@ class CudaBackend final : public Backend {
   }
   absl::Status WriteKv(const float* k, const float* v, int64_t stride, const PagedKvView& kv,
                        int kv_heads) override {
-    RETURN_IF_ERROR(CheckCudaCache(kv));
     RETURN_IF_CUDA(cuda::LaunchWriteKv(k, v, stride, kv, kv_heads, DeviceRows(), nullptr));
     return absl::OkStatus();
   }
   absl::Status PagedAttention(const float* q, int64_t q_stride, const PagedKvView& kv, const AttentionShape& shape,
                               float* out, int64_t out_stride) override {
-    RETURN_IF_ERROR(CheckCudaCache(kv));
     const int64_t floats = cuda::PagedAttentionWorkspace(plan_.num_single, shape, max_keys_);
     RETURN_IF_ERROR(workspace_.Reserve(std::max<int64_t>(1, floats) * sizeof(float)));
     RETURN_IF_CUDA(cuda::LaunchPagedAttention(q, q_stride, kv, shape, DeviceRows(), plan_, max_keys_,
