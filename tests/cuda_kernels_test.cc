@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <numeric>
@@ -279,6 +280,21 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
       k_cache[i] = static_cast<std::byte>(i * 7);
       v_cache[i] = static_cast<std::byte>(i * 13);
     }
+    // The cached context is never written here, so the scaled dtypes' garbage is made
+    // finite: no fp8 NaN code (0x7f, 0xff) among the values, and scales of 1/16.
+    const int64_t scales_offset = KvValuesBytes(dtype, block_size, c.head_dim);
+    if (dtype == KvDtype::kInt8 || dtype == KvDtype::kFp8E4m3) {
+      for (std::vector<std::byte>* cache : {&k_cache, &v_cache}) {
+        for (int64_t record = 0; record < blocks * c.kv_heads; ++record) {
+          std::byte* r = cache->data() + record * head_stride;
+          for (int64_t i = 0; i < scales_offset; ++i) r[i] &= std::byte{0x77};
+          for (int64_t i = scales_offset; i < head_stride; i += 4) {
+            const float scale = 1.0f / 16;
+            std::memcpy(r + i, &scale, sizeof scale);
+          }
+        }
+      }
+    }
     const std::vector<std::byte> k_garbage = k_cache, v_garbage = v_cache;
     const int64_t q_stride = c.heads * c.head_dim, kv_row = c.kv_heads * c.head_dim;
     const std::vector<float> q = Random(rows * q_stride, 11);
@@ -293,7 +309,6 @@ TEST_F(CudaTest, PagedAttentionMatchesCpu) {
     }
     AttentionShape shape{c.heads, c.kv_heads, c.head_dim, c.window, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
 
-    const int64_t scales_offset = KvValuesBytes(dtype, block_size, c.head_dim);
     const PagedKvView host_kv{k_cache.data(), v_cache.data(), block_stride, head_stride, block_size, c.head_dim, dtype,
                               scales_offset};
     WriteKv(k.data(), v.data(), kv_row, host_kv, c.kv_heads, seqs);
