@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -63,6 +65,19 @@ bool SettledAndWhole(const v1::ServerInfo& info, int live_workers) {
     workers += g.workers_size();
   }
   return workers == live_workers && info.registered_workers() == live_workers;
+}
+
+// The last `n` lines of a file, for a failure's message.
+std::string Tail(const std::string& path, size_t n) {
+  std::ifstream in(path);
+  std::deque<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(line);
+    if (lines.size() > n) lines.pop_front();
+  }
+  std::string text;
+  for (const std::string& line : lines) text += line + "\n";
+  return text;
 }
 
 TEST(ChaosTest, KilledStoppedWorkersAndARestartedCoordinatorLoseNoRequest) {
@@ -175,7 +190,10 @@ TEST(ChaosTest, KilledStoppedWorkersAndARestartedCoordinatorLoseNoRequest) {
   for (int i = 0; i < 300 && !SettledAndWhole(info = cluster.Info(), live); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  EXPECT_TRUE(SettledAndWhole(info, live)) << live << " live workers; " << info.DebugString();
+  EXPECT_TRUE(SettledAndWhole(info, live))
+      << live << " live workers; " << info.DebugString() << "\nthe workers' log, last lines:\n"
+      << Tail(cluster.log_dir() + "/workers.log", 60) << "the coordinator's:\n"
+      << Tail(cluster.log_dir() + "/coordinator.log", 30);
 }
 
 }  // namespace
