@@ -2,7 +2,6 @@
 // the device (kernels/cuda/sampling.cuh) so that a step sends back tokens, not logits.
 #include <cuda_runtime.h>
 
-#include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "kvstore/cuda_block_copier.h"
 #include "kernels/cuda/device_memory.h"

@@ -67,16 +67,17 @@ __global__ void WriteKvKernel(const float* __restrict__ k, const float* __restri
   }
 }
 
-// The scaled dtypes: one warp per (kv head, K or V) encodes the rows in order, as the
-// CPU does, because an fp8 record's scale depends on the tokens written before it
-// (raised, and those tokens re-encoded, when a later one would not fit); int8 takes
-// the same path. Bit for bit the CPU's encoding (common/kv_encoding.h).
+// The scaled dtypes, bit for bit the CPU's encoding (common/kv_encoding.h): one warp
+// per (kv head, K or V, z), each taking every gridDim.z-th row. int8 rows are
+// independent, so z spans the rows; fp8 launches one z, a warp encoding the rows in
+// order as the CPU does, because a record's scale depends on the tokens written before
+// it (raised, and those tokens re-encoded, when a later one would not fit).
 __global__ void WriteScaledKvKernel(const float* __restrict__ k, const float* __restrict__ v, int64_t stride,
                                     PagedKvView kv, DeviceRows rows) {
   const int h = blockIdx.x, lane = threadIdx.x, dim = kv.head_dim;
   const float* src = blockIdx.y == 0 ? k : v;
   std::byte* base = blockIdx.y == 0 ? kv.k_base : kv.v_base;
-  for (int64_t r = 0; r < rows.count; ++r) {
+  for (int64_t r = blockIdx.z; r < rows.count; r += gridDim.z) {
     const int32_t* table = rows.block_tables + rows.table_offsets[r];
     const int64_t pos = rows.positions[r];
     const int slot = static_cast<int>(pos % kv.block_size);
@@ -338,7 +339,8 @@ int LaunchWriteKv(const float* k, const float* v, int64_t stride, const PagedKvV
                   const DeviceRows& rows, void* stream) {
   if (rows.count <= 0) return cudaSuccess;
   if (kv.dtype == KvDtype::kInt8 || kv.dtype == KvDtype::kFp8E4m3) {
-    WriteScaledKvKernel<<<dim3(static_cast<unsigned>(num_kv_heads), 2), 32, 0, static_cast<cudaStream_t>(stream)>>>(
+    const unsigned z = kv.dtype == KvDtype::kInt8 ? static_cast<unsigned>(std::min<int64_t>(rows.count, 65535)) : 1;
+    WriteScaledKvKernel<<<dim3(static_cast<unsigned>(num_kv_heads), 2, z), 32, 0, static_cast<cudaStream_t>(stream)>>>(
         k, v, stride, kv, rows);
   } else {
     WriteKvKernel<<<static_cast<unsigned>(rows.count), 128, 0, static_cast<cudaStream_t>(stream)>>>(k, v, stride, kv,
