@@ -30,6 +30,7 @@
 #include "cli/cpu_kernels_flag.h"
 #include "cli/model_fetch.h"
 #include "common/cpu_limit.h"
+#include "common/log.h"
 #include "common/progress.h"
 #include "kvstore/kv_layout.h"
 #include "models/generate.h"
@@ -89,6 +90,7 @@ commands:
               [--embedding-pooling last|mean] [--tool-call-parser P]
               [--chat-context-overflow error|truncate|summarize]
               [--kv-policy full|window|sink-window --sink-tokens S --window W] [--quiet]
+              [--weight-cache DIR]
               Runs a coordinator and N workers (child processes) until Ctrl-C;
               every tp x ep workers form one replica group. gRPC on --listen
               (127.0.0.1:50051), the OpenAI-compatible HTTP API on --http-listen
@@ -146,6 +148,10 @@ common flags:
   --quiet          logits/generate/perplexity/embed/serve: nothing about loading the weights (else
                    a progress bar on a terminal, lines otherwise, and a closing
                    line with the size, time and rate)
+  --weight-cache DIR  logits/generate/perplexity/embed/serve: keep the weights as
+                   packed for this CPU in DIR (a file per model and shard) and read
+                   them from there on later runs instead of packing the checkpoint
+                   again; a stale or damaged file is rebuilt (docs/weight-cache.md)
   --help           this text
 
 Exit status: 0 on success, 2 on bad arguments, ids, text or model folder.
@@ -189,6 +195,7 @@ struct ModelJob {
   models::Pooling pooling = models::Pooling::kLast;  // embed
   models::KvRetention retention;                     // generate, perplexity
   bool quiet = false;  // no loading progress
+  std::string weight_cache_dir;  // the packed-weight cache; empty: none
 };
 
 // Prints perplexity's JSON line.
@@ -232,9 +239,16 @@ int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary)
   }
   ByteProgress progress("loading weights", job.quiet || !primary ? ByteProgress::Style::kQuiet : ByteProgress::Style::kAuto);
   options.on_load_progress = [&](int64_t done, int64_t total) { progress.Update(done, total); };
+  options.weight_cache_dir = job.weight_cache_dir;
+  options.on_weight_cache_written = [loud = primary && !job.quiet](const models::WeightCacheUse& use) {
+    if (loud && use.outcome == models::WeightCacheUse::Outcome::kWritten) log::Info() << use.Describe();
+  };
   auto model = models::Model::Load(job.model_dir, options);
   if (!model.ok()) return fail(model.status());
   progress.Finish();
+  if (primary && !job.quiet && (*model)->weight_cache().outcome != models::WeightCacheUse::Outcome::kOff) {
+    std::cerr << "tessera: " << (*model)->weight_cache().Describe() << "\n";
+  }
   if (job.kind == ModelJob::Kind::kPerplexity) {
     const auto start = std::chrono::steady_clock::now();
     auto result = models::Perplexity(**model, job.ids, perplexity);
@@ -350,7 +364,8 @@ int RunModelCommand(const Args& args) {
              : args.command == "perplexity" ? ModelJob::Kind::kPerplexity
              : args.command == "embed"      ? ModelJob::Kind::kEmbed
                                             : ModelJob::Kind::kGenerate;
-  const std::set<std::string> common = {"model", "threads", "block-size", "kv-cache-dtype", "tp", "ep", "cpu-isa", "quiet"};
+  const std::set<std::string> common = {"model", "threads", "block-size", "kv-cache-dtype", "tp", "ep", "cpu-isa", "quiet",
+                                        "weight-cache"};
   std::set<std::string> allowed = job.kind == ModelJob::Kind::kLogits       ? std::set<std::string>{"ids", "out"}
                                   : job.kind == ModelJob::Kind::kPerplexity ? std::set<std::string>{"text", "context", "stride", "kv-policy", "sink-tokens", "window"}
                                   : job.kind == ModelJob::Kind::kEmbed      ? std::set<std::string>{"ids", "prompt", "pooling"}
@@ -366,6 +381,7 @@ int RunModelCommand(const Args& args) {
   }
   job.model_dir = args.flags.at("model");
   job.quiet = args.Has("quiet");
+  if (args.Has("weight-cache")) job.weight_cache_dir = args.flags.at("weight-cache");
   if (args.Has("kv-cache-dtype")) job.kv_cache_dtype = args.flags.at("kv-cache-dtype");
   job.perplexity.block_size = job.block_size;
   if (args.Has("kv-policy") || args.Has("sink-tokens") || args.Has("window")) {

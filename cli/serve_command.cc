@@ -3,6 +3,7 @@
 //               [--cpu-isa LEVEL] [--batch-invariant] [--embedding-pooling last|mean]
 //               [--tool-call-parser none|hermes|llama3_json] [--chat-context-overflow error|truncate|summarize]
 //               [--kv-policy full|window|sink-window] [--sink-tokens S] [--window W] [--quiet]
+//               [--weight-cache DIR]
 //
 // Starts tessera-coordinator and N tessera-worker processes (from the directory of
 // this binary), prints where it listens, and serves until SIGINT/SIGTERM; then it
@@ -61,7 +62,7 @@ int RunServe(const Args& args, const char* argv0) {
   std::string error;
   if (!CheckFlags(args, {"model", "workers", "listen", "http-listen", "threads-per-worker", "kv-memory-mb",
                          "kv-cache-dtype", "embedding-pooling", "tool-call-parser", "chat-context-overflow", "kv-policy",
-                         "sink-tokens", "window", "tp", "ep", "cpu-isa", "batch-invariant", "quiet"},
+                         "sink-tokens", "window", "tp", "ep", "cpu-isa", "batch-invariant", "quiet", "weight-cache"},
                   &error)) {
     return Fail(error);
   }
@@ -140,6 +141,7 @@ int RunServe(const Args& args, const char* argv0) {
                                             std::to_string(threads)};
     if (args.Has("cpu-isa")) worker_args.insert(worker_args.end(), {"--cpu-isa", args.flags.at("cpu-isa")});
     if (args.Has("quiet")) worker_args.push_back("--quiet");
+    if (args.Has("weight-cache")) worker_args.insert(worker_args.end(), {"--weight-cache", args.flags.at("weight-cache")});
     worker_pids.push_back(Spawn(worker_args));
   }
   std::cerr << "tessera: serving " << args.flags.at("model") << " on " << address << " with " << workers

@@ -112,6 +112,7 @@ v1::GroupInfo ReplicaGroup::Info() const {
     info.set_steps(steps_);
     info.set_step_seconds(static_cast<double>(step_nanoseconds_) * 1e-9);
     for (const std::string& k : worker_kernels_) info.add_worker_kernels(k);
+    for (const std::string& c : worker_weight_cache_) info.add_worker_weight_cache(c);
     info.set_load_seconds(load_seconds_);
     info.set_weight_load_seconds(weight_load_seconds_);
     info.set_load_bytes(load_bytes_);
@@ -194,6 +195,7 @@ bool ReplicaGroup::Load() {
   kv_block_bytes_ = responses[0].kv_block_bytes();
   for (const auto& r : responses) {
     worker_kernels_.push_back(r.kernels());
+    worker_weight_cache_.push_back(r.weight_cache());
     weight_load_seconds_ = std::max(weight_load_seconds_, r.load_seconds());
     load_bytes_ += r.load_bytes();
   }

@@ -103,6 +103,7 @@ class ReplicaGroup {
   std::atomic<int64_t> kv_block_bytes_{0};  // per rank
   std::atomic<int64_t> steps_{0}, step_nanoseconds_{0};  // written by the step loop, read by Info()
   std::vector<std::string> worker_kernels_;  // per rank; written by Load before publishing
+  std::vector<std::string> worker_weight_cache_;  // per rank, the same
   // The load (GroupInfo's load_seconds, weight_load_seconds, load_bytes); written by
   // Load before publishing.
   double load_seconds_ = 0, weight_load_seconds_ = 0;

@@ -16,8 +16,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -119,6 +121,21 @@ class Backend {
   virtual std::unique_ptr<Buffer> NewBuffer() = 0;
   // Copies what it keeps: `matrix` may point into the loader's reused read buffer.
   virtual absl::StatusOr<std::unique_ptr<Weight>> Pack(const HostMatrix& matrix, WeightUse use) = 0;
+
+  // Packed weights as bytes, for the packed-weight cache (models/weight_cache.h).
+  // The name of the layout Pack makes: equal names mean equal bytes for the same
+  // matrix and use. Empty: this backend's weights are not cached (the defaults).
+  virtual std::string PackedLayout() const { return {}; }
+  // A weight Pack made, as its bytes in memory (a backend with a PackedLayout).
+  virtual std::span<const uint8_t> PackedBytes(const Weight&) const { return {}; }
+  // The weight Pack makes for a [rows, cols] matrix of `dtype` and `use`, from its
+  // bytes: `fill` writes them into the weight's memory (PackedBytes' size for that
+  // shape). INVALID_ARGUMENT when `bytes` is not that size.
+  virtual absl::StatusOr<std::unique_ptr<Weight>> RestorePacked(WeightUse /*use*/, int64_t /*rows*/,
+                                                                int64_t /*cols*/, DType /*dtype*/, size_t /*bytes*/,
+                                                                const std::function<absl::Status(void*)>& /*fill*/) {
+    return absl::UnimplementedError("this backend's packed weights are not cached");
+  }
   virtual absl::Status ToHost(const void* src, void* host, size_t bytes) = 0;
   virtual absl::Status FromHost(const void* host, void* dst, size_t bytes) = 0;
   // rows rows of `width_bytes`, between two buffers of this device with row pitches.

@@ -40,6 +40,9 @@ struct PackedMatrix {
   size_t bytes() const { return data.size(); }
 };
 
+// Bytes of the packed form of a [rows, cols] matrix of `dtype` (its padded panels).
+size_t PackedMatrixBytes(int64_t rows, int64_t cols, DType dtype);
+
 // Packs a matrix given as rows of `cols` elements already in `dtype` (a checkpoint's
 // bytes, kernels::HostMatrix), a panel per task over `pool` (null: on this thread).
 PackedMatrix PackMatrix(std::span<const uint8_t* const> rows, int64_t cols, DType dtype, ThreadPool* pool);

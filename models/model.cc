@@ -8,6 +8,7 @@
 #include "common/status.h"
 #include "kernels/cpu_backend.h"
 #include "kernels/cuda_backend.h"
+#include "models/model_identity.h"
 
 namespace tessera::models {
 
@@ -15,7 +16,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
                                                    const ModelOptions& options) {
   ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(model_dir));
   ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(model_dir));
-  absl::StatusOr<std::unique_ptr<Model>> model = Create(spec, *checkpoint, options);
+  WeightCacheRequest cache{options.weight_cache_dir, model_dir, "", options.on_weight_cache_written};
+  if (!cache.dir.empty()) {
+    ASSIGN_OR_RETURN(cache.model_identity, ModelIdentity(model_dir));
+  }
+  absl::StatusOr<std::unique_ptr<Model>> model = Build(spec, *checkpoint, options, cache.dir.empty() ? nullptr : &cache);
   if (!model.ok()) {
     return absl::Status(model.status().code(), absl::StrCat(model_dir, ": ", model.status().message()));
   }
@@ -24,6 +29,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, const TensorSource& source,
                                                      const ModelOptions& options) {
+  return Build(spec, source, options, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Build(const ModelSpec& spec, const TensorSource& source,
+                                                    const ModelOptions& options, const WeightCacheRequest* cache) {
   if (options.tp.size > 1 && (options.communicator == nullptr || options.communicator->size() != options.tp.size ||
                               options.communicator->rank() != options.tp.rank)) {
     return absl::InvalidArgumentError("tensor parallelism needs a communicator of the same rank and size");
@@ -40,8 +50,14 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, cons
   } else {
     backend = kernels::MakeCpuBackend(threads, options.matmul);
   }
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(spec, source, shard, *backend, options.on_load_progress));
-  return std::unique_ptr<Model>(new Model(spec, shard, std::move(backend), std::move(weights), options, threads));
+  WeightCacheUse use;
+  absl::StatusOr<ModelWeights> weights =
+      cache != nullptr ? LoadWeightsCached(*cache, spec, source, shard, *backend, options.on_load_progress, &use)
+                       : LoadWeights(spec, source, shard, *backend, options.on_load_progress);
+  if (!weights.ok()) return weights.status();
+  std::unique_ptr<Model> model(new Model(spec, shard, std::move(backend), *std::move(weights), options, threads));
+  model->weight_cache_ = std::move(use);
+  return model;
 }
 
 Model::Model(ModelSpec spec, ShardLayout shard, std::unique_ptr<kernels::Backend> backend, ModelWeights weights,

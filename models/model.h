@@ -30,6 +30,7 @@
 #include "models/pooling.h"
 #include "models/rope.h"
 #include "models/sharding.h"
+#include "models/weight_cache.h"
 #include "models/weights.h"
 #include "parallel/communicator.h"
 
@@ -55,6 +56,12 @@ struct ModelOptions {
   // Told while weights load (from the loading thread, after each weight): checkpoint
   // bytes of this shard's tensors done so far, of `total`.
   std::function<void(int64_t done, int64_t total)> on_load_progress;
+  // The packed-weight cache's folder (models/weight_cache.h); empty: none. Only Load
+  // uses it (a model folder has an identity; tensors in memory have none).
+  std::string weight_cache_dir;
+  // Told, from another thread, when the cache file written after the load is complete
+  // or failed (WeightCacheRequest::on_written).
+  std::function<void(const WeightCacheUse&)> on_weight_cache_written;
 };
 
 // One sequence of a forward step.
@@ -99,6 +106,8 @@ class Model {
 
   const ModelSpec& spec() const { return spec_; }
   const ShardLayout& shard() const { return shard_; }
+  // What the load did with the packed-weight cache.
+  const WeightCacheUse& weight_cache() const { return weight_cache_; }
   size_t weight_bytes() const { return weights_.bytes(); }  // on the device
   // Bytes of weights this rank reads to compute one token of a batch-1 decode step
   // (its dense layers and LM head, not the embedding table; for MoE layers the
@@ -127,6 +136,9 @@ class Model {
                                          std::vector<float>* pooled = nullptr);
 
  private:
+  // Create, through the weight cache when `cache` is given.
+  static absl::StatusOr<std::unique_ptr<Model>> Build(const ModelSpec& spec, const TensorSource& source,
+                                                      const ModelOptions& options, const WeightCacheRequest* cache);
   Model(ModelSpec spec, ShardLayout shard, std::unique_ptr<kernels::Backend> backend, ModelWeights weights,
         const ModelOptions& options, int num_threads);
 
@@ -148,6 +160,7 @@ class Model {
   ShardLayout shard_;
   std::unique_ptr<kernels::Backend> backend_;
   ModelWeights weights_;
+  WeightCacheUse weight_cache_;
   RotaryEmbedding rotary_;
   int num_threads_;
   LayerContext ctx_;      // backend and communicators for the layers

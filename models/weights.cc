@@ -11,6 +11,8 @@
 #include "absl/strings/str_join.h"
 #include "common/status.h"
 #include "models/internal/family.h"
+#include "models/packed_weight_file.h"
+#include "models/weight_cache.h"
 
 namespace tessera::models {
 namespace {
@@ -24,6 +26,7 @@ using internal::NormNames;
 struct LoadContext {
   const TensorSource& source;
   kernels::Backend& backend;
+  PackedWeightIo cache;
   AlignedBuffer staging;
   // Checkpoint bytes of the weight tensors loaded so far, of all this shard loads.
   int64_t done = 0, total = 0;
@@ -32,6 +35,18 @@ struct LoadContext {
   void Loaded(const std::vector<const TensorView*>& views) {
     for (const TensorView* v : views) done += static_cast<int64_t>(v->nbytes);
     if (on_progress) on_progress(done, total);
+  }
+
+  // A [rows, cols] weight of `dtype` for `use`: from the packed-weight cache, or `read`
+  // from the checkpoint and packed (and appended to the cache being written).
+  absl::StatusOr<std::unique_ptr<kernels::Weight>> Pack(
+      kernels::WeightUse use, int64_t rows, int64_t cols, DType dtype,
+      const std::function<absl::StatusOr<kernels::HostMatrix>()>& read) {
+    if (cache.from != nullptr) return cache.from->Next(backend, use, rows, cols, dtype);
+    ASSIGN_OR_RETURN(const kernels::HostMatrix matrix, read());
+    ASSIGN_OR_RETURN(std::unique_ptr<kernels::Weight> weight, backend.Pack(matrix, use));
+    if (cache.to != nullptr) cache.to->Append(backend, *weight, use, dtype);
+    return weight;
   }
 };
 
@@ -186,10 +201,12 @@ absl::StatusOr<Linear> LoadLinear(LoadContext& ctx, const LinearNames& names,
     RETURN_IF_ERROR(CheckFloatTensor(ref.name, *view));
     views.push_back(view);
   }
-  ASSIGN_OR_RETURN(const kernels::HostMatrix matrix,
-                   ReadMatrix(ctx, names, views, part_rows, total_rows, cols, rows, col0, col_count));
+  int64_t out_rows = 0;
+  for (const RowRange& range : rows) out_rows += range.count;
   Linear linear;
-  ASSIGN_OR_RETURN(linear.weight, ctx.backend.Pack(matrix, use));
+  ASSIGN_OR_RETURN(linear.weight, ctx.Pack(use, out_rows, col_count, WeightDTypeOf(*views[0]), [&] {
+    return ReadMatrix(ctx, names, views, part_rows, total_rows, cols, rows, col0, col_count);
+  }));
   ctx.Loaded(views);
   if (!names.biases.empty()) {
     std::vector<float> full(static_cast<size_t>(total_rows));
@@ -234,6 +251,11 @@ size_t Norm::bytes() const {
   return weight ? static_cast<size_t>(dim) * sizeof(float) * (bias ? 2 : 1) : 0;
 }
 
+ModelWeights::ModelWeights() = default;
+ModelWeights::~ModelWeights() = default;
+ModelWeights::ModelWeights(ModelWeights&&) noexcept = default;
+ModelWeights& ModelWeights::operator=(ModelWeights&&) noexcept = default;
+
 size_t ModelWeights::bytes() const {
   size_t total = embedding.bytes() + (position_embedding ? position_embedding->bytes() : 0) + final_norm.bytes() +
                  lm_head.linear.bytes();
@@ -248,7 +270,8 @@ size_t ModelWeights::bytes() const {
 
 absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSource& source, const ShardLayout& shard,
                                          kernels::Backend& backend,
-                                         const std::function<void(int64_t done, int64_t total)>& on_progress) {
+                                         const std::function<void(int64_t done, int64_t total)>& on_progress,
+                                         PackedWeightIo cache) {
   const internal::Family* family = internal::FindFamily(spec.architecture);
   if (family == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported architecture ", spec.architecture));
@@ -259,7 +282,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
   const int64_t hd = spec.head_dim, q = spec.q_size(), kv = spec.kv_size();
   const std::vector<RowRange> vocab_rows = {{shard.vocab0, shard.vocab}};
 
-  LoadContext ctx{source, backend, {}, 0, 0, on_progress};
+  LoadContext ctx{source, backend, cache, {}, 0, 0, on_progress};
   {
     // The total the progress counts toward: the embedding (twice when the LM head is
     // tied to it), the LM head and every layer's weights this rank loads.
@@ -285,9 +308,13 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const TensorSour
     ASSIGN_OR_RETURN(const TensorView* pos,
                      Require(source, names.position_embedding, {spec.max_position_embeddings, hidden}));
     RETURN_IF_ERROR(CheckFloatTensor(names.position_embedding, *pos));
-    kernels::HostMatrix table(spec.max_position_embeddings, hidden, DType::kF32);
-    ReadRun(*pos, 0, pos->numel(), DType::kF32, table.mutable_row(0));
-    ASSIGN_OR_RETURN(w.position_embedding, ctx.backend.Pack(table, kernels::WeightUse::kTable));
+    ASSIGN_OR_RETURN(w.position_embedding,
+                     ctx.Pack(kernels::WeightUse::kTable, spec.max_position_embeddings, hidden, DType::kF32,
+                              [&]() -> absl::StatusOr<kernels::HostMatrix> {
+                                kernels::HostMatrix table(spec.max_position_embeddings, hidden, DType::kF32);
+                                ReadRun(*pos, 0, pos->numel(), DType::kF32, table.mutable_row(0));
+                                return table;
+                              }));
   }
   ASSIGN_OR_RETURN(w.final_norm, LoadNorm(ctx, names.final_norm, hidden, spec.scale_norm));
   w.lm_head.vocab = vocab;

@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev
-  libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev libcurl4-openssl-dev
+  libpcre2-dev libutf8proc-dev zlib1g-dev libssl-dev libcurl4-openssl-dev libxxhash-dev
   libgloo-dev libboost-dev prometheus-cpp-dev
   python3 python3-grpcio python3-protobuf python3-jinja2
   iproute2 curl openssl

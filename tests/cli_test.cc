@@ -82,6 +82,33 @@ TEST(CliTest, LoadingReportsItsRateUnlessQuiet) {
   EXPECT_EQ(quiet.stdout_text, loud.stdout_text);
 }
 
+// --weight-cache: the first run packs and writes the cache (after the load; it is
+// complete before the process exits), the next reads it, each saying so (not with
+// --quiet); the answer is the same every time.
+TEST(CliTest, WeightCacheSaysWhatItDid) {
+  const std::string cache = testing::MakeTempDir("cli_weight_cache");
+  const std::string args = "generate --model " + Bundled() + " --ids 1,2,3 --max-new-tokens 4 --weight-cache " + cache;
+  Result plain = RunCli("generate --model " + Bundled() + " --ids 1,2,3 --max-new-tokens 4 --quiet");
+  ASSERT_EQ(plain.exit_code, 0) << plain.stderr_text;
+  Result first = RunCli(args);
+  ASSERT_EQ(first.exit_code, 0) << first.stderr_text;
+  EXPECT_NE(first.stderr_text.find("tessera: weights packed from the checkpoint; writing them to the cache " + cache +
+                                    "/"),
+            std::string::npos)
+      << first.stderr_text;
+  EXPECT_NE(first.stderr_text.find("tessera: weights cached in " + cache + "/"), std::string::npos) << first.stderr_text;
+  Result second = RunCli(args);
+  ASSERT_EQ(second.exit_code, 0) << second.stderr_text;
+  EXPECT_NE(second.stderr_text.find("tessera: weights read from the cache " + cache + "/"), std::string::npos)
+      << second.stderr_text;
+  Result quiet = RunCli(args + " --quiet");
+  ASSERT_EQ(quiet.exit_code, 0) << quiet.stderr_text;
+  EXPECT_EQ(quiet.stderr_text, "");
+  EXPECT_EQ(first.stdout_text, plain.stdout_text);
+  EXPECT_EQ(second.stdout_text, plain.stdout_text);
+  EXPECT_EQ(quiet.stdout_text, plain.stdout_text);
+}
+
 TEST(CliTest, BadInvocationsExitTwoWithOneMessage) {
   const std::string llama = testing::GoldenModelDir("llama");
   const std::vector<std::pair<std::string, std::string>> cases = {

@@ -117,6 +117,35 @@ TEST(ServingTest, ServedTextEqualsTheCli) {
   EXPECT_EQ(served.text, text.text());
 }
 
+// A worker with --weight-cache writes the cache after its first load and reads it on
+// the next (GetServerInfo says which), serving the same tokens either way.
+TEST(ServingTest, WorkersReadTheWeightCacheOnTheirNextStart) {
+  const std::string cache = testing::MakeTempDir("serving_weight_cache");
+  auto model = models::Model::Load(Bundled());
+  ASSERT_TRUE(model.ok());
+  const std::vector<int32_t> prompt = Prompts(1, 5)[0];
+  for (const char* expected : {"writing", "hit"}) {
+    LocalCluster cluster({Bundled(), 1, {}, {"--weight-cache", cache}});
+    ASSERT_TRUE(cluster.WaitForReadyGroups(1));
+    const v1::ServerInfo info = cluster.Info();
+    ASSERT_EQ(info.groups(0).worker_weight_cache_size(), 1);
+    EXPECT_EQ(info.groups(0).worker_weight_cache(0), expected);
+    auto stub = cluster.Stub();
+    const Outcome served = Generate(*stub, GreedyIds(prompt, 12));
+    ASSERT_TRUE(served.status.ok()) << served.status.error_message();
+    EXPECT_EQ(served.tokens, Reference(**model, prompt, 12)) << expected;
+    // The file is complete (renamed into place) before the worker is stopped.
+    auto written = [&] {
+      for (const auto& entry : std::filesystem::directory_iterator(cache)) {
+        if (entry.path().extension() == ".weights") return true;
+      }
+      return false;
+    };
+    for (int i = 0; i < 300 && !written(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(written());
+  }
+}
+
 TEST(ServingTest, ThirtyTwoConcurrentStreamsAreExact) {
   LocalCluster cluster({GoldenLlama(), 2});
   ASSERT_TRUE(cluster.WaitForReadyGroups(2));

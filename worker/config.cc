@@ -37,6 +37,9 @@ void AddFlags(FlagTable& t, WorkerConfig* c) {
            "CPU kernels: auto (the best this CPU runs) or a level it runs (docs/cpu-kernels.md)");
   t.String("model-root", &c->options.model_root, "DIR",
            "load models only from folders inside DIR (default: any folder the coordinator names)");
+  t.String("weight-cache", &c->options.weight_cache_dir, "DIR",
+           "keep the weights as packed for this CPU in DIR and read them from there on later starts instead "
+           "of packing the checkpoint again (docs/weight-cache.md; default: off)");
   tls::AddInternalFlags(t, &c->internal_tls);
   t.Switch("quiet", &c->options.quiet, "no log lines about loading the model's weights (progress, time, rate)");
   t.Choice("log-format", &c->log_format, {"text", "json"}, "log lines as text or as JSON objects (for log collectors)");

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/progress.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "kernels/cpu_isa.h"
 #include "parallel/nccl_communicator.h"
@@ -52,7 +53,8 @@ absl::Status CheckModelRoot(const std::string& root, const std::string& model_di
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::internal::LoadModelRequest& request,
-                                                                  ByteProgress* progress) {
+                                                                  ByteProgress* progress,
+                                                                  models::WeightCacheUse* weight_cache) {
   RETURN_IF_ERROR(CheckModelRoot(options_.model_root, request.model_dir()));
   const int tp = std::max(1, request.tp_size()), ep = std::max(1, request.ep_size());
   const bool gpu = options_.cuda_device >= 0;
@@ -106,7 +108,12 @@ absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::inte
     return MakeCudaEngine(request.model_dir(), options_.cuda_device, options, request.block_size(), kv_dtype,
                           request.num_kv_blocks(), request.kv_memory_bytes());
   }
+  options.weight_cache_dir = options_.weight_cache_dir;
+  options.on_weight_cache_written = [quiet = options_.quiet](const models::WeightCacheUse& use) {
+    if (!quiet && use.outcome == models::WeightCacheUse::Outcome::kWritten) log::Info() << use.Describe();
+  };
   ASSIGN_OR_RETURN(std::unique_ptr<models::Model> model, models::Model::Load(request.model_dir(), options));
+  *weight_cache = model->weight_cache();
   const kvstore::KvLayout layout = model->KvLayoutFor(request.block_size(), kv_dtype);
   int32_t blocks = request.num_kv_blocks();
   if (blocks <= 0) blocks = static_cast<int32_t>(std::max<int64_t>(1, request.kv_memory_bytes() / layout.block_bytes()));
@@ -122,11 +129,16 @@ grpc::Status WorkerService::LoadModel(grpc::ServerContext*, const v1::internal::
   tp_comm_.reset();
   all_comm_.reset();
   ByteProgress progress("loading weights", options_.quiet ? ByteProgress::Style::kQuiet : ByteProgress::Style::kLines);
-  absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(*request, &progress);
+  models::WeightCacheUse weight_cache;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(*request, &progress, &weight_cache);
   if (engine.ok()) {
     progress.Finish();
+    if (!options_.quiet && weight_cache.outcome != models::WeightCacheUse::Outcome::kOff) {
+      log::Info() << weight_cache.Describe();
+    }
     response->set_load_seconds(progress.seconds());
     response->set_load_bytes(progress.bytes());
+    response->set_weight_cache(weight_cache.OutcomeName());
     if (absl::Status warm = WarmUp(**engine); !warm.ok()) engine = warm;
   }
   if (!engine.ok()) {

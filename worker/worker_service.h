@@ -14,6 +14,7 @@
 #include "parallel/communicator.h"
 #include "tessera/v1/internal/worker.grpc.pb.h"
 #include "kvstore/host_tier.h"
+#include "models/weight_cache.h"
 #include "worker/step_executor.h"
 
 namespace tessera::worker {
@@ -38,6 +39,8 @@ struct WorkerOptions {
   // When set, LoadModel takes only model folders inside this directory (symbolic
   // links resolved): whoever reaches the worker cannot make it read other files.
   std::string model_root;
+  // The packed-weight cache's folder (models/weight_cache.h; CPU workers); empty: none.
+  std::string weight_cache_dir;
   // Mutual TLS on the internal plane (common/tls.h): the channel to the coordinator's
   // rendezvous store, and the connections to peers' block servers. Null: plaintext.
   std::shared_ptr<const tls::Material> internal_tls;
@@ -72,7 +75,8 @@ class WorkerService final : public v1::internal::Worker::Service {
   // communicators of a sharded group first (CPU).
   // `progress` is told as the weights load.
   absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const v1::internal::LoadModelRequest& request,
-                                                     ByteProgress* progress);
+                                                     ByteProgress* progress,
+                                                     models::WeightCacheUse* weight_cache);
 
   WorkerOptions options_;
   std::mutex mu_;  // one LoadModel or Steps stream at a time

@@ -230,6 +230,28 @@ test("the model volume: a claim made here, an existing claim, or a host path", (
   assert.throws(() => render("model.volume=nfs"), /model.volume must be/);
 });
 
+test("the packed-weight cache: off by default, else an emptyDir or a node's folder named to the workers", () => {
+  const mounted = (objects) => container(workerSets(objects)[0]).volumeMounts.find((m) => m.name === "weight-cache");
+  let objects = render();
+  assert.equal(configOf(objects, "worker").TESSERA_WEIGHT_CACHE, undefined);
+  assert.equal(mounted(objects), undefined);
+  for (const [sets, check] of [
+    [["workers.weightCache.volume=emptyDir"], (v) => assert.equal(v.emptyDir.sizeLimit, "32Gi")],
+    [["workers.weightCache.volume=hostPath", "workers.weightCache.hostPath=/var/cache/tessera"],
+     (v) => assert.deepEqual(v.hostPath, { path: "/var/cache/tessera", type: "Directory" })],
+  ]) {
+    objects = render(...sets);
+    validateAll(objects);
+    assert.equal(configOf(objects, "worker").TESSERA_WEIGHT_CACHE, "/var/cache/tessera/weights");
+    assert.equal(mounted(objects).mountPath, "/var/cache/tessera/weights");
+    check(podOf(workerSets(objects)[0]).spec.volumes.find((v) => v.name === "weight-cache"));
+    const coordinator = objects.find((o) => o.kind === "Deployment");
+    assert.ok(!podOf(coordinator).spec.volumes.some((v) => v.name === "weight-cache"), "workers only");
+  }
+  assert.throws(() => render("workers.weightCache.volume=hostPath"), /workers.weightCache.hostPath is required/);
+  assert.throws(() => render("workers.weightCache.volume=nfs"));
+});
+
 test("getting weights in: a fetch-model initContainer fills the model volume before each server starts", () => {
   const hf = ["model.volume=emptyDir", "model.fetch.enabled=true", "model.fetch.source=hf://Qwen/Qwen2.5-7B-Instruct@main",
               "model.dir=/models/qwen", "model.fetch.hfEndpoint=https://hf-mirror.internal",

@@ -4,10 +4,12 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "common/aligned_buffer.h"
 #include "common/bf16.h"
 #include "common/status.h"
 #include "common/thread_pool.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/ops.h"
 
 namespace tessera::kernels {
@@ -47,11 +49,15 @@ class PackedWeight final : public Weight {
 // An embedding table, row-major in its own precision (lookups read whole rows).
 class TableWeight final : public Weight {
  public:
-  explicit TableWeight(const HostMatrix& m)
-      : Weight(m.rows(), m.cols()), dtype_(m.dtype()), table_(m.rows() * m.row_bytes()) {
+  explicit TableWeight(const HostMatrix& m) : TableWeight(m.rows(), m.cols(), m.dtype()) {
     for (int64_t r = 0; r < m.rows(); ++r) std::memcpy(table_.as<uint8_t>() + r * m.row_bytes(), m.row(r), m.row_bytes());
   }
+  // Uninitialised rows (zeros), for RestorePacked to fill.
+  TableWeight(int64_t rows, int64_t cols, DType dtype)
+      : Weight(rows, cols), dtype_(dtype), table_(static_cast<size_t>(rows * cols) * DTypeSize(dtype)) {}
   size_t bytes() const override { return table_.size(); }
+  AlignedBuffer& table() { return table_; }
+  const AlignedBuffer& table() const { return table_; }
 
   // Row `row` widened to fp32.
   void ReadRow(int64_t row, float* out) const {
@@ -85,6 +91,40 @@ class CpuBackend final : public Backend {
     if (use == WeightUse::kTable) return std::make_unique<TableWeight>(m);
     return std::make_unique<PackedWeight>(PackMatrix(m.row_data(), m.cols(), m.dtype(), &pool_),
                                           use == WeightUse::kLinearExact);
+  }
+  // The panels do not depend on the ISA level today; the level is named anyway so a
+  // level-specific layout can never be read by another level's kernels.
+  std::string PackedLayout() const override {
+    return std::string("cpu-panels16-v1/") + CpuIsaName(ActiveCpuIsa());
+  }
+  std::span<const uint8_t> PackedBytes(const Weight& w) const override {
+    if (const auto* table = dynamic_cast<const TableWeight*>(&w)) {
+      return {table->table().as<uint8_t>(), table->table().size()};
+    }
+    const AlignedBuffer& data = static_cast<const PackedWeight&>(w).packed().data;
+    return {data.as<uint8_t>(), data.size()};
+  }
+  absl::StatusOr<std::unique_ptr<Weight>> RestorePacked(WeightUse use, int64_t rows, int64_t cols, DType dtype,
+                                                        size_t bytes,
+                                                        const std::function<absl::Status(void*)>& fill) override {
+    const size_t expected = use == WeightUse::kTable ? static_cast<size_t>(rows * cols) * DTypeSize(dtype)
+                                                     : PackedMatrixBytes(rows, cols, dtype);
+    if (bytes != expected) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a packed [", rows, ", ", cols, "] weight holds ", expected, " bytes, not ", bytes));
+    }
+    if (use == WeightUse::kTable) {
+      auto table = std::make_unique<TableWeight>(rows, cols, dtype);
+      RETURN_IF_ERROR(fill(table->table().data()));
+      return table;
+    }
+    PackedMatrix packed;
+    packed.rows = rows;
+    packed.cols = cols;
+    packed.dtype = dtype;
+    packed.data = AlignedBuffer(bytes);
+    RETURN_IF_ERROR(fill(packed.data.data()));
+    return std::make_unique<PackedWeight>(std::move(packed), use == WeightUse::kLinearExact);
   }
   absl::Status ToHost(const void* src, void* host, size_t bytes) override {
     if (bytes > 0) std::memcpy(host, src, bytes);

@@ -86,6 +86,13 @@ void PackPanel(const uint8_t* const* rows, int64_t num_rows, int64_t units, uint
 
 bool MatmulHasBf16Dot() { return internal::ActiveKernels().has_bf16_dot; }
 
+size_t PackedMatrixBytes(int64_t rows, int64_t cols, DType dtype) {
+  PackedMatrix shape;
+  shape.rows = rows;
+  shape.cols = cols;
+  return static_cast<size_t>(shape.panels() * PanelStrideElems(shape)) * DTypeSize(dtype);
+}
+
 PackedMatrix PackMatrix(std::span<const uint8_t* const> rows, int64_t cols, DType dtype, ThreadPool* pool) {
   PackedMatrix w;
   w.rows = static_cast<int64_t>(rows.size());
@@ -93,7 +100,7 @@ PackedMatrix PackMatrix(std::span<const uint8_t* const> rows, int64_t cols, DTyp
   w.dtype = dtype;
   // Zeroed: padding rows and the odd k's partner stay zero.
   const size_t elem = DTypeSize(dtype);
-  w.data = AlignedBuffer(static_cast<size_t>(w.panels() * PanelStrideElems(w)) * elem);
+  w.data = AlignedBuffer(PackedMatrixBytes(w.rows, cols, dtype));
   auto pack = [&](int p) {
     const int64_t row0 = static_cast<int64_t>(p) * kPanel;
     const int64_t panel_rows = std::min<int64_t>(kPanel, w.rows - row0);

@@ -178,6 +178,18 @@ client plane's CA only (never the server's key). Called with (dict "root" $ "com
 - name: tmp  # the root filesystem is read-only
   emptyDir:
     sizeLimit: 64Mi
+{{- $cache := $v.workers.weightCache }}
+{{- if and (eq .component "worker") (ne $cache.volume "none") }}
+- name: weight-cache
+  {{- if eq $cache.volume "hostPath" }}
+  hostPath:
+    path: {{ required "workers.weightCache.hostPath is required when workers.weightCache.volume=hostPath" $cache.hostPath }}
+    type: Directory
+  {{- else }}
+  emptyDir:
+    sizeLimit: {{ $cache.sizeLimit }}
+  {{- end }}
+{{- end }}
 {{- if and $v.tls.clientSecret (eq .component "coordinator") }}
 - name: tls-client
   secret:
@@ -211,6 +223,10 @@ client plane's CA only (never the server's key). Called with (dict "root" $ "com
 {{- include "tessera.modelMount" .root }}
 - name: tmp
   mountPath: /tmp
+{{- if and (eq .component "worker") (ne $v.workers.weightCache.volume "none") }}
+- name: weight-cache
+  mountPath: /var/cache/tessera/weights
+{{- end }}
 {{- if and $v.tls.clientSecret (has .component (list "coordinator" "bench")) }}
 - name: tls-client
   mountPath: /etc/tessera/tls/client
@@ -281,6 +297,9 @@ TESSERA_TP: {{ .Values.workers.tp | quote }}
 TESSERA_DEVICE: {{ .Values.workers.device | quote }}
 TESSERA_GPU_COLLECTIVES: {{ .Values.workers.gpuCollectives | quote }}
 TESSERA_THREADS: {{ .Values.workers.threads | quote }}
+{{- if ne .Values.workers.weightCache.volume "none" }}
+TESSERA_WEIGHT_CACHE: /var/cache/tessera/weights
+{{- end }}
 {{- include "tessera.internalTlsConfig" . }}
 {{- end -}}
 
