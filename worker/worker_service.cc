@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<Engine>> WorkerService::LoadEngine(const v1::inte
     options.moe_communicator = all_comm_.get();
   }
   if (gpu) {
+    if (!options_.weight_cache_dir.empty()) log::Info() << "--weight-cache: a GPU worker's weights are not cached";
     return MakeCudaEngine(request.model_dir(), options_.cuda_device, options, request.block_size(), kv_dtype,
                           request.num_kv_blocks(), request.kv_memory_bytes());
   }
