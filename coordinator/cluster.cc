@@ -105,7 +105,10 @@ grpc::Status Cluster::Heartbeat(grpc::ServerContext*, const v1::internal::Heartb
                                 v1::internal::HeartbeatResponse* response) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = members_.find(request->worker_id());
-  if (it == members_.end()) {
+  // A worker this coordinator does not know, or one that registered with a coordinator
+  // before it under an id this one has given to another worker since: register again
+  // (and nothing it reports, such as KV events, is taken as the other worker's).
+  if (it == members_.end() || (!request->address().empty() && request->address() != it->second.address)) {
     response->set_known(false);
     return grpc::Status::OK;
   }

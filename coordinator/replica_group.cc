@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "coordinator/step_codec.h"
@@ -235,6 +236,7 @@ void ReplicaGroup::Loop() {
   std::vector<v1::internal::StepResponse> responses(ranks_.size());
   uint64_t step_id = 0;
   bool lost = false;
+  size_t broken = 0;  // the stream that failed, when lost
   while (!stop_ && !lost) {
     if (state_ == State::kDraining && scheduler_->num_running() == 0 && scheduler_->num_waiting() == 0) {
       state_ = State::kReleased;
@@ -246,8 +248,14 @@ void ReplicaGroup::Loop() {
     }
     EncodeStep(plan, ++step_id, &step);
     const auto sent = std::chrono::steady_clock::now();
-    for (auto& s : streams) lost = lost || !s->Write(step);
-    for (size_t i = 0; i < streams.size() && !lost; ++i) lost = !streams[i]->Read(&responses[i]);
+    for (size_t i = 0; i < streams.size() && !lost; ++i) {
+      lost = !streams[i]->Write(step);
+      broken = i;
+    }
+    for (size_t i = 0; i < streams.size() && !lost; ++i) {
+      lost = !streams[i]->Read(&responses[i]);
+      broken = i;
+    }
     if (lost) break;
     step_nanoseconds_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - sent).count();
     ++steps_;
@@ -260,12 +268,16 @@ void ReplicaGroup::Loop() {
     }
     return;
   }
-  // A rank is gone: cancel the others' streams so no survivor waits on it.
+  // A rank is gone: cancel the others' streams so no survivor waits on it. The broken
+  // stream's own status says why (after the cancel every stream says "Cancelled").
+  std::string why = stop_ ? "stopped" : "";
+  if (lost) {
+    const grpc::Status status = streams[broken]->Finish();
+    why = absl::StrCat(ranks_[broken].worker_id, ": ", status.ok() ? "its stream ended" : status.error_message());
+  }
   Kill();
-  std::string why;
-  for (auto& s : streams) {
-    grpc::Status status = s->Finish();
-    if (!status.ok() && why.empty()) why = status.error_message();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    if (!lost || i != broken) streams[i]->Finish();
   }
   log::Warning() << "lost " << id_ << " (" << why << ")";
   state_ = State::kDead;

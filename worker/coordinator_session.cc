@@ -48,6 +48,7 @@ absl::Status CoordinatorSession::Register() {
 absl::StatusOr<bool> CoordinatorSession::Heartbeat(bool draining) {
   v1::internal::HeartbeatRequest request;
   request.set_worker_id(worker_id_);
+  request.set_address(options_.address);
   request.set_draining(draining);
   kvstore::HostTier& tier = service_->host_tier();
   const bool reports_kv = tier.num_blocks() > 0;
@@ -67,12 +68,22 @@ absl::StatusOr<bool> CoordinatorSession::Heartbeat(bool draining) {
 
 absl::Status CoordinatorSession::Run(const std::atomic<bool>& draining) {
   while (true) {
+    absl::Status contact;
     if (worker_id_.empty()) {
-      const absl::Status registered = Register();
-      if (registered.code() == absl::StatusCode::kInvalidArgument) return registered;
+      contact = Register();
+      if (contact.code() == absl::StatusCode::kInvalidArgument) return contact;
     } else {
       absl::StatusOr<bool> released = Heartbeat(draining);
       if (released.ok() && *released) return absl::OkStatus();
+      contact = released.status();
+    }
+    if (contact.ok() == out_of_contact_) {  // the contact changed: say so once
+      out_of_contact_ = !contact.ok();
+      if (out_of_contact_) {
+        log::Warning() << "cannot reach the coordinator (retrying): " << contact.message();
+      } else {
+        log::Info() << "reached the coordinator";
+      }
     }
     if (draining && Clock::now() - last_contact_ > options_.orphan_drain_exit) return absl::OkStatus();
     if (const std::optional<std::string> fatal = service_->fatal_error()) {

@@ -63,6 +63,7 @@ class CoordinatorSession {
   std::string worker_id_;  // empty until registered
   std::chrono::milliseconds interval_;
   std::chrono::steady_clock::time_point last_contact_;
+  bool out_of_contact_ = false;  // the last call failed (logged once, until one succeeds)
 };
 
 }  // namespace tessera::worker
