@@ -77,7 +77,9 @@ absl::Status CoordinatorSession::Run(const std::atomic<bool>& draining) {
       if (released.ok() && *released) return absl::OkStatus();
       contact = released.status();
     }
-    if (contact.ok() == out_of_contact_) {  // the contact changed: say so once
+    // The contact changed: say so once (not while draining: a server shutting down stops
+    // its coordinator too).
+    if (contact.ok() == out_of_contact_ && !draining) {
       out_of_contact_ = !contact.ok();
       if (out_of_contact_) {
         log::Warning() << "cannot reach the coordinator (retrying): " << contact.message();
