@@ -41,6 +41,7 @@ class PackedWeightReader {
                                                         int64_t cols, DType dtype);
   // DATA_LOSS unless every record was read.
   absl::Status CheckFinished() const;
+  uint64_t size() const { return size_; }  // the file's bytes
 
  private:
   PackedWeightReader(int fd, std::string path, uint64_t records, uint64_t offset, uint64_t size);

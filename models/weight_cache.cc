@@ -118,7 +118,7 @@ absl::StatusOr<ModelWeights> LoadWeightsCached(const WeightCacheRequest& cache, 
     if (weights.ok()) unusable = (*reader)->CheckFinished();
     if (weights.ok() && unusable.ok()) {
       use->outcome = WeightCacheUse::Outcome::kHit;
-      use->bytes = fs::file_size(use->path);
+      use->bytes = (*reader)->size();
       return weights;
     }
     // A checkpoint that cannot load is the load's error; anything else is the file's.
