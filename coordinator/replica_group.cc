@@ -5,7 +5,6 @@
 #include <cstring>
 #include <map>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "coordinator/step_codec.h"
@@ -268,18 +267,20 @@ void ReplicaGroup::Loop() {
     }
     return;
   }
-  // A rank is gone: cancel the others' streams so no survivor waits on it. The broken
-  // stream's own status says why (after the cancel every stream says "Cancelled").
-  std::string why = stop_ ? "stopped" : "";
+  // A rank is gone (or the group was stopped: shutdown, a silent rank): cancel the
+  // others' streams so no survivor waits on it. The broken stream's own status says
+  // why (after the cancel every stream says "Cancelled").
   if (lost) {
     const grpc::Status status = streams[broken]->Finish();
-    why = absl::StrCat(ranks_[broken].worker_id, ": ", status.ok() ? "its stream ended" : status.error_message());
+    log::Warning() << "lost " << id_ << " (" << ranks_[broken].worker_id << ": "
+                   << (status.ok() ? "its stream ended" : status.error_message()) << ")";
+  } else {
+    log::Info() << id_ << " stopped";
   }
   Kill();
   for (size_t i = 0; i < streams.size(); ++i) {
     if (!lost || i != broken) streams[i]->Finish();
   }
-  log::Warning() << "lost " << id_ << " (" << why << ")";
   state_ = State::kDead;
   on_lost_(this, scheduler_->TakeAll());
 }

@@ -129,8 +129,6 @@ absl::StatusOr<ModelWeights> LoadWeightsCached(const WeightCacheRequest& cache, 
     log::Warning() << "weight cache: not using " << use->path << ": " << unusable.message()
                    << "; loading from the checkpoint and writing it again";
     use->detail = std::string(unusable.message());
-    std::error_code ignored;
-    fs::remove(use->path, ignored);
   }
   reader = nullptr;
 

@@ -8,8 +8,9 @@
 // ISA level), the loader's weight order and Tessera's version; the file name is a
 // digest of the key and the file holds the key itself. A file that is not a complete,
 // matching file for that key (another model, shard or layout; truncated; a checksum
-// that fails) is never used: it is removed, the weights load from the checkpoint, and
-// the file is written again. Files are written after the load on a thread of their
+// that fails) is never used: the weights load from the checkpoint, and a new file
+// replaces it (renamed over it, so a good file another process just wrote is never
+// deleted). Files are written after the load on a thread of their
 // own, so a cache never delays the model's readiness.
 #pragma once
 
