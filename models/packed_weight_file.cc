@@ -11,6 +11,7 @@
 #include <span>
 
 #include "absl/strings/str_cat.h"
+#include "common/read_at.h"
 #include "common/status.h"
 
 namespace tessera::models {
@@ -44,17 +45,10 @@ static_assert(sizeof(RecordHeader) == 40);
 
 absl::Status Errno(const std::string& what) { return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno))); }
 
-// Reads exactly `n` bytes at `offset`; DATA_LOSS when the file ends first or cannot be read.
-absl::Status ReadAt(int fd, const std::string& path, uint64_t offset, void* out, size_t n) {
-  auto* dst = static_cast<uint8_t*>(out);
-  while (n > 0) {
-    const ssize_t got = pread(fd, dst, n, static_cast<off_t>(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return absl::DataLossError(absl::StrCat("reading ", path, ": ", std::strerror(errno)));
-    if (got == 0) return absl::DataLossError(absl::StrCat(path, " ends early"));
-    dst += got;
-    offset += static_cast<uint64_t>(got);
-    n -= static_cast<size_t>(got);
+// ReadAt (common/read_at.h), naming the file in its DATA_LOSS.
+absl::Status ReadNamed(int fd, const std::string& path, uint64_t offset, void* out, size_t n) {
+  if (absl::Status read = tessera::ReadAt(fd, offset, out, n); !read.ok()) {
+    return absl::DataLossError(absl::StrCat("reading ", path, ": ", read.message()));
   }
   return absl::OkStatus();
 }
@@ -76,7 +70,7 @@ absl::StatusOr<std::unique_ptr<PackedWeightReader>> PackedWeightReader::Open(con
   struct stat st;
   if (fstat(fd, &st) != 0) return Errno(absl::StrCat("stat ", path));
   Header header;
-  RETURN_IF_ERROR(ReadAt(fd, path, 0, &header, sizeof(header)));
+  RETURN_IF_ERROR(ReadNamed(fd, path, 0, &header, sizeof(header)));
   if (std::memcmp(header.magic, kMagic, sizeof(kMagic)) != 0 || header.version != kFormatVersion) {
     return absl::DataLossError(absl::StrCat(path, " is not a packed-weight file of format ", kFormatVersion));
   }
@@ -88,7 +82,7 @@ absl::StatusOr<std::unique_ptr<PackedWeightReader>> PackedWeightReader::Open(con
     return absl::DataLossError(absl::StrCat(path, ": its key runs past its end"));
   }
   std::string stored(header.key_bytes, '\0');
-  RETURN_IF_ERROR(ReadAt(fd, path, sizeof(header), stored.data(), stored.size()));
+  RETURN_IF_ERROR(ReadNamed(fd, path, sizeof(header), stored.data(), stored.size()));
   if (stored != key) {
     return absl::DataLossError(absl::StrCat(path, " was written for another model, shard or kernel layout"));
   }
@@ -103,7 +97,7 @@ absl::StatusOr<std::unique_ptr<kernels::Weight>> PackedWeightReader::Next(kernel
                                                                           int64_t cols, DType dtype) {
   if (records_left_ == 0) return absl::DataLossError(absl::StrCat(path_, " holds fewer weights than the model"));
   RecordHeader record;
-  RETURN_IF_ERROR(ReadAt(fd_, path_, offset_, &record, sizeof(record)));
+  RETURN_IF_ERROR(ReadNamed(fd_, path_, offset_, &record, sizeof(record)));
   if (record.use != static_cast<uint8_t>(use) || record.dtype != static_cast<uint8_t>(dtype) || record.rows != rows ||
       record.cols != cols) {
     return absl::DataLossError(absl::StrCat(path_, ": the weight at byte ", offset_, " is not the [", rows, ", ", cols,
@@ -119,7 +113,7 @@ absl::StatusOr<std::unique_ptr<kernels::Weight>> PackedWeightReader::Next(kernel
     auto* dst = static_cast<uint8_t*>(out);
     for (uint64_t done = 0; done < record.bytes && status.ok(); done += kChunk) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, record.bytes - done));
-      status = ReadAt(fd_, path_, payload + done, dst + done, n);
+      status = ReadNamed(fd_, path_, payload + done, dst + done, n);
       XXH3_64bits_update(state, dst + done, n);
     }
     const uint64_t checksum = XXH3_64bits_digest(state);

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
 #include "common/json_int.h"
+#include "common/read_at.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -190,16 +191,8 @@ absl::Status ReadBytes(const TensorView& view, uint64_t offset, uint64_t n, void
     std::memcpy(dst, view.data + offset, n);
     return absl::OkStatus();
   }
-  uint8_t* out = static_cast<uint8_t*>(dst);
-  while (n > 0) {
-    const ssize_t got = pread(view.fd, out, n, static_cast<off_t>(view.file_offset + offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) {
-      return absl::DataLossError(absl::StrCat("cannot read the checkpoint: ", got < 0 ? strerror(errno) : "file shrank"));
-    }
-    out += got;
-    offset += static_cast<uint64_t>(got);
-    n -= static_cast<uint64_t>(got);
+  if (absl::Status read = ReadAt(view.fd, view.file_offset + offset, dst, n); !read.ok()) {
+    return absl::DataLossError(absl::StrCat("cannot read the checkpoint: ", read.message()));
   }
   return absl::OkStatus();
 }
