@@ -32,6 +32,7 @@
 #include "common/cpu_limit.h"
 #include "common/log.h"
 #include "common/progress.h"
+#include "kernels/cpu_isa.h"
 #include "kvstore/kv_layout.h"
 #include "models/generate.h"
 #include "models/model.h"
@@ -60,7 +61,8 @@ commands:
               text as one sequence that keeps only its window (and sinks), every
               token scored from that cache, however long the text.
               Prints one JSON line: perplexity, nll_per_token, tokens, windows,
-              context, stride, kv_cache_dtype, kv_policy, seconds.
+              context, stride, kv_cache_dtype, kv_policy, cpu_isa (the kernel
+              level that ran), seconds.
   embed       --model DIR (--prompt TEXT | --ids 1,2,3) [--pooling last|mean]
               The embedding the server's Embed answers: the final hidden
               states pooled (default: the last token's) and L2-normalised.
@@ -211,6 +213,7 @@ void PrintPerplexity(const models::PerplexityResult& r, KvDtype kv_dtype, const 
                               {"kv_policy", models::KvPolicyName(retention)},
                               {"sink_tokens", retention.sink_tokens},
                               {"window", retention.window},
+                              {"cpu_isa", kernels::CpuIsaName(kernels::ActiveCpuIsa())},
                               {"seconds", seconds}}
                    .dump()
             << "\n";

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cli/args.h"
+#include "kernels/cpu_isa.h"
 #include "models/generate.h"
 #include "models/model.h"
 #include "nlohmann/json.hpp"
@@ -201,6 +202,7 @@ TEST(CliTest, PerplexityPrintsTheLibrarysFigures) {
     EXPECT_EQ(got["context"], 16);
     EXPECT_EQ(got["stride"], 8);
     EXPECT_EQ(got["kv_cache_dtype"], "bf16");
+    EXPECT_EQ(got["cpu_isa"], kernels::CpuIsaName(kernels::BestCpuIsa()));
     // bf16 weights: a tensor-parallel split sums in another order.
     EXPECT_NEAR(got["perplexity"].get<double>(), expected->perplexity(), (tp == "1" ? 1e-9 : 1e-3) * expected->perplexity());
     EXPECT_GT(got["seconds"].get<double>(), 0);
