@@ -283,6 +283,34 @@ TEST(OpsTest, Activations) {
   EXPECT_NEAR(x[0], 0.841345f, 1e-5);
 }
 
+// One layer of paged K/V for `len` tokens in blocks of block_size, laid out
+// [block][kv_head][head record] and handed out in reverse order, so that a kernel
+// which ignored the block table would read the wrong tokens.
+struct ReversedPagedCache {
+  ReversedPagedCache(KvDtype dtype, int block_size, int kv_heads, int head_dim, int len)
+      : blocks((len + block_size - 1) / block_size),
+        record(KvRecordBytes(dtype, block_size, head_dim)),
+        bytes(static_cast<size_t>(2 * blocks) * kv_heads * record),
+        table(blocks) {
+    for (int b = 0; b < blocks; ++b) table[b] = blocks - 1 - b;
+    view.k_base = bytes.data();
+    view.v_base = bytes.data() + static_cast<size_t>(blocks) * kv_heads * record;
+    view.block_stride = kv_heads * record;
+    view.head_stride = record;
+    view.block_size = block_size;
+    view.head_dim = head_dim;
+    view.dtype = dtype;
+    view.scales_offset = KvValuesBytes(dtype, block_size, head_dim);
+  }
+  ReversedPagedCache(const ReversedPagedCache&) = delete;  // the view points into bytes
+
+  const int blocks;
+  const int64_t record;
+  std::vector<std::byte> bytes;
+  std::vector<int32_t> table;
+  PagedKvView view;
+};
+
 // Paged attention against dense causal attention over the same K/V, with shuffled
 // block tables, GQA, several block sizes and windows, for every cache dtype: the
 // reference reads the K/V the cache holds (decoded), so the kernels must read each
@@ -298,23 +326,11 @@ TEST_P(PagedAttentionTest, MatchesDenseAttention) {
   SELECT_ISA_OR_SKIP(isa);
   const auto [bs, window] = attention_case;
   const int heads = 4, kv_heads = 2, hd = 20, len = 37, group = heads / kv_heads;
-  const int blocks = (len + bs - 1) / bs;
   std::vector<float> q = Random(len * heads * hd, 10), k = Random(len * kv_heads * hd, 11),
                      v = Random(len * kv_heads * hd, 12);
-  // Blocks laid out [block][kv_head][head record] (one layer), in reverse order.
-  const int64_t record = KvRecordBytes(dtype, bs, hd);
-  std::vector<std::byte> cache(static_cast<size_t>(2 * blocks) * kv_heads * record);
-  std::vector<int32_t> table(blocks);
-  for (int b = 0; b < blocks; ++b) table[b] = blocks - 1 - b;
-  PagedKvView view;
-  view.k_base = cache.data();
-  view.v_base = cache.data() + static_cast<size_t>(blocks) * kv_heads * record;
-  view.block_stride = kv_heads * record;
-  view.head_stride = record;
-  view.block_size = bs;
-  view.head_dim = hd;
-  view.dtype = dtype;
-  view.scales_offset = KvValuesBytes(dtype, bs, hd);
+  ReversedPagedCache cache(dtype, bs, kv_heads, hd, len);
+  const PagedKvView& view = cache.view;
+  const std::vector<int32_t>& table = cache.table;
   // Token j of kv head h as the cache holds it.
   auto cached = [&](std::byte* base, int j, int h) {
     std::vector<float> x(hd);
@@ -407,7 +423,7 @@ TEST_P(SinkAttentionTest, SeesTheSinksFromTheQuerysPlaceInTheCache) {
   const auto [isa, c] = GetParam();
   SELECT_ISA_OR_SKIP(isa);
   const int heads = 4, kv_heads = 2, hd = 16, half = hd / 2, len = 60, group = heads / kv_heads;
-  const int bs = c.block_size, blocks = (len + bs - 1) / bs;
+  const int bs = c.block_size;
   const float scale_base = 64.0f;
   std::vector<float> inv_freq(half), zeta(half);
   for (int j = 0; j < half; ++j) {
@@ -439,24 +455,16 @@ TEST_P(SinkAttentionTest, SeesTheSinksFromTheQuerysPlaceInTheCache) {
       std::copy(y.begin(), y.end(), &k_rot[(t * kv_heads + h) * hd]);
     }
   }
-  const int64_t record = KvRecordBytes(KvDtype::kF32, bs, hd);
-  std::vector<std::byte> cache(static_cast<size_t>(2 * blocks) * kv_heads * record);
-  std::vector<int32_t> table(blocks);
-  for (int b = 0; b < blocks; ++b) table[b] = blocks - 1 - b;
-  PagedKvView view;
-  view.k_base = cache.data();
-  view.v_base = cache.data() + static_cast<size_t>(blocks) * kv_heads * record;
-  view.block_stride = kv_heads * record;
-  view.head_stride = record;
-  view.block_size = bs;
-  view.head_dim = hd;
+  ReversedPagedCache cache(KvDtype::kF32, bs, kv_heads, hd, len);
+  const PagedKvView& view = cache.view;
+  const std::vector<int32_t>& table = cache.table;
   const AttentionShape shape{heads, kv_heads, hd, /*window=*/0, 1.0f / std::sqrt(static_cast<float>(hd))};
   ThreadPool pool(2);
   std::vector<float> out(len * heads * hd);
   std::vector<std::pair<int, int>> steps = {{0, 37}};
   for (int t = 37; t < len; ++t) steps.emplace_back(t, 1);
   for (auto [start, count] : steps) {
-    AttentionSequence s{0, count, start, table.data(), blocks, c.window, c.sinks, inv_freq.data(),
+    AttentionSequence s{0, count, start, table.data(), cache.blocks, c.window, c.sinks, inv_freq.data(),
                         c.xpos ? zeta.data() : nullptr, scale_base};
     WriteKv(&k_rot[start * kv_heads * hd], &v[start * kv_heads * hd], kv_heads * hd, view, kv_heads, {&s, 1});
     PagedAttention(&q_rot[start * heads * hd], heads * hd, view, shape, {&s, 1}, &out[start * heads * hd], heads * hd,
