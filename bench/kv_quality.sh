@@ -6,8 +6,10 @@
 #   by position, to the f32 continuation (a divergence counts every token after it);
 # - next-token choices: the prompt and f32's continuation read at once
 #   (`tessera logits`); the share of the NEW steps where the dtype's top token is f32's
-#   (no cascade: each step sees f32's tokens before it), and, where they differ, f32's
-#   margin there (its top logit minus the one the dtype chose): how close a tie it broke.
+#   (no cascade: each step sees f32's tokens before it); where they differ, f32's margin
+#   there (its top logit minus the one the dtype chose): how close a tie it broke; and
+#   the mean KL divergence of the dtype's next-token distribution from f32's (the
+#   measure llama.cpp's perplexity tool gives for quantization).
 #
 #   bench/kv_quality.sh [MODEL_DIR] [TEXT...]
 #   Default model: the bundled tessera-tiny-llama, trained on Debian's King James
@@ -67,43 +69,52 @@ PY
   echo
   echo "text $text ($(wc -c <"$text") bytes), kernels $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["cpu_isa"])' "$work/ppl.f32")"
   python3 - "$work" "$PROMPTS" "$NEW" "${dtypes[@]}" <<'PY'
-import array, json, statistics, sys
+import array, json, math, statistics, sys
 work, prompts, new, dtypes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 ppl = {d: json.load(open(f"{work}/ppl.{d}")) for d in dtypes}
 gen = {d: [l.split(",") for l in open(f"{work}/gen.{d}").read().split()] for d in dtypes}
-vocab = None
 
-def choices(d, i):
-    """(top token, logits row) of the steps that chose f32's continuation of prompt i."""
-    global vocab
+
+def steps_of(d, i):
+    """The log-probabilities of each step of f32's continuation of prompt i under d."""
     logits = array.array("f")
     with open(f"{work}/logits.{d}.{i}", "rb") as f:
         logits.frombytes(f.read())
     n = 32 + len(gen["f32"][i])
-    vocab = vocab or len(logits) // n
-    rows = [logits[r * vocab:(r + 1) * vocab] for r in range(31, n - 1)]
-    return [(row.index(max(row)), row) for row in rows]
+    vocab = len(logits) // n
+    for r in range(31, n - 1):
+        row = logits[r * vocab:(r + 1) * vocab]
+        top = max(row)
+        log_z = top + math.log(math.fsum(math.exp(x - top) for x in row))
+        yield [x - log_z for x in row]
 
-f32 = [choices("f32", i) for i in range(prompts)]
+
+def top(logp):
+    return logp.index(max(logp))
+
+
+f32 = [list(steps_of("f32", i)) for i in range(prompts)]
 # One forward over the sequence must choose what decoding it token by token chose.
-decoded = sum(str(c[0]) == t for p, g in zip(f32, gen["f32"]) for c, t in zip(p, g))
+decoded = sum(str(top(s)) == t for p, g in zip(f32, gen["f32"]) for s, t in zip(p, g))
 steps = sum(len(p) for p in f32)
 base = ppl["f32"]["perplexity"]
-print(f"{'dtype':9} {'perplexity':>11} {'vs f32':>9} {'greedy tokens = f32':>22} "
-      f"{'steps choosing as f32':>24} {'f32 margin where not (median, max)':>36}")
+print(f"{'dtype':9} {'perplexity':>11} {'vs f32':>9} {'greedy tokens = f32':>20} "
+      f"{'steps choosing as f32':>22} {'f32 margin where not':>21} {'mean KLD':>9}")
 for d in dtypes:
     same = sum(a == b for x, y in zip(gen[d], gen["f32"]) for a, b in zip(x, y))
     total = sum(len(y) for y in gen["f32"])
-    margins = []
+    margins, kld = [], 0.0
     for i in range(prompts):
-        for (top, _), (f32_top, row) in zip(choices(d, i), f32[i]):
-            if top != f32_top:
-                margins.append(row[f32_top] - row[top])
+        for logp, ref in zip(steps_of(d, i), f32[i]):
+            kld += math.fsum(math.exp(r) * (r - x) for r, x in zip(ref, logp))
+            if top(logp) != top(ref):
+                margins.append(ref[top(ref)] - ref[top(logp)])
     agree = steps - len(margins)
     p = ppl[d]["perplexity"]
     margin = f"{statistics.median(margins):.2g}, {max(margins):.2g}" if margins else "-"
-    print(f"{d:9} {p:11.3f} {100 * (p / base - 1):+8.3f}% {same:>11}/{total} ({100 * same / total:4.1f}%) "
-          f"{agree:>13}/{steps} ({100 * agree / steps:4.1f}%) {margin:>36}")
-print(f"(f32: one forward over prompt + continuation picks the decoded token at {decoded}/{steps} steps)")
+    print(f"{d:9} {p:11.3f} {100 * (p / base - 1):+8.3f}% {same:>9}/{total} ({100 * same / total:4.1f}%) "
+          f"{agree:>10}/{steps} ({100 * agree / steps:4.1f}%) {margin:>21} {kld / steps:9.2e}")
+print(f"(f32 margin: median and largest, in logits. One forward over prompt + continuation "
+      f"picks f32's decoded token at {decoded}/{steps} steps)")
 PY
 done
