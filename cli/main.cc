@@ -13,7 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -53,6 +55,7 @@ commands:
               Writes the logits of every position as float32 little-endian,
               row-major [n_ids, vocab], to FILE.
   perplexity  --model DIR --text FILE [--context N] [--stride N] [--tp N]
+              [--reference-kv-cache-dtype D]
               The model's perplexity on FILE's text (tokenized with the special
               tokens, e.g. BOS), by sliding windows of N tokens (default: the
               model's context) that start --stride tokens apart (default: half
@@ -63,6 +66,12 @@ commands:
               Prints one JSON line: perplexity, nll_per_token, tokens, windows,
               context, stride, kv_cache_dtype, kv_policy, cpu_isa (the kernel
               level that ran), seconds.
+              With --reference-kv-cache-dtype D: each window is computed again
+              with a D cache and the line gets "reference": D's perplexity, the
+              mean KL divergence of the next-token distributions from D's
+              (mean_kld, nats), the share of tokens whose top prediction is D's
+              (same_top), and where it is not, D's logit margin between the two
+              (changed_top_margin_median, _max): what the cache dtype costs.
   embed       --model DIR (--prompt TEXT | --ids 1,2,3) [--pooling last|mean]
               The embedding the server's Embed answers: the final hidden
               states pooled (default: the last token's) and L2-normalised.
@@ -192,6 +201,7 @@ struct ModelJob {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // set when generating from --prompt
   int threads = 0, block_size = kvstore::kDefaultBlockSize, max_new = 0, tp = 1, ep = 1;
   std::string kv_cache_dtype = "auto";  // resolved against the model's config
+  std::string reference_kv_cache_dtype;  // perplexity: the dtype compared with; empty: none
   std::string out;
   models::PerplexityOptions perplexity;
   models::Pooling pooling = models::Pooling::kLast;  // embed
@@ -203,20 +213,30 @@ struct ModelJob {
 // Prints perplexity's JSON line.
 void PrintPerplexity(const models::PerplexityResult& r, KvDtype kv_dtype, const models::KvRetention& retention,
                      double seconds) {
-  std::cout << nlohmann::json{{"perplexity", r.perplexity()},
-                              {"nll_per_token", r.nll / static_cast<double>(r.tokens)},
-                              {"tokens", r.tokens},
-                              {"windows", r.windows},
-                              {"context", r.context},
-                              {"stride", r.stride},
-                              {"kv_cache_dtype", KvDtypeName(kv_dtype)},
-                              {"kv_policy", models::KvPolicyName(retention)},
-                              {"sink_tokens", retention.sink_tokens},
-                              {"window", retention.window},
-                              {"cpu_isa", kernels::CpuIsaName(kernels::ActiveCpuIsa())},
-                              {"seconds", seconds}}
-                   .dump()
-            << "\n";
+  const double tokens = static_cast<double>(r.tokens);
+  nlohmann::json line{{"perplexity", r.perplexity()},
+                      {"nll_per_token", r.nll / tokens},
+                      {"tokens", r.tokens},
+                      {"windows", r.windows},
+                      {"context", r.context},
+                      {"stride", r.stride},
+                      {"kv_cache_dtype", KvDtypeName(kv_dtype)},
+                      {"kv_policy", models::KvPolicyName(retention)},
+                      {"sink_tokens", retention.sink_tokens},
+                      {"window", retention.window},
+                      {"cpu_isa", kernels::CpuIsaName(kernels::ActiveCpuIsa())},
+                      {"seconds", seconds}};
+  if (r.reference) {
+    std::vector<float> margins = r.reference->changed_top_margins;
+    std::sort(margins.begin(), margins.end());
+    line["reference"] = {{"kv_cache_dtype", KvDtypeName(r.reference->kv_dtype)},
+                         {"perplexity", std::exp(r.reference->nll / tokens)},
+                         {"mean_kld", r.reference->kld / tokens},
+                         {"same_top", static_cast<double>(r.reference->same_top) / tokens},
+                         {"changed_top_margin_median", margins.empty() ? 0.0f : margins[margins.size() / 2]},
+                         {"changed_top_margin_max", margins.empty() ? 0.0f : margins.back()}};
+  }
+  std::cout << line.dump() << "\n";
 }
 
 // Loads the model (this rank's shard) and runs the job. Only the primary rank prints
@@ -235,6 +255,11 @@ int RunModelJob(const ModelJob& job, models::ModelOptions options, bool primary)
   if (!kv_dtype.ok()) return fail(kv_dtype.status());
   models::PerplexityOptions perplexity = job.perplexity;
   perplexity.kv_dtype = *kv_dtype;
+  if (!job.reference_kv_cache_dtype.empty()) {
+    const absl::StatusOr<KvDtype> reference = models::ResolveKvDtype(job.reference_kv_cache_dtype, *spec);
+    if (!reference.ok()) return fail(reference.status());
+    perplexity.reference_kv_dtype = *reference;
+  }
   if (job.kind == ModelJob::Kind::kPerplexity) {
     if (auto options = models::ResolvePerplexityOptions(*spec, job.ids, perplexity); !options.ok()) {
       return fail(options.status());
@@ -370,7 +395,7 @@ int RunModelCommand(const Args& args) {
   const std::set<std::string> common = {"model", "threads", "block-size", "kv-cache-dtype", "tp", "ep", "cpu-isa", "quiet",
                                         "weight-cache"};
   std::set<std::string> allowed = job.kind == ModelJob::Kind::kLogits       ? std::set<std::string>{"ids", "out"}
-                                  : job.kind == ModelJob::Kind::kPerplexity ? std::set<std::string>{"text", "context", "stride", "kv-policy", "sink-tokens", "window"}
+                                  : job.kind == ModelJob::Kind::kPerplexity ? std::set<std::string>{"text", "context", "stride", "kv-policy", "sink-tokens", "window", "reference-kv-cache-dtype"}
                                   : job.kind == ModelJob::Kind::kEmbed      ? std::set<std::string>{"ids", "prompt", "pooling"}
                                                                             : std::set<std::string>{"ids", "prompt", "max-new-tokens", "kv-policy", "sink-tokens", "window"};
   allowed.insert(common.begin(), common.end());
@@ -436,6 +461,7 @@ int RunModelCommand(const Args& args) {
           !IntFlag(args, "stride", 0, 1, &job.perplexity.stride, &error)) {
         return Fail(error);
       }
+      if (args.Has("reference-kv-cache-dtype")) job.reference_kv_cache_dtype = args.flags.at("reference-kv-cache-dtype");
       std::ifstream file(args.flags.at("text"), std::ios::binary);
       if (!file) return Fail("cannot read " + args.flags.at("text"));
       const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());

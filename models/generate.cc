@@ -69,12 +69,37 @@ class PrivateSequence {
   int64_t context_ = 0;
 };
 
-// -log softmax(row)[token], in nats.
-double TokenNll(const float* row, int64_t vocab, int32_t token) {
+// log Σ exp(row), in double.
+double LogSumExp(const float* row, int64_t vocab) {
   const float top = row[ArgMax(row, vocab)];
   double sum = 0;
   for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - top);
-  return std::log(sum) - (static_cast<double>(row[token]) - top);
+  return top + std::log(sum);
+}
+
+// Scores `token` (-log softmax(row)[token], nats) from the row before it, and, with a
+// reference row (the same position computed with the reference cache), compares the
+// two distributions.
+void Score(const float* row, const float* reference_row, int64_t vocab, int32_t token, PerplexityResult* result) {
+  const double log_z = LogSumExp(row, vocab);
+  result->nll += log_z - row[token];
+  ++result->tokens;
+  if (reference_row == nullptr) return;
+  ReferenceComparison& reference = *result->reference;
+  const double reference_log_z = LogSumExp(reference_row, vocab);
+  reference.nll += reference_log_z - reference_row[token];
+  double kld = 0;
+  for (int64_t v = 0; v < vocab; ++v) {
+    const double reference_logp = reference_row[v] - reference_log_z;
+    kld += std::exp(reference_logp) * (reference_logp - (row[v] - log_z));
+  }
+  reference.kld += kld;
+  const int32_t top = ArgMax(row, vocab), reference_top = ArgMax(reference_row, vocab);
+  if (top == reference_top) {
+    ++reference.same_top;
+  } else {
+    reference.changed_top_margins.push_back(reference_row[reference_top] - reference_row[top]);
+  }
 }
 
 }  // namespace
@@ -167,18 +192,26 @@ absl::StatusOr<PerplexityResult> Perplexity(Model& model, std::span<const int32_
   PerplexityResult result;
   result.context = options.context;
   result.stride = options.stride;
+  if (options.reference_kv_dtype) result.reference = ReferenceComparison{.kv_dtype = *options.reference_kv_dtype};
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t vocab = model.spec().vocab_size;
   if (options.retention.bounded()) {
     // Streaming: one sequence, chunk after chunk; each row predicts the token after it.
+    // The reference, if any, streams through a sequence of its own beside it.
     PrivateSequence seq(model, options.block_size, options.kv_dtype, n, kBoundedChunk, options.retention);
-    std::vector<float> logits;
+    std::optional<PrivateSequence> reference_seq;
+    if (result.reference) {
+      reference_seq.emplace(model, options.block_size, result.reference->kv_dtype, n, kBoundedChunk, options.retention);
+    }
+    std::vector<float> logits, reference_logits;
     for (int64_t begin = 0; begin < n - 1; begin += kBoundedChunk) {
       const int64_t end = std::min(begin + kBoundedChunk, n - 1);
-      RETURN_IF_ERROR(seq.Forward(tokens.subspan(begin, end - begin), /*all_logits=*/true, &logits));
+      const std::span<const int32_t> chunk = tokens.subspan(begin, end - begin);
+      RETURN_IF_ERROR(seq.Forward(chunk, /*all_logits=*/true, &logits));
+      if (reference_seq) RETURN_IF_ERROR(reference_seq->Forward(chunk, /*all_logits=*/true, &reference_logits));
       for (int64_t t = begin + 1; t <= end; ++t) {
-        result.nll += TokenNll(logits.data() + (t - begin - 1) * vocab, vocab, tokens[t]);
-        ++result.tokens;
+        const int64_t row = (t - begin - 1) * vocab;
+        Score(logits.data() + row, reference_seq ? reference_logits.data() + row : nullptr, vocab, tokens[t], &result);
       }
     }
     result.windows = 1;
@@ -187,12 +220,16 @@ absl::StatusOr<PerplexityResult> Perplexity(Model& model, std::span<const int32_
   int64_t scored_to = 1;  // tokens before this one are scored (the first never is)
   for (int64_t begin = 0; scored_to < n; begin += result.stride) {
     const int64_t end = std::min(begin + result.context, n);
-    ASSIGN_OR_RETURN(const std::vector<float> logits,
-                     PromptLogits(model, tokens.subspan(begin, end - begin), options.block_size, options.kv_dtype));
+    const std::span<const int32_t> window = tokens.subspan(begin, end - begin);
+    ASSIGN_OR_RETURN(const std::vector<float> logits, PromptLogits(model, window, options.block_size, options.kv_dtype));
+    std::vector<float> reference_logits;
+    if (result.reference) {
+      ASSIGN_OR_RETURN(reference_logits, PromptLogits(model, window, options.block_size, result.reference->kv_dtype));
+    }
     for (int64_t t = std::max(scored_to, begin + 1); t < end; ++t) {
       // The row of the position before t predicts it.
-      result.nll += TokenNll(logits.data() + (t - begin - 1) * vocab, vocab, tokens[t]);
-      ++result.tokens;
+      const int64_t row = (t - begin - 1) * vocab;
+      Score(logits.data() + row, result.reference ? reference_logits.data() + row : nullptr, vocab, tokens[t], &result);
     }
     scored_to = end;
     ++result.windows;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -48,14 +49,31 @@ struct PerplexityOptions {
   // text is one sequence that keeps only what the retention says, fed in chunks, and
   // every token is scored from what that cache holds (StreamingLLM's evaluation).
   KvRetention retention;
+  // Also computes every window with a cache of this dtype and compares the two
+  // next-token distributions at each scored token (PerplexityResult::reference):
+  // what a KV dtype costs, measured on the same windows.
+  std::optional<KvDtype> reference_kv_dtype;
+};
+
+// The scored tokens' next-token distributions against the reference dtype's, as
+// llama.cpp's `llama-perplexity --kl-divergence` compares a quantized model with its base.
+struct ReferenceComparison {
+  KvDtype kv_dtype = KvDtype::kF32;
+  double nll = 0;        // the reference's summed negative log-likelihood, nats
+  double kld = 0;        // summed KL(reference || evaluated), nats
+  int64_t same_top = 0;  // tokens whose top prediction is the reference's
+  // Where the top predictions differ: the reference's top logit minus its logit of the
+  // token the evaluated cache put on top (how near a tie the difference broke).
+  std::vector<float> changed_top_margins;
 };
 
 struct PerplexityResult {
   double nll = 0;      // summed negative log-likelihood of the scored tokens, nats
   int64_t tokens = 0;  // tokens scored: every one but the first
   int64_t windows = 0;
-  int context = 0, stride = 0;  // as used
-  double perplexity() const;    // exp(nll / tokens)
+  int context = 0, stride = 0;                   // as used
+  std::optional<ReferenceComparison> reference;  // with PerplexityOptions::reference_kv_dtype
+  double perplexity() const;                     // exp(nll / tokens)
 };
 
 // The options with their defaults filled in for `spec`, checked against it and against

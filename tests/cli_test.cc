@@ -135,6 +135,10 @@ TEST(CliTest, BadInvocationsExitTwoWithOneMessage) {
       {"perplexity --model " + Bundled() + " --text " + Readme() + " --context 513", "context must be 2..512"},
       {"perplexity --model " + Bundled() + " --text " + Readme() + " --stride 0", "--stride must be"},
       {"perplexity --model " + Bundled() + " --text " + Readme() + " --ids 1", "unknown flag --ids"},
+      {"perplexity --model " + Bundled() + " --text " + Readme() + " --reference-kv-cache-dtype int4",
+       "unknown KV cache dtype 'int4'"},
+      {"generate --model " + llama + " --ids 1 --max-new-tokens 2 --reference-kv-cache-dtype f32",
+       "unknown flag --reference-kv-cache-dtype"},
       {"embed --model " + llama, "exactly one of --ids and --prompt"},
       {"embed --model " + llama + " --ids 1,2 --pooling max", "unknown pooling 'max' (last or mean)"},
       {"embed --model " + llama + " --ids 1,320", "outside the vocabulary"},
@@ -206,7 +210,22 @@ TEST(CliTest, PerplexityPrintsTheLibrarysFigures) {
     // bf16 weights: a tensor-parallel split sums in another order.
     EXPECT_NEAR(got["perplexity"].get<double>(), expected->perplexity(), (tp == "1" ? 1e-9 : 1e-3) * expected->perplexity());
     EXPECT_GT(got["seconds"].get<double>(), 0);
+    EXPECT_FALSE(got.contains("reference"));
   }
+  // An int8 cache against the model's own dtype (auto: bf16), as the library compares them.
+  auto compared = models::Perplexity(
+      **model, tokens, {.context = 16, .stride = 8, .kv_dtype = KvDtype::kInt8, .reference_kv_dtype = (*model)->spec().dtype});
+  ASSERT_TRUE(compared.ok()) << compared.status();
+  Result r = RunCli("perplexity --model " + Bundled() + " --text " + dir +
+                    "/text.txt --context 16 --stride 8 --quiet --kv-cache-dtype int8 --reference-kv-cache-dtype auto");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  const nlohmann::json reference = nlohmann::json::parse(r.stdout_text)["reference"];
+  const double scored = static_cast<double>(compared->tokens);
+  EXPECT_EQ(reference["kv_cache_dtype"], "bf16");
+  EXPECT_NEAR(reference["perplexity"].get<double>(), expected->perplexity(), 1e-9 * expected->perplexity());
+  EXPECT_NEAR(reference["mean_kld"].get<double>(), compared->reference->kld / scored, 1e-12);
+  EXPECT_NEAR(reference["same_top"].get<double>(), compared->reference->same_top / scored, 1e-12);
+  EXPECT_TRUE(reference.contains("changed_top_margin_median") && reference.contains("changed_top_margin_max"));
   std::filesystem::remove_all(dir);
 }
 

@@ -1,6 +1,7 @@
 // models::Perplexity: one window against the definition, sliding windows against a
 // model that sees only a window anyway, the window arithmetic, and bad options; the
 // streaming evaluation of bounded KV policies (models/kv_retention.h) likewise.
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -111,6 +112,71 @@ TEST(PerplexityTest, StreamingKeepsWhatThePolicySays) {
   auto sinks16 = Perplexity(*model, tokens, {.retention = {8, 4}});
   ASSERT_TRUE(sinks16.ok());
   EXPECT_NEAR(sinks16->perplexity(), sinks->perplexity(), 1e-5 * sinks->perplexity());
+}
+
+// Against a reference dtype: the reference's figures are a run with that dtype's (on
+// windows and streamed), a reference of the same dtype differs in nothing, and the KL
+// divergence, top-token agreement and margins are the two caches' logits', computed
+// here from the definition.
+TEST(PerplexityTest, AReferenceDtypeIsComparedTokenByToken) {
+  auto model = Load("llama");
+  const int vocab = model->spec().vocab_size;
+  const std::vector<int32_t> tokens = RandomTokens(60, vocab, 7);
+  for (const PerplexityOptions& how : {PerplexityOptions{.context = 64}, PerplexityOptions{.context = 32, .stride = 16},
+                                       PerplexityOptions{.block_size = 4, .retention = {24, 4}}}) {
+    PerplexityOptions f32 = how, int8 = how, int8_itself = how;
+    int8.kv_dtype = int8_itself.kv_dtype = KvDtype::kInt8;
+    int8.reference_kv_dtype = KvDtype::kF32;
+    int8_itself.reference_kv_dtype = KvDtype::kInt8;
+    auto plain = Perplexity(*model, tokens, f32);
+    auto compared = Perplexity(*model, tokens, int8);
+    auto itself = Perplexity(*model, tokens, int8_itself);
+    ASSERT_TRUE(plain.ok() && compared.ok() && itself.ok()) << compared.status() << itself.status();
+    EXPECT_FALSE(plain->reference.has_value());
+    ASSERT_TRUE(compared->reference.has_value() && itself->reference.has_value());
+    EXPECT_EQ(compared->reference->kv_dtype, KvDtype::kF32);
+    EXPECT_EQ(compared->reference->nll, plain->nll);  // the same computation, bit for bit
+    EXPECT_NE(compared->nll, plain->nll);
+    EXPECT_GT(compared->reference->kld, 0);
+    EXPECT_EQ(compared->reference->same_top + static_cast<int64_t>(compared->reference->changed_top_margins.size()),
+              compared->tokens);
+    EXPECT_EQ(itself->nll, compared->nll);
+    EXPECT_EQ(itself->reference->nll, itself->nll);
+    EXPECT_EQ(itself->reference->kld, 0.0);
+    EXPECT_EQ(itself->reference->same_top, itself->tokens);
+  }
+  // One window holding the text, from the two caches' logits.
+  auto int8_logits = PromptLogits(*model, tokens, kvstore::kDefaultBlockSize, KvDtype::kInt8);
+  auto f32_logits = PromptLogits(*model, tokens, kvstore::kDefaultBlockSize, KvDtype::kF32);
+  ASSERT_TRUE(int8_logits.ok() && f32_logits.ok());
+  auto log_softmax = [&](const float* row) {
+    double top = row[0], sum = 0;
+    for (int v = 0; v < vocab; ++v) top = std::max(top, static_cast<double>(row[v]));
+    for (int v = 0; v < vocab; ++v) sum += std::exp(row[v] - top);
+    std::vector<double> out(vocab);
+    for (int v = 0; v < vocab; ++v) out[v] = row[v] - top - std::log(sum);
+    return out;
+  };
+  double kld = 0;
+  int64_t same_top = 0;
+  std::vector<float> margins;
+  for (size_t t = 1; t < tokens.size(); ++t) {
+    const float* evaluated = int8_logits->data() + (t - 1) * vocab;
+    const float* reference = f32_logits->data() + (t - 1) * vocab;
+    const std::vector<double> p = log_softmax(reference), q = log_softmax(evaluated);
+    for (int v = 0; v < vocab; ++v) kld += std::exp(p[v]) * (p[v] - q[v]);
+    const int32_t top = ArgMax(evaluated, vocab), reference_top = ArgMax(reference, vocab);
+    if (top == reference_top) {
+      ++same_top;
+    } else {
+      margins.push_back(reference[reference_top] - reference[top]);
+    }
+  }
+  auto result = Perplexity(*model, tokens, {.context = 64, .kv_dtype = KvDtype::kInt8, .reference_kv_dtype = KvDtype::kF32});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_NEAR(result->reference->kld, kld, 1e-9 * kld);
+  EXPECT_EQ(result->reference->same_top, same_top);
+  EXPECT_EQ(result->reference->changed_top_margins, margins);
 }
 
 // Greedy decoding under a sink-window far past the pool a full cache would need:
