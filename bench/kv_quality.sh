@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # What each KV cache dtype costs in quality, against f32 in the same run, on each text:
-# - perplexity (sliding windows of the model's context, `tessera perplexity`);
+# - on the text itself (`tessera perplexity --reference-kv-cache-dtype f32`, sliding
+#   windows of the model's context): perplexity against f32's; the share of tokens
+#   whose top prediction is f32's ("same top", as llama.cpp's `llama-perplexity
+#   --kl-divergence` calls it) and, where it is not, f32's own margin there (its top
+#   logit minus its logit of the token the dtype put on top: how near a tie it broke);
+#   the mean KL divergence of the next-token distributions from f32's;
 # - greedy continuations: PROMPTS prompts (windows of 32 tokens taken evenly from the
 #   text) continued by NEW tokens with each dtype; the share of tokens equal, position
-#   by position, to the f32 continuation (a divergence counts every token after it);
-# - next-token choices: the prompt and f32's continuation read at once
-#   (`tessera logits`); the share of the NEW steps where the dtype's top token is f32's
-#   (no cascade: each step sees f32's tokens before it); where they differ, f32's margin
-#   there (its top logit minus the one the dtype chose): how close a tie it broke; and
-#   the mean KL divergence of the dtype's next-token distribution from f32's (the
-#   measure llama.cpp's perplexity tool gives for quantization).
+#   by position, to the f32 continuation (a divergence counts every token after it).
 #
 #   bench/kv_quality.sh [MODEL_DIR] [TEXT...]
 #   Default model: the bundled tessera-tiny-llama, trained on Debian's King James
@@ -43,7 +42,8 @@ fi
 echo "model $model; $PROMPTS prompts of 32 tokens, $NEW new tokens each"
 for text in "${texts[@]}"; do
   for d in "${dtypes[@]}"; do
-    "$tessera" perplexity --model "$model" --text "$text" --quiet --kv-cache-dtype "$d" --cpu-isa "$CPU_ISA" >"$work/ppl.$d"
+    "$tessera" perplexity --model "$model" --text "$text" --quiet --kv-cache-dtype "$d" --cpu-isa "$CPU_ISA" \
+      --reference-kv-cache-dtype f32 >"$work/ppl.$d"
   done
   "$tessera" tokenize --model "$model" --text "$(cat "$text")" >"$work/ids"
   python3 - "$work/ids" "$PROMPTS" >"$work/prompts" <<'PY'
@@ -56,65 +56,28 @@ for i in range(n):
 PY
   for d in "${dtypes[@]}"; do
     while read -r prompt; do
-      "$tessera" generate --model "$model" --ids "$prompt" --max-new-tokens "$NEW" --quiet --kv-cache-dtype "$d" --cpu-isa "$CPU_ISA"
+      "$tessera" generate --model "$model" --ids "$prompt" --max-new-tokens "$NEW" --quiet --kv-cache-dtype "$d" \
+        --cpu-isa "$CPU_ISA"
     done <"$work/prompts" >"$work/gen.$d"
   done
-  i=0
-  paste -d, "$work/prompts" "$work/gen.f32" | while read -r ids; do
-    for d in "${dtypes[@]}"; do
-      "$tessera" logits --model "$model" --ids "$ids" --out "$work/logits.$d.$i" --quiet --kv-cache-dtype "$d" --cpu-isa "$CPU_ISA"
-    done
-    i=$((i + 1))
-  done
   echo
-  echo "text $text ($(wc -c <"$text") bytes), kernels $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["cpu_isa"])' "$work/ppl.f32")"
-  python3 - "$work" "$PROMPTS" "$NEW" "${dtypes[@]}" <<'PY'
-import array, json, math, statistics, sys
-work, prompts, new, dtypes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+  python3 - "$work" "$text" "${dtypes[@]}" <<'PY'
+import json, os, sys
+work, text, dtypes = sys.argv[1], sys.argv[2], sys.argv[3:]
 ppl = {d: json.load(open(f"{work}/ppl.{d}")) for d in dtypes}
 gen = {d: [l.split(",") for l in open(f"{work}/gen.{d}").read().split()] for d in dtypes}
-
-
-def steps_of(d, i):
-    """The log-probabilities of each step of f32's continuation of prompt i under d."""
-    logits = array.array("f")
-    with open(f"{work}/logits.{d}.{i}", "rb") as f:
-        logits.frombytes(f.read())
-    n = 32 + len(gen["f32"][i])
-    vocab = len(logits) // n
-    for r in range(31, n - 1):
-        row = logits[r * vocab:(r + 1) * vocab]
-        top = max(row)
-        log_z = top + math.log(math.fsum(math.exp(x - top) for x in row))
-        yield [x - log_z for x in row]
-
-
-def top(logp):
-    return logp.index(max(logp))
-
-
-f32 = [list(steps_of("f32", i)) for i in range(prompts)]
-# One forward over the sequence must choose what decoding it token by token chose.
-decoded = sum(str(top(s)) == t for p, g in zip(f32, gen["f32"]) for s, t in zip(p, g))
-steps = sum(len(p) for p in f32)
-base = ppl["f32"]["perplexity"]
-print(f"{'dtype':9} {'perplexity':>11} {'vs f32':>9} {'greedy tokens = f32':>20} "
-      f"{'steps choosing as f32':>22} {'f32 margin where not':>21} {'mean KLD':>9}")
+f32 = ppl["f32"]
+print(f"text {text} ({os.path.getsize(text)} bytes, {f32['tokens']} tokens scored), kernels {f32['cpu_isa']}, "
+      f"f32 perplexity {f32['perplexity']:.3f}")
+print(f"{'dtype':9} {'perplexity vs f32':>17} {'same top as f32':>15} {'f32 margin where not':>21} "
+      f"{'mean KLD':>9} {'greedy tokens = f32':>20}")
 for d in dtypes:
+    ref = ppl[d]["reference"]
     same = sum(a == b for x, y in zip(gen[d], gen["f32"]) for a, b in zip(x, y))
     total = sum(len(y) for y in gen["f32"])
-    margins, kld = [], 0.0
-    for i in range(prompts):
-        for logp, ref in zip(steps_of(d, i), f32[i]):
-            kld += math.fsum(math.exp(r) * (r - x) for r, x in zip(ref, logp))
-            if top(logp) != top(ref):
-                margins.append(ref[top(ref)] - ref[top(logp)])
-    agree = steps - len(margins)
-    p = ppl[d]["perplexity"]
-    margin = f"{statistics.median(margins):.2g}, {max(margins):.2g}" if margins else "-"
-    print(f"{d:9} {p:11.3f} {100 * (p / base - 1):+8.3f}% {same:>9}/{total} ({100 * same / total:4.1f}%) "
-          f"{agree:>10}/{steps} ({100 * agree / steps:4.1f}%) {margin:>21} {kld / steps:9.2e}")
-print(f"(f32 margin: median and largest, in logits. One forward over prompt + continuation "
-      f"picks f32's decoded token at {decoded}/{steps} steps)")
+    margin = (f"{ref['changed_top_margin_median']:.2g}, {ref['changed_top_margin_max']:.2g}"
+              if ref["same_top"] < 1 else "-")
+    print(f"{d:9} {100 * (ppl[d]['perplexity'] / ref['perplexity'] - 1):+16.3f}% {100 * ref['same_top']:14.2f}% "
+          f"{margin:>21} {ref['mean_kld']:9.2e} {same:>9}/{total} ({100 * same / total:4.1f}%)")
 PY
 done
